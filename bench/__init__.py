@@ -1,0 +1,1 @@
+"""pushgate benchmark tool: ``python -m bench.run --help`` (see docs/benchmarks.md)."""

@@ -1,0 +1,157 @@
+"""Server processes under test: start pinned to a core, wait for the ready line, read
+CPU time and RSS from /proc (the whole process tree), always stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    kids = _children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime (all threads) of the given processes, in seconds."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_kb(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+class ServerProcess:
+    """One server under test, started with ``taskset -c CORE`` and logging to files."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], ready_prefix: str,
+                 workdir: Path, core: int = 0, cwd: str | None = None) -> None:
+        self.name = name
+        self.argv = ["taskset", "-c", str(core), *argv]
+        self.env = env
+        self.ready_prefix = ready_prefix
+        self.out_path = workdir / f"{name}.stdout"
+        self.err_path = workdir / f"{name}.stderr"
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> str:
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.out_path.read_text(errors="replace").splitlines():
+                if line.startswith(self.ready_prefix):
+                    self.url = line.split()[1].rstrip("/")
+                    return self.url
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before it was "
+                                   f"ready:\n{self.stderr_tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.stderr_tail()}")
+
+    def stderr_tail(self, n: int = 30) -> str:
+        try:
+            lines = self.err_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stderr_problems(self) -> list[str]:
+        """Lines of the server's stderr that look like warnings/errors/tracebacks."""
+        try:
+            lines = self.err_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        keys = ("error", "exception", "traceback", "warning", "critical")
+        return [ln for ln in lines if any(k in ln.lower() for k in keys)]
+
+    def pids(self) -> list[int]:
+        """Server process tree, without the taskset wrapper (taskset execs, same pid)."""
+        return tree(self.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids())
+
+    def rss_kb(self) -> int:
+        return rss_kb(self.pids())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` s, then SIGKILL the process group."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                # still running (so its pid/process group cannot have been reused): kill
+                # the process group it was started in
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+        return self.proc.returncode

@@ -1,0 +1,265 @@
+"""pushgate benchmark: run scenarios against pushgate and the hand-written baseline.
+
+    .venv/bin/python -m bench.run [S1 S2 S4 ...] [--runs 3] [--json out.json]
+
+Each scenario × run × target starts a fresh server pinned to core 0 (``taskset``),
+opens the sessions from load processes pinned to core 1, runs the send phase and
+measures it; servers and load processes are always stopped. The table shows the
+median of the runs. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.procs import ServerProcess  # noqa: E402
+from bench.scenarios import SCENARIOS, Env, Scenario  # noqa: E402
+from bench.targets import TARGETS  # noqa: E402
+from bench.wsload import LoadWorkers  # noqa: E402
+
+DEFAULT_SCENARIOS = ["S1", "S2", "S4"]
+_ip_counter = [0]
+
+
+def _src_ips(n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        out.append(f"127.0.0.{2 + _ip_counter[0] % 250}")
+        _ip_counter[0] += 1
+    return out
+
+
+def _say(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+async def run_one(sc: Scenario, target_name: str, label: str, workdir: Path,
+                  server_core: int, load_core: int) -> dict[str, Any]:
+    def log(msg: str) -> None:
+        _say(f"[{label}] {msg}")
+
+    target = None
+    workers = None
+    try:
+        log("starting server")
+        target = TARGETS[target_name].start(workdir, server_core)
+        for note in target.notes:
+            log(f"note: {note}")
+        workers = LoadWorkers(sc.n_workers(), load_core)
+        env = Env(target, workers, _src_ips(sc.n_workers()), log, [os.getpid()])
+        m = await sc.run(env)
+        problems = target.server.stderr_problems()
+        if problems:
+            m["server_log_problems"] = len(problems)
+            m["server_log_samples"] = problems[:5]
+            log(f"server logged {len(problems)} warning/error lines, e.g. {problems[0][:200]}")
+        if target.notes:
+            m["notes"] = target.notes
+        log(summary(m))
+        return m
+    finally:
+        if workers is not None:
+            workers.stop()
+        if target is not None:
+            rc = target.server.stop()
+            if rc not in (0, -signal.SIGTERM, None):
+                log(f"server exit code {rc}")
+
+
+def summary(m: dict[str, Any]) -> str:
+    return (f"cpu {m['cpu_us_per_delivery']:.1f} µs/delivery, {m['deliveries_per_s']:.0f}/s, "
+            f"p50 {m['p50_ms']:.2f} p99 {m['p99_ms']:.2f} max {m['max_ms']:.1f} ms, "
+            f"lost {m['lost']}, dups {m['duplicates']}, http errors {m['http_errors']}, "
+            f"rss {m['rss_kb_per_session']:.1f} KB/session, load core {m['load_cpu_pct']:.0f}%")
+
+
+def median_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    out: dict[str, Any] = {}
+    if not ok:
+        return out
+    for k in ok[0]:
+        vals = [r[k] for r in ok if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        vals = [v for v in vals if not (isinstance(v, float) and math.isnan(v))]
+        if vals:
+            out[k] = statistics.median(vals)
+    return out
+
+
+def fmt(v: Any, f: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f.format(v)
+
+
+def table(results: dict[str, Any], targets: list[str]) -> str:
+    head = ["scenario", "metric", "pushgate", "baseline", "ratio", "target", "met?"]
+    rows: list[list[str]] = []
+    for name, r in results.items():
+        sc_cls = SCENARIOS[name]
+        med = r["median"]
+        pg, base = med.get("pushgate", {}), med.get("baseline", {})
+        crit = {c.metric: c for c in sc_cls.criteria}
+        for key, label, f in sc_cls.metrics(sc_cls()):
+            a, b = pg.get(key), base.get(key)
+            if a is None and b is None:
+                continue
+            ratio = "-"
+            if a is not None and b and not math.isnan(a) and not math.isnan(b):
+                ratio = f"{a / b:.2f}"
+            c = crit.get(key)
+            met = "-"
+            if c is not None:
+                ok = c.check(a, b)
+                met = "n/a" if ok is None else ("yes" if ok else "NO")
+            rows.append([name, label, fmt(a, f), fmt(b, f), ratio, c.text if c else "", met])
+        for t in targets:
+            errs = [x["error"] for x in r["runs"].get(t, []) if "error" in x]
+            if errs:
+                rows.append([name, f"{t} FAILED", str(len(errs)) + " run(s)", "", "", "",
+                             errs[0].splitlines()[0][:60]])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
+             "-|-".join("-" * w for w in widths)]
+    prev = None
+    for row in rows:
+        if prev is not None and row[0] != prev:
+            lines.append("-|-".join("-" * w for w in widths))
+        prev = row[0]
+        lines.append(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) if i < 5 else c.ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    out = ["| scenario | metric | pushgate | baseline | ratio | target | met? |",
+           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for line in table(results, []).splitlines()[2:]:
+        if set(line) <= {"-", "|", " "}:
+            continue
+        out.append("| " + " | ".join(c.strip() for c in line.split(" | ")) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                    help=f"scenarios to run (default: {' '.join(DEFAULT_SCENARIOS)}; "
+                         f"known: {' '.join(SCENARIOS)})")
+    ap.add_argument("--runs", type=int, default=3, help="runs per scenario and target (median)")
+    ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    ap.add_argument("--targets", default="pushgate,baseline",
+                    help="comma-separated targets (default: pushgate,baseline)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply session and send counts (for a quick smoke run, e.g. 0.1)")
+    ap.add_argument("--server-core", type=int, default=0)
+    ap.add_argument("--load-core", type=int, default=1)
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the servers' stdout/stderr and data dirs (printed path)")
+    args = ap.parse_args(argv)
+
+    names = [s.upper() for s in args.scenarios] or DEFAULT_SCENARIOS
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}; known: {' '.join(SCENARIOS)}")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for t in targets:
+        if t not in TARGETS:
+            ap.error(f"unknown target {t!r}; known: {' '.join(TARGETS)}")
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+
+    # this process (HTTP senders) and the load processes run on the load core
+    os.sched_setaffinity(0, {args.load_core})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    workdir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+    started = dt.datetime.now(dt.timezone.utc)
+    command = " ".join([Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])])
+    results: dict[str, Any] = {}
+    t_start = time.monotonic()
+    try:
+        for name in names:
+            sc = SCENARIOS[name](scale=args.scale)
+            _say(f"== {name}: {sc.title} {sc.params()}")
+            runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            for r in range(args.runs):
+                order = targets if r % 2 == 0 else list(reversed(targets))
+                for t in order:
+                    label = f"{name} run {r + 1}/{args.runs} {t}"
+                    try:
+                        m = runner(run_one(sc, t, label, workdir, args.server_core,
+                                           args.load_core))
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:  # record and go on with the other runs
+                        _say(f"[{label}] FAILED: {type(e).__name__}: {e}")
+                        m = {"error": f"{type(e).__name__}: {e}"}
+                    runs[t].append(m)
+            results[name] = {"title": sc.title, "params": sc.params(), "runs": runs,
+                             "median": {t: median_metrics(runs[t]) for t in targets},
+                             "criteria": [c.__dict__ for c in sc.criteria]}
+    except KeyboardInterrupt:
+        _say("interrupted; servers and load processes stopped")
+        return 130
+    finally:
+        if args.keep_logs:
+            _say(f"server logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    elapsed = time.monotonic() - t_start
+    print()
+    print(f"pushgate benchmark, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+          f"runs={args.runs} (median), {elapsed / 60:.1f} min")
+    print(table(results, targets))
+    if args.json:
+        for r in results.values():
+            r["checks"] = []
+            for c in SCENARIOS[next(k for k, v in results.items() if v is r)].criteria:
+                pg = r["median"].get("pushgate", {}).get(c.metric)
+                base = r["median"].get("baseline", {}).get(c.metric)
+                r["checks"].append({"metric": c.metric, "target": c.text, "pushgate": pg,
+                                    "baseline": base, "met": c.check(pg, base)})
+        doc = {"date": started.isoformat(timespec="seconds"), "command": command,
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version()},
+               "runs": args.runs, "scale": args.scale, "elapsed_s": round(elapsed, 1),
+               "scenarios": results}
+        Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""Benchmark scenarios. Each scenario is a :class:`Scenario` subclass registered with
+``@scenario``; it opens its sessions, runs its send phase inside :func:`measure` and
+returns a flat dict of metrics. ``criteria`` say which metrics have a target."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ClassVar
+
+import orjson
+
+from bench.httpload import HttpPool, encode
+from bench.procs import cpu_seconds
+from bench.targets import RunningTarget
+from bench.wsload import LoadWorkers
+
+PAD = "x" * 40  # makes each notification body ~100 bytes of JSON
+
+
+def body(mid: str, t: float) -> dict[str, Any]:
+    return {"i": mid, "t": t, "kind": "bench", "p": PAD}
+
+
+@dataclass
+class Env:
+    target: RunningTarget
+    workers: LoadWorkers
+    src_ips: list[str]
+    log: Callable[[str], None]
+    load_pids: list[int] = field(default_factory=list)
+
+    @property
+    def client(self):  # noqa: ANN201
+        return self.target.client
+
+
+@dataclass
+class Criterion:
+    metric: str
+    kind: str  # "ratio_max": pushgate <= value × baseline; "max": pushgate <= value
+    value: float
+    text: str
+
+    def check(self, pg: float | None, base: float | None) -> bool | None:
+        if pg is None or (isinstance(pg, float) and math.isnan(pg)):
+            return None
+        if self.kind == "ratio_max":
+            if not base:
+                return None
+            return pg <= self.value * base
+        return pg <= self.value
+
+
+SCENARIOS: dict[str, type[Scenario]] = {}
+
+
+def scenario(cls: type[Scenario]) -> type[Scenario]:
+    SCENARIOS[cls.name] = cls
+    return cls
+
+
+# metrics shown in the table for every scenario, in this order: (key, label, format)
+COMMON_METRICS = [
+    ("cpu_us_per_delivery", "server CPU µs/delivery", "{:.1f}"),
+    ("deliveries_per_s", "deliveries/s", "{:.0f}"),
+    ("p50_ms", "latency p50 ms", "{:.2f}"),
+    ("p90_ms", "latency p90 ms", "{:.2f}"),
+    ("p99_ms", "latency p99 ms", "{:.2f}"),
+    ("max_ms", "latency max ms", "{:.2f}"),
+    ("lost", "lost", "{:.0f}"),
+    ("duplicates", "duplicates", "{:.0f}"),
+    ("http_errors", "HTTP errors", "{:.0f}"),
+    ("rss_kb_per_session", "RSS KB/session", "{:.1f}"),
+    ("server_cpu_pct", "server core busy %", "{:.0f}"),
+    ("load_cpu_pct", "load core busy %", "{:.0f}"),
+]
+
+
+class Scenario:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    per_worker: ClassVar[int] = 5000
+    criteria: ClassVar[list[Criterion]] = []
+    extra_metrics: ClassVar[list[tuple[str, str, str]]] = []
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def n(self, x: float, lo: int = 1) -> int:
+        return max(lo, int(round(x * self.scale)))
+
+    @property
+    def sessions(self) -> int:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {"sessions": self.sessions}
+
+    def n_workers(self) -> int:
+        return max(1, math.ceil(self.sessions / self.per_worker))
+
+    def metrics(self) -> list[tuple[str, str, str]]:
+        return COMMON_METRICS + self.extra_metrics
+
+    async def run(self, env: Env) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- helpers
+
+def pct(sorted_vals: list[float] | array, q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
+
+
+async def connect_sessions(env: Env, users: list[str], concurrency: int = 100) -> dict[str, Any]:
+    """Open one session per entry of ``users`` (spread over the workers); report RSS."""
+    srv = env.target.server
+    rss0 = srv.rss_kb()
+    n = len(env.workers.pids)
+    shards = [users[i::n] for i in range(n)]
+    args = [{"client": env.client, "users": shards[i], "src_ip": env.src_ips[i],
+             "concurrency": max(10, concurrency // n), "timeout": 30.0} for i in range(n)]
+    t0 = time.monotonic()
+    await env.workers.call_all("connect", args)
+    deadline = t0 + max(120.0, len(users) / 50)
+    last_print = t0
+    last_n = 0
+    while True:
+        await asyncio.sleep(0.25)
+        st = await env.workers.stats()
+        now = time.monotonic()
+        if st["connect_done"] or now > deadline:
+            break
+        if now - last_print >= 2.0:
+            done = st["connected"] + st["failed"]
+            env.log(f"connecting {st['connected']}/{len(users)} "
+                    f"({(done - last_n) / (now - last_print):.0f}/s, failed {st['failed']})")
+            last_print, last_n = now, done
+        if not srv.alive():
+            raise RuntimeError(f"{srv.name} died while sessions connected:\n{srv.stderr_tail()}")
+    secs = time.monotonic() - t0
+    await asyncio.sleep(0.5)
+    rss1 = srv.rss_kb()
+    env.log(f"connected {st['connected']}/{len(users)} in {secs:.1f}s "
+            f"({st['connected'] / secs:.0f}/s), failed {st['failed']}, "
+            f"server RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MB")
+    out = {"connected": st["connected"], "connect_failed": st["failed"],
+           "connect_s": secs, "rss_kb_per_session": (rss1 - rss0) / max(1, st["connected"]),
+           "server_rss_mb": rss1 / 1024}
+    if st["failed"]:
+        parts = await env.workers.call_all("collect")
+        out["connect_fail_samples"] = [s for p in parts for s in p["fail_samples"]][:5]
+    return out
+
+
+class SendLog:
+    """What the senders saw: HTTP status, response time, reported sessions."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.resp_ms: list[float] = []
+        self.lag_ms: list[float] = []
+        self.sessions = 0
+
+    def done(self, status: int, resp: bytes, ms: float) -> None:
+        self.sends += 1
+        self.resp_ms.append(ms)
+        if status != 200:
+            self.error(f"HTTP {status}: {resp[:200]!r}")
+            return
+        try:
+            self.sessions += int(orjson.loads(resp).get("sessions", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            self.error(f"bad reply {resp[:200]!r}")
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(text)
+
+    def metrics(self) -> dict[str, Any]:
+        r = sorted(self.resp_ms)
+        lag = sorted(self.lag_ms)
+        out: dict[str, Any] = {"sends": self.sends, "http_errors": self.errors,
+                               "http_p50_ms": pct(r, 0.5), "http_p99_ms": pct(r, 0.99),
+                               "reported_sessions": self.sessions}
+        if lag:
+            out["send_lag_p99_ms"] = pct(lag, 0.99)
+            out["send_lag_max_ms"] = lag[-1]
+        if self.error_samples:
+            out["http_error_samples"] = self.error_samples
+        return out
+
+
+async def timed_send(pool: HttpPool, raw: bytes, log: SendLog) -> None:
+    t = time.perf_counter()
+    try:
+        status, resp = await pool.send(raw)
+    except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+        log.sends += 1
+        log.error(f"{type(e).__name__}: {e}")
+        return
+    log.done(status, resp, (time.perf_counter() - t) * 1000)
+
+
+async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
+                  send: Callable[[SendLog], Awaitable[None]], drain_idle: float = 3.0,
+                  drain_max: float = 60.0) -> dict[str, Any]:
+    """Run one send phase and measure it.
+
+    Server CPU (utime+stime of its process tree) is read right before the first send and
+    right after the last expected delivery arrived (or deliveries stopped coming for
+    ``drain_idle`` s), so the connect phase is not counted."""
+    w = env.workers
+    srv = env.target.server
+    await w.call_all("reset", [prefix] * len(w.pids))
+    slog = SendLog()
+    load_pids = env.load_pids + w.pids
+    cpu0, load0 = srv.cpu(), cpu_seconds(load_pids)
+    t0 = time.time()
+    await send(slog)
+    t_sent = time.time()
+    expected = expected_fn(slog)
+    last, last_change = -1, time.monotonic()
+    while True:
+        st = await w.stats()
+        now = time.monotonic()
+        if st["received"] >= expected:
+            break
+        if st["received"] != last:
+            last, last_change = st["received"], now
+        elif now - last_change > drain_idle:
+            break
+        if time.time() - t_sent > drain_max:
+            break
+        await asyncio.sleep(0.01)
+    t1 = time.time()
+    cpu1, load1 = srv.cpu(), cpu_seconds(load_pids)
+    parts = await w.call_all("collect")
+    lat = array("d")
+    per_id: dict[str, list[float]] = {}
+    for p in parts:
+        a = array("d")
+        a.frombytes(p["lat"])
+        lat.extend(a)
+        for k, (c, mx) in p["per_id"].items():
+            e = per_id.setdefault(k, [0, 0.0])
+            e[0] += c
+            e[1] = max(e[1], mx)
+    got = sum(p["received"] for p in parts)
+    last_rx = max(p["last_rx"] for p in parts)
+    ls = sorted(lat)
+    wall = t1 - t0
+    m: dict[str, Any] = {
+        "expected": expected, "delivered": got, "lost": expected - got,
+        "duplicates": sum(p["dups"] for p in parts),
+        "stray": sum(p["stray"] for p in parts),
+        "other_frames": sum(p["other"] for p in parts),
+        "sessions_closed": sum(p["closed"] for p in parts),
+        "cpu_s": cpu1 - cpu0,
+        "cpu_us_per_delivery": (cpu1 - cpu0) / got * 1e6 if got else float("nan"),
+        "deliveries_per_s": got / (last_rx - t0) if got and last_rx > t0 else float("nan"),
+        "p50_ms": pct(ls, 0.5) * 1000, "p90_ms": pct(ls, 0.9) * 1000,
+        "p99_ms": pct(ls, 0.99) * 1000, "max_ms": (ls[-1] * 1000) if ls else float("nan"),
+        "phase_s": wall, "server_cpu_pct": (cpu1 - cpu0) / wall * 100,
+        "load_cpu_pct": (load1 - load0) / wall * 100,
+        "_per_id": per_id,
+    }
+    samples = [s for p in parts for s in p["close_samples"]]
+    if samples:
+        m["close_samples"] = samples[:5]
+    m.update(slog.metrics())
+    if not srv.alive():
+        raise RuntimeError(f"{srv.name} died during the send phase:\n{srv.stderr_tail()}")
+    return m
+
+
+async def closed_loop(pool: HttpPool, n: int, concurrency: int,
+                      make: Callable[[int, float], bytes], log: SendLog) -> None:
+    """n sends by ``concurrency`` keep-alive clients, each waiting for its reply."""
+    counter = iter(range(n))
+
+    async def client() -> None:
+        for i in counter:
+            await timed_send(pool, make(i, time.time()), log)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def open_loop(pool: HttpPool, rate: float, total: int,
+                    make: Callable[[int, float], bytes], log: SendLog) -> None:
+    """``total`` sends at a fixed ``rate``, scheduled by time (not by replies).
+    The payload carries the *scheduled* send time, so a late sender shows as latency;
+    the sender's own lateness is reported as send_lag."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+    start_mono = loop.time() + 0.02
+    start_wall = time.time() + 0.02
+    i = 0
+    while i < total:
+        now = loop.time()
+        due = min(total, int((now - start_mono) * rate) + 1)
+        while i < due:
+            sched = start_wall + i / rate
+            log.lag_ms.append(max(0.0, (time.time() - sched) * 1000))
+            t = loop.create_task(timed_send(pool, make(i, sched), log))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+            i += 1
+        nxt = start_mono + i / rate
+        await asyncio.sleep(max(0.0, nxt - loop.time()))
+    if pending:
+        await asyncio.wait(pending, timeout=30)
+    for t in pending:
+        t.cancel()
+
+
+def strip_private(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+class _Unicast(Scenario):
+    users: ClassVar[int]
+
+    @property
+    def sessions(self) -> int:
+        return self.n(self.users, 10)
+
+    def _maker(self, env: Env, prefix: str, users: list[str]) -> Callable[[int, float], bytes]:
+        c = env.client
+        rnd = random.Random(12345)
+
+        def make(i: int, t: float) -> bytes:
+            return encode(c.host, c.port, c.unicast(rnd.choice(users), body(f"{prefix}{i}", t)))
+        return make
+
+
+@scenario
+class S1(_Unicast):
+    name = "S1"
+    title = "unicast: HTTP send of one notification to one random user of 1,000 connected"
+    users = 1000
+    criteria = [Criterion("cpu_us_per_delivery", "ratio_max", 0.5,
+                          "≤ 0.5× baseline"),
+                Criterion("lost", "max", 0, "0")]
+    extra_metrics = [("http_p99_ms", "HTTP reply p99 ms", "{:.2f}")]
+
+    def __init__(self, scale: float = 1.0, sends: int = 20000, concurrency: int = 32) -> None:
+        super().__init__(scale)
+        self.sends = self.n(sends, 100)
+        self.concurrency = concurrency
+
+    def params(self) -> dict[str, Any]:
+        return {"sessions": self.sessions, "sends": self.sends, "concurrency": self.concurrency}
+
+    async def run(self, env: Env) -> dict[str, Any]:
+        users = [f"u{i}" for i in range(self.sessions)]
+        conn = await connect_sessions(env, users)
+        c = env.client
+        pool = HttpPool(c.host, c.port, self.concurrency)
+        try:
+            await pool.prewarm(self.concurrency)
+            warm = await measure(env, "w", lambda s: s.sends, lambda log: closed_loop(
+                pool, max(100, self.sends // 40), self.concurrency,
+                self._maker(env, "w", users), log))
+            env.log(f"warm-up: {warm['delivered']}/{warm['expected']} delivered")
+            env.log(f"sending {self.sends} unicast notifications ({self.concurrency} clients)")
+            m = await measure(env, "m", lambda s: s.sends, lambda log: closed_loop(
+                pool, self.sends, self.concurrency, self._maker(env, "m", users), log))
+        finally:
+            pool.close()
+        return {**conn, **strip_private(m)}
+
+
+@scenario
+class S2(_Unicast):
+    name = "S2"
+    title = "unicast latency: 15,000 connected, 3,000 sends/s for 10 s (open loop)"
+    users = 15000
+    criteria = [Criterion("p99_ms", "max", 15.0, "≤ 15 ms"),
+                Criterion("lost", "max", 0, "0")]
+    extra_metrics = [("http_p99_ms", "HTTP reply p99 ms", "{:.2f}"),
+                     ("send_lag_p99_ms", "sender lag p99 ms", "{:.2f}")]
+
+    def __init__(self, scale: float = 1.0, rate: float = 3000.0, duration: float = 10.0) -> None:
+        super().__init__(scale)
+        self.rate = rate
+        self.duration = max(1.0, duration * min(1.0, scale))
+
+    def params(self) -> dict[str, Any]:
+        return {"sessions": self.sessions, "rate": self.rate, "duration_s": self.duration}
+
+    async def run(self, env: Env) -> dict[str, Any]:
+        users = [f"u{i}" for i in range(self.sessions)]
+        conn = await connect_sessions(env, users)
+        c = env.client
+        pool = HttpPool(c.host, c.port, 256)
+        try:
+            await pool.prewarm(32)
+            total = int(self.rate * self.duration)
+            await measure(env, "w", lambda s: s.sends, lambda log: open_loop(
+                pool, self.rate, int(self.rate / 5), self._maker(env, "w", users), log))
+            env.log(f"sending {self.rate:.0f}/s for {self.duration:.0f}s")
+            m = await measure(env, "m", lambda s: total, lambda log: open_loop(
+                pool, self.rate, total, self._maker(env, "m", users), log))
+            m["http_conns_used"] = pool.peak
+        finally:
+            pool.close()
+        return {**conn, **strip_private(m)}
+
+
+@scenario
+class S4(Scenario):
+    name = "S4"
+    title = "fan-out: one filter broadcast to 5,000 sessions (repeated, spaced)"
+    criteria = [Criterion("cpu_us_per_delivery", "ratio_max", 0.6, "≤ 0.6× baseline"),
+                Criterion("p99_ms", "max", 100.0, "≤ 100 ms"),
+                Criterion("lost", "max", 0, "0")]
+    extra_metrics = [("broadcast_span_ms", "last delivery ms (median)", "{:.1f}")]
+
+    def __init__(self, scale: float = 1.0, broadcasts: int = 20, gap: float = 0.1) -> None:
+        super().__init__(scale)
+        self.broadcasts = broadcasts
+        self.gap = gap
+
+    @property
+    def sessions(self) -> int:
+        return self.n(5000, 10)
+
+    def params(self) -> dict[str, Any]:
+        return {"sessions": self.sessions, "broadcasts": self.broadcasts, "gap_s": self.gap}
+
+    async def _broadcasts(self, env: Env, pool: HttpPool, prefix: str, count: int,
+                          sessions: int, log: SendLog) -> None:
+        c = env.client
+        for k in range(count):
+            raw = encode(c.host, c.port, c.broadcast(body(f"{prefix}{k}", time.time())))
+            await timed_send(pool, raw, log)
+            want = (k + 1) * sessions
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                st = await env.workers.stats()
+                if st["received"] >= want:
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(self.gap)
+
+    async def run(self, env: Env) -> dict[str, Any]:
+        users = [f"u{i}" for i in range(self.sessions)]
+        conn = await connect_sessions(env, users)
+        n = conn["connected"]
+        c = env.client
+        pool = HttpPool(c.host, c.port, 2)
+        try:
+            await measure(env, "w", lambda s: 2 * n,
+                          lambda log: self._broadcasts(env, pool, "w", 2, n, log))
+            env.log(f"{self.broadcasts} broadcasts to {n} sessions")
+            m = await measure(env, "m", lambda s: self.broadcasts * n,
+                              lambda log: self._broadcasts(env, pool, "m", self.broadcasts,
+                                                           n, log))
+        finally:
+            pool.close()
+        spans = sorted(mx for _, mx in m["_per_id"].values())
+        counts = [cnt for cnt, _ in m["_per_id"].values()]
+        m["broadcast_span_ms"] = pct(spans, 0.5) * 1000
+        # fan-out rate: sessions reached per second within one broadcast (median)
+        rates = sorted(cnt / mx for cnt, mx in m["_per_id"].values() if mx > 0)
+        m["deliveries_per_s"] = pct(rates, 0.5)
+        m["min_sessions_reached"] = min(counts) if counts else 0
+        return {**conn, **strip_private(m)}

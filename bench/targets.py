@@ -1,0 +1,133 @@
+"""Servers under test. A target knows how to start its server and how clients talk to
+it (websocket path per user, unicast and broadcast HTTP requests). Add a target by
+subclassing :class:`Target` and registering it in :data:`TARGETS`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import orjson
+
+from bench.procs import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Request:
+    path: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class ClientSpec:
+    """Picklable description of how load processes reach one running target."""
+
+    kind: str
+    host: str
+    port: int
+    jwt_secret: str = ""
+    api_key: str = ""
+    token_ttl_s: int = 3600
+
+    def ws_path(self, user: str) -> str:
+        if self.kind == "pushgate":
+            import jwt
+            token = jwt.encode({"sub": user, "exp": int(time.time()) + self.token_ttl_s},
+                               self.jwt_secret, algorithm="HS256")
+            return f"/v1/ws?token={token}"
+        return f"/ws?user={user}"
+
+    def _auth(self) -> tuple[tuple[str, str], ...]:
+        return (("Authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+
+    def unicast(self, user: str, body: dict) -> Request:
+        if self.kind == "pushgate":
+            return Request("/v1/notifications", orjson.dumps({"users": [user], "body": body}),
+                           self._auth())
+        return Request("/send", orjson.dumps({"user": user, "body": body}))
+
+    def broadcast(self, body: dict) -> Request:
+        if self.kind == "pushgate":
+            return Request("/v1/notifications",
+                           orjson.dumps({"filter": {"workspace": "default"}, "body": body}),
+                           self._auth())
+        return Request("/broadcast", orjson.dumps({"body": body}))
+
+
+@dataclass
+class RunningTarget:
+    name: str
+    server: ServerProcess
+    client: ClientSpec
+    notes: list[str] = field(default_factory=list)
+
+
+class Target:
+    name: ClassVar[str]
+
+    def start(self, workdir: Path, core: int) -> RunningTarget:
+        raise NotImplementedError
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+class Baseline(Target):
+    name = "baseline"
+
+    def start(self, workdir: Path, core: int) -> RunningTarget:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        srv = ServerProcess("baseline", [sys.executable, "-m", "bench.baseline", "--port", "0"],
+                            env, "BASELINE_LISTENING", workdir, core, cwd=str(ROOT))
+        url = srv.start()
+        host, port = _host_port(url)
+        return RunningTarget(self.name, srv, ClientSpec("baseline", host, port))
+
+
+class Pushgate(Target):
+    """``pushgate serve`` in embedded mode (SQLite store in a fresh data dir)."""
+
+    name = "pushgate"
+
+    def start(self, workdir: Path, core: int) -> RunningTarget:
+        secret = secrets.token_urlsafe(32)
+        key = "bench-" + secrets.token_hex(16)
+        data_dir = tempfile.mkdtemp(prefix="pushgate-data-", dir=workdir)
+        exe = VENV_BIN / "pushgate"
+        argv = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
+                ["-m", "pushgate.cli"]), "serve", "--port", "0", "--data-dir", data_dir]
+        base_env = {**os.environ, "PUSHGATE_JWT_SECRET": secret, "PUSHGATE_LOG_LEVEL": "warning"}
+        notes: list[str] = []
+        srv = ServerProcess("pushgate", argv, {**base_env, "PUSHGATE_API_KEYS": key},
+                            "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))
+        try:
+            url = srv.start()
+        except RuntimeError as e:
+            if "api_keys" not in str(e):
+                raise
+            # pydantic-settings parses list-valued env vars as JSON: retry in that form
+            notes.append("PUSHGATE_API_KEYS=<key> was rejected (list settings are parsed as "
+                         "JSON from the environment); used PUSHGATE_API_KEYS='[\"<key>\"]'")
+            srv = ServerProcess("pushgate", argv,
+                                {**base_env, "PUSHGATE_API_KEYS": orjson.dumps([key]).decode()},
+                                "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))
+            url = srv.start()
+        host, port = _host_port(url)
+        return RunningTarget(self.name, srv, ClientSpec("pushgate", host, port, secret, key),
+                             notes)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (Baseline(), Pushgate())}

@@ -1,0 +1,184 @@
+"""Client JWTs and server API keys.
+
+Client tokens carry ``sub`` (user), ``ws`` (workspace, default ``default``), ``dev``
+(device), ``app`` (application) and a required ``exp``. Only the algorithms in the
+settings allow-list are accepted; ``none`` never is. Server-to-server calls carry an
+API key as ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from pushgate.errors import InvalidRequest, TokenExpired, Unauthorized
+
+MAX_ID_LEN = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a client is: the four filter dimensions."""
+
+    user: str
+    workspace: str = "default"
+    device: str = ""
+    application: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientToken:
+    identity: Identity
+    expires_at: float
+
+
+def check_id(value: object, field: str, *, required: bool = True) -> str:
+    """Validate a user / workspace / device / application id; raise naming ``field``."""
+    if value is None or value == "":
+        if required:
+            raise InvalidRequest(f"{field} is required", field=field)
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a string", field=field)
+    if len(value) > MAX_ID_LEN:
+        raise InvalidRequest(f"{field} is longer than {MAX_ID_LEN} characters", field=field)
+    if any(ord(c) < 32 for c in value):
+        raise InvalidRequest(f"{field} contains control characters", field=field)
+    return value
+
+
+def _pem(value: str) -> str:
+    if "-----BEGIN" in value:
+        return value
+    return Path(value).read_text()
+
+
+class TokenCodec:
+    """Verifies (and, when it holds a signing key, mints) client tokens."""
+
+    def __init__(
+        self,
+        *,
+        algorithms: list[str],
+        secret: str | None = None,
+        public_key: str | None = None,
+        private_key: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_s: float = 5.0,
+    ) -> None:
+        if "none" in (a.lower() for a in algorithms):
+            raise ValueError("the 'none' algorithm is never allowed")
+        self.algorithms = list(algorithms)
+        self._secret = secret
+        self._public = _pem(public_key) if public_key else None
+        self._private = _pem(private_key) if private_key else None
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway_s = leeway_s
+
+    def _verify_key(self, alg: str) -> Any:
+        if alg.startswith("HS"):
+            if not self._secret:
+                raise Unauthorized(f"token algorithm {alg} is not accepted", field="token")
+            return self._secret
+        if not self._public:
+            raise Unauthorized(f"token algorithm {alg} is not accepted", field="token")
+        return self._public
+
+    def verify(self, token: str) -> ClientToken:
+        """Return the token's identity or raise :class:`Unauthorized` / :class:`TokenExpired`."""
+        if not token:
+            raise Unauthorized("token is missing", field="token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise Unauthorized(f"token is malformed: {e}", field="token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise Unauthorized(f"token algorithm {alg!r} is not accepted", field="token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._verify_key(alg),
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway_s,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token has expired", field="token") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthorized("token signature is invalid", field="token") from None
+        except jwt.MissingRequiredClaimError as e:
+            raise Unauthorized(f"token lacks the {e.claim!r} claim", field="token") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("token audience ('aud') is not accepted", field="token") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("token issuer ('iss') is not accepted", field="token") from None
+        except jwt.PyJWTError as e:
+            raise Unauthorized(f"token is invalid: {e}", field="token") from None
+        try:
+            identity = Identity(
+                user=check_id(claims.get("sub"), "sub"),
+                workspace=check_id(claims.get("ws"), "ws", required=False) or "default",
+                device=check_id(claims.get("dev"), "dev", required=False),
+                application=check_id(claims.get("app"), "app", required=False),
+            )
+        except InvalidRequest as e:
+            raise Unauthorized(f"token claim {e.message}", field="token") from None
+        return ClientToken(identity, float(claims["exp"]))
+
+    @property
+    def can_mint(self) -> bool:
+        alg = self.algorithms[0]
+        return bool(self._secret if alg.startswith("HS") else self._private)
+
+    def mint(self, identity: Identity, ttl_s: float) -> tuple[str, ClientToken]:
+        """Sign a token with the first allowed algorithm; return it with its parsed form.
+        Raises RuntimeError without a signing key."""
+        alg = self.algorithms[0]
+        key = self._secret if alg.startswith("HS") else self._private
+        if not key:
+            raise RuntimeError(f"no signing key configured for {alg}")
+        exp = int(time.time() + ttl_s)
+        claims: dict[str, Any] = {"sub": identity.user, "ws": identity.workspace, "exp": exp,
+                                  "iat": int(time.time())}
+        if identity.device:
+            claims["dev"] = identity.device
+        if identity.application:
+            claims["app"] = identity.application
+        if self.audience:
+            claims["aud"] = self.audience
+        if self.issuer:
+            claims["iss"] = self.issuer
+        return jwt.encode(claims, key, algorithm=alg), ClientToken(identity, float(exp))
+
+
+class ApiKeys:
+    """Constant-time check of ``Authorization: Bearer <key>`` against the configured keys."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = [k.encode() for k in keys if k]
+
+    def check(self, authorization: str | None) -> None:
+        if not authorization:
+            raise Unauthorized("API key missing: send 'Authorization: Bearer <key>'",
+                               field="Authorization")
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("Authorization must be 'Bearer <key>'", field="Authorization")
+        given = key.strip().encode()
+        if not any(hmac.compare_digest(given, k) for k in self._keys):
+            raise Unauthorized("API key is not valid", field="Authorization")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,164 @@
+"""One error tree, one mapping to the wire.
+
+Every error pushgate reports is a :class:`PushgateError` with a stable ``code``
+string. The table :data:`KINDS` maps each kind to its HTTP status, its websocket
+close code (when the error ends a session), its gRPC status name and whether the
+client should retry. Endpoints never pick a status themselves: they raise, and
+the transport maps through this table.
+
+::
+
+    PushgateError
+    ├── InvalidRequest        400  bad field / malformed body       (no retry)
+    │   └── PayloadTooLarge   413  body or frame over the limit     (no retry)
+    ├── Unauthorized          401  missing / invalid / expired auth (no retry)
+    ├── Forbidden             403  origin not allowed, wrong scope  (no retry)
+    ├── NotFound              404  unknown user or route            (no retry)
+    ├── AckTimeout            408  no client acked in time          (retry ok)
+    ├── Conflict              409  idempotency key reused w/ other body
+    ├── Overloaded            503  queue full / shutting down       (retry)
+    └── Internal              500  bug or backend failure           (retry)
+
+Websocket close codes (see docs/protocol.md) are split in two ranges:
+4000-4099 "reconnect" (with backoff) and 4100-4199 "do not reconnect" (the
+client must change something first: a new token, a fixed frame, a user action).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes sent by the hub. 4000-4099: reconnect; 4100+: do not."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009  # frame over max_frame_bytes: do not reconnect-and-resend it
+    # reconnect (with backoff + jitter), resume from the last seq
+    SHUTDOWN = 4000  # server is stopping or restarting
+    SLOW = 4001  # send queue overflowed; catch up with fetch after reconnecting
+    IDLE = 4002  # no pong / no traffic within the idle timeout
+    UNAVAILABLE = 4003  # backend unavailable; try again later
+    # do not reconnect (the same way)
+    UNAUTHORIZED = 4100  # token missing, malformed, bad signature, wrong alg/aud/iss
+    TOKEN_EXPIRED = 4101  # get a fresh token, then reconnect
+    KICKED = 4102  # session quota: a newer session of the same user replaced this one
+    FORBIDDEN_ORIGIN = 4103  # Origin header not in the allow-list
+    BAD_FRAME = 4104  # malformed JSON, binary frame or protocol violation
+
+    @property
+    def reconnect(self) -> bool:
+        return self < 4100 and self != CloseCode.MESSAGE_TOO_BIG
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    http_status: int
+    close_code: CloseCode
+    grpc_status: str
+    retryable: bool
+
+
+KINDS: dict[str, Kind] = {
+    "invalid_request": Kind(400, CloseCode.BAD_FRAME, "INVALID_ARGUMENT", False),
+    "payload_too_large": Kind(413, CloseCode.MESSAGE_TOO_BIG, "INVALID_ARGUMENT", False),
+    "unauthorized": Kind(401, CloseCode.UNAUTHORIZED, "UNAUTHENTICATED", False),
+    "token_expired": Kind(401, CloseCode.TOKEN_EXPIRED, "UNAUTHENTICATED", False),
+    "forbidden": Kind(403, CloseCode.FORBIDDEN_ORIGIN, "PERMISSION_DENIED", False),
+    "not_found": Kind(404, CloseCode.BAD_FRAME, "NOT_FOUND", False),
+    "ack_timeout": Kind(408, CloseCode.NORMAL, "DEADLINE_EXCEEDED", True),
+    "conflict": Kind(409, CloseCode.BAD_FRAME, "ALREADY_EXISTS", False),
+    "overloaded": Kind(503, CloseCode.UNAVAILABLE, "UNAVAILABLE", True),
+    "shutting_down": Kind(503, CloseCode.SHUTDOWN, "UNAVAILABLE", True),
+    "internal": Kind(500, CloseCode.UNAVAILABLE, "INTERNAL", True),
+}
+
+
+class PushgateError(Exception):
+    """Base of every error pushgate reports to a client.
+
+    ``code`` is a stable machine-readable string (a key of :data:`KINDS` or a more
+    specific code whose ``kind`` is such a key); ``field`` names the offending input
+    when there is one.
+    """
+
+    kind = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code or self.kind
+        self.extra: dict[str, object] = {}  # more top-level fields of the HTTP error body
+
+    @property
+    def mapping(self) -> Kind:
+        return KINDS[self.kind]
+
+    @property
+    def http_status(self) -> int:
+        return self.mapping.http_status
+
+    @property
+    def close_code(self) -> CloseCode:
+        return self.mapping.close_code
+
+    @property
+    def retryable(self) -> bool:
+        return self.mapping.retryable
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class InvalidRequest(PushgateError):
+    kind = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    kind = "payload_too_large"
+
+
+class Unauthorized(PushgateError):
+    kind = "unauthorized"
+
+
+class TokenExpired(Unauthorized):
+    kind = "token_expired"
+
+
+class Forbidden(PushgateError):
+    kind = "forbidden"
+
+
+class NotFound(PushgateError):
+    kind = "not_found"
+
+
+class AckTimeout(PushgateError):
+    kind = "ack_timeout"
+
+
+class Conflict(PushgateError):
+    kind = "conflict"
+
+
+class Overloaded(PushgateError):
+    kind = "overloaded"
+
+
+class ShuttingDown(Overloaded):
+    kind = "shutting_down"
+
+
+class Internal(PushgateError):
+    kind = "internal"

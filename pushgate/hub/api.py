@@ -1,0 +1,199 @@
+"""The HTTP API (server-to-server, API key) and the Pushca-compatible aliases.
+
+Every error is a :class:`~pushgate.errors.PushgateError` mapped in one place
+(:func:`error_response`) to ``{"error": {"code", "message", "field", "retryable"}}``
+and the status of :data:`pushgate.errors.KINDS`. See docs/http-api.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pushgate.auth import Identity, check_id
+from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
+from pushgate.hub import protocol as p
+from pushgate.hub.ws import read_state_payload
+from pushgate.router.requests import from_pushca, parse_send, pushca_identity
+
+if TYPE_CHECKING:
+    from pushgate.hub.app import Gateway
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def error_response(e: PushgateError) -> Response:
+    body: dict[str, Any] = {"error": e.to_dict(), **e.extra}
+    headers = {"Retry-After": "1"} if e.http_status == 503 else None
+    resp = json_response(body, e.http_status)
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+def _gw(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Read and decode a JSON body of at most ``limit`` bytes (413 beyond)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}",
+                              field="body")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes", field="body")
+    if not chunks:
+        raise InvalidRequest("request body is empty; send a JSON object", field="body")
+    try:
+        return orjson.loads(chunks)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e}", field="body") from None
+
+
+def _query_int(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an integer", field=name) from None
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"'{name}' must be between {minimum} and {maximum}", field=name)
+    return value
+
+
+def _user(request: Request) -> str:
+    return check_id(request.path_params["user"], "user")
+
+
+async def _server(request: Request) -> Gateway:
+    gw = _gw(request)
+    gw.api_keys.check(request.headers.get("authorization"))
+    return gw
+
+
+# -- endpoints ----------------------------------------------------------------------------
+
+
+async def open_connection(request: Request) -> Response:
+    gw = await _server(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", field="body")
+    return json_response(gw.open_connection(request, _identity(body)))
+
+
+def _identity(body: dict[str, Any]) -> Identity:
+    unknown = set(body) - {"user", "workspace", "device", "application"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
+    return Identity(
+        user=check_id(body.get("user"), "user"),
+        workspace=check_id(body.get("workspace"), "workspace", required=False) or "default",
+        device=check_id(body.get("device"), "device", required=False),
+        application=check_id(body.get("application"), "application", required=False),
+    )
+
+
+async def send_notification(request: Request) -> Response:
+    gw = await _server(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    return await _send(gw, body)
+
+
+async def _send(gw: Gateway, body: Any) -> Response:
+    result = await gw.router.send(parse_send(body, gw.send_limits))
+    return json_response(result.to_dict())
+
+
+async def user_events(request: Request) -> Response:
+    gw = await _server(request)
+    user = _user(request)
+    after = _query_int(request, "after", 0, 0, 2**63 - 1)
+    limit = _query_int(request, "limit", min(100, gw.settings.fetch_max_limit), 1,
+                       gw.settings.fetch_max_limit)
+    events, head = await gw.router.fetch(user, after, limit)
+    return json_response({
+        "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
+        "head": head, "more": len(events) == limit})
+
+
+async def user_read(request: Request) -> Response:
+    gw = await _server(request)
+    user = _user(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", field="body")
+    seqs, ranges = p.parse_read(body)
+    rs = await gw.router.mark_read(user, seqs, ranges)
+    return json_response({"head": rs.head, "unread": rs.unread, "live": rs.live})
+
+
+async def user_read_state(request: Request) -> Response:
+    gw = await _server(request)
+    rs = await gw.router.read_state(_user(request))
+    return json_response(read_state_payload(rs))
+
+
+async def user_sessions(request: Request) -> Response:
+    gw = await _server(request)
+    sessions = await gw.router.sessions(_user(request))
+    return json_response({"sessions": [
+        {"session": s.session_id, "hub": s.hub, "connected_at": s.connected_at,
+         "workspace": s.workspace, "device": s.device, "application": s.application}
+        for s in sessions]})
+
+
+# -- Pushca-compatible aliases -------------------------------------------------------------
+
+
+async def pushca_open_connection(request: Request) -> Response:
+    gw = await _server(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    ident = pushca_identity(body)
+    native = gw.open_connection(request, _identity(
+        {"user": ident["account"], "workspace": ident["workspace"], "device": ident["device"],
+         "application": ident["application"]}))
+    return json_response({**native, "externalAdvertisedUrl": native["url"],
+                          "internalAdvertisedUrl": native["url"]})
+
+
+async def pushca_send(request: Request) -> Response:
+    gw = await _server(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    return await _send(gw, from_pushca(body, acknowledge=False))
+
+
+async def pushca_send_ack(request: Request) -> Response:
+    gw = await _server(request)
+    body = await read_json(request, gw.settings.max_request_bytes)
+    return await _send(gw, from_pushca(body, acknowledge=True))
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gw = _gw(request)
+    if not gw.ready:
+        return json_response({"status": "starting" if not gw.shutting_down else "stopping"}, 503)
+    return json_response({"status": "ready", "sessions": len(gw.registry)})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_gw(request).metrics.render(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")

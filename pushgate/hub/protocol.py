@@ -1,0 +1,202 @@
+"""The client protocol codec (pure: no I/O). See docs/protocol.md.
+
+Client frames are JSON text objects with a ``type``. :func:`parse_client_frame`
+turns raw text into a typed frame or raises :class:`~pushgate.errors.InvalidRequest`
+naming the field; server frames are built by the ``encode_*`` functions, which
+return ready-to-send ``str`` — an event frame is encoded once and the same string is
+written to every session that receives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pushgate.errors import InvalidRequest, PushgateError
+
+PROTOCOL_VERSION = 1
+MAX_RID_LEN = 64
+MAX_READ_ITEMS = 10_000
+
+Rid = str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    after: int
+    limit: int
+    rid: Rid
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    seqs: tuple[int, ...]
+    ranges: tuple[tuple[int, int], ...]
+    rid: Rid
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStateRequest:
+    rid: Rid
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A client-to-client send; ``request`` has the HTTP send body's shape."""
+
+    request: dict[str, Any]
+    rid: Rid
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    rid: Rid
+
+
+ClientFrame = Ack | Fetch | Read | ReadStateRequest | Send | Ping
+
+
+class BadJson(InvalidRequest):
+    """The frame is not a JSON object: the session is closed (4104)."""
+
+
+class UnknownType(InvalidRequest):
+    """A well-formed frame of a type this server does not know: answered with ``error``."""
+
+
+def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: int = 0) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        raise InvalidRequest(f"'{key}' is required", field=key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{key}' must be an integer", field=key)
+    if value < minimum:
+        raise InvalidRequest(f"'{key}' must be >= {minimum}", field=key)
+    return value
+
+
+def _rid(obj: dict[str, Any]) -> Rid:
+    rid = obj.get("rid")
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise InvalidRequest("'rid' must be a string or an integer", field="rid")
+    if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
+        raise InvalidRequest(f"'rid' is longer than {MAX_RID_LEN} characters", field="rid")
+    return rid
+
+
+def parse_read(obj: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Validate ``seqs`` and ``ranges`` of a read request (websocket or HTTP)."""
+    raw_seqs = obj.get("seqs", [])
+    raw_ranges = obj.get("ranges", [])
+    if not isinstance(raw_seqs, list):
+        raise InvalidRequest("'seqs' must be a list of integers", field="seqs")
+    if not isinstance(raw_ranges, list):
+        raise InvalidRequest("'ranges' must be a list of [first, last] pairs", field="ranges")
+    if not raw_seqs and not raw_ranges:
+        raise InvalidRequest("give 'seqs' and/or 'ranges'", field="seqs")
+    if len(raw_seqs) + len(raw_ranges) > MAX_READ_ITEMS:
+        raise InvalidRequest(f"at most {MAX_READ_ITEMS} seqs and ranges per request", field="seqs")
+    seqs: list[int] = []
+    for s in raw_seqs:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise InvalidRequest("'seqs' must hold integers >= 1", field="seqs")
+        seqs.append(s)
+    ranges: list[tuple[int, int]] = []
+    for r in raw_ranges:
+        if (
+            not isinstance(r, list)
+            or len(r) != 2
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in r)
+        ):
+            raise InvalidRequest("each of 'ranges' must be [first, last] with integers >= 1",
+                                 field="ranges")
+        if r[0] > r[1]:
+            raise InvalidRequest(f"range [{r[0]}, {r[1]}] has first > last", field="ranges")
+        ranges.append((r[0], r[1]))
+    return tuple(seqs), tuple(ranges)
+
+
+def parse_client_frame(text: str | bytes, *, fetch_max_limit: int) -> ClientFrame:
+    """Decode one client frame. Raises :class:`BadJson`, :class:`UnknownType` or
+    :class:`InvalidRequest` (bad field; the message names it)."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise BadJson(f"frame is not valid JSON: {e}", code="bad_json") from None
+    if not isinstance(obj, dict):
+        raise BadJson("frame must be a JSON object", code="bad_json")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise BadJson("frame has no string 'type' field", field="type", code="bad_json")
+    rid = _rid(obj)
+    if kind == "ack":
+        return Ack(_int(obj, "seq", minimum=1))
+    if kind == "fetch":
+        limit = _int(obj, "limit", default=min(100, fetch_max_limit), minimum=1)
+        if limit > fetch_max_limit:
+            raise InvalidRequest(f"'limit' must be <= {fetch_max_limit}", field="limit")
+        return Fetch(_int(obj, "after", default=0), limit, rid)
+    if kind == "read":
+        seqs, ranges = parse_read(obj)
+        return Read(seqs, ranges, rid)
+    if kind == "read_state":
+        return ReadStateRequest(rid)
+    if kind == "send":
+        return Send({k: v for k, v in obj.items() if k not in ("type", "rid")}, rid)
+    if kind == "ping":
+        return Ping(rid)
+    raise UnknownType(f"unknown frame type {kind!r}", field="type", code="unknown_type")
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def encode_event(seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
+    """An ``event`` frame; ``body`` is raw JSON embedded as is (not re-parsed)."""
+    return _dumps({"type": "event", "seq": seq, "id": event_id, "body": orjson.Fragment(body),
+                   "created_at": created_at})
+
+
+def event_dict(seq: int, event_id: str | None, body: bytes, created_at: float) -> dict[str, Any]:
+    """An event as it appears in fetch replies and the HTTP API."""
+    return {"seq": seq, "id": event_id, "body": orjson.Fragment(body), "created_at": created_at}
+
+
+def encode_head(head: int) -> str:
+    return _dumps({"type": "head", "head": head})
+
+
+def encode_hello(session: str, user: str, head: int, unread: int, limits: dict[str, Any]) -> str:
+    return _dumps({"type": "hello", "v": PROTOCOL_VERSION, "session": session, "user": user,
+                   "head": head, "unread": unread, "limits": limits})
+
+
+def encode_reply(rid: Rid, payload: dict[str, Any]) -> str:
+    return _dumps({"type": "reply", "rid": rid, **payload})
+
+
+def encode_error(err: PushgateError, rid: Rid = None) -> str:
+    return _dumps({"type": "error", "rid": rid, **err.to_dict()})
+
+
+def encode_pong(rid: Rid) -> str:
+    return _dumps({"type": "pong", "rid": rid})
+
+
+def encode_kicked(reason: str, by: str | None) -> str:
+    return _dumps({"type": "kicked", "reason": reason, "by": by})
+
+
+def ranges_payload(ranges: Sequence[tuple[int, int]]) -> list[list[int]]:
+    return [[a, b] for a, b in ranges]

@@ -1,0 +1,218 @@
+"""The websocket endpoint ``GET /v1/ws``: authenticate, register, catch up, serve frames.
+
+Order on connect (so that no stored event can slip between catch-up and live):
+accept → check Origin and token (failures close with a 41xx code and a reason) →
+register the session (live frames are held) → queue ``hello`` and the backlog after
+``?after=`` from the store → release the held live frames, dropping seqs the backlog
+already carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from pushgate.errors import CloseCode, Forbidden, InvalidRequest, PushgateError, ShuttingDown
+from pushgate.hub import protocol as p
+from pushgate.hub.session import Session, State
+from pushgate.store import bitmap
+
+if TYPE_CHECKING:
+    from pushgate.hub.app import Gateway
+
+
+def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    return origin is None or "*" in allowed or origin.rstrip("/") in allowed
+
+
+def _token(ws: WebSocket) -> str:
+    token = ws.query_params.get("token")
+    if token:
+        return token
+    auth = ws.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _after(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("after")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise InvalidRequest("'after' must be an integer >= 0", field="after")
+    return int(raw)
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    gw: Gateway = ws.app.state.gateway
+    await ws.accept()
+    try:
+        if gw.shutting_down:
+            raise ShuttingDown("server is shutting down; reconnect later")
+        origin = ws.headers.get("origin")
+        if not _origin_allowed(origin, gw.settings.allowed_origins):
+            raise Forbidden(f"origin {origin} is not allowed", field="Origin")
+        token = gw.tokens.verify(_token(ws))
+        after = _after(ws)
+    except PushgateError as e:
+        gw.metrics.error(e.code)
+        gw.metrics.disconnects.labels(str(int(e.close_code))).inc()
+        await ws.close(e.close_code, e.message[:120])
+        return
+    await Connection(gw, ws, token.identity, token.expires_at).run(after)
+
+
+class Connection:
+    """Drives one accepted, authenticated websocket."""
+
+    def __init__(self, gw: Gateway, ws: WebSocket, identity: Any, expires_at: float) -> None:
+        self.gw = gw
+        self.ws = ws
+        self.session = Session(identity, gw.hub_id, gw.settings.send_queue_size,
+                               gw.metrics.delivery_latency.observe, expires_at)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, after: int | None) -> None:
+        gw, s = self.gw, self.session
+        gw.registry.add(s)
+        gw.metrics.connects.inc()
+        gw.metrics.sessions.inc()
+        writer = asyncio.create_task(s.run_writer(self._send, self._close))
+        try:
+            await gw.router.connect(s.info)
+            await self._hello_and_backlog(after)
+            await self._read_loop()
+        finally:
+            gw.registry.discard(s)
+            gw.metrics.sessions.dec()
+            if s.state is not State.CLOSED:
+                s.close(CloseCode.NORMAL, "")
+            await gw.router.disconnect(s.info)
+            for t in list(self._tasks):
+                t.cancel()
+            try:
+                await asyncio.wait_for(writer, 5)
+            except (TimeoutError, Exception):  # the socket is gone either way
+                writer.cancel()
+            gw.metrics.disconnects.labels(str(s.close_code or 1000)).inc()
+
+    async def _send(self, frame: str) -> None:
+        await self.ws.send({"type": "websocket.send", "text": frame})
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code, reason)
+        except RuntimeError:  # already closed by the client
+            pass
+
+    async def _hello_and_backlog(self, after: int | None) -> None:
+        gw, s = self.gw, self.session
+        user = s.identity.user
+        try:
+            rs = await gw.router.read_state(user)
+            head, unread = rs.head, rs.unread
+        except PushgateError:
+            head, unread = 0, 0
+        s.push_backlog(p.encode_hello(s.id, user, head, unread, gw.limits), 0)
+        last = 0
+        if after is not None and head > after:
+            events = await gw.store.fetch(user, after, gw.settings.fetch_max_limit)
+            for ev in events:
+                s.push_backlog(gw.router.frame_for(ev.seq, ev.id, ev.body, ev.created_at), ev.seq)
+                last = ev.seq
+        s.open(last)
+
+    async def _read_loop(self) -> None:
+        receive = self.ws.receive
+        while True:
+            msg = await receive()
+            if msg["type"] == "websocket.disconnect":
+                if self.session.close_code is None:
+                    self.session.close_code = msg.get("code", 1000)
+                return
+            self.session.last_rx = time.monotonic()
+            text = msg.get("text")
+            if text is None:
+                self._fail(CloseCode.BAD_FRAME, "binary frames are not supported; send JSON text")
+                continue
+            try:
+                frame = p.parse_client_frame(text, fetch_max_limit=self.gw.settings.fetch_max_limit)
+            except p.BadJson as e:
+                self.gw.metrics.error(e.code)
+                self._fail(CloseCode.BAD_FRAME, e.message)
+                continue
+            except PushgateError as e:
+                self._reply_error(e, _raw_rid(text))
+                continue
+            await self._handle(frame)
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.session.close(code, reason)
+
+    def _reply_error(self, e: PushgateError, rid: p.Rid) -> None:
+        self.gw.metrics.error(e.code)
+        self.session.push(p.encode_error(e, rid))
+
+    async def _handle(self, frame: p.ClientFrame) -> None:
+        s, gw = self.session, self.gw
+        if isinstance(frame, p.Ack):
+            if frame.seq > s.acked_seq:
+                s.acked_seq = frame.seq
+            gw.router.on_ack(s.identity, s.id, frame.seq)
+            return
+        if isinstance(frame, p.Ping):
+            s.push(p.encode_pong(frame.rid))
+            return
+        if isinstance(frame, p.Send):
+            # a send may wait for an ack; never block the reader (it must see that ack)
+            t = asyncio.create_task(self._request(frame))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+            return
+        await self._request(frame)
+
+    async def _request(self, frame: p.ClientFrame) -> None:
+        s, gw = self.session, self.gw
+        user = s.identity.user
+        rid = getattr(frame, "rid", None)
+        try:
+            if isinstance(frame, p.Fetch):
+                try:
+                    events, head = await gw.router.fetch(user, frame.after, frame.limit)
+                except PushgateError:
+                    events, head = [], 0
+                s.push(p.encode_reply(rid, {
+                    "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
+                    "head": head, "more": len(events) == frame.limit}))
+            elif isinstance(frame, p.Read):
+                rs = await gw.router.mark_read(user, frame.seqs, frame.ranges)
+                s.push(p.encode_reply(rid, {"head": rs.head, "unread": rs.unread, "live": rs.live}))
+            elif isinstance(frame, p.ReadStateRequest):
+                rs = await gw.router.read_state(user)
+                s.push(p.encode_reply(rid, read_state_payload(rs)))
+            elif isinstance(frame, p.Send):
+                result = await gw.client_send(s.identity, frame.request)
+                s.push(p.encode_reply(rid, result.to_dict()))
+        except PushgateError as e:
+            self._reply_error(e, rid)
+
+
+def read_state_payload(rs: Any) -> dict[str, Any]:
+    bm = bitmap.deserialize(rs.read) if rs.read else None
+    ranges = bitmap.to_ranges(bm) if bm is not None else []
+    return {"head": rs.head, "unread": rs.unread, "live": rs.live,
+            "read": p.ranges_payload(ranges)}
+
+
+def _raw_rid(text: str) -> p.Rid:
+    """Best-effort rid of a frame that failed validation, so the error can be matched."""
+    try:
+        import orjson
+
+        rid = orjson.loads(text).get("rid")
+    except Exception:
+        return None
+    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None

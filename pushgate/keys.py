@@ -1,0 +1,39 @@
+"""Secrets for a laptop start: when no JWT secret / API key is configured, one is
+generated once into ``<data_dir>/secrets.json`` (mode 0600) and reused by ``serve``,
+``token`` and ``api-key``. Production sets ``PUSHGATE_JWT_SECRET`` / ``PUSHGATE_API_KEYS``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pushgate.auth import new_secret
+from pushgate.settings import Settings, SettingsError
+
+
+def ensure_secrets(settings: Settings) -> tuple[Settings, bool]:
+    """Return settings with generated secrets filled in, and whether a file was created."""
+    need_secret = settings.jwt_secret is None and any(
+        a.startswith("HS") for a in settings.jwt_algorithms)
+    need_key = not settings.api_keys
+    if not (need_secret or need_key):
+        return settings, False
+    path = settings.data_dir / "secrets.json"
+    created = False
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        stored = {"jwt_secret": new_secret(), "api_key": new_secret()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(stored, f)
+        created = True
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"data_dir: cannot read {path}: {e}") from e
+    update: dict[str, object] = {}
+    if need_secret:
+        update["jwt_secret"] = stored["jwt_secret"]
+    if need_key:
+        update["api_keys"] = [stored["api_key"]]
+    return settings.model_copy(update=update), created

@@ -1,0 +1,250 @@
+"""The routing core, shared by embedded mode and the cluster router.
+
+``send`` persists user-addressed events (store-then-push), resolves the users' live
+sessions in the directory and hands pre-encoded frames to the hubs through a
+:class:`HubLink`. Frames for one user leave in seq order: delivery happens right
+after the group commit resolves, with no await in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pushgate.auth import Identity
+from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
+from pushgate.hub.protocol import encode_event, encode_head
+from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.base import Directory
+from pushgate.router.requests import SendRequest
+from pushgate.router.routing import Filter, select
+from pushgate.store.base import Appended, Event, EventStore, NewEvent, ReadState, StoreError
+
+
+class HubLink(Protocol):
+    """How the router reaches hubs. Calls are synchronous enqueues (batched on the wire
+    in the cluster); each returns how many sessions took the frame."""
+
+    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float) -> int: ...
+
+    def kick(self, hub: str, session_id: str, by: str | None) -> None: ...
+
+    def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int: ...
+
+
+class Committer(Protocol):
+    async def append(self, events: Sequence[NewEvent]) -> list[Appended]: ...
+
+
+class Metrics(Protocol):
+    def sent(self, kind: str, n: int) -> None: ...
+    def delivered(self, n: int) -> None: ...
+    def kicked(self, n: int) -> None: ...
+
+
+@dataclass(slots=True)
+class UserResult:
+    user: str
+    seq: int | None
+    sessions: int
+    duplicate: bool = False
+    acked_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user": self.user, "seq": self.seq, "sessions": self.sessions}
+        if self.duplicate:
+            out["duplicate"] = True
+        if self.acked_by is not None:
+            out["acked_by"] = self.acked_by
+        return out
+
+
+@dataclass(slots=True)
+class SendResult:
+    results: list[UserResult] = field(default_factory=list)
+    sessions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self.results], "sessions": self.sessions}
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    max_sessions_per_user: int
+    inline_event_max_bytes: int
+
+
+class _AckWaiter:
+    __slots__ = ("device", "future")
+
+    def __init__(self, device: str | None) -> None:
+        self.device = device
+        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+
+class Router:
+    def __init__(self, store: EventStore, committer: Committer, directory: Directory,
+                 link: HubLink, config: RouterConfig, metrics: Metrics) -> None:
+        self.store = store
+        self.committer = committer
+        self.directory = directory
+        self.link = link
+        self.config = config
+        self.metrics = metrics
+        self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
+        self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def connect(self, info: SessionInfo) -> list[SessionInfo]:
+        """Record a new session; kick (and return) the sessions it pushes over quota."""
+        kicked = await self.directory.add(info, self.config.max_sessions_per_user)
+        for old in kicked:
+            self.link.kick(old.hub, old.session_id, info.session_id)
+        if kicked:
+            self.metrics.kicked(len(kicked))
+        return kicked
+
+    async def disconnect(self, info: SessionInfo) -> None:
+        await self.directory.remove(info.user, info.session_id, info.hub)
+
+    async def sessions(self, user: str) -> list[SessionInfo]:
+        return (await self.directory.sessions([user])).get(user, [])
+
+    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+        waiters = self._ack_waiters.get((identity.user, seq))
+        if not waiters:
+            return
+        for w in waiters:
+            if (w.device is None or w.device == identity.device) and not w.future.done():
+                w.future.set_result(session_id)
+
+    # -- sends ---------------------------------------------------------------------------
+
+    def frame_for(self, seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
+        if seq is not None and len(body) > self.config.inline_event_max_bytes:
+            return encode_head(seq)
+        return encode_event(seq, event_id, body, created_at)
+
+    def _deliver(self, sessions: Sequence[SessionInfo], frame: str, seq: int, t0: float,
+                 device: str | None) -> int:
+        by_hub: dict[str, list[str]] = {}
+        for s in sessions:
+            if device is None or s.device == device:
+                by_hub.setdefault(s.hub, []).append(s.session_id)
+        return sum(self.link.deliver(hub, ids, frame, seq, t0) for hub, ids in by_hub.items())
+
+    async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
+        """Store (when user-addressed with ttl > 0), then deliver to live sessions.
+
+        Raises :class:`Overloaded` when the store refuses (retryable; nothing stored)
+        and :class:`AckTimeout` for an ``ack`` send nobody acked (the event stays stored).
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        if req.ack and not req.stored:
+            raise InvalidRequest("a send with 'ack' is stored: it needs ttl > 0", field="ttl")
+        if req.filter is not None:
+            return await self._send_filter(req, req.filter, t0)
+        now = time.time()
+        result = SendResult()
+        if req.stored:
+            try:
+                appended = await self.committer.append(
+                    [NewEvent(u, req.body, req.ttl_s, req.id) for u in req.users])
+            except StoreError as e:
+                raise Overloaded(f"event store unavailable: {e}") from e
+            live = await self.directory.sessions(req.users)
+            waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
+            for a in appended:
+                n = 0
+                if not a.duplicate or req.ack:  # a retried ack-send is re-delivered to be acked
+                    frame = self.frame_for(a.seq, a.id, req.body, a.created_at)
+                    n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device)
+                result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
+                result.sessions += n
+            self.metrics.sent("stored", len(appended))
+        else:
+            live = await self.directory.sessions(req.users)
+            frame = encode_event(None, req.id, req.body, now)
+            waiter = None
+            for u in req.users:
+                n = self._deliver(live.get(u, ()), frame, 0, t0, req.device)
+                result.results.append(UserResult(u, None, n))
+                result.sessions += n
+            self.metrics.sent("transient", len(req.users))
+        self.metrics.delivered(result.sessions)
+        if waiter is not None:
+            await self._wait_ack(req, waiter, result)
+        return result
+
+    def _add_waiter(self, req: SendRequest, seq: int) -> tuple[tuple[str, int], _AckWaiter]:
+        key = (req.users[0], seq)
+        w = _AckWaiter(req.device)
+        self._ack_waiters[key].append(w)
+        return key, w
+
+    async def _wait_ack(self, req: SendRequest, waiter: tuple[tuple[str, int], _AckWaiter],
+                        result: SendResult) -> None:
+        key, w = waiter
+        try:
+            session_id = await asyncio.wait_for(w.future, req.ack_timeout_ms / 1000)
+            result.results[0].acked_by = session_id
+        except TimeoutError:
+            seq = result.results[0].seq
+            err = AckTimeout(f"no client acked seq {seq} of user {req.users[0]!r} within "
+                             f"{req.ack_timeout_ms} ms; the event stays stored", field="ack")
+            err.extra.update(result.to_dict())
+            raise err from None
+        finally:
+            waiters = self._ack_waiters.get(key)
+            if waiters is not None:
+                waiters.remove(w)
+                if not waiters:
+                    del self._ack_waiters[key]
+
+    async def _send_filter(self, req: SendRequest, flt: Filter, t0: float) -> SendResult:
+        frame = encode_event(None, req.id, req.body, time.time())
+        counter = 0
+        if flt.find_any:
+            counter = self._any_counters[flt.key()]
+            self._any_counters[flt.key()] = counter + 1
+        result = SendResult()
+        if flt.target.account is not None:
+            user = flt.target.account
+            chosen = select((await self.directory.sessions([user])).get(user, []), flt, counter)
+            n = self._deliver(chosen, frame, 0, t0, None)
+            result.results.append(UserResult(user, None, n))
+            result.sessions = n
+        else:
+            result.sessions = self.link.broadcast(flt, frame, counter, t0)
+        self.metrics.sent("filter", 1)
+        self.metrics.delivered(result.sessions)
+        return result
+
+    # -- inbox ---------------------------------------------------------------------------
+
+    async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int]:
+        head = await self.store.head(user)
+        if head is None:
+            raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
+        return await self.store.fetch(user, after, limit), head
+
+    async def mark_read(self, user: str, seqs: Sequence[int],
+                        ranges: Sequence[tuple[int, int]]) -> ReadState:
+        try:
+            return await self.store.mark_read(user, seqs, ranges)
+        except KeyError:
+            raise NotFound(f"user {user!r} has no inbox", field="user",
+                           code="unknown_user") from None
+
+    async def read_state(self, user: str) -> ReadState:
+        try:
+            return await self.store.read_state(user)
+        except KeyError:
+            raise NotFound(f"user {user!r} has no inbox", field="user",
+                           code="unknown_user") from None
+

@@ -1,0 +1,38 @@
+"""The session directory contract: which live sessions each user has, on which hub.
+
+Backends: ``memory.py`` (embedded mode, one process) and ``redis.py`` (cluster).
+Both apply :func:`pushgate.hub.quota.sessions_to_kick` atomically with the insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from pushgate.hub.quota import SessionInfo
+
+
+class Directory(Protocol):
+    async def add(self, info: SessionInfo, limit: int) -> list[SessionInfo]:
+        """Record ``info`` and, in the same atomic step, remove and return the user's
+        oldest sessions that no longer fit in ``limit`` (the caller kicks them)."""
+        ...
+
+    async def remove(self, user: str, session_id: str, hub: str) -> bool:
+        """Compare-and-delete: remove the session only if it is still recorded for
+        ``hub``. Returns whether it was removed (False: unknown or already replaced)."""
+        ...
+
+    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+        """Live sessions of each user (users without sessions are absent), oldest first."""
+        ...
+
+    async def remove_hub(self, hub: str) -> int:
+        """Drop every session of ``hub`` (it died). Returns how many were dropped."""
+        ...
+
+    async def count(self) -> int:
+        """Number of live sessions recorded."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,64 @@
+"""In-process session directory (embedded mode). Every method is await-free inside,
+so each call is atomic with respect to the event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pushgate.hub.quota import SessionInfo, age_key, sessions_to_kick
+
+
+class MemoryDirectory:
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, SessionInfo]] = {}
+        self._count = 0
+
+    async def add(self, info: SessionInfo, limit: int) -> list[SessionInfo]:
+        current = self._by_user.setdefault(info.user, {})
+        kicked = sessions_to_kick([s for s in current.values() if s.session_id != info.session_id],
+                                  limit)
+        for s in kicked:
+            del current[s.session_id]
+        self._count += (info.session_id not in current) - len(kicked)
+        current[info.session_id] = info
+        return kicked
+
+    async def remove(self, user: str, session_id: str, hub: str) -> bool:
+        current = self._by_user.get(user)
+        if not current:
+            return False
+        info = current.get(session_id)
+        if info is None or info.hub != hub:
+            return False
+        del current[session_id]
+        self._count -= 1
+        if not current:
+            del self._by_user[user]
+        return True
+
+    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+        out: dict[str, list[SessionInfo]] = {}
+        for u in users:
+            current = self._by_user.get(u)
+            if current:
+                out[u] = sorted(current.values(), key=age_key)
+        return out
+
+    async def remove_hub(self, hub: str) -> int:
+        dropped = 0
+        for user in list(self._by_user):
+            current = self._by_user[user]
+            for sid in [sid for sid, s in current.items() if s.hub == hub]:
+                del current[sid]
+                dropped += 1
+            if not current:
+                del self._by_user[user]
+        self._count -= dropped
+        return dropped
+
+    async def count(self) -> int:
+        return self._count
+
+    async def close(self) -> None:
+        self._by_user.clear()
+        self._count = 0

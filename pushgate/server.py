@@ -1,0 +1,65 @@
+"""Run the gateway under uvicorn with pushgate's shutdown order and port announcement."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from pushgate.hub.app import Gateway, create_app
+from pushgate.logs import get_logger
+from pushgate.settings import Settings
+
+log = get_logger("pushgate.server")
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn.Server that closes websocket sessions with the documented SHUTDOWN code
+    (4000, reconnect) before uvicorn's own connection shutdown, and reports its port."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, port_file: Path | None) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.port_file = port_file
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.servers or self.should_exit:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        log.info("pushgate listening", url=f"http://{host}:{port}")
+        # one machine-readable line on stdout for scripts and tests
+        print(f"PUSHGATE_LISTENING http://{host}:{port}", file=sys.stdout, flush=True)
+        if self.port_file is not None:
+            self.port_file.write_text(str(port))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first
+        await self.gateway.begin_shutdown()
+        await super().shutdown(sockets)
+
+
+def run(settings: Settings, port_file: Path | None = None) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+        backlog=4096,
+    )
+    GatewayServer(config, app.state.gateway, port_file).run()

@@ -1,0 +1,189 @@
+"""Typed settings: environment (``PUSHGATE_*``), an optional TOML file, then defaults.
+
+Defaults run a single embedded node on a laptop. Nothing reads the environment at
+import time: call :func:`load_settings`. Validation errors name the bad key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+ALLOWED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
+
+
+class SettingsError(Exception):
+    """Invalid configuration; the message names every bad key."""
+
+
+class Settings(BaseSettings):
+    """Every option of ``pushgate serve``. Env var = ``PUSHGATE_`` + upper-case name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PUSHGATE_", extra="forbid", validate_default=True, env_parse_none_str="null"
+    )
+
+    # network
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 = any free port).")
+    public_url: str | None = Field(
+        None, description="Base URL clients use to reach this gateway (ws://host:port); "
+        "default: derived from the request.")
+    data_dir: Path = Field(
+        Path("pushgate-data"), description="Directory for the SQLite file and generated secrets.")
+
+    # backends
+    store_url: str | None = Field(
+        None, description="Event store URL; default sqlite+aiosqlite:///<data_dir>/pushgate.db.")
+    directory_url: str = Field("memory://", description="Session directory backend URL.")
+
+    # auth
+    jwt_secret: str | None = Field(
+        None, description="HS* secret for client tokens; generated into data_dir when unset.")
+    jwt_public_key: str | None = Field(
+        None, description="PEM (or path to PEM) public key for RS*/ES* client tokens.")
+    jwt_private_key: str | None = Field(
+        None, description="PEM (or path) private key used by open-connection with RS*/ES*.")
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["HS256"], description="Accepted JWT algorithms (never 'none').")
+    jwt_audience: str | None = Field(None, description="Required 'aud' claim, if set.")
+    jwt_issuer: str | None = Field(None, description="Required 'iss' claim, if set.")
+    token_ttl_s: int = Field(1800, gt=0, description="Lifetime of tokens from open-connection.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Server-to-server API keys; generated when empty.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins allowed to open websockets ('*' = any). Requests without an "
+        "Origin header (non-browser clients) are always allowed.")
+
+    # sessions
+    max_sessions_per_user: int = Field(5, ge=1, description="Live sessions per user; the "
+                                       "oldest is kicked when a new one exceeds it.")
+    send_queue_size: int = Field(1024, ge=1, description="Frames buffered per session before "
+                                 "it is closed as a slow consumer.")
+    max_frame_bytes: int = Field(65536, ge=1024, description="Largest client frame accepted.")
+    inline_event_max_bytes: int = Field(
+        4096, ge=0, description="Events whose body is larger are announced by 'head' only.")
+    ping_interval_s: float = Field(20.0, gt=0, description="Server websocket ping interval.")
+    ping_timeout_s: float = Field(20.0, gt=0, description="Close a session whose pong is late.")
+    idle_timeout_s: float = Field(
+        120.0, gt=0, description="Close a session that sent nothing (no frame, no pong) for this long.")
+    ack_timeout_ms: int = Field(5000, gt=0, description="Wait for a client ack in send-with-ack.")
+    fetch_max_limit: int = Field(1000, ge=1, description="Largest 'limit' of a fetch.")
+
+    # events
+    max_body_bytes: int = Field(65536, ge=16, description="Largest event body (JSON bytes).")
+    max_request_bytes: int = Field(
+        1048576, ge=1024, description="Largest HTTP request body; larger gets 413.")
+    max_users_per_send: int = Field(10000, ge=1, description="Largest 'users' list of one send.")
+    event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds).")
+    max_event_ttl_s: int = Field(365 * 86400, gt=0, description="Largest TTL a sender may set.")
+    cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
+    cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
+    commit_max_batch: int = Field(1000, ge=1, description="Events per group commit.")
+    commit_max_pending: int = Field(
+        100000, ge=1, description="Queued events before sends are refused with 503.")
+
+    # operations
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["console", "json"] = Field("console", description="Log line format.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="Drain time on SIGTERM.")
+
+    @field_validator("jwt_algorithms", "api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _split_lists(cls, v: Any) -> Any:
+        """Lists come as TOML arrays, JSON arrays or comma-separated strings (env, flags)."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("is not a valid JSON list") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return v
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one algorithm")
+        for alg in v:
+            if alg not in ALLOWED_JWT_ALGORITHMS:
+                raise ValueError(f"{alg!r} is not allowed; choose from {', '.join(ALLOWED_JWT_ALGORITHMS)}")
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and "://" not in origin:
+                raise ValueError(f"{origin!r} must look like scheme://host[:port] or be '*'")
+        return [o.rstrip("/") for o in v]
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        asym = [a for a in self.jwt_algorithms if not a.startswith("HS")]
+        if asym and not self.jwt_public_key:
+            raise ValueError(f"jwt_public_key is required for algorithms {asym}")
+        if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
+            raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments (CLI flags) > environment > config file (passed as init kwargs
+        # with lower priority by load_settings) > defaults
+        return (init_settings, env_settings)
+
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or f"sqlite+aiosqlite:///{self.data_dir / 'pushgate.db'}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise SettingsError(f"config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"config file {path}: {e}") from e
+    # accept either top-level keys or a [pushgate] table
+    section = data.get("pushgate", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"config file {path}: [pushgate] must be a table")
+    return section
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from (highest first) ``overrides``, the environment, the TOML
+    ``config_file`` (or ``$PUSHGATE_CONFIG``), then defaults. Raises :class:`SettingsError`."""
+    path = config_file or os.environ.get("PUSHGATE_CONFIG")
+    file_values = _read_file(Path(path)) if path else {}
+    env_keys = {k[len("PUSHGATE_"):].lower() for k in os.environ if k.startswith("PUSHGATE_")}
+    merged = {k: v for k, v in file_values.items() if k not in env_keys}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "settings"
+            where = f"PUSHGATE_{key.upper()}" if key in env_keys else key
+            lines.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

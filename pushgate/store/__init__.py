@@ -1,0 +1,106 @@
+"""Persistent per-user inboxes (see :mod:`pushgate.store.base` for the contract).
+
+``open_store(url)`` picks the backend from the URL; ``migrate(url)`` creates or
+upgrades the schema (Alembic ``upgrade head``). Typical start-up::
+
+    await migrate(url)
+    store = open_store(url)
+    await store.start()
+    committer = GroupCommitter(store); await committer.start()
+    cleaner = Cleaner(store); await cleaner.start()
+    ...  # shutdown in reverse: cleaner.close(), committer.close(), store.close()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._dialect import for_url, normalize_url, prepare_path
+from .base import (
+    Appended,
+    Event,
+    EventStore,
+    NewEvent,
+    ReadState,
+    StoreError,
+    StoreOverloaded,
+    StoreUnavailable,
+)
+from .batcher import GroupCommitter
+from .cleanup import Cleaner
+from .sql import SqlEventStore
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "Appended",
+    "Cleaner",
+    "Event",
+    "EventStore",
+    "GroupCommitter",
+    "NewEvent",
+    "ReadState",
+    "SqlEventStore",
+    "StoreError",
+    "StoreOverloaded",
+    "StoreUnavailable",
+    "alembic_config",
+    "migrate",
+    "open_store",
+]
+
+
+def open_store(url: str, **opts: Any) -> EventStore:
+    """A not-yet-started store for ``url`` (``sqlite+aiosqlite:///path.db``,
+    ``mysql+asyncmy://user:pw@host/db``). ``opts`` go to the backend's constructor
+    (:class:`SqlEventStore`: ``clock``, ``busy_timeout_ms``, ``engine_options``).
+    ``ValueError`` for an unsupported scheme. Call ``await store.start()`` next."""
+    for_url(normalize_url(url))  # validates the scheme
+    return SqlEventStore(url, **opts)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` built in code (no alembic.ini): our migrations directory,
+    and ``url`` for the offline/CLI path of ``env.py``."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.attributes["url"] = url
+    return cfg
+
+
+async def migrate(url: str) -> None:
+    """Create or upgrade the schema to the newest revision (``alembic upgrade head``).
+
+    Idempotent. On SQLite the whole upgrade is one ``BEGIN IMMEDIATE`` transaction
+    (concurrent callers wait, then find nothing to do) and the database file's
+    directory is created if missing. Works from any working directory.
+    """
+    from alembic import command
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    parsed = normalize_url(url)
+    prepare_path(parsed)
+    dialect = for_url(parsed)
+    engine = create_async_engine(parsed, poolclass=NullPool)
+    dialect.configure(engine)
+    cfg = alembic_config(parsed.render_as_string(hide_password=False))
+
+    def upgrade(connection: Any) -> None:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+    try:
+        async with dialect.write_engine(engine).begin() as conn:
+            await conn.run_sync(upgrade)
+    finally:
+        await engine.dispose()

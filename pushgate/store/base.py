@@ -1,0 +1,155 @@
+"""The EventStore contract: per-user inboxes with dense seqs, TTL and read state.
+
+This module imports nothing from the rest of pushgate; every backend (SQLite in
+embedded mode, MySQL/MariaDB in the cluster) implements :class:`EventStore` and
+passes the same contract tests (``tests/contract/test_store.py``).
+
+Invariants every backend keeps:
+
+* ``seq`` is per user, starts at 1, strictly increasing, never reused (also after
+  every event of the user expired and was cleaned up, and across restarts), and
+  dense: an append of n events to a user takes the next n seqs.
+* An event is durable (committed) before :meth:`EventStore.append` returns.
+* ``(user, id)`` is unique while the event is stored: appending an event whose
+  idempotency ``id`` the user already has returns the stored event's seq with
+  ``duplicate=True`` and stores nothing.
+* Read state is a bitmap of read seqs that only ever holds *live* (stored,
+  unexpired-and-not-yet-cleaned) seqs; ``unread == live - len(read)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """Base of store failures. ``retryable`` says whether the same call may succeed later."""
+
+    retryable = False
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or timed out; nothing was committed. Retry later."""
+
+    retryable = True
+
+
+class StoreOverloaded(StoreError):
+    """Too many writes are already queued (group commit backlog); nothing was queued. Retry later."""
+
+    retryable = True
+
+
+MAX_KEY_LEN = 255  # users and idempotency ids are VARCHAR(255)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append. ``body`` is the JSON-encoded payload (bytes, already validated)."""
+
+    user: str
+    body: bytes
+    ttl_s: int
+    id: str | None = None
+
+
+def check_new_event(event: NewEvent) -> None:
+    """Raise ``ValueError`` naming the bad field if ``event`` cannot be stored.
+
+    Backends call it before opening a transaction, and the group committer calls it
+    before queueing, so that one bad event fails only its own caller.
+    """
+    if not event.user or len(event.user) > MAX_KEY_LEN:
+        raise ValueError(f"user must be 1..{MAX_KEY_LEN} characters, got {len(event.user)}")
+    if event.id is not None and not 0 < len(event.id) <= MAX_KEY_LEN:
+        raise ValueError(f"id must be 1..{MAX_KEY_LEN} characters or None, got {len(event.id)}")
+    if not isinstance(event.body, bytes):
+        raise ValueError(f"body must be bytes, got {type(event.body).__name__}")
+    if event.ttl_s <= 0:
+        raise ValueError(f"ttl_s must be > 0 (ttl 0 means transient: never stored), got {event.ttl_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Result of appending one :class:`NewEvent` (same order as the input)."""
+
+    user: str
+    seq: int
+    id: str | None
+    created_at: float  # unix seconds
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    user: str
+    seq: int
+    id: str | None
+    body: bytes
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A user's read state. ``read`` is the portable roaring serialization of read seqs."""
+
+    head: int
+    live: int  # events currently stored for the user
+    unread: int
+    read: bytes = b""
+
+
+class EventStore(Protocol):
+    """Persistent per-user inboxes. All methods are coroutines and safe to call concurrently."""
+
+    async def start(self) -> None:
+        """Open the connection pool. Does not create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Close the pool; pending calls fail with :class:`StoreUnavailable`."""
+
+    async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
+        """Store ``events`` in one transaction and return one result per input, in order.
+
+        Seqs are allocated per user in input order. Events whose ``(user, id)`` is
+        already stored (or appears earlier in the same call) are not stored again: their
+        result carries the existing seq and ``duplicate=True``. Atomic: either every
+        event of the call is committed or none is (then :class:`StoreError` is raised).
+        """
+        ...
+
+    async def fetch(self, user: str, after: int, limit: int) -> list[Event]:
+        """Return up to ``limit`` live events of ``user`` with ``seq > after``, ascending."""
+        ...
+
+    async def head(self, user: str) -> int | None:
+        """The user's highest allocated seq, 0 if the inbox exists but is empty of
+        allocations, ``None`` when the user has no inbox at all (never received an event)."""
+        ...
+
+    async def heads(self, users: Sequence[str]) -> dict[str, int]:
+        """Head seqs of many users at once; users without an inbox are absent."""
+        ...
+
+    async def mark_read(self, user: str, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]) -> ReadState:
+        """Mark ``seqs`` and the inclusive ``ranges`` as read, atomically.
+
+        Only live seqs are recorded (unknown, expired or future seqs are ignored), so
+        that ``unread`` stays exact. Two concurrent calls for the same user both take
+        effect (the bitmap is merged, never overwritten). Raises ``KeyError`` when the
+        user has no inbox.
+        """
+        ...
+
+    async def read_state(self, user: str) -> ReadState:
+        """Head, live count, unread count and read bitmap. ``KeyError`` if no inbox."""
+        ...
+
+    async def cleanup_expired(self, now: float, batch: int) -> int:
+        """Delete up to ``batch`` events with ``expires_at <= now`` in one short
+        transaction, keeping ``live``, ``unread`` and the read bitmap exact. Returns
+        the number deleted (0 when nothing is left). Safe to interrupt at any point."""
+        ...

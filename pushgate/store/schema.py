@@ -1,0 +1,55 @@
+"""Tables of the event store (SQLAlchemy Core). The database itself is created and
+changed only by the Alembic migrations in ``migrations/``; ``tests/contract`` checks
+that they agree with this module.
+
+* ``inboxes``: one row per user that ever received an event, kept forever so that a
+  seq is never reused. ``head_seq`` is the highest allocated seq, ``live`` the number of
+  stored event rows, ``read_bitmap`` the portable roaring set of read seqs (a subset of
+  the stored seqs, so ``unread = live - len(read_bitmap)``).
+* ``events``: ``(user_id, seq)`` primary key; ``(user_id, msg_id)`` unique (NULLs are
+  distinct) for idempotency; ``expires_at`` indexed for the TTL cleanup.
+
+Columns are ``user_id`` rather than ``user``: ``USER`` is reserved in SQL (PostgreSQL,
+the standard) and a function name in MySQL, so raw SQL in operations stays unquoted.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Double, Index, MetaData, Table
+
+from ._dialect import Blob, Key
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+inboxes = Table(
+    "inboxes",
+    metadata,
+    Column("user_id", Key, primary_key=True),
+    Column("head_seq", BigInteger, nullable=False),
+    Column("live", BigInteger, nullable=False),
+    Column("read_bitmap", Blob, nullable=False),
+    Column("updated_at", Double, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("user_id", Key, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("msg_id", Key, nullable=True),
+    Column("body", Blob, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True),
+    Index("ix_events_expires_at", "expires_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)

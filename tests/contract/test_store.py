@@ -1,0 +1,402 @@
+"""The EventStore contract (pushgate.store.base), run on every backend of conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pushgate.store import (
+    Appended,
+    Cleaner,
+    GroupCommitter,
+    NewEvent,
+    SqlEventStore,
+    StoreError,
+    StoreUnavailable,
+    bitmap,
+    migrate,
+    open_store,
+)
+from pushgate.store.schema import metadata
+
+from .conftest import FakeClock, StoreFactory
+
+TTL = 3600
+
+
+def ev(user: str, id: str | None = None, *, ttl: int = TTL, body: bytes = b'{"n":1}') -> NewEvent:
+    return NewEvent(user=user, body=body, ttl_s=ttl, id=id)
+
+
+def read_set(data: bytes) -> set[int]:
+    return set(bitmap.deserialize(data))
+
+
+# -- seqs ----------------------------------------------------------------------------
+
+
+async def test_seqs_are_dense_per_user_in_input_order(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    first = await store.append([ev("a"), ev("b"), ev("a"), ev("c"), ev("a")])
+    second = await store.append([ev("b"), ev("a")])
+
+    assert [(r.user, r.seq) for r in first] == [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3)]
+    assert [(r.user, r.seq) for r in second] == [("b", 2), ("a", 4)]
+    assert all(not r.duplicate and r.created_at == clock.now for r in first + second)
+    assert [e.seq for e in await store.fetch("a", 0, 100)] == [1, 2, 3, 4]
+    assert [e.seq for e in await store.fetch("b", 0, 100)] == [1, 2]
+
+
+async def test_seqs_never_reused_after_expiry_cleanup_and_reopen(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    store = await make_store()
+    await store.append([ev("a", ttl=10) for _ in range(3)])
+    clock.advance(10)
+    assert await store.cleanup_expired(clock(), 100) == 3
+    assert await store.fetch("a", 0, 10) == []
+    await store.close()
+
+    reopened = await make_store()
+    assert await reopened.head("a") == 3
+    assert (await reopened.read_state("a")).live == 0
+    assert [r.seq for r in await reopened.append([ev("a"), ev("a")])] == [4, 5]
+
+
+async def test_append_many_users_in_one_call(store: SqlEventStore) -> None:
+    users = [f"user-{i}" for i in range(1500)]  # more than one IN-list chunk
+    results = await store.append(
+        [ev(u, "same-id") for u in users] + [ev(u, "same-id") for u in users]
+    )
+
+    assert [r.seq for r in results[:1500]] == [1] * 1500
+    assert all(r.duplicate and r.seq == 1 for r in results[1500:])
+    assert await store.heads(users) == dict.fromkeys(users, 1)
+
+
+async def test_invalid_event_stores_nothing(store: SqlEventStore) -> None:
+    with pytest.raises(ValueError, match="ttl_s"):
+        await store.append([ev("a"), ev("a", ttl=0)])
+    with pytest.raises(ValueError, match="user"):
+        await store.append([ev("")])
+    assert await store.head("a") is None
+    assert await store.append([]) == []
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+
+async def test_same_id_twice_in_one_call_is_stored_once(store: SqlEventStore) -> None:
+    results = await store.append([ev("a", "m1"), ev("a", "m1", body=b"other"), ev("a")])
+
+    assert [(r.seq, r.duplicate) for r in results] == [(1, False), (1, True), (2, False)]
+    events = await store.fetch("a", 0, 10)
+    assert [(e.seq, e.id, e.body) for e in events] == [(1, "m1", b'{"n":1}'), (2, None, b'{"n":1}')]
+    assert await store.head("a") == 2
+
+
+async def test_same_id_across_calls_returns_the_stored_seq(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    [first] = await store.append([ev("a", "m1")])
+    clock.advance(5)
+    again = await store.append([ev("a", "m1"), ev("a", "m2")])
+
+    assert again[0] == Appended("a", 1, "m1", first.created_at, duplicate=True)
+    assert (again[1].seq, again[1].duplicate) == (2, False)
+    assert (await store.read_state("a")).live == 2
+    assert [e.id for e in await store.fetch("a", 0, 10)] == ["m1", "m2"]
+
+
+async def test_same_id_for_two_users_is_stored_for_both(store: SqlEventStore) -> None:
+    results = await store.append([ev("a", "m1"), ev("b", "m1")])
+    assert [(r.user, r.seq, r.duplicate) for r in results] == [("a", 1, False), ("b", 1, False)]
+
+    [again] = await store.append([ev("b", "m1")])
+    assert (again.seq, again.duplicate) == (1, True)
+    assert len(await store.fetch("a", 0, 10)) == len(await store.fetch("b", 0, 10)) == 1
+
+
+# -- fetch / head ------------------------------------------------------------------------
+
+
+async def test_fetch_after_limit_and_order(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", f"id{i}", body=b"%d" % i) for i in range(1, 11)])
+
+    page = await store.fetch("a", 3, 4)
+    assert [(e.seq, e.id, e.body) for e in page] == [(i, f"id{i}", b"%d" % i) for i in range(4, 8)]
+    assert all(
+        e.user == "a" and e.expires_at == e.created_at + TTL == clock.now + TTL for e in page
+    )
+    assert await store.fetch("a", 10, 5) == []
+    assert await store.fetch("a", 0, 0) == []
+    assert await store.fetch("nobody", 0, 10) == []
+
+
+async def test_fetch_skips_expired_events_before_cleanup(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    await store.append([ev("a", ttl=10), ev("a", ttl=100), ev("a", ttl=10), ev("a", ttl=100)])
+    clock.advance(10)  # expires_at == now counts as expired
+
+    assert [e.seq for e in await store.fetch("a", 0, 10)] == [2, 4]
+    assert [e.seq for e in await store.fetch("a", 0, 1)] == [2]
+    assert await store.head("a") == 4
+
+
+async def test_head_and_heads(store: SqlEventStore) -> None:
+    assert await store.head("a") is None
+    assert await store.heads([]) == {}
+    await store.append([ev("a"), ev("a"), ev("b")])
+
+    assert await store.head("a") == 2
+    assert await store.heads(["a", "b", "nobody", "a"]) == {"a": 2, "b": 1}
+
+
+# -- read state --------------------------------------------------------------------------
+
+
+async def test_mark_read_seqs_and_ranges_merge(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(10)])
+
+    state = await store.mark_read("a", [1, 3], [(5, 7)])
+    assert (state.head, state.live, state.unread) == (10, 10, 5)
+    assert read_set(state.read) == {1, 3, 5, 6, 7}
+
+    state = await store.mark_read("a", [3], [(7, 8)])
+    assert state.unread == 4
+    assert read_set(state.read) == {1, 3, 5, 6, 7, 8}
+    assert await store.read_state("a") == state
+
+
+async def test_mark_read_ignores_future_and_unknown_seqs(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(3)])
+
+    state = await store.mark_read("a", [0, -5, 3, 4, 99], [(2, 1000), (-10, -1)])
+    assert read_set(state.read) == {2, 3}
+    assert (state.head, state.unread) == (3, 1)
+
+    await store.append([ev("a")])  # seq 4 was "read" while in the future: must be unread
+    state = await store.read_state("a")
+    assert read_set(state.read) == {2, 3}
+    assert (state.head, state.live, state.unread) == (4, 4, 2)
+
+
+async def test_mark_read_ignores_expired_seqs(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", ttl=10), ev("a", ttl=10), ev("a", ttl=100), ev("a", ttl=100)])
+    clock.advance(10)
+
+    state = await store.mark_read("a", [1], [(2, 4)])
+    assert read_set(state.read) == {3, 4}
+    # expired events still count as live until cleanup deletes them
+    assert (state.live, state.unread) == (4, 2)
+
+    assert await store.cleanup_expired(clock(), 100) == 2
+    state = await store.mark_read("a", [1, 2], [])
+    assert (state.live, state.unread, read_set(state.read)) == (2, 0, {3, 4})
+
+
+async def test_mark_read_errors(store: SqlEventStore) -> None:
+    with pytest.raises(KeyError):
+        await store.mark_read("nobody", [1], [])
+    with pytest.raises(KeyError):
+        await store.read_state("nobody")
+
+    await store.append([ev("a") for _ in range(3)])
+    with pytest.raises(ValueError, match="inverted"):
+        await store.mark_read("a", [1], [(3, 2)])
+    assert (await store.read_state("a")).unread == 3  # nothing of the failed call applied
+
+
+async def test_concurrent_mark_read_calls_all_survive(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(100)])
+
+    await asyncio.gather(
+        *(store.mark_read("a", [i], []) for i in range(1, 51)),
+        store.mark_read("a", [], [(51, 100)]),
+    )
+
+    state = await store.read_state("a")
+    assert state.unread == 0
+    assert read_set(state.read) == set(range(1, 101))
+
+
+async def test_concurrent_mark_read_from_two_stores_on_one_database(
+    make_store: StoreFactory,
+) -> None:
+    one, two = await make_store(), await make_store()
+    await one.append([ev("a") for _ in range(40)])
+
+    await asyncio.gather(
+        *(one.mark_read("a", [i], []) for i in range(1, 41, 2)),
+        *(two.mark_read("a", [i], []) for i in range(2, 41, 2)),
+    )
+
+    state = await one.read_state("a")
+    assert (state.live, state.unread) == (40, 0)
+    assert read_set(state.read) == set(range(1, 41))
+
+
+# -- cleanup -----------------------------------------------------------------------------
+
+
+async def test_unread_stays_exact_across_cleanup(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", ttl=10) for _ in range(6)] + [ev("a", ttl=1000) for _ in range(4)])
+    await store.append([ev("b", ttl=10), ev("b", ttl=1000)])
+    await store.mark_read("a", [1, 2, 3, 7, 8], [])  # 3 short-lived and 2 long-lived read
+    await store.mark_read("b", [2], [])
+    clock.advance(10)
+
+    counts = [await store.cleanup_expired(clock(), 2) for _ in range(5)]
+    assert counts == [2, 2, 2, 1, 0]
+
+    a = await store.read_state("a")
+    assert (a.head, a.live, a.unread, read_set(a.read)) == (10, 4, 2, {7, 8})
+    assert [e.seq for e in await store.fetch("a", 0, 100)] == [7, 8, 9, 10]
+    b = await store.read_state("b")
+    assert (b.head, b.live, b.unread, read_set(b.read)) == (2, 1, 0, {2})
+
+
+async def test_cleanup_counts_and_stops_at_zero(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", ttl=10) for _ in range(5)] + [ev("b", ttl=10), ev("b", ttl=100)])
+    assert await store.cleanup_expired(clock(), 10) == 0  # nothing expired yet
+    clock.advance(10)
+
+    assert [await store.cleanup_expired(clock(), 4) for _ in range(3)] == [4, 2, 0]
+    assert (await store.read_state("a")).live == 0
+    assert (await store.read_state("b")).live == 1
+    assert await store.heads(["a", "b"]) == {"a": 5, "b": 2}
+
+
+async def test_cleaner_runs_batches_and_reports(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", ttl=10) for _ in range(7)])
+    clock.advance(10)
+    reported: list[int] = []
+    cleaner = Cleaner(store, batch=3, on_deleted=reported.append, clock=clock)
+
+    assert await cleaner.run_once() == 7
+    assert reported == [3, 3, 1]
+    assert await cleaner.run_once() == 0
+    assert cleaner.total_deleted == 7
+
+
+class FlakyCleanupStore:
+    """Delegates to a real store; the first ``failures`` cleanup calls raise."""
+
+    def __init__(self, inner: SqlEventStore, failures: int) -> None:
+        self.inner, self.failures = inner, failures
+
+    async def cleanup_expired(self, now: float, batch: int) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("database went away")
+        return await self.inner.cleanup_expired(now, batch)
+
+
+async def test_cleaner_survives_store_errors(
+    store: SqlEventStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.append([ev("a", ttl=10) for _ in range(5)])
+    clock.advance(10)
+    all_gone = asyncio.Event()
+    flaky = FlakyCleanupStore(store, failures=2)
+    cleaner = Cleaner(flaky, interval_s=0.01, batch=2, clock=clock)  # type: ignore[arg-type]
+    cleaner.on_deleted = lambda _n: all_gone.set() if cleaner.total_deleted == 5 else None
+
+    await cleaner.start()
+    async with asyncio.timeout(10):
+        await all_gone.wait()
+    await cleaner.close()
+
+    assert (await store.read_state("a")).live == 0
+    assert "cleanup failed" in caplog.text
+
+
+# -- group commit ------------------------------------------------------------------------
+
+
+class CountingStore:
+    """Delegates to a real store and counts ``append`` calls (= transactions)."""
+
+    def __init__(self, inner: SqlEventStore) -> None:
+        self.inner, self.calls = inner, 0
+
+    async def append(self, events: list[NewEvent]) -> list[Appended]:
+        self.calls += 1
+        return await self.inner.append(events)
+
+
+async def test_group_commit_200_concurrent_appends(store: SqlEventStore) -> None:
+    counting = CountingStore(store)
+    committer = GroupCommitter(counting)  # type: ignore[arg-type]
+    await committer.start()
+
+    results = await asyncio.gather(*(committer.append([ev("a", f"m{i}")]) for i in range(200)))
+    await committer.close()
+
+    assert sorted(r.seq for [r] in results) == list(range(1, 201))
+    assert counting.calls < 20
+    stored = {e.id: e.seq for e in await store.fetch("a", 0, 1000)}
+    assert stored == {r.id: r.seq for [r] in results}
+
+
+# -- lifecycle / migrations --------------------------------------------------------------
+
+
+async def test_closed_store_is_unavailable(store: SqlEventStore) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.head("a")
+    with pytest.raises(StoreUnavailable):
+        await store.append([ev("a")])
+
+
+async def test_migrate_from_any_cwd_creates_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite+aiosqlite:///nested/dir/events.db"  # relative to the cwd
+    await migrate(url)
+    await migrate(url)  # idempotent
+    assert (tmp_path / "nested" / "dir" / "events.db").is_file()
+
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        assert [r.seq for r in await store.append([ev("a")])] == [1]
+    finally:
+        await store.close()
+
+
+async def test_migrations_match_schema_module(store_url: str) -> None:
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    with pytest.raises(StoreError, match=r"migrate\(\)") as caught:
+        await store.start()
+    assert not caught.value.retryable
+    with pytest.raises(StoreUnavailable):
+        await store.head("a")  # start failed: the store stays closed
+
+
+def test_open_store_rejects_unknown_schemes() -> None:
+    with pytest.raises(ValueError, match="postgresql"):
+        open_store("postgresql://localhost/db")
+    with pytest.raises(ValueError, match="pysqlite"):
+        open_store("sqlite+pysqlite:///x.db")

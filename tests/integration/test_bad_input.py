@@ -1,0 +1,161 @@
+"""Bad input gets its documented status / close code and a message naming the problem,
+and nothing accepted before is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.integration.conftest import ServerProcess, running_server, ws_client
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    path: Path = tmp_path_factory.mktemp("bad")
+    with running_server(path, "--allowed-origins", "https://app.example",
+                        "--max-frame-bytes", "2048", "--max-request-bytes", "4096") as s:
+        yield s
+
+
+@pytest.fixture
+async def stored(srv: ServerProcess) -> AsyncIterator[list[int]]:
+    """Events accepted before the bad input; the test checks they are all still there."""
+    user = f"keep-{time.monotonic_ns()}"
+    async with srv.http() as http:
+        seqs = []
+        for i in range(3):
+            r = await http.post("/v1/notifications", json={"users": [user], "body": {"i": i}})
+            seqs.append(r.json()["results"][0]["seq"])
+    yield seqs
+    async with srv.http() as http:
+        r = await http.get(f"/v1/users/{user}/events")
+        assert [e["seq"] for e in r.json()["events"]] == seqs
+
+
+async def close_of(srv: ServerProcess, token: str, **kw: object) -> tuple[int, str]:
+    async with connect(f"{srv.ws_url}?token={token}", open_timeout=10, **kw) as ws:  # type: ignore[arg-type]
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pytest.fail("server sent a frame to an unauthenticated client")
+    assert ws.protocol.close_rcvd is not None
+    return ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("make_token", "code", "words"),
+    [
+        (lambda s: "not-a-jwt", 4100, "malformed"),
+        (lambda s: s.token("u", ttl=-60), 4101, "expired"),
+        (lambda s: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, None, algorithm="none"),
+         4100, "algorithm 'none'"),
+        (lambda s: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "x" * 32,
+                              algorithm="HS256"), 4100, "signature"),
+        (lambda s: jwt.encode({"sub": "u"}, s.env["PUSHGATE_JWT_SECRET"], algorithm="HS256"),
+         4100, "'exp'"),
+        (lambda s: "", 4100, "missing"),
+    ],
+    ids=["invalid", "expired", "alg-none", "wrong-key", "no-exp", "missing"],
+)
+async def test_bad_tokens_close_with_documented_code(srv: ServerProcess, stored: list[int],
+                                                     make_token, code: int, words: str) -> None:
+    got_code, reason = await close_of(srv, make_token(srv))
+    assert got_code == code
+    assert words in reason
+
+
+async def test_foreign_origin(srv: ServerProcess, stored: list[int]) -> None:
+    code, reason = await close_of(srv, srv.token("u"), origin="https://evil.example")
+    assert code == 4103 and "https://evil.example" in reason
+    # the allowed origin and non-browser clients (no Origin) get in
+    async with ws_client(srv, "u", origin="https://app.example") as c:
+        assert c.hello["user"] == "u"
+
+
+async def test_oversize_http_body_is_413(srv: ServerProcess, stored: list[int]) -> None:
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications",
+                            json={"users": ["u"], "body": {"pad": "x" * 5000}})
+        assert r.status_code == 413
+        assert r.json()["error"]["field"] == "body" and "4096" in r.json()["error"]["message"]
+
+
+async def test_oversize_frame_is_1009(srv: ServerProcess, stored: list[int]) -> None:
+    async with ws_client(srv, "u") as c:
+        await c.send({"type": "ping", "pad": "x" * 3000})
+        code, reason = await c.closed()
+        assert code == 1009 and "limit" in reason
+
+
+async def test_malformed_json_closes_4104(srv: ServerProcess, stored: list[int]) -> None:
+    async with ws_client(srv, "u") as c:
+        await c.ws.send("{not json")
+        code, reason = await c.closed()
+        assert code == 4104 and "JSON" in reason
+
+
+async def test_unknown_frame_type_answers_error_and_keeps_session(srv: ServerProcess,
+                                                                  stored: list[int]) -> None:
+    async with ws_client(srv, "u") as c:
+        err = await c.request({"type": "subscribe"})
+        assert err["type"] == "error" and err["code"] == "unknown_type"
+        assert "subscribe" in err["message"] and err["field"] == "type"
+        err = await c.request({"type": "fetch", "limit": 0})
+        assert err["code"] == "invalid_request" and err["field"] == "limit"
+        await c.send({"type": "ping", "rid": 1})
+        assert await c.recv() == {"type": "pong", "rid": 1}
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=0", "limit"), ("limit=abc", "limit"), ("limit=100000", "limit"),
+    ("after=-1", "after"), ("after=x", "after")])
+async def test_bad_limit_or_after(srv: ServerProcess, stored: list[int], query: str,
+                                  field: str) -> None:
+    async with srv.http() as http:
+        await http.post("/v1/notifications", json={"users": ["q"], "body": 1})
+        r = await http.get(f"/v1/users/q/events?{query}")
+        assert r.status_code == 400
+        assert r.json()["error"]["field"] == field and field in r.json()["error"]["message"]
+
+
+async def test_unknown_user_is_404(srv: ServerProcess, stored: list[int]) -> None:
+    async with srv.http() as http:
+        for path in ("/v1/users/nobody/events", "/v1/users/nobody/read-state"):
+            r = await http.get(path)
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "unknown_user" and "nobody" in r.json()["error"]["message"]
+
+
+async def test_wrong_api_key_is_401(srv: ServerProcess, stored: list[int]) -> None:
+    async with srv.http() as http:
+        for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
+            r = await http.post("/v1/notifications", json={"users": ["u"], "body": 1},
+                                headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"body": 1}, "users"),
+    ({"users": [], "body": 1}, "users"),
+    ({"users": ["u"]}, "body"),
+    ({"users": ["u"], "body": 1, "ttl": -1}, "ttl"),
+    ({"users": ["u"], "body": 1, "colour": "red"}, "colour"),
+    ({"users": ["u", "v"], "body": 1, "ack": True}, "users"),
+    ({"filter": {"workspace": 3}, "body": 1}, "filter.workspace"),
+])
+async def test_bad_send_bodies_name_the_field(srv: ServerProcess, stored: list[int], body: dict,
+                                              field: str) -> None:
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["field"] == field
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications", content=b"{oops",
+                            headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]

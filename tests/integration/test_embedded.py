@@ -1,0 +1,166 @@
+"""End-to-end: the real ``pushgate serve`` process, real websocket and HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from tests.integration.conftest import ServerProcess, running_server, ws_client
+
+
+async def send(srv: ServerProcess, users: list[str], body: object, **extra: object) -> dict:
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications", json={"users": users, "body": body, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+async def test_send_receive_restart_and_resume(tmp_path: Path) -> None:
+    srv = running_server(tmp_path)
+    with srv as s:
+        async with ws_client(s, "alice") as alice:
+            assert alice.hello["head"] == 0
+            out = await send(s, ["alice"], {"n": 1})
+            assert out["results"] == [{"user": "alice", "seq": 1, "sessions": 1}]
+            await send(s, ["alice"], {"n": 2})
+            got = [await alice.recv_type("event") for _ in range(2)]
+            assert [(e["seq"], e["body"]) for e in got] == [(1, {"n": 1}), (2, {"n": 2})]
+            await alice.send({"type": "ack", "seq": 2})
+        last_seen = 2
+        # sent while alice is away, before the restart
+        await send(s, ["alice"], {"n": 3})
+        # a second client stays connected through the restart and sees the SHUTDOWN code
+        async with ws_client(s, "bob") as bob:
+            s.stop()
+            code, reason = await bob.closed()
+            assert code == 4000, (code, reason)
+        s.start()  # same data dir: the SQLite inbox survives
+        for n in (4, 5, 6):
+            await send(s, ["alice"], {"n": n})
+        async with ws_client(s, "alice", after=last_seen) as alice:
+            assert alice.hello["head"] == 6
+            backlog = [await alice.recv_type("event") for _ in range(4)]
+            assert [e["seq"] for e in backlog] == [3, 4, 5, 6]
+            assert [e["body"]["n"] for e in backlog] == [3, 4, 5, 6]
+            await send(s, ["alice"], {"n": 7})
+            live = await alice.recv_type("event")
+            assert (live["seq"], live["body"]) == (7, {"n": 7})
+            # nothing else (no duplicate of the backlog) is pending
+            await alice.send({"type": "ping", "rid": "after-backlog"})
+            assert await alice.recv() == {"type": "pong", "rid": "after-backlog"}
+        async with s.http() as http:
+            r = await http.get("/v1/users/alice/events", params={"after": 0, "limit": 100})
+            assert [e["seq"] for e in r.json()["events"]] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_sixth_session_kicks_the_oldest(server: ServerProcess) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(ws_client(server, "bob"))
+        first = await stack.enter_async_context(ws_client(server, "alice"))
+        others = [await stack.enter_async_context(ws_client(server, "alice")) for _ in range(4)]
+        async with server.http() as http:
+            r = await http.get("/v1/users/alice/sessions")
+            assert len(r.json()["sessions"]) == 5
+        async with ws_client(server, "alice") as sixth:
+            kicked = await first.recv_type("kicked")
+            assert kicked["reason"] == "quota" and kicked["by"] == sixth.hello["session"]
+            code, _ = await first.closed()
+            assert code == 4102
+            async with server.http() as http:
+                r = await http.get("/v1/users/alice/sessions")
+                ids = {x["session"] for x in r.json()["sessions"]}
+                assert len(ids) == 5 and first.hello["session"] not in ids
+            # bob is unaffected and still receives
+            await send(server, ["bob"], {"hi": "bob"})
+            assert (await bob.recv_type("event"))["body"] == {"hi": "bob"}
+            # the remaining alice sessions all receive
+            await send(server, ["alice"], {"hi": "alice"})
+            for c in [*others, sixth]:
+                assert (await c.recv_type("event"))["body"] == {"hi": "alice"}
+
+
+async def test_send_with_acknowledge(server: ServerProcess) -> None:
+    async with ws_client(server, "carol", dev="phone") as carol, server.http() as http:
+        async def ack_next() -> None:
+            ev = await carol.recv_type("event")
+            await carol.send({"type": "ack", "seq": ev["seq"]})
+
+        acker = asyncio.create_task(ack_next())
+        r = await http.post("/v1/notifications", json={
+            "users": ["carol"], "body": {"x": 1}, "ack": True, "ack_timeout_ms": 5000})
+        await acker
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["acked_by"] == carol.hello["session"]
+
+        # the client receives but does not ack: 408, and the event stays stored
+        r = await http.post("/v1/notifications", json={
+            "users": ["carol"], "body": {"x": 2}, "ack": True, "ack_timeout_ms": 300})
+        assert r.status_code == 408, r.text
+        err = r.json()
+        assert err["error"]["code"] == "ack_timeout" and err["error"]["retryable"] is True
+        seq = err["results"][0]["seq"]
+        assert (await carol.recv_type("event"))["seq"] == seq
+        events = (await http.get("/v1/users/carol/events")).json()["events"]
+        assert [e["body"] for e in events] == [{"x": 1}, {"x": 2}]
+
+        # Pushca alias: acknowledge addressed to a device
+        acker = asyncio.create_task(ack_next())
+        r = await http.post("/send-notification-with-acknowledge", json={
+            "id": "m-1", "client": {"workSpaceId": "default", "accountId": "carol",
+                                    "deviceId": "phone", "applicationId": None},
+            "message": "hello"})
+        await acker
+        assert r.status_code == 200, r.text
+
+
+async def test_idempotent_send_and_transient_filters(server: ServerProcess) -> None:
+    async with ws_client(server, "dave", app="chat", ws="w1") as dave, \
+            ws_client(server, "erin", app="chat", ws="w1") as erin, \
+            ws_client(server, "frank", app="mail", ws="w1") as frank, server.http() as http:
+        first = await send(server, ["dave", "erin"], {"a": 1}, id="campaign-1")
+        again = await send(server, ["dave", "erin"], {"a": 1}, id="campaign-1")
+        assert [r["seq"] for r in first["results"]] == [r["seq"] for r in again["results"]]
+        assert all(r.get("duplicate") for r in again["results"])
+        assert (await dave.recv_type("event"))["seq"] == 1
+        # filter: every 'chat' client of workspace w1 except erin; transient (no seq)
+        r = await http.post("/v1/notifications", json={
+            "filter": {"workspace": "w1", "application": "chat",
+                       "exclude": [{"account": "erin"}]}, "body": "to chat"})
+        assert r.status_code == 200 and r.json()["sessions"] == 1
+        ev = await dave.recv_type("event")
+        assert ev["seq"] is None and ev["body"] == "to chat"
+        # Pushca alias with findAny: exactly one of the matching clients gets each message
+        for i in range(2):
+            r = await http.post("/send-notification", json={
+                "filter": {"workSpaceId": "w1", "applicationId": "chat", "findAny": True},
+                "message": f"any-{i}"})
+            assert r.json()["sessions"] == 1
+        got = []
+        for c in (dave, erin):
+            while True:
+                f = await c.recv_type("event")
+                if str(f["body"]).startswith("any-"):
+                    got.append(f["body"])
+                    break
+        assert sorted(got) == ["any-0", "any-1"]
+        # the mail client got none of it
+        await frank.send({"type": "ping", "rid": "p"})
+        assert (await frank.recv())["type"] == "pong"
+
+
+async def test_client_to_client_send_and_read_state(server: ServerProcess) -> None:
+    async with ws_client(server, "gina", dev="d1") as gina, ws_client(server, "hal") as hal:
+        reply = await gina.request({"type": "send", "users": ["hal"], "body": {"text": "yo"}})
+        assert reply["type"] == "reply" and reply["results"][0]["seq"] == 1
+        ev = await hal.recv_type("event")
+        assert ev["body"] == {"from": {"user": "gina", "workspace": "default", "device": "d1",
+                                       "application": ""}, "body": {"text": "yo"}}
+        for i in range(3):
+            await gina.request({"type": "send", "users": ["hal"], "body": i})
+        fetched = await hal.request({"type": "fetch", "after": 1, "limit": 2})
+        assert [e["seq"] for e in fetched["events"]] == [2, 3] and fetched["more"] is True
+        r = await hal.request({"type": "read", "seqs": [1], "ranges": [[3, 4]]})
+        assert (r["head"], r["unread"], r["live"]) == (4, 1, 4)
+        st = await hal.request({"type": "read_state"})
+        assert st["read"] == [[1, 1], [3, 4]] and st["unread"] == 1

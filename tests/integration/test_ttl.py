@@ -1,0 +1,50 @@
+"""Read state and unread counts stay exact across TTL cleanup (real server, short TTLs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tests.integration.conftest import running_server, ws_client
+
+
+async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
+    """Poll an async predicate until it returns a truthy value (an event, not a nap)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def test_read_state_and_unread_across_cleanup(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--cleanup-interval-s", "0.2", "--cleanup-batch", "2") as srv:
+        async with srv.http() as http:
+            # seqs 1..4 expire after 1 s, 5..8 live for an hour
+            for i in range(8):
+                r = await http.post("/v1/notifications", json={
+                    "users": ["ivy"], "body": {"i": i}, "ttl": 1 if i < 4 else 3600})
+                assert r.status_code == 200
+            # read two that will expire (1, 2) and two that stay (5, 6)
+            r = await http.post("/v1/users/ivy/read", json={"seqs": [1, 2, 5, 6]})
+            assert r.json() == {"head": 8, "unread": 4, "live": 8}
+
+            async def cleaned():
+                st = (await http.get("/v1/users/ivy/read-state")).json()
+                return st if st["live"] == 4 else None
+
+            st = await wait_for(cleaned)
+            assert st == {"head": 8, "unread": 2, "live": 4, "read": [[5, 6]]}
+            events = (await http.get("/v1/users/ivy/events")).json()["events"]
+            assert [e["seq"] for e in events] == [5, 6, 7, 8]
+            # marking expired seqs read changes nothing; new events continue the seq
+            r = await http.post("/v1/users/ivy/read", json={"ranges": [[1, 4]]})
+            assert r.json() == {"head": 8, "unread": 2, "live": 4}
+            r = await http.post("/v1/notifications", json={"users": ["ivy"], "body": "new"})
+            assert r.json()["results"][0]["seq"] == 9
+        async with ws_client(srv, "ivy") as ivy:
+            assert (ivy.hello["head"], ivy.hello["unread"]) == (9, 3)

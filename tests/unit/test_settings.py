@@ -1,0 +1,221 @@
+"""load_settings: defaults, PUSHGATE_* environment, TOML file, precedence, errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pushgate.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("PUSHGATE_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pushgate.toml"
+    path.write_text(text)
+    return path
+
+
+def error(*args: object, **kwargs: object) -> str:
+    with pytest.raises(SettingsError) as info:
+        load_settings(*args, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+# --- defaults and sources --------------------------------------------------------------
+
+
+def test_defaults_run_a_local_single_node() -> None:
+    s = load_settings()
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.directory_url == "memory://"
+    assert s.jwt_algorithms == ["HS256"]
+    assert s.allowed_origins == ["*"]
+    assert s.max_sessions_per_user == 5
+    assert s.effective_store_url == f"sqlite+aiosqlite:///{Path('pushgate-data') / 'pushgate.db'}"
+
+
+def test_environment_sets_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHGATE_PORT", "9001")
+    monkeypatch.setenv("PUSHGATE_JWT_ALGORITHMS", '["HS512", "HS256"]')
+    monkeypatch.setenv("PUSHGATE_ALLOWED_ORIGINS", '["https://a.example/", "http://b:8080"]')
+    monkeypatch.setenv("PUSHGATE_PUBLIC_URL", "null")
+    s = load_settings()
+    assert s.port == 9001
+    assert s.jwt_algorithms == ["HS512", "HS256"]
+    assert s.allowed_origins == ["https://a.example", "http://b:8080"]
+    assert s.public_url is None
+
+
+def test_toml_file_top_level_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, 'port = 9100\nstore_url = "sqlite+aiosqlite:///x.db"\n'
+                           'api_keys = ["k1", "k2"]\n')
+    s = load_settings(path)
+    assert s.port == 9100
+    assert s.effective_store_url == "sqlite+aiosqlite:///x.db"
+    assert s.api_keys == ["k1", "k2"]
+
+
+def test_toml_file_pushgate_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pushgate]\nport = 9200\nlog_format = \"json\"\n")
+    s = load_settings(str(path))
+    assert (s.port, s.log_format) == (9200, "json")
+
+
+def test_config_file_from_pushgate_config_env(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHGATE_CONFIG", str(write(tmp_path, "port = 9300\n")))
+    assert load_settings().port == 9300
+
+
+def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'port = 9100\nhost = "0.0.0.0"\n')
+    monkeypatch.setenv("PUSHGATE_PORT", "9400")
+    s = load_settings(path)
+    assert s.port == 9400
+    assert s.host == "0.0.0.0"
+
+
+def test_explicit_overrides_beat_environment_and_file(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "port = 9100\nmax_sessions_per_user = 2\n")
+    monkeypatch.setenv("PUSHGATE_PORT", "9400")
+    s = load_settings(path, port=9500, host=None)
+    assert s.port == 9500
+    assert s.host == "127.0.0.1"  # None override means "not given"
+    assert s.max_sessions_per_user == 2
+
+
+def test_data_dir_decides_the_default_store_url(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setenv("PUSHGATE_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.effective_store_url == f"sqlite+aiosqlite:///{tmp_path / 'pushgate.db'}"
+
+
+def test_asymmetric_algorithms_with_public_key_are_accepted() -> None:
+    s = load_settings(jwt_algorithms=["RS256", "ES256"], jwt_public_key="/keys/pub.pem")
+    assert s.jwt_algorithms == ["RS256", "ES256"]
+
+
+def test_each_load_reads_the_current_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUSHGATE_PORT", "9600")
+    assert load_settings().port == 9600
+    monkeypatch.setenv("PUSHGATE_PORT", "9601")
+    assert load_settings().port == 9601
+
+
+# --- errors name the bad key ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("PUSHGATE_PORT", "abc"),
+        ("PUSHGATE_PORT", "70000"),
+        ("PUSHGATE_PORT", "-1"),
+        ("PUSHGATE_MAX_SESSIONS_PER_USER", "0"),
+        ("PUSHGATE_MAX_FRAME_BYTES", "1023"),
+        ("PUSHGATE_TOKEN_TTL_S", "0"),
+        ("PUSHGATE_PING_INTERVAL_S", "fast"),
+        ("PUSHGATE_LOG_LEVEL", "verbose"),
+        ("PUSHGATE_LOG_FORMAT", "xml"),
+        ("PUSHGATE_JWT_ALGORITHMS", '["none"]'),
+        ("PUSHGATE_JWT_ALGORITHMS", '["HS1"]'),
+        ("PUSHGATE_JWT_ALGORITHMS", "[]"),
+        ("PUSHGATE_ALLOWED_ORIGINS", '["example.com"]'),
+    ],
+)
+def test_bad_environment_value_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    assert var in error()
+
+
+@pytest.mark.parametrize(("var", "field"), [("PUSHGATE_JWT_ALGORITHMS", "jwt_algorithms"),
+                                           ("PUSHGATE_API_KEYS", "api_keys")])
+def test_comma_separated_list_env_value_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, var: str, field: str
+) -> None:
+    monkeypatch.setenv(var, "HS256, HS512")
+    assert getattr(load_settings(), field) == ["HS256", "HS512"]
+
+
+def test_bad_json_list_env_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHGATE_API_KEYS", "[oops")
+    assert "PUSHGATE_API_KEYS" in error()
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("port = \"abc\"\n", "port"),
+        ("max_body_bytes = 8\n", "max_body_bytes"),
+        ("jwt_algorithms = [\"none\"]\n", "jwt_algorithms"),
+        ("allowed_origins = [\"example.com\"]\n", "allowed_origins"),
+        ("[pushgate]\nlog_level = \"trace\"\n", "log_level"),
+    ],
+)
+def test_bad_file_value_fails_naming_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    message = error(write(tmp_path, toml))
+    assert key in message
+    assert f"PUSHGATE_{key.upper()}" not in message
+
+
+def test_unknown_key_in_the_toml_file_is_reported(tmp_path: Path) -> None:
+    assert "max_session_per_user" in error(write(tmp_path, "max_session_per_user = 3\n"))
+
+
+def test_every_bad_key_is_reported_at_once(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHGATE_PORT", "abc")
+    message = error(write(tmp_path, "send_queue_size = 0\nbogus = 1\n"))
+    for key in ("PUSHGATE_PORT", "send_queue_size", "bogus"):
+        assert key in message
+
+
+def test_file_value_overridden_by_a_valid_env_var_is_not_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSHGATE_PORT", "9000")
+    assert load_settings(write(tmp_path, 'port = "bad"\n')).port == 9000
+
+
+def test_asymmetric_algorithm_without_public_key_is_reported() -> None:
+    assert "jwt_public_key" in error(jwt_algorithms=["RS256"])
+
+
+def test_ping_timeout_not_below_idle_plus_interval_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PUSHGATE_PING_TIMEOUT_S", "140")
+    assert "ping_timeout_s" in error()
+
+
+def test_missing_config_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    assert str(path) in error(path)
+
+
+def test_invalid_toml_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = = 1\n")
+    assert str(path) in error(path)
+
+
+def test_pushgate_entry_that_is_not_a_table_is_reported(tmp_path: Path) -> None:
+    assert "[pushgate]" in error(write(tmp_path, 'pushgate = "x"\n'))
+
+
+def test_settings_class_forbids_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="nonsense"):
+        Settings(nonsense=1)  # type: ignore[call-arg]
