@@ -298,9 +298,11 @@ async def closed_loop(pool: HttpPool, n: int, concurrency: int,
 
 async def open_loop(pool: HttpPool, rate: float, total: int,
                     make: Callable[[int, float], bytes], log: SendLog) -> None:
-    """``total`` sends at a fixed ``rate``, scheduled by time (not by replies).
-    The payload carries the *scheduled* send time, so a late sender shows as latency;
-    the sender's own lateness is reported as send_lag."""
+    """``total`` sends at a fixed ``rate``, scheduled by time (not by replies: each send
+    is its own task on a free keep-alive connection; the pool grows when all are busy).
+    The payload carries the time the request is written; how late the sender was
+    against the schedule is reported as send_lag. Sends due within one 1 ms tick go out
+    together (libuv timers have 1 ms resolution; shorter sleeps would spin the core)."""
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
     start_mono = loop.time() + 0.02
@@ -312,12 +314,12 @@ async def open_loop(pool: HttpPool, rate: float, total: int,
         while i < due:
             sched = start_wall + i / rate
             log.lag_ms.append(max(0.0, (time.time() - sched) * 1000))
-            t = loop.create_task(timed_send(pool, make(i, sched), log))
+            t = loop.create_task(timed_send(pool, make(i, time.time()), log))
             pending.add(t)
             t.add_done_callback(pending.discard)
             i += 1
         nxt = start_mono + i / rate
-        await asyncio.sleep(max(0.0, nxt - loop.time()))
+        await asyncio.sleep(max(0.001, nxt - loop.time()))
     if pending:
         await asyncio.wait(pending, timeout=30)
     for t in pending:

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Close a session that sent nothing (no frame, no pong) for this long.")
     ack_timeout_ms: int = Field(5000, gt=0, description="Wait for a client ack in send-with-ack.")
     fetch_max_limit: int = Field(1000, ge=1, description="Largest 'limit' of a fetch.")
+    fetch_max_bytes: int = Field(
+        1048576, ge=1024, description="Event bytes per fetch reply (at least one event is "
+        "always returned); 'more' tells the client to fetch again.")
 
     # events
     max_body_bytes: int = Field(65536, ge=16, description="Largest event body (JSON bytes).")

@@ -122,10 +122,10 @@ async def user_events(request: Request) -> Response:
     after = _query_int(request, "after", 0, 0, 2**63 - 1)
     limit = _query_int(request, "limit", min(100, gw.settings.fetch_max_limit), 1,
                        gw.settings.fetch_max_limit)
-    events, head = await gw.router.fetch(user, after, limit)
+    events, head, more = await gw.router.fetch(user, after, limit)
     return json_response({
         "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
-        "head": head, "more": len(events) == limit})
+        "head": head, "more": more})
 
 
 async def user_read(request: Request) -> Response:

@@ -80,7 +80,8 @@ class Gateway:
         self.registry = Registry(self.hub_id)
         self.router = Router(
             self.store, self.committer, self.directory, LocalLink(self.registry),
-            RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes),
+            RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
+                         settings.fetch_max_bytes),
             self.metrics)
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
@@ -89,6 +90,7 @@ class Gateway:
             "max_frame_bytes": settings.max_frame_bytes,
             "inline_event_max_bytes": settings.inline_event_max_bytes,
             "fetch_max_limit": settings.fetch_max_limit,
+            "fetch_max_bytes": settings.fetch_max_bytes,
             "max_body_bytes": settings.max_body_bytes,
             "idle_timeout_s": settings.idle_timeout_s,
             "ping_interval_s": settings.ping_interval_s,

@@ -119,7 +119,8 @@ class Connection:
         s.push_backlog(p.encode_hello(s.id, user, head, unread, gw.limits), 0)
         last = 0
         if after is not None and head > after:
-            events = await gw.store.fetch(user, after, gw.settings.fetch_max_limit)
+            # bounded like a fetch; if more remain the client sees head > last seq and fetches
+            events, _, _ = await gw.router.fetch(user, after, gw.settings.fetch_max_limit)
             for ev in events:
                 s.push_backlog(gw.router.frame_for(ev.seq, ev.id, ev.body, ev.created_at), ev.seq)
                 last = ev.seq
@@ -181,12 +182,12 @@ class Connection:
         try:
             if isinstance(frame, p.Fetch):
                 try:
-                    events, head = await gw.router.fetch(user, frame.after, frame.limit)
+                    events, head, more = await gw.router.fetch(user, frame.after, frame.limit)
                 except PushgateError:
-                    events, head = [], 0
+                    events, head, more = [], 0, False
                 s.push(p.encode_reply(rid, {
                     "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
-                    "head": head, "more": len(events) == frame.limit}))
+                    "head": head, "more": more}))
             elif isinstance(frame, p.Read):
                 rs = await gw.router.mark_read(user, frame.seqs, frame.ranges)
                 s.push(p.encode_reply(rid, {"head": rs.head, "unread": rs.unread, "live": rs.live}))

@@ -76,6 +76,7 @@ class SendResult:
 class RouterConfig:
     max_sessions_per_user: int
     inline_event_max_bytes: int
+    fetch_max_bytes: int = 1 << 20
 
 
 class _AckWaiter:
@@ -227,11 +228,19 @@ class Router:
 
     # -- inbox ---------------------------------------------------------------------------
 
-    async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int]:
+    async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:
+        """Events after ``after`` (at most ``limit``, and at most ``fetch_max_bytes`` of
+        bodies, but always at least one), the head, and whether more remain."""
         head = await self.store.head(user)
         if head is None:
             raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
-        return await self.store.fetch(user, after, limit), head
+        events = await self.store.fetch(user, after, limit)
+        budget = self.config.fetch_max_bytes
+        for i, ev in enumerate(events):
+            budget -= len(ev.body)
+            if budget < 0 and i > 0:
+                return events[:i], head, True
+        return events, head, bool(events) and events[-1].seq < head
 
     async def mark_read(self, user: str, seqs: Sequence[int],
                         ranges: Sequence[tuple[int, int]]) -> ReadState:

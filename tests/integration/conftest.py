@@ -185,12 +185,14 @@ class Client:
 @contextlib.asynccontextmanager
 async def ws_client(srv: ServerProcess, user: str = "", *, token: str | None = None,
                     after: int | None = None, expect_hello: bool = True,
-                    origin: str | None = None, **claims: Any) -> AsyncIterator[Client]:
+                    origin: str | None = None, max_queue: int | None = 16,
+                    **claims: Any) -> AsyncIterator[Client]:
     """Connect as ``user``; extra keyword arguments become token claims (ws, dev, app)."""
     url = f"{srv.ws_url}?token={token if token is not None else srv.token(user, **claims)}"
     if after is not None:
         url += f"&after={after}"
-    async with connect(url, open_timeout=10, close_timeout=5, origin=origin) as ws:  # type: ignore[arg-type]
+    async with connect(url, open_timeout=10, close_timeout=5, origin=origin,
+                       max_queue=max_queue) as ws:  # type: ignore[arg-type]
         client = Client(ws)
         if expect_hello:
             client.hello = await client.recv_type("hello")

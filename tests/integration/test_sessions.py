@@ -1,0 +1,97 @@
+"""Session lifecycle against the real server: open-connection, keepalive, expiry, slow
+consumers, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from tests.integration.conftest import Client, ServerProcess, running_server, ws_client
+
+
+async def test_open_connection_returns_a_working_url(server: ServerProcess) -> None:
+    async with server.http() as http:
+        r = await http.post("/v1/open-connection", json={
+            "user": "olga", "workspace": "w9", "device": "tab", "application": "news"})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["url"].startswith(f"ws://127.0.0.1:{server.port}/v1/ws?token=")
+        assert out["token"] in out["url"] and out["expires_at"] > 0
+        async with connect(out["url"]) as ws:
+            c = Client(ws)
+            hello = await c.recv_type("hello")
+            assert hello["user"] == "olga"
+            # the token carries the four dimensions: a filter on them reaches this client
+            r = await http.post("/v1/notifications", json={
+                "filter": {"workspace": "w9", "device": "tab", "application": "news"},
+                "body": "dimensions"})
+            assert r.json()["sessions"] == 1
+            assert (await c.recv_type("event"))["body"] == "dimensions"
+        # Pushca alias: same thing with Pushca field names and response keys
+        r = await http.post("/open-connection", json={"client": {
+            "workSpaceId": "w9", "accountId": "olga", "deviceId": "tab",
+            "applicationId": "news"}})
+        assert r.status_code == 200
+        assert r.json()["externalAdvertisedUrl"] == r.json()["url"]
+        r = await http.post("/v1/open-connection", json={"workspace": "w9"})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "user"
+
+
+async def test_idle_session_is_closed_and_token_expiry_closes_4101(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--idle-timeout-s", "1.5") as srv:
+        async with ws_client(srv, "quiet") as quiet:
+            code, reason = await quiet.closed(timeout=10)
+            assert code == 4002 and "no frame" in reason
+        # a client that keeps pinging stays until its token expires
+        async with ws_client(srv, "pinger", token=srv.token("pinger", ttl=2)) as pinger:
+            async def keep_pinging() -> None:
+                while True:
+                    await pinger.send({"type": "ping"})
+                    await asyncio.sleep(0.3)
+
+            task = asyncio.create_task(keep_pinging())
+            try:
+                code, reason = await pinger.closed(timeout=10)
+            finally:
+                task.cancel()
+            assert code == 4101 and "expired" in reason
+
+
+async def test_slow_consumer_is_closed_and_resumes_from_the_store(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--send-queue-size", "8",
+                        "--inline-event-max-bytes", "65536") as srv:
+        body = {"pad": "x" * 60000}
+        n = 300  # ~18 MB: far more than the socket buffers plus 8 queued frames
+        async with ws_client(srv, "slow", max_queue=1) as slow, srv.http() as http:
+            # the client reads nothing while a burst arrives
+            for _ in range(n):
+                r = await http.post("/v1/notifications", json={"users": ["slow"], "body": body})
+                assert r.status_code == 200
+            code, reason = await slow.closed(timeout=30)
+            assert code == 4001 and "slow" in reason
+        # after reconnecting it fetches from the store: nothing is lost
+        async with ws_client(srv, "slow") as again:
+            assert again.hello["head"] == n
+            got = []
+            while len(got) < n:
+                reply = await again.request({"type": "fetch",
+                                             "after": got[-1] if got else 0, "limit": 500})
+                got += [e["seq"] for e in reply["events"]]
+            assert got == list(range(1, n + 1))
+
+
+async def test_metrics_count_sessions_sends_and_deliveries(server: ServerProcess) -> None:
+    async with ws_client(server, "m1") as m1, server.http() as http:
+        await http.post("/v1/notifications", json={"users": ["m1"], "body": 1})
+        await m1.recv_type("event")
+        text = (await http.get("/metrics")).text
+        assert "pushgate_sessions 1.0" in text
+        assert 'pushgate_sends_total{kind="stored"} 1.0' in text
+        assert "pushgate_deliveries_total 1.0" in text
+        assert "pushgate_delivery_latency_seconds_count 1.0" in text
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).json()["status"] == "ready"
+        spec = (await http.get("/openapi.json")).json()
+        assert spec["openapi"].startswith("3.")
