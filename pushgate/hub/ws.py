@@ -15,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from pushgate.errors import CloseCode, Forbidden, InvalidRequest, PushgateError, ShuttingDown
+from pushgate.errors import (
+    CloseCode,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PushgateError,
+    ShuttingDown,
+)
 from pushgate.hub import protocol as p
 from pushgate.hub.session import Session, State
 from pushgate.store import bitmap
+from pushgate.store.base import Event
 
 if TYPE_CHECKING:
     from pushgate.hub.app import Gateway
@@ -112,19 +120,22 @@ class Connection:
         gw, s = self.gw, self.session
         user = s.identity.user
         try:
-            rs = await gw.router.read_state(user)
-            head, unread = rs.head, rs.unread
-        except PushgateError:
-            head, unread = 0, 0
+            try:
+                rs = await gw.router.read_state(user)
+                head, unread = rs.head, rs.unread
+            except NotFound:  # no inbox yet
+                head, unread = 0, 0
+            events: list[Event] = []
+            if after is not None and head > after:
+                # bounded like a fetch; if more remain the client sees head > its last seq
+                events, _, _ = await gw.router.fetch(user, after, gw.settings.fetch_max_limit)
+        except PushgateError as e:  # store unavailable: the client retries later
+            s.close(e.close_code, e.message[:120])
+            return
         s.push_backlog(p.encode_hello(s.id, user, head, unread, gw.limits), 0)
-        last = 0
-        if after is not None and head > after:
-            # bounded like a fetch; if more remain the client sees head > last seq and fetches
-            events, _, _ = await gw.router.fetch(user, after, gw.settings.fetch_max_limit)
-            for ev in events:
-                s.push_backlog(gw.router.frame_for(ev.seq, ev.id, ev.body, ev.created_at), ev.seq)
-                last = ev.seq
-        s.open(last)
+        for ev in events:
+            s.push_backlog(gw.router.frame_for(ev.seq, ev.id, ev.body, ev.created_at), ev.seq)
+        s.open(events[-1].seq if events else 0)
 
     async def _read_loop(self) -> None:
         receive = self.ws.receive

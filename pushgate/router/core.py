@@ -9,9 +9,10 @@ after the group commit resolves, with no await in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,17 @@ from pushgate.router.directory.base import Directory
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
 from pushgate.store.base import Appended, Event, EventStore, NewEvent, ReadState, StoreError
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Store failures reach clients as 503 / close 4003 (retryable), never as a 500."""
+    try:
+        yield
+    except StoreError as e:
+        raise Overloaded(f"event store unavailable: {e}", code="store_unavailable") from e
+    except ValueError as e:  # the store's own argument checks (e.g. a too large read range)
+        raise InvalidRequest(str(e)) from e
 
 
 class HubLink(Protocol):
@@ -153,11 +165,9 @@ class Router:
         now = time.time()
         result = SendResult()
         if req.stored:
-            try:
+            with store_errors():
                 appended = await self.committer.append(
                     [NewEvent(u, req.body, req.ttl_s, req.id) for u in req.users])
-            except StoreError as e:
-                raise Overloaded(f"event store unavailable: {e}") from e
             live = await self.directory.sessions(req.users)
             waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
             for a in appended:
@@ -231,10 +241,11 @@ class Router:
     async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:
         """Events after ``after`` (at most ``limit``, and at most ``fetch_max_bytes`` of
         bodies, but always at least one), the head, and whether more remain."""
-        head = await self.store.head(user)
-        if head is None:
-            raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
-        events = await self.store.fetch(user, after, limit)
+        with store_errors():
+            head = await self.store.head(user)
+            if head is None:
+                raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
+            events = await self.store.fetch(user, after, limit)
         budget = self.config.fetch_max_bytes
         for i, ev in enumerate(events):
             budget -= len(ev.body)
@@ -245,14 +256,16 @@ class Router:
     async def mark_read(self, user: str, seqs: Sequence[int],
                         ranges: Sequence[tuple[int, int]]) -> ReadState:
         try:
-            return await self.store.mark_read(user, seqs, ranges)
+            with store_errors():
+                return await self.store.mark_read(user, seqs, ranges)
         except KeyError:
             raise NotFound(f"user {user!r} has no inbox", field="user",
                            code="unknown_user") from None
 
     async def read_state(self, user: str) -> ReadState:
         try:
-            return await self.store.read_state(user)
+            with store_errors():
+                return await self.store.read_state(user)
         except KeyError:
             raise NotFound(f"user {user!r} has no inbox", field="user",
                            code="unknown_user") from None
