@@ -111,13 +111,14 @@ def migrate(url: str | None, config: str | None) -> None:
 @click.option("--app", "application", default="", help="Application id ('app' claim).")
 @click.option("--ttl", default=1800, show_default=True, help="Lifetime in seconds.")
 @click.option("--config", default=None, help="TOML settings file.")
+@click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
 def token(user: str, workspace: str, device: str, application: str, ttl: int,
-          config: str | None) -> None:
+          config: str | None, data_dir: str | None) -> None:
     """Mint a client token (with the same secret `serve` uses) and print it."""
     from pushgate.auth import Identity, TokenCodec
     from pushgate.keys import ensure_secrets
 
-    s, _ = ensure_secrets(_settings(config))
+    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
                        public_key=s.jwt_public_key, private_key=s.jwt_private_key,
                        audience=s.jwt_audience, issuer=s.jwt_issuer)
@@ -130,11 +131,12 @@ def token(user: str, workspace: str, device: str, application: str, ttl: int,
 
 @app.command("api-key")
 @click.option("--config", default=None, help="TOML settings file.")
-def api_key(config: str | None) -> None:
+@click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
+def api_key(config: str | None, data_dir: str | None) -> None:
     """Print the first API key (generated into data_dir on first use)."""
     from pushgate.keys import ensure_secrets
 
-    s, _ = ensure_secrets(_settings(config))
+    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
     click.echo(s.api_keys[0])
 
 

@@ -17,7 +17,8 @@ the transport maps through this table.
     ├── AckTimeout            408  no client acked in time          (retry ok)
     ├── Conflict              409  idempotency key reused w/ other body
     ├── Overloaded            503  queue full / shutting down       (retry)
-    └── Internal              500  bug or backend failure           (retry)
+    ├── Internal              500  bug or backend failure           (retry)
+    └── NotConfigured         501  feature needs server configuration
 
 Websocket close codes (see docs/protocol.md) are split in two ranges:
 4000-4099 "reconnect" (with backoff) and 4100-4199 "do not reconnect" (the
@@ -73,6 +74,7 @@ KINDS: dict[str, Kind] = {
     "overloaded": Kind(503, CloseCode.UNAVAILABLE, "UNAVAILABLE", True),
     "shutting_down": Kind(503, CloseCode.SHUTDOWN, "UNAVAILABLE", True),
     "internal": Kind(500, CloseCode.UNAVAILABLE, "INTERNAL", True),
+    "not_configured": Kind(501, CloseCode.BAD_FRAME, "UNIMPLEMENTED", False),
 }
 
 
@@ -162,3 +164,9 @@ class ShuttingDown(Overloaded):
 
 class Internal(PushgateError):
     kind = "internal"
+
+
+class NotConfigured(PushgateError):
+    """The feature needs configuration this server does not have (e.g. a signing key)."""
+
+    kind = "not_configured"

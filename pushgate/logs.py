@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -27,6 +28,7 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactTokens())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared, processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
@@ -39,6 +41,21 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
     logging.getLogger("alembic").setLevel("WARNING")
+
+
+_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Keep client tokens (``?token=...`` of websocket handshakes) out of the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        elif isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN.sub(r"\1***", record.msg)
+        return True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

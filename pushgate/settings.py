@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     ping_interval_s: float = Field(20.0, gt=0, description="Server websocket ping interval.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Close a session whose pong is late.")
     idle_timeout_s: float = Field(
-        120.0, gt=0, description="Close a session that sent nothing (no frame, no pong) for this long.")
+        120.0, gt=0, description="Close a session whose client sent no frame for this long "
+        "(clients send 'ping' frames; dead TCP links are found by ws pings sooner).")
+    allow_client_send: bool = Field(
+        True, description="Let clients send to other users through their websocket.")
     ack_timeout_ms: int = Field(5000, gt=0, description="Wait for a client ack in send-with-ack.")
     fetch_max_limit: int = Field(1000, ge=1, description="Largest 'limit' of a fetch.")
     fetch_max_bytes: int = Field(

@@ -161,9 +161,15 @@ async def pushca_open_connection(request: Request) -> Response:
     gw = await _server(request)
     body = await read_json(request, gw.settings.max_request_bytes)
     ident = pushca_identity(body)
-    native = gw.open_connection(request, _identity(
-        {"user": ident["account"], "workspace": ident["workspace"], "device": ident["device"],
-         "application": ident["application"]}))
+    try:
+        identity = _identity({"user": ident["account"], "workspace": ident["workspace"],
+                              "device": ident["device"], "application": ident["application"]})
+    except InvalidRequest as e:
+        names = {"user": "accountId", "workspace": "workSpaceId", "device": "deviceId",
+                 "application": "applicationId"}
+        field = f"client.{names.get(e.field or '', e.field)}"
+        raise InvalidRequest(e.message.replace(e.field or "", field, 1), field=field) from None
+    native = gw.open_connection(request, identity)
     return json_response({**native, "externalAdvertisedUrl": native["url"],
                           "internalAdvertisedUrl": native["url"]})
 

@@ -25,7 +25,13 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
-from pushgate.errors import CloseCode, InvalidRequest, NotFound, PushgateError
+from pushgate.errors import (
+    CloseCode,
+    Forbidden,
+    InvalidRequest,
+    NotConfigured,
+    PushgateError,
+)
 from pushgate.hub import api
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.registry import Registry
@@ -154,8 +160,8 @@ class Gateway:
 
     def open_connection(self, request: Request, identity: Identity) -> dict[str, Any]:
         if not self.tokens.can_mint:
-            raise NotFound("open-connection needs a signing key (jwt_secret or jwt_private_key)",
-                           field="jwt_private_key")
+            raise NotConfigured("open-connection needs a signing key: set jwt_secret or "
+                                "jwt_private_key", field="jwt_private_key")
         raw, token = self.tokens.mint(identity, self.settings.token_ttl_s)
         if self.settings.public_url:
             base = self.settings.public_url.rstrip("/")
@@ -167,6 +173,8 @@ class Gateway:
     async def client_send(self, sender: Identity, body: dict[str, Any]) -> SendResult:
         """A send from a client's websocket: the body is wrapped with the sender's identity
         (so recipients know who sent it) and filters stay inside the sender's workspace."""
+        if not self.settings.allow_client_send:
+            raise Forbidden("client sends are disabled on this server", field="type")
         if "body" not in body:
             raise InvalidRequest("'body' is required", field="body")
         flt = body.get("filter")

@@ -26,7 +26,9 @@ from pushgate.errors import (
 from pushgate.hub import protocol as p
 from pushgate.hub.session import Session, State
 from pushgate.store import bitmap
-from pushgate.store.base import Event
+from pushgate.store.base import Event, ReadState
+
+EMPTY_STATE = ReadState(head=0, live=0, unread=0)
 
 if TYPE_CHECKING:
     from pushgate.hub.app import Gateway
@@ -200,10 +202,16 @@ class Connection:
                     "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
                     "head": head, "more": more}))
             elif isinstance(frame, p.Read):
-                rs = await gw.router.mark_read(user, frame.seqs, frame.ranges)
+                try:
+                    rs = await gw.router.mark_read(user, frame.seqs, frame.ranges)
+                except NotFound:  # the client's own inbox does not exist yet: nothing to mark
+                    rs = EMPTY_STATE
                 s.push(p.encode_reply(rid, {"head": rs.head, "unread": rs.unread, "live": rs.live}))
             elif isinstance(frame, p.ReadStateRequest):
-                rs = await gw.router.read_state(user)
+                try:
+                    rs = await gw.router.read_state(user)
+                except NotFound:
+                    rs = EMPTY_STATE
                 s.push(p.encode_reply(rid, read_state_payload(rs)))
             elif isinstance(frame, p.Send):
                 result = await gw.client_send(s.identity, frame.request)
@@ -212,7 +220,7 @@ class Connection:
             self._reply_error(e, rid)
 
 
-def read_state_payload(rs: Any) -> dict[str, Any]:
+def read_state_payload(rs: ReadState) -> dict[str, Any]:
     bm = bitmap.deserialize(rs.read) if rs.read else None
     ranges = bitmap.to_ranges(bm) if bm is not None else []
     return {"head": rs.head, "unread": rs.unread, "live": rs.live,

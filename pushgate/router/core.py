@@ -170,14 +170,20 @@ class Router:
                     [NewEvent(u, req.body, req.ttl_s, req.id) for u in req.users])
             live = await self.directory.sessions(req.users)
             waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
+            stored = 0
             for a in appended:
                 n = 0
-                if not a.duplicate or req.ack:  # a retried ack-send is re-delivered to be acked
+                if not a.duplicate:
+                    stored += 1
                     frame = self.frame_for(a.seq, a.id, req.body, a.created_at)
                     n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device)
+                elif req.ack:  # a retried ack-send is re-delivered (as stored) to be acked
+                    again = await self._stored_frame(a.user, a.seq)
+                    if again is not None:
+                        n = self._deliver(live.get(a.user, ()), again, a.seq, t0, req.device)
                 result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
                 result.sessions += n
-            self.metrics.sent("stored", len(appended))
+            self.metrics.sent("stored", stored)
         else:
             live = await self.directory.sessions(req.users)
             frame = encode_event(None, req.id, req.body, now)
@@ -191,6 +197,14 @@ class Router:
         if waiter is not None:
             await self._wait_ack(req, waiter, result)
         return result
+
+    async def _stored_frame(self, user: str, seq: int) -> str | None:
+        with store_errors():
+            events = await self.store.fetch(user, seq - 1, 1)
+        if not events or events[0].seq != seq:
+            return None  # expired meanwhile
+        ev = events[0]
+        return self.frame_for(ev.seq, ev.id, ev.body, ev.created_at)
 
     def _add_waiter(self, req: SendRequest, seq: int) -> tuple[tuple[str, int], _AckWaiter]:
         key = (req.users[0], seq)

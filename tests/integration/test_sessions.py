@@ -95,3 +95,38 @@ async def test_metrics_count_sessions_sends_and_deliveries(server: ServerProcess
         assert (await http.get("/readyz")).json()["status"] == "ready"
         spec = (await http.get("/openapi.json")).json()
         assert spec["openapi"].startswith("3.")
+
+
+async def test_tokens_stay_out_of_the_logs(tmp_path: Path) -> None:
+    with running_server(tmp_path, PUSHGATE_LOG_LEVEL="info") as srv:
+        token = srv.token("logged")
+        async with ws_client(srv, "logged", token=token) as c:
+            await c.send({"type": "ping", "rid": 1})
+            await c.recv_type("pong")
+        srv.stop()
+        log = "".join(srv.output)
+        assert "WebSocket /v1/ws?token=***" in log
+        assert token not in log
+
+
+async def test_retried_ack_send_redelivers_the_stored_event(server: ServerProcess) -> None:
+    async with ws_client(server, "rita") as rita, server.http() as http:
+        send = {"users": ["rita"], "body": {"v": 1}, "id": "once", "ack": True,
+                "ack_timeout_ms": 300}
+        r = await http.post("/v1/notifications", json=send)
+        assert r.status_code == 408
+        first = await rita.recv_type("event")
+
+        async def ack_next() -> dict:
+            ev = await rita.recv_type("event")
+            await rita.send({"type": "ack", "seq": ev["seq"]})
+            return ev
+
+        acker = asyncio.create_task(ack_next())
+        # the retry carries another body by mistake: the stored event wins
+        r = await http.post("/v1/notifications", json={**send, "body": {"v": 2},
+                                                        "ack_timeout_ms": 5000})
+        again = await acker
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["duplicate"] is True
+        assert again == first
