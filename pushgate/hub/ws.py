@@ -129,8 +129,10 @@ class Connection:
                 head, unread = 0, 0
             events: list[Event] = []
             if after is not None and head > after:
-                # bounded like a fetch; if more remain the client sees head > its last seq
-                events, _, _ = await gw.router.fetch(user, after, gw.settings.fetch_max_limit)
+                # bounded like a fetch and to half the send queue (so live frames still fit);
+                # if more remain the client sees head > its last seq and fetches
+                limit = min(gw.settings.fetch_max_limit, max(1, gw.settings.send_queue_size // 2))
+                events, _, _ = await gw.router.fetch(user, after, limit)
         except PushgateError as e:  # store unavailable: the client retries later
             s.close(e.close_code, e.message[:120])
             return
