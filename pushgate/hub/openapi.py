@@ -81,7 +81,7 @@ SPEC: dict[str, Any] = {
                     "Signs a token (lifetime `token_ttl_s`, default 1800 s) for the given "
                     "identity with the first algorithm of `jwt_algorithms`. The URL's base is "
                     "`public_url` when set, else derived from this request (scheme from a "
-                    "trusted `X-Forwarded-Proto`, host from `Host`). 404 when the gateway "
+                    "trusted `X-Forwarded-Proto`, host from `Host`). 501 when the gateway "
                     "holds no signing key (asymmetric algorithm without `jwt_private_key`)."
                 ),
                 "requestBody": {"required": True, **_json(
@@ -95,7 +95,7 @@ SPEC: dict[str, Any] = {
                          "token": "eyJhbGciOiJIUzI1NiIs...", "expires_at": 1767225600.0})},
                     "400": _resp("BadRequest"),
                     "401": _resp("Unauthorized"),
-                    "404": _resp("NotFound"),
+                    "501": _resp("NotConfigured"),
                     "413": _resp("PayloadTooLarge"),
                 },
             },
@@ -293,7 +293,7 @@ SPEC: dict[str, Any] = {
                             **_json(_ref("PushcaOpenConnectionResponse"))},
                     "400": _resp("BadRequest"),
                     "401": _resp("Unauthorized"),
-                    "404": _resp("NotFound"),
+                    "501": _resp("NotConfigured"),
                     "413": _resp("PayloadTooLarge"),
                 },
             },
@@ -424,7 +424,7 @@ SPEC: dict[str, Any] = {
                              **_json(_ref("Error"), {"error": {
                                  "code": "unauthorized", "message": "API key is not valid",
                                  "field": "Authorization", "retryable": False}})},
-            "NotFound": {"description": "`not_found`: no signing key to mint tokens with.",
+            "NotConfigured": {"description": "`not_configured`: no signing key to mint tokens with.",
                          **_json(_ref("Error"))},
             "UnknownUser": {"description": "`unknown_user`: the user never received a stored "
                                            "event (has no inbox).",
