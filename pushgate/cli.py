@@ -147,5 +147,122 @@ def main() -> None:
     app(prog_name="pushgate")
 
 
+
+# -- listen / send: the Python SDK (clients/python, `pip install -e clients/python`) -------
+
+
+def _sdk() -> Any:
+    try:
+        import pushgate_client
+    except ImportError:
+        _fail(RuntimeError("this command needs the Python SDK: pip install -e clients/python"))
+    return pushgate_client
+
+
+@app.command()
+@click.option("--user", required=True, help="User id (the token's 'sub').")
+@click.option("--workspace", default="default", show_default=True, help="Workspace ('ws').")
+@click.option("--device", default="", help="Device id ('dev' claim).")
+@click.option("--app", "application", default="", help="Application id ('app' claim).")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="PUSHGATE_URL",
+              help="Gateway base URL.  [env: PUSHGATE_URL]")
+@click.option("--after", type=int, default=None,
+              help="Print the stored events after this seq first (0 = all); default: new only.")
+@click.option("--count", type=int, default=None, help="Exit after this many events.")
+@click.option("--no-ack", is_flag=True, help="Do not ack events (send-with-ack senders time out).")
+@click.option("--config", default=None, help="TOML settings file (for the JWT secret).")
+@click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
+def listen(user: str, workspace: str, device: str, application: str, url: str,
+           after: int | None, count: int | None, no_ack: bool, config: str | None,
+           data_dir: str | None) -> None:
+    """Connect as USER and print events as JSON lines (reconnects, never skips one).
+
+    Tokens are minted with the secret `serve` uses (as `pushgate token` does) and
+    refreshed before they expire. Connection changes go to stderr."""
+    import json
+
+    sdk = _sdk()
+    from pushgate.auth import Identity, TokenCodec
+    from pushgate.keys import ensure_secrets
+
+    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
+    codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
+                       public_key=s.jwt_public_key, private_key=s.jwt_private_key,
+                       audience=s.jwt_audience, issuer=s.jwt_issuer)
+    identity = Identity(user, workspace, device, application)
+    if not codec.can_mint:
+        _fail(RuntimeError(f"no signing key configured for {s.jwt_algorithms[0]}"))
+
+    def token() -> str:
+        return codec.mint(identity, 1800)[0]
+
+    def on_state(state: Any) -> None:
+        note = f" (session {client.session})" if state is sdk.State.CONNECTED else ""
+        if state is sdk.State.DISCONNECTED and client.last_close is not None:
+            note = f" ({client.last_close.code} {client.last_close.reason})".rstrip()
+        click.echo(f"pushgate: {state.value}{note}", err=True)
+
+    client = sdk.Client(url, token_provider=token, after=after, auto_ack=not no_ack,
+                        on_state=on_state)
+
+    async def run() -> None:
+        seen = 0
+        async with client:
+            async for e in client:
+                click.echo(json.dumps({"seq": e.seq, "id": e.id, "body": e.body,
+                                       "created_at": e.created_at}, ensure_ascii=False))
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except sdk.StoppedError as e:
+        _fail(e)
+
+
+@app.command()
+@click.argument("body")
+@click.option("--user", "users", multiple=True, required=True, help="Recipient (repeatable).")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="PUSHGATE_URL",
+              help="Gateway base URL.  [env: PUSHGATE_URL]")
+@click.option("--id", "event_id", default=None, help="Idempotency key.")
+@click.option("--ttl", type=int, default=None, help="Seconds to keep it (0 = transient).")
+@click.option("--ack", is_flag=True, help="Wait until a session of the user acks it.")
+@click.option("--api-key", default=None, envvar="PUSHGATE_API_KEY",
+              help="API key; default: the one `pushgate api-key` prints.  [env: PUSHGATE_API_KEY]")
+@click.option("--config", default=None, help="TOML settings file.")
+@click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
+def send(body: str, users: tuple[str, ...], url: str, event_id: str | None, ttl: int | None,
+         ack: bool, api_key: str | None, config: str | None, data_dir: str | None) -> None:
+    """Send BODY (JSON; other text is sent as a JSON string) to users and print the reply."""
+    import json
+
+    sdk = _sdk()
+    try:
+        value = json.loads(body)
+    except ValueError:
+        value = body
+    if api_key is None:
+        from pushgate.keys import ensure_secrets
+
+        api_key = ensure_secrets(_settings(config, data_dir=data_dir))[0].api_keys[0]
+    fields: dict[str, Any] = {k: v for k, v in
+                              {"id": event_id, "ttl": ttl, "ack": ack or None}.items()
+                              if v is not None}
+
+    async def run() -> Any:
+        async with sdk.ServerApi(url, api_key) as api:
+            return await api.send(value, users=list(users), **fields)
+
+    try:
+        result = asyncio.run(run())
+    except sdk.PushgateClientError as e:
+        _fail(e)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
 if __name__ == "__main__":
     main()

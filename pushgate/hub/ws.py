@@ -198,7 +198,7 @@ class Connection:
             if isinstance(frame, p.Fetch):
                 try:
                     events, head, more = await gw.router.fetch(user, frame.after, frame.limit)
-                except PushgateError:
+                except NotFound:  # the client's own inbox does not exist yet
                     events, head, more = [], 0, False
                 s.push(p.encode_reply(rid, {
                     "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],

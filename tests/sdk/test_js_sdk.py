@@ -1,0 +1,259 @@
+"""The JS SDK in a real headless Chromium (Debian's chromium, driven by playwright-core
+through clients/js/test/browser-driver.mjs) against the live gateway: connect, receive,
+ack, read, send, reconnect after the server restarts (SIGTERM and SIGKILL). Also the
+JS unit tests (node --test) and a Node 20 run with its built-in WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.integration.conftest import ServerProcess
+from tests.sdk.conftest import make_server
+
+ROOT = Path(__file__).resolve().parents[2]
+JS = ROOT / "clients" / "js"
+CHROMIUM = "/usr/bin/chromium"
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves clients/js and mints gateway tokens at /token (the app's backend)."""
+
+    srv: ServerProcess
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path != "/token":
+            return super().do_GET()
+        q = parse_qs(url.query)
+        token = self.srv.token(q["user"][0], ttl=float(q.get("ttl", ["600"])[0]))
+        body = json.dumps({"token": token}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def page_server(srv: ServerProcess) -> Iterator[str]:
+    handler = type("Handler", (_Handler,), {"srv": srv})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(JS)))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        t.join(5)
+
+
+class Browser:
+    """The Node driver process: ``await b.eval("expr")`` runs in the page."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.console: list[str] = []
+        self._id = 0
+
+    async def _line(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not raw:
+            raise RuntimeError("browser driver exited:\n" + "\n".join(self.console[-30:]))
+        msg: dict[str, Any] = json.loads(raw)
+        if "console" in msg:
+            self.console.append(msg["console"])
+        return msg
+
+    async def ready(self, timeout: float = 60) -> dict[str, Any]:
+        while True:
+            msg = await self._line(timeout)
+            if msg.get("ready"):
+                return msg
+
+    async def call(self, op: str, timeout: float = 30, **kw: Any) -> Any:
+        assert self.proc.stdin is not None
+        self._id += 1
+        self.proc.stdin.write((json.dumps({"id": self._id, "op": op, **kw}) + "\n").encode())
+        await self.proc.stdin.drain()
+        while True:
+            msg = await self._line(timeout)
+            if msg.get("id") == self._id:
+                if not msg["ok"]:
+                    raise AssertionError(f"{op} failed: {msg['error']}\nconsole:\n"
+                                         + "\n".join(self.console[-30:]))
+                return msg.get("value")
+
+    async def eval(self, expr: str, timeout: float = 30) -> Any:
+        return await self.call("eval", timeout, expr=expr)
+
+
+def _check_setup() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (./scripts/test does)")
+    if not (JS / "node_modules" / "playwright-core").is_dir():
+        pytest.fail("clients/js/node_modules is missing: (cd clients/js && npm ci)")
+
+
+@contextlib.asynccontextmanager
+async def browser() -> AsyncIterator[Browser]:
+    _check_setup()
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(JS / "test" / "browser-driver.mjs"), cwd=str(JS),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    b = Browser(proc)
+    try:
+        await b.ready()
+        yield b
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def post(srv: ServerProcess, user: str, body: Any, **fields: Any) -> httpx.Response:
+    async with srv.http() as http:
+        return await http.post("/v1/notifications", json={"users": [user], "body": body, **fields})
+
+
+@needs_node
+async def test_js_sdk_in_headless_chromium(tmp_path: Path) -> None:
+    srv = make_server(tmp_path)
+    srv.start()
+    user = "jsu"
+    try:
+        with page_server(srv) as base:
+            async with browser() as b:
+                await b.call("goto", url=f"{base}/test/harness.html")
+                session = await b.eval(
+                    f"harness.start({{url: {json.dumps(srv.base_url)}, user: '{user}', after: 0,"
+                    " backoff: {base: 200, cap: 1000}})")
+                assert isinstance(session, str) and len(session) == 32
+
+                # receive
+                for n in (1, 2, 3):
+                    assert (await post(srv, user, {"n": n})).status_code == 200
+                events = await b.eval("harness.waitEvents(3)")
+                assert [(e["seq"], e["body"]) for e in events] == [(1, {"n": 1}), (2, {"n": 2}),
+                                                                   (3, {"n": 3})]
+                # ack: a send-with-ack completes only when the page's SDK acks it
+                r = await post(srv, user, {"n": 4}, ack=True, ack_timeout_ms=5000)
+                assert r.status_code == 200, r.text
+                assert r.json()["results"][0]["acked_by"] == session
+                await b.eval("harness.waitEvents(4)")
+                # read / read_state / send / transient
+                res = await b.eval("harness.client.read({seqs: [1, 2], ranges: [[4, 4]]})")
+                assert res == {"head": 4, "unread": 1, "live": 4}
+                state = await b.eval("harness.client.readState()")
+                assert state["read"] == [[1, 2], [4, 4]] and state["unread"] == 1
+                sent = await b.eval("harness.client.send({hi: 1}, {users: ['other']})")
+                assert sent["results"][0]["user"] == "other" and sent["results"][0]["seq"] == 1
+                err = await b.eval("harness.client.fetch({limit: 100000}).catch(e => [e.name, e.code, e.field])")
+                assert err == ["RequestError", "invalid_request", "limit"]
+                assert (await post(srv, user, "typing", ttl=0)).status_code == 200
+                events = await b.eval("harness.waitEvents(5)")
+                assert events[-1]["transient"] and events[-1]["body"] == "typing"
+
+                # restarts: events sent while the page is away arrive once, in order
+                expected = 4
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    await asyncio.to_thread(srv.stop, sig)
+                    await asyncio.to_thread(srv.start)
+                    for _ in range(3):  # the page may still be in its backoff
+                        r = await post(srv, user, {"n": expected + 1})
+                        assert r.status_code == 200
+                        expected += 1
+                    await b.eval(f"harness.waitEvents({expected + 1})")  # + the transient one
+                    await b.eval("harness.client.waitConnected(10000)")
+                await asyncio.sleep(0.3)  # duplicates, if any, would arrive now
+                seqs = await b.eval("harness.seqs()")
+                assert seqs == list(range(1, expected + 1))
+                closes = await b.eval("harness.closes")
+                assert 4000 in closes and 1006 in closes
+                assert await b.eval("harness.client.connects") >= 3
+                assert await b.eval("harness.errors") == []
+                # a large event is announced by `head` and fetched by the SDK
+                assert (await post(srv, user, {"big": "x" * 6000})).status_code == 200
+                events = await b.eval(f"harness.waitEvents({expected + 2})")
+                assert events[-1]["seq"] == expected + 1 and len(events[-1]["body"]["big"]) == 6000
+                await b.eval("harness.client.close()")
+                assert await b.eval("harness.client.state") == "disconnected"
+    finally:
+        srv.stop()
+
+
+@needs_node
+async def test_js_sdk_kicked_in_chromium(tmp_path: Path) -> None:
+    srv = make_server(tmp_path)
+    srv.start()
+    try:
+        with page_server(srv) as base:
+            async with browser() as b:
+                await b.call("goto", url=f"{base}/test/harness.html")
+                await b.eval(f"harness.start({{url: {json.dumps(srv.base_url)}, user: 'k',"
+                             " backoff: {base: 50, cap: 100}})")
+                extra = [f"new PushgateClient({{url: {json.dumps(srv.base_url)}, "
+                         f"token: {json.dumps(srv.token('k'))}}}).waitConnected(10000)"
+                         for _ in range(5)]
+                await b.eval("import('/src/index.js').then(({PushgateClient}) => "
+                             f"Promise.all([{', '.join(extra)}]))")
+                await b.eval("harness.client.closedPromise.catch(() => null)")
+                errors = await b.eval("harness.errors")
+                assert {"name": "KickedError", "code": 4102} in errors
+                assert any(e.get("from") == "iterator" for e in errors)
+                await asyncio.sleep(0.5)
+                assert await b.eval("[harness.client.state, harness.client.connects, harness.tokens]") \
+                    == ["disconnected", 1, 1]
+    finally:
+        srv.stop()
+
+
+@needs_node
+async def test_js_unit_tests_and_node_websocket(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "node", "--test", "test/units.test.js", cwd=str(JS), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+
+    srv = make_server(tmp_path)
+    srv.start()
+    try:
+        async with srv.http() as http:
+            await http.post("/v1/notifications", json={"users": ["nod"], "body": "first"})
+        proc = await asyncio.create_subprocess_exec(
+            "node", "--experimental-websocket", "--no-warnings", "test/node-smoke.mjs",
+            srv.base_url, srv.token("nod"), cwd=str(JS), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, out.decode()
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        assert result["seqs"] == [1] and result["body"] == "first" and result["pingMs"] >= 0
+    finally:
+        srv.stop()

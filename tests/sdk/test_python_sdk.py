@@ -1,0 +1,275 @@
+"""The Python SDK against the real gateway process: restarts, kicks, token expiry,
+dead links, requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from pushgate_client import (
+    Client,
+    Event,
+    Kicked,
+    RequestError,
+    State,
+    TokenExpired,
+    Unauthorized,
+)
+
+from tests.integration.conftest import ServerProcess
+from tests.sdk.conftest import Sender, fixed_port_server, http_head, make_server, stored_seqs
+
+
+async def collect(client: Client, into: list[Event]) -> None:
+    async for e in client:
+        into.append(e)
+
+
+async def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def assert_exactly_once_in_order(got: list[Event], acked: list[int], stored: list[int]) -> None:
+    seqs = [e.seq for e in got]
+    assert all(s is not None for s in seqs)
+    assert seqs == sorted(set(seqs)), "duplicates or out of order"  # type: ignore[type-var]
+    missing = set(acked) - set(seqs)  # type: ignore[arg-type]
+    assert not missing, f"{len(missing)} acknowledged events never reached the app: {sorted(missing)[:10]}"
+    assert seqs == stored, "the app saw exactly the stored events"
+
+
+async def test_server_killed_and_restarted_while_sending(tmp_path: Path) -> None:
+    # a small fetch limit also bounds the backlog on connect: the rest must be fetched
+    srv = make_server(tmp_path, "--fetch-max-limit", "5")
+    srv.start()
+    user = "alice"
+    states: list[State] = []
+    client = Client(srv.base_url, token_provider=lambda: srv.token(user), after=0,
+                    backoff_base=0.2, backoff_cap=2.0, connect_timeout=3,
+                    on_state=states.append)
+    got: list[Event] = []
+    sender = Sender(srv, user)
+    try:
+        async with client:
+            reader = asyncio.create_task(collect(client, got))
+            await client.wait_connected(10)
+            send_task = asyncio.create_task(sender.run())
+
+            async def more_sends(n: int = 30) -> None:
+                target = len(sender.acked) + n
+                await wait_for(lambda: len(sender.acked) >= target, what=f"{n} more sends")
+
+            for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+                await more_sends()
+                # in threads: the sender and the client keep running meanwhile
+                await asyncio.to_thread(srv.stop, sig)
+                await asyncio.sleep(0.3)  # the sender keeps retrying against a dead port
+                await asyncio.to_thread(srv.start)
+                await client.wait_connected(15)
+            await more_sends()
+            sender.stop()
+            await send_task
+            head = await http_head(srv, user)
+            await wait_for(lambda: client.last_seq == head, what=f"client at head {head}")
+            stored = await stored_seqs(srv, user, limit=5)
+            reader.cancel()
+        assert client.connects >= 4
+        assert sender.retries > 0, "the sender never hit the outage"
+        assert_exactly_once_in_order(got, sender.acked, stored)
+        assert len(got) >= 120
+        assert client.fetches > 0, "the gap-fetch path was not exercised"
+        assert states.count(State.CONNECTED) == client.connects
+    finally:
+        srv.stop()
+
+
+async def test_kicked_client_stops_and_reports_why(server: ServerProcess) -> None:
+    attempts = 0
+
+    def token() -> str:
+        nonlocal attempts
+        attempts += 1
+        return server.token("kim")
+
+    first = Client(server.base_url, token_provider=token, backoff_base=0.05, backoff_cap=0.1)
+    others = [Client(server.base_url, token=server.token("kim")) for _ in range(5)]
+    try:
+        await first.wait_connected(10)
+        kicked_session = first.session
+        for c in others:
+            await c.wait_connected(10)
+        with pytest.raises(Kicked) as info:
+            await asyncio.wait_for(first.wait_closed(), 10)
+        assert info.value.code == 4102
+        assert info.value.kicked_reason == "quota"
+        assert info.value.by == others[-1].session
+        assert first.state is State.DISCONNECTED and first.closed
+        with pytest.raises(Kicked):
+            async for _ in first:
+                pass
+        await asyncio.sleep(1.0)  # it must not come back (and kick another one)
+        assert attempts == 1 and first.connects == 1
+        assert all(c.state is State.CONNECTED for c in others)
+        async with server.http() as http:
+            sessions = (await http.get("/v1/users/kim/sessions")).json()["sessions"]
+        assert kicked_session not in {s["session"] for s in sessions}
+        assert len(sessions) == 5
+    finally:
+        for c in [first, *others]:
+            await c.close()
+
+
+async def test_expired_token_is_refreshed_and_nothing_is_lost(tmp_path: Path) -> None:
+    # the sweeper closes sessions with an expired token every min(5, idle/4) s
+    with fixed_port_server(tmp_path, "--idle-timeout-s", "4") as srv:
+        issued: list[float] = []
+
+        async def provider() -> str:
+            issued.append(time.time())
+            return srv.token("tom", ttl=2)
+
+        # refresh_margin=None: no early refresh, so the server's 4101 is what we test
+        client = Client(srv.base_url, token_provider=provider, after=0, refresh_margin=None,
+                        backoff_base=0.05)
+        got: list[Event] = []
+        sender = Sender(srv, "tom", interval=0.05)
+        closes: list[int] = []
+        client.add_state_listener(
+            lambda s: closes.append(client.last_close.code)
+            if s is State.CONNECTED and client.last_close else None)
+        async with client:
+            reader = asyncio.create_task(collect(client, got))
+            send_task = asyncio.create_task(sender.run())
+            await wait_for(lambda: client.connects >= 3, timeout=30, what="two refreshes")
+            sender.stop()
+            await send_task
+            head = await http_head(srv, "tom")
+            await wait_for(lambda: client.last_seq == head, what="catch-up")
+            reader.cancel()
+            assert client.state is State.CONNECTED
+        assert 4101 in closes
+        assert len(issued) >= 3
+        assert_exactly_once_in_order(got, sender.acked, await stored_seqs(srv, "tom"))
+
+
+async def test_token_is_refreshed_before_it_expires(server: ServerProcess) -> None:
+    calls = 0
+
+    def provider() -> str:
+        nonlocal calls
+        calls += 1
+        return server.token("una", ttl=3)
+
+    async with Client(server.base_url, token_provider=provider, refresh_margin=10) as client:
+        await wait_for(lambda: client.connects >= 2, timeout=10, what="an early refresh")
+        assert client.last_close is not None
+        assert client.last_close.by_client and client.last_close.code == 1000  # not 4101
+        assert calls >= 2
+
+
+async def test_static_token_expired_or_refused_stops(server: ServerProcess) -> None:
+    expired = Client(server.base_url, token=server.token("vic", ttl=-60))
+    with pytest.raises(TokenExpired):
+        await asyncio.wait_for(expired.wait_closed(), 10)
+    refused = 0
+
+    def bad() -> str:
+        nonlocal refused
+        refused += 1
+        return "not-a-jwt"
+
+    client = Client(server.base_url, token_provider=bad, backoff_base=0.05)
+    with pytest.raises(Unauthorized) as info:
+        await asyncio.wait_for(client.wait_closed(), 10)
+    assert info.value.code == 4100
+    assert refused == 1  # the first token came from the provider already: no retry loop
+
+
+async def test_watchdog_reconnects_over_a_silent_link(server: ServerProcess) -> None:
+    client = Client(server.base_url, token=server.token("wes"), after=0, ping_interval=0.2,
+                    watchdog_pings=3, connect_timeout=1, backoff_base=0.1, backoff_cap=0.5,
+                    connect_options={"ping_interval": None})  # only our watchdog
+    async with client:
+        await client.wait_connected(10)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # the TCP link stays up, nothing answers
+        try:
+            await client.wait_state(State.DISCONNECTED, 5)
+            assert client.last_close is not None and client.last_close.code == 1006
+            assert client.last_close.reason == "watchdog"
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        await client.wait_connected(15)
+        async with server.http() as http:
+            r = await http.post("/v1/notifications", json={"users": ["wes"], "body": "after"})
+            assert r.status_code == 200
+        e = await asyncio.wait_for(anext(client), 10)
+        assert e.body == "after" and e.seq == 1
+
+
+async def test_requests_gaps_large_and_transient_events(server: ServerProcess) -> None:
+    async with server.http() as http:
+        for n in range(1, 4):  # history before the client exists
+            await http.post("/v1/notifications", json={"users": ["ann"], "body": {"n": n}})
+    client = Client(server.base_url, token=server.token("ann"), after=1, fetch_limit=2)
+    async with client, server.http() as http:
+        assert [e.seq for e in [await anext(client), await anext(client)]] == [2, 3]
+        assert client.hello is not None and client.hello.head == 3
+        big = {"blob": "x" * 6000}  # over inline_event_max_bytes: announced by `head` only
+        r = await http.post("/v1/notifications", json={"users": ["ann"], "body": big})
+        assert r.json()["results"][0]["seq"] == 4
+        await http.post("/v1/notifications", json={"users": ["ann"], "body": {"n": 5}})
+        await http.post("/v1/notifications", json={"users": ["ann"], "body": "psst", "ttl": 0})
+        got = [await asyncio.wait_for(anext(client), 5) for _ in range(3)]
+        stored = [e for e in got if not e.transient]
+        assert [e.seq for e in stored] == [4, 5] and stored[0].body == big
+        assert [e.body for e in got if e.transient] == ["psst"]
+        # send-with-ack is answered by the SDK's automatic ack
+        r = await http.post("/v1/notifications",
+                            json={"users": ["ann"], "body": "ack me", "ack": True})
+        assert r.status_code == 200 and r.json()["results"][0]["acked_by"] == client.session
+        assert (await anext(client)).seq == 6
+
+        res = await client.read(seqs=[2], ranges=[(3, 5)])
+        assert (res.head, res.live, res.unread) == (6, 6, 2)
+        state = await client.read_state()
+        assert state.read == [(2, 5)] and state.unread == 2
+        page = await client.fetch(after=0, limit=2)
+        assert [e.seq for e in page.events] == [1, 2] and page.more and page.head == 6
+        sent = await client.send({"hi": 1}, users=["bob"])
+        assert sent.results[0]["user"] == "bob" and sent.results[0]["seq"] == 1
+        with pytest.raises(RequestError) as err:
+            await client.fetch(limit=100000)
+        assert err.value.code == "invalid_request" and err.value.field == "limit"
+        assert await client.ping() < 5
+
+
+async def test_new_client_without_after_starts_at_head(server: ServerProcess) -> None:
+    async with server.http() as http:
+        await http.post("/v1/notifications", json={"users": ["ned"], "body": "old"})
+        async with Client(server.base_url, token=server.token("ned")) as client:
+            await client.wait_connected(10)
+            assert client.last_seq == 1
+            await http.post("/v1/notifications", json={"users": ["ned"], "body": "new"})
+            e = await asyncio.wait_for(anext(client), 10)
+            assert (e.seq, e.body) == (2, "new")
+
+
+async def test_close_ends_iteration(server: ServerProcess) -> None:
+    client = Client(server.base_url, token=server.token("ola"))
+    await client.wait_connected(10)
+    reader = asyncio.create_task(collect(client, []))
+    await client.close()
+    await asyncio.wait_for(reader, 5)  # StopAsyncIteration, no error
+    assert client.closed and client.state is State.DISCONNECTED
+    with contextlib.suppress(Exception):
+        await client.wait_closed()
