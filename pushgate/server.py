@@ -58,7 +58,8 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         backlog=4096,
     )

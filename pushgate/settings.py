@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(1800, gt=0, description="Lifetime of tokens from open-connection.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Server-to-server API keys; generated when empty.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxy addresses whose X-Forwarded-For/-Proto headers are trusted "
+        "('*' = any); empty = proxy headers ignored (saves work per request).")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"],
         description="Origins allowed to open websockets ('*' = any). Requests without an "
@@ -100,7 +104,8 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field("console", description="Log line format.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Drain time on SIGTERM.")
 
-    @field_validator("jwt_algorithms", "api_keys", "allowed_origins", mode="before")
+    @field_validator("jwt_algorithms", "api_keys", "allowed_origins", "trusted_proxies",
+                     mode="before")
     @classmethod
     def _split_lists(cls, v: Any) -> Any:
         """Lists come as TOML arrays, JSON arrays or comma-separated strings (env, flags)."""
