@@ -96,8 +96,6 @@ class _Server(uvicorn.Server):
 
 
 def main() -> None:
-    import gc, os
-    if os.environ.get("BASELINE_NOGC"): gc.disable()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)

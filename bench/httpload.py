@@ -78,6 +78,11 @@ class HttpPool:
         self.peak = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
+    async def connect(self) -> HttpConn:
+        """A dedicated connection (not counted in the pool)."""
+        _, c = await asyncio.get_running_loop().create_connection(HttpConn, self.host, self.port)
+        return c
+
     async def _acquire(self) -> HttpConn:
         while True:
             while self.idle:
@@ -110,10 +115,10 @@ class HttpPool:
                 w.set_result(None)
                 break
 
-    async def send(self, raw: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+    async def send(self, raw: bytes, wait_s: float = 30.0) -> tuple[int, bytes]:
         c = await self._acquire()
         try:
-            return await asyncio.wait_for(c.write(raw), timeout)
+            return await asyncio.wait_for(c.write(raw), wait_s)
         except BaseException:
             c.close()
             c.lost = True

@@ -10,6 +10,17 @@ import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the benchmark process dies (even by
+    SIGKILL), so that no server outlives it."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _children() -> dict[int, list[int]]:
@@ -52,6 +63,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def core_busy_seconds(cores: list[int]) -> dict[int, float]:
+    """Per-core busy time (user+nice+system) from /proc/stat, in seconds."""
+    out: dict[int, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                core = int(parts[0][3:])
+                if core in cores:
+                    out[core] = (int(parts[1]) + int(parts[2]) + int(parts[3])) / CLK_TCK
+    return out
+
+
 def rss_kb(pids: list[int]) -> int:
     total = 0
     for p in pids:
@@ -90,7 +114,8 @@ class ServerProcess:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, cwd=self.cwd,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.out_path.read_text(errors="replace").splitlines():
@@ -128,6 +153,26 @@ class ServerProcess:
 
     def rss_kb(self) -> int:
         return rss_kb(self.pids())
+
+    def gc_snapshot(self, timeout: float = 3.0) -> dict | None:
+        """With ``--gc-probe``: ask the server (SIGUSR2) for its GC pause totals since the
+        previous snapshot. None when the probe is not loaded or did not answer."""
+        path = self.env.get("BENCH_GC_PROBE_OUT")
+        if not path or not self.alive():
+            return None
+        import json
+        out = Path(path.replace("{pid}", str(self.pid)))
+        before = out.stat().st_mtime_ns if out.exists() else 0
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if out.exists() and out.stat().st_mtime_ns != before:
+                try:
+                    return json.loads(out.read_text())
+                except ValueError:
+                    pass
+            time.sleep(0.01)
+        return None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

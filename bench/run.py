@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run [S1 S2 S4 ...] [--runs 3] [--json out.json]
 
-Each scenario × run × target starts a fresh server pinned to core 0 (``taskset``),
+Each scenario x run x target starts a fresh server pinned to core 0 (``taskset``),
 opens the sessions from load processes pinned to core 1, runs the send phase and
 measures it; servers and load processes are always stopped. The table shows the
 median of the runs. See docs/benchmarks.md.
@@ -30,10 +30,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import ServerProcess  # noqa: E402
-from bench.scenarios import SCENARIOS, Env, Scenario  # noqa: E402
-from bench.targets import TARGETS  # noqa: E402
-from bench.wsload import LoadWorkers  # noqa: E402
+from bench.procs import core_busy_seconds
+from bench.scenarios import SCENARIOS, Env, Scenario
+from bench.targets import TARGETS
+from bench.wsload import LoadWorkers
 
 DEFAULT_SCENARIOS = ["S1", "S2", "S4"]
 _ip_counter = [0]
@@ -51,21 +51,53 @@ def _say(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
+async def wait_quiet(cores: list[int], max_wait: float, log: Any, limit: float = 10.0) -> float:
+    """Wait (at most ``max_wait`` s) until the benchmark cores are idle: the machine may
+    be shared, and other programs' CPU use disturbs every figure. Returns the last busy %
+    seen (of the busiest core)."""
+    deadline = time.monotonic() + max_wait
+    warned = False
+    while True:
+        b0 = core_busy_seconds(cores)
+        await asyncio.sleep(1.0)
+        b1 = core_busy_seconds(cores)
+        busy = max((b1[c] - b0[c]) * 100 for c in cores)
+        if busy <= limit or time.monotonic() >= deadline:
+            if busy > limit:
+                log(f"WARNING: cores still {busy:.0f}% busy with other programs; going on")
+            return busy
+        if not warned:
+            log(f"other programs use {busy:.0f}% of a benchmark core; waiting up to "
+                f"{max_wait:.0f}s for them to finish")
+            warned = True
+
+
 async def run_one(sc: Scenario, target_name: str, label: str, workdir: Path,
-                  server_core: int, load_core: int) -> dict[str, Any]:
+                  server_core: int, load_core: int, gc_probe: bool = False,
+                  ws_client: str = "raw", quiet_wait: float = 0.0) -> dict[str, Any]:
     def log(msg: str) -> None:
         _say(f"[{label}] {msg}")
 
     target = None
     workers = None
     try:
+        busy_before = None
+        if quiet_wait > 0:
+            busy_before = await wait_quiet([server_core, load_core], quiet_wait, log)
         log("starting server")
-        target = TARGETS[target_name].start(workdir, server_core)
+        target = TARGETS[target_name].start(workdir, server_core, gc_probe)
         for note in target.notes:
             log(f"note: {note}")
         workers = LoadWorkers(sc.n_workers(), load_core)
-        env = Env(target, workers, _src_ips(sc.n_workers()), log, [os.getpid()])
+        env = Env(target, workers, _src_ips(sc.n_workers()), log, [os.getpid()], ws_client,
+                  server_core, load_core)
         m = await sc.run(env)
+        if busy_before is not None:
+            m["foreign_busy_pct_before"] = busy_before
+        other = max(m.get("other_cpu_pct_server_core", 0), m.get("other_cpu_pct_load_core", 0))
+        if other > 10:
+            log(f"WARNING: other processes used up to {other:.0f}% of a benchmark core during "
+                f"the send phase; this run's figures are disturbed")
         problems = target.server.stderr_problems()
         if problems:
             m["server_log_problems"] = len(problems)
@@ -134,11 +166,11 @@ def table(results: dict[str, Any], targets: list[str]) -> str:
         for t in targets:
             errs = [x["error"] for x in r["runs"].get(t, []) if "error" in x]
             if errs:
-                rows.append([name, f"{t} FAILED", str(len(errs)) + " run(s)", "", "", "",
-                             errs[0].splitlines()[0][:60]])
+                rows.append([name, f"{t}: runs failed", str(len(errs)), "", "", "",
+                             "see below"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(head)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths)),
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
              "-|-".join("-" * w for w in widths)]
     prev = None
     for row in rows:
@@ -146,7 +178,7 @@ def table(results: dict[str, Any], targets: list[str]) -> str:
             lines.append("-|-".join("-" * w for w in widths))
         prev = row[0]
         lines.append(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) if i < 5 else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths))))
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
 
 
@@ -173,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="multiply session and send counts (for a quick smoke run, e.g. 0.1)")
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--load-core", type=int, default=1)
+    ap.add_argument("--ws-client", choices=["raw", "websockets"], default="raw",
+                    help="load-side websocket client: the built-in minimal one (default, "
+                         "cheapest per frame) or the websockets library's asyncio client")
+    ap.add_argument("--gc-probe", action="store_true",
+                    help="load bench/gcprobe into the servers and report their cyclic-GC "
+                         "pauses during the send phase (diagnostic)")
+    ap.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
+                    help="before each run, wait up to S seconds until other programs leave "
+                         "the two cores idle (default 60; 0 = don't check)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the servers' stdout/stderr and data dirs (printed path)")
     args = ap.parse_args(argv)
@@ -190,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # this process (HTTP senders) and the load processes run on the load core
     os.sched_setaffinity(0, {args.load_core})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def on_term(signum: int, frame: Any) -> None:
@@ -204,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
 
     workdir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     command = " ".join([Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])])
     results: dict[str, Any] = {}
     t_start = time.monotonic()
@@ -219,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                     label = f"{name} run {r + 1}/{args.runs} {t}"
                     try:
                         m = runner(run_one(sc, t, label, workdir, args.server_core,
-                                           args.load_core))
+                                           args.load_core, args.gc_probe, args.ws_client,
+                                           args.quiet_wait))
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # record and go on with the other runs
@@ -243,10 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pushgate benchmark, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
           f"runs={args.runs} (median), {elapsed / 60:.1f} min")
     print(table(results, targets))
+    for name, r in results.items():
+        for t, runs in r["runs"].items():
+            for i, x in enumerate(runs):
+                if "error" in x:
+                    print(f"{name} {t} run {i + 1} failed: {x['error'].splitlines()[0][:300]}")
+                    for line in x["error"].splitlines()[1:][-4:]:
+                        print(f"    {line[:300]}")
+                for key in ("http_error_samples", "close_samples", "connect_fail_samples",
+                            "server_log_samples"):
+                    for sample in x.get(key, [])[:2]:
+                        print(f"{name} {t} run {i + 1} {key[:-8]}: {sample[:300]}")
     if args.json:
-        for r in results.values():
+        for name, r in results.items():
             r["checks"] = []
-            for c in SCENARIOS[next(k for k, v in results.items() if v is r)].criteria:
+            for c in SCENARIOS[name].criteria:
                 pg = r["median"].get("pushgate", {}).get(c.metric)
                 base = r["median"].get("baseline", {}).get(c.metric)
                 r["checks"].append({"metric": c.metric, "target": c.text, "pushgate": pg,

@@ -75,8 +75,18 @@ class RunningTarget:
 class Target:
     name: ClassVar[str]
 
-    def start(self, workdir: Path, core: int) -> RunningTarget:
+    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
         raise NotImplementedError
+
+
+def probe_env(env: dict[str, str], workdir: Path, name: str, gc_probe: bool) -> dict[str, str]:
+    """Environment additions that load bench/gcprobe into the server (``--gc-probe``)."""
+    if not gc_probe:
+        return env
+    path = str(Path(__file__).resolve().parent / "gcprobe")
+    old = env.get("PYTHONPATH")
+    return {**env, "PYTHONPATH": path + (os.pathsep + old if old else ""),
+            "BENCH_GC_PROBE_OUT": str(workdir / f"gc-{name}.{{pid}}.json")}
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -88,8 +98,8 @@ def _host_port(url: str) -> tuple[str, int]:
 class Baseline(Target):
     name = "baseline"
 
-    def start(self, workdir: Path, core: int) -> RunningTarget:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
+        env = probe_env({**os.environ, "PYTHONUNBUFFERED": "1"}, workdir, self.name, gc_probe)
         srv = ServerProcess("baseline", [sys.executable, "-m", "bench.baseline", "--port", "0"],
                             env, "BASELINE_LISTENING", workdir, core, cwd=str(ROOT))
         url = srv.start()
@@ -102,14 +112,15 @@ class Pushgate(Target):
 
     name = "pushgate"
 
-    def start(self, workdir: Path, core: int) -> RunningTarget:
+    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
         secret = secrets.token_urlsafe(32)
         key = "bench-" + secrets.token_hex(16)
         data_dir = tempfile.mkdtemp(prefix="pushgate-data-", dir=workdir)
         exe = VENV_BIN / "pushgate"
         argv = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
                 ["-m", "pushgate.cli"]), "serve", "--port", "0", "--data-dir", data_dir]
-        base_env = {**os.environ, "PUSHGATE_JWT_SECRET": secret, "PUSHGATE_LOG_LEVEL": "warning"}
+        base_env = probe_env({**os.environ, "PUSHGATE_JWT_SECRET": secret,
+                              "PUSHGATE_LOG_LEVEL": "warning"}, workdir, self.name, gc_probe)
         notes: list[str] = []
         srv = ServerProcess("pushgate", argv, {**base_env, "PUSHGATE_API_KEYS": key},
                             "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))

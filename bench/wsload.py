@@ -8,7 +8,7 @@ frame and would make the load side the bottleneck in the fan-out scenario).
 
 Every text frame is decoded; notification bodies carry ``i`` (message id) and ``t``
 (send time, ``time.time()``). The process records per-message latency
-(receive time − ``t``), counts per message id, and duplicates per session.
+(receive time - ``t``), counts per message id, and duplicates per session.
 
 The parent drives workers through :class:`LoadWorkers` (one pipe per process).
 """
@@ -82,11 +82,41 @@ class Stats:
                 e[1] = lat
 
 
+def on_text(conn: Any, payload: bytes | str) -> None:
+    """Handle one text frame of a session (``conn`` has ``stats``, ``seen``, ``ready``)."""
+    now = _now()
+    try:
+        msg = _loads(payload)
+    except orjson.JSONDecodeError:
+        conn.stats.other += 1
+        return
+    kind = msg.get("type") if isinstance(msg, dict) else None
+    if kind == "event":
+        conn.stats.record(conn, msg.get("body"), now)
+    elif kind is None:
+        conn.stats.record(conn, msg, now)
+    elif kind == "hello":
+        if not conn.ready.done():
+            conn.ready.set_result(None)
+    else:
+        conn.stats.other += 1
+
+
 class WsClient(asyncio.Protocol):
     """One websocket session (client side)."""
 
-    __slots__ = ("stats", "request", "transport", "buf", "handshaken", "ready", "seen",
-                 "frag", "closing", "user")
+    __slots__ = (
+        "buf",
+        "closing",
+        "frag",
+        "handshaken",
+        "ready",
+        "request",
+        "seen",
+        "stats",
+        "transport",
+        "user",
+    )
 
     def __init__(self, stats: Stats, host: str, port: int, path: str, user: str) -> None:
         self.stats = stats
@@ -187,22 +217,7 @@ class WsClient(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
 
     def _text(self, payload: bytes) -> None:
-        now = _now()
-        try:
-            msg = _loads(payload)
-        except orjson.JSONDecodeError:
-            self.stats.other += 1
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind == "event":
-            self.stats.record(self, msg.get("body"), now)
-        elif kind is None:
-            self.stats.record(self, msg, now)
-        elif kind == "hello":
-            if not self.ready.done():
-                self.ready.set_result(None)
-        else:
-            self.stats.other += 1
+        on_text(self, payload)
 
     def _send(self, op: int, payload: bytes) -> None:
         # masked with an all-zero key (valid; the payload is unchanged)
@@ -222,7 +237,61 @@ class WsClient(asyncio.Protocol):
             self.transport.close()
 
 
-async def _open(stats: Stats, client: Any, user: str, src_ip: str, timeout: float) -> WsClient:
+class LibClient:
+    """The same session on the ``websockets`` library's asyncio client (``--ws-client
+    websockets``): several times the load-side CPU per frame; for cross-checks."""
+
+    def __init__(self, stats: Stats, user: str) -> None:
+        self.stats = stats
+        self.user = user
+        self.seen: set[str] = set()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closing = False
+        self.ws: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+        self.ws = ws
+        try:
+            async for msg in ws:
+                on_text(self, msg)
+        except ConnectionClosed:
+            pass
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before hello: {ws.close_code}"))
+        elif not self.closing:
+            self.stats.closed += 1
+            if len(self.stats.close_samples) < 5:
+                self.stats.close_samples.append(
+                    f"{self.user}: close {ws.close_code} {ws.close_reason}")
+
+    def close(self) -> None:
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.ws is not None:
+            self.ws.transport.abort()
+
+
+async def _open_lib(stats: Stats, client: Any, user: str, sock: socket.socket,
+                    wait_s: float) -> LibClient:
+    from websockets.asyncio.client import connect
+    ws = await connect(f"ws://{client.host}:{client.port}{client.ws_path(user)}", sock=sock,
+                       compression=None, ping_interval=None, max_queue=None,
+                       open_timeout=wait_s)
+    c = LibClient(stats, user)
+    c.task = asyncio.get_running_loop().create_task(c.run(ws))
+    try:
+        await asyncio.wait_for(c.ready, wait_s)
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+async def _open(stats: Stats, client: Any, user: str, src_ip: str, wait_s: float,
+                kind: str = "raw") -> Any:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -230,23 +299,25 @@ async def _open(stats: Stats, client: Any, user: str, src_ip: str, timeout: floa
         sock.bind((src_ip, 0))
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.wait_for(loop.sock_connect(sock, (client.host, client.port)), timeout)
+        await asyncio.wait_for(loop.sock_connect(sock, (client.host, client.port)), wait_s)
     except BaseException:
         sock.close()
         raise
+    if kind == "websockets":
+        return await _open_lib(stats, client, user, sock, wait_s)
     path = client.ws_path(user)
     _, proto = await loop.create_connection(
         lambda: WsClient(stats, client.host, client.port, path, user), sock=sock)
     try:
-        await asyncio.wait_for(proto.ready, timeout)
+        await asyncio.wait_for(proto.ready, wait_s)
     except BaseException:
         proto.close()
         raise
     return proto
 
 
-async def _connect_all(stats: Stats, conns: list[WsClient], client: Any, users: list[str],
-                       src_ip: str, concurrency: int, timeout: float) -> None:
+async def _connect_all(stats: Stats, conns: list[Any], client: Any, users: list[str],
+                       src_ip: str, concurrency: int, wait_s: float, kind: str) -> None:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(user: str) -> None:
@@ -254,10 +325,10 @@ async def _connect_all(stats: Stats, conns: list[WsClient], client: Any, users: 
             err: BaseException | None = None
             for attempt in range(3):
                 try:
-                    conns.append(await _open(stats, client, user, src_ip, timeout))
+                    conns.append(await _open(stats, client, user, src_ip, wait_s, kind))
                     stats.connected += 1
                     return
-                except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                except (TimeoutError, OSError, ConnectionError) as e:
                     err = e
                     await asyncio.sleep(0.2 * (attempt + 1))
             stats.failed += 1
@@ -271,7 +342,7 @@ async def _connect_all(stats: Stats, conns: list[WsClient], client: Any, users: 
 async def _serve(pipe: Any) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats()
-    conns: list[WsClient] = []
+    conns: list[Any] = []
     done = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -286,7 +357,8 @@ async def _serve(pipe: Any) -> None:
         if cmd == "connect":
             stats.connect_done = False
             t = loop.create_task(_connect_all(stats, conns, arg["client"], arg["users"],
-                                              arg["src_ip"], arg["concurrency"], arg["timeout"]))
+                                              arg["src_ip"], arg["concurrency"], arg["timeout"],
+                                              arg.get("kind", "raw")))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
             pipe.send(True)
@@ -327,7 +399,7 @@ async def _serve(pipe: Any) -> None:
 def worker_main(pipe: Any, core: int | None) -> None:
     if core is not None:
         os.sched_setaffinity(0, {core})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
@@ -356,14 +428,14 @@ class LoadWorkers:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    async def _call(self, i: int, cmd: str, arg: Any = None, timeout: float = 60.0) -> Any:
+    async def _call(self, i: int, cmd: str, arg: Any = None, wait_s: float = 60.0) -> Any:
         loop = asyncio.get_running_loop()
         pipe = self.pipes[i]
         pipe.send((cmd, arg))
         fut = loop.create_future()
         loop.add_reader(pipe.fileno(), lambda: fut.done() or fut.set_result(None))
         try:
-            await asyncio.wait_for(fut, timeout)
+            await asyncio.wait_for(fut, wait_s)
         finally:
             loop.remove_reader(pipe.fileno())
         os.set_blocking(pipe.fileno(), True)  # the event loop made it non-blocking
@@ -373,10 +445,10 @@ class LoadWorkers:
         return res
 
     async def call_all(self, cmd: str, args: list[Any] | None = None,
-                       timeout: float = 60.0) -> list[Any]:
+                       wait_s: float = 60.0) -> list[Any]:
         async with self._lock:
             return list(await asyncio.gather(*(
-                self._call(i, cmd, None if args is None else args[i], timeout)
+                self._call(i, cmd, None if args is None else args[i], wait_s)
                 for i in range(len(self.pipes)))))
 
     async def stats(self) -> dict[str, Any]:
