@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import socket
 import sys
 from pathlib import Path
@@ -28,6 +31,7 @@ class GatewayServer(uvicorn.Server):
         await super().startup(sockets)
         if not self.servers or self.should_exit:
             return
+        self._gc_task = asyncio.create_task(gc_policy(self.gateway.settings.gc_freeze_interval_s))
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         log.info("pushgate listening", url=f"http://{host}:{port}")
         # one machine-readable line on stdout for scripts and tests
@@ -36,10 +40,40 @@ class GatewayServer(uvicorn.Server):
             self.port_file.write_text(str(port))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        task = getattr(self, "_gc_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for server in self.servers:
             server.close()  # stop accepting first
         await self.gateway.begin_shutdown()
         await super().shutdown(sockets)
+
+
+async def gc_policy(interval_s: float, full_every: int = 90) -> None:
+    """Keep CPython's cyclic GC from pausing the loop for seconds.
+
+    A gateway holds ~10^5-10^6 long-lived objects (sessions, their tasks and queues);
+    every full collection walks all of them (measured: 0.2 s at 1,000 sessions, 2 s at
+    15,000). So: larger young generation, and every ``interval_s`` the surviving
+    objects are frozen (moved out of the collector's sight, O(1)). Frozen objects that
+    later become cyclic garbage are reclaimed every ``full_every`` periods by one full
+    collection. ``interval_s`` 0 keeps CPython's defaults.
+    """
+    if interval_s <= 0:
+        return
+    gc.set_threshold(10_000, 20, 50)
+    gc.collect()
+    gc.freeze()
+    rounds = 0
+    while True:
+        await asyncio.sleep(interval_s)
+        rounds += 1
+        if rounds % full_every == 0:
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
 
 
 def run(settings: Settings, port_file: Path | None = None) -> None:
