@@ -7,7 +7,7 @@ upgrades the schema (Alembic ``upgrade head``). Typical start-up::
     store = open_store(url)
     await store.start()
     committer = GroupCommitter(store); await committer.start()
-    cleaner = Cleaner(store); await cleaner.start()
+    cleaner = Cleaner(store, lease=store); await cleaner.start()  # one cleaner per cluster
     ...  # shutdown in reverse: cleaner.close(), committer.close(), store.close()
 """
 
@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 from ._dialect import for_url, normalize_url, prepare_path
 from .base import (
     Appended,
+    Device,
+    DeviceStore,
     Event,
     EventStore,
+    Leases,
     NewEvent,
     ReadState,
     StoreError,
@@ -40,9 +43,12 @@ __all__ = [
     "MIGRATIONS_DIR",
     "Appended",
     "Cleaner",
+    "Device",
+    "DeviceStore",
     "Event",
     "EventStore",
     "GroupCommitter",
+    "Leases",
     "NewEvent",
     "ReadState",
     "SqlEventStore",
@@ -58,7 +64,9 @@ __all__ = [
 def open_store(url: str, **opts: Any) -> EventStore:
     """A not-yet-started store for ``url`` (``sqlite+aiosqlite:///path.db``,
     ``mysql+asyncmy://user:pw@host/db``). ``opts`` go to the backend's constructor
-    (:class:`SqlEventStore`: ``clock``, ``busy_timeout_ms``, ``engine_options``).
+    (:class:`SqlEventStore`: ``clock``, ``busy_timeout_ms``, ``engine_options``,
+    ``max_attempts``, MySQL ``connect_timeout_s``/``read_timeout_s``/
+    ``lock_wait_timeout_s``/``pool_recycle_s``).
     ``ValueError`` for an unsupported scheme. Call ``await store.start()`` next."""
     for_url(normalize_url(url))  # validates the scheme
     return SqlEventStore(url, **opts)

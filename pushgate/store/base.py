@@ -15,6 +15,12 @@ Invariants every backend keeps:
   ``duplicate=True`` and stores nothing.
 * Read state is a bitmap of read seqs that only ever holds *live* (stored,
   unexpired-and-not-yet-cleaned) seqs; ``unread == live - len(read)``.
+
+These hold with any number of processes writing the same database concurrently (on
+MySQL/MariaDB: per-user counter rows locked in the same transaction as the insert;
+on SQLite: one write transaction at a time). Besides :class:`EventStore`, a store
+implements :class:`Leases` (cluster-wide leases, e.g. "one TTL cleaner at a time") and
+:class:`DeviceStore` (APNs/FCM device tokens for the offline bridge).
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """The database cannot be reached or timed out; nothing was committed. Retry later."""
+    """The database cannot be reached, timed out, or kept deadlocking. Retry later.
+
+    Nothing was committed, with one exception: when the connection is lost while the
+    database commits, the outcome is unknown (the commit may have happened). Writes are
+    safe to retry anyway: an :meth:`EventStore.append` retried with the same
+    idempotency ids returns the stored seqs (``duplicate=True``), and the other writes
+    are idempotent.
+    """
 
     retryable = True
 
@@ -42,7 +55,9 @@ class StoreOverloaded(StoreError):
     retryable = True
 
 
-MAX_KEY_LEN = 255  # users and idempotency ids are VARCHAR(255)
+MAX_KEY_LEN = 255  # users, idempotency ids, apps and lease names are VARCHAR(255)
+MAX_TOKEN_LEN = 512  # device tokens: printable ASCII
+PLATFORMS = ("apns", "fcm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,4 +167,73 @@ class EventStore(Protocol):
         """Delete up to ``batch`` events with ``expires_at <= now`` in one short
         transaction, keeping ``live``, ``unread`` and the read bitmap exact. Returns
         the number deleted (0 when nothing is left). Safe to interrupt at any point."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A push token of one application install. ``(platform, token)`` is unique: the
+    same token registered again (for the same or another user) replaces the row."""
+
+    user: str
+    app: str
+    platform: str  # one of PLATFORMS
+    token: str
+    updated_at: float  # unix seconds of the last registration
+
+
+def check_device(user: str, app: str, platform: str, token: str) -> None:
+    """Raise ``ValueError`` naming the bad field if the device cannot be stored."""
+    for name, value in (("user", user), ("app", app)):
+        if not value or len(value) > MAX_KEY_LEN:
+            raise ValueError(f"{name} must be 1..{MAX_KEY_LEN} characters, got {len(value)}")
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+    if not 0 < len(token) <= MAX_TOKEN_LEN or not (token.isascii() and token.isprintable()):
+        raise ValueError(f"token must be 1..{MAX_TOKEN_LEN} printable ASCII characters")
+
+
+class Leases(Protocol):
+    """Named, expiring, cluster-wide leases (at most one holder per name at any time).
+
+    Used to run one TTL cleaner per cluster. Time comes from the store's clock, so the
+    hosts' clocks must agree to well within the lease TTL (NTP). A holder that dies
+    keeps the lease until it expires; a holder that stops cleanly releases it.
+    """
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take ``name`` for ``holder`` until now + ``ttl_s``, or renew it if ``holder``
+        already has it. Atomic. ``True`` if ``holder`` now holds it; ``False`` if another
+        holder has an unexpired lease. Raises :class:`StoreError`."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give ``name`` up if ``holder`` holds it (others may take it at once). Returns
+        whether it was held. Raises :class:`StoreError`."""
+        ...
+
+
+class DeviceStore(Protocol):
+    """Device tokens for the offline bridge. All methods validate their arguments
+    (``ValueError`` before any I/O) and raise :class:`StoreError` on database failures."""
+
+    async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
+        """Upsert: store the token for ``(user, app)`` with ``updated_at = now``. A token
+        already known (same platform) moves to this user and app (the device changed
+        account). Idempotent."""
+        ...
+
+    async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
+        """Remove the token if it belongs to ``(user, app)`` (logout). Returns whether a
+        row was removed."""
+        ...
+
+    async def remove_dead_token(self, platform: str, token: str) -> bool:
+        """Remove a token the provider rejected (APNs 410, FCM ``UNREGISTERED``),
+        whoever it belongs to. Returns whether a row was removed."""
+        ...
+
+    async def devices(self, users: Sequence[str], app: str | None = None) -> list[Device]:
+        """Tokens of ``users`` (of one ``app`` if given), ordered by user, app, platform,
+        token. Users without devices contribute nothing."""
         ...

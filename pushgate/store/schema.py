@@ -8,6 +8,9 @@ that they agree with this module.
   the stored seqs, so ``unread = live - len(read_bitmap)``).
 * ``events``: ``(user_id, seq)`` primary key; ``(user_id, msg_id)`` unique (NULLs are
   distinct) for idempotency; ``expires_at`` indexed for the TTL cleanup.
+* ``leases``: one row per lease name (e.g. ``cleanup``): who holds it until when.
+* ``devices``: APNs/FCM tokens; ``(platform, token)`` primary key (a token belongs to
+  one app install), ``(user_id, app)`` indexed for the offline bridge's lookups.
 
 Columns are ``user_id`` rather than ``user``: ``USER`` is reserved in SQL (PostgreSQL,
 the standard) and a function name in MySQL, so raw SQL in operations stays unquoted.
@@ -15,14 +18,15 @@ the standard) and a function name in MySQL, so raw SQL in operations stays unquo
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Double, Index, MetaData, Table
+from sqlalchemy import BigInteger, CheckConstraint, Column, Double, Index, MetaData, String, Table
 
-from ._dialect import Blob, Key
+from ._dialect import Blob, Key, Token
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
 metadata = MetaData(naming_convention=NAMING)
@@ -50,6 +54,30 @@ events = Table(
     Column("expires_at", Double, nullable=False),
     Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True),
     Index("ix_events_expires_at", "expires_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Key, primary_key=True),
+    Column("holder", Key, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("platform", String(8), primary_key=True),
+    Column("token", Token, primary_key=True),
+    Column("user_id", Key, nullable=False),
+    Column("app", Key, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    CheckConstraint("platform IN ('apns', 'fcm')", name="platform"),
+    Index("ix_devices_user_id_app", "user_id", "app"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -1,55 +1,73 @@
-"""The SQL :class:`~pushgate.store.base.EventStore`: SQLAlchemy async Core on SQLite
-(aiosqlite, embedded mode) or MySQL/MariaDB (asyncmy, cluster).
+"""The SQL store: SQLAlchemy async Core on SQLite (aiosqlite, embedded mode) or
+MySQL/MariaDB (asyncmy, cluster). Implements :class:`~pushgate.store.base.EventStore`,
+:class:`~pushgate.store.base.Leases` and :class:`~pushgate.store.base.DeviceStore`.
 
-Every method runs in one transaction. Writes (``append``, ``mark_read``,
-``cleanup_expired``) read-modify-write the user's inbox row under a write lock: on
-SQLite one write transaction at a time per store (an asyncio lock) opened with
-``BEGIN IMMEDIATE`` (so other processes on the same file wait, up to the busy
-timeout); on MySQL ``SELECT .. FOR UPDATE`` row locks. Portable SQL lives here, the
-differences in ``_dialect.py``.
+Every method runs in one transaction. Writes read-modify-write the user's inbox row
+under a write lock: on SQLite one write transaction at a time per store (an asyncio
+lock) opened with ``BEGIN IMMEDIATE`` (so other processes on the same file wait, up to
+the busy timeout); on MySQL row locks, always taken in user order. Portable SQL lives
+here, the differences in ``_dialect.py``.
 
-Errors: connection loss, timeouts, ``database is locked`` and deadlocks raise
-:class:`StoreUnavailable` (retryable, nothing committed); other database errors raise
-:class:`StoreError`; invalid arguments raise ``ValueError`` before any I/O.
+Append, the hot path, is optimistic: one upsert adds each user's event count to its
+``head_seq`` (allocating a dense range of seqs and locking the row), then one
+multi-row INSERT stores the events. A stored idempotency id makes that INSERT fail on
+the ``(user_id, msg_id)`` unique index; the transaction is rolled back and the batch
+goes the careful way (lock the inboxes, look the ids up, then allocate). Either way
+the seqs of a user are allocated under its row lock, in the transaction that stores
+the events: strictly increasing, never reused, gap-free.
+
+Errors: connection loss and timeouts raise :class:`StoreUnavailable` (retryable). A
+transaction rolled back by a lock conflict (deadlock, lock wait timeout) is run again
+up to ``max_attempts`` times with jittered exponential backoff, then
+:class:`StoreUnavailable`. Other database errors raise :class:`StoreError`; invalid
+arguments raise ``ValueError`` before any I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pyroaring import BitMap
-from sqlalchemy import Insert, bindparam, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import bitmap
-from ._dialect import chunks, for_url, normalize_url, prepare_path
+from ._dialect import Dialect, chunks, for_url, normalize_url, prepare_path
 from .base import (
+    MAX_KEY_LEN,
     Appended,
+    Device,
     Event,
     NewEvent,
     ReadState,
     StoreError,
     StoreUnavailable,
+    check_device,
     check_new_event,
 )
+from .schema import devices as devices_t
 from .schema import events as events_t
 from .schema import inboxes as inboxes_t
+from .schema import leases as leases_t
+
+T = TypeVar("T")
 
 _EMPTY = bitmap.serialize(BitMap())
 
-_update_counters = (
-    update(inboxes_t)
-    .where(inboxes_t.c.user_id == bindparam("b_user"))
-    .values(
-        live=bindparam("b_live"), read_bitmap=bindparam("b_read"), updated_at=bindparam("b_now")
-    )
-)
+
+class _Conflict(StoreUnavailable):
+    """The transaction was rolled back by a lock conflict; running it again may succeed."""
+
+
+class _StoreIdExists(Exception):
+    """Optimistic append: an idempotency id of the batch is already stored."""
 
 
 def _describe(exc: sa_exc.SQLAlchemyError) -> str:
@@ -59,10 +77,16 @@ def _describe(exc: sa_exc.SQLAlchemyError) -> str:
 
 
 @contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped_errors(dialect: Dialect) -> Iterator[None]:
     try:
         yield
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+    except sa_exc.DBAPIError as exc:
+        if dialect.is_conflict(exc):
+            raise _Conflict(_describe(exc)) from exc
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            raise StoreUnavailable(_describe(exc)) from exc
+        raise StoreError(_describe(exc)) from exc
+    except sa_exc.TimeoutError as exc:  # no pooled connection free in time
         raise StoreUnavailable(_describe(exc)) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise StoreError(_describe(exc)) from exc
@@ -72,8 +96,8 @@ def _mapped_errors() -> Iterator[None]:
 
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
-        await conn.execute(select(inboxes_t.c.user_id).limit(0))
-        await conn.execute(select(events_t.c.seq).limit(0))
+        for table in (inboxes_t, events_t, leases_t, devices_t):
+            await conn.execute(select(*table.primary_key.columns).limit(0))
     except sa_exc.DBAPIError as exc:
         raise StoreError(
             f"event store schema missing or outdated ({_describe(exc)}): run migrate() first"
@@ -81,12 +105,16 @@ async def _check_schema(conn: AsyncConnection) -> None:
 
 
 class SqlEventStore:
-    """:class:`~pushgate.store.base.EventStore` on a SQLAlchemy async engine.
+    """The store on a SQLAlchemy async engine.
 
     ``url``: ``sqlite+aiosqlite:///path/events.db`` or ``mysql+asyncmy://...`` (a bare
     ``sqlite://`` / ``mysql://`` gets the async driver). ``clock`` gives unix seconds for
-    ``created_at``/``expires_at`` and for TTL filtering (injectable for tests).
-    ``engine_options`` are passed to ``create_async_engine`` (pool size, echo, ...).
+    ``created_at``/``expires_at``, TTL filtering and leases (injectable for tests).
+    ``engine_options`` are passed to ``create_async_engine`` (pool size, echo, ...) over
+    the dialect's defaults (MySQL: pre-ping, recycle, READ COMMITTED, timeouts).
+    ``max_attempts``: runs of a write transaction rolled back by lock conflicts.
+    ``dialect_options``: MySQL ``connect_timeout_s``, ``read_timeout_s``,
+    ``lock_wait_timeout_s``, ``pool_recycle_s``.
     The schema must exist: run :func:`pushgate.store.migrate` first.
     """
 
@@ -97,15 +125,24 @@ class SqlEventStore:
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 5000,
         engine_options: Mapping[str, Any] | None = None,
+        max_attempts: int = 5,
+        retry_base_s: float = 0.005,
+        **dialect_options: Any,
     ) -> None:
+        if max_attempts < 1 or retry_base_s < 0:
+            raise ValueError("max_attempts must be >= 1 and retry_base_s >= 0")
         self.url = normalize_url(url)
-        self._dialect = for_url(self.url, busy_timeout_ms=busy_timeout_ms)
+        self._dialect = for_url(self.url, busy_timeout_ms=busy_timeout_ms, **dialect_options)
         self._clock = clock
         self._engine_options = dict(engine_options or {})
         self._engine: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
-        self._bulk_sql: dict[str, str] = {}
+        self._sweep: tuple[float, float] | None = None  # (now, expires_at floor) of cleanup
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.conflicts = 0  # transactions rolled back by lock conflicts and run again
+        self.slow_appends = 0  # appends that found a stored idempotency id
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -116,13 +153,13 @@ class SqlEventStore:
         schema). Creates a SQLite file's directory."""
         if self._engine is not None:
             return
-        with _mapped_errors():
+        with _mapped_errors(self._dialect):
             prepare_path(self.url)
         options = {**self._dialect.engine_options(self.url), **self._engine_options}
         engine = create_async_engine(self.url, **options)
         self._dialect.configure(engine)
         try:
-            with _mapped_errors():
+            with _mapped_errors(self._dialect):
                 async with engine.connect() as conn:
                     await _check_schema(conn)
         except BaseException:
@@ -143,12 +180,30 @@ class SqlEventStore:
         if engine is None:
             raise StoreUnavailable("event store is not started or already closed")
         exclusive = write and self._dialect.exclusive_writer
-        with _mapped_errors():
+        with _mapped_errors(self._dialect):
             async with self._write_lock if exclusive else contextlib.nullcontext():
                 async with engine.begin() as conn:
                     yield conn
 
-    # -- writes --------------------------------------------------------------------
+    async def _write(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``body`` in a write transaction; run it again (after a jittered, growing
+        pause) when a lock conflict rolled it back."""
+        delay = self.retry_base_s
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with self._tx(write=True) as conn:
+                    return await body(conn)
+            except _Conflict as exc:
+                if attempt == self.max_attempts:
+                    raise StoreUnavailable(
+                        f"{exc} (gave up after {attempt} attempts)"
+                    ) from exc
+                self.conflicts += 1
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- events: writes --------------------------------------------------------------
 
     async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
         """See :meth:`EventStore.append`. ``ValueError`` (nothing stored) if an event is
@@ -159,23 +214,68 @@ class SqlEventStore:
         for ev in events:
             check_new_event(ev)
         now = self._clock()
+        try:
+            return await self._write(lambda conn: self._append_fast(conn, events, now))
+        except _StoreIdExists:
+            self.slow_appends += 1
+            return await self._write(lambda conn: self._append_checked(conn, events, now))
+
+    async def _append_fast(
+        self, conn: AsyncConnection, events: Sequence[NewEvent], now: float
+    ) -> list[Appended]:
+        """Allocate first, assuming no id is stored yet; the unique index checks."""
+        counts: dict[str, int] = {}
+        first: dict[tuple[str, str], int] = {}  # (user, id) -> index of its first event
+        dup_of: dict[int, int] = {}
+        for i, ev in enumerate(events):
+            if ev.id is not None:
+                j = first.setdefault((ev.user, ev.id), i)
+                if j != i:
+                    dup_of[i] = j
+                    continue
+            counts[ev.user] = counts.get(ev.user, 0) + 1
+        alloc = [(u, n, n, _EMPTY, now) for u, n in sorted(counts.items())]
+        heads = await self._dialect.allocate(conn, inboxes_t, alloc)
+        next_seq = {u: heads[u] - n + 1 for u, n in counts.items()}
+        rows: list[tuple[Any, ...]] = []
+        results: list[Appended] = []
+        for i, ev in enumerate(events):
+            if i in dup_of:
+                results.append(
+                    Appended(ev.user, results[dup_of[i]].seq, ev.id, now, duplicate=True)
+                )
+                continue
+            seq = next_seq[ev.user]
+            next_seq[ev.user] = seq + 1
+            rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s))
+            results.append(Appended(ev.user, seq, ev.id, now))
+        try:
+            rows.sort(key=_pk)  # primary-key order: fewer B-tree page switches
+            await self._dialect.insert_rows(conn, "insert_events", _insert_events, rows)
+        except sa_exc.IntegrityError as exc:
+            if not first:  # no id in the batch: not a duplicate, a real error
+                raise
+            raise _StoreIdExists() from exc
+        return results
+
+    async def _append_checked(
+        self, conn: AsyncConnection, events: Sequence[NewEvent], now: float
+    ) -> list[Appended]:
+        """Lock the inboxes, look the ids up, then allocate (a batch with stored ids)."""
+        d = self._dialect
         users = sorted({ev.user for ev in events})  # sorted: same lock order everywhere
         pairs = list(dict.fromkeys((ev.user, ev.id) for ev in events if ev.id is not None))
-        async with self._tx(write=True) as conn:
-            d = self._dialect
-            if not d.exclusive_writer:  # rows must exist to be locked
-                await d.ensure_inboxes(conn, inboxes_t, [_new_inbox(u, now) for u in users])
-            counters = await self._counters(conn, users)
-            seen = (
-                {(r[0], r[1]): (r[2], r[3]) for r in await d.find_ids(conn, events_t, pairs)}
-                if pairs
-                else {}
+        if not d.exclusive_writer:  # rows must exist to be locked
+            await d.ensure_inboxes(conn, inboxes_t, [_new_inbox(u, now) for u in users])
+        counters = await self._counters(conn, users)
+        seen = {(r[0], r[1]): (r[2], r[3]) for r in await d.find_ids(conn, events_t, pairs)}
+        results, rows, touched = _allocate(events, counters, seen, now)
+        if rows:
+            upserts = [(u, counters[u][0], counters[u][1], _EMPTY, now) for u in touched]
+            await d.insert_rows(
+                conn, "upsert_inboxes", lambda: d.upsert_inboxes(inboxes_t), upserts
             )
-            results, rows, touched = _allocate(events, counters, seen, now)
-            if rows:
-                upserts = [(u, counters[u][0], counters[u][1], _EMPTY, now) for u in touched]
-                await self._bulk(conn, "upsert_inboxes", d.upsert_inboxes(inboxes_t), upserts)
-                await self._bulk(conn, "insert_events", insert(events_t), rows)
+            await d.insert_rows(conn, "insert_events", _insert_events, rows)
         return results
 
     async def mark_read(
@@ -185,10 +285,11 @@ class SqlEventStore:
         if stored and unexpired. ``ValueError`` on an inverted range or more than
         ``bitmap.DEFAULT_MAX_SIZE`` seqs after clipping; ``KeyError(user)`` if no inbox."""
         now = self._clock()
-        async with self._tx(write=True) as conn:
+
+        async def body(conn: AsyncConnection) -> ReadState:
             ib = inboxes_t.c
             stmt = select(ib.head_seq, ib.live, ib.read_bitmap).where(ib.user_id == user)
-            row = (await conn.execute(self._dialect.lock(stmt))).first()
+            row = (await conn.execute(self._dialect.lock(stmt, inboxes_t))).first()
             if row is None:
                 raise KeyError(user)
             read = bitmap.deserialize(row.read_bitmap)
@@ -199,52 +300,68 @@ class SqlEventStore:
                 read |= found
                 blob = bitmap.serialize(read)
                 await conn.execute(
-                    _update_counters,
-                    {"b_user": user, "b_live": row.live, "b_read": blob, "b_now": now},
+                    update(inboxes_t)
+                    .where(ib.user_id == user)
+                    .values(read_bitmap=blob, updated_at=now)
                 )
             return ReadState(
                 head=row.head_seq, live=row.live, unread=row.live - len(read), read=blob
             )
 
+        return await self._write(body)
+
     async def cleanup_expired(self, now: float, batch: int) -> int:
         """See :meth:`EventStore.cleanup_expired`. Deletes the ``batch`` soonest-expired
-        events (by the ``expires_at`` index) and fixes each affected inbox's ``live``
-        and read bitmap in the same transaction."""
+        events (a range scan of the ``expires_at`` index) and fixes each affected inbox's
+        ``live`` and read bitmap in the same transaction.
+
+        Safe with concurrent cleaners: the keys are read without locks, then the
+        affected inboxes are locked and the keys deleted; if another cleaner deleted
+        some first, the batch is rolled back and run again. Consecutive calls with the
+        same ``now`` (one cleanup round) start the scan at the last deleted
+        ``expires_at``, so that a long round does not rescan index entries of rows
+        deleted but not yet purged (InnoDB keeps them until its purge thread runs)."""
         if batch <= 0:
             return 0
-        async with self._tx(write=True) as conn:
+
+        async def body(conn: AsyncConnection) -> int:
             ev = events_t.c
-            stmt = (
-                select(ev.user_id, ev.seq)
-                .where(ev.expires_at <= now)
-                .order_by(ev.expires_at)
-                .limit(batch)
-            )
-            keys = [(r[0], r[1]) for r in await conn.execute(stmt)]
-            if not keys:
+            floor = self._sweep[1] if self._sweep is not None and self._sweep[0] == now else None
+            stmt = select(ev.user_id, ev.seq, ev.expires_at).where(ev.expires_at <= now)
+            if floor is not None:
+                stmt = stmt.where(ev.expires_at >= floor)
+            stmt = stmt.order_by(ev.expires_at).limit(batch)
+            found = (await conn.execute(stmt)).all()
+            if not found:
                 return 0
+            keys = [(r[0], r[1]) for r in found]
             gone: dict[str, BitMap] = {}
             for user, seq in keys:
                 gone.setdefault(user, BitMap()).add(seq)
-            inboxes = await self._inboxes(conn, sorted(gone))  # lock inboxes before touching events
-            await self._dialect.delete_events(conn, events_t, keys)
-            params = []
-            for user, live, blob in inboxes:
-                read = bitmap.deserialize(blob)
-                kept = read - gone[user]
-                params.append(
-                    {
-                        "b_user": user,
-                        "b_live": live - len(gone[user]),
-                        "b_read": bitmap.serialize(kept) if len(kept) != len(read) else blob,
-                        "b_now": now,
-                    }
-                )
-            if params:
-                await conn.execute(_update_counters, params)
+            d = self._dialect
+            # Lock (and decrement) the inboxes before touching their events: the lock order
+            # of every writer.
+            bitmaps = await d.release_expired(
+                conn, inboxes_t, [(u, len(gone[u])) for u in sorted(gone)], now
+            )
+            deleted = await d.delete_events(conn, events_t, keys)
+            if deleted != len(keys):  # another cleaner was first: roll back, read again
+                raise _Conflict(f"{len(keys) - deleted} expired events already deleted")
+            changed = []
+            for user, blob in bitmaps.items():
+                if blob != _EMPTY:
+                    read = bitmap.deserialize(blob)
+                    kept = read - gone[user]
+                    if len(kept) != len(read):
+                        changed.append((user, bitmap.serialize(kept)))
+            if changed:
+                await d.set_read_bitmaps(conn, inboxes_t, changed, now)
+            self._sweep = (now, found[-1][2])
             return len(keys)
 
-    # -- reads ---------------------------------------------------------------------
+        return await self._write(body)
+
+    # -- events: reads ---------------------------------------------------------------
 
     async def fetch(self, user: str, after: int, limit: int) -> list[Event]:
         """See :meth:`EventStore.fetch`; expired events are skipped even before cleanup."""
@@ -291,20 +408,106 @@ class SqlEventStore:
             head=row.head_seq, live=row.live, unread=row.live - len(read), read=row.read_bitmap
         )
 
+    # -- leases ----------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """See :meth:`Leases.acquire_lease`. ``ValueError`` for an empty or too long
+        name/holder or ``ttl_s <= 0``."""
+        _check_key("name", name)
+        _check_key("holder", holder)
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+        now = self._clock()
+        c = leases_t.c
+
+        async def body(conn: AsyncConnection) -> bool:
+            stmt = select(c.holder, c.expires_at).where(c.name == name)
+            row = (await conn.execute(self._dialect.lock(stmt, leases_t))).first()
+            if row is None:
+                try:
+                    async with conn.begin_nested():  # a racing first holder wins
+                        await conn.execute(
+                            insert(leases_t).values(name=name, holder=holder, expires_at=now + ttl_s)
+                        )
+                except sa_exc.IntegrityError:
+                    return False
+                return True
+            if row.holder != holder and row.expires_at > now:
+                return False
+            await conn.execute(
+                update(leases_t)
+                .where(c.name == name)
+                .values(holder=holder, expires_at=now + ttl_s)
+            )
+            return True
+
+        return await self._write(body)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """See :meth:`Leases.release_lease`."""
+        c = leases_t.c
+
+        async def body(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                delete(leases_t).where(c.name == name, c.holder == holder)
+            )
+            return bool(result.rowcount)
+
+        return await self._write(body)
+
+    # -- devices -----------------------------------------------------------------------
+
+    async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
+        """See :meth:`DeviceStore.register_device`."""
+        check_device(user, app, platform, token)
+        now = self._clock()
+        d = self._dialect
+
+        async def body(conn: AsyncConnection) -> Device:
+            await d.insert_rows(
+                conn, "upsert_device", lambda: d.upsert_device(devices_t),
+                [(platform, token, user, app, now)],
+            )
+            return Device(user, app, platform, token, now)
+
+        return await self._write(body)
+
+    async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
+        """See :meth:`DeviceStore.remove_device`."""
+        check_device(user, app, platform, token)
+        c = devices_t.c
+        stmt = delete(devices_t).where(
+            c.platform == platform, c.token == token, c.user_id == user, c.app == app
+        )
+        return await self._write(lambda conn: self._rowcount(conn, stmt))
+
+    async def remove_dead_token(self, platform: str, token: str) -> bool:
+        """See :meth:`DeviceStore.remove_dead_token`."""
+        check_device("-", "-", platform, token)
+        c = devices_t.c
+        stmt = delete(devices_t).where(c.platform == platform, c.token == token)
+        return await self._write(lambda conn: self._rowcount(conn, stmt))
+
+    async def devices(self, users: Sequence[str], app: str | None = None) -> list[Device]:
+        """See :meth:`DeviceStore.devices`."""
+        c = devices_t.c
+        stmt = select(c.user_id, c.app, c.platform, c.token, c.updated_at).where(
+            c.user_id.in_(bindparam("users", expanding=True))
+        )
+        if app is not None:
+            stmt = stmt.where(c.app == app)
+        found: list[Device] = []
+        async with self._tx(write=False) as conn:
+            for part in chunks(list(dict.fromkeys(users)), self._dialect.max_params):
+                found.extend(Device(*r) for r in await conn.execute(stmt, {"users": list(part)}))
+        found.sort(key=lambda d: (d.user, d.app, d.platform, d.token))
+        return found
+
     # -- helpers -------------------------------------------------------------------
 
-    async def _bulk(
-        self, conn: AsyncConnection, key: str, stmt: Insert, rows: list[tuple[Any, ...]]
-    ) -> None:
-        """executemany of ``rows`` (tuples in table column order) straight to the driver:
-        skips SQLAlchemy's per-row parameter processing, the hot spot of a 1000-event append."""
-        sql = self._bulk_sql.get(key)
-        if sql is None:
-            compiled = stmt.compile(dialect=conn.dialect)
-            if list(compiled.positiontup or ()) != [c.name for c in stmt.table.c]:
-                raise StoreError(f"{key}: needs a positional paramstyle and all columns in order")
-            sql = self._bulk_sql[key] = str(compiled)
-        await conn.exec_driver_sql(sql, rows)
+    @staticmethod
+    async def _rowcount(conn: AsyncConnection, stmt: Any) -> bool:
+        return bool((await conn.execute(stmt)).rowcount)
 
     async def _counters(self, conn: AsyncConnection, users: list[str]) -> dict[str, list[int]]:
         """``user -> [head_seq, live]`` of existing inboxes, locked."""
@@ -312,27 +515,13 @@ class SqlEventStore:
         stmt = select(ib.user_id, ib.head_seq, ib.live).where(
             ib.user_id.in_(bindparam("users", expanding=True))
         )
-        stmt = self._dialect.lock(stmt)
+        stmt = self._dialect.lock(stmt, inboxes_t)
         counters: dict[str, list[int]] = {}
         for part in chunks(users, self._dialect.max_params):
             counters.update(
                 (r[0], [r[1], r[2]]) for r in await conn.execute(stmt, {"users": list(part)})
             )
         return counters
-
-    async def _inboxes(
-        self, conn: AsyncConnection, users: list[str]
-    ) -> list[tuple[str, int, bytes]]:
-        """``(user, live, read_bitmap)`` of existing inboxes, locked."""
-        ib = inboxes_t.c
-        stmt = select(ib.user_id, ib.live, ib.read_bitmap).where(
-            ib.user_id.in_(bindparam("users", expanding=True))
-        )
-        stmt = self._dialect.lock(stmt)
-        rows: list[tuple[str, int, bytes]] = []
-        for part in chunks(users, self._dialect.max_params):
-            rows.extend((r[0], r[1], r[2]) for r in await conn.execute(stmt, {"users": list(part)}))
-        return rows
 
     async def _live_seqs(
         self, conn: AsyncConnection, user: str, wanted: BitMap, now: float
@@ -346,6 +535,19 @@ class SqlEventStore:
         else:
             stmt = stmt.where(ev.seq.between(wanted.min(), wanted.max()))
         return BitMap(await conn.scalars(stmt))
+
+
+def _pk(row: tuple[Any, ...]) -> tuple[str, int]:
+    return row[0], row[1]
+
+
+def _insert_events() -> Insert:
+    return insert(events_t)
+
+
+def _check_key(name: str, value: str) -> None:
+    if not value or len(value) > MAX_KEY_LEN:
+        raise ValueError(f"{name} must be 1..{MAX_KEY_LEN} characters, got {len(value)}")
 
 
 def _new_inbox(user: str, now: float) -> dict[str, Any]:

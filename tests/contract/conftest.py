@@ -1,18 +1,19 @@
-"""Backends for the contract tests: SQLite always (a fresh migrated file per test);
-MySQL/MariaDB too when ``PUSHGATE_TEST_MYSQL_URL`` is set (its tables are dropped and
-re-created for each test, so point it at a throw-away database)."""
+"""Backends for the contract tests: SQLite (a fresh migrated file per test) and
+MySQL/MariaDB (this run's own database, migrated once, emptied before each test).
+The MySQL server is provisioned by ``tests/services.py``: without one the MySQL
+variants are skipped with the reason, except in CI where they fail."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from pushgate.store import SqlEventStore, migrate, open_store
+from tests import services
 
-MYSQL_URL = os.environ.get("PUSHGATE_TEST_MYSQL_URL")
+BACKENDS = ["sqlite", "mysql"]
 
 
 class FakeClock:
@@ -28,35 +29,14 @@ class FakeClock:
         self.now += seconds
 
 
-async def _reset_mysql(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for table in ("events", "inboxes", "alembic_version"):
-                await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "mysql",
-            marks=pytest.mark.skipif(not MYSQL_URL, reason="PUSHGATE_TEST_MYSQL_URL not set"),
-        ),
-    ]
-)
+@pytest.fixture(params=BACKENDS)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/data/events.db"  # data/ does not exist yet
-    else:
-        assert MYSQL_URL
-        url = MYSQL_URL
-        await _reset_mysql(url)
-    await migrate(url)
+        await migrate(url)
+        return url
+    url: str = request.getfixturevalue("mysql_run_db")
+    services.empty_tables(url)
     return url
 
 
@@ -65,7 +45,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-StoreFactory = Callable[[], Awaitable[SqlEventStore]]
+StoreFactory = Callable[..., Awaitable[SqlEventStore]]
 
 
 @pytest.fixture
@@ -73,8 +53,8 @@ async def make_store(store_url: str, clock: FakeClock) -> AsyncIterator[StoreFac
     """Open (and at teardown close) any number of stores on the test's database."""
     stores: list[SqlEventStore] = []
 
-    async def make() -> SqlEventStore:
-        store = open_store(store_url, clock=clock)
+    async def make(**opts: object) -> SqlEventStore:
+        store = open_store(store_url, clock=clock, **opts)
         assert isinstance(store, SqlEventStore)
         await store.start()
         stores.append(store)

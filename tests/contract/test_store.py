@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -13,18 +15,21 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from pushgate.store import (
     Appended,
     Cleaner,
+    Device,
     GroupCommitter,
     NewEvent,
     SqlEventStore,
     StoreError,
     StoreUnavailable,
+    alembic_config,
     bitmap,
     migrate,
     open_store,
 )
 from pushgate.store.schema import metadata
+from tests import services
 
-from .conftest import FakeClock, StoreFactory
+from .conftest import BACKENDS, FakeClock, StoreFactory
 
 TTL = 3600
 
@@ -89,6 +94,23 @@ async def test_invalid_event_stores_nothing(store: SqlEventStore) -> None:
     assert await store.append([]) == []
 
 
+async def test_keys_are_compared_byte_for_byte(store: SqlEventStore) -> None:
+    # trailing space, case, non-ASCII, characters SQL text must escape
+    users = ["a", "a ", "A", "\u00e4", "\u7528\u6237", "50%'\"\\\n\x00\x1a"]
+    results = await store.append([ev(u, "m") for u in users] + [ev("a", "m "), ev("a", "M")])
+
+    assert [(r.user, r.seq, r.duplicate) for r in results] == [(u, 1, False) for u in users] + [
+        ("a", 2, False),
+        ("a", 3, False),
+    ]
+    assert await store.heads(users) == dict(zip(users, [3, 1, 1, 1, 1, 1], strict=True))
+    odd = users[-1]
+    await store.append([ev(odd, "%s'%d", body=b"\x00'\\%s\xff")])
+    assert [(e.id, e.body) for e in await store.fetch(odd, 1, 10)] == [("%s'%d", b"\x00'\\%s\xff")]
+    assert [e.id for e in await store.fetch("a", 0, 10)] == ["m", "m ", "M"]
+    assert [e.user for e in await store.fetch("\u7528\u6237", 0, 10)] == ["\u7528\u6237"]
+
+
 # -- idempotency -----------------------------------------------------------------------
 
 
@@ -121,6 +143,48 @@ async def test_same_id_for_two_users_is_stored_for_both(store: SqlEventStore) ->
     [again] = await store.append([ev("b", "m1")])
     assert (again.seq, again.duplicate) == (1, True)
     assert len(await store.fetch("a", 0, 10)) == len(await store.fetch("b", 0, 10)) == 1
+
+
+async def test_batch_with_stored_ids_mixed_with_new_events(store: SqlEventStore) -> None:
+    await store.append([ev("a", "m1"), ev("b", "m1")])
+    results = await store.append(
+        [ev("c", "x"), ev("a", "m1"), ev("a", "m2"), ev("a", "m2"), ev("b", "m3"), ev("a")]
+    )
+
+    assert [(r.user, r.seq, r.duplicate) for r in results] == [
+        ("c", 1, False),
+        ("a", 1, True),
+        ("a", 2, False),
+        ("a", 2, True),
+        ("b", 2, False),
+        ("a", 3, False),
+    ]
+    assert [(e.seq, e.id) for e in await store.fetch("a", 0, 10)] == [(1, "m1"), (2, "m2"), (3, None)]
+    assert store.slow_appends == 1  # the optimistic insert hit the unique index once
+    assert [(await store.read_state(u)).live for u in "abc"] == [3, 2, 1]
+    assert await store.heads(["a", "b", "c"]) == {"a": 3, "b": 2, "c": 1}
+
+
+async def test_concurrent_appends_to_the_same_users_from_two_stores(
+    make_store: StoreFactory,
+) -> None:
+    one, two = await make_store(), await make_store()
+    users = [f"u{i}" for i in range(10)]
+
+    async def send(store: SqlEventStore, tag: str) -> list[Appended]:
+        results: list[Appended] = []
+        for b in range(10):
+            batch = [ev(u, f"{tag}-{b}-{u}") for u in users[b % 3 :]]
+            results += await store.append(batch)
+        return results
+
+    first, second = await asyncio.gather(send(one, "one"), send(two, "two"))
+
+    for user in users:
+        seqs = sorted(r.seq for r in first + second if r.user == user)
+        assert seqs == list(range(1, len(seqs) + 1))
+        stored = {e.id: e.seq for e in await one.fetch(user, 0, 1000)}
+        assert stored == {r.id: r.seq for r in first + second if r.user == user}
 
 
 # -- fetch / head ------------------------------------------------------------------------
@@ -286,6 +350,36 @@ async def test_cleaner_runs_batches_and_reports(store: SqlEventStore, clock: Fak
     assert cleaner.total_deleted == 7
 
 
+async def test_concurrent_cleaners_keep_counts_exact(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    stores = [await make_store() for _ in range(3)]
+    users = [f"u{i}" for i in range(20)]
+    await stores[0].append([ev(u, ttl=10) for _ in range(10) for u in users])
+    await stores[0].append([ev(u, ttl=1000) for u in users])
+    for u in users[:10]:
+        await stores[0].mark_read(u, [], [(5, 11)])  # 6 expiring + 1 staying read
+    clock.advance(10)
+
+    async def drain(store: SqlEventStore) -> int:
+        total = 0
+        while True:
+            try:
+                n = await store.cleanup_expired(clock(), 7)
+            except StoreUnavailable:  # gave up racing the others: retryable
+                continue
+            if not n:
+                return total
+            total += n
+
+    assert sum(await asyncio.gather(*(drain(s) for s in stores))) == 200
+    for u in users:
+        state = await stores[1].read_state(u)
+        read = read_set(state.read)
+        assert (state.head, state.live, state.unread) == (11, 1, 0 if read else 1)
+        assert read == ({11} if u in users[:10] else set())
+
+
 class FlakyCleanupStore:
     """Delegates to a real store; the first ``failures`` cleanup calls raise."""
 
@@ -316,6 +410,118 @@ async def test_cleaner_survives_store_errors(
 
     assert (await store.read_state("a")).live == 0
     assert "cleanup failed" in caplog.text
+
+
+async def test_cleaner_runs_only_while_holding_the_lease(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    store, other = await make_store(), await make_store()
+    await store.append([ev("a", ttl=10) for _ in range(5)])
+    clock.advance(10)
+    assert await other.acquire_lease("cleanup", "elsewhere", 60)
+    cleaner = Cleaner(store, batch=2, clock=clock, lease=store, holder="me", lease_ttl_s=60)
+
+    assert await cleaner.run_once() == 0
+    assert not cleaner.holding
+    clock.advance(60)  # the other holder died: its lease expires
+    assert await cleaner.run_once() == 5
+    assert cleaner.holding
+    assert not await other.acquire_lease("cleanup", "elsewhere", 60)
+    await cleaner.close()  # releases the lease
+    assert await other.acquire_lease("cleanup", "elsewhere", 60)
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+async def test_lease_has_one_holder_at_a_time(make_store: StoreFactory, clock: FakeClock) -> None:
+    one, two = await make_store(), await make_store()
+
+    assert await one.acquire_lease("cleanup", "h1", 30)
+    assert not await two.acquire_lease("cleanup", "h2", 30)
+    clock.advance(20)
+    assert await one.acquire_lease("cleanup", "h1", 30)  # renewed until now + 30
+    clock.advance(29)
+    assert not await two.acquire_lease("cleanup", "h2", 30)
+    clock.advance(1)  # expired: expires_at == now
+    assert await two.acquire_lease("cleanup", "h2", 30)
+    assert not await one.acquire_lease("cleanup", "h1", 30)
+    assert await one.acquire_lease("other", "h1", 30)  # names are independent
+
+    assert not await one.release_lease("cleanup", "h1")  # not the holder: no effect
+    assert await two.release_lease("cleanup", "h2")
+    assert await one.acquire_lease("cleanup", "h1", 30)
+
+
+async def test_lease_race_has_one_winner(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(4)]
+    for name in ("first", "second"):
+        won = await asyncio.gather(
+            *(s.acquire_lease(name, f"h{i}", 30) for i, s in enumerate(stores))
+        )
+        assert sorted(won) == [False, False, False, True]
+
+
+async def test_lease_arguments_are_checked(store: SqlEventStore) -> None:
+    with pytest.raises(ValueError, match="name"):
+        await store.acquire_lease("", "h", 30)
+    with pytest.raises(ValueError, match="holder"):
+        await store.acquire_lease("n", "x" * 256, 30)
+    with pytest.raises(ValueError, match="ttl_s"):
+        await store.acquire_lease("n", "h", 0)
+
+
+# -- devices -----------------------------------------------------------------------------
+
+
+async def test_devices_register_list_and_remove(store: SqlEventStore, clock: FakeClock) -> None:
+    t0 = clock.now
+    assert await store.register_device("a", "app1", "apns", "tok1") == Device(
+        "a", "app1", "apns", "tok1", t0
+    )
+    await store.register_device("a", "app2", "fcm", "tok2")
+    await store.register_device("b", "app1", "fcm", "tok3")
+    clock.advance(5)
+    await store.register_device("a", "app1", "apns", "tok1")  # again: refreshed, not doubled
+
+    assert await store.devices(["b", "a", "nobody", "a"]) == [
+        Device("a", "app1", "apns", "tok1", t0 + 5),
+        Device("a", "app2", "fcm", "tok2", t0),
+        Device("b", "app1", "fcm", "tok3", t0),
+    ]
+    assert await store.devices(["a", "b"], app="app1") == [
+        Device("a", "app1", "apns", "tok1", t0 + 5),
+        Device("b", "app1", "fcm", "tok3", t0),
+    ]
+    assert await store.devices([]) == []
+
+    # the device changed account: the token moves; the same string on FCM is another device
+    await store.register_device("b", "app1", "apns", "tok1")
+    await store.register_device("a", "app1", "fcm", "tok1")
+    assert [(d.user, d.platform) for d in await store.devices(["a", "b"]) if d.token == "tok1"] == [
+        ("a", "fcm"),
+        ("b", "apns"),
+    ]
+    assert not await store.remove_device("a", "app1", "apns", "tok1")  # b's now
+    assert await store.remove_device("b", "app1", "apns", "tok1")
+    assert await store.remove_dead_token("fcm", "tok2")
+    assert not await store.remove_dead_token("fcm", "tok2")
+    assert [(d.user, d.token) for d in await store.devices(["a", "b"])] == [
+        ("a", "tok1"),
+        ("b", "tok3"),
+    ]
+
+
+async def test_device_arguments_are_checked(store: SqlEventStore) -> None:
+    with pytest.raises(ValueError, match="platform"):
+        await store.register_device("a", "app", "gcm", "tok")
+    with pytest.raises(ValueError, match="token"):
+        await store.register_device("a", "app", "fcm", "t\u00f6ken")
+    with pytest.raises(ValueError, match="token"):
+        await store.remove_dead_token("apns", "x" * 513)
+    with pytest.raises(ValueError, match="app"):
+        await store.register_device("a", "", "fcm", "tok")
+    assert await store.devices(["a"]) == []
 
 
 # -- group commit ------------------------------------------------------------------------
@@ -384,6 +590,51 @@ async def test_migrations_match_schema_module(store_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_migrations_upgrade_keeps_data_and_downgrade_reverts(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path}/mig.db")
+    if backend == "mysql":
+        server = request.getfixturevalue("mysql_server")
+        database = services.mysql_database(server, services.new_database_name("_mig"))
+    with database as url:
+        cfg = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, cfg, "0001")
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO inboxes VALUES ('a', 1, 1, '', 0)"
+                )
+                await conn.exec_driver_sql(
+                    "INSERT INTO events VALUES ('a', 1, 'm', 'x', 0, 9999999999)"
+                )
+        finally:
+            await engine.dispose()
+
+        await migrate(url)  # 0001 -> head
+        store = open_store(url, clock=clock)
+        await store.start()
+        try:
+            assert [(e.seq, e.id) for e in await store.fetch("a", 0, 10)] == [(1, "m")]
+            assert [(r.seq, r.duplicate) for r in await store.append([ev("a", "m ")])] == [
+                (2, False)
+            ]
+        finally:
+            await store.close()
+
+        # Downgrading to 0001 on MySQL makes "m" and "m " equal again: remove one first.
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("DELETE FROM events WHERE msg_id = 'm '")
+        finally:
+            await engine.dispose()
+        await asyncio.to_thread(command.downgrade, cfg, "base")
+        await asyncio.to_thread(command.upgrade, cfg, "head")
 
 
 async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
