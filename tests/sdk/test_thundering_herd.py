@@ -70,14 +70,15 @@ async def test_1000_clients_spread_their_reconnects(tmp_path: Path) -> None:
 
         window = statistics.median(min(CAP, BASE * 2 ** max(0, a - 1)) for a in attempts_at_connect)
         print(f"\nstop {t_down - t0:.2f}s, down {t_up - t_down:.2f}s, median window {window:.1f}s")
-        for name, times, share in (("attempts", attempted_at, 0.10), ("hellos", connected_at, 0.15)):
+        for name, times, share in (("attempts", attempted_at, 0.20), ("hellos", connected_at, 0.20)):
             rel = sorted(t - t_up for t in times)
             buckets = Counter(int(r // 0.1) for r in rel)
             busiest = max(buckets.values())
             p10, p50, p90 = (rel[int(q * (N - 1))] for q in (0.1, 0.5, 0.9))
             print(f"{name} after start: p10 {p10:.2f}s p50 {p50:.2f}s p90 {p90:.2f}s "
                   f"last {rel[-1]:.2f}s; busiest 100 ms bucket {busiest}")
-            # a herd would put (nearly) every reconnect in one bucket
+            # a herd would put (nearly) every reconnect in one bucket; a loaded CI machine
+            # bunches timer wake-ups a little, hence 20 %
             assert busiest <= share * N, f"{busiest} of {N} {name} within 100 ms"
             assert p90 - p10 >= 0.3 * window, f"{name} not spread over the backoff window"
             assert rel[-1] <= CAP + 5
