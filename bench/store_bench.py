@@ -86,7 +86,7 @@ def sql(url: str, *statements: str, database: bool = True) -> list[Any]:
     return asyncio.run(_sql(url, *statements, database=database))
 
 
-def settle(url: str, timeout: float = 180.0) -> float:
+def settle(url: str, timeout: float = 60.0) -> float:
     """Wait until InnoDB has flushed its dirty pages and purged deleted rows (the
     background work a previous phase left), so that each latency phase starts from the
     same quiet state. Returns the seconds waited."""
@@ -230,6 +230,7 @@ async def _send(url: str, rate: int, users: int, seconds: float, stop: Any,
     await committer.start()
     rng = random.Random(7)
     latencies: list[float] = []
+    by_second: dict[int, list[float]] = {}
     errors = 0
     pending: set[asyncio.Task[None]] = set()
 
@@ -238,7 +239,9 @@ async def _send(url: str, rate: int, users: int, seconds: float, stop: Any,
         try:
             await committer.append([NewEvent(f"user-{rng.randrange(users)}", BODY, 86400,
                                              f"send-{os.getpid()}-{n}")])
-            latencies.append(time.perf_counter() - scheduled)
+            latency = time.perf_counter() - scheduled
+            latencies.append(latency)
+            by_second.setdefault(int(scheduled - start), []).append(latency)
         except Exception:
             errors += 1
 
@@ -261,7 +264,8 @@ async def _send(url: str, rate: int, users: int, seconds: float, stop: Any,
     return {"sent": n, "seconds": elapsed, "errors": errors,
             "p50_ms": _pct(latencies, 0.50) * 1000, "p99_ms": _pct(latencies, 0.99) * 1000,
             "max_ms": max(latencies, default=float("nan")) * 1000,
-            "batches": committer.batches}
+            "batches": committer.batches,
+            "p99_ms_by_second": [round(_pct(v, 0.99) * 1000, 1) for _, v in sorted(by_second.items())]}
 
 
 def clean_worker(url: str, batch: int, duty: float, ready: Any, done: Any, out: Any) -> None:
@@ -349,7 +353,8 @@ def main() -> int:
 
 def run_once(url_s: str, args: argparse.Namespace) -> dict[str, Any]:
     db = make_url(url_s).database
-    sql(url_s, f"DROP DATABASE IF EXISTS `{db}`", database=False)
+    if sql(url_s, f"SHOW DATABASES LIKE '{db}'", database=False):
+        sql(url_s, f"DROP DATABASE `{db}`", database=False)
     sql(url_s, f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4", database=False)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "url"}}

@@ -19,6 +19,8 @@ idempotency lookup   ``VALUES`` CTE cross-joined to the unique  ``(user_id, msg_
 batched delete       executemany by primary key                 ``(user_id, seq) IN (..)`` chunks
 batched update       executemany                                one multi-row ``INSERT .. ON
                                                                 DUPLICATE KEY UPDATE`` (rows exist)
+bulk statements      executemany with bound parameters          multi-row statements written as text
+                     (in-process: no round trips)               by :class:`_Literals`, <= 1 MiB each
 key / blob types     ``VARCHAR`` / ``BLOB``                     ``VARCHAR`` utf8mb4, binary no-pad
                                                                 collation / ``MEDIUMBLOB``
 pool                 default                                    pre-ping, recycle, timeouts

@@ -315,9 +315,9 @@ class SqlEventStore:
         events (a range scan of the ``expires_at`` index) and fixes each affected inbox's
         ``live`` and read bitmap in the same transaction.
 
-        Safe with concurrent cleaners: the keys are read without locks, then the
-        affected inboxes are locked and the keys deleted; if another cleaner deleted
-        some first, the batch is rolled back and run again. Consecutive calls with the
+        Safe with concurrent cleaners: the keys are read without locks and deleted, then
+        the affected inboxes are locked and updated; if another cleaner deleted some
+        first, the batch is rolled back and run again. Consecutive calls with the
         same ``now`` (one cleanup round) start the scan at the last deleted
         ``expires_at``, so that a long round does not rescan index entries of rows
         deleted but not yet purged (InnoDB keeps them until its purge thread runs)."""
@@ -339,14 +339,18 @@ class SqlEventStore:
             for user, seq in keys:
                 gone.setdefault(user, BitMap()).add(seq)
             d = self._dialect
-            # Lock (and decrement) the inboxes before touching their events: the lock order
-            # of every writer.
-            bitmaps = await d.release_expired(
-                conn, inboxes_t, [(u, len(gone[u])) for u in sorted(gone)], now
-            )
+            # Events first, inboxes last: the DELETE (random primary-key pages, possibly
+            # read from disk) runs before any inbox row is locked, so sends to the same
+            # users wait at most for the short inbox update, not for the whole batch.
+            # Appends lock inbox then events but never wait for old event rows, so the
+            # reverse order here cannot deadlock with them (a rare exception, a send
+            # reusing an id being deleted, is a deadlock InnoDB breaks and we retry).
             deleted = await d.delete_events(conn, events_t, keys)
             if deleted != len(keys):  # another cleaner was first: roll back, read again
                 raise _Conflict(f"{len(keys) - deleted} expired events already deleted")
+            bitmaps = await d.release_expired(
+                conn, inboxes_t, [(u, len(gone[u])) for u in sorted(gone)], now
+            )
             changed = []
             for user, blob in bitmaps.items():
                 if blob != _EMPTY:
