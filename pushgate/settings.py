@@ -40,7 +40,21 @@ class Settings(BaseSettings):
     # backends
     store_url: str | None = Field(
         None, description="Event store URL; default sqlite+aiosqlite:///<data_dir>/pushgate.db.")
-    directory_url: str = Field("memory://", description="Session directory backend URL.")
+    directory_url: str = Field(
+        "memory://", description="Session directory: memory:// (embedded) or "
+        "redis://host:port/db (cluster routers).")
+    directory_prefix: str = Field(
+        "pushgate:", description="Prefix of every Redis key the directory writes.")
+
+    # cluster
+    routers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host:port of each router; set = this hub runs in "
+        "cluster mode (no local store or directory).")
+    router_listen: str = Field(
+        "127.0.0.1:7700", description="gRPC address `pushgate router` listens on (port 0 = any).")
+    hub_heartbeat_ttl_s: float = Field(
+        10.0, gt=0, description="A hub whose HubLink is silent this long is dead; its "
+        "sessions leave the directory.")
 
     # auth
     jwt_secret: str | None = Field(
@@ -108,7 +122,7 @@ class Settings(BaseSettings):
         "(one full collection every 90 periods); 0 = CPython defaults.")
 
     @field_validator("jwt_algorithms", "api_keys", "allowed_origins", "trusted_proxies",
-                     mode="before")
+                     "routers", mode="before")
     @classmethod
     def _split_lists(cls, v: Any) -> Any:
         """Lists come as TOML arrays, JSON arrays or comma-separated strings (env, flags)."""
