@@ -1,4 +1,4 @@
-.PHONY: run test lint bench
+.PHONY: run test lint bench proto
 
 run:        ## install and start pushgate in embedded mode
 	./scripts/run
@@ -12,3 +12,6 @@ lint:
 
 bench:      ## S1 S2 S4 against the hand-written baseline (see docs/benchmarks.md)
 	.venv/bin/python -m bench.run S1 S2 S4
+
+proto:      ## regenerate the gRPC stubs in pushgate/rpc/ from proto/
+	./scripts/gen_proto.sh

@@ -1,4 +1,4 @@
-"""The ``pushgate`` command: serve, migrate, token, api-key.
+"""The ``pushgate`` command: serve, router, migrate, token, api-key, listen, send.
 
 ``serve`` has one option per setting (generated from :class:`Settings`, so ``--help``
 always lists every option with its default); each can also be set with its
@@ -54,7 +54,8 @@ def _option_for(name: str, field: Any) -> click.Option:
     return click.Option([f"--{name.replace('_', '-')}"], **kwargs)
 
 
-def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
+def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
+    """Settings from flags + env + file, logging configured, secrets ensured."""
     overrides: dict[str, Any] = {}
     for name, value in raw.items():
         if value is None:
@@ -75,21 +76,48 @@ def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
         click.echo(f"pushgate: generated a JWT secret and an API key in "
                    f"{settings.data_dir / 'secrets.json'} (show the key: pushgate api-key)",
                    err=True)
+    return settings
+
+
+def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
+    settings = _prepared(config, raw)
     from pushgate.server import run
 
     run(settings, Path(port_file) if port_file else None)
 
 
+def _router(config: str | None, **raw: Any) -> None:
+    settings = _prepared(config, raw)
+    from pushgate.router.service import run
+
+    run(settings)
+
+
+def _config_option() -> click.Option:
+    return click.Option(["--config"], default=None, help="TOML file with settings (keys as "
+                        "below, top level or under [pushgate]).  [env: PUSHGATE_CONFIG]")
+
+
 def _serve_command() -> click.Command:
     params: list[click.Parameter] = [
-        click.Option(["--config"], default=None, help="TOML file with settings "
-                     "(keys as below, top level or under [pushgate]).  [env: PUSHGATE_CONFIG]"),
+        _config_option(),
         click.Option(["--port-file"], default=None,
                      help="Write the bound port to this file once listening."),
     ]
     params += [_option_for(name, f) for name, f in Settings.model_fields.items()]
     return click.Command("serve", callback=_serve, params=params,
-                         help="Run the gateway (embedded mode: hub + router + SQLite inbox).")
+                         help="Run the gateway: embedded mode (hub + router + SQLite inbox), "
+                         "or a cluster hub when --routers is set.")
+
+
+def _router_command() -> click.Command:
+    params: list[click.Parameter] = [_config_option()]
+    params += [_option_for(name, f) for name, f in Settings.model_fields.items()]
+    return click.Command(
+        "router", callback=_router, params=params,
+        help="Run a cluster router: gRPC Gateway + HubLink services on --router-listen, "
+        "events in --store-url (MySQL), sessions in --directory-url (Redis). Prints "
+        "'PUSHGATE_ROUTER_LISTENING host:port' when serving.")
 
 
 @app.command()
@@ -141,6 +169,7 @@ def api_key(config: str | None, data_dir: str | None) -> None:
 
 
 app.add_command(_serve_command())
+app.add_command(_router_command())
 
 
 def main() -> None:

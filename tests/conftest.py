@@ -29,3 +29,27 @@ def mysql_run_db(mysql_server: str) -> Iterator[str]:
     with services.mysql_database(mysql_server) as url:
         services.run_sync(migrate(url))
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """URL of a Redis server (provisioned on first use). Without one the test is skipped
+    with the reason, except in CI where it fails: the cluster must be tested there."""
+    from tests import redis_service
+
+    try:
+        return redis_service.provision_redis()
+    except redis_service.ServiceUnavailable as exc:
+        if services.in_ci():
+            pytest.fail(f"Redis tests cannot run in CI: {exc}")
+        pytest.skip(f"no Redis: {exc}")
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix of this test's own, deleted afterwards."""
+    from tests import redis_service
+
+    prefix = redis_service.new_prefix()
+    yield prefix
+    redis_service.delete_prefix(redis_server, prefix)

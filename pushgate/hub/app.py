@@ -33,6 +33,7 @@ from pushgate.errors import (
     PushgateError,
 )
 from pushgate.hub import api
+from pushgate.hub.link import RemoteRouter, RouterLinks
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.registry import Registry
 from pushgate.hub.ws import websocket_endpoint
@@ -55,14 +56,15 @@ class LocalLink:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float) -> int:
+    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
+                want_ack: bool = False) -> int:
         return self.registry.deliver(session_ids, frame, seq, t0) if hub == self.registry.hub_id else 0
 
     def kick(self, hub: str, session_id: str, by: str | None) -> None:
         if hub == self.registry.hub_id:
             self.registry.kick(session_id, by)
 
-    def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
+    async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
         return self.registry.broadcast(flt, frame, counter, t0)
 
 
@@ -76,19 +78,31 @@ class Gateway:
             public_key=settings.jwt_public_key, private_key=settings.jwt_private_key,
             audience=settings.jwt_audience, issuer=settings.jwt_issuer)
         self.api_keys = ApiKeys(settings.api_keys)
-        self.store_url = settings.effective_store_url
-        self.store = open_store(self.store_url)
-        self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
-                                        max_pending=settings.commit_max_pending)
-        self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
-                               batch=settings.cleanup_batch, on_deleted=self.metrics.cleaned.inc)
-        self.directory = open_directory(settings.directory_url)
         self.registry = Registry(self.hub_id)
-        self.router = Router(
-            self.store, self.committer, self.directory, LocalLink(self.registry),
-            RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
-                         settings.fetch_max_bytes),
-            self.metrics)
+        self.cluster = bool(settings.routers)
+        self.router: Router | RemoteRouter
+        if self.cluster:  # cluster hub: sessions only; the routers own store and directory
+            self.links: RouterLinks | None = RouterLinks(
+                settings.routers, self.registry,
+                settings.api_keys[0] if settings.api_keys else None,
+                settings.hub_heartbeat_ttl_s)
+            self.router = RemoteRouter(self.links, settings.inline_event_max_bytes)
+            self.store_url = ""
+        else:
+            self.links = None
+            self.store_url = settings.effective_store_url
+            self.store = open_store(self.store_url)
+            self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
+                                            max_pending=settings.commit_max_pending)
+            self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
+                                   batch=settings.cleanup_batch,
+                                   on_deleted=self.metrics.cleaned.inc)
+            self.directory = open_directory(settings.directory_url, settings.directory_prefix)
+            self.router = Router(
+                self.store, self.committer, self.directory, LocalLink(self.registry),
+                RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
+                             settings.fetch_max_bytes),
+                self.metrics)
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
                                   settings.ack_timeout_ms)
@@ -102,27 +116,38 @@ class Gateway:
             "ping_interval_s": settings.ping_interval_s,
             "max_sessions_per_user": settings.max_sessions_per_user,
         }
-        self.ready = False
+        self.started = False
         self.shutting_down = False
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """Taking sessions and sends (in the cluster: linked to at least one router)."""
+        return self.started and not self.shutting_down and (
+            self.links is None or self.links.any_up.is_set())
+
     async def start(self) -> None:
-        if self.store_url.startswith("sqlite"):
-            await migrate(self.store_url)
-        await self.store.start()
-        await self.committer.start()
-        await self.cleaner.start()
+        if self.links is not None:
+            self.links.start()
+        else:
+            if self.store_url.startswith("sqlite"):
+                await migrate(self.store_url)
+            await self.store.start()
+            await self.committer.start()
+            await self.cleaner.start()
         self._sweeper = asyncio.create_task(self._sweep())
-        self.ready = True
-        log.info("gateway started", hub=self.hub_id, store=_redact(self.store_url))
+        self.started = True
+        if self.links is not None:
+            log.info("gateway started (cluster hub)", hub=self.hub_id, routers=self.settings.routers)
+        else:
+            log.info("gateway started", hub=self.hub_id, store=_redact(self.store_url))
 
     async def begin_shutdown(self) -> None:
         """Stop taking sessions and close the live ones with SHUTDOWN (reconnect)."""
         if self.shutting_down:
             return
-        self.ready = False
         self.shutting_down = True
         sessions = list(self.registry)
         for s in sessions:
@@ -137,10 +162,13 @@ class Gateway:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.committer.close()
-        await self.cleaner.close()
-        await self.store.close()
-        await self.directory.close()
+        if self.links is not None:
+            await self.links.close()
+        else:
+            await self.committer.close()
+            await self.cleaner.close()
+            await self.store.close()
+            await self.directory.close()
         log.info("gateway stopped", hub=self.hub_id)
 
     async def _sweep(self) -> None:

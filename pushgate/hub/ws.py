@@ -92,7 +92,13 @@ class Connection:
         gw.metrics.sessions.inc()
         writer = asyncio.create_task(s.run_writer(self._send, self._close))
         try:
-            await gw.router.connect(s.info)
+            try:
+                await gw.router.connect(s.info)
+            except PushgateError as e:  # cluster: no router reachable (retryable close)
+                gw.metrics.error(e.code)
+                s.close(e.close_code, e.message[:120])
+                await self._read_loop()  # until the close handshake ends
+                return
             await self._hello_and_backlog(after)
             await self._read_loop()
         finally:
@@ -100,7 +106,10 @@ class Connection:
             gw.metrics.sessions.dec()
             if s.state is not State.CLOSED:
                 s.close(CloseCode.NORMAL, "")
-            await gw.router.disconnect(s.info)
+            try:
+                await gw.router.disconnect(s.info)
+            except PushgateError as e:  # the directory drops it on the hub's next re-sync
+                gw.metrics.error(e.code)
             for t in list(self._tasks):
                 t.cancel()
             try:

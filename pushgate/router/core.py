@@ -20,10 +20,13 @@ from pushgate.auth import Identity
 from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
 from pushgate.hub.protocol import encode_event, encode_head
 from pushgate.hub.quota import SessionInfo
-from pushgate.router.directory.base import Directory
+from pushgate.logs import get_logger
+from pushgate.router.directory.base import Directory, DirectoryUnavailable
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
 from pushgate.store.base import Appended, Event, EventStore, NewEvent, ReadState, StoreError
+
+log = get_logger("pushgate.router")
 
 
 @contextlib.contextmanager
@@ -41,11 +44,12 @@ class HubLink(Protocol):
     """How the router reaches hubs. Calls are synchronous enqueues (batched on the wire
     in the cluster); each returns how many sessions took the frame."""
 
-    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float) -> int: ...
+    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
+                want_ack: bool = False) -> int: ...
 
     def kick(self, hub: str, session_id: str, by: str | None) -> None: ...
 
-    def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int: ...
+    async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int: ...
 
 
 class Committer(Protocol):
@@ -110,12 +114,19 @@ class Router:
         self.metrics = metrics
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
         self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
+        # deliveries leave in commit order even when directory lookups await (Redis):
+        # each stored send waits for the previous one's delivery before its own
+        self._last_delivery: asyncio.Future[None] | None = None
 
     # -- sessions ------------------------------------------------------------------------
 
     async def connect(self, info: SessionInfo) -> list[SessionInfo]:
         """Record a new session; kick (and return) the sessions it pushes over quota."""
-        kicked = await self.directory.add(info, self.config.max_sessions_per_user)
+        try:
+            kicked = await self.directory.add(info, self.config.max_sessions_per_user)
+        except DirectoryUnavailable as e:
+            raise Overloaded(f"session directory unavailable: {e}",
+                             code="directory_unavailable") from e
         for old in kicked:
             self.link.kick(old.hub, old.session_id, info.session_id)
         if kicked:
@@ -126,7 +137,20 @@ class Router:
         await self.directory.remove(info.user, info.session_id, info.hub)
 
     async def sessions(self, user: str) -> list[SessionInfo]:
-        return (await self.directory.sessions([user])).get(user, [])
+        try:
+            return (await self.directory.sessions([user])).get(user, [])
+        except DirectoryUnavailable as e:
+            raise Overloaded(f"session directory unavailable: {e}",
+                             code="directory_unavailable") from e
+
+    async def _live_after_commit(self, users: Sequence[str]) -> dict[str, list[SessionInfo]]:
+        """Live sessions for events already committed: a directory outage must not turn
+        an accepted send into an error (the events are stored; clients fetch them)."""
+        try:
+            return await self.directory.sessions(users)
+        except DirectoryUnavailable as e:
+            log.warning("directory unavailable; stored events wait for a fetch", error=str(e))
+            return {}
 
     def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
         waiters = self._ack_waiters.get((identity.user, seq))
@@ -144,12 +168,13 @@ class Router:
         return encode_event(seq, event_id, body, created_at)
 
     def _deliver(self, sessions: Sequence[SessionInfo], frame: str, seq: int, t0: float,
-                 device: str | None) -> int:
+                 device: str | None, want_ack: bool = False) -> int:
         by_hub: dict[str, list[str]] = {}
         for s in sessions:
             if device is None or s.device == device:
                 by_hub.setdefault(s.hub, []).append(s.session_id)
-        return sum(self.link.deliver(hub, ids, frame, seq, t0) for hub, ids in by_hub.items())
+        return sum(self.link.deliver(hub, ids, frame, seq, t0, want_ack)
+                   for hub, ids in by_hub.items())
 
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
         """Store (when user-addressed with ttl > 0), then deliver to live sessions.
@@ -168,24 +193,38 @@ class Router:
             with store_errors():
                 appended = await self.committer.append(
                     [NewEvent(u, req.body, req.ttl_s, req.id) for u in req.users])
-            live = await self.directory.sessions(req.users)
-            waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
-            stored = 0
-            for a in appended:
-                n = 0
-                if not a.duplicate:
-                    stored += 1
-                    frame = self.frame_for(a.seq, a.id, req.body, a.created_at)
-                    n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device)
-                elif req.ack:  # a retried ack-send is re-delivered (as stored) to be acked
-                    again = await self._stored_frame(a.user, a.seq)
-                    if again is not None:
-                        n = self._deliver(live.get(a.user, ()), again, a.seq, t0, req.device)
-                result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
-                result.sessions += n
+            prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
+            self._last_delivery = mine
+            try:
+                live = await self._live_after_commit(req.users)
+                if prev is not None and not prev.done():
+                    await prev
+                waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
+                stored = 0
+                for a in appended:
+                    n = 0
+                    if not a.duplicate:
+                        stored += 1
+                        frame = self.frame_for(a.seq, a.id, req.body, a.created_at)
+                        n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
+                                          req.ack)
+                    result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
+                    result.sessions += n
+            finally:
+                mine.set_result(None)
+                if self._last_delivery is mine:
+                    self._last_delivery = None
+            if req.ack:  # a retried ack-send is re-delivered (as stored) to be acked
+                for r, a in zip(result.results, appended, strict=True):
+                    if a.duplicate:
+                        again = await self._stored_frame(a.user, a.seq)
+                        if again is not None:
+                            r.sessions = self._deliver(live.get(a.user, ()), again, a.seq, t0,
+                                                       req.device, True)
+                            result.sessions += r.sessions
             self.metrics.sent("stored", stored)
         else:
-            live = await self.directory.sessions(req.users)
+            live = await self.sessions_of(req.users)
             frame = encode_event(None, req.id, req.body, now)
             waiter = None
             for u in req.users:
@@ -197,6 +236,13 @@ class Router:
         if waiter is not None:
             await self._wait_ack(req, waiter, result)
         return result
+
+    async def sessions_of(self, users: Sequence[str]) -> dict[str, list[SessionInfo]]:
+        try:
+            return await self.directory.sessions(users)
+        except DirectoryUnavailable as e:
+            raise Overloaded(f"session directory unavailable: {e}",
+                             code="directory_unavailable") from e
 
     async def _stored_frame(self, user: str, seq: int) -> str | None:
         with store_errors():
@@ -240,12 +286,12 @@ class Router:
         result = SendResult()
         if flt.target.account is not None:
             user = flt.target.account
-            chosen = select((await self.directory.sessions([user])).get(user, []), flt, counter)
+            chosen = select((await self.sessions_of([user])).get(user, []), flt, counter)
             n = self._deliver(chosen, frame, 0, t0, None)
             result.results.append(UserResult(user, None, n))
             result.sessions = n
         else:
-            result.sessions = self.link.broadcast(flt, frame, counter, t0)
+            result.sessions = await self.link.broadcast(flt, frame, counter, t0)
         self.metrics.sent("filter", 1)
         self.metrics.delivered(result.sessions)
         return result

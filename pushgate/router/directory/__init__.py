@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from pushgate.router.directory.base import Directory
+from pushgate.router.directory.base import Directory, DirectoryUnavailable
 
 
-def open_directory(url: str) -> Directory:
+def open_directory(url: str, prefix: str = "pushgate:") -> Directory:
     if url.startswith("memory://"):
         from pushgate.router.directory.memory import MemoryDirectory
 
         return MemoryDirectory()
-    raise ValueError(f"directory_url {url!r}: unsupported scheme (use memory://)")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from pushgate.router.directory.redis import RedisDirectory
+
+        return RedisDirectory(url, prefix)
+    raise ValueError(f"directory_url {url!r}: unsupported scheme (use memory:// or redis://)")
 
 
-__all__ = ["Directory", "open_directory"]
+__all__ = ["Directory", "DirectoryUnavailable", "open_directory"]

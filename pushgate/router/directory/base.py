@@ -6,10 +6,14 @@ Both apply :func:`pushgate.hub.quota.sessions_to_kick` atomically with the inser
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from pushgate.hub.quota import SessionInfo
+
+
+class DirectoryUnavailable(Exception):
+    """The directory backend cannot be reached (retryable)."""
 
 
 class Directory(Protocol):
@@ -29,6 +33,12 @@ class Directory(Protocol):
 
     async def remove_hub(self, hub: str) -> int:
         """Drop every session of ``hub`` (it died). Returns how many were dropped."""
+        ...
+
+    async def sync_hub(self, hub: str, sessions: Sequence[SessionInfo],
+                       before: float) -> tuple[int, int]:
+        """Hub re-sync: record ``sessions`` (no quota check) and drop the hub's other
+        sessions connected before ``before``. Returns (added, removed)."""
         ...
 
     async def count(self) -> int:

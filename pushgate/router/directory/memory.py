@@ -3,7 +3,7 @@ so each call is atomic with respect to the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pushgate.hub.quota import SessionInfo, age_key, sessions_to_kick
 
@@ -55,6 +55,28 @@ class MemoryDirectory:
                 del self._by_user[user]
         self._count -= dropped
         return dropped
+
+    async def sync_hub(self, hub: str, sessions: Sequence[SessionInfo],
+                       before: float) -> tuple[int, int]:
+        held = {(s.user, s.session_id) for s in sessions}
+        added = 0
+        for s in sessions:
+            current = self._by_user.setdefault(s.user, {})
+            if s.session_id not in current:
+                self._count += 1
+                added += 1
+            current[s.session_id] = s
+        removed = 0
+        for user in list(self._by_user):
+            current = self._by_user[user]
+            for sid, s in list(current.items()):
+                if s.hub == hub and (user, sid) not in held and s.connected_at < before:
+                    del current[sid]
+                    removed += 1
+            if not current:
+                del self._by_user[user]
+        self._count -= removed
+        return added, removed
 
     async def count(self) -> int:
         return self._count

@@ -1,0 +1,364 @@
+"""The hub's side of the cluster: one :class:`RouterConn` per router, and
+:class:`RemoteRouter`, the routing core's interface over gRPC.
+
+Each :class:`RouterConn` keeps a HubLink stream open (reconnecting with exponential
+backoff and jitter); on every (re)connect it sends ``Hello`` with all sessions of this
+hub, so the directory is rebuilt whatever happened to the router or to Redis. Incoming
+deliveries, kicks and broadcasts go straight to the :class:`Registry`.
+
+:class:`RemoteRouter` is what the hub's endpoints call in cluster mode (``gw.router``),
+with the same methods and errors as the in-process :class:`pushgate.router.core.Router`:
+sends, fetches and read marks are ``Gateway`` calls to a linked router (round-robin);
+session announcements and acks travel on the stream. No router linked → 503 / close
+4003 (retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from pushgate.auth import Identity
+from pushgate.errors import Internal, Overloaded, PushgateError
+from pushgate.hub.protocol import encode_event, encode_head
+from pushgate.hub.quota import SessionInfo
+from pushgate.hub.registry import Registry
+from pushgate.logs import get_logger
+from pushgate.router import wire
+from pushgate.router.core import SendResult
+from pushgate.router.requests import SendRequest
+from pushgate.rpc import pushgate_pb2 as pb
+from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.store.base import Event, ReadState
+
+log = get_logger("pushgate.hub.link")
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+CALL_TIMEOUT_S = 10.0
+ONLINE_TIMEOUT_S = 5.0
+
+
+def local_t0(sent_at: float) -> float:
+    """The router's unix send time as this process's ``perf_counter`` instant."""
+    return time.perf_counter() - max(0.0, time.time() - sent_at)
+
+
+class RouterConn:
+    """One router: its channel, stubs and the HubLink stream (kept open)."""
+
+    def __init__(self, address: str, links: RouterLinks) -> None:
+        self.address = address
+        self.links = links
+        self.channel: aio.Channel | None = None  # made in start(): bound to the running loop
+        self.gateway: Any = None
+        self.hublink: Any = None
+        self.up = False
+        self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
+        self._acks: list[pb.Ack] = []
+        self._online: dict[int, asyncio.Future[pb.OnlineDone]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.channel = aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self.gateway = pb_grpc.GatewayStub(self.channel)  # type: ignore[no-untyped-call]
+        self.hublink = pb_grpc.HubLinkStub(self.channel)  # type: ignore[no-untyped-call]
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        # let the last announcements (Offline of the sessions just closed) leave first
+        for _ in range(20):
+            if not self.up or self._out.empty():
+                break
+            await asyncio.sleep(0.05)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.channel is not None:
+            await self.channel.close()
+
+    def send(self, msg: pb.HubMessage) -> None:
+        if self.up:
+            self._out.put_nowait(msg)
+
+    def ack(self, a: pb.Ack) -> None:
+        if not self.up:
+            return
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acks.append(a)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if acks:
+            self.send(pb.HubMessage(acks=pb.Acks(acks=acks)))
+
+    async def online(self, info: SessionInfo, rid: int) -> pb.OnlineDone:
+        fut: asyncio.Future[pb.OnlineDone] = asyncio.get_running_loop().create_future()
+        self._online[rid] = fut
+        try:
+            self.send(pb.HubMessage(online=pb.Online(rid=rid, session=wire.session_to_pb(info))))
+            return await asyncio.wait_for(fut, ONLINE_TIMEOUT_S)
+        finally:
+            self._online.pop(rid, None)
+
+    # -- the stream --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except aio.AioRpcError as e:
+                log.warning("router link lost", router=self.address, code=e.code().name,
+                            details=e.details())
+            except Exception:
+                log.exception("router link failed", router=self.address)
+            finally:
+                self._down()
+            if time.monotonic() - started > 10:
+                backoff = 0.1  # it was up for a while: reconnect quickly
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+    def _down(self) -> None:
+        was_up, self.up = self.up, False
+        self._out = asyncio.Queue()  # the Hello of the next stream re-syncs everything
+        self._acks = []
+        for fut in self._online.values():
+            if not fut.done():
+                fut.set_exception(Overloaded(f"router {self.address} link lost",
+                                             code="router_unavailable"))
+        if was_up:
+            self.links.changed()
+
+    async def _session(self) -> None:
+        call = self.hublink.Link(metadata=self.links.metadata)
+        await call.write(self.links.hello())
+        self.up = True
+        self.links.changed()
+        log.info("router linked", router=self.address)
+        writer = asyncio.create_task(self._write(call))
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while True:
+                msg = await call.read()
+                if msg is aio.EOF:
+                    raise ConnectionError(f"router {self.address} ended the link")
+                self._handle(msg)
+        finally:
+            writer.cancel()
+            heartbeat.cancel()
+            call.cancel()
+
+    async def _write(self, call: Any) -> None:
+        out = self._out
+        while True:
+            await call.write(await out.get())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.links.heartbeat_s)
+            self.send(pb.HubMessage(heartbeat=pb.Heartbeat()))
+
+    def _handle(self, msg: pb.RouterMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        registry = self.links.registry
+        if kind == "deliveries":
+            for d in msg.deliveries.items:
+                registry.deliver(d.session_ids, d.frame, d.seq, local_t0(d.sent_at))
+                if d.want_ack:
+                    for sid in d.session_ids:
+                        self.links.ack_routes[(sid, d.seq)] = self
+        elif kind == "kick":
+            registry.kick(msg.kick.session_id, msg.kick.by or None)
+        elif kind == "broadcast":
+            b = msg.broadcast
+            n = registry.broadcast(wire.filter_from_pb(b.filter), b.frame, b.counter,
+                                   local_t0(b.sent_at))
+            self.send(pb.HubMessage(broadcast_done=pb.BroadcastDone(rid=b.rid, sessions=n)))
+        elif kind == "online_done":
+            fut = self._online.get(msg.online_done.rid)
+            if fut is not None and not fut.done():
+                fut.set_result(msg.online_done)
+        elif kind == "resync":
+            self.send(self.links.hello())
+
+
+class RouterLinks:
+    """All routers of the cluster, as seen from one hub."""
+
+    def __init__(self, addresses: Sequence[str], registry: Registry, api_key: str | None,
+                 heartbeat_ttl_s: float) -> None:
+        if not addresses:
+            raise ValueError("cluster mode needs at least one router address")
+        self.registry = registry
+        self.hub_id = registry.hub_id
+        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self.heartbeat_s = heartbeat_ttl_s / 3
+        self.conns = [RouterConn(a, self) for a in addresses]
+        self.ack_routes: dict[tuple[str, int], RouterConn] = {}
+        self.any_up = asyncio.Event()
+        self._rr = itertools.count()
+        self._rids = itertools.count(1)
+        # the session announcements of this hub go to one router (spread over hubs)
+        self._primary_start = hash(self.hub_id) % len(self.conns)
+
+    def start(self) -> None:
+        for c in self.conns:
+            c.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.conns))
+
+    def changed(self) -> None:
+        if any(c.up for c in self.conns):
+            self.any_up.set()
+        else:
+            self.any_up.clear()
+
+    def hello(self) -> pb.HubMessage:
+        return pb.HubMessage(hello=pb.Hello(
+            hub_id=self.hub_id, snapshot_at=time.time(),
+            sessions=[wire.session_to_pb(s.info) for s in self.registry]))
+
+    def primary(self) -> RouterConn:
+        n = len(self.conns)
+        for i in range(n):
+            c = self.conns[(self._primary_start + i) % n]
+            if c.up:
+                return c
+        raise Overloaded("no router is reachable; try again shortly", code="router_unavailable")
+
+    def pick(self) -> RouterConn:
+        n = len(self.conns)
+        start = next(self._rr)
+        for i in range(n):
+            c = self.conns[(start + i) % n]
+            if c.up:
+                return c
+        raise Overloaded("no router is reachable; try again shortly", code="router_unavailable")
+
+    def next_rid(self) -> int:
+        return next(self._rids)
+
+    def forget_session(self, session_id: str) -> None:
+        if self.ack_routes:
+            for key in [k for k in self.ack_routes if k[0] == session_id]:
+                del self.ack_routes[key]
+
+
+def _error(e: aio.AioRpcError, address: str) -> PushgateError:
+    for key, value in e.trailing_metadata() or ():
+        if key == wire.ERROR_TRAILER and isinstance(value, bytes):
+            return wire.error_from_pb(pb.Error.FromString(value))
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED):
+        return Overloaded(f"router {address} unavailable ({e.code().name}); retry",
+                          code="router_unavailable")
+    return Internal(f"router {address}: {e.code().name} {e.details()}")
+
+
+class RemoteRouter:
+    """The routing core, reached over gRPC (cluster mode). Same methods as Router."""
+
+    def __init__(self, links: RouterLinks, inline_event_max_bytes: int) -> None:
+        self.links = links
+        self.inline_event_max_bytes = inline_event_max_bytes
+
+    def frame_for(self, seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
+        if seq is not None and len(body) > self.inline_event_max_bytes:
+            return encode_head(seq)
+        return encode_event(seq, event_id, body, created_at)
+
+    async def _call(self, method: str, request: Any, deadline_s: float = CALL_TIMEOUT_S,
+                    idempotent: bool = True) -> Any:
+        tried: set[str] = set()
+        while True:
+            conn = self.links.pick()
+            if conn.address in tried:
+                conn = next((c for c in self.links.conns if c.up and c.address not in tried), conn)
+            try:
+                return await getattr(conn.gateway, method)(
+                    request, metadata=self.links.metadata, timeout=deadline_s)
+            except aio.AioRpcError as e:
+                err = _error(e, conn.address)
+                tried.add(conn.address)
+                # a read may go to another router; a send is not retried (it may have been
+                # stored): the caller gets a retryable error and retries with its id
+                if not (idempotent and err.code == "router_unavailable"
+                        and any(c.up and c.address not in tried for c in self.links.conns)):
+                    raise err from None
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def connect(self, info: SessionInfo) -> list[SessionInfo]:
+        conn = self.links.primary()
+        try:
+            done = await conn.online(info, self.links.next_rid())
+        except TimeoutError:
+            raise Overloaded("router did not record the session in time; reconnect",
+                             code="router_unavailable") from None
+        if done.HasField("error"):
+            raise wire.error_from_pb(done.error)
+        return []  # kicked sessions are closed by their own hubs
+
+    async def disconnect(self, info: SessionInfo) -> None:
+        self.links.forget_session(info.session_id)
+        with contextlib.suppress(PushgateError):  # no router: the next Hello drops it
+            self.links.primary().send(pb.HubMessage(offline=pb.Offline(
+                user=info.user, session_id=info.session_id)))
+
+    async def sessions(self, user: str) -> list[SessionInfo]:
+        reply = await self._call("Sessions", pb.UserRequest(user=user))
+        return [wire.session_from_pb(s) for s in reply.sessions]
+
+    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+        conn = self.links.ack_routes.pop((session_id, seq), None)
+        if conn is None:
+            try:
+                conn = self.links.primary()
+            except PushgateError:
+                return
+        conn.ack(pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
+                        seq=seq))
+
+    # -- sends and inbox ---------------------------------------------------------------------
+
+    async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
+        timeout = CALL_TIMEOUT_S + (req.ack_timeout_ms / 1000 if req.ack else 0)
+        reply = await self._call("Send", wire.send_to_pb(req), timeout, idempotent=False)
+        return wire.result_from_pb(reply)
+
+    async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:
+        reply = await self._call("FetchEvents", pb.FetchRequest(user=user, after=after, limit=limit))
+        return [wire.event_from_pb(user, e) for e in reply.events], reply.head, reply.more
+
+    async def mark_read(self, user: str, seqs: Sequence[int],
+                        ranges: Sequence[tuple[int, int]]) -> ReadState:
+        reply = await self._call("MarkRead", pb.MarkReadRequest(
+            user=user, seqs=seqs, ranges=[pb.Range(first=a, last=b) for a, b in ranges]),
+            idempotent=True)
+        return wire.read_state_from_pb(reply)
+
+    async def read_state(self, user: str) -> ReadState:
+        return wire.read_state_from_pb(await self._call("ReadState", pb.UserRequest(user=user)))

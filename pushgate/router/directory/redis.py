@@ -1,0 +1,161 @@
+"""Session directory in Redis (cluster mode): shared by every router.
+
+Every multi-key change is one Lua script (``lua/*.lua``), so quota check + insert,
+compare-and-delete and hub removal are atomic. Calls retry connection errors with
+exponential backoff and jitter; when Redis stays down they raise
+:class:`DirectoryUnavailable` (retryable, 503 / close 4003 at the edge).
+
+Needs a single Redis (or a Sentinel-managed primary): the scripts touch a user's hash
+and hub sets together, which Redis Cluster would put in different slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pushgate.hub.quota import SessionInfo, age_key
+from pushgate.router.directory.base import DirectoryUnavailable
+from pushgate.router.directory.keys import SEP, Keys, member, pack, unpack
+
+CHUNK = 500  # sessions per restore / prune script call (keeps each script short)
+
+
+def _script(name: str) -> str:
+    return (resources.files("pushgate.router.directory") / "lua" / f"{name}.lua").read_text()
+
+
+class RedisDirectory:
+    def __init__(self, url: str, prefix: str = "pushgate:", *, timeout_s: float = 2.0,
+                 retries: int = 3) -> None:
+        self.keys = Keys(prefix)
+        self.prefix = prefix
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, health_check_interval=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError])
+        self._add = self.redis.register_script(_script("add"))
+        self._remove = self.redis.register_script(_script("remove"))
+        self._restore = self.redis.register_script(_script("restore"))
+        self._prune = self.redis.register_script(_script("prune"))
+        self._remove_hub = self.redis.register_script(_script("remove_hub"))
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as e:
+            raise DirectoryUnavailable(f"redis: {e}") from e
+        except OSError as e:
+            raise DirectoryUnavailable(f"redis: {e}") from e
+
+    # -- Directory ---------------------------------------------------------------------
+
+    async def add(self, info: SessionInfo, limit: int) -> list[SessionInfo]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        raw = await self._call(self._add(
+            keys=[self.keys.user(info.user)],
+            args=[self.prefix, info.user, info.session_id, pack(info), info.hub,
+                  repr(info.connected_at), limit]))
+        return [unpack(info.user, raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+
+    async def remove(self, user: str, session_id: str, hub: str) -> bool:
+        return bool(await self._call(self._remove(
+            keys=[self.keys.user(user)], args=[self.prefix, user, session_id, hub])))
+
+    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+        users = list(dict.fromkeys(users))
+        if not users:
+            return {}
+        if len(users) == 1:
+            found = [await self._call(self.redis.hgetall(self.keys.user(users[0])))]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for u in users:
+                pipe.hgetall(self.keys.user(u))
+            found = await self._call(pipe.execute())
+        out: dict[str, list[SessionInfo]] = {}
+        for u, h in zip(users, found, strict=True):
+            if h:
+                out[u] = sorted((unpack(u, sid, v) for sid, v in h.items()), key=age_key)
+        return out
+
+    async def remove_hub(self, hub: str) -> int:
+        return int(await self._call(self._remove_hub(args=[self.prefix, hub])))
+
+    async def sync_hub(self, hub: str, sessions: Sequence[SessionInfo], before: float) -> tuple[int, int]:
+        """Make the directory hold exactly ``sessions`` for ``hub``: re-record them, and
+        drop the hub's other sessions connected before ``before`` (the hub's snapshot
+        time; later ones were announced after the snapshot). Returns (added, removed)."""
+        added = 0
+        for i in range(0, len(sessions), CHUNK):
+            args: list[Any] = [self.prefix, hub]
+            for s in sessions[i:i + CHUNK]:
+                args += [s.user, s.session_id, pack(s)]
+            added += int(await self._call(self._restore(args=args)))
+        held = {member(s.user, s.session_id) for s in sessions}
+        recorded = await self._call(self.redis.smembers(self.keys.hub(hub)))
+        stale = [m.split(SEP, 1) for m in recorded if m not in held]
+        removed = 0
+        for i in range(0, len(stale), CHUNK):
+            args = [self.prefix, hub, repr(before)]
+            for user, sid in stale[i:i + CHUNK]:
+                args += [user, sid]
+            removed += int(await self._call(self._prune(args=args)))
+        return added, removed
+
+    async def count(self) -> int:
+        hubs = await self._call(self.redis.smembers(self.keys.hubs))
+        if not hubs:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for h in hubs:
+            pipe.scard(self.keys.hub(h))
+        return sum(await self._call(pipe.execute()))
+
+    # -- hub liveness (routers) -----------------------------------------------------------
+
+    async def heartbeat(self, hubs: Iterable[str], ttl_s: float) -> None:
+        """Keep the heartbeat keys of ``hubs`` (the hubs linked to this router) alive."""
+        hubs = list(hubs)
+        if not hubs:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for h in hubs:
+            pipe.set(self.keys.heartbeat(h), "1", px=int(ttl_s * 1000))
+            pipe.sadd(self.keys.hubs, h)
+        await self._call(pipe.execute())
+
+    async def dead_hubs(self) -> list[str]:
+        """Hubs that have sessions recorded but no live heartbeat."""
+        hubs = sorted(await self._call(self.redis.smembers(self.keys.hubs)))
+        if not hubs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for h in hubs:
+            pipe.exists(self.keys.heartbeat(h))
+        alive = await self._call(pipe.execute())
+        return [h for h, a in zip(hubs, alive, strict=True) if not a]
+
+    async def claim_epoch(self, value: str) -> bool:
+        """Set the epoch marker if it is missing. True = Redis was empty (new, flushed or
+        restarted without data): every hub must re-sync its sessions."""
+        return bool(await self._call(self.redis.set(self.keys.epoch, value, nx=True)))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,155 @@
+"""The router's side of the HubLink streams: one :class:`HubStream` per connected hub.
+
+:class:`ClusterLink` implements the routing core's ``HubLink`` for the cluster:
+``deliver`` and ``kick`` only enqueue; the queue of each hub is flushed once per event
+loop turn as one ``RouterMessage`` (so a burst of sends costs one gRPC message per hub,
+not one per event). Broadcasts ask every hub and sum their answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Sequence
+
+from pushgate.logs import get_logger
+from pushgate.router.routing import Filter
+from pushgate.router.wire import filter_to_pb
+from pushgate.rpc import pushgate_pb2 as pb
+
+log = get_logger("pushgate.router.link")
+
+BROADCAST_TIMEOUT_S = 2.0
+MAX_BATCH = 2000  # deliveries per RouterMessage
+
+
+def wall_time(t0: float) -> float:
+    """A ``perf_counter`` instant as unix time (hubs may run on other machines)."""
+    return time.time() - (time.perf_counter() - t0)
+
+
+class HubStream:
+    """The outgoing half of one hub's stream, plus what the router knows of that hub."""
+
+    def __init__(self, hub_id: str) -> None:
+        self.hub_id = hub_id
+        self.queue: asyncio.Queue[pb.RouterMessage | None] = asyncio.Queue()
+        self.pending: list[pb.Delivery] = []
+        self.last_rx = time.monotonic()
+        self.closed = False
+
+    def send(self, msg: pb.RouterMessage) -> None:
+        if not self.closed:
+            self.queue.put_nowait(msg)
+
+    def flush(self) -> None:
+        while self.pending:
+            items, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            self.send(pb.RouterMessage(deliveries=pb.Deliveries(items=items)))
+
+    def close(self) -> None:
+        self.closed = True
+        self.pending.clear()
+        self.queue.put_nowait(None)
+
+
+class ClusterLink:
+    def __init__(self) -> None:
+        self.hubs: dict[str, HubStream] = {}
+        self._dirty: set[HubStream] = set()
+        self._flush_scheduled = False
+        self._rids = itertools.count(1)
+        self._broadcasts: dict[int, asyncio.Future[int]] = {}
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def attach(self, hub_id: str) -> HubStream:
+        old = self.hubs.get(hub_id)
+        if old is not None:  # the hub reconnected before its old stream ended
+            old.close()
+        stream = self.hubs[hub_id] = HubStream(hub_id)
+        return stream
+
+    def detach(self, stream: HubStream) -> None:
+        stream.close()
+        self._dirty.discard(stream)
+        if self.hubs.get(stream.hub_id) is stream:
+            del self.hubs[stream.hub_id]
+
+    def _schedule_flush(self, stream: HubStream) -> None:
+        self._dirty.add(stream)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for stream in dirty:
+            stream.flush()
+
+    # -- HubLink -----------------------------------------------------------------------------
+
+    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
+                want_ack: bool = False) -> int:
+        stream = self.hubs.get(hub)
+        if stream is None or stream.closed:
+            return 0  # the event is stored; the client fetches it when it reconnects
+        stream.pending.append(pb.Delivery(session_ids=session_ids, frame=frame, seq=seq,
+                                          sent_at=wall_time(t0), want_ack=want_ack))
+        self._schedule_flush(stream)
+        return len(session_ids)
+
+    def kick(self, hub: str, session_id: str, by: str | None) -> None:
+        stream = self.hubs.get(hub)
+        if stream is not None:
+            stream.flush()  # frames already routed to that session go first
+            stream.send(pb.RouterMessage(kick=pb.Kick(session_id=session_id, by=by or "")))
+
+    async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
+        streams = [s for s in self.hubs.values() if not s.closed]
+        if not streams:
+            return 0
+        if flt.find_any:  # one session in the cluster: ask hubs in turn, from a rotating start
+            start = counter % len(streams)
+            for s in streams[start:] + streams[:start]:
+                if await self._ask(s, flt, frame, counter, t0):
+                    return 1
+            return 0
+        counts = await asyncio.gather(*(self._ask(s, flt, frame, counter, t0) for s in streams))
+        return sum(counts)
+
+    async def _ask(self, stream: HubStream, flt: Filter, frame: str, counter: int,
+                   t0: float) -> int:
+        rid = next(self._rids)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._broadcasts[rid] = fut
+        stream.flush()
+        stream.send(pb.RouterMessage(broadcast=pb.Broadcast(
+            rid=rid, filter=filter_to_pb(flt), frame=frame, counter=counter,
+            sent_at=wall_time(t0))))
+        try:
+            return await asyncio.wait_for(fut, BROADCAST_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("hub did not answer a broadcast", hub=stream.hub_id)
+            return 0
+        finally:
+            self._broadcasts.pop(rid, None)
+
+    def broadcast_done(self, rid: int, sessions: int) -> None:
+        fut = self._broadcasts.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_result(sessions)
+
+    def resync_all(self) -> None:
+        for s in list(self.hubs.values()):
+            s.send(pb.RouterMessage(resync=pb.Resync()))
+
+    async def close(self) -> None:
+        for s in list(self.hubs.values()):
+            self.detach(s)
+        for fut in self._broadcasts.values():
+            with contextlib.suppress(asyncio.InvalidStateError):
+                fut.set_result(0)

@@ -1,0 +1,187 @@
+"""Conversions between the gRPC messages (``pushgate.rpc``) and the routing core's types.
+
+Requests from the wire go through the same validation as the HTTP API
+(:func:`pushgate.router.requests.parse_send`), so a business server calling a router
+directly gets the same rules and the same error codes as one calling a hub.
+Errors travel as a serialized :class:`pb.Error` in the ``pushgate-error-bin`` trailer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pushgate import errors
+from pushgate.errors import InvalidRequest, PushgateError
+from pushgate.hub.quota import SessionInfo
+from pushgate.router.core import SendResult, UserResult
+from pushgate.router.requests import SendRequest
+from pushgate.router.routing import ClientRef, Filter
+from pushgate.rpc import pushgate_pb2 as pb
+from pushgate.store.base import Event, ReadState
+
+ERROR_TRAILER = "pushgate-error-bin"
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def session_to_pb(s: SessionInfo) -> pb.Session:
+    return pb.Session(session_id=s.session_id, user=s.user, hub=s.hub,
+                      connected_at=s.connected_at, workspace=s.workspace, device=s.device,
+                      application=s.application)
+
+
+def session_from_pb(m: pb.Session) -> SessionInfo:
+    return SessionInfo(m.session_id, m.user, m.hub, m.connected_at, m.workspace, m.device,
+                       m.application)
+
+
+# -- filters --------------------------------------------------------------------------------
+
+
+def _ref_to_pb(r: ClientRef) -> pb.ClientRef:
+    out = pb.ClientRef()
+    for name in ("workspace", "account", "device", "application"):
+        value = getattr(r, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
+
+
+def _ref_to_dict(m: pb.ClientRef) -> dict[str, Any]:
+    return {name: getattr(m, name) for name in ("workspace", "account", "device", "application")
+            if m.HasField(name)}
+
+
+def _ref_from_pb(m: pb.ClientRef) -> ClientRef:
+    return ClientRef(**_ref_to_dict(m))
+
+
+def filter_to_pb(f: Filter) -> pb.Filter:
+    return pb.Filter(target=_ref_to_pb(f.target), find_any=f.find_any,
+                     exclude=[_ref_to_pb(x) for x in f.exclude])
+
+
+def filter_from_pb(m: pb.Filter) -> Filter:
+    """For filters the router itself built (HubLink broadcasts): no validation."""
+    return Filter(_ref_from_pb(m.target), m.find_any, tuple(_ref_from_pb(x) for x in m.exclude))
+
+
+# -- sends ----------------------------------------------------------------------------------
+
+
+def send_to_pb(req: SendRequest, tag: int = 0) -> pb.SendRequest:
+    out = pb.SendRequest(users=req.users, body=req.body, ttl_s=req.ttl_s, ack=req.ack,
+                         ack_timeout_ms=req.ack_timeout_ms, tag=tag)
+    if req.filter is not None:
+        out.filter.CopyFrom(filter_to_pb(req.filter))
+    if req.id is not None:
+        out.id = req.id
+    if req.device is not None:
+        out.device = req.device
+    if req.push is not None:
+        out.push = orjson.dumps(req.push)
+    return out
+
+
+def _json(raw: bytes, field: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(f"'{field}' must be UTF-8 JSON", field=field) from None
+
+
+def send_to_dict(m: pb.SendRequest) -> dict[str, Any]:
+    """The HTTP-shaped body of a wire send, for :func:`parse_send` to validate."""
+    out: dict[str, Any] = {"body": _json(m.body, "body") if m.body else None}
+    if m.users:
+        out["users"] = list(m.users)
+    if m.HasField("filter"):
+        flt: dict[str, Any] = _ref_to_dict(m.filter.target)
+        flt["find_any"] = m.filter.find_any
+        flt["exclude"] = [_ref_to_dict(x) for x in m.filter.exclude]
+        out["filter"] = flt
+    if m.HasField("ttl_s"):
+        out["ttl"] = m.ttl_s
+    if m.HasField("id"):
+        out["id"] = m.id
+    if m.HasField("device"):
+        out["device"] = m.device
+    if m.push:
+        out["push"] = _json(m.push, "push")
+    if m.ack:
+        out["ack"] = True
+    if m.HasField("ack_timeout_ms"):
+        out["ack_timeout_ms"] = m.ack_timeout_ms
+    return out
+
+
+def result_to_pb(r: SendResult, tag: int = 0) -> pb.SendReply:
+    out = pb.SendReply(sessions=r.sessions, tag=tag)
+    for u in r.results:
+        item = out.results.add(user=u.user, sessions=u.sessions, duplicate=u.duplicate)
+        if u.seq is not None:
+            item.seq = u.seq
+        if u.acked_by is not None:
+            item.acked_by = u.acked_by
+    return out
+
+
+def result_from_pb(m: pb.SendReply) -> SendResult:
+    return SendResult(
+        [UserResult(u.user, u.seq if u.HasField("seq") else None, u.sessions, u.duplicate,
+                    u.acked_by if u.HasField("acked_by") else None) for u in m.results],
+        m.sessions)
+
+
+# -- inbox ----------------------------------------------------------------------------------
+
+
+def event_to_pb(e: Event) -> pb.Event:
+    out = pb.Event(seq=e.seq, body=e.body, created_at=e.created_at, expires_at=e.expires_at)
+    if e.id is not None:
+        out.id = e.id
+    return out
+
+
+def event_from_pb(user: str, m: pb.Event) -> Event:
+    return Event(user, m.seq, m.id if m.HasField("id") else None, m.body, m.created_at,
+                 m.expires_at)
+
+
+def read_state_to_pb(rs: ReadState) -> pb.ReadStateReply:
+    return pb.ReadStateReply(head=rs.head, live=rs.live, unread=rs.unread, read=rs.read or b"")
+
+
+def read_state_from_pb(m: pb.ReadStateReply) -> ReadState:
+    return ReadState(head=m.head, live=m.live, unread=m.unread, read=m.read)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+_BY_KIND: dict[str, type[PushgateError]] = {}
+
+
+def _collect(cls: type[PushgateError]) -> None:
+    _BY_KIND.setdefault(cls.kind, cls)
+    for sub in cls.__subclasses__():
+        _collect(sub)
+
+
+_collect(PushgateError)
+
+
+def error_to_pb(e: PushgateError) -> pb.Error:
+    return pb.Error(code=e.code, message=e.message, field=e.field or "", retryable=e.retryable,
+                    extra=orjson.dumps(e.extra) if e.extra else b"", kind=e.kind)
+
+
+def error_from_pb(m: pb.Error) -> PushgateError:
+    cls = _BY_KIND.get(m.kind, errors.Internal)
+    err = cls(m.message, field=m.field or None, code=m.code or None)
+    if m.extra:
+        extra = orjson.loads(m.extra)
+        if isinstance(extra, dict):
+            err.extra.update(extra)
+    return err

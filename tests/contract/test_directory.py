@@ -1,0 +1,140 @@
+"""The session directory contract, on every backend: memory (embedded) and Redis (cluster).
+
+Both apply the same quota rule atomically with the insert, compare-and-delete on
+removal, hub removal and hub re-sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory import Directory, open_directory
+from pushgate.router.directory.redis import RedisDirectory
+
+
+def s(sid: str, at: float, user: str = "alice", hub: str = "h1", **kw: str) -> SessionInfo:
+    return SessionInfo(session_id=sid, user=user, hub=hub, connected_at=at, **kw)
+
+
+def ids(sessions: list[SessionInfo]) -> list[str]:
+    return [x.session_id for x in sessions]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def d(request: pytest.FixtureRequest) -> AsyncIterator[Directory]:
+    if request.param == "memory":
+        directory = open_directory("memory://")
+    else:
+        url = request.getfixturevalue("redis_server")
+        directory = open_directory(url, request.getfixturevalue("redis_prefix"))
+    yield directory
+    await directory.close()
+
+
+async def test_sessions_round_trip_every_field_oldest_first(d: Directory) -> None:
+    full = s("b", 1700000000.123456, workspace="w1", device="phone", application="chat")
+    await d.add(full, 5)
+    await d.add(s("a", 1.5), 5)
+    await d.add(s("x", 3, user="bob", hub="h2"), 5)
+    got = await d.sessions(["alice", "bob", "carol"])
+    assert set(got) == {"alice", "bob"}
+    assert got["alice"] == [s("a", 1.5), full]
+    assert got["bob"] == [s("x", 3, user="bob", hub="h2")]
+    assert await d.count() == 3
+
+
+async def test_sixth_session_kicks_the_oldest_across_hubs(d: Directory) -> None:
+    for i in range(5):
+        assert await d.add(s(f"s{i}", float(i), hub=f"h{i % 2}"), 5) == []
+    kicked = await d.add(s("s5", 5.0, hub="h9"), 5)
+    assert kicked == [s("s0", 0.0, hub="h0")]
+    assert ids((await d.sessions(["alice"]))["alice"]) == ["s1", "s2", "s3", "s4", "s5"]
+    assert await d.count() == 5
+
+
+async def test_quota_ties_are_broken_by_session_id(d: Directory) -> None:
+    await d.add(s("zz", 1.0), 2)
+    await d.add(s("aa", 1.0), 2)
+    assert ids(await d.add(s("mm", 2.0), 2)) == ["aa"]
+
+
+async def test_concurrent_adds_never_exceed_the_quota(d: Directory) -> None:
+    results = await asyncio.gather(*(d.add(s(f"c{i:02d}", float(i), hub=f"h{i % 3}"), 5)
+                                     for i in range(20)))
+    assert sum(len(k) for k in results) == 15
+    assert len((await d.sessions(["alice"]))["alice"]) == 5
+
+
+async def test_remove_is_compare_and_delete(d: Directory) -> None:
+    await d.add(s("a", 1, hub="h1"), 5)
+    assert not await d.remove("alice", "a", "h2")  # a stale hub cannot remove it
+    await d.add(s("a", 2, hub="h2"), 5)  # the session moved (re-announced by h2)
+    assert not await d.remove("alice", "a", "h1")
+    assert ids((await d.sessions(["alice"]))["alice"]) == ["a"]
+    assert await d.remove("alice", "a", "h2")
+    assert not await d.remove("alice", "a", "h2")
+    assert await d.sessions(["alice"]) == {}
+    assert await d.count() == 0
+
+
+async def test_remove_hub_drops_only_that_hubs_sessions(d: Directory) -> None:
+    await d.add(s("a1", 1, hub="dead"), 5)
+    await d.add(s("b1", 2, user="bob", hub="dead"), 5)
+    await d.add(s("a2", 3, hub="live"), 5)
+    assert await d.remove_hub("dead") == 2
+    assert {u: ids(v) for u, v in (await d.sessions(["alice", "bob"])).items()} == {"alice": ["a2"]}
+    assert await d.count() == 1
+
+
+async def test_sync_hub_restores_and_prunes_but_keeps_newer_sessions(d: Directory) -> None:
+    await d.add(s("gone", 1, hub="h1"), 5)  # the hub no longer holds it
+    await d.add(s("new", 10, user="bob", hub="h1"), 5)  # announced after the snapshot
+    await d.add(s("other", 2, user="carol", hub="h2"), 5)
+    held = [s("kept", 3, hub="h1"), s("k2", 4, user="dave", hub="h1")]
+    added, removed = await d.sync_hub("h1", held, before=5.0)
+    assert (added, removed) == (2, 1)
+    got = await d.sessions(["alice", "bob", "carol", "dave"])
+    assert {u: ids(v) for u, v in got.items()} == {
+        "alice": ["kept"], "bob": ["new"], "carol": ["other"], "dave": ["k2"]}
+    assert await d.sync_hub("h1", held, before=5.0) == (0, 0)  # idempotent
+
+
+async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) -> None:
+    d = RedisDirectory(redis_server, redis_prefix)
+    try:
+        await d.add(s("a", 1, hub="h1"), 5)
+        await d.add(s("b", 1, user="bob", hub="h2"), 5)
+        await d.heartbeat(["h2"], ttl_s=30)
+        assert await d.dead_hubs() == ["h1"]  # sessions recorded, no heartbeat
+        await d.heartbeat(["h1"], ttl_s=0.05)
+        assert await d.dead_hubs() == []
+
+        for _ in range(250):  # the 50 ms heartbeat expires
+            if await d.dead_hubs() == ["h1"]:
+                break
+            await asyncio.sleep(0.02)
+        assert await d.dead_hubs() == ["h1"]
+        assert await d.claim_epoch("r1") is True
+        assert await d.claim_epoch("r2") is False
+        await d.redis.delete(d.keys.epoch)  # what a Redis restart without data looks like
+        assert await d.claim_epoch("r2") is True
+    finally:
+        await d.close()
+
+
+async def test_redis_down_raises_a_retryable_error() -> None:
+    from pushgate.router.directory import DirectoryUnavailable
+    from tests.redis_service import free_port
+
+    d = RedisDirectory(f"redis://127.0.0.1:{free_port()}/0", "x:", timeout_s=0.2, retries=1)
+    try:
+        with pytest.raises(DirectoryUnavailable):
+            await d.sessions(["alice"])
+        with pytest.raises(DirectoryUnavailable):
+            await d.add(s("a", 1), 5)
+    finally:
+        await d.close()
