@@ -71,7 +71,9 @@ class RouterConn:
         self.up = False
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
         self._acks: list[pb.Ack] = []
+        self._sends: list[pb.SendRequest] = []
         self._online: dict[int, asyncio.Future[pb.OnlineDone]] = {}
+        self._replies: dict[int, asyncio.Future[pb.SendReply]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -109,6 +111,28 @@ class RouterConn:
         if acks:
             self.send(pb.HubMessage(acks=pb.Acks(acks=acks)))
 
+    async def request_send(self, m: pb.SendRequest, deadline_s: float) -> pb.SendReply:
+        """A send on the stream, batched with the others of this loop turn."""
+        if not self.up:
+            raise Overloaded(f"router {self.address} link lost", code="router_unavailable")
+        fut: asyncio.Future[pb.SendReply] = asyncio.get_running_loop().create_future()
+        self._replies[m.tag] = fut
+        if not self._sends:
+            asyncio.get_running_loop().call_soon(self._flush_sends)
+        self._sends.append(m)
+        try:
+            return await asyncio.wait_for(fut, deadline_s)
+        except TimeoutError:
+            raise Overloaded(f"router {self.address} did not answer a send in time; retry "
+                             "with the same id", code="router_unavailable") from None
+        finally:
+            self._replies.pop(m.tag, None)
+
+    def _flush_sends(self) -> None:
+        sends, self._sends = self._sends, []
+        if sends:
+            self.send(pb.HubMessage(sends=pb.SendBatch(items=sends)))
+
     async def online(self, info: SessionInfo, rid: int) -> pb.OnlineDone:
         fut: asyncio.Future[pb.OnlineDone] = asyncio.get_running_loop().create_future()
         self._online[rid] = fut
@@ -144,8 +168,10 @@ class RouterConn:
         was_up, self.up = self.up, False
         self._out = asyncio.Queue()  # the Hello of the next stream re-syncs everything
         self._acks = []
-        for fut in self._online.values():
-            if not fut.done():
+        self._sends = []
+        futures: list[asyncio.Future[Any]] = [*self._online.values(), *self._replies.values()]
+        for fut in futures:
+            if not fut.done():  # a send may or may not have been stored: retry with its id
                 fut.set_exception(Overloaded(f"router {self.address} link lost",
                                              code="router_unavailable"))
         if was_up:
@@ -200,6 +226,11 @@ class RouterConn:
             fut = self._online.get(msg.online_done.rid)
             if fut is not None and not fut.done():
                 fut.set_result(msg.online_done)
+        elif kind == "replies":
+            for r in msg.replies.items:
+                f = self._replies.get(r.tag)
+                if f is not None and not f.done():
+                    f.set_result(r)
         elif kind == "resync":
             self.send(self.links.hello())
 
@@ -345,8 +376,11 @@ class RemoteRouter:
     # -- sends and inbox ---------------------------------------------------------------------
 
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
-        timeout = CALL_TIMEOUT_S + (req.ack_timeout_ms / 1000 if req.ack else 0)
-        reply = await self._call("Send", wire.send_to_pb(req), timeout, idempotent=False)
+        deadline = CALL_TIMEOUT_S + (req.ack_timeout_ms / 1000 if req.ack else 0)
+        reply = await self.links.pick().request_send(
+            wire.send_to_pb(req, self.links.next_rid()), deadline)
+        if reply.HasField("error"):
+            raise wire.error_from_pb(reply.error)
         return wire.result_from_pb(reply)
 
     async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:

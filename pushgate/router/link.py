@@ -37,6 +37,7 @@ class HubStream:
         self.hub_id = hub_id
         self.queue: asyncio.Queue[pb.RouterMessage | None] = asyncio.Queue()
         self.pending: list[pb.Delivery] = []
+        self.replies: list[pb.SendReply] = []
         self.last_rx = time.monotonic()
         self.closed = False
 
@@ -48,6 +49,9 @@ class HubStream:
         while self.pending:
             items, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.send(pb.RouterMessage(deliveries=pb.Deliveries(items=items)))
+        if self.replies:  # after the deliveries they caused
+            replies, self.replies = self.replies, []
+            self.send(pb.RouterMessage(replies=pb.SendReplies(items=replies)))
 
     def close(self) -> None:
         self.closed = True
@@ -101,6 +105,11 @@ class ClusterLink:
                                           sent_at=wall_time(t0), want_ack=want_ack))
         self._schedule_flush(stream)
         return len(session_ids)
+
+    def reply(self, stream: HubStream, reply: pb.SendReply) -> None:
+        """Answer a send the hub batched on its stream (sent with the next flush)."""
+        stream.replies.append(reply)
+        self._schedule_flush(stream)
 
     def kick(self, hub: str, session_id: str, by: str | None) -> None:
         stream = self.hubs.get(hub)

@@ -264,6 +264,7 @@ def _user(user: str) -> str:
 class HubLinkService(pb_grpc.HubLinkServicer):
     def __init__(self, node: RouterNode) -> None:
         self.node = node
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def Link(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         node = self.node
@@ -294,6 +295,19 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
             log.info("hub unlinked", hub=hub)
+
+    async def _send(self, stream: HubStream, m: pb.SendRequest) -> None:
+        try:
+            req = parse_send(wire.send_to_dict(m), self.node.send_limits)
+            reply = wire.result_to_pb(await self.node.router.send(req), m.tag)
+        except PushgateError as e:
+            self.node.metrics.error(e.code)
+            reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(e))
+        except Exception as e:
+            log.exception("send failed")
+            reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
+                Internal(f"internal error: {type(e).__name__}")))
+        self.node.link.reply(stream, reply)
 
     async def _write(self, context: aio.ServicerContext, stream: HubStream) -> None:
         while (msg := await stream.queue.get()) is not None:
@@ -331,6 +345,11 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 await self.node.directory.remove(info.user, info.session_id, stream.hub_id)
             except DirectoryUnavailable as e:  # the hub's next re-sync drops it
                 log.warning("session removal failed", error=str(e))
+        elif kind == "sends":
+            for m in msg.sends.items:
+                t = asyncio.create_task(self._send(stream, m))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
         elif kind == "broadcast_done":
             self.node.link.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
         elif kind == "hello":

@@ -189,20 +189,28 @@ class SessionsReply(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done")
+    __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done", "sends")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_DONE_FIELD_NUMBER: _ClassVar[int]
+    SENDS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     online: Online
     offline: Offline
     acks: Acks
     heartbeat: Heartbeat
     broadcast_done: BroadcastDone
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., online: _Optional[_Union[Online, _Mapping]] = ..., offline: _Optional[_Union[Offline, _Mapping]] = ..., acks: _Optional[_Union[Acks, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., broadcast_done: _Optional[_Union[BroadcastDone, _Mapping]] = ...) -> None: ...
+    sends: SendBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., online: _Optional[_Union[Online, _Mapping]] = ..., offline: _Optional[_Union[Offline, _Mapping]] = ..., acks: _Optional[_Union[Acks, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., broadcast_done: _Optional[_Union[BroadcastDone, _Mapping]] = ..., sends: _Optional[_Union[SendBatch, _Mapping]] = ...) -> None: ...
+
+class SendBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SendRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("hub_id", "sessions", "snapshot_at")
@@ -261,18 +269,26 @@ class BroadcastDone(_message.Message):
     def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class RouterMessage(_message.Message):
-    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync")
+    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     KICK_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_FIELD_NUMBER: _ClassVar[int]
     ONLINE_DONE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
     deliveries: Deliveries
     kick: Kick
     broadcast: Broadcast
     online_done: OnlineDone
     resync: Resync
-    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ...) -> None: ...
+    replies: SendReplies
+    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ...) -> None: ...
+
+class SendReplies(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SendReply]
+    def __init__(self, items: _Optional[_Iterable[_Union[SendReply, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("session_ids", "frame", "seq", "sent_at", "want_ack")

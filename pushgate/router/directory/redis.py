@@ -11,6 +11,7 @@ and hub sets together, which Redis Cluster would put in different slots.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
@@ -48,6 +49,8 @@ class RedisDirectory:
         self._restore = self.redis.register_script(_script("restore"))
         self._prune = self.redis.register_script(_script("prune"))
         self._remove_hub = self.redis.register_script(_script("remove_hub"))
+        self._lookups: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -73,21 +76,48 @@ class RedisDirectory:
             keys=[self.keys.user(user)], args=[self.prefix, user, session_id, hub])))
 
     async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+        """Lookups made in the same event-loop turn share one pipelined round trip (a
+        burst of sends costs one Redis call, not one each)."""
         users = list(dict.fromkeys(users))
         if not users:
             return {}
-        if len(users) == 1:
-            found = [await self._call(self.redis.hgetall(self.keys.user(users[0])))]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for u in users:
-                pipe.hgetall(self.keys.user(u))
-            found = await self._call(pipe.execute())
+        fut: asyncio.Future[list[dict[str, str]]] = asyncio.get_running_loop().create_future()
+        if not self._lookups:
+            asyncio.get_running_loop().call_soon(self._start_lookups)
+        self._lookups.append((users, fut))
+        found = await fut
         out: dict[str, list[SessionInfo]] = {}
         for u, h in zip(users, found, strict=True):
             if h:
                 out[u] = sorted((unpack(u, sid, v) for sid, v in h.items()), key=age_key)
         return out
+
+    def _start_lookups(self) -> None:
+        batch, self._lookups = self._lookups, []
+        t = asyncio.get_running_loop().create_task(self._lookup(batch))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _lookup(self, batch: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for users, _ in batch:
+                for u in users:
+                    pipe.hgetall(self.keys.user(u))
+            found = await self._call(pipe.execute())
+        except BaseException as e:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, DirectoryUnavailable)
+                                      else DirectoryUnavailable(f"redis: {e!r}"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        i = 0
+        for users, fut in batch:
+            if not fut.done():
+                fut.set_result(found[i:i + len(users)])
+            i += len(users)
 
     async def remove_hub(self, hub: str) -> int:
         return int(await self._call(self._remove_hub(args=[self.prefix, hub])))
