@@ -1,0 +1,247 @@
+"""The local cluster launcher with embedded hubs behind its private nginx: websocket
+upgrade and HTTP through nginx, a dead hub skipped, reload with a restarted hub, and
+the command line (Ctrl-C and a killed launcher leave no process behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from pushgate_client import Client, State
+from websockets.asyncio.client import ClientConnection, connect
+
+from deploy.local import mysql
+from deploy.local.cluster import LocalCluster
+from tests.cluster.conftest import make_cluster
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 15.0
+
+
+@contextlib.asynccontextmanager
+async def ws(c: LocalCluster, user: str) -> AsyncIterator[ClientConnection]:
+    async with connect(f"{c.ws_url}?token={c.token(user)}", open_timeout=10,
+                       close_timeout=2) as conn:
+        yield conn
+
+
+async def recv_type(conn: ClientConnection, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            frame: dict[str, Any] = orjson.loads(await conn.recv())
+            if frame["type"] == kind:
+                return frame
+
+
+def api(c: LocalCluster) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=c.url, timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {c.api_key}"})
+
+
+async def until(check: Any, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sessions(c: LocalCluster) -> list[int | None]:
+    return [c.hub_sessions(i) for i in range(c.n_hubs)]
+
+
+async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalCluster) -> None:
+    """Two websockets of alice through nginx land on the two hubs (least_conn); an HTTP
+    send through nginx reaches the one on the hub that took the request (embedded hubs
+    do not deliver across hubs: that is the routers' job), and the other fetches it
+    from the shared store."""
+    c = embedded_cluster
+    async with ws(c, "alice") as one, ws(c, "alice") as two, api(c) as http:
+        for conn in (one, two):
+            assert (await recv_type(conn, "hello"))["user"] == "alice"
+        await until(lambda: sessions(c) == [1, 1], "one session on each hub")
+        reply = await http.post("/v1/notifications",
+                                json={"users": ["alice"], "body": {"text": "via nginx"}})
+        assert reply.status_code == 200, reply.text
+        result = reply.json()["results"][0]
+        assert result["sessions"] == 1
+        first = await asyncio.wait(
+            [asyncio.create_task(recv_type(conn, "event")) for conn in (one, two)],
+            return_when=asyncio.FIRST_COMPLETED, timeout=TIMEOUT)
+        done, pending = first
+        assert len(done) == 1
+        event = done.pop().result()
+        assert event["body"] == {"text": "via nginx"} and event["seq"] == result["seq"]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    await until(lambda: sessions(c) == [0, 0], "the sessions to leave their hubs")
+
+
+async def test_proxy_headers_come_from_nginx_not_the_client(embedded_cluster: LocalCluster) -> None:
+    """Hubs trust nginx's X-Forwarded-* and Host; a client cannot forge them through it:
+    open-connection answers with nginx's address and ws:// although the client claimed
+    https."""
+    c = embedded_cluster
+    async with api(c) as http:
+        reply = await http.post("/v1/open-connection", json={"user": "bob"},
+                                headers={"X-Forwarded-Proto": "https",
+                                         "X-Forwarded-For": "203.0.113.9"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["url"].startswith(f"{c.ws_url}?token=")
+    async with connect(reply.json()["url"], open_timeout=10) as conn:
+        assert (await recv_type(conn, "hello"))["user"] == "bob"
+
+
+async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
+        cluster_binaries: None, mysql_server: str, tmp_path: Path) -> None:
+    """kill -9 of the hub holding a client: nginx passes every request that picks the
+    dead hub on to the other one (no 502), the SDK client reconnects through nginx to the other hub and gets everything
+    sent meanwhile; a restarted hub (new port) gets traffic again after nginx's reload."""
+    with make_cluster(tmp_path, mysql_server, hubs=2, routers=0) as c:
+        token = c.token("carol")
+        client = Client(c.url, token=token, after=0, backoff_base=0.05, backoff_cap=0.5,
+                        stable_after=0.5)
+        received: list[int] = []
+
+        async def collect() -> None:
+            async for event in client:
+                assert event.seq is not None
+                received.append(event.seq)
+
+        async with client, api(c) as http:
+            await client.wait_connected(TIMEOUT)
+            reader = asyncio.create_task(collect())
+            await until(lambda: sessions(c) in ([0, 1], [1, 0]), "carol on one hub")
+            victim = sessions(c).index(1)
+            other = 1 - victim
+            first = await http.post("/v1/notifications", json={"users": ["carol"], "body": 1})
+            assert first.status_code == 200, first.text
+
+            dead_port = c.hub_ports[victim]
+            await asyncio.to_thread(c.kill_hub, victim)
+            accepted = [first.json()["results"][0]["seq"]]
+            for n in range(2, 6):  # while carol reconnects: nginx must not answer 502
+                reply = await http.post("/v1/notifications",
+                                        json={"users": ["carol"], "body": n})
+                assert reply.status_code == 200, reply.text
+                accepted.append(reply.json()["results"][0]["seq"])
+
+            await until(lambda: c.hub_sessions(other) == 1, "carol on the other hub")
+            await until(lambda: len(received) >= len(accepted), "every event")
+            assert received == accepted  # in order, none lost, none twice
+            assert client.state is State.CONNECTED
+
+            # restart: new port, nginx reloaded; least_conn sends the next websocket to it
+            await asyncio.to_thread(c.start_hub, victim)
+            async with ws(c, "dave") as conn:
+                await recv_type(conn, "hello")
+                assert sessions(c)[victim] == 1
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        dead = f"127.0.0.1:{dead_port}"
+        live = f"127.0.0.1:{c.hub_ports[other]}"
+        access = (c.nginx.base / "access.log").read_text().splitlines()
+    # nginx tried the dead hub and passed the request on: "<dead>, <live>" upstreams, 200
+    skipped = [line for line in access if f"{dead}, {live}" in line]
+    assert skipped and all('" 200 ' in line or '" 101 ' in line for line in skipped), access
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_cli(tmp_path: Path, mysql_server: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", "1", "--routers", "0",
+         "--workdir", str(tmp_path / "cli"), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    out = []
+    for line in proc.stdout:  # the summary ends with this line once everything is up
+        out.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            break
+    else:
+        proc.wait(10)
+        pytest.fail("launcher exited:\n" + "".join(out))
+    return proc, "".join(out)
+
+
+def _url(summary: str) -> str:
+    return next(line.split()[1] for line in summary.splitlines()
+                if line.strip().startswith("url "))
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_server: str,
+                                                tmp_path: Path, how: str) -> None:
+    proc, summary = _start_cli(tmp_path, mysql_server)
+    try:
+        url = _url(summary)
+        assert "api key" in summary and "pushgate token --user alice" in summary
+        env_file = (tmp_path / "cli" / "cluster.env").read_text()
+        key = next(line.split("=", 1)[1] for line in env_file.splitlines()
+                   if line.startswith("export PUSHGATE_API_KEY="))
+        reply = httpx.post(f"{url}/v1/notifications", json={"users": ["x"], "body": 1},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT)
+        assert reply.status_code == 200, reply.text
+        children = _children(proc.pid)
+        assert len(children) >= 4  # redis, hub, nginx master + worker
+    finally:
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.kill()
+        code = proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == (0 if how == "ctrl-c" else -signal.SIGKILL)
+    deadline = time.monotonic() + 20  # after SIGKILL: parent-death signal, hub drains
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in children if _alive(p)]
+    database = _store(summary).rsplit("/", 1)[1]
+    dropped = mysql.drop_stale(mysql_server)  # what the next launcher does first
+    assert (database in dropped) == (how == "sigkill")
+
+
+def _store(summary: str) -> str:
+    return next(line.split()[1] for line in summary.splitlines()
+                if line.strip().startswith("store "))
