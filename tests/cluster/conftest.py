@@ -8,15 +8,24 @@ missing router fails them: the cluster must be tested there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from deploy.local.cluster import LocalCluster, pushgate_bin
 from tests import services
+
+TIMEOUT = 15.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,3 +81,38 @@ def embedded_cluster(cluster_binaries: None, mysql_server: str,
 
 def make_cluster(tmp_path: Path, mysql_server: str, **kw: object) -> LocalCluster:
     return LocalCluster(workdir=tmp_path / "cluster", mysql_url=mysql_server, **kw)  # type: ignore[arg-type]
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def ws(c: LocalCluster, user: str) -> AsyncIterator[ClientConnection]:
+    async with connect(f"{c.ws_url}?token={c.token(user)}", open_timeout=10,
+                       close_timeout=2) as conn:
+        yield conn
+
+
+async def recv_type(conn: ClientConnection, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            frame: dict[str, Any] = orjson.loads(await conn.recv())
+            if frame["type"] == kind:
+                return frame
+
+
+def api(c: LocalCluster) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=c.url, timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {c.api_key}"})
+
+
+async def until(check: Any, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sessions(c: LocalCluster) -> list[int | None]:
+    return [c.hub_sessions(i) for i in range(c.n_hubs)]

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
-DEFAULTS = Settings(data_dir=Path("/nonexistent"))
+DEFAULTS = Settings.model_validate({"data_dir": "/nonexistent"})
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def settings_from_env(env: dict[str, Any]) -> Settings:
         name = key.removeprefix("PUSHGATE_").lower()
         assert name in Settings.model_fields, f"{key} is not a setting"
         values[name] = str(value)
-    return Settings(**values)
+    return Settings.model_validate(values)
 
 
 def seconds(value: str) -> float:
@@ -244,7 +244,7 @@ def test_compose_commands_exist(compose: dict[str, Any]) -> None:
     commands = {s["command"][0] for s in compose["services"].values()
                 if s.get("image") == "pushgate:dev"}
     assert commands == {"serve", "router", "migrate"}
-    assert commands <= set(app.commands)  # type: ignore[attr-defined]
+    assert commands <= set(app.commands)
 
 
 # -- Kubernetes --------------------------------------------------------------------------------

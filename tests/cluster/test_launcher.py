@@ -11,54 +11,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 from pushgate_client import Client, State
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from deploy.local import mysql
 from deploy.local.cluster import LocalCluster
-from tests.cluster.conftest import make_cluster
+from tests.cluster.conftest import TIMEOUT, api, make_cluster, recv_type, sessions, until, ws
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 15.0
-
-
-@contextlib.asynccontextmanager
-async def ws(c: LocalCluster, user: str) -> AsyncIterator[ClientConnection]:
-    async with connect(f"{c.ws_url}?token={c.token(user)}", open_timeout=10,
-                       close_timeout=2) as conn:
-        yield conn
-
-
-async def recv_type(conn: ClientConnection, kind: str) -> dict[str, Any]:
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            frame: dict[str, Any] = orjson.loads(await conn.recv())
-            if frame["type"] == kind:
-                return frame
-
-
-def api(c: LocalCluster) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=c.url, timeout=TIMEOUT,
-                             headers={"Authorization": f"Bearer {c.api_key}"})
-
-
-async def until(check: Any, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def sessions(c: LocalCluster) -> list[int | None]:
-    return [c.hub_sessions(i) for i in range(c.n_hubs)]
 
 
 async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalCluster) -> None:
