@@ -226,9 +226,14 @@ class LocalCluster:
 
     def _prepare_store(self) -> None:
         if not self._given_store:
-            mysql.drop_stale(self.mysql_url)
-            self._database = mysql.new_database_name()
-            self.store_url = mysql.create_database(self.mysql_url, self._database)
+            name = mysql.new_database_name()
+            try:
+                mysql.drop_stale(self.mysql_url)
+                self.store_url = mysql.create_database(self.mysql_url, name)
+            except Exception as exc:
+                raise StartError(f"cannot create the run's database on "
+                                 f"{mysql.masked(self.mysql_url)}: {exc}") from exc
+            self._database = name
         migrate = Child("migrate", [pushgate_bin(), "migrate", "--url", self.store_url],
                         self.workdir / "migrate.log", env=self._env())
         migrate.start()

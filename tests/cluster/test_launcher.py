@@ -18,8 +18,9 @@ import pytest
 from pushgate_client import Client, State
 from websockets.asyncio.client import connect
 
-from deploy.local import mysql
+from deploy.local import mysql, redis
 from deploy.local.cluster import LocalCluster
+from deploy.local.processes import StartError, free_port
 from tests.cluster.conftest import TIMEOUT, api, make_cluster, recv_type, sessions, until, ws
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,20 +108,52 @@ async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
             assert received == accepted  # in order, none lost, none twice
             assert client.state is State.CONNECTED
 
-            # restart: new port, nginx reloaded; least_conn sends the next websocket to it
+            # restart: new port, nginx reloaded; of the next two websockets, least_conn
+            # (of the new worker, which does not see the old one's connections) sends
+            # one to each hub
             await asyncio.to_thread(c.start_hub, victim)
-            async with ws(c, "dave") as conn:
-                await recv_type(conn, "hello")
+            async with ws(c, "dave") as one, ws(c, "erin") as two:
+                await recv_type(one, "hello")
+                await recv_type(two, "hello")
                 assert sessions(c)[victim] == 1
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        dead = f"127.0.0.1:{dead_port}"
-        live = f"127.0.0.1:{c.hub_ports[other]}"
-        access = (c.nginx.base / "access.log").read_text().splitlines()
-    # nginx tried the dead hub and passed the request on: "<dead>, <live>" upstreams, 200
-    skipped = [line for line in access if f"{dead}, {live}" in line]
-    assert skipped and all('" 200 ' in line or '" 101 ' in line for line in skipped), access
+        # nginx tried the dead hub and passed the request on ("<dead>, <live>" upstreams,
+        # 200 or 101); a websocket's line is written when it closes, hence the wait
+        passed_on = f"127.0.0.1:{dead_port}, 127.0.0.1:{c.hub_ports[other]}"
+        log = c.nginx.base / "access.log"
+
+        def skipped() -> list[str]:
+            return [line for line in log.read_text().splitlines() if passed_on in line]
+
+        await until(lambda: bool(skipped()), "a request passed on from the dead hub")
+        assert all('" 200 ' in line or '" 101 ' in line for line in skipped()), skipped()
+
+
+async def test_async_use_and_redis_restart(cluster_binaries: None, mysql_server: str,
+                                           tmp_path: Path) -> None:
+    """``async with`` works; restart_redis keeps the port, and loses the data unless
+    asked to keep it."""
+    async with make_cluster(tmp_path, mysql_server, hubs=1, routers=0) as c:
+        port = c.redis.port
+        assert redis.command(port, "SET", f"{c.prefix}k", "v") == b"+OK\r\n"
+        await asyncio.to_thread(c.restart_redis, flush=False)
+        assert redis.command(port, "GET", f"{c.prefix}k") == b"$1\r\nv\r\n"
+        await asyncio.to_thread(c.restart_redis, flush=True)
+        assert c.redis.port == port
+        assert redis.command(port, "GET", f"{c.prefix}k") == b"$-1\r\n"
+        pids = c.pids()
+        assert set(pids) == {"redis", "nginx", "hub-0"}
+    assert not [p for p in pids.values() if _alive(p)]
+
+
+def test_failed_start_says_why_and_leaves_nothing(cluster_binaries: None, tmp_path: Path) -> None:
+    c = LocalCluster(hubs=1, routers=0, workdir=tmp_path,
+                     mysql_url=f"mysql+asyncmy://root@127.0.0.1:{free_port()}")
+    with pytest.raises(StartError, match="cannot create the run's database"):
+        c.start()
+    assert c.pids() == {}
 
 
 # -- the command line -------------------------------------------------------------------
