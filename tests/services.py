@@ -10,6 +10,10 @@ created over the local socket; else, as root on Debian, ``apt-get install
 mariadb-server`` and start it. Each test run then works in its own database
 (``pushgate_test_<pid>_<random>``), dropped at the end.
 
+nginx and redis-server (for the local cluster of ``deploy/local``, which runs private
+instances of both) are installed with apt-get as root when missing, without starting
+the packages' system services (:func:`provision_binary`).
+
 :class:`PrivateMariaDB` runs a throw-away ``mariadbd`` (own datadir, port and socket)
 for tests that kill and restart the server.
 """
@@ -216,6 +220,58 @@ def empty_tables(url: str) -> None:
     execute(url, *(f"DELETE FROM `{t}`" for t in tables))
 
 
+def _apt_install_quietly(package: str, log: Any) -> None:
+    """``apt-get install`` without starting the package's system service: Debian's
+    maintainer scripts ask ``/usr/sbin/policy-rc.d`` first, and exit 101 = "not now".
+    An existing policy file (containers have one) is left as it is."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\n# written by pushgate tests/services.py during an install\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        log(f"installing {package} (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update"], timeout=600, env=env)
+        _run(["apt-get", "install", "-y", package], timeout=900, env=env)
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
+
+
+def provision_binary(name: str, package: str, *, install: bool = True, log: Any = None) -> str:
+    """Path of the executable ``name``; as root on Debian, ``apt-get install package``
+    first when it is missing (its system service is not started: the tests run private
+    instances). Raises :class:`ServiceUnavailable` with the reason when there is none."""
+    log = log or (lambda msg: print(f"[services] {msg}", file=sys.stderr))
+
+    def find() -> str | None:
+        return shutil.which(name) or next(
+            (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+
+    found = find()
+    if found is not None:
+        return found
+    if not install:
+        raise ServiceUnavailable(f"{name} is not installed")
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ServiceUnavailable(f"{name} is not installed and cannot be installed here "
+                                 f"(needs root and apt-get: apt-get install -y {package})")
+    _apt_install_quietly(package, log)
+    found = find()
+    if found is None:
+        raise ServiceUnavailable(f"apt-get installed {package} but there is no {name}")
+    return found
+
+
+def provision_nginx(**kw: Any) -> str:
+    return provision_binary("nginx", "nginx", **kw)
+
+
+def provision_redis_server(**kw: Any) -> str:
+    return provision_binary("redis-server", "redis-server", **kw)
+
+
 # -- a private server ---------------------------------------------------------------------
 
 
@@ -291,13 +347,23 @@ class PrivateMariaDB:
 
 
 def main() -> int:
+    failed = False
     try:
         url = provision_mysql()
     except ServiceUnavailable as exc:
         print(f"[services] MySQL tests cannot run: {exc}", file=sys.stderr)
-        return 1 if in_ci() else 0
-    print(f"[services] MariaDB/MySQL for the tests: {make_url(url)!r}", file=sys.stderr)
-    return 0
+        failed = True
+    else:
+        print(f"[services] MariaDB/MySQL for the tests: {make_url(url)!r}", file=sys.stderr)
+    for what, provision in (("nginx", provision_nginx), ("redis-server", provision_redis_server)):
+        try:
+            path = provision()
+        except ServiceUnavailable as exc:
+            print(f"[services] cluster tests cannot run: {exc}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"[services] {what}: {path}", file=sys.stderr)
+    return 1 if failed and in_ci() else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Deployment files (nginx, compose, Kubernetes) and the local cluster launcher."""

@@ -1,0 +1,160 @@
+"""Child processes of the launcher: log files, announcement lines, readiness, cleanup.
+
+Every child gets its own process group (Ctrl-C in a terminal reaches only the launcher,
+which then stops the children in order) and, when spawned from the main thread, a
+parent-death signal (SIGTERM), so that even a launcher killed with SIGKILL leaves no
+process behind. (Linux delivers the parent-death signal when the spawning *thread*
+exits, hence main thread only.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+PR_SET_PDEATHSIG = 1
+
+
+class StartError(RuntimeError):
+    """A child did not start (or not in time); the message ends with its log tail."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """One process: started with :meth:`start`, output in ``log_path`` (stdout and
+    stderr; stdout lines are also matched against an announcement prefix)."""
+
+    def __init__(self, name: str, cmd: Sequence[str], log_path: Path,
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.name = name
+        self.cmd = list(cmd)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._pump: threading.Thread | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab", buffering=0)
+        self._log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(self.cmd)}\n".encode())
+        self._lines = queue.Queue()
+        main = threading.current_thread() is threading.main_thread()
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+            preexec_fn=_die_with_parent if main and sys.platform == "linux" else None)
+        self._pump = threading.Thread(target=self._copy_stdout, args=(self.proc, self._log),
+                                      name=f"{self.name}-stdout", daemon=True)
+        self._pump.start()
+
+    def _copy_stdout(self, proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            with contextlib.suppress(ValueError, OSError):
+                log.write(raw)
+            self._lines.put(raw.decode(errors="replace").strip())
+        self._lines.put(None)
+
+    def wait_line(self, prefix: str, timeout: float) -> str:
+        """The rest of the first stdout line starting with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise StartError(f"{self.name}: no {prefix!r} line in {timeout:.0f} s"
+                                 f"{self.log_tail()}") from None
+            if line is None:
+                self.wait_exit(5)
+                code = self.proc.returncode if self.proc else None
+                raise StartError(f"{self.name} exited (code {code}) before {prefix!r}"
+                                 f"{self.log_tail()}")
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout: float,
+                   interval: float = 0.05) -> None:
+        """Poll ``check`` until true; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if not self.alive():
+                code = self.proc.returncode if self.proc else None
+                raise StartError(f"{self.name} exited (code {code}) before {what}"
+                                 f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise StartError(f"{self.name}: not {what} after {timeout:.0f} s{self.log_tail()}")
+            time.sleep(interval)
+
+    def send_signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Send ``sig`` and wait; SIGKILL if it is still there after ``timeout``."""
+        if self.proc is None:
+            return None
+        self.send_signal(sig)
+        code = self.wait_exit(timeout)
+        if code is None:
+            self.proc.kill()
+            code = self.wait_exit(10)
+        if self._pump is not None:
+            self._pump.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log is not None:
+            self._log.write(f"--- {time.strftime('%H:%M:%S')} exit {code}\n".encode())
+            self._log.close()
+        self.proc = None
+        return code
+
+    def kill(self) -> int | None:
+        return self.stop(signal.SIGKILL, timeout=10)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return f"\n--- {self.log_path} (tail) ---\n{text[-chars:]}"

@@ -1,0 +1,244 @@
+"""The local cluster launcher with embedded hubs behind its private nginx: websocket
+upgrade and HTTP through nginx, a dead hub skipped, reload with a restarted hub, and
+the command line (Ctrl-C and a killed launcher leave no process behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pushgate_client import Client, State
+from websockets.asyncio.client import connect
+
+from deploy.local import mysql, redis
+from deploy.local.cluster import LocalCluster
+from deploy.local.processes import StartError, free_port
+from tests.cluster.conftest import TIMEOUT, api, make_cluster, recv_type, sessions, until, ws
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalCluster) -> None:
+    """Two websockets of alice through nginx land on the two hubs (least_conn); an HTTP
+    send through nginx reaches the one on the hub that took the request (embedded hubs
+    do not deliver across hubs: that is the routers' job), and the other fetches it
+    from the shared store."""
+    c = embedded_cluster
+    async with ws(c, "alice") as one, ws(c, "alice") as two, api(c) as http:
+        for conn in (one, two):
+            assert (await recv_type(conn, "hello"))["user"] == "alice"
+        await until(lambda: sessions(c) == [1, 1], "one session on each hub")
+        reply = await http.post("/v1/notifications",
+                                json={"users": ["alice"], "body": {"text": "via nginx"}})
+        assert reply.status_code == 200, reply.text
+        result = reply.json()["results"][0]
+        assert result["sessions"] == 1
+        first = await asyncio.wait(
+            [asyncio.create_task(recv_type(conn, "event")) for conn in (one, two)],
+            return_when=asyncio.FIRST_COMPLETED, timeout=TIMEOUT)
+        done, pending = first
+        assert len(done) == 1
+        event = done.pop().result()
+        assert event["body"] == {"text": "via nginx"} and event["seq"] == result["seq"]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    await until(lambda: sessions(c) == [0, 0], "the sessions to leave their hubs")
+
+
+async def test_proxy_headers_come_from_nginx_not_the_client(embedded_cluster: LocalCluster) -> None:
+    """Hubs trust nginx's X-Forwarded-* and Host; a client cannot forge them through it:
+    open-connection answers with nginx's address and ws:// although the client claimed
+    https."""
+    c = embedded_cluster
+    async with api(c) as http:
+        reply = await http.post("/v1/open-connection", json={"user": "bob"},
+                                headers={"X-Forwarded-Proto": "https",
+                                         "X-Forwarded-For": "203.0.113.9"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["url"].startswith(f"{c.ws_url}?token=")
+    async with connect(reply.json()["url"], open_timeout=10) as conn:
+        assert (await recv_type(conn, "hello"))["user"] == "bob"
+
+
+async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
+        cluster_binaries: None, mysql_server: str, tmp_path: Path) -> None:
+    """kill -9 of the hub holding a client: nginx passes every request that picks the
+    dead hub on to the other one (no 502), the SDK client reconnects through nginx to the other hub and gets everything
+    sent meanwhile; a restarted hub (new port) gets traffic again after nginx's reload."""
+    with make_cluster(tmp_path, mysql_server, hubs=2, routers=0) as c:
+        token = c.token("carol")
+        client = Client(c.url, token=token, after=0, backoff_base=0.05, backoff_cap=0.5,
+                        stable_after=0.5)
+        received: list[int] = []
+
+        async def collect() -> None:
+            async for event in client:
+                assert event.seq is not None
+                received.append(event.seq)
+
+        async with client, api(c) as http:
+            await client.wait_connected(TIMEOUT)
+            reader = asyncio.create_task(collect())
+            await until(lambda: sessions(c) in ([0, 1], [1, 0]), "carol on one hub")
+            victim = sessions(c).index(1)
+            other = 1 - victim
+            first = await http.post("/v1/notifications", json={"users": ["carol"], "body": 1})
+            assert first.status_code == 200, first.text
+
+            dead_port = c.hub_ports[victim]
+            await asyncio.to_thread(c.kill_hub, victim)
+            accepted = [first.json()["results"][0]["seq"]]
+            for n in range(2, 6):  # while carol reconnects: nginx must not answer 502
+                reply = await http.post("/v1/notifications",
+                                        json={"users": ["carol"], "body": n})
+                assert reply.status_code == 200, reply.text
+                accepted.append(reply.json()["results"][0]["seq"])
+
+            await until(lambda: c.hub_sessions(other) == 1, "carol on the other hub")
+            await until(lambda: len(received) >= len(accepted), "every event")
+            assert received == accepted  # in order, none lost, none twice
+            assert client.state is State.CONNECTED
+
+            # restart: new port, nginx reloaded; of the next two websockets, least_conn
+            # (of the new worker, which does not see the old one's connections) sends
+            # one to each hub
+            await asyncio.to_thread(c.start_hub, victim)
+            async with ws(c, "dave") as one, ws(c, "erin") as two:
+                await recv_type(one, "hello")
+                await recv_type(two, "hello")
+                assert sessions(c)[victim] == 1
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        # nginx tried the dead hub and passed the request on ("<dead>, <live>" upstreams,
+        # 200 or 101); a websocket's line is written when it closes, hence the wait
+        passed_on = f"127.0.0.1:{dead_port}, 127.0.0.1:{c.hub_ports[other]}"
+        log = c.nginx.base / "access.log"
+
+        def skipped() -> list[str]:
+            return [line for line in log.read_text().splitlines() if passed_on in line]
+
+        await until(lambda: bool(skipped()), "a request passed on from the dead hub")
+        assert all('" 200 ' in line or '" 101 ' in line for line in skipped()), skipped()
+
+
+async def test_async_use_and_redis_restart(cluster_binaries: None, mysql_server: str,
+                                           tmp_path: Path) -> None:
+    """``async with`` works; restart_redis keeps the port, and loses the data unless
+    asked to keep it."""
+    async with make_cluster(tmp_path, mysql_server, hubs=1, routers=0) as c:
+        port = c.redis.port
+        assert redis.command(port, "SET", f"{c.prefix}k", "v") == b"+OK\r\n"
+        await asyncio.to_thread(c.restart_redis, flush=False)
+        assert redis.command(port, "GET", f"{c.prefix}k") == b"$1\r\nv\r\n"
+        await asyncio.to_thread(c.restart_redis, flush=True)
+        assert c.redis.port == port
+        assert redis.command(port, "GET", f"{c.prefix}k") == b"$-1\r\n"
+        pids = c.pids()
+        assert set(pids) == {"redis", "nginx", "hub-0"}
+    assert not [p for p in pids.values() if _alive(p)]
+
+
+def test_failed_start_says_why_and_leaves_nothing(cluster_binaries: None, tmp_path: Path) -> None:
+    c = LocalCluster(hubs=1, routers=0, workdir=tmp_path,
+                     mysql_url=f"mysql+asyncmy://root@127.0.0.1:{free_port()}")
+    with pytest.raises(StartError, match="cannot create the run's database"):
+        c.start()
+    assert c.pids() == {}
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_cli(tmp_path: Path, mysql_server: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", "1", "--routers", "0",
+         "--workdir", str(tmp_path / "cli"), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    out = []
+    for line in proc.stdout:  # the summary ends with this line once everything is up
+        out.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            break
+    else:
+        proc.wait(10)
+        pytest.fail("launcher exited:\n" + "".join(out))
+    return proc, "".join(out)
+
+
+def _url(summary: str) -> str:
+    return next(line.split()[1] for line in summary.splitlines()
+                if line.strip().startswith("url "))
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_server: str,
+                                                tmp_path: Path, how: str) -> None:
+    proc, summary = _start_cli(tmp_path, mysql_server)
+    try:
+        url = _url(summary)
+        assert "api key" in summary and "pushgate token --user alice" in summary
+        env_file = (tmp_path / "cli" / "cluster.env").read_text()
+        key = next(line.split("=", 1)[1] for line in env_file.splitlines()
+                   if line.startswith("export PUSHGATE_API_KEY="))
+        reply = httpx.post(f"{url}/v1/notifications", json={"users": ["x"], "body": 1},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT)
+        assert reply.status_code == 200, reply.text
+        children = _children(proc.pid)
+        assert len(children) >= 4  # redis, hub, nginx master + worker
+    finally:
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.kill()
+        code = proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == (0 if how == "ctrl-c" else -signal.SIGKILL)
+    deadline = time.monotonic() + 20  # after SIGKILL: parent-death signal, hub drains
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in children if _alive(p)]
+    database = _store(summary).rsplit("/", 1)[1]
+    dropped = mysql.drop_stale(mysql_server)  # what the next launcher does first
+    assert (database in dropped) == (how == "sigkill")
+
+
+def _store(summary: str) -> str:
+    return next(line.split()[1] for line in summary.splitlines()
+                if line.strip().startswith("store "))
