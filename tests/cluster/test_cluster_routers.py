@@ -40,7 +40,7 @@ async def two_users(c: LocalCluster) -> AsyncIterator[tuple[ClientConnection, Cl
 
 
 async def client_send(conn: ClientConnection, to: str, body: Any) -> dict[str, Any]:
-    await conn.send(orjson.dumps({"type": "send", "rid": "r1", "users": [to], "body": body}))
+    await conn.send(orjson.dumps({"type": "send", "rid": "r1", "users": [to], "body": body}).decode())
     return await recv_type(conn, "reply")
 
 
