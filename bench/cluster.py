@@ -1,0 +1,483 @@
+"""S6: the cluster on this machine — nginx + 2 hubs + 1 router + Redis + MariaDB, all
+sharing both cores with the load (as BENCHMARKS.md says for this scenario).
+
+Two phases, each at a fixed offered rate, on sessions connected through nginx:
+
+* **c2c**: client → client through the websocket. Users are paired across hubs (the
+  hub of each session is read from the directory), each sender writes
+  ``{"type": "send", "users": [peer], "body": {"i", "t"}}`` on its own socket; the
+  peer's latency is receive time - ``t``. Every message is stored in the peer's inbox.
+* **http**: business server → nginx ``POST /v1/notifications`` (one user each, stored),
+  latency of the HTTP answer and of the delivery.
+
+Server CPU = utime+stime of every cluster process (nginx master + workers, hubs,
+router, redis-server, and the MariaDB server) before/after each phase.
+
+    .venv/bin/python -m bench.cluster --pairs 500 --c2c-rates 2000,4000 --http-rates 2000 \\
+        --runs 3 --json s6.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.httpload import HttpPool
+from bench.procs import cpu_seconds, tree
+from bench.targets import Request
+from bench.wsload import WsClient
+
+PAD = "x" * 40
+TARGET_C2C = 12_900.0
+TARGET_HTTP = 5_000.0
+
+
+# -- load worker process -------------------------------------------------------------------
+
+
+class Rx:
+    """Per-worker receive statistics for the current phase."""
+
+    def __init__(self) -> None:
+        self.reset("")
+
+    def reset(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.lat = array("d")
+        self.seen: set[str] = set()
+        self.dups = 0
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.closed = 0
+
+
+class C2CClient(WsClient):
+    """A session that records notifications (plain or wrapped by a client send)."""
+
+    rx: Rx
+
+    def _text(self, payload: bytes) -> None:
+        now = time.time()
+        msg = orjson.loads(payload)
+        kind = msg.get("type")
+        rx = self.rx
+        if kind == "event":
+            body = msg.get("body")
+            if isinstance(body, dict) and "from" in body:
+                body = body.get("body")
+            mid = body.get("i") if isinstance(body, dict) else None
+            if not isinstance(mid, str) or not mid.startswith(rx.prefix):
+                return
+            if mid in rx.seen:
+                rx.dups += 1
+                return
+            rx.seen.add(mid)
+            rx.lat.append(now - body["t"])
+        elif kind == "hello":
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif kind == "error" or (kind == "reply" and "error" in msg):
+            rx.errors += 1
+            if len(rx.error_samples) < 5:
+                rx.error_samples.append(payload[:200].decode(errors="replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ready.done() and not self.closing:
+            self.rx.closed += 1
+        super().connection_lost(exc)
+
+
+async def _worker(pipe: Any) -> None:
+    loop = asyncio.get_running_loop()
+    rx = Rx()
+    conns: dict[str, C2CClient] = {}
+    stats_stub: Any = None
+
+    async def open_one(host: str, port: int, user: str, token: str) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+        path = f"/v1/ws?token={token}"
+        _, proto = await loop.create_connection(
+            lambda: C2CClient(stats_stub, host, port, path, user), sock=sock)
+        proto.rx = rx
+        await asyncio.wait_for(proto.ready, 30)
+        conns[user] = proto
+
+    async def send_phase(pairs: list[tuple[str, str]], rate: float, duration: float,
+                         prefix: str) -> int:
+        if not pairs or rate <= 0:
+            return 0
+        frames = [(conns[s], peer) for s, peer in pairs]
+        start = time.time() + 0.05
+        n, total = 0, int(rate * duration)
+        while n < total:
+            due = start + n / rate
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # catch up in bursts when late (a fixed offered rate, not closed-loop)
+            while n < total and start + n / rate <= time.time():
+                conn, peer = frames[n % len(frames)]
+                mid = f"{prefix}{os.getpid()}-{n}"
+                conn.send_text(orjson.dumps({"type": "send", "users": [peer], "body": {
+                    "i": mid, "t": time.time(), "p": PAD}}).decode())
+                n += 1
+        return n
+
+    async def _command(cmd: str, arg: Any) -> bool:
+        if cmd == "connect":
+            sem = asyncio.Semaphore(64)
+
+            async def one(u: str, t: str) -> None:
+                async with sem:
+                    await open_one(arg["host"], arg["port"], u, t)
+
+            await asyncio.gather(*(one(u, t) for u, t in arg["users"]))
+            pipe.send(len(conns))
+        elif cmd == "reset":
+            rx.reset(arg)
+            pipe.send(True)
+        elif cmd == "send":
+            pipe.send(await send_phase(arg["pairs"], arg["rate"], arg["duration"], arg["prefix"]))
+        elif cmd == "collect":
+            pipe.send({"lat": rx.lat.tobytes(), "dups": rx.dups, "errors": rx.errors,
+                       "error_samples": rx.error_samples, "closed": rx.closed})
+        elif cmd == "quit":
+            for c in conns.values():
+                c.close()
+            await asyncio.sleep(0.1)
+            pipe.send(True)
+            return True
+        else:
+            raise ValueError(f"unknown command {cmd!r}")
+        return False
+
+    while True:
+        cmd, arg = await loop.run_in_executor(None, pipe.recv)
+        try:
+            done = await _command(cmd, arg)
+        except Exception as e:  # report to the parent instead of dying silently
+            pipe.send(RuntimeError(f"load worker {os.getpid()}: {cmd}: {e!r}"))
+            continue
+        if done:
+            return
+
+
+def _worker_main(pipe: Any) -> None:
+    import uvloop
+
+    uvloop.run(_worker(pipe))
+
+
+class Workers:
+    def __init__(self, n: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes = []
+        self.procs = []
+        for _ in range(n):
+            a, b = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(b,), daemon=True)
+            p.start()
+            self.pipes.append(a)
+            self.procs.append(p)
+
+    async def call(self, i: int, cmd: str, arg: Any = None) -> Any:
+        self.pipes[i].send((cmd, arg))
+        out = await asyncio.get_running_loop().run_in_executor(None, self.pipes[i].recv)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    async def all(self, cmd: str, args: list[Any]) -> list[Any]:
+        return await asyncio.gather(*(self.call(i, cmd, a) for i, a in enumerate(args)))
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.join(5)
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+
+def _pct(sorted_lat: list[float], q: float) -> float:
+    if not sorted_lat:
+        return float("nan")
+    return sorted_lat[min(len(sorted_lat) - 1, int(q * len(sorted_lat)))] * 1000
+
+
+def _server_pids(cluster: Any) -> dict[str, list[int]]:
+    """Process group name -> pids (nginx with its workers; the MariaDB server)."""
+    groups: dict[str, list[int]] = {}
+    for name, pid in cluster.pids().items():
+        groups[name.split("-")[0]] = groups.get(name.split("-")[0], []) + tree(pid)
+    mariadb = subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True, text=True)
+    groups["mariadb"] = [int(p) for p in mariadb.stdout.split()]
+    return groups
+
+
+def _cpu(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: cpu_seconds(pids) for name, pids in groups.items()}
+
+
+async def _drain(workers: Workers, expected: int, wait_s: float) -> list[dict[str, Any]]:
+    """Collect until everything arrived, or nothing new arrived for ``wait_s``."""
+    last, since = -1, time.monotonic()
+    while True:
+        got = await workers.all("collect", [None] * len(workers.pipes))
+        n = sum(len(g["lat"]) // 8 for g in got)
+        if n != last:
+            last, since = n, time.monotonic()
+        if n >= expected or time.monotonic() - since > wait_s:
+            return got
+        await asyncio.sleep(0.2)
+
+
+def _summary(kind: str, rate: float, sent: int, got: list[dict[str, Any]], duration: float,
+             cpu_by: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+    cpu = sum(cpu_by.values())
+    lat: list[float] = []
+    for g in got:
+        a = array("d")
+        a.frombytes(g["lat"])
+        lat.extend(a)
+    lat.sort()
+    received = len(lat)
+    return {
+        "phase": kind, "offered_per_s": rate, "sent": sent, "delivered": received,
+        "deliveries_per_s": received / duration if duration else 0.0,
+        "lost": sent - received, "duplicates": sum(g["dups"] for g in got),
+        "errors": sum(g["errors"] for g in got),
+        "error_samples": [s for g in got for s in g["error_samples"]][:3],
+        "closed": sum(g["closed"] for g in got),
+        "p50_ms": _pct(lat, 0.50), "p90_ms": _pct(lat, 0.90), "p99_ms": _pct(lat, 0.99),
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        "cpu_us_per_delivery": cpu / received * 1e6 if received else float("nan"),
+        **{f"cpu_us_{name}": v / received * 1e6 if received else float("nan")
+           for name, v in sorted(cpu_by.items())},
+        **extra,
+    }
+
+
+async def _http_phase(cluster: Any, receivers: list[str], rate: float, duration: float,
+                      prefix: str) -> tuple[int, list[float], int]:
+    host, port = "127.0.0.1", int(cluster.url.rsplit(":", 1)[1])
+    pool = HttpPool(host, port, max_conns=128)
+    await pool.prewarm(32)
+    auth = (("Authorization", f"Bearer {cluster.api_key}"),)
+    lat: list[float] = []
+    failed = 0
+    unrouted: list[int] = []  # answered 200 but no live session was found
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(n: int) -> None:
+        nonlocal failed
+        body = orjson.dumps({"users": [receivers[n % len(receivers)]], "body": {
+            "i": f"{prefix}{n}", "t": time.time(), "p": PAD}})
+        from bench.httpload import encode
+
+        t0 = time.perf_counter()
+        try:
+            status, payload = await pool.send(encode(host, port, Request(
+                "/v1/notifications", body, auth)))
+        except (ConnectionError, TimeoutError):
+            failed += 1
+            return
+        if status != 200:
+            failed += 1
+            return
+        lat.append(time.perf_counter() - t0)
+        if b'"sessions":0' in payload:
+            unrouted.append(n)
+
+    start = time.time() + 0.05
+    n, total = 0, int(rate * duration)
+    while n < total:
+        delay = start + n / rate - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while n < total and start + n / rate <= time.time():
+            t = asyncio.create_task(one(n))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            n += 1
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    pool.close()
+    return n, sorted(lat), failed, len(unrouted)
+
+
+async def run_once(pairs: int, c2c_rates: list[float], http_rates: list[float], duration: float,
+                   load_procs: int, log: Any) -> list[dict[str, Any]]:
+    from deploy.local.cluster import LocalCluster
+
+    rows: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="pushgate-s6-"))
+    cluster = LocalCluster(hubs=2, routers=1, workdir=workdir, nginx_access_log=False,
+                           log_level="warning")
+    await asyncio.to_thread(cluster.start)
+    workers = Workers(load_procs)
+    try:
+        host, port = "127.0.0.1", int(cluster.url.rsplit(":", 1)[1])
+        users = [f"s6u{i}" for i in range(2 * pairs)]
+        per = [users[i::load_procs] for i in range(load_procs)]
+        owner = {u: i for i, us in enumerate(per) for u in us}
+        log(f"S6: connecting {len(users)} sessions through nginx ({cluster.url})")
+        await workers.all("connect", [{"host": host, "port": port,
+                                       "users": [(u, cluster.token(u)) for u in us]}
+                                      for us in per])
+        hub_of = await _hubs_of(cluster, users)
+        by_hub: dict[str, list[str]] = {}
+        for u in users:
+            by_hub.setdefault(hub_of[u], []).append(u)
+        groups = list(by_hub.values())
+        if len(groups) != 2:
+            raise RuntimeError(f"sessions are on {len(groups)} hubs, expected 2")
+        k = min(len(groups[0]), len(groups[1]))
+        pairs_x = [(groups[0][i], groups[1][i]) for i in range(k)] + \
+                  [(groups[1][i], groups[0][i]) for i in range(k)]
+        log(f"S6: {len(groups[0])} + {len(groups[1])} sessions on the two hubs; "
+            f"{len(pairs_x)} cross-hub sender->peer pairs")
+        server = _server_pids(cluster)
+        for rate in c2c_rates:
+            prefix = f"c{rate:g}-"
+            await workers.all("reset", [prefix] * load_procs)
+            by_worker: list[list[tuple[str, str]]] = [[] for _ in range(load_procs)]
+            for s, peer in pairs_x:
+                by_worker[owner[s]].append((s, peer))
+            cpu0, t0 = _cpu(server), time.monotonic()
+            sent = sum(await workers.all("send", [
+                {"pairs": p, "rate": rate * len(p) / len(pairs_x), "duration": duration,
+                 "prefix": prefix} for p in by_worker]))
+            got = await _drain(workers, sent, 5)
+            elapsed = time.monotonic() - t0
+            cpu1 = _cpu(server)
+            cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
+            row = _summary("c2c", rate, sent, got, elapsed, cpu, {})
+            rows.append(row)
+            log(f"S6 c2c @ {rate:g}/s: {row['deliveries_per_s']:.0f} deliveries/s, "
+                f"p99 {row['p99_ms']:.1f} ms, lost {row['lost']}, "
+                f"{row['cpu_us_per_delivery']:.0f} µs CPU/delivery")
+        receivers = [u for u in users]
+        for rate in http_rates:
+            prefix = f"h{rate:g}-"
+            await workers.all("reset", [prefix] * load_procs)
+            cpu0, t0 = _cpu(server), time.monotonic()
+            sent, http_lat, failed, unrouted = await _http_phase(cluster, receivers, rate, duration, prefix)
+            got = await _drain(workers, sent - failed, 5)
+            elapsed = time.monotonic() - t0
+            cpu1 = _cpu(server)
+            cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
+            row = _summary("http", rate, sent, got, elapsed, cpu, {
+                "http_failed": failed, "http_unrouted": unrouted, "http_per_s": len(http_lat) / duration,
+                "http_p50_ms": _pct(http_lat, 0.5), "http_p99_ms": _pct(http_lat, 0.99)})
+            rows.append(row)
+            log(f"S6 http @ {rate:g}/s: {row['http_per_s']:.0f} answered/s, HTTP p99 "
+                f"{row['http_p99_ms']:.1f} ms, delivery p99 {row['p99_ms']:.1f} ms, "
+                f"failed {failed}, unrouted {unrouted}, lost {row['lost']}")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(workers.all("quit", [None] * load_procs), 10)
+        workers.stop()
+        await asyncio.to_thread(cluster.stop)
+    return rows
+
+
+async def _hubs_of(cluster: Any, users: list[str]) -> dict[str, str]:
+    import httpx
+
+    out: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=30, headers={
+            "Authorization": f"Bearer {cluster.api_key}"}) as http:
+        for i in range(0, len(users), 100):
+            chunk = users[i:i + 100]
+            replies = await asyncio.gather(*(http.get(f"/v1/users/{u}/sessions") for u in chunk))
+            for u, r in zip(chunk, replies, strict=True):
+                out[u] = r.json()["sessions"][0]["hub"]
+    return out
+
+
+def median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per phase/rate, the median of each numeric metric over the runs."""
+    out = []
+    for i, first in enumerate(runs[0]):
+        row = dict(first)
+        for key, value in first.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                vals = [r[i][key] for r in runs if i < len(r)]
+                row[key] = statistics.median(vals)
+        row["runs"] = len(runs)
+        out.append(row)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| phase | offered/s | deliveries/s | p50 ms | p99 ms | lost | CPU µs/delivery | HTTP p99 ms | target |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r["phase"] == "c2c":
+            ok = r["deliveries_per_s"] >= TARGET_C2C and r["p99_ms"] <= 100 and r["lost"] == 0
+            target = f"≥ {TARGET_C2C:,.0f}/s, p99 ≤ 100 ms: {'met' if ok else 'NOT met'}"
+            http = "-"
+        else:
+            ok = r["http_per_s"] >= TARGET_HTTP and r["http_p99_ms"] <= 50 and r["lost"] == 0
+            target = f"≥ {TARGET_HTTP:,.0f}/s, p99 ≤ 50 ms: {'met' if ok else 'NOT met'}"
+            http = f"{r['http_p99_ms']:.1f}"
+        lines.append(f"| {r['phase']} | {r['offered_per_s']:,.0f} | {r['deliveries_per_s']:,.0f} | "
+                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']:.0f} | "
+                     f"{r['cpu_us_per_delivery']:.0f} | {http} | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=500, help="cross-hub pairs (2x sessions)")
+    ap.add_argument("--c2c-rates", default="2000,4000", help="offered client sends/s")
+    ap.add_argument("--http-rates", default="2000,5000", help="offered HTTP sends/s")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    ap.add_argument("--load-procs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--json", default=None, help="write the rows (median) here")
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    c2c = [float(x) for x in args.c2c_rates.split(",") if x]
+    http = [float(x) for x in args.http_rates.split(",") if x]
+    runs = []
+    for i in range(args.runs):
+        log(f"== S6 run {i + 1}/{args.runs}")
+        runs.append(asyncio.run(run_once(args.pairs, c2c, http, args.duration,
+                                         args.load_procs, log)))
+    rows = median_rows(runs)
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(orjson.dumps({"scenario": "S6", "date": time.strftime(
+            "%Y-%m-%d"), "rows": rows, "runs": runs}, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
