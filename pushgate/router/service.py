@@ -298,7 +298,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _send(self, stream: HubStream, m: pb.SendRequest) -> None:
         try:
-            req = parse_send(wire.send_to_dict(m), self.node.send_limits)
+            req = wire.send_from_hub(m, self.node.send_limits)
             reply = wire.result_to_pb(await self.node.router.send(req), m.tag)
         except PushgateError as e:
             self.node.metrics.error(e.code)

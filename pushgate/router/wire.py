@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 
 from pushgate import errors
-from pushgate.errors import InvalidRequest, PushgateError
+from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
 from pushgate.hub.quota import SessionInfo
 from pushgate.router.core import SendResult, UserResult
-from pushgate.router.requests import SendRequest
+from pushgate.router.requests import Limits, SendRequest
 from pushgate.router.routing import ClientRef, Filter
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.store.base import Event, ReadState
@@ -115,6 +115,27 @@ def send_to_dict(m: pb.SendRequest) -> dict[str, Any]:
     if m.HasField("ack_timeout_ms"):
         out["ack_timeout_ms"] = m.ack_timeout_ms
     return out
+
+
+def send_from_hub(m: pb.SendRequest, limits: Limits) -> SendRequest:
+    """A send a hub batched on its HubLink: the hub validated it with :func:`parse_send`
+    already (and hubs authenticate with an API key), so only the limits that protect the
+    router are checked again; the body is not parsed a second time."""
+    if len(m.body) > limits.max_body_bytes:
+        raise PayloadTooLarge(f"'body' is {len(m.body)} bytes; the limit is "
+                              f"{limits.max_body_bytes}", field="body")
+    if len(m.users) > limits.max_users:
+        raise InvalidRequest(f"'users' has {len(m.users)} entries; the limit is "
+                             f"{limits.max_users}", field="users")
+    if bool(m.users) == m.HasField("filter"):
+        raise InvalidRequest("give exactly one of 'users' or 'filter'", field="users")
+    return SendRequest(
+        body=m.body, users=tuple(m.users),
+        filter=filter_from_pb(m.filter) if m.HasField("filter") else None,
+        ttl_s=m.ttl_s if m.users else 0, id=m.id if m.HasField("id") else None,
+        device=m.device if m.HasField("device") else None,
+        push=_json(m.push, "push") if m.push else None, ack=m.ack,
+        ack_timeout_ms=m.ack_timeout_ms)
 
 
 def result_to_pb(r: SendResult, tag: int = 0) -> pb.SendReply:
