@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         "cluster mode (no local store or directory).")
     router_listen: str = Field(
         "127.0.0.1:7700", description="gRPC address `pushgate router` listens on (port 0 = any).")
+    router_metrics_listen: str | None = Field(
+        None, description="host:port where `pushgate router` serves Prometheus /metrics "
+        "(unset = no metrics endpoint).")
     hub_heartbeat_ttl_s: float = Field(
         10.0, gt=0, description="A hub whose HubLink is silent this long is dead; its "
         "sessions leave the directory.")

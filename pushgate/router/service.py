@@ -95,7 +95,7 @@ class RouterNode:
         self.server: aio.Server | None = None
         self.port = 0
         self._liveness: asyncio.Task[None] | None = None
-        self._streams: set[asyncio.Task[Any]] = set()
+        self._metrics_server: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +115,12 @@ class RouterNode:
             raise OSError(f"cannot listen on {self.settings.router_listen}")
         await self.server.start()
         self._liveness = asyncio.create_task(self._liveness_loop())
+        if self.settings.router_metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.settings.router_metrics_listen.rpartition(":")
+            self._metrics_server, _ = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
         log.info("router started", node=self.node_id, port=self.port)
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -124,6 +130,8 @@ class RouterNode:
                 await self._liveness
         if self.server is not None:
             await self.server.stop(grace_s)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         await self.link.close()
         await self.committer.close()
         await self.cleaner.close()

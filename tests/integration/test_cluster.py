@@ -22,7 +22,7 @@ from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 from tests import services
 from tests.integration.cluster import Cluster, running_cluster, wait_ready
 from tests.integration.conftest import ServerProcess, ws_client
-from tests.redis_service import PrivateRedis
+from tests.redis_service import PrivateRedis, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,8 +35,9 @@ def store_url(mysql_run_db: str) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path, store_url: str, redis_server: str, redis_prefix: str) -> Iterator[Cluster]:
+    metrics = f"127.0.0.1:{free_port()}"
     with running_cluster(tmp_path, store_url=store_url, redis_url=redis_server,
-                         prefix=redis_prefix) as c:
+                         prefix=redis_prefix, PUSHGATE_ROUTER_METRICS_LISTEN=metrics) as c:
         yield c
 
 
@@ -110,6 +111,12 @@ async def test_users_on_different_hubs_reach_each_other(cluster: Cluster) -> Non
         assert r.status_code == 400 and r.json()["error"]["field"] == "ttl"
         r = await get(h1, "/v1/users/nobody/events")
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"
+    # the router's own Prometheus endpoint counts what it routed
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://{cluster.env['PUSHGATE_ROUTER_METRICS_LISTEN']}/metrics")).text
+    stored = next(line for line in text.splitlines()
+                  if line.startswith('pushgate_sends_total{kind="stored"}'))
+    assert float(stored.split()[-1]) == 3.0
 
 
 async def test_sixth_session_on_another_hub_kicks_the_oldest(cluster: Cluster) -> None:
