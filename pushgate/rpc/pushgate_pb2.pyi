@@ -53,18 +53,20 @@ class SendRequest(_message.Message):
     def __init__(self, users: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., body: _Optional[bytes] = ..., ttl_s: _Optional[int] = ..., id: _Optional[str] = ..., device: _Optional[str] = ..., push: _Optional[bytes] = ..., ack: _Optional[bool] = ..., ack_timeout_ms: _Optional[int] = ..., tag: _Optional[int] = ...) -> None: ...
 
 class UserResult(_message.Message):
-    __slots__ = ("user", "seq", "sessions", "duplicate", "acked_by")
+    __slots__ = ("user", "seq", "sessions", "duplicate", "acked_by", "push")
     USER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ACKED_BY_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
     user: str
     seq: int
     sessions: int
     duplicate: bool
     acked_by: str
-    def __init__(self, user: _Optional[str] = ..., seq: _Optional[int] = ..., sessions: _Optional[int] = ..., duplicate: _Optional[bool] = ..., acked_by: _Optional[str] = ...) -> None: ...
+    push: str
+    def __init__(self, user: _Optional[str] = ..., seq: _Optional[int] = ..., sessions: _Optional[int] = ..., duplicate: _Optional[bool] = ..., acked_by: _Optional[str] = ..., push: _Optional[str] = ...) -> None: ...
 
 class SendReply(_message.Message):
     __slots__ = ("results", "sessions", "tag", "error")
@@ -187,6 +189,44 @@ class SessionsReply(_message.Message):
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+
+class DeviceRequest(_message.Message):
+    __slots__ = ("user", "app", "platform", "token")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    app: str
+    platform: str
+    token: str
+    def __init__(self, user: _Optional[str] = ..., app: _Optional[str] = ..., platform: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("user", "app", "platform", "token", "updated_at")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    app: str
+    platform: str
+    token: str
+    updated_at: float
+    def __init__(self, user: _Optional[str] = ..., app: _Optional[str] = ..., platform: _Optional[str] = ..., token: _Optional[str] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class RemoveDeviceReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class DevicesReply(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
 class HubMessage(_message.Message):
     __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done", "sends")

@@ -66,6 +66,21 @@ class GatewayStub:
                 request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
                 response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.SessionsReply.FromString,
                 _registered_method=True)
+        self.RegisterDevice = channel.unary_unary(
+                '/pushgate.v1.Gateway/RegisterDevice',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.Device.FromString,
+                _registered_method=True)
+        self.RemoveDevice = channel.unary_unary(
+                '/pushgate.v1.Gateway/RemoveDevice',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.RemoveDeviceReply.FromString,
+                _registered_method=True)
+        self.Devices = channel.unary_unary(
+                '/pushgate.v1.Gateway/Devices',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -112,6 +127,25 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterDevice(self, request, context):
+        """Offline push tokens (APNs / FCM) of a user's app installs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Devices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +178,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Sessions,
                     request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.FromString,
                     response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.SessionsReply.SerializeToString,
+            ),
+            'RegisterDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDevice,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.Device.SerializeToString,
+            ),
+            'RemoveDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDevice,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.RemoveDeviceReply.SerializeToString,
+            ),
+            'Devices': grpc.unary_unary_rpc_method_handler(
+                    servicer.Devices,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +359,87 @@ class Gateway:
             '/pushgate.v1.Gateway/Sessions',
             pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
             pushgate_dot_rpc_dot_pushgate__pb2.SessionsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/RegisterDevice',
+            pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.Device.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/RemoveDevice',
+            pushgate_dot_rpc_dot_pushgate__pb2.DeviceRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.RemoveDeviceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Devices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/Devices',
+            pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.FromString,
             options,
             channel_credentials,
             insecure,
