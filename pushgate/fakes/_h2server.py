@@ -8,6 +8,7 @@ import collections
 import datetime
 import ipaddress
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class FakeState:
     rules: dict[str, collections.deque[Rule]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     record: bool = True  # keep the last request per token (off in big benchmarks)
+    history: list[tuple[float, str, int]] = field(default_factory=list)  # (monotonic, token, status)
     changed: asyncio.Event | None = None
 
     def fail(self, token: str, status: int, reason: str, retry_after: str | None = None,
@@ -78,10 +80,13 @@ class FakeState:
         self.counts[token] += 1
         if self.record:
             self.last[token] = item
+            self.history.append((time.monotonic(), token, 200))
         self._notify()
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, token: str = "", status: int = 0) -> None:
         self.errors[reason] += 1
+        if self.record:
+            self.history.append((time.monotonic(), token, status))
         self._notify()
 
     def _notify(self) -> None:
@@ -122,6 +127,7 @@ class FakeState:
             self.total = self.requests = 0
             self.counts.clear()
             self.last.clear()
+            self.history.clear()
             self.errors.clear()
             self.rules.clear()
             self.gone.clear()

@@ -47,6 +47,7 @@ class FakeApns:
         self.clock = clock
         self.state = FakeState()
         self._verified: dict[str, float] = {}  # provider token -> iat
+        self._current = ""  # device token of the request being answered
 
     def handle(self, req: Request) -> Reply:
         control = self.state.control(req)
@@ -57,7 +58,7 @@ class FakeApns:
                                "MethodNotAllowed" if req.path.startswith("/3/device/")
                                else "BadPath")
         self.state.requests += 1
-        token = req.path[len("/3/device/"):]
+        token = self._current = req.path[len("/3/device/"):]
         auth = self._check_auth(req.headers.get("authorization", ""))
         if auth is not None:
             return auth
@@ -116,7 +117,7 @@ class FakeApns:
 
     def _error(self, status: int, reason: str, headers: dict[str, str] | None = None,
                timestamp: int | None = None) -> Reply:
-        self.state.refused(reason)
+        self.state.refused(reason, self._current, status)
         body: dict[str, Any] = {"reason": reason}
         if timestamp is not None:
             body["timestamp"] = timestamp

@@ -132,16 +132,17 @@ class FakeFcm:
                                "INVALID_ARGUMENT")
         rule = self.state.scripted(token)
         if rule is not None:
-            return self._error(rule.status, rule.reason, rule.reason, rule.retry_after)
+            return self._error(rule.status, rule.reason, rule.reason, rule.retry_after, token)
         if token in self.state.gone:
-            return self._error(404, "Requested entity was not found.", "UNREGISTERED")
+            return self._error(404, "Requested entity was not found.", "UNREGISTERED",
+                               token=token)
         self.state.accepted(token, message)
         return json_reply(200, {"name": f"projects/{self.project_id}/messages/"
                                         f"{secrets.token_hex(8)}"})
 
     def _error(self, status: int, message: str, code: str | None,
-               retry_after: str | None = None) -> Reply:
-        self.state.refused(code or STATUS.get(status, str(status)))
+               retry_after: str | None = None, token: str = "") -> Reply:
+        self.state.refused(code or STATUS.get(status, str(status)), token, status)
         error: dict[str, Any] = {"code": status, "message": message,
                                  "status": STATUS.get(status, "UNKNOWN")}
         if code is not None and code not in STATUS.values():
