@@ -3,6 +3,8 @@ and the credentials to reach them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import pytest
 
 from pushgate.fakes.apns import FakeApns, generate_key
 from pushgate.fakes.fcm import FakeFcm
+from tests.integration.conftest import ServerProcess, server_env
 
 KEY_ID, TEAM_ID, TOPIC = "ABC123DEFG", "TEAM123456", "com.example.app"
 
@@ -59,3 +62,15 @@ async def fakes(tmp_path: Path) -> AsyncIterator[Fakes]:
         for server in (apns_server, fcm_server):
             server.close()
             await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, *args: str, **env: str) -> AsyncIterator[ServerProcess]:
+    """``pushgate serve`` started and stopped from a thread, so that the fakes (in this
+    event loop) answer its start-up credential checks."""
+    srv = ServerProcess(tmp_path / "data", server_env(**env), list(args))
+    await asyncio.to_thread(srv.start)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.stop)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import subprocess
 import time
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import ServerProcess, pushgate_bin, running_server, server_env
+from tests.integration.conftest import ServerProcess, pushgate_bin, server_env
 from tests.integration.conftest import ws_client as connect
 
-from .conftest import TOPIC, Fakes
+from .conftest import TOPIC, Fakes, serving
 
 IOS, ANDROID, BOB_IOS = "a1" * 32, "alice-android-1", "b0" * 32
 PUSH = {"title": "New message", "body": "Hi Alice", "data": {"thread": "t1"}, "badge": 1}
@@ -30,7 +31,9 @@ async def metric(srv: ServerProcess, name: str, labels: str = "") -> float:
 
 async def until_metric(srv: ServerProcess, name: str, labels: str, value: float) -> None:
     async with asyncio.timeout(TIMEOUT):
-        while await metric(srv, name, labels) < value:
+        while True:
+            if await metric(srv, name, labels) >= value:
+                return
             await asyncio.sleep(0.05)
 
 
@@ -45,7 +48,7 @@ async def test_offline_user_gets_both_pushes_online_user_who_acks_gets_none(
     fakes: Fakes, tmp_path: Path
 ) -> None:
     env = {**fakes.settings_env(), "PUSHGATE_PUSH_ACK_WINDOW_MS": "1000"}
-    with running_server(tmp_path, **env) as srv:
+    async with serving(tmp_path, **env) as srv:
         # alice registers her iPhone with her own token (HTTP), the server adds her Android
         async with httpx.AsyncClient(base_url=srv.base_url) as http:
             r = await http.post("/v1/devices", json={"platform": "apns", "token": IOS},
@@ -96,7 +99,7 @@ async def test_dead_tokens_are_removed_and_failures_retried(fakes: Fakes, tmp_pa
     fakes.fcm.state.gone.add(gone_android)
     fakes.apns.state.fail(busy, 429, "TooManyRequests", retry_after="1")
     fakes.fcm.state.fail(flaky, 500, "INTERNAL", times=2)
-    with running_server(tmp_path, **env) as srv:
+    async with serving(tmp_path, **env) as srv:
         async with srv.http() as http:
             for user, platform, token in (("u1", "apns", gone_ios), ("u2", "fcm", gone_android),
                                           ("u3", "apns", busy), ("u4", "fcm", flaky)):
@@ -116,7 +119,7 @@ async def test_dead_tokens_are_removed_and_failures_retried(fakes: Fakes, tmp_pa
     assert len(busy_times) == 2 and busy_times[1] - busy_times[0] >= 0.95  # Retry-After: 1
     flaky_log = [(t, s) for t, tok, s in fakes.fcm.state.history if tok == flaky]
     assert [s for _, s in flaky_log] == [500, 500, 200]
-    gaps = [b[0] - a[0] for a, b in zip(flaky_log, flaky_log[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(flaky_log)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19  # 0.2 s then 0.4 s, with 50..100 % jitter
 
 

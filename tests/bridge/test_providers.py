@@ -71,12 +71,12 @@ async def test_apns_bad_credentials_fail_at_start(fakes: Fakes, tmp_path: Path) 
     with pytest.raises(BridgeConfigError, match="apns_key_file: cannot read"):
         apns(fakes, key_file=str(tmp_path / "missing.p8"))
     (tmp_path / "junk.p8").write_text("not a key")
-    with pytest.raises(BridgeConfigError, match="apns_key_file: .* not a PEM"):
+    with pytest.raises(BridgeConfigError, match=r"apns_key_file: .* not a PEM"):
         apns(fakes, key_file=str(tmp_path / "junk.p8"))
     with pytest.raises(BridgeConfigError, match="apns_team_id"):
         apns(fakes, team_id="short")
     p = apns(fakes, team_id="WRONGTEAM1")  # well-formed, but not the key's team
-    with pytest.raises(BridgeConfigError, match="InvalidProviderToken.*apns_team_id"):
+    with pytest.raises(BridgeConfigError, match=r"InvalidProviderToken.*apns_team_id"):
         await p.start()
     await p.close()
 
@@ -110,10 +110,10 @@ async def test_fcm_push_maps_the_message_and_handles_errors(fakes: Fakes) -> Non
 async def test_fcm_bad_credentials_fail_at_start(fakes: Fakes, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(BridgeConfigError, match="fcm_service_account_file: .* not JSON"):
+    with pytest.raises(BridgeConfigError, match=r"fcm_service_account_file: .* not JSON"):
         fcm(fakes, service_account_file=str(bad))
     bad.write_text(json.dumps({"type": "service_account", "client_email": "x"}))
-    with pytest.raises(BridgeConfigError, match="fcm_service_account_file: .*bad service-account"):
+    with pytest.raises(BridgeConfigError, match=r"fcm_service_account_file: .*bad service-account"):
         fcm(fakes, service_account_file=str(bad))
     other = json.loads(fakes.service_account.read_text())
     from pushgate.fakes.fcm import FakeFcm
