@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.settings
 import orjson
+
+from pushgate._h2 import new_connection
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -141,8 +141,7 @@ class _Connection(asyncio.Protocol):
                  live: set[_Connection]) -> None:
         self.handler = handler
         self.live = live
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.conn = new_connection(client_side=False)
         self.max_streams = max_streams
         self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
         self.transport: asyncio.Transport | None = None

@@ -1,4 +1,4 @@
-"""APNs provider: HTTP/2 + TLS (httpx), token-based auth (ES256 JWT from a .p8 key).
+"""APNs provider: HTTP/2 + TLS (h2, see ``_h2client``), token-based auth (ES256 JWT from a .p8 key).
 
 The JWT is reused for 50 minutes: Apple refuses a token older than one hour and
 answers ``TooManyProviderTokenUpdates`` to tokens renewed more often than every 20
@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pushgate.logs import get_logger
 from pushgate.router.bridge import payload
+from pushgate.router.bridge._h2client import H2Client, H2Error
 from pushgate.router.bridge.base import (
     OK,
     BridgeConfigError,
@@ -86,7 +86,7 @@ class ApnsProvider:
         self._clock = clock
         self._token: tuple[str, float] | None = None
         self._verify = tls_context(config.ca_file, "push_ca_file")
-        self._client: httpx.AsyncClient | None = None
+        self._client: H2Client | None = None
 
     def provider_token(self, force: bool = False) -> str:
         now = self._clock()
@@ -97,11 +97,9 @@ class ApnsProvider:
         return self._token[0]
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            http2=True, verify=self._verify, base_url=self.config.url.rstrip("/"),
-            timeout=self.config.timeout_s,
-            limits=httpx.Limits(max_connections=self.config.connections,
-                                max_keepalive_connections=self.config.connections))
+        self._client = H2Client(self.config.url, self._verify,
+                                connections=self.config.connections,
+                                timeout_s=self.config.timeout_s)
         # Credentials check: Apple checks the provider token before the device token.
         result = await self.send(PROBE_TOKEN, {"body": "probe"}, 0)
         if result.reason in ("InvalidProviderToken", "MissingProviderToken"):
@@ -117,7 +115,7 @@ class ApnsProvider:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
@@ -132,18 +130,16 @@ class ApnsProvider:
         assert self._client is not None
         headers = {**headers, "authorization": f"bearer {self.provider_token(fresh)}"}
         try:
-            resp = await self._client.post(f"/3/device/{token}", content=body, headers=headers)
-        except httpx.TimeoutException:
-            return Result(Outcome.RETRY, "timeout")
-        except httpx.HTTPError as e:
-            return Result(Outcome.RETRY, f"connection: {type(e).__name__}")
-        if resp.status_code == 200:
+            resp = await self._client.request("POST", f"/3/device/{token}", headers, body)
+        except H2Error as e:
+            return Result(Outcome.RETRY, str(e))
+        if resp.status == 200:
             return OK
         try:
-            reason = str(orjson.loads(resp.content).get("reason", ""))
+            reason = str(orjson.loads(resp.body).get("reason", ""))
         except (orjson.JSONDecodeError, AttributeError):
             reason = ""
-        status = resp.status_code
+        status = resp.status
         reason = reason or f"http_{status}"
         if status == 410 or reason in DEAD_REASONS:
             return Result(Outcome.DEAD, reason, status)

@@ -1,5 +1,5 @@
 """FCM HTTP v1 provider: OAuth2 access token from a service-account key (google-auth),
-HTTP/2 client (httpx).
+HTTP/2 client (h2, see ``_h2client``).
 
 google-auth signs the JWT-bearer assertion and parses the token reply; this module
 only carries its HTTP request over httpx (``token_uri`` comes from the key file, so
@@ -25,6 +25,7 @@ from google.oauth2 import service_account
 
 from pushgate.logs import get_logger
 from pushgate.router.bridge import payload
+from pushgate.router.bridge._h2client import H2Client, H2Error
 from pushgate.router.bridge.base import (
     OK,
     BridgeConfigError,
@@ -123,7 +124,7 @@ class FcmProvider:
         self._verify = tls_context(config.ca_file, "push_ca_file")
         self._request = HttpxRequest(self._verify, config.timeout_s)
         self._lock = asyncio.Lock()
-        self._client: httpx.AsyncClient | None = None
+        self._client: H2Client | None = None
         self._path = f"/v1/projects/{self.project_id}/messages:send"
 
     async def _token(self, force: bool = False) -> str:
@@ -134,11 +135,9 @@ class FcmProvider:
         return str(self._creds.token)
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            http2=True, verify=self._verify, base_url=self.config.url.rstrip("/"),
-            timeout=self.config.timeout_s,
-            limits=httpx.Limits(max_connections=self.config.connections,
-                                max_keepalive_connections=self.config.connections))
+        self._client = H2Client(self.config.url, self._verify,
+                                connections=self.config.connections,
+                                timeout_s=self.config.timeout_s)
         try:
             await self._token()
         except gexc.RefreshError as e:
@@ -150,7 +149,7 @@ class FcmProvider:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
         self._request.close()
 
@@ -169,17 +168,15 @@ class FcmProvider:
         except (gexc.RefreshError, gexc.TransportError) as e:
             return Result(Outcome.RETRY, f"token: {type(e).__name__}")
         try:
-            resp = await self._client.post(
-                self._path, content=body, headers={"authorization": f"Bearer {bearer}",
-                                                   "content-type": "application/json"})
-        except httpx.TimeoutException:
-            return Result(Outcome.RETRY, "timeout")
-        except httpx.HTTPError as e:
-            return Result(Outcome.RETRY, f"connection: {type(e).__name__}")
-        status = resp.status_code
+            resp = await self._client.request(
+                "POST", self._path, {"authorization": f"Bearer {bearer}",
+                                     "content-type": "application/json"}, body)
+        except H2Error as e:
+            return Result(Outcome.RETRY, str(e))
+        status = resp.status
         if status == 200:
             return OK
-        code = _error_code(resp.content) or f"http_{status}"
+        code = _error_code(resp.body) or f"http_{status}"
         if code in DEAD_CODES:
             return Result(Outcome.DEAD, code, status)
         if status in (401, 429) or status >= 500 or code in RETRY_CODES:
