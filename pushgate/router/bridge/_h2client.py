@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import h2.events
@@ -59,8 +60,7 @@ class _Connection(asyncio.Protocol):
     # -- protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         self.h2.initiate_connection()
         self.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0,
                                  h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
