@@ -1,4 +1,5 @@
-"""The ``pushgate`` command: serve, router, migrate, token, api-key, listen, send.
+"""The ``pushgate`` command: serve, router, bridge, migrate, token, api-key, listen,
+send, fake-apns, fake-fcm.
 
 ``serve`` has one option per setting (generated from :class:`Settings`, so ``--help``
 always lists every option with its default); each can also be set with its
@@ -81,16 +82,24 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
 
 def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
+    from pushgate.router.bridge.base import BridgeConfigError
     from pushgate.server import run
 
-    run(settings, Path(port_file) if port_file else None)
+    try:
+        run(settings, Path(port_file) if port_file else None)
+    except BridgeConfigError as e:
+        _fail(e)
 
 
 def _router(config: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
+    from pushgate.router.bridge.base import BridgeConfigError
     from pushgate.router.service import run
 
-    run(settings)
+    try:
+        run(settings)
+    except BridgeConfigError as e:
+        _fail(e)
 
 
 def _config_option() -> click.Option:
@@ -170,6 +179,65 @@ def api_key(config: str | None, data_dir: str | None) -> None:
 
 app.add_command(_serve_command())
 app.add_command(_router_command())
+
+
+@app.command()
+@click.option("--config", default=None, help="TOML settings file (the same as serve's).")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port).")
+def bridge(config: str | None, metrics_port: int | None) -> None:
+    """Run an offline-push worker (APNs/FCM) against the configured store.
+
+    Settings as for serve (PUSHGATE_* environment or --config): store_url, apns_*,
+    fcm_*, push_*. Several workers may share one MySQL/MariaDB store."""
+    from pushgate import logs
+    from pushgate.router.bridge.base import BridgeConfigError
+    from pushgate.router.bridge.service import run_bridge
+
+    s = _settings(config)
+    logs.configure(s.log_level, s.log_format)
+    try:
+        asyncio.run(run_bridge(s, metrics_port))
+    except BridgeConfigError as e:
+        _fail(e)
+
+
+@app.command("fake-apns")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="0 = any free port.")
+@click.option("--dir", "directory", default="fake-apns", show_default=True,
+              help="Where the .p8 key (created if missing) and TLS certificate go.")
+@click.option("--key-id", default="FAKEKEY001", show_default=True)
+@click.option("--team-id", default="FAKETEAM01", show_default=True)
+@click.option("--topic", default=None, help="Accept only this topic (default: any).")
+@click.option("--no-record", is_flag=True, help="Count pushes only (for big benchmarks).")
+def fake_apns(host: str, port: int, directory: str, key_id: str, team_id: str,
+              topic: str | None, no_record: bool) -> None:
+    """A local fake APNs (HTTP/2 + TLS, ES256 provider tokens, Apple's error bodies).
+
+    Prints its URL on stdout and the bridge settings on stderr. Control: GET
+    /_fake/stats, POST /_fake/fail {token, status, reason, retry_after, times},
+    POST /_fake/unregister {token}."""
+    from pushgate.fakes.run import fake_apns as run
+
+    asyncio.run(run(host, port, Path(directory), key_id, team_id, topic, not no_record))
+
+
+@app.command("fake-fcm")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="0 = any free port.")
+@click.option("--dir", "directory", default="fake-fcm", show_default=True,
+              help="Where service-account.json (created if missing) and the TLS certificate go.")
+@click.option("--project-id", default="pushgate-fake", show_default=True)
+@click.option("--no-record", is_flag=True, help="Count pushes only (for big benchmarks).")
+def fake_fcm(host: str, port: int, directory: str, project_id: str, no_record: bool) -> None:
+    """A local fake FCM HTTP v1 with its OAuth2 token endpoint (HTTP/2 + TLS).
+
+    Writes a service-account key whose token_uri points at it; prints its URL on
+    stdout and the bridge settings on stderr. Control as for fake-apns."""
+    from pushgate.fakes.run import fake_fcm as run
+
+    asyncio.run(run(host, port, Path(directory), project_id, not no_record))
 
 
 def main() -> None:

@@ -116,6 +116,49 @@ class Settings(BaseSettings):
     commit_max_pending: int = Field(
         100000, ge=1, description="Queued events before sends are refused with 503.")
 
+    # offline push (APNs / FCM); see docs/offline-push.md
+    apns_key_file: str | None = Field(
+        None, description="APNs auth key (.p8) from the Apple developer account; set = "
+        "pushes to iOS devices.")
+    apns_key_id: str | None = Field(None, description="Key ID of apns_key_file (10 characters).")
+    apns_team_id: str | None = Field(None, description="Apple developer Team ID (10 characters).")
+    apns_topic: str | None = Field(None, description="APNs topic: the iOS app's bundle id.")
+    apns_url: str = Field(
+        "https://api.push.apple.com", description="APNs server (sandbox: "
+        "https://api.sandbox.push.apple.com; the local fake: its https URL).")
+    fcm_service_account_file: str | None = Field(
+        None, description="Firebase service-account key (JSON); set = pushes to Android "
+        "devices through FCM HTTP v1.")
+    fcm_project_id: str | None = Field(
+        None, description="Firebase project id; default: the service-account key's.")
+    fcm_url: str = Field("https://fcm.googleapis.com", description="FCM server.")
+    push_ca_file: str | None = Field(
+        None, description="CA file to verify APNs/FCM with instead of the system CAs (e.g. "
+        "the local fakes' certificate).")
+    push_enabled: bool | None = Field(
+        None, description="Queue pushes of sends with a 'push' block; default: when a "
+        "provider is configured (set it on gateways/routers whose bridge runs as separate "
+        "`pushgate bridge` processes).")
+    push_worker: bool = Field(
+        True, description="Run the bridge worker in this process when a provider is "
+        "configured.")
+    push_ack_window_ms: int = Field(
+        0, ge=0, description="Also push to a user who was online when no client acked the "
+        "event within this window; 0 = push only users with no live session.")
+    push_batch: int = Field(500, ge=1, description="Pushes one bridge pipeline claims at once.")
+    push_pipelines: int = Field(2, ge=1, description="Batches a bridge worker works on at once.")
+    push_concurrency: int = Field(
+        200, ge=1, description="Provider requests in flight per bridge worker.")
+    push_rate_per_app: float = Field(
+        0.0, ge=0, description="Pushes per second per app (token bucket); 0 = unlimited.")
+    push_max_attempts: int = Field(8, ge=1, description="Attempts per device before a push "
+                                   "is dropped.")
+    push_retry_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles, with "
+                                     "jitter) when the provider gives no Retry-After.")
+    push_retry_max_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+    push_lease_s: float = Field(
+        60.0, gt=0, description="A claimed push whose worker died is sent again after this.")
+
     # operations
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["console", "json"] = Field("console", description="Log line format.")
@@ -166,6 +209,15 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_public_key is required for algorithms {asym}")
         if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
             raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_push(self) -> Settings:
+        apns = ("apns_key_file", "apns_key_id", "apns_team_id", "apns_topic")
+        given = [k for k in apns if getattr(self, k)]
+        if given and len(given) < len(apns):
+            missing = [k for k in apns if not getattr(self, k)]
+            raise ValueError(f"{', '.join(missing)} required with {', '.join(given)}")
         return self
 
     @classmethod

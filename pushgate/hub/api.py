@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pushgate.auth import Identity, check_id
-from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
+from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError, Unauthorized
 from pushgate.hub import protocol as p
-from pushgate.hub.ws import read_state_payload
+from pushgate.hub.ws import device_payload, read_state_payload
 from pushgate.router.requests import from_pushca, parse_send, pushca_identity
 
 if TYPE_CHECKING:
@@ -152,6 +152,53 @@ async def user_sessions(request: Request) -> Response:
         {"session": s.session_id, "hub": s.hub, "connected_at": s.connected_at,
          "workspace": s.workspace, "device": s.device, "application": s.application}
         for s in sessions]})
+
+
+# -- devices (offline push) -----------------------------------------------------------------
+
+
+async def _device_body(request: Request, gw: Gateway) -> tuple[str, str, str | None]:
+    body = await read_json(request, gw.settings.max_request_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", field="body")
+    unknown = set(body) - {"platform", "token", "app"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
+    return p.parse_device(body)
+
+
+async def client_devices(request: Request) -> Response:
+    """``POST`` / ``DELETE /v1/devices``: a client (its own JWT) registers or removes the
+    push token of its app install; ``app`` defaults to the token's ``app`` claim."""
+    gw = _gw(request)
+    scheme, _, raw = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("send the client token as 'Authorization: Bearer <JWT>'",
+                           field="Authorization")
+    identity = gw.tokens.verify(raw.strip()).identity
+    platform, token, app = await _device_body(request, gw)
+    app = app or identity.application or "default"
+    if request.method == "DELETE":
+        return json_response({"removed": await gw.router.remove_device(
+            identity.user, app, platform, token)})
+    return json_response(device_payload(
+        await gw.router.register_device(identity.user, app, platform, token)))
+
+
+async def user_devices(request: Request) -> Response:
+    """``GET`` / ``PUT`` / ``DELETE /v1/users/{user}/devices`` (API key)."""
+    gw = await _server(request)
+    user = _user(request)
+    if request.method == "GET":
+        return json_response({"devices": [device_payload(d) for d in
+                                          await gw.router.devices(user)]})
+    platform, token, app = await _device_body(request, gw)
+    app = app or "default"
+    if request.method == "DELETE":
+        return json_response({"removed": await gw.router.remove_device(user, app, platform,
+                                                                       token)})
+    return json_response(device_payload(await gw.router.register_device(user, app, platform,
+                                                                        token)))
 
 
 # -- Pushca-compatible aliases -------------------------------------------------------------

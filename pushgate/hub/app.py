@@ -3,10 +3,12 @@
 Embedded mode = this hub + the routing core in-process + the memory directory +
 SQLite. :class:`Gateway` owns every component and their lifecycle:
 
-start:    migrate (embedded SQLite) → store → group committer → cleaner → sweeper → ready
+start:    migrate (embedded SQLite) → store → group committer → cleaner → sweeper →
+          offline bridge (outbox, worker: checks the provider credentials) → ready
 shutdown: not ready → refuse new sessions → close sessions with SHUTDOWN (4000) after
           their queued frames → wait up to ``shutdown_grace_s`` → flush the committer
-          → stop the cleaner → close the store.
+          → stop the bridge worker (batches in flight finish), flush acks → stop the
+          cleaner → close the store.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ from pushgate.hub.registry import Registry
 from pushgate.hub.ws import websocket_endpoint
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
+from pushgate.router.bridge import setup as bridge_setup
+from pushgate.router.bridge.base import BridgeConfigError
+from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.outbox import Outbox
+from pushgate.router.bridge.worker import Worker
 from pushgate.router.core import Router, RouterConfig, SendResult
 from pushgate.router.directory import open_directory
 from pushgate.router.requests import Limits, parse_send
@@ -81,6 +88,8 @@ class Gateway:
         self.registry = Registry(self.hub_id)
         self.cluster = bool(settings.routers)
         self.router: Router | RemoteRouter
+        self.push_worker: Worker | None = None
+        self.outbox: Outbox | None = None
         if self.cluster:  # cluster hub: sessions only; the routers own store and directory
             self.links: RouterLinks | None = RouterLinks(
                 settings.routers, self.registry,
@@ -98,11 +107,20 @@ class Gateway:
                                    batch=settings.cleanup_batch,
                                    on_deleted=self.metrics.cleaned.inc)
             self.directory = open_directory(settings.directory_url, settings.directory_prefix)
+            self.bridge_metrics = BridgeMetrics(self.metrics.registry)
+            providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
+            self.push_worker = Worker(
+                self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
+                self.bridge_metrics) if providers and settings.push_worker else None
+            enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
+            self.outbox = Outbox(
+                self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
+                on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
             self.router = Router(
                 self.store, self.committer, self.directory, LocalLink(self.registry),
                 RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
                              settings.fetch_max_bytes),
-                self.metrics)
+                self.metrics, offline=self.outbox)
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
                                   settings.ack_timeout_ms)
@@ -138,6 +156,14 @@ class Gateway:
             await self.committer.start()
             await self.cleaner.start()
         self._sweeper = asyncio.create_task(self._sweep())
+        if self.outbox is not None:
+            await self.outbox.start()
+        if self.push_worker is not None:
+            try:
+                await self.push_worker.start()
+            except BridgeConfigError as e:
+                log.error("offline push: bad configuration", error=str(e))
+                raise
         self.started = True
         if self.links is not None:
             log.info("gateway started (cluster hub)", hub=self.hub_id, routers=self.settings.routers)
@@ -166,6 +192,10 @@ class Gateway:
             await self.links.close()
         else:
             await self.committer.close()
+            if self.push_worker is not None:
+                await self.push_worker.close()
+            if self.outbox is not None:
+                await self.outbox.close()
             await self.cleaner.close()
             await self.store.close()
             await self.directory.close()
@@ -259,6 +289,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/users/{user}/read", api.user_read, methods=["POST"]),
         Route("/v1/users/{user}/read-state", api.user_read_state, methods=["GET"]),
         Route("/v1/users/{user}/sessions", api.user_sessions, methods=["GET"]),
+        Route("/v1/users/{user}/devices", api.user_devices, methods=["GET", "PUT", "DELETE"]),
+        Route("/v1/devices", api.client_devices, methods=["POST", "DELETE"]),
         Route("/open-connection", api.pushca_open_connection, methods=["POST"]),
         Route("/send-notification", api.pushca_send, methods=["POST"]),
         Route("/send-notification-with-acknowledge", api.pushca_send_ack, methods=["POST"]),

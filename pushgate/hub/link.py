@@ -37,7 +37,7 @@ from pushgate.router.core import SendResult
 from pushgate.router.requests import SendRequest
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
-from pushgate.store.base import Event, ReadState
+from pushgate.store.base import Device, Event, ReadState
 
 log = get_logger("pushgate.hub.link")
 
@@ -396,3 +396,18 @@ class RemoteRouter:
 
     async def read_state(self, user: str) -> ReadState:
         return wire.read_state_from_pb(await self._call("ReadState", pb.UserRequest(user=user)))
+
+    # -- devices (offline bridge) --------------------------------------------------------
+
+    async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
+        return wire.device_from_pb(await self._call("RegisterDevice", pb.DeviceRequest(
+            user=user, app=app, platform=platform, token=token)))
+
+    async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
+        reply = await self._call("RemoveDevice", pb.DeviceRequest(
+            user=user, app=app, platform=platform, token=token))
+        return bool(reply.removed)
+
+    async def devices(self, user: str) -> list[Device]:
+        reply = await self._call("Devices", pb.UserRequest(user=user))
+        return [wire.device_from_pb(d) for d in reply.devices]

@@ -61,7 +61,18 @@ class Ping:
     rid: Rid
 
 
-ClientFrame = Ack | Fetch | Read | ReadStateRequest | Send | Ping
+@dataclass(frozen=True, slots=True)
+class RegisterDevice:
+    """A push token of this client's app install (``remove``: unregister it)."""
+
+    platform: str
+    token: str
+    app: str | None
+    remove: bool
+    rid: Rid
+
+
+ClientFrame = Ack | Fetch | Read | ReadStateRequest | Send | Ping | RegisterDevice
 
 
 class BadJson(InvalidRequest):
@@ -155,7 +166,24 @@ def parse_client_frame(text: str | bytes, *, fetch_max_limit: int) -> ClientFram
         return Send({k: v for k, v in obj.items() if k not in ("type", "rid")}, rid)
     if kind == "ping":
         return Ping(rid)
+    if kind in ("register_device", "unregister_device"):
+        platform, token, app = parse_device(obj)
+        return RegisterDevice(platform, token, app, kind == "unregister_device", rid)
     raise UnknownType(f"unknown frame type {kind!r}", field="type", code="unknown_type")
+
+
+def parse_device(obj: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``platform``, ``token`` and optional ``app`` of a device (websocket or HTTP)."""
+    platform = obj.get("platform")
+    if platform not in ("apns", "fcm"):
+        raise InvalidRequest("'platform' must be 'apns' or 'fcm'", field="platform")
+    token = obj.get("token")
+    if not isinstance(token, str) or not token:
+        raise InvalidRequest("'token' must be a non-empty string", field="token")
+    app = obj.get("app")
+    if app is not None and (not isinstance(app, str) or not app):
+        raise InvalidRequest("'app' must be a non-empty string", field="app")
+    return str(platform), token, app
 
 
 def _dumps(obj: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from pushgate.errors import (
 from pushgate.hub import protocol as p
 from pushgate.hub.session import Session, State
 from pushgate.store import bitmap
-from pushgate.store.base import Event, ReadState
+from pushgate.store.base import Device, Event, ReadState
 
 EMPTY_STATE = ReadState(head=0, live=0, unread=0)
 
@@ -227,8 +227,21 @@ class Connection:
             elif isinstance(frame, p.Send):
                 result = await gw.client_send(s.identity, frame.request)
                 s.push(p.encode_reply(rid, result.to_dict()))
+            elif isinstance(frame, p.RegisterDevice):
+                app = frame.app or s.identity.application or "default"
+                if frame.remove:
+                    removed = await gw.router.remove_device(user, app, frame.platform, frame.token)
+                    s.push(p.encode_reply(rid, {"removed": removed}))
+                else:
+                    d = await gw.router.register_device(user, app, frame.platform, frame.token)
+                    s.push(p.encode_reply(rid, device_payload(d)))
         except PushgateError as e:
             self._reply_error(e, rid)
+
+
+def device_payload(d: Device) -> dict[str, Any]:
+    return {"user": d.user, "app": d.app, "platform": d.platform, "token": d.token,
+            "updated_at": d.updated_at}
 
 
 def read_state_payload(rs: ReadState) -> dict[str, Any]:

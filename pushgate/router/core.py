@@ -21,10 +21,23 @@ from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
 from pushgate.hub.protocol import encode_event, encode_head
 from pushgate.hub.quota import SessionInfo
 from pushgate.logs import get_logger
+from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
-from pushgate.store.base import Appended, Event, EventStore, NewEvent, ReadState, StoreError
+from pushgate.store.base import (
+    Appended,
+    Device,
+    DeviceStore,
+    Event,
+    EventStore,
+    NewEvent,
+    ReadState,
+    StoreError,
+    check_device,
+)
+
+log = get_logger("pushgate.router")
 
 log = get_logger("pushgate.router")
 
@@ -69,9 +82,12 @@ class UserResult:
     sessions: int
     duplicate: bool = False
     acked_by: str | None = None
+    push: str | None = None  # "queued" / "not_queued" when the send had a push block
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"user": self.user, "seq": self.seq, "sessions": self.sessions}
+        if self.push is not None:
+            out["push"] = self.push
         if self.duplicate:
             out["duplicate"] = True
         if self.acked_by is not None:
@@ -105,13 +121,15 @@ class _AckWaiter:
 
 class Router:
     def __init__(self, store: EventStore, committer: Committer, directory: Directory,
-                 link: HubLink, config: RouterConfig, metrics: Metrics) -> None:
+                 link: HubLink, config: RouterConfig, metrics: Metrics,
+                 offline: OfflineSink | None = None) -> None:
         self.store = store
         self.committer = committer
         self.directory = directory
         self.link = link
         self.config = config
         self.metrics = metrics
+        self.offline = offline  # the offline bridge's queue (None = no APNs/FCM)
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
         self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
         # deliveries leave in commit order even when directory lookups await (Redis):
@@ -153,6 +171,8 @@ class Router:
             return {}
 
     def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+        if self.offline is not None:
+            self.offline.on_ack(identity.user, seq)
         waiters = self._ack_waiters.get((identity.user, seq))
         if not waiters:
             return
@@ -222,6 +242,8 @@ class Router:
                             r.sessions = self._deliver(live.get(a.user, ()), again, a.seq, t0,
                                                        req.device, True)
                             result.sessions += r.sessions
+            if self.offline is not None and req.push is not None:
+                await self._queue_pushes(self.offline, req.push, result)
             self.metrics.sent("stored", stored)
         else:
             live = await self.sessions_of(req.users)
@@ -243,6 +265,26 @@ class Router:
         except DirectoryUnavailable as e:
             raise Overloaded(f"session directory unavailable: {e}",
                              code="directory_unavailable") from e
+
+    async def _queue_pushes(self, offline: OfflineSink, push: dict[str, Any],
+                            result: SendResult) -> None:
+        """Hand the new events to the offline bridge (the policy decides who is pushed).
+        The events are stored and delivered already: a queue failure is reported per
+        user (``push: "not_queued"``), not as a failed send."""
+        events = [OfflinePush(r.user, r.seq, r.sessions > 0) for r in result.results
+                  if not r.duplicate and r.seq is not None]
+        try:
+            queued = await offline.enqueue(push, events)
+        except StoreError as e:
+            log.error("queueing pushes failed", error=str(e), users=len(events))
+            queued, failed = set(), {e.user for e in events}
+        else:
+            failed = set()
+        for r in result.results:
+            if r.user in queued:
+                r.push = "queued"
+            elif r.user in failed:
+                r.push = "not_queued"
 
     async def _stored_frame(self, user: str, seq: int) -> str | None:
         with store_errors():
@@ -330,3 +372,31 @@ class Router:
             raise NotFound(f"user {user!r} has no inbox", field="user",
                            code="unknown_user") from None
 
+
+    # -- devices (offline bridge) ------------------------------------------------------
+
+    def _device_store(self) -> DeviceStore:
+        return self.store  # type: ignore[return-value]  # the SQL store implements both
+
+    @staticmethod
+    def _check_device(user: str, app: str, platform: str, token: str) -> None:
+        try:
+            check_device(user, app, platform, token)
+        except ValueError as e:  # the message starts with the field's name
+            raise InvalidRequest(str(e), field=str(e).split()[0]) from None
+
+    async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
+        """Store a push token for ``(user, app)`` (a known token moves to this user)."""
+        self._check_device(user, app, platform, token)
+        with store_errors():
+            return await self._device_store().register_device(user, app, platform, token)
+
+    async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
+        """Remove the token if it belongs to ``(user, app)``; whether it did."""
+        self._check_device(user, app, platform, token)
+        with store_errors():
+            return await self._device_store().remove_device(user, app, platform, token)
+
+    async def devices(self, user: str) -> list[Device]:
+        with store_errors():
+            return await self._device_store().devices([user])

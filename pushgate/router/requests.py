@@ -20,6 +20,7 @@ import orjson
 
 from pushgate.auth import check_id
 from pushgate.errors import InvalidRequest, PayloadTooLarge
+from pushgate.router.bridge.payload import parse_push
 from pushgate.router.routing import ClientRef, Filter
 
 
@@ -138,8 +139,8 @@ def parse_send(obj: Any, limits: Limits) -> SendRequest:
     if event_id is not None:
         event_id = check_id(event_id, "id")
     push = obj.get("push")
-    if push is not None and not isinstance(push, dict):
-        raise InvalidRequest("'push' must be an object", field="push")
+    if push is not None:
+        push = parse_push(push)
     device = _opt_str(obj, "device", "device")
     ack = obj.get("ack", False)
     if not isinstance(ack, bool):
@@ -154,6 +155,9 @@ def parse_send(obj: Any, limits: Limits) -> SendRequest:
     if ack and len(users) != 1:
         raise InvalidRequest("a send with 'ack' addresses exactly one user (and optionally "
                              "one 'device')", field="users")
+    if push is not None and (flt is not None or ttl == 0):
+        raise InvalidRequest("'push' goes with a stored send ('users' and ttl > 0)",
+                             field="push")
     if device is not None and not users:
         raise InvalidRequest("'device' goes with 'users'; use filter.device in a filter send",
                              field="device")

@@ -35,6 +35,10 @@ from pushgate.errors import Internal, PushgateError, Unauthorized
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router import wire
+from pushgate.router.bridge import setup as bridge_setup
+from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.outbox import Outbox
+from pushgate.router.bridge.worker import Worker
 from pushgate.router.core import Router, RouterConfig
 from pushgate.router.directory import DirectoryUnavailable, open_directory
 from pushgate.router.link import ClusterLink, HubStream
@@ -84,11 +88,22 @@ class RouterNode:
                                on_deleted=self.metrics.cleaned.inc)
         self.directory = open_directory(settings.directory_url, settings.directory_prefix)
         self.link = ClusterLink()
+        # offline push: routers queue pushes in the store's outbox (push_enabled=true, or
+        # implied by configured providers); `pushgate bridge` processes send them, or this
+        # router does when it has providers and push_worker is on
+        providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
+        self.push_worker = Worker(
+            self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
+            BridgeMetrics(self.metrics.registry)) if providers and settings.push_worker else None
+        enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
+        self.outbox = Outbox(
+            self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
+            on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
         self.router = Router(
             self.store, self.committer, self.directory, self.link,
             RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
                          settings.fetch_max_bytes),
-            self.metrics)
+            self.metrics, offline=self.outbox)
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
                                   settings.ack_timeout_ms)
@@ -105,6 +120,10 @@ class RouterNode:
         await self.store.start()
         await self.committer.start()
         await self.cleaner.start()
+        if self.outbox is not None:
+            await self.outbox.start()
+        if self.push_worker is not None:
+            await self.push_worker.start()
         self.server = aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
             GatewayService(self), self.server)
@@ -134,6 +153,10 @@ class RouterNode:
             self._metrics_server.shutdown()
         await self.link.close()
         await self.committer.close()
+        if self.push_worker is not None:
+            await self.push_worker.close()
+        if self.outbox is not None:
+            await self.outbox.close()
         await self.cleaner.close()
         await self.store.close()
         await self.directory.close()
@@ -259,6 +282,31 @@ class GatewayService(pb_grpc.GatewayServicer):
         async def op() -> pb.SessionsReply:
             found = await self.node.router.sessions(_user(request.user))
             return pb.SessionsReply(sessions=[wire.session_to_pb(s) for s in found])
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+
+    async def RegisterDevice(self, request: pb.DeviceRequest, context: aio.ServicerContext) -> pb.Device:
+        async def op() -> pb.Device:
+            d = await self.node.router.register_device(
+                _user(request.user), request.app, request.platform, request.token)
+            return wire.device_to_pb(d)
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def RemoveDevice(self, request: pb.DeviceRequest,
+                           context: aio.ServicerContext) -> pb.RemoveDeviceReply:
+        async def op() -> pb.RemoveDeviceReply:
+            removed = await self.node.router.remove_device(
+                _user(request.user), request.app, request.platform, request.token)
+            return pb.RemoveDeviceReply(removed=removed)
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def Devices(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.DevicesReply:
+        async def op() -> pb.DevicesReply:
+            found = await self.node.router.devices(_user(request.user))
+            return pb.DevicesReply(devices=[wire.device_to_pb(d) for d in found])
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 

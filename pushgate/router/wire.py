@@ -19,7 +19,7 @@ from pushgate.router.core import SendResult, UserResult
 from pushgate.router.requests import Limits, SendRequest
 from pushgate.router.routing import ClientRef, Filter
 from pushgate.rpc import pushgate_pb2 as pb
-from pushgate.store.base import Event, ReadState
+from pushgate.store.base import Device, Event, ReadState
 
 ERROR_TRAILER = "pushgate-error-bin"
 
@@ -146,14 +146,26 @@ def result_to_pb(r: SendResult, tag: int = 0) -> pb.SendReply:
             item.seq = u.seq
         if u.acked_by is not None:
             item.acked_by = u.acked_by
+        if u.push is not None:
+            item.push = u.push
     return out
 
 
 def result_from_pb(m: pb.SendReply) -> SendResult:
     return SendResult(
         [UserResult(u.user, u.seq if u.HasField("seq") else None, u.sessions, u.duplicate,
-                    u.acked_by if u.HasField("acked_by") else None) for u in m.results],
+                    u.acked_by if u.HasField("acked_by") else None,
+                    u.push if u.HasField("push") else None) for u in m.results],
         m.sessions)
+
+
+def device_to_pb(d: Device) -> pb.Device:
+    return pb.Device(user=d.user, app=d.app, platform=d.platform, token=d.token,
+                     updated_at=d.updated_at)
+
+
+def device_from_pb(m: pb.Device) -> Device:
+    return Device(m.user, m.app, m.platform, m.token, m.updated_at)
 
 
 # -- inbox ----------------------------------------------------------------------------------

@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any
 from ._dialect import for_url, normalize_url, prepare_path
 from .base import (
     Appended,
+    ClaimedPush,
     Device,
     DeviceStore,
     Event,
     EventStore,
     Leases,
     NewEvent,
+    PushJob,
+    PushOutbox,
     ReadState,
     StoreError,
     StoreOverloaded,
@@ -42,6 +45,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 __all__ = [
     "MIGRATIONS_DIR",
     "Appended",
+    "ClaimedPush",
     "Cleaner",
     "Device",
     "DeviceStore",
@@ -50,6 +54,8 @@ __all__ = [
     "GroupCommitter",
     "Leases",
     "NewEvent",
+    "PushJob",
+    "PushOutbox",
     "ReadState",
     "SqlEventStore",
     "StoreError",

@@ -24,6 +24,9 @@ bulk statements      executemany with bound parameters          multi-row statem
 key / blob types     ``VARCHAR`` / ``BLOB``                     ``VARCHAR`` utf8mb4, binary no-pad
                                                                 collation / ``MEDIUMBLOB``
 pool                 default                                    pre-ping, recycle, timeouts
+push outbox claim    one writer: plain ``SELECT`` then          ``SELECT .. FOR UPDATE SKIP LOCKED``
+                     ``UPDATE``                                 (MariaDB >= 10.6, MySQL 8)
+ack upsert           ``ON CONFLICT .. max(old, new)``           ``ON DUPLICATE KEY .. GREATEST``
 ===================  =========================================  ==================================
 
 Keys are compared byte for byte on both: SQLite's default ``BINARY`` collation; on
@@ -49,6 +52,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     select,
     tuple_,
     update,
@@ -352,6 +356,17 @@ class Dialect:
         the new user/app and refreshes ``updated_at``."""
         raise NotImplementedError
 
+    # -- push outbox ---------------------------------------------------------------
+
+    def lock_skip(self, stmt: Select[Any]) -> Select[Any]:
+        """Lock the selected rows until commit, skipping rows other transactions hold
+        (no-op with an exclusive writer)."""
+        return stmt
+
+    def upsert_acks(self, table: Table) -> Insert:
+        """INSERT of ``push_acks`` rows that keeps the larger ``acked_seq``."""
+        raise NotImplementedError
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -441,6 +456,15 @@ class SQLite(Dialect):
         return stmt.on_conflict_do_update(
             index_elements=[table.c.platform, table.c.token],
             set_={"user_id": ex.user_id, "app": ex.app, "updated_at": ex.updated_at},
+        )
+
+    def upsert_acks(self, table: Table) -> Insert:
+        stmt = sqlite.insert(table)
+        ex = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.user_id],
+            set_={"acked_seq": func.max(table.c.acked_seq, ex.acked_seq),
+                  "updated_at": ex.updated_at},
         )
 
 
@@ -670,6 +694,16 @@ class MySQL(Dialect):
         new = stmt.inserted
         return stmt.on_duplicate_key_update(
             user_id=new.user_id, app=new.app, updated_at=new.updated_at
+        )
+
+    def lock_skip(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt.with_for_update(skip_locked=True)
+
+    def upsert_acks(self, table: Table) -> Insert:
+        stmt = mysql.insert(table)
+        new = stmt.inserted
+        return stmt.on_duplicate_key_update(
+            acked_seq=func.greatest(table.c.acked_seq, new.acked_seq), updated_at=new.updated_at
         )
 
 

@@ -20,12 +20,13 @@ These hold with any number of processes writing the same database concurrently (
 MySQL/MariaDB: per-user counter rows locked in the same transaction as the insert;
 on SQLite: one write transaction at a time). Besides :class:`EventStore`, a store
 implements :class:`Leases` (cluster-wide leases, e.g. "one TTL cleaner at a time") and
-:class:`DeviceStore` (APNs/FCM device tokens for the offline bridge).
+:class:`DeviceStore` (APNs/FCM device tokens for the offline bridge) and
+:class:`PushOutbox` (the offline bridge's durable queue and per-user delivery acks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -236,4 +237,64 @@ class DeviceStore(Protocol):
     async def devices(self, users: Sequence[str], app: str | None = None) -> list[Device]:
         """Tokens of ``users`` (of one ``app`` if given), ordered by user, app, platform,
         token. Users without devices contribute nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PushJob:
+    """A push to send: the event ``(user, seq)``, its encoded push request (``payload``,
+    opaque to the store) and when it is due. ``platform``/``token`` set = only that device
+    (a retry of one device); unset = every device of the user (chosen at send time)."""
+
+    user: str
+    seq: int
+    payload: bytes
+    due_at: float
+    platform: str | None = None
+    token: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedPush:
+    """A job claimed by a worker (``id`` is the outbox row)."""
+
+    id: int
+    job: PushJob
+
+
+class PushOutbox(Protocol):
+    """The offline bridge's durable queue. A job stays stored until a worker finishes it,
+    so a crash loses none; a claimed job is invisible to other workers for ``lease_s``
+    and becomes due again if its worker dies (at-least-once: a job whose worker died
+    after the provider accepted it is sent again). All methods raise :class:`StoreError`."""
+
+    async def enqueue_pushes(self, jobs: Sequence[PushJob]) -> None:
+        """Store ``jobs`` (one transaction). Durable when it returns."""
+        ...
+
+    async def claim_pushes(self, holder: str, limit: int, lease_s: float) -> list[ClaimedPush]:
+        """Claim up to ``limit`` jobs with ``due_at <= now`` (soonest first) for ``holder``:
+        atomic; concurrent claimers (any process) never get the same job while its lease
+        runs (MySQL/MariaDB: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer)."""
+        ...
+
+    async def finish_pushes(self, holder: str, done: Sequence[int], retries: Sequence[PushJob],
+                            dead_tokens: Sequence[tuple[str, str]]) -> int:
+        """In one transaction: delete the ``done`` jobs still claimed by ``holder``, store
+        the ``retries`` and remove the ``dead_tokens`` ``(platform, token)`` from the
+        devices. Returns how many ``done`` jobs were deleted (fewer when a lease expired
+        and another worker took a job over)."""
+        ...
+
+    async def record_acks(self, acks: Mapping[str, int]) -> None:
+        """Raise each user's highest acked seq to at least the given one (never lowers)."""
+        ...
+
+    async def acked_seqs(self, users: Sequence[str]) -> dict[str, int]:
+        """Highest acked seq of each user; users without acks are absent."""
+        ...
+
+    async def pending_pushes(self) -> int:
+        """Number of stored jobs (claimed or not)."""
         ...

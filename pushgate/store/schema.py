@@ -18,7 +18,17 @@ the standard) and a function name in MySQL, so raw SQL in operations stays unquo
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Double, Index, MetaData, String, Table
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 
 from ._dialect import Blob, Key, Token
 
@@ -78,6 +88,35 @@ devices = Table(
     Column("updated_at", Double, nullable=False),
     CheckConstraint("platform IN ('apns', 'fcm')", name="platform"),
     Index("ix_devices_user_id_app", "user_id", "app"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+push_outbox = Table(
+    "push_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("user_id", Key, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("platform", String(8), nullable=True),
+    Column("token", Token, nullable=True),
+    Column("payload", Blob, nullable=False),
+    Column("due_at", Double, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("holder", Key, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Index("ix_push_outbox_due_at", "due_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+push_acks = Table(
+    "push_acks",
+    metadata,
+    Column("user_id", Key, primary_key=True),
+    Column("acked_seq", BigInteger, nullable=False),
+    Column("updated_at", Double, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -1,6 +1,7 @@
 """The SQL store: SQLAlchemy async Core on SQLite (aiosqlite, embedded mode) or
 MySQL/MariaDB (asyncmy, cluster). Implements :class:`~pushgate.store.base.EventStore`,
-:class:`~pushgate.store.base.Leases` and :class:`~pushgate.store.base.DeviceStore`.
+:class:`~pushgate.store.base.Leases`, :class:`~pushgate.store.base.DeviceStore` and
+:class:`~pushgate.store.base.PushOutbox` (in ``outbox.py``).
 
 Every method runs in one transaction. Writes read-modify-write the user's inbox row
 under a write lock: on SQLite one write transaction at a time per store (an asyncio
@@ -52,10 +53,13 @@ from .base import (
     check_device,
     check_new_event,
 )
+from .outbox import SqlOutbox
 from .schema import devices as devices_t
 from .schema import events as events_t
 from .schema import inboxes as inboxes_t
 from .schema import leases as leases_t
+from .schema import push_acks as push_acks_t
+from .schema import push_outbox as push_outbox_t
 
 T = TypeVar("T")
 
@@ -96,7 +100,7 @@ def _mapped_errors(dialect: Dialect) -> Iterator[None]:
 
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
-        for table in (inboxes_t, events_t, leases_t, devices_t):
+        for table in (inboxes_t, events_t, leases_t, devices_t, push_outbox_t, push_acks_t):
             await conn.execute(select(*table.primary_key.columns).limit(0))
     except sa_exc.DBAPIError as exc:
         raise StoreError(
@@ -104,7 +108,7 @@ async def _check_schema(conn: AsyncConnection) -> None:
         ) from exc
 
 
-class SqlEventStore:
+class SqlEventStore(SqlOutbox):
     """The store on a SQLAlchemy async engine.
 
     ``url``: ``sqlite+aiosqlite:///path/events.db`` or ``mysql+asyncmy://...`` (a bare

@@ -1,0 +1,54 @@
+"""``pushgate bridge``: bridge worker processes (the cluster's offline push senders).
+
+Several may run against one MySQL/MariaDB store: each claims its own jobs (SKIP
+LOCKED); a killed worker's jobs are taken over when their lease ends. SIGTERM/SIGINT:
+stop claiming, let the batches in flight finish, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from pushgate.logs import get_logger
+from pushgate.router.bridge import setup
+from pushgate.router.bridge.base import BridgeConfigError
+from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.worker import Worker
+from pushgate.settings import Settings
+from pushgate.store import migrate, open_store
+
+log = get_logger("pushgate.bridge")
+
+
+async def run_bridge(settings: Settings, metrics_port: int | None = None) -> None:
+    providers = setup.providers(settings)
+    if not providers:
+        raise BridgeConfigError("no provider configured: set apns_key_file (with apns_key_id, "
+                                "apns_team_id, apns_topic) and/or fcm_service_account_file")
+    url = settings.effective_store_url
+    if url.startswith("sqlite"):
+        await migrate(url)
+    store = open_store(url)
+    await store.start()
+    metrics = BridgeMetrics()
+    worker = Worker(store, providers, setup.worker_config(settings), metrics)  # type: ignore[arg-type]
+    try:
+        await worker.start()
+        if metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            server, _thread = start_http_server(metrics_port, "127.0.0.1", metrics.registry)
+            metrics_port = server.server_port
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"PUSHGATE_BRIDGE_READY holder={worker.holder} metrics_port={metrics_port}",
+              file=sys.stdout, flush=True)
+        await stop.wait()
+        log.info("bridge stopping", holder=worker.holder)
+    finally:
+        await worker.close()
+        await store.close()
