@@ -46,8 +46,10 @@ class Proc:
     """A child process whose stdout lines are collected; waits for a ready prefix."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str, timeout: float = 60):
+        # all cores: bench.run pins itself (and so its children) to the load core
         self.p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+                                  stderr=subprocess.STDOUT, text=True,
+                                  preexec_fn=lambda: os.sched_setaffinity(0, range(os.cpu_count() or 1)))
         self.lines: queue.Queue[str] = queue.Queue()
         self.out: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
