@@ -30,6 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench.campaign  # noqa: F401  (registers S7)
 from bench.procs import core_busy_seconds
 from bench.scenarios import SCENARIOS, Env, Scenario
 from bench.targets import TARGETS

@@ -53,6 +53,8 @@ class Criterion:
     def check(self, pg: float | None, base: float | None) -> bool | None:
         if pg is None or (isinstance(pg, float) and math.isnan(pg)):
             return None
+        if self.kind == "min":  # pushgate >= value
+            return pg >= self.value
         if self.kind == "ratio_max":
             if not base:
                 return None

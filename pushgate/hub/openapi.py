@@ -37,6 +37,7 @@ def _json(schema: dict[str, Any], example: Any = None, **extra: Any) -> dict[str
     return {"content": {"application/json": media}, **extra}
 
 
+DEVICE_EXAMPLE = {"user": "alice", "app": "com.example.chat", "platform": "apns", "token": "a1b2c3d4e5f6", "updated_at": 1767225600.5}
 _USER_PARAM = {
     "name": "user", "in": "path", "required": True,
     "description": "User id (the token's `sub`).", "schema": _ID,
@@ -67,6 +68,7 @@ SPEC: dict[str, Any] = {
         {"name": "send", "description": "Send notifications to users or to filtered clients."},
         {"name": "inbox", "description": "A user's stored events and read state."},
         {"name": "sessions", "description": "Client tokens and live websocket sessions."},
+        {"name": "devices", "description": "Push tokens for the offline bridge (APNs/FCM)."},
         {"name": "pushca", "description": "Pushca-compatible aliases (camelCase bodies)."},
         {"name": "operations", "description": "Health, readiness, metrics, this document."},
     ],
@@ -241,6 +243,81 @@ SPEC: dict[str, Any] = {
                                        "hub": "hub-7fb82f563454",
                                        "connected_at": 1767225600.5, "workspace": "default",
                                        "device": "phone-1", "application": "chat"}]})},
+                    "400": _resp("BadRequest"),
+                    "401": _resp("Unauthorized"),
+                },
+            },
+        },
+        "/v1/devices": {
+            "post": {
+                "tags": ["devices"],
+                "operationId": "registerOwnDevice",
+                "summary": "A client registers the push token of its app install",
+                "description": "Authenticated with the client's own JWT (not an API key); the "
+                               "token is stored for the JWT's user. A token already known "
+                               "moves to this user and app.",
+                "security": [{"clientToken": []}],
+                "requestBody": {"required": True, **_json(_ref("DeviceBody"), {
+                    "platform": "fcm", "token": "dGhpcyBpcyBhbiBGQ00gdG9rZW4"})},
+                "responses": {
+                    "200": {"description": "Stored.", **_json(_ref("Device"), DEVICE_EXAMPLE)},
+                    "400": _resp("BadRequest"),
+                    "401": _resp("Unauthorized"),
+                },
+            },
+            "delete": {
+                "tags": ["devices"],
+                "operationId": "removeOwnDevice",
+                "summary": "A client removes its push token (logout)",
+                "security": [{"clientToken": []}],
+                "requestBody": {"required": True, **_json(_ref("DeviceBody"))},
+                "responses": {
+                    "200": {"description": "Whether a token was removed.",
+                            **_json({"type": "object", "properties": {
+                                "removed": {"type": "boolean"}}}, {"removed": True})},
+                    "400": _resp("BadRequest"),
+                    "401": _resp("Unauthorized"),
+                },
+            },
+        },
+        "/v1/users/{user}/devices": {
+            "get": {
+                "tags": ["devices"],
+                "operationId": "userDevices",
+                "summary": "Push tokens of a user",
+                "parameters": [_USER_PARAM],
+                "responses": {
+                    "200": {"description": "Devices.", **_json(
+                        {"type": "object", "properties": {
+                            "devices": {"type": "array", "items": _ref("Device")}}},
+                        {"devices": [DEVICE_EXAMPLE]})},
+                    "400": _resp("BadRequest"),
+                    "401": _resp("Unauthorized"),
+                },
+            },
+            "put": {
+                "tags": ["devices"],
+                "operationId": "registerUserDevice",
+                "summary": "Register a push token for a user (server side)",
+                "parameters": [_USER_PARAM],
+                "requestBody": {"required": True, **_json(_ref("DeviceBody"), {
+                    "platform": "apns", "token": "a1b2c3d4e5f6", "app": "com.example.chat"})},
+                "responses": {
+                    "200": {"description": "Stored.", **_json(_ref("Device"), DEVICE_EXAMPLE)},
+                    "400": _resp("BadRequest"),
+                    "401": _resp("Unauthorized"),
+                },
+            },
+            "delete": {
+                "tags": ["devices"],
+                "operationId": "removeUserDevice",
+                "summary": "Remove a user's push token",
+                "parameters": [_USER_PARAM],
+                "requestBody": {"required": True, **_json(_ref("DeviceBody"))},
+                "responses": {
+                    "200": {"description": "Whether a token was removed.",
+                            **_json({"type": "object", "properties": {
+                                "removed": {"type": "boolean"}}}, {"removed": True})},
                     "400": _resp("BadRequest"),
                     "401": _resp("Unauthorized"),
                 },
@@ -555,9 +632,7 @@ SPEC: dict[str, Any] = {
                     "device": {**_ID, "description": "With `users`: deliver only to sessions of "
                                                      "this device (the event is stored for the "
                                                      "user anyway)."},
-                    "push": {"type": "object", "description": "Offline push alert for "
-                                                              "APNs/FCM (reserved: accepted, not "
-                                                              "used in embedded mode)."},
+                    "push": _ref("Push"),
                     "ack": {"type": "boolean", "default": False,
                             "description": "Wait for a client ack: needs exactly one user and "
                                            "ttl > 0."},
@@ -579,6 +654,70 @@ SPEC: dict[str, Any] = {
                                   "description": "Present when `id` was already stored."},
                     "acked_by": {"type": "string",
                                  "description": "Session id that acked (ack sends)."},
+                    "push": {"type": "string", "enum": ["queued", "not_queued"],
+                             "description": "With a `push` block: whether an offline push was "
+                                            "queued for the user (absent: the policy pushes "
+                                            "no one who was online, or the bridge is off)."},
+                },
+            },
+            "Push": {
+                "type": "object",
+                "description": "Offline push through APNs/FCM for users no live session "
+                               "reached (docs/offline-push.md). Needs a stored send (`users`, "
+                               "ttl > 0) and at least one of title, body, data, "
+                               "content_available.",
+                "additionalProperties": False,
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 2048},
+                    "subtitle": {"type": "string", "minLength": 1, "maxLength": 2048,
+                                 "description": "APNs only."},
+                    "body": {"type": "string", "minLength": 1, "maxLength": 2048},
+                    "data": {"type": "object", "description": "Custom keys: top level of the "
+                             "APNs payload (not `aps`); FCM `data` (non-strings JSON-encoded)."},
+                    "sound": {"type": "string"},
+                    "badge": {"type": "integer", "minimum": 0},
+                    "collapse_id": {"type": "string", "description": "At most 64 bytes; "
+                                    "default `pushgate-<seq>`. APNs `apns-collapse-id`, FCM "
+                                    "`android.collapse_key`."},
+                    "priority": {"type": "string", "enum": ["high", "normal"],
+                                 "default": "high"},
+                    "ttl": {"type": "integer", "minimum": 0, "maximum": 2419200,
+                            "description": "Seconds the provider keeps it for an offline "
+                                           "device (APNs `apns-expiration`, FCM "
+                                           "`android.ttl`); 0 = now or never."},
+                    "app": {"type": "string", "description": "Only devices of this app."},
+                    "category": {"type": "string"},
+                    "thread_id": {"type": "string"},
+                    "content_available": {"type": "boolean",
+                                          "description": "Background (silent) push."},
+                    "mutable_content": {"type": "boolean"},
+                    "apns": {"type": "object", "description": "`headers` and `payload` "
+                             "merged over the APNs request."},
+                    "android": {"type": "object", "description": "Merged over FCM "
+                                "`message.android`."},
+                    "webpush": {"type": "object", "description": "FCM `message.webpush`."},
+                },
+            },
+            "DeviceBody": {
+                "type": "object",
+                "required": ["platform", "token"],
+                "additionalProperties": False,
+                "properties": {
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "token": {"type": "string", "minLength": 1, "maxLength": 512,
+                              "description": "The provider's device token (printable ASCII)."},
+                    "app": {**_ID, "description": "Application id; default: the client "
+                                                  "token's `app` claim, else `default`."},
+                },
+            },
+            "Device": {
+                "type": "object",
+                "required": ["user", "app", "platform", "token", "updated_at"],
+                "properties": {
+                    "user": {"type": "string"}, "app": {"type": "string"},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "token": {"type": "string"},
+                    "updated_at": {"type": "number", "description": "Unix seconds."},
                 },
             },
             "SendResult": {
