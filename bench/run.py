@@ -30,7 +30,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bench.campaign  # noqa: F401  (registers S7)
+import bench.campaign  # registers S7
+import bench.cluster  # noqa: F401  (registers S6)
 from bench.procs import core_busy_seconds
 from bench.scenarios import SCENARIOS, Env, Scenario
 from bench.targets import TARGETS
