@@ -69,12 +69,15 @@ async def test_proxy_headers_come_from_nginx_not_the_client(embedded_cluster: Lo
         assert (await recv_type(conn, "hello"))["user"] == "bob"
 
 
+@pytest.mark.parametrize("routers", [0, pytest.param(1, marks=pytest.mark.needs_router)])
 async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
-        cluster_binaries: None, mysql_server: str, tmp_path: Path) -> None:
+        cluster_binaries: None, mysql_server: str, tmp_path: Path, routers: int) -> None:
     """kill -9 of the hub holding a client: nginx passes every request that picks the
-    dead hub on to the other one (no 502), the SDK client reconnects through nginx to the other hub and gets everything
-    sent meanwhile; a restarted hub (new port) gets traffic again after nginx's reload."""
-    with make_cluster(tmp_path, mysql_server, hubs=2, routers=0) as c:
+    dead hub on to the other one (no 502); the SDK client reconnects through nginx to
+    the other hub and gets everything accepted meanwhile, in order, once; a restarted
+    hub (new port) gets traffic again after nginx's reload. With embedded hubs and
+    with a router."""
+    with make_cluster(tmp_path, mysql_server, hubs=2, routers=routers) as c:
         token = c.token("carol")
         client = Client(c.url, token=token, after=0, backoff_base=0.05, backoff_cap=0.5,
                         stable_after=0.5)
@@ -108,14 +111,14 @@ async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
             assert received == accepted  # in order, none lost, none twice
             assert client.state is State.CONNECTED
 
-            # restart: new port, nginx reloaded; of the next two websockets, least_conn
-            # (of the new worker, which does not see the old one's connections) sends
-            # one to each hub
+            # restart: new port, nginx reloaded; of the next two websockets least_conn
+            # sends at least one to the restarted hub (whether or not the reloaded
+            # worker still counts carol's connection on the other)
             await asyncio.to_thread(c.start_hub, victim)
             async with ws(c, "dave") as one, ws(c, "erin") as two:
                 await recv_type(one, "hello")
                 await recv_type(two, "hello")
-                assert sessions(c)[victim] == 1
+                assert (sessions(c)[victim] or 0) >= 1
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -186,7 +189,7 @@ def _alive(pid: int) -> bool:
 def _start_cli(tmp_path: Path, mysql_server: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", "1", "--routers", "0",
+        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", "1", "--routers", "1",
          "--workdir", str(tmp_path / "cli"), "--log-level", "warning"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
@@ -206,6 +209,7 @@ def _url(summary: str) -> str:
                 if line.strip().startswith("url "))
 
 
+@pytest.mark.needs_router
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
 def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_server: str,
                                                 tmp_path: Path, how: str) -> None:
@@ -220,7 +224,7 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
                            headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT)
         assert reply.status_code == 200, reply.text
         children = _children(proc.pid)
-        assert len(children) >= 4  # redis, hub, nginx master + worker
+        assert len(children) >= 5  # redis, router, hub, nginx master + worker
     finally:
         if how == "ctrl-c":
             proc.send_signal(signal.SIGINT)
