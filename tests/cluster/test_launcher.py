@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from pushgate_client import Client, State
 from websockets.asyncio.client import connect
@@ -216,13 +216,23 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
     proc, summary = _start_cli(tmp_path, mysql_server)
     try:
         url = _url(summary)
-        assert "api key" in summary and "pushgate token --user alice" in summary
-        env_file = (tmp_path / "cli" / "cluster.env").read_text()
-        key = next(line.split("=", 1)[1] for line in env_file.splitlines()
-                   if line.startswith("export PUSHGATE_API_KEY="))
-        reply = httpx.post(f"{url}/v1/notifications", json={"users": ["x"], "body": 1},
-                           headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT)
-        assert reply.status_code == 200, reply.text
+        assert "api key" in summary and "pushgate listen --user alice" in summary
+        # the printed commands work with the env file: send, then listen from seq 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
+        for line in (tmp_path / "cli" / "cluster.env").read_text().splitlines():
+            key, value = line.removeprefix("export ").split("=", 1)
+            env[key] = value
+        assert env["PUSHGATE_URL"] == url
+        pushgate = str(Path(sys.executable).parent / "pushgate")
+        sent = subprocess.run([pushgate, "send", '{"text":"hi"}', "--user", "alice"], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        got = subprocess.run([pushgate, "listen", "--user", "alice", "--after", "0", "--count",
+                              "1"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["body"] == {"text": "hi"}
+        assert not (tmp_path / "pushgate-data").exists()  # no secrets generated aside
         children = _children(proc.pid)
         assert len(children) >= 5  # redis, router, hub, nginx master + worker
     finally:
