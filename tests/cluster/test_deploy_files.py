@@ -197,6 +197,10 @@ def test_compose_has_the_whole_cluster(compose: dict[str, Any]) -> None:
     exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE")
                for p in line.split()[1:]}
     assert {8080, 7700} <= exposed
+    for line in text.splitlines():  # what the image is built from exists
+        if line.startswith("COPY") and "--from" not in line:
+            for src in line.split()[1:-1]:
+                assert (dockerfile.parent / src).exists(), line
 
 
 def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
