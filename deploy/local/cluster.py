@@ -191,10 +191,15 @@ class LocalCluster:
         try:
             self.redis.start(self.start_timeout)
             self._prepare_store()
+            # processes of one kind start in parallel (most of a start is imports)
             for i in range(self.n_routers):
-                self.start_router(i)
+                self._spawn_router(i)
+            for i in range(self.n_routers):
+                self._await_router(i)
             for i in range(self.n_hubs):
-                self._start_hub_process(i)
+                self._spawn_hub(i)
+            for i in range(self.n_hubs):
+                self._await_hub(i)
             self.nginx.upstreams = self._upstreams()
             self.nginx.start(self.start_timeout)
         except BaseException:
@@ -264,28 +269,34 @@ class LocalCluster:
     def start_router(self, i: int) -> None:
         """Start router ``i``: on a free port the first time, on its old port after."""
         with self._lock:
-            if self.routers[i] is not None:
-                raise RuntimeError(f"router {i} is running")
-            port = self.router_ports[i]
-            env = self._env({
-                "PUSHGATE_ROUTER_LISTEN": f"127.0.0.1:{port}",
-                "PUSHGATE_STORE_URL": self.store_url,
-                "PUSHGATE_DIRECTORY_URL": self.redis_url,
-                "PUSHGATE_DIRECTORY_PREFIX": self.prefix,
-                **self.router_env,
-            })
-            child = Child(f"router-{i}", [pushgate_bin(), "router"],
-                          self.workdir / f"router-{i}.log", env=env,
-                          cwd=self._dir(f"router-{i}"))
-            child.start()
-            self.routers[i] = child
-            try:
-                addr = child.wait_line(ROUTER_LISTENING, self.start_timeout)
-            except StartError:
-                child.kill()
-                self.routers[i] = None
-                raise
-            self.router_ports[i] = int(addr.rsplit(":", 1)[1])
+            self._spawn_router(i)
+            self._await_router(i)
+
+    def _spawn_router(self, i: int) -> None:
+        if self.routers[i] is not None:
+            raise RuntimeError(f"router {i} is running")
+        env = self._env({
+            "PUSHGATE_ROUTER_LISTEN": f"127.0.0.1:{self.router_ports[i]}",
+            "PUSHGATE_STORE_URL": self.store_url,
+            "PUSHGATE_DIRECTORY_URL": self.redis_url,
+            "PUSHGATE_DIRECTORY_PREFIX": self.prefix,
+            **self.router_env,
+        })
+        child = Child(f"router-{i}", [pushgate_bin(), "router"],
+                      self.workdir / f"router-{i}.log", env=env, cwd=self._dir(f"router-{i}"))
+        child.start()
+        self.routers[i] = child
+
+    def _await_router(self, i: int) -> None:
+        child = self.routers[i]
+        assert child is not None
+        try:
+            addr = child.wait_line(ROUTER_LISTENING, self.start_timeout)
+        except StartError:
+            child.kill()
+            self.routers[i] = None
+            raise
+        self.router_ports[i] = int(addr.rsplit(":", 1)[1])
 
     def stop_router(self, i: int, sig: int = signal.SIGTERM) -> None:
         with self._lock:
@@ -310,7 +321,7 @@ class LocalCluster:
         # nginx needs at least one server line: a stopped hub's address refuses connections
         return live or [f"127.0.0.1:{self.hub_ports[0] or free_port()}"]
 
-    def _start_hub_process(self, i: int) -> None:
+    def _spawn_hub(self, i: int) -> None:
         if self.hubs[i] is not None:
             raise RuntimeError(f"hub {i} is running")
         extra = {"PUSHGATE_TRUSTED_PROXIES": "127.0.0.1"}
@@ -324,6 +335,10 @@ class LocalCluster:
                       self.workdir / f"hub-{i}.log", env=env)
         child.start()
         self.hubs[i] = child
+
+    def _await_hub(self, i: int) -> None:
+        child = self.hubs[i]
+        assert child is not None
         try:
             url = child.wait_line(LISTENING, self.start_timeout)
             self.hub_ports[i] = int(url.rsplit(":", 1)[1])
@@ -333,6 +348,10 @@ class LocalCluster:
             child.kill()
             self.hubs[i] = None
             raise
+
+    def _start_hub_process(self, i: int) -> None:
+        self._spawn_hub(i)
+        self._await_hub(i)
 
     def start_hub(self, i: int) -> None:
         """Start hub ``i`` (on a new port) once it is ready, and reload nginx with it."""
