@@ -67,9 +67,13 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
 
 
+# loopback only: never through an http_proxy from the environment
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with _OPENER.open(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except (OSError, urllib.error.URLError):
         return False
@@ -187,10 +191,15 @@ class LocalCluster:
         try:
             self.redis.start(self.start_timeout)
             self._prepare_store()
+            # processes of one kind start in parallel (most of a start is imports)
             for i in range(self.n_routers):
-                self.start_router(i)
+                self._spawn_router(i)
+            for i in range(self.n_routers):
+                self._await_router(i)
             for i in range(self.n_hubs):
-                self._start_hub_process(i)
+                self._spawn_hub(i)
+            for i in range(self.n_hubs):
+                self._await_hub(i)
             self.nginx.upstreams = self._upstreams()
             self.nginx.start(self.start_timeout)
         except BaseException:
@@ -221,7 +230,7 @@ class LocalCluster:
         for c in running:  # signal all first: they drain in parallel
             c.send_signal(sig)
         for c in running:
-            c.stop(sig, timeout)
+            c.stop(None, timeout)
         children[:] = [None] * len(children)
 
     def _prepare_store(self) -> None:
@@ -260,28 +269,34 @@ class LocalCluster:
     def start_router(self, i: int) -> None:
         """Start router ``i``: on a free port the first time, on its old port after."""
         with self._lock:
-            if self.routers[i] is not None:
-                raise RuntimeError(f"router {i} is running")
-            port = self.router_ports[i]
-            env = self._env({
-                "PUSHGATE_ROUTER_LISTEN": f"127.0.0.1:{port}",
-                "PUSHGATE_STORE_URL": self.store_url,
-                "PUSHGATE_DIRECTORY_URL": self.redis_url,
-                "PUSHGATE_DIRECTORY_PREFIX": self.prefix,
-                **self.router_env,
-            })
-            child = Child(f"router-{i}", [pushgate_bin(), "router"],
-                          self.workdir / f"router-{i}.log", env=env,
-                          cwd=self._dir(f"router-{i}"))
-            child.start()
-            self.routers[i] = child
-            try:
-                addr = child.wait_line(ROUTER_LISTENING, self.start_timeout)
-            except StartError:
-                child.kill()
-                self.routers[i] = None
-                raise
-            self.router_ports[i] = int(addr.rsplit(":", 1)[1])
+            self._spawn_router(i)
+            self._await_router(i)
+
+    def _spawn_router(self, i: int) -> None:
+        if self.routers[i] is not None:
+            raise RuntimeError(f"router {i} is running")
+        env = self._env({
+            "PUSHGATE_ROUTER_LISTEN": f"127.0.0.1:{self.router_ports[i]}",
+            "PUSHGATE_STORE_URL": self.store_url,
+            "PUSHGATE_DIRECTORY_URL": self.redis_url,
+            "PUSHGATE_DIRECTORY_PREFIX": self.prefix,
+            **self.router_env,
+        })
+        child = Child(f"router-{i}", [pushgate_bin(), "router"],
+                      self.workdir / f"router-{i}.log", env=env, cwd=self._dir(f"router-{i}"))
+        child.start()
+        self.routers[i] = child
+
+    def _await_router(self, i: int) -> None:
+        child = self.routers[i]
+        assert child is not None
+        try:
+            addr = child.wait_line(ROUTER_LISTENING, self.start_timeout)
+        except StartError:
+            child.kill()
+            self.routers[i] = None
+            raise
+        self.router_ports[i] = int(addr.rsplit(":", 1)[1])
 
     def stop_router(self, i: int, sig: int = signal.SIGTERM) -> None:
         with self._lock:
@@ -306,7 +321,7 @@ class LocalCluster:
         # nginx needs at least one server line: a stopped hub's address refuses connections
         return live or [f"127.0.0.1:{self.hub_ports[0] or free_port()}"]
 
-    def _start_hub_process(self, i: int) -> None:
+    def _spawn_hub(self, i: int) -> None:
         if self.hubs[i] is not None:
             raise RuntimeError(f"hub {i} is running")
         extra = {"PUSHGATE_TRUSTED_PROXIES": "127.0.0.1"}
@@ -320,6 +335,10 @@ class LocalCluster:
                       self.workdir / f"hub-{i}.log", env=env)
         child.start()
         self.hubs[i] = child
+
+    def _await_hub(self, i: int) -> None:
+        child = self.hubs[i]
+        assert child is not None
         try:
             url = child.wait_line(LISTENING, self.start_timeout)
             self.hub_ports[i] = int(url.rsplit(":", 1)[1])
@@ -329,6 +348,10 @@ class LocalCluster:
             child.kill()
             self.hubs[i] = None
             raise
+
+    def _start_hub_process(self, i: int) -> None:
+        self._spawn_hub(i)
+        self._await_hub(i)
 
     def start_hub(self, i: int) -> None:
         """Start hub ``i`` (on a new port) once it is ready, and reload nginx with it."""
@@ -356,7 +379,7 @@ class LocalCluster:
     def hub_sessions(self, i: int) -> int | None:
         """Live sessions on hub ``i`` (its /readyz), ``None`` if it does not answer."""
         try:
-            with urllib.request.urlopen(f"{self.hub_urls[i]}/readyz", timeout=2) as resp:
+            with _OPENER.open(f"{self.hub_urls[i]}/readyz", timeout=2) as resp:
                 return int(json.loads(resp.read())["sessions"])
         except (OSError, urllib.error.URLError, KeyError, ValueError):
             return None
@@ -377,7 +400,7 @@ class LocalCluster:
     # -- for people ----------------------------------------------------------------------------
 
     def summary(self) -> str:
-        user_token = self.token("alice")
+        env_file = self.workdir / "cluster.env"
         lines = [
             f"pushgate cluster up ({self.n_hubs} hubs, {self.n_routers} routers) "
             f"- logs in {self.workdir}",
@@ -388,10 +411,11 @@ class LocalCluster:
             f"  store    {mysql.masked(self.store_url)}",
             f"  api key  {self.api_key}",
             "",
-            f"  env file {self.workdir / 'cluster.env'}  (source it for the commands below)",
-            "  token    PUSHGATE_JWT_SECRET=$PUSHGATE_JWT_SECRET .venv/bin/pushgate token --user alice",
-            f"  listen   .venv/bin/python -m websockets '{self.ws_url}?token={user_token}'",
-            f"  send     curl -s -X POST {self.url}/v1/notifications "
+            f"In another shell: source {env_file}   (URL, API key, JWT secret), then",
+            "  listen   .venv/bin/pushgate listen --user alice",
+            "  send     .venv/bin/pushgate send '{\"text\":\"hi\"}' --user alice",
+            "  token    .venv/bin/pushgate token --user alice",
+            "  curl     curl -s -X POST $PUSHGATE_URL/v1/notifications "
             "-H \"Authorization: Bearer $PUSHGATE_API_KEY\" "
             "-d '{\"users\":[\"alice\"],\"body\":{\"text\":\"hi\"}}'",
             "",
@@ -402,8 +426,10 @@ class LocalCluster:
     def write_env_file(self) -> Path:
         path = self.workdir / "cluster.env"
         path.write_text("".join(f"export {k}={v}\n" for k, v in {
+            # PUSHGATE_URL / PUSHGATE_API_KEY: `pushgate listen` / `send`; the secrets:
+            # `pushgate token` (and no secrets.json generated by these commands)
             "PUSHGATE_URL": self.url, "PUSHGATE_API_KEY": self.api_key,
-            "PUSHGATE_JWT_SECRET": self.jwt_secret, "PUSHGATE_STORE_URL": self.store_url,
+            "PUSHGATE_API_KEYS": self.api_key, "PUSHGATE_JWT_SECRET": self.jwt_secret, "PUSHGATE_STORE_URL": self.store_url,
             "PUSHGATE_DIRECTORY_URL": self.redis_url,
             "PUSHGATE_DIRECTORY_PREFIX": self.prefix}.items()))
         path.chmod(0o600)

@@ -27,6 +27,7 @@ _TAGGED = re.compile(r"^(?P<indent>\s*)(?P<directive>[a-z_]+)\s+(?P<args>[^;#]*?
                      r"\s*#@(?P<tag>[a-z_]+)\s*$")
 
 Value = str | Sequence[str] | None
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 class RenderError(ValueError):
@@ -176,7 +177,7 @@ class PrivateNginx:
 
     def _serves_generation(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/nginx-health", timeout=2) as resp:
+            with _OPENER.open(f"{self.url}/nginx-health", timeout=2) as resp:
                 return bool(resp.read().decode().strip() == f"generation {self.generation}")
         except (OSError, urllib.error.URLError):
             return False

@@ -130,11 +130,13 @@ class Child:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        """Send ``sig`` and wait; SIGKILL if it is still there after ``timeout``."""
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Send ``sig`` (``None``: already sent) and wait; SIGKILL if it is still there
+        after ``timeout``."""
         if self.proc is None:
             return None
-        self.send_signal(sig)
+        if sig is not None:
+            self.send_signal(sig)
         code = self.wait_exit(timeout)
         if code is None:
             self.proc.kill()

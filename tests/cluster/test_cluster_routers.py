@@ -23,7 +23,9 @@ pytestmark = pytest.mark.needs_router
 
 @pytest.fixture
 def cluster(cluster_binaries: None, mysql_server: str, tmp_path: Path) -> Iterator[LocalCluster]:
-    with make_cluster(tmp_path, mysql_server, hubs=2, routers=1) as c:
+    fast = {"PUSHGATE_HUB_HEARTBEAT_TTL_S": "2"}  # Redis data loss noticed within ~0.7 s
+    with make_cluster(tmp_path, mysql_server, hubs=2, routers=1, hub_env=fast,
+                      router_env=fast) as c:
         yield c
 
 

@@ -196,7 +196,11 @@ def test_compose_has_the_whole_cluster(compose: dict[str, Any]) -> None:
     assert 'ENTRYPOINT ["pushgate"]' in text
     exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE")
                for p in line.split()[1:]}
-    assert {8080, 7700} <= exposed
+    assert {8080, 7700, 7701} <= exposed
+    for line in text.splitlines():  # what the image is built from exists
+        if line.startswith("COPY") and "--from" not in line:
+            for src in line.split()[1:-1]:
+                assert (dockerfile.parent / src).exists(), line
 
 
 def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
@@ -206,6 +210,7 @@ def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
     for name in routers:
         s = settings_from_env(compose_env(compose, name))
         router_listen[name] = s.router_listen
+        assert s.router_metrics_listen and s.router_metrics_listen.endswith(":7701")
         store = make_url(s.store_url or "")
         maria = services["mariadb"]["environment"]
         assert (store.host, store.username, store.password, store.database) == \
@@ -334,6 +339,7 @@ def test_k8s_router(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
     s = settings_from_env(pod_env(k8s, container))
     grpc = port_number(container, "grpc")
     assert s.router_listen == f"0.0.0.0:{grpc}"
+    assert s.router_metrics_listen == f"0.0.0.0:{port_number(container, 'metrics')}"
     assert s.store_url and make_url(s.store_url).drivername == "mysql+asyncmy"
     assert s.directory_url.startswith("redis://")
     for probe in ("readinessProbe", "livenessProbe"):
