@@ -397,10 +397,12 @@ async def run_once(pairs: int, c2c_rates: list[float], http_rates: list[float], 
                 f"{row['http_p99_ms']:.1f} ms, delivery p99 {row['p99_ms']:.1f} ms, "
                 f"failed {failed}, unrouted {unrouted}, lost {row['lost']}")
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(workers.all("quit", [None] * load_procs), 10)
-        workers.stop()
-        await asyncio.to_thread(cluster.stop)
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(workers.all("quit", [None] * load_procs), 10)
+            workers.stop()
+        finally:
+            await asyncio.to_thread(cluster.stop)
     return rows
 
 
