@@ -114,9 +114,12 @@ async def _worker(pipe: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await loop.sock_connect(sock, (host, port))
         path = f"/v1/ws?token={token}"
-        _, proto = await loop.create_connection(
-            lambda: C2CClient(stats_stub, host, port, path, user), sock=sock)
-        proto.rx = rx
+        def make() -> C2CClient:
+            client = C2CClient(stats_stub, host, port, path, user)
+            client.rx = rx  # before any frame can arrive
+            return client
+
+        _, proto = await loop.create_connection(make, sock=sock)
         await asyncio.wait_for(proto.ready, 30)
         conns[user] = proto
 
