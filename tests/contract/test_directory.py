@@ -128,7 +128,7 @@ async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) ->
 
 async def test_redis_down_raises_a_retryable_error() -> None:
     from pushgate.router.directory import DirectoryUnavailable
-    from tests.redis_service import free_port
+    from tests.services import free_port
 
     d = RedisDirectory(f"redis://127.0.0.1:{free_port()}/0", "x:", timeout_s=0.2, retries=1)
     try:

@@ -17,12 +17,13 @@ import orjson
 import pytest
 from grpc import aio
 
+from deploy.local.redis import PrivateRedis
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 from tests import services
 from tests.integration.cluster import Cluster, running_cluster, wait_ready
 from tests.integration.conftest import ServerProcess, ws_client
-from tests.redis_service import PrivateRedis, free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -220,8 +221,8 @@ async def test_redis_restart_without_data_directory_rebuilt_seqs_continue(
                 assert [x["sessions"] for x in r.json()["results"]] == [1, 1]
                 await frank.recv_type("event")
                 await gina.recv_type("event")
-                redis.kill()
-                redis.start()  # same port, no data
+                redis.stop()  # its data is gone
+                redis.start()  # same port
                 # hubs re-sync when the routers notice the lost epoch
                 await wait_for(lambda: _eq(session_count(h0, "frank"), 1), 15, "re-sync")
                 await wait_for(lambda: _eq(session_count(h0, "gina"), 1), 15, "re-sync")
