@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,16 @@ class Fakes:
     apns_key: Path
     service_account: Path
     ca_file: Path
+
+    async def wait(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Wait until ``predicate()`` holds, checked whenever either fake answered (a
+        predicate over both fakes must not wait on one fake's answers only)."""
+        changed = asyncio.Event()
+        self.apns.state.changed = self.fcm.state.changed = changed
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
 
     def settings_env(self) -> dict[str, str]:
         """``pushgate serve`` environment pointing the bridge at these fakes."""
