@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class StoreError(Exception):
@@ -194,6 +194,7 @@ def check_device(user: str, app: str, platform: str, token: str) -> None:
         raise ValueError(f"token must be 1..{MAX_TOKEN_LEN} printable ASCII characters")
 
 
+@runtime_checkable
 class Leases(Protocol):
     """Named, expiring, cluster-wide leases (at most one holder per name at any time).
 

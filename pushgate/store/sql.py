@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -40,7 +41,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import bitmap
-from ._dialect import Dialect, chunks, for_url, normalize_url, prepare_path
+from ._dialect import Dialect, SQLite, chunks, for_url, normalize_url, prepare_path
+from ._pool_log import quiet_pool
+from ._sqlite_append import OneHopAppender
 from .base import (
     MAX_KEY_LEN,
     Appended,
@@ -117,6 +120,8 @@ class SqlEventStore(SqlOutbox):
     ``engine_options`` are passed to ``create_async_engine`` (pool size, echo, ...) over
     the dialect's defaults (MySQL: pre-ping, recycle, READ COMMITTED, timeouts).
     ``max_attempts``: runs of a write transaction rolled back by lock conflicts.
+    ``one_hop_append``: on a SQLite file, run appends on a dedicated ``sqlite3``
+    connection in one thread hop (:mod:`pushgate.store._sqlite_append`).
     ``dialect_options``: MySQL ``connect_timeout_s``, ``read_timeout_s``,
     ``lock_wait_timeout_s``, ``pool_recycle_s``.
     The schema must exist: run :func:`pushgate.store.migrate` first.
@@ -131,6 +136,7 @@ class SqlEventStore(SqlOutbox):
         engine_options: Mapping[str, Any] | None = None,
         max_attempts: int = 5,
         retry_base_s: float = 0.005,
+        one_hop_append: bool = True,
         **dialect_options: Any,
     ) -> None:
         if max_attempts < 1 or retry_base_s < 0:
@@ -147,6 +153,12 @@ class SqlEventStore(SqlOutbox):
         self.retry_base_s = retry_base_s
         self.conflicts = 0  # transactions rolled back by lock conflicts and run again
         self.slow_appends = 0  # appends that found a stored idempotency id
+        self._one_hop_enabled = one_hop_append
+        self._one_hop: OneHopAppender | None = None
+        # read_state coalescing: user -> callers waiting for the next shared query
+        self._state_waiters: dict[str, list[asyncio.Future[ReadState | None]]] = {}
+        self._state_flush_scheduled = False
+        self._state_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -162,18 +174,38 @@ class SqlEventStore(SqlOutbox):
         options = {**self._dialect.engine_options(self.url), **self._engine_options}
         engine = create_async_engine(self.url, **options)
         self._dialect.configure(engine)
+        quiet_pool(engine.pool)
         try:
             with _mapped_errors(self._dialect):
                 async with engine.connect() as conn:
                     await _check_schema(conn)
+                    self._one_hop = self._one_hop_appender(conn)
         except BaseException:
             await engine.dispose()
             raise
         self._engine, self._writer = engine, self._dialect.write_engine(engine)
 
+    def _one_hop_appender(self, conn: AsyncConnection) -> OneHopAppender | None:
+        """SQLite file databases append through :class:`OneHopAppender` (one thread hop
+        per transaction); ``one_hop_append=False`` or an in-memory database: no."""
+        d = self._dialect
+        path = self.url.database
+        if not isinstance(d, SQLite) or not self._one_hop_enabled or not path \
+                or path == ":memory:" or path.startswith("file:"):
+            return None
+        alloc_sql, alloc_row, _ = d._compiled(conn, "allocate",
+                                              lambda: d._allocate_stmt(inboxes_t))
+        insert_sql, _, _ = d._compiled(conn, "insert_events", _insert_events)
+        return OneHopAppender(path, d.busy_timeout_ms, (alloc_sql, alloc_row), insert_sql,
+                              d.max_params)
+
     async def close(self) -> None:
         """Dispose of the engine; later calls raise :class:`StoreUnavailable`. Idempotent."""
-        engine, self._engine, self._writer = self._engine, None, None
+        async with self._write_lock:  # an append in flight finishes first
+            engine, self._engine, self._writer = self._engine, None, None
+            hop, self._one_hop = self._one_hop, None
+        if hop is not None:
+            await hop.close()
         if engine is not None:
             await engine.dispose()
 
@@ -219,6 +251,8 @@ class SqlEventStore(SqlOutbox):
             check_new_event(ev)
         now = self._clock()
         try:
+            if self._one_hop is not None:
+                return await self._append_one_hop(self._one_hop, events, now)
             return await self._write(lambda conn: self._append_fast(conn, events, now))
         except _StoreIdExists:
             self.slow_appends += 1
@@ -228,38 +262,43 @@ class SqlEventStore(SqlOutbox):
         self, conn: AsyncConnection, events: Sequence[NewEvent], now: float
     ) -> list[Appended]:
         """Allocate first, assuming no id is stored yet; the unique index checks."""
-        counts: dict[str, int] = {}
-        first: dict[tuple[str, str], int] = {}  # (user, id) -> index of its first event
-        dup_of: dict[int, int] = {}
-        for i, ev in enumerate(events):
-            if ev.id is not None:
-                j = first.setdefault((ev.user, ev.id), i)
-                if j != i:
-                    dup_of[i] = j
-                    continue
-            counts[ev.user] = counts.get(ev.user, 0) + 1
+        counts, first, dup_of = _plan(events)
         alloc = [(u, n, n, _EMPTY, now) for u, n in sorted(counts.items())]
         heads = await self._dialect.allocate(conn, inboxes_t, alloc)
-        next_seq = {u: heads[u] - n + 1 for u, n in counts.items()}
-        rows: list[tuple[Any, ...]] = []
-        results: list[Appended] = []
-        for i, ev in enumerate(events):
-            if i in dup_of:
-                results.append(
-                    Appended(ev.user, results[dup_of[i]].seq, ev.id, now, duplicate=True)
-                )
-                continue
-            seq = next_seq[ev.user]
-            next_seq[ev.user] = seq + 1
-            rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s))
-            results.append(Appended(ev.user, seq, ev.id, now))
+        rows, results = _event_rows(events, heads, counts, dup_of, now)
         try:
-            rows.sort(key=_pk)  # primary-key order: fewer B-tree page switches
             await self._dialect.insert_rows(conn, "insert_events", _insert_events, rows)
         except sa_exc.IntegrityError as exc:
             if not first:  # no id in the batch: not a duplicate, a real error
                 raise
             raise _StoreIdExists() from exc
+        return results
+
+    async def _append_one_hop(
+        self, hop: OneHopAppender, events: Sequence[NewEvent], now: float
+    ) -> list[Appended]:
+        """:meth:`_append_fast` on SQLite as one call to the appender's thread."""
+        counts, first, dup_of = _plan(events)
+        alloc = [(u, n, n, _EMPTY, now) for u, n in sorted(counts.items())]
+
+        def make_rows(heads: dict[str, int]) -> tuple[list[tuple[Any, ...]], list[Appended]]:
+            return _event_rows(events, heads, counts, dup_of, now)
+
+        async with self._write_lock:
+            if self._engine is None:
+                raise StoreUnavailable("event store is not started or already closed")
+            try:
+                results: list[Appended] = await hop.append(alloc, make_rows)
+            except sqlite3.IntegrityError as exc:
+                if not first:
+                    raise StoreError(f"IntegrityError: {exc}") from exc
+                raise _StoreIdExists() from exc
+            except sqlite3.OperationalError as exc:  # locked, disk, I/O: retryable
+                raise StoreUnavailable(f"OperationalError: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+            except OSError as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return results
 
     async def _append_checked(
@@ -405,16 +444,62 @@ class SqlEventStore(SqlOutbox):
         return result
 
     async def read_state(self, user: str) -> ReadState:
-        ib = inboxes_t.c
-        stmt = select(ib.head_seq, ib.live, ib.read_bitmap).where(ib.user_id == user)
-        async with self._tx(write=False) as conn:
-            row = (await conn.execute(stmt)).first()
-        if row is None:
+        """See :meth:`EventStore.read_state`. Concurrent calls (a reconnect storm: every
+        new session reads its user's state for ``hello``) are coalesced: the calls made
+        in one event-loop iteration share one ``IN`` query, which starts after all of
+        them were made (so each sees every commit that preceded its call)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ReadState | None] = loop.create_future()
+        self._state_waiters.setdefault(user, []).append(fut)
+        if not self._state_flush_scheduled:
+            self._state_flush_scheduled = True
+            loop.call_soon(self._start_state_flush)
+        state = await fut
+        if state is None:
             raise KeyError(user)
-        read = bitmap.deserialize(row.read_bitmap)
-        return ReadState(
-            head=row.head_seq, live=row.live, unread=row.live - len(read), read=row.read_bitmap
-        )
+        return state
+
+    def _start_state_flush(self) -> None:
+        self._state_flush_scheduled = False
+        waiters, self._state_waiters = self._state_waiters, {}
+        task = asyncio.get_running_loop().create_task(self._flush_states(waiters))
+        self._state_tasks.add(task)
+        task.add_done_callback(self._state_tasks.discard)
+
+    async def _flush_states(self, waiters: dict[str, list[asyncio.Future[ReadState | None]]]) -> None:
+        try:
+            states = await self._read_states(list(waiters))
+        except BaseException as exc:
+            for futs in waiters.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for user, futs in waiters.items():
+            for f in futs:
+                if not f.done():
+                    f.set_result(states.get(user))
+
+    async def _read_states(self, users: list[str]) -> dict[str, ReadState]:
+        ib = inboxes_t.c
+        out: dict[str, ReadState] = {}
+        async with self._tx(write=False) as conn:
+            if len(users) == 1:
+                stmt = select(ib.user_id, ib.head_seq, ib.live, ib.read_bitmap).where(
+                    ib.user_id == users[0])
+                rows = list(await conn.execute(stmt))
+            else:
+                stmt = select(ib.user_id, ib.head_seq, ib.live, ib.read_bitmap).where(
+                    ib.user_id.in_(bindparam("users", expanding=True)))
+                rows = []
+                for part in chunks(users, self._dialect.max_params):
+                    rows.extend(await conn.execute(stmt, {"users": list(part)}))
+        for user, head, live, raw in rows:
+            n_read = len(bitmap.deserialize(raw)) if raw else 0
+            out[user] = ReadState(head=head, live=live, unread=live - n_read, read=raw)
+        return out
 
     # -- leases ----------------------------------------------------------------------
 
@@ -543,6 +628,44 @@ class SqlEventStore(SqlOutbox):
         else:
             stmt = stmt.where(ev.seq.between(wanted.min(), wanted.max()))
         return BitMap(await conn.scalars(stmt))
+
+
+def _plan(
+    events: Sequence[NewEvent],
+) -> tuple[dict[str, int], dict[tuple[str, str], int], dict[int, int]]:
+    """New events per user, the first index of each ``(user, id)``, and which events
+    repeat an earlier one of the same call."""
+    counts: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}  # (user, id) -> index of its first event
+    dup_of: dict[int, int] = {}
+    for i, ev in enumerate(events):
+        if ev.id is not None:
+            j = first.setdefault((ev.user, ev.id), i)
+            if j != i:
+                dup_of[i] = j
+                continue
+        counts[ev.user] = counts.get(ev.user, 0) + 1
+    return counts, first, dup_of
+
+
+def _event_rows(
+    events: Sequence[NewEvent], heads: dict[str, int], counts: dict[str, int],
+    dup_of: dict[int, int], now: float,
+) -> tuple[list[tuple[Any, ...]], list[Appended]]:
+    """Event rows (primary-key order) and results, given each user's new head."""
+    next_seq = {u: heads[u] - n + 1 for u, n in counts.items()}
+    rows: list[tuple[Any, ...]] = []
+    results: list[Appended] = []
+    for i, ev in enumerate(events):
+        if i in dup_of:
+            results.append(Appended(ev.user, results[dup_of[i]].seq, ev.id, now, duplicate=True))
+            continue
+        seq = next_seq[ev.user]
+        next_seq[ev.user] = seq + 1
+        rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s))
+        results.append(Appended(ev.user, seq, ev.id, now))
+    rows.sort(key=_pk)  # primary-key order: fewer B-tree page switches
+    return rows, results
 
 
 def _pk(row: tuple[Any, ...]) -> tuple[str, int]:

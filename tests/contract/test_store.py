@@ -18,6 +18,7 @@ from pushgate.store import (
     Device,
     GroupCommitter,
     NewEvent,
+    ReadState,
     SqlEventStore,
     StoreError,
     StoreUnavailable,
@@ -289,6 +290,26 @@ async def test_concurrent_mark_read_calls_all_survive(store: SqlEventStore) -> N
     state = await store.read_state("a")
     assert state.unread == 0
     assert read_set(state.read) == set(range(1, 101))
+
+
+async def test_concurrent_read_states_each_get_their_own_user(store: SqlEventStore) -> None:
+    # read_state calls made together share one query; each caller still gets its user's
+    # state, or KeyError for a user without inbox, and sees what was committed before
+    await store.append([ev(f"u{i}") for i in range(30) for _ in range(i % 4 + 1)])
+    await store.mark_read("u3", [1, 2], [])
+    users = [f"u{i}" for i in range(30)] + ["nobody", "u3"]
+    results = await asyncio.gather(*(store.read_state(u) for u in users),
+                                   return_exceptions=True)
+    for user, r in zip(users, results, strict=True):
+        if user == "nobody":
+            assert isinstance(r, KeyError)
+            continue
+        assert isinstance(r, ReadState), r
+        n = int(user[1:]) % 4 + 1
+        assert (r.head, r.live) == (n, n)
+        assert r.unread == (n - 2 if user == "u3" else n)
+    await store.append([ev("u0")])
+    assert (await store.read_state("u0")).head == 2
 
 
 async def test_concurrent_mark_read_from_two_stores_on_one_database(
