@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     max_event_ttl_s: int = Field(365 * 86400, gt=0, description="Largest TTL a sender may set.")
     cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
     cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
+    cleanup_duty: float = Field(
+        0.5, gt=0, le=1, description="Share of a cleanup round spent in delete transactions "
+        "(after a batch of t s the cleaner pauses t*(1-duty)/duty): keeps sends fast while a "
+        "large backlog expires; 1 = no pause.")
+    cleanup_lease_ttl_s: float | None = Field(
+        None, gt=0, description="Lease that lets one gateway/router of those sharing a store "
+        "clean at a time; a dead holder is replaced after it. Default: max(30, 3 x "
+        "cleanup_interval_s).")
     commit_max_batch: int = Field(1000, ge=1, description="Events per group commit.")
     commit_max_pending: int = Field(
         100000, ge=1, description="Queued events before sends are refused with 503.")

@@ -1,14 +1,16 @@
-"""``create_app``: the hub's Starlette application, wired for embedded mode.
+"""``create_app``: the hub's Starlette application.
 
-Embedded mode = this hub + the routing core in-process + the memory directory +
-SQLite. :class:`Gateway` owns every component and their lifecycle:
+Embedded mode = this hub + the routing core in-process (:class:`RoutingBackend`: store,
+committer, cleaner, memory directory, offline bridge) on SQLite. Cluster mode (``routers``
+set) = this hub + :class:`RouterLinks` to the routers, nothing durable here.
+:class:`Gateway` owns every component and their lifecycle:
 
-start:    migrate (embedded SQLite) → store → group committer → cleaner → sweeper →
-          offline bridge (outbox, worker: checks the provider credentials) → ready
+start:    backend (migrate → store → committer → cleaner → outbox → push worker) or
+          router links → sweeper → ready
 shutdown: not ready → refuse new sessions → close sessions with SHUTDOWN (4000) after
-          their queued frames → wait up to ``shutdown_grace_s`` → flush the committer
-          → stop the bridge worker (batches in flight finish), flush acks → stop the
-          cleaner → close the store.
+          their queued frames → wait up to ``shutdown_grace_s`` → router links (their
+          last announcements leave first) or backend close (flush the committer, finish
+          pushes in flight, stop the cleaner, close the store).
 """
 
 from __future__ import annotations
@@ -41,18 +43,11 @@ from pushgate.hub.registry import Registry
 from pushgate.hub.ws import websocket_endpoint
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
-from pushgate.router.bridge import setup as bridge_setup
-from pushgate.router.bridge.base import BridgeConfigError
-from pushgate.router.bridge.metrics import BridgeMetrics
-from pushgate.router.bridge.outbox import Outbox
-from pushgate.router.bridge.worker import Worker
-from pushgate.router.core import Router, RouterConfig, SendResult
-from pushgate.router.directory import open_directory
+from pushgate.router.backend import RoutingBackend
+from pushgate.router.core import Router, SendResult
 from pushgate.router.requests import Limits, parse_send
 from pushgate.router.routing import Filter
 from pushgate.settings import Settings
-from pushgate.store import GroupCommitter, migrate, open_store
-from pushgate.store.cleanup import Cleaner
 
 log = get_logger("pushgate.hub")
 
@@ -88,39 +83,16 @@ class Gateway:
         self.registry = Registry(self.hub_id)
         self.cluster = bool(settings.routers)
         self.router: Router | RemoteRouter
-        self.push_worker: Worker | None = None
-        self.outbox: Outbox | None = None
+        self.backend: RoutingBackend | None = None
+        self.links: RouterLinks | None = None
         if self.cluster:  # cluster hub: sessions only; the routers own store and directory
-            self.links: RouterLinks | None = RouterLinks(
-                settings.routers, self.registry,
-                settings.api_keys[0] if settings.api_keys else None,
-                settings.hub_heartbeat_ttl_s)
+            self.links = RouterLinks(settings.routers, self.registry,
+                                     settings.api_keys[0] if settings.api_keys else None,
+                                     settings.hub_heartbeat_ttl_s)
             self.router = RemoteRouter(self.links, settings.inline_event_max_bytes)
-            self.store_url = ""
         else:
-            self.links = None
-            self.store_url = settings.effective_store_url
-            self.store = open_store(self.store_url)
-            self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
-                                            max_pending=settings.commit_max_pending)
-            self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
-                                   batch=settings.cleanup_batch,
-                                   on_deleted=self.metrics.cleaned.inc)
-            self.directory = open_directory(settings.directory_url, settings.directory_prefix)
-            self.bridge_metrics = BridgeMetrics(self.metrics.registry)
-            providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
-            self.push_worker = Worker(
-                self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
-                self.bridge_metrics) if providers and settings.push_worker else None
-            enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
-            self.outbox = Outbox(
-                self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
-                on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
-            self.router = Router(
-                self.store, self.committer, self.directory, LocalLink(self.registry),
-                RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
-                             settings.fetch_max_bytes),
-                self.metrics, offline=self.outbox)
+            self.backend = RoutingBackend(settings, LocalLink(self.registry), self.metrics)
+            self.router = self.backend.router
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
                                   settings.ack_timeout_ms)
@@ -149,26 +121,15 @@ class Gateway:
     async def start(self) -> None:
         if self.links is not None:
             self.links.start()
-        else:
-            if self.store_url.startswith("sqlite"):
-                await migrate(self.store_url)
-            await self.store.start()
-            await self.committer.start()
-            await self.cleaner.start()
+        if self.backend is not None:
+            await self.backend.start()
         self._sweeper = asyncio.create_task(self._sweep())
-        if self.outbox is not None:
-            await self.outbox.start()
-        if self.push_worker is not None:
-            try:
-                await self.push_worker.start()
-            except BridgeConfigError as e:
-                log.error("offline push: bad configuration", error=str(e))
-                raise
         self.started = True
-        if self.links is not None:
-            log.info("gateway started (cluster hub)", hub=self.hub_id, routers=self.settings.routers)
+        if self.backend is not None:
+            log.info("gateway started", hub=self.hub_id, store=_redact(self.backend.store_url))
         else:
-            log.info("gateway started", hub=self.hub_id, store=_redact(self.store_url))
+            log.info("gateway started (cluster hub)", hub=self.hub_id,
+                     routers=self.settings.routers)
 
     async def begin_shutdown(self) -> None:
         """Stop taking sessions and close the live ones with SHUTDOWN (reconnect)."""
@@ -190,15 +151,8 @@ class Gateway:
                 await self._sweeper
         if self.links is not None:
             await self.links.close()
-        else:
-            await self.committer.close()
-            if self.push_worker is not None:
-                await self.push_worker.close()
-            if self.outbox is not None:
-                await self.outbox.close()
-            await self.cleaner.close()
-            await self.store.close()
-            await self.directory.close()
+        if self.backend is not None:
+            await self.backend.close()
         log.info("gateway stopped", hub=self.hub_id)
 
     async def _sweep(self) -> None:

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -35,20 +35,13 @@ from pushgate.errors import Internal, PushgateError, Unauthorized
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router import wire
-from pushgate.router.bridge import setup as bridge_setup
-from pushgate.router.bridge.metrics import BridgeMetrics
-from pushgate.router.bridge.outbox import Outbox
-from pushgate.router.bridge.worker import Worker
-from pushgate.router.core import Router, RouterConfig
-from pushgate.router.directory import DirectoryUnavailable, open_directory
+from pushgate.router.backend import RoutingBackend
+from pushgate.router.directory import DirectoryUnavailable
 from pushgate.router.link import ClusterLink, HubStream
 from pushgate.router.requests import Limits, parse_send
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 from pushgate.settings import Settings
-from pushgate.store import GroupCommitter, migrate, open_store
-from pushgate.store.base import Leases
-from pushgate.store.cleanup import Cleaner
 
 log = get_logger("pushgate.router")
 
@@ -79,31 +72,10 @@ class RouterNode:
         self.node_id = f"router-{secrets.token_hex(6)}"
         self.metrics = GatewayMetrics()
         self.api_keys = ApiKeys(settings.api_keys)
-        self.store_url = settings.effective_store_url
-        self.store = open_store(self.store_url)
-        self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
-                                        max_pending=settings.commit_max_pending)
-        self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
-                               batch=settings.cleanup_batch, lease=cast(Leases, self.store),
-                               on_deleted=self.metrics.cleaned.inc)
-        self.directory = open_directory(settings.directory_url, settings.directory_prefix)
         self.link = ClusterLink()
-        # offline push: routers queue pushes in the store's outbox (push_enabled=true, or
-        # implied by configured providers); `pushgate bridge` processes send them, or this
-        # router does when it has providers and push_worker is on
-        providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
-        self.push_worker = Worker(
-            self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
-            BridgeMetrics(self.metrics.registry)) if providers and settings.push_worker else None
-        enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
-        self.outbox = Outbox(
-            self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
-            on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
-        self.router = Router(
-            self.store, self.committer, self.directory, self.link,
-            RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
-                         settings.fetch_max_bytes),
-            self.metrics, offline=self.outbox)
+        self.backend = RoutingBackend(settings, self.link, self.metrics)
+        self.router = self.backend.router
+        self.directory = self.backend.directory
         self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
                                   settings.event_ttl_s, settings.max_event_ttl_s,
                                   settings.ack_timeout_ms)
@@ -115,15 +87,7 @@ class RouterNode:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.store_url.startswith("sqlite"):
-            await migrate(self.store_url)
-        await self.store.start()
-        await self.committer.start()
-        await self.cleaner.start()
-        if self.outbox is not None:
-            await self.outbox.start()
-        if self.push_worker is not None:
-            await self.push_worker.start()
+        await self.backend.start()
         self.server = aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
             GatewayService(self), self.server)
@@ -152,14 +116,7 @@ class RouterNode:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.link.close()
-        await self.committer.close()
-        if self.push_worker is not None:
-            await self.push_worker.close()
-        if self.outbox is not None:
-            await self.outbox.close()
-        await self.cleaner.close()
-        await self.store.close()
-        await self.directory.close()
+        await self.backend.close()
         log.info("router stopped", node=self.node_id)
 
     # -- liveness ----------------------------------------------------------------------------

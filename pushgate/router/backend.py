@@ -1,0 +1,85 @@
+"""Everything behind the routing core, built from settings in one place: the store, its
+group committer, the TTL cleaner (one per cluster, by lease), the session directory,
+the offline bridge's outbox (and worker, when this process has providers) and the
+:class:`~pushgate.router.core.Router` itself.
+
+Used by the embedded gateway (with the in-process hub as its ``HubLink``) and by
+``pushgate router`` (with the HubLink streams of the cluster's hubs).
+
+start: migrate (SQLite) → store → committer → cleaner → outbox → push worker
+close: committer (flush) → push worker (batches in flight finish) → outbox (flush acks)
+       → cleaner → store → directory
+"""
+
+from __future__ import annotations
+
+from pushgate.logs import get_logger
+from pushgate.metrics import GatewayMetrics
+from pushgate.router.bridge import setup as bridge_setup
+from pushgate.router.bridge.base import BridgeConfigError
+from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.outbox import Outbox
+from pushgate.router.bridge.worker import Worker
+from pushgate.router.core import HubLink, Router, RouterConfig
+from pushgate.router.directory import open_directory
+from pushgate.settings import Settings
+from pushgate.store import GroupCommitter, Leases, migrate, open_store
+from pushgate.store.cleanup import Cleaner
+
+log = get_logger("pushgate.router")
+
+
+class RoutingBackend:
+    def __init__(self, settings: Settings, link: HubLink, metrics: GatewayMetrics) -> None:
+        self.store_url = settings.effective_store_url
+        self.store = open_store(self.store_url)
+        self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
+                                        max_pending=settings.commit_max_pending)
+        # one cleaner at a time among all processes sharing the store (lease in the store)
+        self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
+                               batch=settings.cleanup_batch, on_deleted=metrics.cleaned.inc,
+                               duty=settings.cleanup_duty,
+                               lease=self.store if isinstance(self.store, Leases) else None,
+                               lease_ttl_s=settings.cleanup_lease_ttl_s)
+        self.directory = open_directory(settings.directory_url, settings.directory_prefix)
+        # offline push: sends queue pushes in the store's outbox (push_enabled, or implied by
+        # configured providers); this process sends them when it has providers and
+        # push_worker is on, else `pushgate bridge` processes do
+        providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
+        self.push_worker = Worker(
+            self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
+            BridgeMetrics(metrics.registry)) if providers and settings.push_worker else None
+        enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
+        self.outbox = Outbox(
+            self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
+            on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
+        self.router = Router(
+            self.store, self.committer, self.directory, link,
+            RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
+                         settings.fetch_max_bytes),
+            metrics, offline=self.outbox)
+
+    async def start(self) -> None:
+        if self.store_url.startswith("sqlite"):
+            await migrate(self.store_url)
+        await self.store.start()
+        await self.committer.start()
+        await self.cleaner.start()
+        if self.outbox is not None:
+            await self.outbox.start()
+        if self.push_worker is not None:
+            try:
+                await self.push_worker.start()  # checks the provider credentials
+            except BridgeConfigError as e:
+                log.error("offline push: bad configuration", error=str(e))
+                raise
+
+    async def close(self) -> None:
+        await self.committer.close()
+        if self.push_worker is not None:
+            await self.push_worker.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+        await self.cleaner.close()
+        await self.store.close()
+        await self.directory.close()
