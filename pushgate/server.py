@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from pushgate.hub.app import Gateway, create_app
+from pushgate.hub.fastpath import FastSend
 from pushgate.logs import get_logger
 from pushgate.settings import Settings
 
@@ -79,7 +80,7 @@ async def gc_policy(interval_s: float, full_every: int = 90) -> None:
 def run(settings: Settings, port_file: Path | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        FastSend(app, app.state.gateway),  # POST /v1/notifications without Starlette's path
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -29,6 +29,7 @@ from pushgate.store import bitmap
 from pushgate.store.base import Device, Event, ReadState
 
 EMPTY_STATE = ReadState(head=0, live=0, unread=0)
+RAW_SEND_KEY = "pushgate.raw_send"  # scope key under which FastSend passes the ASGI send
 
 if TYPE_CHECKING:
     from pushgate.hub.app import Gateway
@@ -84,6 +85,9 @@ class Connection:
         self.session = Session(identity, gw.hub_id, gw.settings.send_queue_size,
                                gw.metrics.delivery_latency.observe, expires_at)
         self._tasks: set[asyncio.Task[None]] = set()
+        # the server's own ASGI send, when FastSend passed it on (pushgate.hub.fastpath):
+        # event frames skip Starlette's per-message state checks and wrappers
+        self._raw_send = ws.scope.get(RAW_SEND_KEY)
 
     async def run(self, after: int | None) -> None:
         gw, s = self.gw, self.session
@@ -119,7 +123,10 @@ class Connection:
             gw.metrics.disconnects.labels(str(s.close_code or 1000)).inc()
 
     async def _send(self, frame: str) -> None:
-        await self.ws.send({"type": "websocket.send", "text": frame})
+        if self._raw_send is not None:
+            await self._raw_send({"type": "websocket.send", "text": frame})
+        else:
+            await self.ws.send({"type": "websocket.send", "text": frame})
 
     async def _close(self, code: int, reason: str) -> None:
         try:
