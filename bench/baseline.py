@@ -69,7 +69,8 @@ def _json(obj: object) -> Response:
 async def send(request: Request) -> Response:
     req = orjson.loads(await request.body())
     text = orjson.dumps(req["body"]).decode()
-    n = await _write(list(conns.get(req["user"], ())), text)
+    users = req["users"] if "users" in req else [req["user"]]  # S3: many users at once
+    n = await _write([ws for u in users for ws in conns.get(u, ())], text)
     return _json({"sessions": n})
 
 

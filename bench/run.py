@@ -30,13 +30,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bench.campaign  # registers S7
-import bench.cluster  # noqa: F401  (registers S6)
+from bench import batch, campaign, cluster, idle, store_scenario
 from bench.procs import core_busy_seconds
 from bench.scenarios import SCENARIOS, Env, Scenario
 from bench.targets import TARGETS
 from bench.wsload import LoadWorkers
 
+_REGISTERED = (batch, idle, campaign, cluster, store_scenario)  # register S3, S5, S7, S6, S8
 DEFAULT_SCENARIOS = ["S1", "S2", "S4"]
 _ip_counter = [0]
 
@@ -116,6 +116,20 @@ async def run_one(sc: Scenario, target_name: str, label: str, workdir: Path,
             rc = target.server.stop()
             if rc not in (0, -signal.SIGTERM, None):
                 log(f"server exit code {rc}")
+
+
+def run_standalone(sc: Scenario, label: str, workdir: Path, **kw: Any) -> dict[str, Any]:
+    def log(msg: str) -> None:
+        _say(f"[{label}] {msg}")
+
+    try:
+        m = sc.run_standalone(workdir, log, **kw)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # record and go on with the other runs
+        log(f"FAILED: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {k: v for k, v in m.items() if not k.startswith("_")} | {"detail": m.get("_detail")}
 
 
 def summary(m: dict[str, Any]) -> str:
@@ -216,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                     help="before each run, wait up to S seconds until other programs leave "
                          "the two cores idle (default 60; 0 = don't check)")
+    ap.add_argument("--plots", metavar="DIR",
+                    help="write PNG plots (latency CDF, throughput over time) to DIR "
+                         "(needs matplotlib: pip install -e '.[bench]')")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the servers' stdout/stderr and data dirs (printed path)")
     args = ap.parse_args(argv)
@@ -256,7 +273,17 @@ def main(argv: list[str] | None = None) -> int:
             sc = SCENARIOS[name](scale=args.scale)
             _say(f"== {name}: {sc.title} {sc.params()}")
             runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-            for r in range(args.runs):
+            if sc.standalone:
+                multi = getattr(sc, "uses_targets", False)
+                who = targets if multi else ["pushgate"]
+                kw = {"server_core": args.server_core, "load_core": args.load_core}
+                runs = {t: [] for t in who}
+                for r in range(args.runs):
+                    for t in (who if r % 2 == 0 else list(reversed(who))):
+                        runs[t].append(run_standalone(
+                            sc, f"{name} run {r + 1}/{args.runs} {t}", workdir,
+                            **({"target": t, **kw} if multi else {})))
+            for r in range(0 if sc.standalone else args.runs):
                 order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
                     label = f"{name} run {r + 1}/{args.runs} {t}"
@@ -271,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                         m = {"error": f"{type(e).__name__}: {e}"}
                     runs[t].append(m)
             results[name] = {"title": sc.title, "params": sc.params(), "runs": runs,
-                             "median": {t: median_metrics(runs[t]) for t in targets},
+                             "median": {t: median_metrics(runs[t]) for t in runs},
                              "criteria": [c.__dict__ for c in sc.criteria]}
     except KeyboardInterrupt:
         _say("interrupted; servers and load processes stopped")
@@ -298,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                             "server_log_samples"):
                     for sample in x.get(key, [])[:2]:
                         print(f"{name} {t} run {i + 1} {key[:-8]}: {sample[:300]}")
-    if args.json:
+    doc = None
+    if args.json or args.plots:
         for name, r in results.items():
             r["checks"] = []
             for c in SCENARIOS[name].criteria:
@@ -311,8 +339,17 @@ def main(argv: list[str] | None = None) -> int:
                            "python": platform.python_version()},
                "runs": args.runs, "scale": args.scale, "elapsed_s": round(elapsed, 1),
                "scenarios": results}
+    if args.json and doc is not None:
         Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
         print(f"\nJSON written to {args.json}")
+    if args.plots and doc is not None:
+        try:
+            from bench.plots import write_plots
+
+            files = write_plots(json.loads(json.dumps(doc, default=str)), Path(args.plots))
+            print(f"plots: {' '.join(str(f) for f in files)}")
+        except ImportError:
+            print("--plots: matplotlib is not installed (pip install -e '.[bench]')")
     return 0
 
 

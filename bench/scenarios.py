@@ -17,6 +17,7 @@ import orjson
 
 from bench.httpload import HttpPool, encode
 from bench.procs import core_busy_seconds, cpu_seconds
+from bench.progress import Progress
 from bench.targets import RunningTarget
 from bench.wsload import LoadWorkers
 
@@ -46,7 +47,7 @@ class Env:
 @dataclass
 class Criterion:
     metric: str
-    kind: str  # "ratio_max": pushgate <= value x baseline; "max": pushgate <= value
+    kind: str  # "ratio_max": pushgate <= value x baseline; "max": pushgate <= value; "min"
     value: float
     text: str
 
@@ -59,6 +60,8 @@ class Criterion:
             if not base:
                 return None
             return pg <= self.value * base
+        if self.kind == "min":
+            return pg >= self.value
         return pg <= self.value
 
 
@@ -103,6 +106,9 @@ class Scenario:
     per_worker: ClassVar[int] = 5000
     criteria: ClassVar[list[Criterion]] = []
     extra_metrics: ClassVar[list[tuple[str, str, str]]] = []
+    # standalone: no target server / load workers; run_standalone() does everything once
+    # per run and reports under the "pushgate" target
+    standalone: ClassVar[bool] = False
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
@@ -124,6 +130,9 @@ class Scenario:
         return COMMON_METRICS + self.extra_metrics
 
     async def run(self, env: Env) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run_standalone(self, workdir: Any, log: Callable[[str], None]) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -148,21 +157,21 @@ async def connect_sessions(env: Env, users: list[str], concurrency: int = 100) -
     t0 = time.monotonic()
     await env.workers.call_all("connect", args)
     deadline = t0 + max(120.0, len(users) / 50)
-    last_print = t0
-    last_n = 0
-    while True:
-        await asyncio.sleep(0.25)
-        st = await env.workers.stats()
-        now = time.monotonic()
-        if st["connect_done"] or now > deadline:
-            break
-        if now - last_print >= 2.0:
-            done = st["connected"] + st["failed"]
-            env.log(f"connecting {st['connected']}/{len(users)} "
-                    f"({(done - last_n) / (now - last_print):.0f}/s, failed {st['failed']})")
-            last_print, last_n = now, done
-        if not srv.alive():
-            raise RuntimeError(f"{srv.name} died while sessions connected:\n{srv.stderr_tail()}")
+    bar = Progress(len(users), "  sessions")
+    try:
+        while True:
+            await asyncio.sleep(0.25)
+            st = await env.workers.stats()
+            now = time.monotonic()
+            if st["connect_done"] or now > deadline:
+                break
+            bar.update(st["connected"], st["failed"])
+            if not srv.alive():
+                raise RuntimeError(f"{srv.name} died while sessions connected:\n"
+                                   f"{srv.stderr_tail()}")
+        bar.update(st["connected"], st["failed"])
+    finally:
+        bar.close()
     secs = time.monotonic() - t0
     cpu1 = srv.cpu()
     gc_snap = srv.gc_snapshot()
@@ -281,11 +290,15 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
     gc_snap = srv.gc_snapshot()
     parts = await w.call_all("collect")
     lat = array("d")
+    rx = array("d")
     per_id: dict[str, list[float]] = {}
     for p in parts:
         a = array("d")
         a.frombytes(p["lat"])
         lat.extend(a)
+        a = array("d")
+        a.frombytes(p.get("rx", b""))
+        rx.extend(a)
         for k, (c, mx) in p["per_id"].items():
             e = per_id.setdefault(k, [0, 0.0])
             e[0] += c
@@ -315,6 +328,7 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
         "other_cpu_pct_load_core": max(0.0, (busy1[env.load_core] - busy0[env.load_core]
                                              - (snd1 - snd0 + rcv1 - rcv0)) / wall * 100),
         "_per_id": per_id,
+        "series": series(ls, rx, t0),
     }
     if gc_snap:
         gens = gc_snap["gens"]
@@ -333,6 +347,28 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
     if not srv.alive():
         raise RuntimeError(f"{srv.name} died during the send phase:\n{srv.stderr_tail()}")
     return m
+
+
+def series(sorted_lat: list[float], rx: array, t0: float, points: int = 200,
+           bucket_s: float = 0.1) -> dict[str, list[list[float]]]:
+    """Compact plot data for the JSON: the latency CDF (``points`` quantiles, ms) and
+    deliveries/s per ``bucket_s`` from the first send (``bench/plots.py`` draws them)."""
+    cdf: list[list[float]] = []
+    n = len(sorted_lat)
+    if n:
+        for k in range(points + 1):
+            q = k / points
+            cdf.append([round(sorted_lat[min(n - 1, int(q * (n - 1)))] * 1000, 3), q])
+    rate: list[list[float]] = []
+    if len(rx):
+        counts: dict[int, int] = {}
+        for t in rx:
+            b = int((t - t0) / bucket_s)
+            counts[b] = counts.get(b, 0) + 1
+        last = max(counts)
+        rate = [[round(b * bucket_s, 2), counts.get(b, 0) / bucket_s]
+                for b in range(min(0, min(counts)), last + 1)]
+    return {"latency_cdf": cdf, "throughput": rate}
 
 
 async def closed_loop(pool: HttpPool, n: int, concurrency: int,

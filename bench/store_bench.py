@@ -122,12 +122,19 @@ class ServerCpu:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _run(coro: Any) -> Any:
+    """Run on uvloop, as the gateway and the router do."""
+    import uvloop
+
+    return uvloop.run(coro)
+
+
 # -- phase 1: append ---------------------------------------------------------------------------
 
 
 def append_worker(url: str, proc: int, writers: int, events: int, batch: int, users: int,
                   barrier: Any, out: Any) -> None:
-    out.put(asyncio.run(_append(url, proc, writers, events, batch, users, barrier)))
+    out.put(_run(_append(url, proc, writers, events, batch, users, barrier)))
 
 
 async def _append(url: str, proc: int, writers: int, events: int, batch: int, users: int,
@@ -219,7 +226,7 @@ def measure_size(url: str) -> dict[str, Any]:
 
 def send_worker(url: str, rate: int, users: int, seconds: float, stop: Any, ready: Any,
                 out: Any) -> None:
-    out.put(asyncio.run(_send(url, rate, users, seconds, stop, ready)))
+    out.put(_run(_send(url, rate, users, seconds, stop, ready)))
 
 
 async def _send(url: str, rate: int, users: int, seconds: float, stop: Any,
@@ -269,7 +276,7 @@ async def _send(url: str, rate: int, users: int, seconds: float, stop: Any,
 
 
 def clean_worker(url: str, batch: int, duty: float, ready: Any, done: Any, out: Any) -> None:
-    out.put(asyncio.run(_clean(url, batch, duty, ready, done)))
+    out.put(_run(_clean(url, batch, duty, ready, done)))
 
 
 async def _clean(url: str, batch: int, duty: float, ready: Any, done: Any) -> dict[str, Any]:
@@ -312,9 +319,35 @@ def run_send(url: str, args: argparse.Namespace, *, with_cleanup: bool) -> dict[
 
 
 def main() -> int:
+    ap = build_parser()
+    args = ap.parse_args()
+    if args.private:
+        from bench.mariadb import PrivateMariaDB
+
+        server = PrivateMariaDB(flush_log_at_trx_commit=args.flush_log_at_trx_commit)
+        _say(f"starting a private mariadbd in {server.base}")
+        server.start()
+        try:
+            args.url = args.url or f"{server.url}/pushgate_s8"
+            return _main(ap, args)
+        finally:
+            server.stop()
+    if not args.url:
+        ap.error("--url or --private is required")
+    return _main(ap, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", required=True, help="mysql+asyncmy://user:pw@host:port/<new db>")
+    ap.add_argument("--url", help="mysql+asyncmy://user:pw@host:port/<new db> (default with "
+                    "--private: a database on the private server)")
+    ap.add_argument("--private", action="store_true",
+                    help="run a private mariadbd for the benchmark (bench/mariadb.py: 2 GiB "
+                    "buffer pool, 512 MiB redo log, no binlog), stopped at the end")
+    ap.add_argument("--flush-log-at-trx-commit", type=int, choices=[1, 2], default=1,
+                    help="with --private: innodb_flush_log_at_trx_commit (2 = fsync once a "
+                    "second; see docs/storage.md for what that risks)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -330,8 +363,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--replace", action="store_true", help="drop the database first if it exists")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
-    args = ap.parse_args()
+    return ap
 
+
+def _main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     url = make_url(args.url)
     if url.get_backend_name() not in ("mysql", "mariadb") or not url.database:
         ap.error("--url must be a mysql+asyncmy:// URL naming a database")

@@ -56,6 +56,13 @@ class ClientSpec:
                            self._auth())
         return Request("/send", orjson.dumps({"user": user, "body": body}))
 
+    def multicast(self, users: list[str], body: dict) -> Request:
+        """One request to many users (S3); pushgate stores an event per user."""
+        if self.kind == "pushgate":
+            return Request("/v1/notifications", orjson.dumps({"users": users, "body": body}),
+                           self._auth())
+        return Request("/send", orjson.dumps({"users": users, "body": body}))
+
     def broadcast(self, body: dict) -> Request:
         if self.kind == "pushgate":
             return Request("/v1/notifications",
@@ -75,7 +82,9 @@ class RunningTarget:
 class Target:
     name: ClassVar[str]
 
-    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
+    def start(self, workdir: Path, core: int | str, gc_probe: bool = False,
+              env: dict[str, str] | None = None) -> RunningTarget:
+        """``core``: what ``taskset -c`` gets; ``env``: extra environment of the server."""
         raise NotImplementedError
 
 
@@ -98,8 +107,10 @@ def _host_port(url: str) -> tuple[str, int]:
 class Baseline(Target):
     name = "baseline"
 
-    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
-        env = probe_env({**os.environ, "PYTHONUNBUFFERED": "1"}, workdir, self.name, gc_probe)
+    def start(self, workdir: Path, core: int | str, gc_probe: bool = False,
+              env: dict[str, str] | None = None) -> RunningTarget:
+        env = probe_env({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, workdir,
+                        self.name, gc_probe)
         srv = ServerProcess("baseline", [sys.executable, "-m", "bench.baseline", "--port", "0"],
                             env, "BASELINE_LISTENING", workdir, core, cwd=str(ROOT))
         url = srv.start()
@@ -112,7 +123,8 @@ class Pushgate(Target):
 
     name = "pushgate"
 
-    def start(self, workdir: Path, core: int, gc_probe: bool = False) -> RunningTarget:
+    def start(self, workdir: Path, core: int | str, gc_probe: bool = False,
+              env: dict[str, str] | None = None) -> RunningTarget:
         secret = secrets.token_urlsafe(32)
         key = "bench-" + secrets.token_hex(16)
         data_dir = tempfile.mkdtemp(prefix="pushgate-data-", dir=workdir)
@@ -120,7 +132,8 @@ class Pushgate(Target):
         argv = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
                 ["-m", "pushgate.cli"]), "serve", "--port", "0", "--data-dir", data_dir]
         base_env = probe_env({**os.environ, "PUSHGATE_JWT_SECRET": secret,
-                              "PUSHGATE_LOG_LEVEL": "warning"}, workdir, self.name, gc_probe)
+                              "PUSHGATE_LOG_LEVEL": "warning", **(env or {})}, workdir,
+                             self.name, gc_probe)
         notes: list[str] = []
         srv = ServerProcess("pushgate", argv, {**base_env, "PUSHGATE_API_KEYS": key},
                             "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))

@@ -45,6 +45,7 @@ class Stats:
     def reset(self, prefix: str) -> None:
         self.prefix = prefix
         self.lat = array("d")
+        self.rx = array("d")  # receive time of each counted delivery (throughput plot)
         self.per_id: dict[str, list[float]] = {}  # id -> [count, max latency]
         self.received = 0
         self.dups = 0
@@ -70,6 +71,7 @@ class Stats:
         seen.add(mid)
         self.received += 1
         self.lat.append(lat)
+        self.rx.append(now)
         if not self.first_rx:
             self.first_rx = now
         self.last_rx = now
@@ -371,7 +373,8 @@ async def _serve(pipe: Any) -> None:
             stats.reset(arg)
             pipe.send(True)
         elif cmd == "collect":
-            pipe.send({"lat": stats.lat.tobytes(), "per_id": stats.per_id,
+            pipe.send({"lat": stats.lat.tobytes(), "rx": stats.rx.tobytes(),
+                       "per_id": stats.per_id,
                        "received": stats.received, "dups": stats.dups, "stray": stats.stray,
                        "other": stats.other, "first_rx": stats.first_rx,
                        "last_rx": stats.last_rx, "closed": stats.closed,
