@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -197,7 +198,7 @@ def bridge(config: str | None, metrics_port: int | None) -> None:
     s = _settings(config)
     logs.configure(s.log_level, s.log_format)
     try:
-        asyncio.run(run_bridge(s, metrics_port))
+        run_async(run_bridge(s, metrics_port))
     except BridgeConfigError as e:
         _fail(e)
 
@@ -220,7 +221,7 @@ def fake_apns(host: str, port: int, directory: str, key_id: str, team_id: str,
     POST /_fake/unregister {token}."""
     from pushgate.fakes.run import fake_apns as run
 
-    asyncio.run(run(host, port, Path(directory), key_id, team_id, topic, not no_record))
+    run_async(run(host, port, Path(directory), key_id, team_id, topic, not no_record))
 
 
 @app.command("fake-fcm")
@@ -237,7 +238,16 @@ def fake_fcm(host: str, port: int, directory: str, project_id: str, no_record: b
     stdout and the bridge settings on stderr. Control as for fake-apns."""
     from pushgate.fakes.run import fake_fcm as run
 
-    asyncio.run(run(host, port, Path(directory), project_id, not no_record))
+    run_async(run(host, port, Path(directory), project_id, not no_record))
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a long-lived command on uvloop (as serve and router do), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""A small HTTP/2-over-TLS server (h2 state machine on asyncio) for the fakes, the
+"""A small HTTP/2-over-TLS server (:mod:`pushgate._h2wire`, the server role) for the fakes, the
 control API they share (``/_fake/...``) and a self-signed certificate maker."""
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import h2.events
-import h2.settings
 import orjson
 
-from pushgate._h2 import new_connection
+from pushgate._h2wire import (
+    MAX_CONCURRENT_STREAMS,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    H2Protocol,
+    ProtocolViolation,
+    StreamBase,
+)
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -136,62 +141,92 @@ class FakeState:
         return json_reply(200, {"ok": True})
 
 
-class _Connection(asyncio.Protocol):
+class _Stream(StreamBase):
+    __slots__ = ("body", "headers", "responded")
+
+    def __init__(self, send_window: int, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(send_window)
+        self.headers = headers
+        self.body = bytearray()
+        self.responded = False
+
+
+class _Connection(H2Protocol):
+    """The server role on :mod:`pushgate._h2wire` (a provider's side of the wire: a
+    request is answered when its stream ends; at most ``max_streams`` open, more are
+    refused with ``REFUSED_STREAM`` as RFC 9113 says)."""
+
+    is_client = False
+
     def __init__(self, handler: Callable[[Request], Reply], max_streams: int,
                  live: set[_Connection]) -> None:
+        super().__init__()
         self.handler = handler
         self.live = live
-        self.conn = new_connection(client_side=False)
         self.max_streams = max_streams
-        self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
-        self.transport: asyncio.Transport | None = None
+        self.last_sid = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         self.live.add(self)
-        self.conn.initiate_connection()
-        self.conn.update_settings({
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
-        transport.write(self.conn.data_to_send())
+        self.start(transport, {MAX_CONCURRENT_STREAMS: self.max_streams})
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)
+        super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        try:
-            events = self.conn.receive_data(data)
-        except Exception:  # protocol error: drop the connection
-            self.transport.close()
+    def on_headers(self, sid: int, fields: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        s = self.streams.get(sid)
+        if s is not None:  # trailers
+            if end_stream:
+                self._respond(sid, s)
             return
-        for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self.streams[ev.stream_id] = (list(ev.headers), bytearray())  # type: ignore[arg-type]
-            elif isinstance(ev, h2.events.DataReceived):
-                stream = self.streams.get(ev.stream_id)
-                if stream is not None:
-                    stream[1].extend(ev.data)
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                self._respond(ev.stream_id)
-            elif isinstance(ev, h2.events.StreamReset):
-                self.streams.pop(ev.stream_id, None)
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.transport.close()
-        out = self.conn.data_to_send()
-        if out:
-            self.transport.write(out)
+        if sid % 2 == 0 or sid <= self.last_sid:
+            raise ProtocolViolation(PROTOCOL_ERROR, f"new stream {sid} not odd and increasing")
+        self.last_sid = sid
+        if self.closed:
+            return  # after our GOAWAY: ignored
+        if len(self.streams) >= self.max_streams:
+            self.reset(sid, REFUSED_STREAM)
+            return
+        s = self.streams[sid] = _Stream(self.peer_initial, fields)
+        if end_stream:
+            self._respond(sid, s)
 
-    def _respond(self, stream_id: int) -> None:
-        raw_headers, body = self.streams.pop(stream_id)
-        headers = {str(k).lower(): str(v) for k, v in raw_headers}
-        req = Request(headers.get(":method", ""), headers.get(":path", ""), headers, bytes(body))
+    def on_data(self, sid: int, stream: _Stream, data: bytes, end_stream: bool) -> None:
+        stream.body += data
+        if end_stream:
+            self._respond(sid, stream)
+
+    def on_reset(self, sid: int, code: int) -> None:
+        self.streams.pop(sid, None)
+
+    def on_goaway(self, last_sid: int, code: int) -> None:
+        if not self.streams and self.transport is not None:
+            self.transport.close()
+
+    def on_failure(self, message: str) -> None:
+        self.streams.clear()
+
+    def on_sent(self, sid: int, stream: _Stream) -> None:
+        self.streams.pop(sid, None)
+        if self.closed and not self.streams and self.transport is not None:
+            self.flush()
+            self.transport.close()
+
+    def _respond(self, sid: int, s: _Stream) -> None:
+        if s.responded:
+            return
+        s.responded = True
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in s.headers}
+        req = Request(headers.get(":method", ""), headers.get(":path", ""), headers, bytes(s.body))
         status, extra, content = self.handler(req)
-        out = [(":status", str(status)), ("content-length", str(len(content))),
-               *extra.items()]
-        self.conn.send_headers(stream_id, out, end_stream=not content)
+        out = [(":status", str(status)), *extra.items()]
         if content:
-            self.conn.send_data(stream_id, content, end_stream=True)
+            out.append(("content-length", str(len(content))))
+        self.send_headers(sid, out, end_stream=not content)
+        if not content or self.send_body(sid, s, content):
+            self.streams.pop(sid, None)  # answered (else: when the window allows)
+        self.schedule_flush()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

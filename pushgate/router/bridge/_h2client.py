@@ -1,14 +1,16 @@
-"""A small HTTP/2 client (h2 state machine on asyncio) for the provider requests.
+"""The HTTP/2 client of the provider requests (APNs, FCM), on :mod:`pushgate._h2wire`.
 
 Why not httpx: measured here, httpx/httpcore's HTTP/2 path cost ~1.5-2 ms of CPU per
 request and topped out at ~200-550 requests/s on one connection (per-request locks,
-event re-reading, a failed ``import sniffio`` per call), two orders of magnitude below
-a campaign's needs. This client keeps one TLS connection (or a few), multiplexes up to
-the server's ``MAX_CONCURRENT_STREAMS`` requests on it, and resolves each stream's
-future when it ends: one small request costs ~100 µs here.
+event re-reading, a failed ``import sniffio`` per call); the h2 state machine that an
+earlier version of this module drove directly cost ~350 µs per request and response;
+this one ~60 µs (docs/design-notes.md). It keeps one TLS connection (or a few), opens
+up to the server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams on each (further
+requests wait for a free one) and resolves each stream's future when it ends.
 
 Errors: :class:`H2Error` for anything that leaves the request's outcome unknown
-(connection refused or lost, GOAWAY, stream reset, timeout); callers retry.
+(connection refused or lost, GOAWAY, stream reset, protocol error, timeout); callers
+retry.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass, field
-from typing import cast
+from collections import deque
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h2.events
-import h2.exceptions
-import h2.settings
+from pushgate._h2wire import (
+    CANCEL,
+    MAX_STREAM_ID,
+    PROTOCOL_ERROR,
+    FieldEncoder,
+    H2Protocol,
+    ProtocolViolation,
+    StreamBase,
+)
 
-from pushgate._h2 import new_connection
+__all__ = ["FieldEncoder", "H2Client", "H2Error", "Response"]
 
 
 class H2Error(Exception):
@@ -38,139 +46,205 @@ class Response:
     body: bytes
 
 
-@dataclass(slots=True)
-class _Stream:
-    future: asyncio.Future[Response]
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytearray = field(default_factory=bytearray)
+class _Stream(StreamBase):
+    __slots__ = ("body", "deadline", "future", "headers", "status")
+
+    def __init__(self, future: asyncio.Future[Response], send_window: int,
+                 deadline: float) -> None:
+        super().__init__(send_window)
+        self.future = future
+        self.deadline = deadline
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, max_streams: int) -> None:
-        self.h2 = new_connection(client_side=True)
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
-        self.max_streams = max_streams  # ours; lowered to the server's setting
-        self.slots = asyncio.Condition()
-        self.window = asyncio.Event()
-        self.closed = False
-        self.ready = asyncio.get_running_loop().create_future()
+class _Connection(H2Protocol):
+    is_client = True
 
-    # -- protocol ----------------------------------------------------------------------
+    def __init__(self, max_streams: int, timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.max_streams_cap = max_streams  # ours
+        self.max_streams = max_streams  # in force: ours or the server's, the lower
+        self.timeout_s = timeout_s
+        self.next_sid = 1
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        # requests waiting for a stream; a woken one holds a granted slot until it runs
+        self._waiters: deque[tuple[asyncio.Future[bool], float]] = deque()
+        self._granted = 0
+        self._sweep: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
-        self.h2.initiate_connection()
-        self.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
-        self.h2.increment_flow_control_window(1 << 24)
-        transport.write(self.h2.data_to_send())
+        self.start(transport, {})
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            self._fail(H2Error(f"HTTP/2 protocol error: {e}"))
-            return
-        for ev in events:
-            if isinstance(ev, h2.events.ResponseReceived):
-                s = self.streams.get(ev.stream_id)
-                if s is not None:
-                    for k, v in ev.headers:
-                        key = k.decode() if isinstance(k, bytes) else str(k)
-                        value = v.decode() if isinstance(v, bytes) else str(v)
-                        if key == ":status":
-                            s.status = int(value)
-                        else:
-                            s.headers[key] = value
-            elif isinstance(ev, h2.events.DataReceived):
-                s = self.streams.get(ev.stream_id)
-                if s is not None:
-                    s.body.extend(ev.data)
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                s = self.streams.pop(ev.stream_id, None)
-                if s is not None and not s.future.done():
-                    s.future.set_result(Response(s.status, s.headers, bytes(s.body)))
-            elif isinstance(ev, h2.events.StreamReset):
-                s = self.streams.pop(ev.stream_id, None)
-                if s is not None and not s.future.done():
-                    s.future.set_exception(H2Error(f"stream reset ({ev.error_code!r})"))
-            elif isinstance(ev, h2.events.RemoteSettingsChanged):
-                if not self.ready.done():
-                    self.ready.set_result(None)
-                change = ev.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
-                if change is not None:
-                    self.max_streams = min(self.max_streams, change.new_value)
-            elif isinstance(ev, h2.events.WindowUpdated):
-                self.window.set()
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.closed = True  # GOAWAY: no new streams; open ones above the last fail
-                last = ev.last_stream_id or 0
-                for sid in [sid for sid in self.streams if sid > last]:
-                    s = self.streams.pop(sid)
-                    if not s.future.done():
-                        s.future.set_exception(H2Error("server sent GOAWAY"))
-        self._flush()
+    # -- framing hooks -----------------------------------------------------------------
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(H2Error(f"connection lost: {exc or 'closed'}"))
+    def on_settings(self) -> None:
+        self.max_streams = min(self.max_streams_cap, self.peer_max_streams)
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._wake()
 
-    def _fail(self, err: H2Error) -> None:
-        self.closed = True
+    def on_headers(self, sid: int, fields: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        s = self.streams.get(sid)
+        if s is None:
+            return  # a stream we reset
+        status = 0
+        for name, value in fields:
+            if name == b":status":
+                if not value.isdigit() or len(value) != 3:
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"bad :status {value!r}")
+                status = int(value)
+        if 100 <= status < 200:
+            return  # informational; the final response follows
+        if status:
+            s.status = status
+        for name, value in fields:
+            if name[:1] != b":":
+                s.headers[name.decode("latin-1")] = value.decode("latin-1")
+        if end_stream:
+            self._complete(sid, s)
+
+    def on_data(self, sid: int, stream: _Stream, data: bytes, end_stream: bool) -> None:
+        stream.body += data
+        if end_stream:
+            self._complete(sid, stream)
+
+    def on_reset(self, sid: int, code: int) -> None:
+        what = "a bad WINDOW_UPDATE" if code < 0 else f"code {code}"
+        self._end(sid, H2Error(f"stream reset by the server ({what})"))
+
+    def on_goaway(self, last_sid: int, code: int) -> None:
+        # no new streams; the streams above its last id were not processed
+        for sid in [sid for sid in self.streams if sid > last_sid]:
+            self._end(sid, H2Error(f"server sent GOAWAY (code {code})"))
+        self._wake()
+        self._close_when_idle()
+
+    def on_failure(self, message: str) -> None:
+        err = H2Error(message)
         if not self.ready.done():
             self.ready.set_exception(err)
-        streams, self.streams = self.streams, {}
-        for s in streams.values():
-            if not s.future.done():
-                s.future.set_exception(err)
-        self.window.set()
-        if self.transport is not None:
-            self.transport.close()
+            self.ready.exception()  # retrieved: no "never retrieved" warning
+        for sid in list(self.streams):
+            self._end(sid, err)
+        while self._waiters:
+            w, _ = self._waiters.popleft()
+            if not w.done():
+                w.set_result(False)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
-    def _flush(self) -> None:
-        out = self.h2.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+    # -- streams -----------------------------------------------------------------------
+
+    def _complete(self, sid: int, s: _Stream) -> None:
+        del self.streams[sid]
+        if s.pending is not None:  # answered before the whole body left: stop sending it
+            s.pending = None  # and free the server's stream (RFC 9113 section 8.1)
+            self.reset(sid, CANCEL)
+            self.schedule_flush()
+        self.unblock(sid)
+        if not s.future.done():
+            s.future.set_result(Response(s.status, s.headers, bytes(s.body)))
+        self._wake()
+        self._close_when_idle()
+
+    def _end(self, sid: int, err: H2Error) -> None:
+        s = self.streams.pop(sid, None)
+        self.unblock(sid)
+        if s is not None and not s.future.done():
+            s.future.set_exception(err)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Grant the free streams to the oldest waiters; when closed, wake them all
+        (each then fails)."""
+        while self._waiters:
+            if self.closed:
+                w, _ = self._waiters.popleft()
+                if not w.done():
+                    w.set_result(False)
+                continue
+            if len(self.streams) + self._granted >= self.max_streams:
+                return
+            w, _ = self._waiters.popleft()
+            if not w.done():
+                w.set_result(True)
+                self._granted += 1
+
+    # Timeouts: one timer per connection, not one per request (an asyncio.timeout per
+    # request was ~7 % of the bridge's CPU). A request fails with "timeout" between
+    # timeout_s and 1.25 x timeout_s after it was made.
+
+    def _arm(self) -> None:
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self.timeout_s / 4, self._expire)
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = self.loop.time()
+        for sid in [sid for sid, s in self.streams.items() if s.deadline <= now]:
+            self.reset(sid, CANCEL)
+            self._end(sid, H2Error("timeout"))
+        for w, deadline in list(self._waiters):
+            if deadline <= now and not w.done():
+                w.set_exception(H2Error("timeout"))
+        self.flush()
+        if self.streams or self._waiters:
+            self._arm()
+
+    def _close_when_idle(self) -> None:
+        if self.closed and not self.streams and self.transport is not None:
+            self.flush()
+            self.transport.close()
 
     # -- requests ----------------------------------------------------------------------
 
-    async def request(self, headers: list[tuple[str, str]], body: bytes) -> Response:
-        async with self.slots:
-            await self.slots.wait_for(lambda: len(self.streams) < self.max_streams
-                                      or self.closed)
-            if self.closed:
-                raise H2Error("connection closed")
-            sid = self.h2.get_next_available_stream_id()
-            stream = _Stream(asyncio.get_running_loop().create_future())
-            self.streams[sid] = stream
+    async def request(self, method: str, authority: str, path: str, headers: dict[str, str],
+                      body: bytes) -> Response:
+        """Send a request and wait for the response (:class:`H2Error` "timeout" after
+        ``timeout_s``, waiting for a free stream included)."""
+        deadline = self.loop.time() + self.timeout_s
+        while len(self.streams) + self._granted >= self.max_streams and not self.closed:
+            waiter: asyncio.Future[bool] = self.loop.create_future()
+            self._waiters.append((waiter, deadline))
+            self._arm()
+            try:
+                granted = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self._granted -= 1  # granted just before the cancellation: pass it on
+                    self._wake()
+                raise
+            if granted:
+                self._granted -= 1
+                break
+        if self.closed:
+            raise H2Error("connection closed")
+        sid = self.next_sid
+        self.next_sid += 2
+        if self.next_sid > MAX_STREAM_ID:
+            self.closed = True  # ids used up: the next request opens a new connection
+        s = _Stream(self.loop.create_future(), self.peer_initial, deadline)
+        self.streams[sid] = s
+        if self._sweep is None:
+            self._arm()
+        fields = [(":method", method), (":scheme", "https"), (":authority", authority),
+                  (":path", path), *headers.items()]
+        if body:
+            fields.append(("content-length", str(len(body))))
+        self.send_headers(sid, fields, end_stream=not body)
+        if body:
+            self.send_body(sid, s, body)
+        self.schedule_flush()
         try:
-            self.h2.send_headers(sid, headers, end_stream=not body)
-            view = memoryview(body)
-            while view:
-                room = min(self.h2.local_flow_control_window(sid), len(view),
-                           self.h2.max_outbound_frame_size)
-                if room <= 0:
-                    self._flush()
-                    self.window.clear()
-                    await self.window.wait()
-                    if self.closed:
-                        raise H2Error("connection closed")
-                    continue
-                self.h2.send_data(sid, bytes(view[:room]), end_stream=room == len(view))
-                view = view[room:]
-            self._flush()
-            return await stream.future
-        except h2.exceptions.H2Error as e:
-            raise H2Error(f"HTTP/2 error: {e}") from None
+            return await s.future
         finally:
-            if self.streams.pop(sid, None) is not None and not self.closed:
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    self.h2.reset_stream(sid)  # cancelled (timeout): free the stream
-                    self._flush()
-            async with self.slots:
-                self.slots.notify()
+            if self.streams.get(sid) is s:  # cancelled: free the stream
+                self.reset(sid, CANCEL)
+                self.schedule_flush()
+                self._end(sid, H2Error("cancelled"))
 
 
 class H2Client:
@@ -203,40 +277,41 @@ class H2Client:
         conn = self._conns[i]
         if conn is not None and not conn.closed:
             return conn
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._open(i)
+        except TimeoutError:
+            raise H2Error(f"timeout connecting to {self.authority}") from None
+
+    async def _open(self, i: int) -> _Connection:
         async with self._opening[i]:
             conn = self._conns[i]
             if conn is None or conn.closed:
                 loop = asyncio.get_running_loop()
                 try:
-                    _t, conn = await loop.create_connection(
-                        lambda: _Connection(self.max_streams), self.host, self.port,
+                    transport, conn = await loop.create_connection(
+                        lambda: _Connection(self.max_streams, self.timeout_s), self.host, self.port,
                         ssl=self.ssl, server_hostname=self.host)
-                    await conn.ready  # the server's SETTINGS (its stream limit)
                 except (OSError, ssl.SSLError) as e:
                     raise H2Error(f"cannot connect to {self.authority}: {e}") from None
+                proto = transport.get_extra_info("ssl_object")
+                if proto is not None and proto.selected_alpn_protocol() != "h2":
+                    transport.close()
+                    raise H2Error(f"{self.authority} does not speak HTTP/2 (ALPN)")
+                await conn.ready  # the server's SETTINGS (its stream limit)
                 self._conns[i] = conn
             return conn
 
     async def request(self, method: str, path: str, headers: dict[str, str],
                       body: bytes = b"") -> Response:
         """One request; :class:`H2Error` (retryable) when the outcome is unknown."""
-        all_headers = [(":method", method), (":scheme", "https"),
-                       (":authority", self.authority), (":path", self.base_path + path),
-                       *headers.items()]
-        if body:
-            all_headers.append(("content-length", str(len(body))))
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                conn = await self._connection()
-                return await conn.request(all_headers, body)
-        except TimeoutError:
-            raise H2Error("timeout") from None
+        conn = await self._connection()
+        return await conn.request(method, self.authority, self.base_path + path, headers, body)
 
     async def close(self) -> None:
         for i, conn in enumerate(self._conns):
             if conn is not None and conn.transport is not None:
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    conn.h2.close_connection()
-                    conn._flush()
+                with contextlib.suppress(Exception):
+                    conn.goaway()
                 conn.transport.close()
             self._conns[i] = None
