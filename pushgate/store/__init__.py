@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._dialect import for_url, normalize_url, prepare_path
 from .base import (
     Appended,
+    ClaimedBatch,
     ClaimedPush,
     Device,
     DeviceStore,
@@ -45,6 +46,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 __all__ = [
     "MIGRATIONS_DIR",
     "Appended",
+    "ClaimedBatch",
     "ClaimedPush",
     "Cleaner",
     "Device",

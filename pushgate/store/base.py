@@ -258,34 +258,66 @@ class PushJob:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedPush:
-    """A job claimed by a worker (``id`` is the outbox row)."""
+    """A job claimed by a worker (``id`` is the outbox row: shared by all the jobs of a
+    group row)."""
 
     id: int
     job: PushJob
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """What a bridge worker needs to send a batch: the claimed ``pushes``, the ``acked``
+    seq of their users (users without acks absent) and those users' ``devices``."""
+
+    pushes: list[ClaimedPush]
+    acked: dict[str, int]
+    devices: list[Device]
 
 
 class PushOutbox(Protocol):
     """The offline bridge's durable queue. A job stays stored until a worker finishes it,
     so a crash loses none; a claimed job is invisible to other workers for ``lease_s``
     and becomes due again if its worker dies (at-least-once: a job whose worker died
-    after the provider accepted it is sent again). All methods raise :class:`StoreError`."""
+    after the provider accepted it is sent again). All methods raise :class:`StoreError`.
+
+    Jobs are stored in rows: a *group row* holds up to ``PUSH_GROUP`` (100) first-attempt
+    jobs, each for every device of its user (no ``platform``/``token``), that share the
+    payload and due time, as a campaign queues them; a single row holds one job. Rows are what is
+    claimed, leased and finished: every job of a row carries the row's
+    :attr:`ClaimedPush.id` and comes and goes with it. Counts (``limit``, the result of
+    :meth:`finish_pushes`, :meth:`pending_pushes`) are jobs."""
 
     async def enqueue_pushes(self, jobs: Sequence[PushJob]) -> None:
-        """Store ``jobs`` (one transaction). Durable when it returns."""
+        """Store ``jobs`` (one transaction). Durable when it returns. Jobs with equal
+        ``payload`` bytes and ``due_at``, ``attempts == 0`` and no ``platform``/``token``
+        are packed into group rows of up to ``PUSH_GROUP``, in order; others get a row
+        each."""
         ...
 
     async def claim_pushes(self, holder: str, limit: int, lease_s: float) -> list[ClaimedPush]:
-        """Claim up to ``limit`` jobs with ``due_at <= now`` (soonest first) for ``holder``:
-        atomic; concurrent claimers (any process) never get the same job while its lease
-        runs (MySQL/MariaDB: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer)."""
+        """Claim due rows (``due_at <= now``, soonest first) for ``holder`` and return
+        their jobs, one :class:`ClaimedPush` per job, a row's jobs in order and sharing
+        one ``payload`` object. Whole rows while their jobs add up to at most ``limit``,
+        and always at least the first row: a claim never splits a row, so it returns at
+        most ``max(limit, PUSH_GROUP)`` jobs. Atomic; concurrent
+        claimers (any process) never get the same row while its lease runs
+        (MySQL/MariaDB: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer)."""
+        ...
+
+    async def claim_batch(self, holder: str, limit: int, lease_s: float) -> ClaimedBatch:
+        """:meth:`claim_pushes`, and in the same transaction the claimed users' acked
+        seqs (:meth:`acked_seqs`) and devices (``devices``): one round of the bridge
+        worker in one database transaction."""
         ...
 
     async def finish_pushes(self, holder: str, done: Sequence[int], retries: Sequence[PushJob],
                             dead_tokens: Sequence[tuple[str, str]]) -> int:
-        """In one transaction: delete the ``done`` jobs still claimed by ``holder``, store
-        the ``retries`` and remove the ``dead_tokens`` ``(platform, token)`` from the
-        devices. Returns how many ``done`` jobs were deleted (fewer when a lease expired
-        and another worker took a job over)."""
+        """In one transaction: delete the rows ``done`` (ids as claimed; repeats are
+        ignored) still claimed by ``holder``, store the ``retries`` (one row each) and
+        remove the ``dead_tokens`` ``(platform, token)`` from the devices. Returns how
+        many jobs the deleted rows held (fewer than claimed when a lease expired and
+        another worker took a row over)."""
         ...
 
     async def record_acks(self, acks: Mapping[str, int]) -> None:
@@ -297,5 +329,5 @@ class PushOutbox(Protocol):
         ...
 
     async def pending_pushes(self) -> int:
-        """Number of stored jobs (claimed or not)."""
+        """Number of stored jobs, claimed or not (jobs, not rows)."""
         ...

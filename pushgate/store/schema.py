@@ -11,6 +11,10 @@ that they agree with this module.
 * ``leases``: one row per lease name (e.g. ``cleanup``): who holds it until when.
 * ``devices``: APNs/FCM tokens; ``(platform, token)`` primary key (a token belongs to
   one app install), ``(user_id, app)`` indexed for the offline bridge's lookups.
+* ``push_outbox``: the offline bridge's queue, ``due_at`` indexed. A row is one push, or
+  a group row of up to 100 pushes sharing the payload (``members``: orjson
+  ``[[user, seq], ...]``; ``n``: pushes in the row, 1 for a single row); see
+  ``outbox.py``. ``push_acks``: each user's highest acked seq.
 
 Columns are ``user_id`` rather than ``user``: ``USER`` is reserved in SQL (PostgreSQL,
 the standard) and a function name in MySQL, so raw SQL in operations stays unquoted.
@@ -106,6 +110,8 @@ push_outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("holder", Key, nullable=True),
     Column("created_at", Double, nullable=False),
+    Column("members", Blob, nullable=True),
+    Column("n", Integer, nullable=False, server_default="1"),
     Index("ix_push_outbox_due_at", "due_at"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",

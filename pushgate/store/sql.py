@@ -104,7 +104,9 @@ def _mapped_errors(dialect: Dialect) -> Iterator[None]:
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
         for table in (inboxes_t, events_t, leases_t, devices_t, push_outbox_t, push_acks_t):
-            await conn.execute(select(*table.primary_key.columns).limit(0))
+            # every column: a database a migration behind (e.g. 0003 without the outbox's
+            # group columns of 0004) fails here, not at its first claim
+            await conn.execute(select(*table.columns).limit(0))
     except sa_exc.DBAPIError as exc:
         raise StoreError(
             f"event store schema missing or outdated ({_describe(exc)}): run migrate() first"
@@ -583,16 +585,21 @@ class SqlEventStore(SqlOutbox):
 
     async def devices(self, users: Sequence[str], app: str | None = None) -> list[Device]:
         """See :meth:`DeviceStore.devices`."""
+        async with self._tx(write=False) as conn:
+            return await self._devices_in(conn, list(dict.fromkeys(users)), app)
+
+    async def _devices_in(self, conn: AsyncConnection, users: list[str],
+                          app: str | None = None) -> list[Device]:
         c = devices_t.c
-        stmt = select(c.user_id, c.app, c.platform, c.token, c.updated_at).where(
-            c.user_id.in_(bindparam("users", expanding=True))
-        )
+        stmt = self._dialect.by_index(
+            select(c.user_id, c.app, c.platform, c.token, c.updated_at).where(
+                c.user_id.in_(bindparam("users", expanding=True))),
+            devices_t, "ix_devices_user_id_app")
         if app is not None:
             stmt = stmt.where(c.app == app)
         found: list[Device] = []
-        async with self._tx(write=False) as conn:
-            for part in chunks(list(dict.fromkeys(users)), self._dialect.max_params):
-                found.extend(Device(*r) for r in await conn.execute(stmt, {"users": list(part)}))
+        for part in chunks(users, self._dialect.max_params):
+            found.extend(Device(*r) for r in await conn.execute(stmt, {"users": list(part)}))
         found.sort(key=lambda d: (d.user, d.app, d.platform, d.token))
         return found
 
