@@ -8,8 +8,10 @@ its peak RSS.
     .venv/bin/python -m bench.campaign --users 1000000 [--runs 3] [--json out.json]
     .venv/bin/python -m bench.run S7 --targets pushgate --scale 0.05   # the same, as S7
 
-Needs MariaDB at 127.0.0.1:3306 (root, no password; ``--mysql``): a database
-``pushgate_bench_s7_<pid>`` is created and dropped.
+The store is a private ``mariadbd`` started for the run (``bench/mariadb.py``: the
+production-like settings of S8, a 2 GiB buffer pool, so that a million events, outbox
+rows and devices stay in memory); ``--mysql HOST:PORT`` uses a running server instead
+(root, no password): a database ``pushgate_bench_s7_<pid>`` is created and dropped.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ class Proc:
 async def _sql(server: str, *statements: str, db: str | None = None) -> None:
     import asyncmy
 
-    conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="",
+    host, _, port = server.partition(":")
+    conn = await asyncmy.connect(host=host, port=int(port or 3306), user="root", password="",
                                  db=db, autocommit=True)
     try:
         async with conn.cursor() as cur:
@@ -129,7 +132,20 @@ async def _fake_total(client: Any, urls: list[str]) -> int:
     return total
 
 
-async def run_campaign(users: int, log: Any = print, mysql: str = "127.0.0.1:3306") -> dict[str, Any]:
+async def run_campaign(users: int, log: Any = print, mysql: str | None = None,
+                       bridge_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One campaign; ``mysql``: HOST:PORT of a running server, None = a private one;
+    ``bridge_env``: extra settings of the bridge (``PUSHGATE_PUSH_CONCURRENCY``, ...)."""
+    if mysql is None:
+        from bench.mariadb import PrivateMariaDB
+
+        server = PrivateMariaDB()
+        log(f"S7: starting a private mariadbd ({server.base})")
+        await asyncio.to_thread(server.start)
+        try:
+            return await run_campaign(users, log, f"127.0.0.1:{server.port}", bridge_env)
+        finally:
+            await asyncio.to_thread(server.stop)
     import httpx
 
     from pushgate.store import migrate
@@ -169,7 +185,8 @@ async def run_campaign(users: int, log: Any = print, mysql: str = "127.0.0.1:330
                       "PUSHGATE_COMMIT_MAX_PENDING": "1000000"}, "PUSHGATE_LISTENING")
         procs.append(serve)
         gw = serve.ready_line.split()[1]
-        bridge = Proc([_bin(), "bridge"], push_env, "PUSHGATE_BRIDGE_READY")
+        bridge = Proc([_bin(), "bridge"], {**push_env, **(bridge_env or {})},
+                      "PUSHGATE_BRIDGE_READY")
         procs.append(bridge)
         rss0 = bridge.rss_kb()[0]
         cpu0 = cpu_seconds([bridge.p.pid])
@@ -265,10 +282,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.campaign", description=__doc__)
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--mysql", default="127.0.0.1:3306")
+    ap.add_argument("--mysql", default=None, metavar="HOST:PORT",
+                    help="use this MariaDB/MySQL server (default: a private one per run)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting of the bridge process, e.g. PUSHGATE_PUSH_CONCURRENCY=500")
     args = ap.parse_args()
-    runs = [asyncio.run(run_campaign(args.users, print, args.mysql)) for _ in range(args.runs)]
+    extra = dict(kv.split("=", 1) for kv in args.bridge_env)
+    runs = [asyncio.run(run_campaign(args.users, print, args.mysql, extra))
+            for _ in range(args.runs)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(json.dumps({"runs": runs, "median": med}, indent=2))
     if args.json:
