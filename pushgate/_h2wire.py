@@ -261,6 +261,10 @@ class H2Protocol(asyncio.Protocol):
     def on_settings(self) -> None:
         """The peer's SETTINGS were applied (first one: the connection is ready)."""
 
+    def last_peer_stream(self) -> int:
+        """The highest stream the peer opened that we may have acted on (GOAWAY)."""
+        return 0
+
     def on_sent(self, sid: int, stream: Any) -> None:
         """The last bytes of a body that had to wait for window were queued."""
 
@@ -286,10 +290,10 @@ class H2Protocol(asyncio.Protocol):
         pos, end = 0, len(buf)
         try:
             if self._need_preface:
+                if buf[:len(PREFACE)] != PREFACE[:min(end, len(PREFACE))]:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 if end < len(PREFACE):
                     return
-                if buf[:len(PREFACE)] != PREFACE:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 pos = len(PREFACE)
                 self._need_preface = False
             while end - pos >= 9:
@@ -303,7 +307,8 @@ class H2Protocol(asyncio.Protocol):
                 pos += 9 + length
                 self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except ProtocolViolation as e:
-            self._out.append(frame(GOAWAY, 0, 0, U32.pack(0) + U32.pack(e.code)))
+            last = U32.pack(self.last_peer_stream())
+            self._out.append(frame(GOAWAY, 0, 0, last + U32.pack(e.code)))
             self.flush()
             self.fail(f"HTTP/2 protocol error: {e}")
             return
@@ -339,13 +344,17 @@ class H2Protocol(asyncio.Protocol):
         elif kind == SETTINGS:
             self._settings(sid, flags, payload)
         elif kind == PING:
-            if sid != 0 or len(payload) != 8:
-                raise ProtocolViolation(PROTOCOL_ERROR, "bad PING")
+            if sid != 0:
+                raise ProtocolViolation(PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise ProtocolViolation(FRAME_SIZE_ERROR, "PING not 8 bytes")
             if not flags & ACK:
                 self._out.append(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
-            if len(payload) != 4 or sid == 0:
-                raise ProtocolViolation(PROTOCOL_ERROR, "bad RST_STREAM")
+            if sid == 0:
+                raise ProtocolViolation(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+            if len(payload) != 4:
+                raise ProtocolViolation(FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
             self._blocked.pop(sid, None)
             self.on_reset(sid, U32.unpack(payload)[0])
         elif kind == GOAWAY:
@@ -433,7 +442,8 @@ class H2Protocol(asyncio.Protocol):
                 if not 16_384 <= value <= 16_777_215:
                     raise ProtocolViolation(PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
                 self.peer_frame_max = value
-            elif key == ENABLE_PUSH and (value > 1 or (value and not self.is_client)):
+            elif key == ENABLE_PUSH and (value > 1 or (value and self.is_client)):
+                # a client may ask for push (we never push); a server must not send 1
                 raise ProtocolViolation(PROTOCOL_ERROR, "bad ENABLE_PUSH")
         self._out.append(frame(SETTINGS, ACK, 0))
         self.settings_seen = True
@@ -514,9 +524,10 @@ class H2Protocol(asyncio.Protocol):
         self._blocked.pop(sid, None)
         self._out.append(frame(RST_STREAM, 0, sid, U32.pack(code)))
 
-    def goaway(self, last_sid: int = 0, code: int = NO_ERROR) -> None:
+    def goaway(self, code: int = NO_ERROR) -> None:
         self.closed = True
-        self._out.append(frame(GOAWAY, 0, 0, U32.pack(last_sid) + U32.pack(code)))
+        last = U32.pack(self.last_peer_stream())
+        self._out.append(frame(GOAWAY, 0, 0, last + U32.pack(code)))
         self.flush()
 
     def flush(self) -> None:

@@ -164,7 +164,9 @@ class _Connection(H2Protocol):
         self.handler = handler
         self.live = live
         self.max_streams = max_streams
-        self.last_sid = 0
+        self.last_sid = 0  # highest stream the client opened
+        self.last_handled = 0  # highest stream whose request the handler saw
+        self.refused: set[int] = set()  # streams refused with RST_STREAM (recent ones)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.live.add(self)
@@ -180,6 +182,8 @@ class _Connection(H2Protocol):
             if end_stream:
                 self._respond(sid, s)
             return
+        if sid in self.refused:
+            return  # trailers of a stream we refused: ignored (RFC 9113 section 5.1)
         if sid % 2 == 0 or sid <= self.last_sid:
             raise ProtocolViolation(PROTOCOL_ERROR, f"new stream {sid} not odd and increasing")
         self.last_sid = sid
@@ -187,6 +191,9 @@ class _Connection(H2Protocol):
             return  # after our GOAWAY: ignored
         if len(self.streams) >= self.max_streams:
             self.reset(sid, REFUSED_STREAM)
+            if len(self.refused) >= 1024:
+                self.refused.clear()
+            self.refused.add(sid)
             return
         s = self.streams[sid] = _Stream(self.peer_initial, fields)
         if end_stream:
@@ -200,8 +207,15 @@ class _Connection(H2Protocol):
     def on_reset(self, sid: int, code: int) -> None:
         self.streams.pop(sid, None)
 
+    def last_peer_stream(self) -> int:
+        return self.last_handled
+
     def on_goaway(self, last_sid: int, code: int) -> None:
-        if not self.streams and self.transport is not None:
+        self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        if self.closed and not self.streams and self.transport is not None:
+            self.flush()  # the answers already made leave first
             self.transport.close()
 
     def on_failure(self, message: str) -> None:
@@ -209,14 +223,13 @@ class _Connection(H2Protocol):
 
     def on_sent(self, sid: int, stream: _Stream) -> None:
         self.streams.pop(sid, None)
-        if self.closed and not self.streams and self.transport is not None:
-            self.flush()
-            self.transport.close()
+        self._close_when_done()
 
     def _respond(self, sid: int, s: _Stream) -> None:
         if s.responded:
             return
         s.responded = True
+        self.last_handled = max(self.last_handled, sid)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in s.headers}
         req = Request(headers.get(":method", ""), headers.get(":path", ""), headers, bytes(s.body))
         status, extra, content = self.handler(req)
@@ -227,6 +240,7 @@ class _Connection(H2Protocol):
         if not content or self.send_body(sid, s, content):
             self.streams.pop(sid, None)  # answered (else: when the window allows)
         self.schedule_flush()
+        self._close_when_done()
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
