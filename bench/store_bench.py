@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--send-rate", type=int, default=3000, help="sends/s of the send load")
     ap.add_argument("--baseline-s", type=float, default=30.0)
     ap.add_argument("--cleanup-batch", type=int, default=250)
-    ap.add_argument("--cleanup-duty", type=float, default=0.5,
+    ap.add_argument("--cleanup-duty", type=float, default=0.25,
                     help="Cleaner duty: share of time in cleanup transactions")
     ap.add_argument("--append-only", action="store_true", help="phases 1 and 2 only")
     ap.add_argument("--runs", type=int, default=1, help="repeat; the table shows medians")

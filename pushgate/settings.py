@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
     cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
     cleanup_duty: float = Field(
-        0.5, gt=0, le=1, description="Share of a cleanup round spent in delete transactions "
+        0.25, gt=0, le=1, description="Share of a cleanup round spent in delete transactions "
         "(after a batch of t s the cleaner pauses t*(1-duty)/duty): keeps sends fast while a "
         "large backlog expires; 1 = no pause.")
     cleanup_lease_ttl_s: float | None = Field(

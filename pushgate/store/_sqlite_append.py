@@ -5,7 +5,8 @@ loop and the driver's thread (BEGIN, allocate, insert, cursor closes, COMMIT), e
 thread wake-up and a GIL switch: at a few events per batch (the embedded gateway's
 unicast load) that was a quarter of the event loop's CPU. :class:`OneHopAppender` owns
 one plain ``sqlite3`` connection (same PRAGMAs) on one worker thread and runs a whole
-append transaction (``BEGIN IMMEDIATE``, allocate with ``RETURNING``, insert, ``COMMIT``)
+append transaction (``BEGIN IMMEDIATE``, allocate with ``RETURNING``, insert the events
+and their ``expiries`` rows, ``COMMIT``)
 in a single call to that thread. SQLite serializes it with every other writer of the
 file exactly as before (``BEGIN IMMEDIATE`` + busy timeout; the store's write lock in
 the process).
@@ -20,15 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._dialect import chunks, multi_row
+from .expiry import expiry_rows
 
 
 class OneHopAppender:
     def __init__(self, path: str, busy_timeout_ms: int, allocate: tuple[str, str],
-                 insert: str, max_params: int) -> None:
+                 insert: str, insert_expiries: str, max_params: int) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.allocate_sql, self.allocate_row = allocate
         self.insert_sql = insert
+        self.expiry_sql = insert_expiries
         self.max_params = max_params
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pushgate-sqlite-append")
         self._conn: sqlite3.Connection | None = None
@@ -58,6 +61,7 @@ class OneHopAppender:
                 heads.update(conn.execute(sql, params).fetchall())
             rows, result = make_rows(heads)
             conn.executemany(self.insert_sql, rows)
+            conn.executemany(self.expiry_sql, expiry_rows(rows))
             conn.execute("COMMIT")
             return result
         except BaseException:

@@ -7,7 +7,13 @@ that they agree with this module.
   stored event rows, ``read_bitmap`` the portable roaring set of read seqs (a subset of
   the stored seqs, so ``unread = live - len(read_bitmap)``).
 * ``events``: ``(user_id, seq)`` primary key; ``(user_id, msg_id)`` unique (NULLs are
-  distinct) for idempotency; ``expires_at`` indexed for the TTL cleanup.
+  distinct) for idempotency. ``expires_at`` is not indexed: the TTL cleanup finds
+  expired events through ``expiries``.
+* ``expiries``: the TTL cleanup's index, one row per group of up to 250 events stored in
+  one append with the same ``expires_at``: ``members`` (orjson ``[[user, first_seq,
+  last_seq], ...]`` runs of seqs), ``n`` events; primary key ``(expires_at, user_id,
+  seq)`` (the first member's key, unique since every event is in one row), so the rows
+  are kept in expiry order and no secondary index is needed.
 * ``leases``: one row per lease name (e.g. ``cleanup``): who holds it until when.
 * ``devices``: APNs/FCM tokens; ``(platform, token)`` primary key (a token belongs to
   one app install), ``(user_id, app)`` indexed for the offline bridge's lookups.
@@ -67,7 +73,18 @@ events = Table(
     Column("created_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
     Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True),
-    Index("ix_events_expires_at", "expires_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+expiries = Table(
+    "expiries",
+    metadata,
+    Column("expires_at", Double, primary_key=True),
+    Column("user_id", Key, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("n", Integer, nullable=False),
+    Column("members", Blob, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

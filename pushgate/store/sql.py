@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import sqlite3
 import time
@@ -35,12 +36,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, TypeVar
 
 from pyroaring import BitMap
-from sqlalchemy import Insert, bindparam, delete, insert, select, update
+from sqlalchemy import Insert, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from . import bitmap
+from . import bitmap, expiry
 from ._dialect import Dialect, SQLite, chunks, for_url, normalize_url, prepare_path
 from ._pool_log import quiet_pool
 from ._sqlite_append import OneHopAppender
@@ -59,12 +60,14 @@ from .base import (
 from .outbox import SqlOutbox
 from .schema import devices as devices_t
 from .schema import events as events_t
+from .schema import expiries as expiries_t
 from .schema import inboxes as inboxes_t
 from .schema import leases as leases_t
 from .schema import push_acks as push_acks_t
 from .schema import push_outbox as push_outbox_t
 
 T = TypeVar("T")
+log = logging.getLogger("pushgate.store")
 
 _EMPTY = bitmap.serialize(BitMap())
 
@@ -103,7 +106,8 @@ def _mapped_errors(dialect: Dialect) -> Iterator[None]:
 
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
-        for table in (inboxes_t, events_t, leases_t, devices_t, push_outbox_t, push_acks_t):
+        for table in (inboxes_t, events_t, expiries_t, leases_t, devices_t, push_outbox_t,
+                      push_acks_t):
             # every column: a database a migration behind (e.g. 0003 without the outbox's
             # group columns of 0004) fails here, not at its first claim
             await conn.execute(select(*table.columns).limit(0))
@@ -150,7 +154,6 @@ class SqlEventStore(SqlOutbox):
         self._engine: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
-        self._sweep: tuple[float, float] | None = None  # (now, expires_at floor) of cleanup
         self.max_attempts = max_attempts
         self.retry_base_s = retry_base_s
         self.conflicts = 0  # transactions rolled back by lock conflicts and run again
@@ -198,8 +201,9 @@ class SqlEventStore(SqlOutbox):
         alloc_sql, alloc_row, _ = d._compiled(conn, "allocate",
                                               lambda: d._allocate_stmt(inboxes_t))
         insert_sql, _, _ = d._compiled(conn, "insert_events", _insert_events)
+        expiry_sql, _, _ = d._compiled(conn, "insert_expiries", _insert_expiries)
         return OneHopAppender(path, d.busy_timeout_ms, (alloc_sql, alloc_row), insert_sql,
-                              d.max_params)
+                              expiry_sql, d.max_params)
 
     async def close(self) -> None:
         """Dispose of the engine; later calls raise :class:`StoreUnavailable`. Idempotent."""
@@ -274,6 +278,8 @@ class SqlEventStore(SqlOutbox):
             if not first:  # no id in the batch: not a duplicate, a real error
                 raise
             raise _StoreIdExists() from exc
+        await self._dialect.insert_rows(conn, "insert_expiries", _insert_expiries,
+                                        expiry.expiry_rows(rows))
         return results
 
     async def _append_one_hop(
@@ -321,6 +327,8 @@ class SqlEventStore(SqlOutbox):
                 conn, "upsert_inboxes", lambda: d.upsert_inboxes(inboxes_t), upserts
             )
             await d.insert_rows(conn, "insert_events", _insert_events, rows)
+            await d.insert_rows(conn, "insert_expiries", _insert_expiries,
+                                expiry.expiry_rows(rows))
         return results
 
     async def mark_read(
@@ -356,46 +364,51 @@ class SqlEventStore(SqlOutbox):
         return await self._write(body)
 
     async def cleanup_expired(self, now: float, batch: int) -> int:
-        """See :meth:`EventStore.cleanup_expired`. Deletes the ``batch`` soonest-expired
-        events (a range scan of the ``expires_at`` index) and fixes each affected inbox's
-        ``live`` and read bitmap in the same transaction.
-
-        Safe with concurrent cleaners: the keys are read without locks and deleted, then
-        the affected inboxes are locked and updated; if another cleaner deleted some
-        first, the batch is rolled back and run again. Consecutive calls with the
-        same ``now`` (one cleanup round) start the scan at the last deleted
-        ``expires_at``, so that a long round does not rescan index entries of rows
-        deleted but not yet purged (InnoDB keeps them until its purge thread runs)."""
+        """See :meth:`EventStore.cleanup_expired`. Reads the soonest-expired
+        ``expiries`` rows (primary-key order = expiry order; locked, skipping rows another
+        cleaner holds), takes their events up to ``batch`` (a row it takes only part of is
+        replaced by one listing the rest), deletes those events by primary key and fixes
+        each affected inbox's ``live`` and read bitmap, all in one transaction."""
         if batch <= 0:
             return 0
 
         async def body(conn: AsyncConnection) -> int:
-            ev = events_t.c
-            floor = self._sweep[1] if self._sweep is not None and self._sweep[0] == now else None
-            stmt = select(ev.user_id, ev.seq, ev.expires_at).where(ev.expires_at <= now)
-            if floor is not None:
-                stmt = stmt.where(ev.expires_at >= floor)
-            stmt = stmt.order_by(ev.expires_at).limit(batch)
-            found = (await conn.execute(stmt)).all()
-            if not found:
+            taken = await self._expired_groups(conn, now, batch)
+            if not taken:
                 return 0
-            keys = [(r[0], r[1]) for r in found]
+            d = self._dialect
+            x = expiries_t.c
+            keys: list[tuple[str, int]] = []
+            rest: list[tuple[float, str, int, int, bytes]] = []
+            want = batch
+            for row in taken:
+                runs = expiry.members(row[4])
+                part, left = expiry.take(runs, want)
+                keys += expiry.keys(part)
+                want -= row[3] - sum(r[2] - r[1] + 1 for r in left)
+                if left:
+                    n = sum(r[2] - r[1] + 1 for r in left)
+                    rest.append((row[0], left[0][0], left[0][1], n, expiry.encode(left)))
             gone: dict[str, BitMap] = {}
             for user, seq in keys:
                 gone.setdefault(user, BitMap()).add(seq)
-            d = self._dialect
             # Events first, inboxes last: the DELETE (random primary-key pages, possibly
             # read from disk) runs before any inbox row is locked, so sends to the same
             # users wait at most for the short inbox update, not for the whole batch.
-            # Appends lock inbox then events but never wait for old event rows, so the
-            # reverse order here cannot deadlock with them (a rare exception, a send
-            # reusing an id being deleted, is a deadlock InnoDB breaks and we retry).
             deleted = await d.delete_events(conn, events_t, keys)
-            if deleted != len(keys):  # another cleaner was first: roll back, read again
-                raise _Conflict(f"{len(keys) - deleted} expired events already deleted")
+            await conn.execute(
+                delete(expiries_t).where(x.expires_at == bindparam("e"),
+                                         x.user_id == bindparam("u"), x.seq == bindparam("s")),
+                [{"e": r[0], "u": r[1], "s": r[2]} for r in taken])
+            if rest:
+                await d.insert_rows(conn, "insert_expiries", _insert_expiries, rest)
+            users = sorted(gone)
             bitmaps = await d.release_expired(
-                conn, inboxes_t, [(u, len(gone[u])) for u in sorted(gone)], now
-            )
+                conn, inboxes_t, [(u, len(gone[u])) for u in users], now)
+            if deleted != len(keys):  # events gone by other means: count the inboxes again
+                log.warning("%d of %d expired events listed for cleanup were already gone; "
+                            "recounting their inboxes", len(keys) - deleted, len(keys))
+                await self._recount(conn, users)
             changed = []
             for user, blob in bitmaps.items():
                 if blob != _EMPTY:
@@ -405,10 +418,46 @@ class SqlEventStore(SqlOutbox):
                         changed.append((user, bitmap.serialize(kept)))
             if changed:
                 await d.set_read_bitmaps(conn, inboxes_t, changed, now)
-            self._sweep = (now, found[-1][2])
-            return len(keys)
+            return deleted
 
         return await self._write(body)
+
+    async def _expired_groups(self, conn: AsyncConnection, now: float,
+                              batch: int) -> list[tuple[float, str, int, int, bytes]]:
+        """Expired ``expiries`` rows, soonest first, while their events fit ``batch`` plus
+        the row that crosses it; read a page at a time (first a few: a row holds up to
+        250 events)."""
+        x = expiries_t.c
+        columns = select(x.expires_at, x.user_id, x.seq, x.n, x.members)
+        taken: list[tuple[float, str, int, int, bytes]] = []
+        events = 0
+        page = min(batch, 16)
+        after: tuple[float, str, int] | None = None
+        while events < batch:
+            cond = x.expires_at <= now
+            if after is not None:
+                e, u, q = after
+                cond = and_(cond, or_(x.expires_at > e,
+                                      and_(x.expires_at == e, x.user_id > u),
+                                      and_(x.expires_at == e, x.user_id == u, x.seq > q)))
+            stmt = self._dialect.lock_skip(
+                columns.where(cond).order_by(x.expires_at, x.user_id, x.seq).limit(page))
+            rows = [tuple(r) for r in (await conn.execute(stmt)).all()]
+            for r in rows:
+                taken.append(r)
+                events += r[3]
+                if events >= batch:
+                    break
+            if len(rows) < page:
+                break
+            after = (rows[-1][0], rows[-1][1], rows[-1][2])
+            page = max(1, batch - events)
+        return taken
+
+    async def _recount(self, conn: AsyncConnection, users: list[str]) -> None:
+        ib, ev = inboxes_t.c, events_t.c
+        live = select(func.count()).where(ev.user_id == ib.user_id).scalar_subquery()
+        await conn.execute(update(inboxes_t).where(ib.user_id.in_(users)).values(live=live))
 
     # -- events: reads ---------------------------------------------------------------
 
@@ -681,6 +730,10 @@ def _pk(row: tuple[Any, ...]) -> tuple[str, int]:
 
 def _insert_events() -> Insert:
     return insert(events_t)
+
+
+def _insert_expiries() -> Insert:
+    return insert(expiries_t)
 
 
 def _check_key(name: str, value: str) -> None:

@@ -359,6 +359,46 @@ async def test_cleanup_counts_and_stops_at_zero(store: SqlEventStore, clock: Fak
     assert await store.heads(["a", "b"]) == {"a": 5, "b": 2}
 
 
+async def test_cleanup_splits_a_large_append_across_batches(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    # 600 events of one append (one expiry per event: 3 expiries rows of <= 250) and
+    # users with several runs of seqs; batches of 100 take part of a row each time
+    users = [f"u{i}" for i in range(150)]
+    await store.append([ev(u, ttl=10) for _ in range(4) for u in users])
+    await store.append([ev("keep", ttl=1000)])
+    await store.mark_read("u7", [1, 3], [])
+    clock.advance(10)
+    counts = []
+    while n := await store.cleanup_expired(clock(), 100):
+        counts.append(n)
+    assert counts == [100] * 6
+    for u in ("u0", "u7", "u149"):
+        state = await store.read_state(u)
+        assert (state.head, state.live, state.unread, read_set(state.read)) == (4, 0, 0, set())
+        assert await store.fetch(u, 0, 10) == []
+    assert (await store.read_state("keep")).live == 1
+    await store.append([ev("u7")])  # seqs go on
+    assert (await store.read_state("u7")).head == 5
+
+
+async def test_cleanup_recounts_when_listed_events_are_gone(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    await store.append([ev("a", ttl=10) for _ in range(3)] + [ev("a", ttl=1000)])
+    engine = create_async_engine(store.url)
+    try:  # an operator deleted an event by hand
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DELETE FROM events WHERE user_id = 'a' AND seq = 2")
+    finally:
+        await engine.dispose()
+    clock.advance(10)
+    assert await store.cleanup_expired(clock(), 10) == 2  # the two that were there
+    state = await store.read_state("a")
+    assert (state.head, state.live) == (4, 1)
+    assert await store.cleanup_expired(clock(), 10) == 0
+
+
 async def test_cleaner_runs_batches_and_reports(store: SqlEventStore, clock: FakeClock) -> None:
     await store.append([ev("a", ttl=10) for _ in range(7)])
     clock.advance(10)
@@ -656,6 +696,46 @@ async def test_migrations_upgrade_keeps_data_and_downgrade_reverts(
             await engine.dispose()
         await asyncio.to_thread(command.downgrade, cfg, "base")
         await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_upgrade_to_expiries_backfills_and_cleanup_finds_old_events(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path}/exp.db")
+    if backend == "mysql":
+        server = request.getfixturevalue("mysql_server")
+        database = services.mysql_database(server, services.new_database_name("_exp"))
+    with database as url:
+        cfg = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, cfg, "0004")
+        now = clock()
+        rows = ", ".join(f"('u{i % 7}', {i // 7 + 1}, NULL, 'x', {now}, {now + (5 if i % 3 else 50)})"
+                         for i in range(700))
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO inboxes VALUES " + ", ".join(
+                    f"('u{u}', 100, 100, '', 0)" for u in range(7)))
+                await conn.exec_driver_sql("INSERT INTO events VALUES " + rows)
+        finally:
+            await engine.dispose()
+        await migrate(url)  # 0004 -> head: expiries rows for the 700 stored events
+        store = open_store(url, clock=clock)
+        await store.start()
+        try:
+            clock.advance(10)
+            deleted = 0
+            while n := await store.cleanup_expired(clock(), 64):
+                deleted += n
+            assert deleted == sum(1 for i in range(700) if i % 3)
+            assert sum([(await store.read_state(f"u{u}")).live for u in range(7)]) == 700 - deleted
+            clock.advance(100)
+            while await store.cleanup_expired(clock(), 64):
+                pass
+            assert [(await store.read_state(f"u{u}")).live for u in range(7)] == [0] * 7
+        finally:
+            await store.close()
 
 
 async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
