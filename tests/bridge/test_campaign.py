@@ -29,6 +29,7 @@ from .conftest import TOPIC, Fakes, serving
 CAMPAIGN = int(os.environ.get("PUSHGATE_TEST_CAMPAIGN", "6000"))
 PER_SEND = 10_000
 BATCH = 500
+RATE = max(500, CAMPAIGN // 8)  # per worker: 2 workers take >= ~4 s
 # waits grow with the size: ~1,000 pushes/s is the slowest seen here under a loaded CI
 WAIT_S = 60 + CAMPAIGN / 1000
 
@@ -104,6 +105,9 @@ async def test_killed_bridge_mid_campaign_every_device_gets_the_push(
         await add_devices(url, CAMPAIGN)
         bridge_env = server_env(**fakes.settings_env(), PUSHGATE_STORE_URL=url,
                                 PUSHGATE_PUSH_LEASE_S="3", PUSHGATE_PUSH_BATCH=str(BATCH),
+                                # each worker at most ~RATE pushes/s per app: the campaign
+                                # lasts long enough to kill a worker in the middle of it
+                                PUSHGATE_PUSH_RATE_PER_APP=str(RATE),
                                 PUSHGATE_PUSH_RETRY_BASE_S="0.2")
         workers = [BridgeProcess(dict(bridge_env)), BridgeProcess(dict(bridge_env))]
         async with serving(tmp_path, PUSHGATE_STORE_URL=url, PUSHGATE_PUSH_ENABLED="true",
