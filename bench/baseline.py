@@ -109,7 +109,7 @@ def main() -> None:
     config = uvicorn.Config(
         app, loop="uvloop", http="httptools", ws="websockets-sansio",
         ws_per_message_deflate=False, ws_ping_interval=20.0, ws_ping_timeout=20.0,
-        lifespan="off", log_config=None, log_level="warning", access_log=False,
+        timeout_keep_alive=75, lifespan="off", log_config=None, log_level="warning", access_log=False,
         timeout_graceful_shutdown=1, backlog=4096,
     )
     _Server(config).run(sockets=[sock])

@@ -96,6 +96,7 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+        timeout_keep_alive=max(1, int(settings.http_keepalive_s)),
         backlog=4096,
     )
     GatewayServer(config, app.state.gateway, port_file).run()

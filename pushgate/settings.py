@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # network
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 = any free port).")
+    http_keepalive_s: float = Field(
+        75.0, gt=0, description="Idle time after which an HTTP keep-alive connection is "
+        "closed; keep it above your senders' pool idle time (a sender reusing a connection "
+        "the server is closing sees a reset).")
     public_url: str | None = Field(
         None, description="Base URL clients use to reach this gateway (ws://host:port); "
         "default: derived from the request.")
