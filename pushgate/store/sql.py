@@ -45,6 +45,7 @@ from . import bitmap, expiry
 from ._dialect import Dialect, SQLite, chunks, for_url, normalize_url, prepare_path
 from ._pool_log import quiet_pool
 from ._sqlite_append import OneHopAppender
+from ._sqlite_read import OneHopReader
 from .base import (
     MAX_KEY_LEN,
     Appended,
@@ -104,6 +105,19 @@ def _mapped_errors(dialect: Dialect) -> Iterator[None]:
         raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    """sqlite3's own errors (the one-hop appender and reader) as store errors."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked, disk, I/O: retryable
+        raise StoreUnavailable(f"OperationalError: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
         for table in (inboxes_t, events_t, expiries_t, leases_t, devices_t, push_outbox_t,
@@ -160,6 +174,7 @@ class SqlEventStore(SqlOutbox):
         self.slow_appends = 0  # appends that found a stored idempotency id
         self._one_hop_enabled = one_hop_append
         self._one_hop: OneHopAppender | None = None
+        self._reader: OneHopReader | None = None
         # read_state coalescing: user -> callers waiting for the next shared query
         self._state_waiters: dict[str, list[asyncio.Future[ReadState | None]]] = {}
         self._state_flush_scheduled = False
@@ -185,6 +200,11 @@ class SqlEventStore(SqlOutbox):
                 async with engine.connect() as conn:
                     await _check_schema(conn)
                     self._one_hop = self._one_hop_appender(conn)
+                    if self._one_hop is not None:  # same conditions: a SQLite file
+                        d = self._dialect
+                        assert isinstance(d, SQLite)
+                        self._reader = OneHopReader(self._one_hop.path, d.busy_timeout_ms,
+                                                    d.max_params)
         except BaseException:
             await engine.dispose()
             raise
@@ -210,8 +230,11 @@ class SqlEventStore(SqlOutbox):
         async with self._write_lock:  # an append in flight finishes first
             engine, self._engine, self._writer = self._engine, None, None
             hop, self._one_hop = self._one_hop, None
+            reader, self._reader = self._reader, None
         if hop is not None:
             await hop.close()
+        if reader is not None:
+            await reader.close()
         if engine is not None:
             await engine.dispose()
 
@@ -466,6 +489,13 @@ class SqlEventStore(SqlOutbox):
         if limit <= 0:
             return []
         now = self._clock()
+        reader = self._reader
+        if reader is not None:  # SQLite file: one thread hop
+            if self._engine is None:
+                raise StoreUnavailable("event store is not started or already closed")
+            with _sqlite_errors():
+                found = await reader.fetch(user, after, now, limit)
+            return [Event(user, *r) for r in found]
         ev = events_t.c
         stmt = (
             select(ev.seq, ev.msg_id, ev.body, ev.created_at, ev.expires_at)
@@ -536,6 +566,16 @@ class SqlEventStore(SqlOutbox):
     async def _read_states(self, users: list[str]) -> dict[str, ReadState]:
         ib = inboxes_t.c
         out: dict[str, ReadState] = {}
+        reader = self._reader
+        if reader is not None:  # SQLite file: one thread hop, no SQLAlchemy transaction
+            if self._engine is None:
+                raise StoreUnavailable("event store is not started or already closed")
+            with _sqlite_errors():
+                found = await reader.read_states(users)
+            for user, head, live, raw in found:
+                n_read = len(bitmap.deserialize(raw)) if raw else 0
+                out[user] = ReadState(head=head, live=live, unread=live - n_read, read=raw)
+            return out
         async with self._tx(write=False) as conn:
             if len(users) == 1:
                 stmt = select(ib.user_id, ib.head_seq, ib.live, ib.read_bitmap).where(
