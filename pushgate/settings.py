@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         "clean at a time; a dead holder is replaced after it. Default: max(30, 3 x "
         "cleanup_interval_s).")
     commit_max_batch: int = Field(1000, ge=1, description="Events per group commit.")
+    commit_linger_ms: float = Field(
+        1.0, ge=0, description="Before a group commit smaller than commit_max_batch, wait "
+        "this long for more sends to join (fewer, larger transactions at a steady rate of "
+        "single sends; 0 = commit at once).")
     commit_max_pending: int = Field(
         100000, ge=1, description="Queued events before sends are refused with 503.")
 

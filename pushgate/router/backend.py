@@ -34,6 +34,7 @@ class RoutingBackend:
         self.store_url = settings.effective_store_url
         self.store = open_store(self.store_url)
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
+                                        linger_s=settings.commit_linger_ms / 1000,
                                         max_pending=settings.commit_max_pending)
         # one cleaner at a time among all processes sharing the store (lease in the store)
         self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,

@@ -7,6 +7,9 @@ stores it with ONE ``store.append`` call, and hands each caller its own slice of
 results. While a batch commits, the next one queues up, so under load the number of
 transactions stays near the commit rate of the database, not the message rate.
 
+``linger_s``: before taking a batch smaller than ``max_batch``, wait that long for more
+calls (bounds the latency it adds; 0 = commit at once).
+
 Ordering: calls are committed in the order they were queued; within a call, events keep
 their order (the store allocates seqs in input order).
 Errors: if ``store.append`` raises, every caller of that batch gets the exception
@@ -58,13 +61,15 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, store: EventStore, *, max_batch: int = 1000, max_pending: int = 10_000
+        self, store: EventStore, *, max_batch: int = 1000, max_pending: int = 10_000,
+        linger_s: float = 0.0,
     ) -> None:
-        if max_batch < 1 or max_pending < 1:
-            raise ValueError("max_batch and max_pending must be >= 1")
+        if max_batch < 1 or max_pending < 1 or linger_s < 0:
+            raise ValueError("max_batch and max_pending must be >= 1, linger_s >= 0")
         self.store = store
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.linger_s = linger_s
         self.batches = 0
         self.committed = 0
         self._queue: deque[_Request] = deque()
@@ -144,6 +149,12 @@ class GroupCommitter:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                if self.linger_s and self._pending < self.max_batch \
+                        and self._state is _State.RUNNING:
+                    # let a few more calls join: at a steady rate of single sends each
+                    # commit would otherwise carry one or two events, and a transaction
+                    # costs far more than an event (SQLite: ~150 µs vs ~15 µs)
+                    await asyncio.sleep(self.linger_s)
                 batch = self._take()
                 if batch:
                     await self._commit(batch)
