@@ -162,3 +162,30 @@ async def test_not_started_is_unavailable(store: FakeStore) -> None:
         await committer.append([ev("a")])
     assert await committer.append([]) == []
     await committer.close()
+
+
+async def test_linger_lets_calls_arriving_just_after_join_the_same_commit(
+    store: FakeStore,
+) -> None:
+    async def staggered(committer: GroupCommitter) -> int:
+        before = len(store.calls)
+        first = asyncio.ensure_future(committer.append([ev("a")]))
+        await asyncio.sleep(0)  # the first call is queued and the worker woke up
+        await asyncio.sleep(0)
+        await asyncio.gather(first, committer.append([ev("b")]))
+        return len(store.calls) - before
+
+    eager = GroupCommitter(store)  # type: ignore[arg-type]
+    await eager.start()
+    assert await staggered(eager) == 2  # no linger: the first commits alone
+    await eager.close()
+
+    lingering = GroupCommitter(store, linger_s=0.05)  # type: ignore[arg-type]
+    await lingering.start()
+    assert await staggered(lingering) == 1
+    await lingering.close()
+
+
+def test_negative_linger_is_refused(store: FakeStore) -> None:
+    with pytest.raises(ValueError, match="linger_s"):
+        GroupCommitter(store, linger_s=-1)  # type: ignore[arg-type]
