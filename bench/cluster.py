@@ -438,6 +438,7 @@ def flat(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out["http_answered_per_s"] = best["http_per_s"]
             out["http_answer_p99_ms"] = best["http_p99_ms"]
     out["lost"] = sum(r["lost"] for r in rows)
+    out["_detail"] = rows  # every phase and rate, with CPU per process group (JSON only)
     return out
 
 

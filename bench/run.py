@@ -76,7 +76,8 @@ async def wait_quiet(cores: list[int], max_wait: float, log: Any, limit: float =
 
 async def run_one(sc: Scenario, target_name: str, label: str, workdir: Path,
                   server_core: int, load_core: int, gc_probe: bool = False,
-                  ws_client: str = "raw", quiet_wait: float = 0.0) -> dict[str, Any]:
+                  ws_client: str = "raw", quiet_wait: float = 0.0,
+                  profile: Path | None = None) -> dict[str, Any]:
     def log(msg: str) -> None:
         _say(f"[{label}] {msg}")
 
@@ -92,7 +93,7 @@ async def run_one(sc: Scenario, target_name: str, label: str, workdir: Path,
             log(f"note: {note}")
         workers = LoadWorkers(sc.n_workers(), load_core)
         env = Env(target, workers, _src_ips(sc.n_workers()), log, [os.getpid()], ws_client,
-                  server_core, load_core)
+                  server_core, load_core, profile)
         m = await sc.run(env)
         if busy_before is not None:
             m["foreign_busy_pct_before"] = busy_before
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help=f"scenarios to run (default: {' '.join(DEFAULT_SCENARIOS)}; "
-                         f"known: {' '.join(SCENARIOS)})")
+                         f"'all' = {' '.join(sorted(SCENARIOS))}, ~70 min at 3 runs)")
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario and target (median)")
     ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
     ap.add_argument("--targets", default="pushgate,baseline",
@@ -233,14 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plots", metavar="DIR",
                     help="write PNG plots (latency CDF, throughput over time) to DIR "
                          "(needs matplotlib: pip install -e '.[bench]')")
+    ap.add_argument("--profile", metavar="DIR", type=Path,
+                    help="S1-S4: sample the server with py-spy during each measured send "
+                         "phase; collapsed stacks and a summary per run in DIR "
+                         "(see bench/profile.py)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the servers' stdout/stderr and data dirs (printed path)")
     args = ap.parse_args(argv)
 
     names = [s.upper() for s in args.scenarios] or DEFAULT_SCENARIOS
+    if names == ["ALL"]:
+        names = sorted(SCENARIOS)
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown:
-        ap.error(f"unknown scenario(s) {unknown}; known: {' '.join(SCENARIOS)}")
+        ap.error(f"unknown scenario(s) {unknown}; known: {' '.join(sorted(SCENARIOS))} or all")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in targets:
         if t not in TARGETS:
@@ -287,10 +294,14 @@ def main(argv: list[str] | None = None) -> int:
                 order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
                     label = f"{name} run {r + 1}/{args.runs} {t}"
+                    spy = None
+                    if args.profile is not None:
+                        args.profile.mkdir(parents=True, exist_ok=True)
+                        spy = args.profile / f"{name}-{t}-run{r + 1}.txt"
                     try:
                         m = runner(run_one(sc, t, label, workdir, args.server_core,
                                            args.load_core, args.gc_probe, args.ws_client,
-                                           args.quiet_wait))
+                                           args.quiet_wait, spy))
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # record and go on with the other runs

@@ -11,6 +11,7 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -38,6 +39,8 @@ class Env:
     ws_client: str = "raw"
     server_core: int = 0
     load_core: int = 1
+    # --profile: py-spy samples the server into this file during the measured phase
+    profile: Path | None = None
 
     @property
     def client(self):
@@ -265,6 +268,12 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
     slog = SendLog()
     gc_start = srv.gc_snapshot()  # (--gc-probe) start counting GC pauses here
     cores = [env.server_core, env.load_core]
+    spy = None
+    if env.profile is not None and prefix == "m":
+        from bench import profile
+
+        spy = profile.start(srv.pid, env.profile, env.load_core)
+        await asyncio.sleep(0.5)  # attach before the first send
     busy0 = core_busy_seconds(cores)
     cpu0, snd0, rcv0 = srv.cpu(), cpu_seconds(env.load_pids), cpu_seconds(w.pids)
     t0 = time.time()
@@ -287,6 +296,17 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
     t1 = time.time()
     cpu1, snd1, rcv1 = srv.cpu(), cpu_seconds(env.load_pids), cpu_seconds(w.pids)
     busy1 = core_busy_seconds(cores)
+    if spy is not None and env.profile is not None:
+        from bench import profile
+
+        profile.stop(spy)
+        if env.profile.exists():
+            summary = profile.summarize(env.profile)
+            env.profile.with_name(env.profile.stem + "-top.txt").write_text(summary)
+            env.log(f"profile: {env.profile} (summary in {env.profile.stem}-top.txt)")
+        else:
+            err = spy.stderr.read().decode(errors="replace")[-300:] if spy.stderr else ""
+            env.log(f"profile: py-spy wrote nothing: {err.strip()}")
     gc_snap = srv.gc_snapshot()
     parts = await w.call_all("collect")
     lat = array("d")
