@@ -2,7 +2,44 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+
+
+class LoopHistogram:
+    """A Prometheus histogram for the event loop's hot path (one observation per frame
+    written): plain counters and a bisect per observation, read as a normal histogram at
+    scrape time. ``prometheus_client.Histogram`` takes a lock per bucket and per sum on
+    every ``observe`` (~5 µs, a quarter of a fan-out delivery's CPU); this one must only
+    be written from one thread (the event loop's)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = sorted(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1  # le: value <= bound
+        self._sum += value
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        total, buckets = 0, []
+        for bound, n in zip([*self._bounds, float("inf")], self._counts, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
+        family.add_metric([], buckets, self._sum)
+        yield family
 
 
 class GatewayMetrics:
@@ -20,11 +57,10 @@ class GatewayMetrics:
                              "Notifications accepted (stored: one per user).", ["kind"], registry=r)
         self.deliveries = Counter("pushgate_deliveries_total",
                                   "Frames queued to live sessions by sends.", registry=r)
-        self.delivery_latency = Histogram(
+        self.delivery_latency = LoopHistogram(
             "pushgate_delivery_latency_seconds",
             "From send request received to frame written to the session's socket.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=r)
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), r)
         self.kicks = Counter("pushgate_kicks_total", "Sessions kicked by the per-user quota.",
                              registry=r)
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",

@@ -4,6 +4,14 @@ Frames are queued with :meth:`Session.push` (never blocks, never grows without
 bound); one writer task per session moves them to the socket. When the queue is
 full the session is closed with :data:`CloseCode.SLOW`; the client resumes from
 the store after reconnecting, so nothing stored is lost.
+
+Direct writes: a session whose queue is empty and whose writer is idle writes a live
+frame straight to its socket (``direct``, see :func:`pushgate.hub.ws.direct_writer`)
+instead of waking its writer task: the frame is encoded as a websocket frame once per
+event (:func:`wire_text_frame`), not once per session. The queue and the writer take
+over whenever the socket cannot take the frame at once (its write buffer is above the
+high-water mark, or it is closing) or frames are already waiting, so order and the
+slow-consumer limit are kept.
 """
 
 from __future__ import annotations
@@ -30,15 +38,41 @@ class State(Enum):
 SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 Observe = Callable[[float], None]
+# writes one complete websocket frame to the socket now; False = not now (use the queue)
+Direct = Callable[[bytes], bool]
+
+_last_text: str | None = None
+_last_wire = b""
+
+
+def wire_text_frame(frame: str) -> bytes:
+    """``frame`` as an unmasked, unfragmented websocket text frame (RFC 6455 5.2: what a
+    server sends; no extension is negotiated, per-message deflate is off). The last
+    result is kept: a fan-out pushes the same ``str`` to every session in a row."""
+    global _last_text, _last_wire
+    if frame is _last_text:
+        return _last_wire
+    data = frame.encode()
+    n = len(data)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = b"\x81\x7e" + n.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + n.to_bytes(8, "big")
+    _last_text, _last_wire = frame, head + data
+    return _last_wire
 
 
 class Session:
     __slots__ = (
         "_close_reason",
+        "_direct",
         "_held",
         "_observe",
         "_queue",
         "_wakeup",
+        "_writing",
         "acked_seq",
         "close_code",
         "connected_at",
@@ -71,6 +105,12 @@ class Session:
         self._held: list[tuple[str, float, int]] = []
         self._wakeup = asyncio.Event()
         self._observe = observe
+        self._direct: Direct | None = None
+        self._writing = False  # the writer took a frame off the queue and is sending it
+
+    def set_direct(self, direct: Direct | None) -> None:
+        """Let :meth:`push` write live frames with ``direct`` while nothing is queued."""
+        self._direct = direct
 
     # -- producers (sync, called from the router / registry) --------------------------
 
@@ -85,6 +125,13 @@ class Session:
             return True
         if self.state is not State.OPEN:
             return False
+        if self._direct is not None and not self._queue and not self._writing \
+                and self._direct(wire_text_frame(frame)):
+            if seq > self.last_seq:
+                self.last_seq = seq
+            if t0 and self._observe is not None:
+                self._observe(time.perf_counter() - t0)
+            return True
         if len(self._queue) >= self.max_queue:
             self.close(CloseCode.SLOW, "send queue overflow: client too slow, fetch after reconnect")
             return False
@@ -134,12 +181,14 @@ class Session:
         try:
             while True:
                 while queue:
+                    self._writing = True
                     frame, t0, seq = queue.popleft()
                     await send(frame)
                     if seq > self.last_seq:
                         self.last_seq = seq
                     if t0 and observe is not None:
                         observe(time.perf_counter() - t0)
+                self._writing = False
                 if self.state in (State.CLOSING, State.CLOSED):
                     break
                 self._wakeup.clear()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
+from websockets import protocol as ws_protocol
 
 from pushgate.errors import (
     CloseCode,
@@ -33,6 +35,41 @@ RAW_SEND_KEY = "pushgate.raw_send"  # scope key under which FastSend passes the 
 
 if TYPE_CHECKING:
     from pushgate.hub.app import Gateway
+
+
+def direct_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """A synchronous frame writer for :meth:`Session.push` on uvicorn's
+    ``websockets-sansio`` protocol (what ``pushgate serve`` runs), given the server's
+    ASGI ``send`` (its bound method). It writes a complete frame to the transport when
+    the protocol's own ``websocket.send`` would write at once — handshake done, no close
+    sent or received, the transport writable (below its high-water mark) and not
+    closing, no extension negotiated — and returns False otherwise, so the caller queues
+    the frame for the writer task, which goes through the ASGI ``send`` and waits.
+    None for any other server or protocol (e.g. under a test client): then every frame
+    goes through the writer task."""
+    proto: Any = getattr(send, "__self__", None)
+    if type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    attrs = ("transport", "conn", "writable", "close_sent", "disconnected",
+             "initial_response", "handshake_complete")
+    if not all(hasattr(proto, a) for a in attrs) or not hasattr(proto.conn, "state"):
+        return None
+    if proto.conn.extensions:  # frames would have to be compressed
+        return None
+    open_state = ws_protocol.State.OPEN
+    conn = proto.conn
+    writable = proto.writable
+
+    def write(data: bytes) -> bool:
+        transport = proto.transport
+        if (proto.close_sent or proto.disconnected or not proto.handshake_complete
+                or proto.initial_response is not None or not writable.is_set()
+                or conn.state is not open_state or transport.is_closing()):
+            return False
+        transport.write(data)
+        return True
+
+    return write
 
 
 def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
@@ -88,6 +125,8 @@ class Connection:
         # the server's own ASGI send, when FastSend passed it on (pushgate.hub.fastpath):
         # event frames skip Starlette's per-message state checks and wrappers
         self._raw_send = ws.scope.get(RAW_SEND_KEY)
+        # live frames straight to the socket while the session's queue is empty
+        self.session.set_direct(direct_writer(self._raw_send))
 
     async def run(self, after: int | None) -> None:
         gw, s = self.gw, self.session
