@@ -14,38 +14,25 @@ the process).
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._dialect import chunks, multi_row
+from ._sqlite_hop import OneHopConnection
 from .expiry import expiry_rows
 
 
-class OneHopAppender:
+class OneHopAppender(OneHopConnection):
+    thread_name = "pushgate-sqlite-append"
+    pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+
     def __init__(self, path: str, busy_timeout_ms: int, allocate: tuple[str, str],
                  insert: str, insert_expiries: str, max_params: int) -> None:
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
+        super().__init__(path, busy_timeout_ms)
         self.allocate_sql, self.allocate_row = allocate
         self.insert_sql = insert
         self.expiry_sql = insert_expiries
         self.max_params = max_params
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pushgate-sqlite-append")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self.busy_timeout_ms / 1000)
-            for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
-                           f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}"):
-                conn.execute(pragma)
-            self._conn = conn
-        return self._conn
-
     def _run(self, alloc: list[tuple[Any, ...]], make_rows: Any) -> Any:
         """In the worker thread: one transaction. ``make_rows(heads)`` returns the event
         rows to insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
@@ -70,15 +57,4 @@ class OneHopAppender:
             raise
 
     async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._run, list(alloc), make_rows)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._close)
-        self._pool.shutdown(wait=True)
+        return await self._call(self._run, list(alloc), make_rows)

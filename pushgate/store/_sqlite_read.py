@@ -12,35 +12,24 @@ that preceded it.
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._dialect import chunks
+from ._sqlite_hop import OneHopConnection
 
 _STATES = "SELECT user_id, head_seq, live, read_bitmap FROM inboxes WHERE user_id IN ({})"
 _FETCH = ("SELECT seq, msg_id, body, created_at, expires_at FROM events "
           "WHERE user_id = ? AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?")
 
 
-class OneHopReader:
-    def __init__(self, path: str, busy_timeout_ms: int, max_params: int) -> None:
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-        self.max_params = max_params
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pushgate-sqlite-read")
-        self._conn: sqlite3.Connection | None = None
+class OneHopReader(OneHopConnection):
+    thread_name = "pushgate-sqlite-read"
+    pragmas = ("PRAGMA query_only=ON",)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=self.busy_timeout_ms / 1000)
-            for pragma in ("PRAGMA query_only=ON", f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}"):
-                conn.execute(pragma)
-            self._conn = conn
-        return self._conn
+    def __init__(self, path: str, busy_timeout_ms: int, max_params: int) -> None:
+        super().__init__(path, busy_timeout_ms)
+        self.max_params = max_params
 
     def _states(self, users: list[str]) -> list[tuple[Any, ...]]:
         conn = self._connect()
@@ -55,21 +44,9 @@ class OneHopReader:
 
     async def read_states(self, users: Sequence[str]) -> list[tuple[Any, ...]]:
         """``(user_id, head_seq, live, read_bitmap)`` of the users that have an inbox."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._states, list(users))
+        return await self._call(self._states, list(users))  # type: ignore[no-any-return]
 
     async def fetch(self, user: str, after: int, now: float, limit: int) -> list[tuple[Any, ...]]:
         """``(seq, msg_id, body, created_at, expires_at)`` of ``user``'s events after
         ``after`` that are unexpired at ``now``, oldest first, at most ``limit``."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._fetch, user, after, now, limit)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._close)
-        self._pool.shutdown(wait=True)
+        return await self._call(self._fetch, user, after, now, limit)  # type: ignore[no-any-return]

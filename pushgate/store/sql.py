@@ -318,18 +318,13 @@ class SqlEventStore(SqlOutbox):
         async with self._write_lock:
             if self._engine is None:
                 raise StoreUnavailable("event store is not started or already closed")
-            try:
-                results: list[Appended] = await hop.append(alloc, make_rows)
-            except sqlite3.IntegrityError as exc:
-                if not first:
-                    raise StoreError(f"IntegrityError: {exc}") from exc
-                raise _StoreIdExists() from exc
-            except sqlite3.OperationalError as exc:  # locked, disk, I/O: retryable
-                raise StoreUnavailable(f"OperationalError: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise StoreError(f"{type(exc).__name__}: {exc}") from exc
-            except OSError as exc:
-                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            with _sqlite_errors():
+                try:
+                    results: list[Appended] = await hop.append(alloc, make_rows)
+                except sqlite3.IntegrityError as exc:
+                    if not first:
+                        raise StoreError(f"IntegrityError: {exc}") from exc
+                    raise _StoreIdExists() from exc
         return results
 
     async def _append_checked(
