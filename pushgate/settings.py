@@ -161,10 +161,10 @@ class Settings(BaseSettings):
     push_ack_window_ms: int = Field(
         0, ge=0, description="Also push to a user who was online when no client acked the "
         "event within this window; 0 = push only users with no live session.")
-    push_batch: int = Field(500, ge=1, description="Pushes one bridge pipeline claims at once.")
+    push_batch: int = Field(1000, ge=1, description="Pushes one bridge pipeline claims at once.")
     push_pipelines: int = Field(2, ge=1, description="Batches a bridge worker works on at once.")
     push_concurrency: int = Field(
-        200, ge=1, description="Provider requests in flight per bridge worker.")
+        400, ge=1, description="Provider requests in flight per bridge worker.")
     push_rate_per_app: float = Field(
         0.0, ge=0, description="Pushes per second per app (token bucket); 0 = unlimited.")
     push_max_attempts: int = Field(8, ge=1, description="Attempts per device before a push "

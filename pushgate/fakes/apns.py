@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,15 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushgate.fakes._h2server import FakeState, H2Server, Reply, Request, json_reply, serve_h2
+from pushgate.fakes._h2server import (
+    FakeState,
+    H2Server,
+    Ids,
+    Reply,
+    Request,
+    json_reply,
+    serve_h2,
+)
 
 _TOKEN = re.compile(r"^[0-9a-fA-F]{16,200}$")
 MAX_PAYLOAD = 4096
@@ -46,6 +53,7 @@ class FakeApns:
         self.topic = topic
         self.clock = clock
         self.state = FakeState()
+        self.ids = Ids()
         self._verified: dict[str, float] = {}  # provider token -> iat
         self._current = ""  # device token of the request being answered
 
@@ -93,7 +101,7 @@ class FakeApns:
             return self._error(400, "PayloadEmpty")
         headers = {k: v for k, v in req.headers.items() if k.startswith("apns-")}
         self.state.accepted(token, {"headers": headers, "payload": body})
-        return 200, {"apns-id": str(uuid.uuid4())}, b""
+        return 200, {"apns-id": self.ids.uuid()}, b""
 
     def _check_auth(self, value: str) -> Reply | None:
         if not value.lower().startswith("bearer "):
@@ -121,7 +129,7 @@ class FakeApns:
         body: dict[str, Any] = {"reason": reason}
         if timestamp is not None:
             body["timestamp"] = timestamp
-        return json_reply(status, body, {"apns-id": str(uuid.uuid4()), **(headers or {})})
+        return json_reply(status, body, {"apns-id": self.ids.uuid(), **(headers or {})})
 
     async def serve(self, host: str, port: int, cert_dir: Path) -> tuple[H2Server, int, Path]:
         return await serve_h2(self.handle, host, port, cert_dir)

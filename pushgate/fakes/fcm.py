@@ -23,7 +23,15 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pushgate.fakes._h2server import FakeState, H2Server, Reply, Request, json_reply, serve_h2
+from pushgate.fakes._h2server import (
+    FakeState,
+    H2Server,
+    Ids,
+    Reply,
+    Request,
+    json_reply,
+    serve_h2,
+)
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 # google-auth puts Google's token endpoint in "aud" whatever token_uri it posts to
@@ -57,6 +65,7 @@ class FakeFcm:
         self.clock = clock
         self.token_ttl_s = token_ttl_s
         self.state = FakeState()
+        self.ids = Ids()
         self.access_tokens: dict[str, float] = {}  # token -> expires at
         self.tokens_issued = 0
 
@@ -138,7 +147,7 @@ class FakeFcm:
                                token=token)
         self.state.accepted(token, message)
         return json_reply(200, {"name": f"projects/{self.project_id}/messages/"
-                                        f"{secrets.token_hex(8)}"})
+                                        f"{self.ids.hex()}"})
 
     def _error(self, status: int, message: str, code: str | None,
                retry_after: str | None = None, token: str = "") -> Reply:

@@ -1,0 +1,108 @@
+"""The bridge worker's scheduling of one claimed batch, with a provider stand-in whose
+answers arrive out of order: every device gets exactly one request, at most
+``concurrency`` are in flight (and that many are used), and each outcome is recorded
+for its own device (retries and dead tokens go to the right rows), whether the sends
+run through lanes (no rate limit) or a task each (rate limit on)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from pushgate.router.bridge.base import OK, Outcome, Result
+from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.worker import Worker, WorkerConfig
+from pushgate.store.base import ClaimedBatch, ClaimedPush, Device, PushJob
+
+
+class ScrambledProvider:
+    """Answers after a random short delay; tokens ending in ``r`` get a 429 with
+    Retry-After, tokens ending in ``d`` are dead."""
+
+    platform = "apns"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.sent: list[tuple[str, int]] = []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            for _ in range(self.rng.randrange(4)):  # finish in a scrambled order
+                await asyncio.sleep(0)
+            self.sent.append((token, seq))
+            if token.endswith("r"):
+                return Result(Outcome.RETRY, "TooManyRequests", 429, 30.0)
+            if token.endswith("d"):
+                return Result(Outcome.DEAD, "Unregistered", 410)
+            return OK
+        finally:
+            self.in_flight -= 1
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.finished: list[tuple[list[int], list[PushJob], list[tuple[str, str]]]] = []
+
+    async def claim_batch(self, holder: str, limit: int, lease_s: float) -> ClaimedBatch:
+        return ClaimedBatch([], {}, [])
+
+    async def finish_pushes(self, holder: str, done: list[int], retries: list[PushJob],
+                            dead_tokens: list[tuple[str, str]]) -> int:
+        self.finished.append((done, retries, dead_tokens))
+        return len(done)
+
+
+def _batch(users: int) -> tuple[ClaimedBatch, dict[str, str]]:
+    """One group row (id 7) of ``users`` pushes; every user has two devices."""
+    payload = orjson.dumps({"title": "t"})
+    pushes = [ClaimedPush(7, PushJob(f"u{i}", 100 + i, payload, 0.0)) for i in range(users)]
+    devices, kinds = [], {}
+    for i in range(users):
+        for j in range(2):
+            kind = "rd"[i % 2] if (i + j) % 5 == 0 else "k"
+            token = f"{i:04x}{j}{kind}"
+            devices.append(Device(f"u{i}", "app", "apns", token, 0.0))
+            kinds[token] = kind
+    return ClaimedBatch(pushes, {}, devices), kinds
+
+
+@pytest.mark.parametrize("rate", [0.0, 1e9])
+async def test_every_device_once_within_the_cap_and_outcomes_for_the_right_device(
+        rate: float) -> None:
+    provider, store = ScrambledProvider(seed=int(rate) % 7), RecordingStore()
+    worker = Worker(store, {"apns": provider}, WorkerConfig(concurrency=7, rate_per_app=rate),
+                    BridgeMetrics(), clock=lambda: 1000.0, rand=lambda: 0.5)
+    batch, kinds = _batch(60)
+    await worker.process(batch)
+
+    assert sorted(provider.sent) == sorted((d.token, 100 + int(d.user[1:]))
+                                           for d in batch.devices)
+    assert provider.max_in_flight == 7  # the cap, and all of it used
+    [(done, retries, dead)] = store.finished
+    assert done == [7]
+    assert sorted((r.token, r.seq, r.due_at, r.attempts) for r in retries) == sorted(
+        (t, 100 + int(t[:4], 16), 1030.0, 1) for t, k in kinds.items() if k == "r")
+    assert all(r.user == f"u{int(r.token[:4], 16)}" for r in retries)
+    assert sorted(dead) == sorted(("apns", t) for t, k in kinds.items() if k == "d")
+
+
+async def test_a_batch_of_one_push() -> None:
+    provider, store = ScrambledProvider(seed=1), RecordingStore()
+    worker = Worker(store, {"apns": provider}, WorkerConfig(), BridgeMetrics())
+    payload = orjson.dumps({"title": "t"})
+    await worker.process(ClaimedBatch([ClaimedPush(3, PushJob("u", 5, payload, 0.0))], {},
+                                      [Device("u", "app", "apns", "abcdefk", 0.0)]))
+    assert provider.sent == [("abcdefk", 5)]
+    assert store.finished == [([3], [], [])]
