@@ -61,7 +61,13 @@ MAX_TOKEN_LEN = 512  # device tokens: printable ASCII
 PLATFORMS = ("apns", "fcm")
 
 
-@dataclass(frozen=True, slots=True)
+# The value types made per event or per push (NewEvent, Appended, Device, PushJob,
+# ClaimedPush, the bridge's OfflinePush) are slotted dataclasses, hashable by value but
+# not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+# ``object.__setattr__`` (~0.7 µs per object here, ~0.15 µs without), and a send to
+# 10,000 users or a bridge batch of 1,000 pushes makes several per user. They are
+# never changed after they are made all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class NewEvent:
     """An event to append. ``body`` is the JSON-encoded payload (bytes, already validated)."""
 
@@ -87,7 +93,7 @@ def check_new_event(event: NewEvent) -> None:
         raise ValueError(f"ttl_s must be > 0 (ttl 0 means transient: never stored), got {event.ttl_s}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above NewEvent
 class Appended:
     """Result of appending one :class:`NewEvent` (same order as the input)."""
 
@@ -171,7 +177,7 @@ class EventStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above NewEvent
 class Device:
     """A push token of one application install. ``(platform, token)`` is unique: the
     same token registered again (for the same or another user) replaces the row."""
@@ -241,7 +247,7 @@ class DeviceStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above NewEvent
 class PushJob:
     """A push to send: the event ``(user, seq)``, its encoded push request (``payload``,
     opaque to the store) and when it is due. ``platform``/``token`` set = only that device
@@ -256,7 +262,7 @@ class PushJob:
     attempts: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above NewEvent
 class ClaimedPush:
     """A job claimed by a worker (``id`` is the outbox row: shared by all the jobs of a
     group row)."""

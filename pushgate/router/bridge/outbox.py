@@ -24,7 +24,7 @@ from pushgate.store.base import PushJob, PushOutbox, StoreError
 log = get_logger("pushgate.bridge")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above pushgate.store.base.NewEvent
 class OfflinePush:
     """A stored event of ``user`` with a push block; ``online`` = a live session got it."""
 
