@@ -7,7 +7,7 @@ that they agree with this module.
   stored event rows, ``read_bitmap`` the portable roaring set of read seqs (a subset of
   the stored seqs, so ``unread = live - len(read_bitmap)``).
 * ``events``: ``(user_id, seq)`` primary key; ``(user_id, msg_id)`` unique (NULLs are
-  distinct) for idempotency. ``expires_at`` is not indexed: the TTL cleanup finds
+  distinct) for idempotency; on SQLite a partial index of the events that have an id. ``expires_at`` is not indexed: the TTL cleanup finds
   expired events through ``expiries``.
 * ``expiries``: the TTL cleanup's index, one row per group of up to 250 events stored in
   one append with the same ``expires_at``: ``members`` (orjson ``[[user, first_seq,
@@ -38,6 +38,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    text,
 )
 
 from ._dialect import Blob, Key, Token
@@ -72,7 +73,9 @@ events = Table(
     Column("body", Blob, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
-    Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True),
+    # SQLite: only the events with an id (migration 0006); MySQL has no partial indexes
+    Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True,
+          sqlite_where=text("msg_id IS NOT NULL")),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -736,6 +737,41 @@ async def test_upgrade_to_expiries_backfills_and_cleanup_finds_old_events(
             assert [(await store.read_state(f"u{u}")).live for u in range(7)] == [0] * 7
         finally:
             await store.close()
+
+
+async def test_sqlite_upgrade_to_0006_keeps_ids_unique_and_indexes_only_events_with_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """0005 -> 0006 on a SQLite file with events with and without ids: afterwards the
+    index holds only the events with an id, a stored id is still found (the same seq
+    comes back) and events without an id are stored as before."""
+    path = tmp_path / "partial.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    cfg = alembic_config(url)
+    await asyncio.to_thread(command.upgrade, cfg, "0005")
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        await store.append([NewEvent("a", b"1", TTL, "m1"), NewEvent("a", b"2", TTL),
+                            NewEvent("b", b"3", TTL)])
+    finally:
+        await store.close()
+    await migrate(url)  # 0005 -> head
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = "
+                              "'uq_events_user_id_msg_id'").fetchall()
+        assert sql.endswith("WHERE msg_id IS NOT NULL")
+        entries = db.execute("SELECT count(*) FROM events INDEXED BY uq_events_user_id_msg_id "
+                             "WHERE msg_id IS NOT NULL").fetchone()[0]
+        assert entries == 1
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        again = await store.append([NewEvent("a", b"x", TTL, "m1"), NewEvent("a", b"4", TTL)])
+        assert [(r.seq, r.duplicate) for r in again] == [(1, True), (3, False)]
+        assert [e.body for e in await store.fetch("a", 0, 10)] == [b"1", b"2", b"4"]
+    finally:
+        await store.close()
 
 
 async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
