@@ -189,6 +189,11 @@ class Router:
 
     def _deliver(self, sessions: Sequence[SessionInfo], frame: str, seq: int, t0: float,
                  device: str | None, want_ack: bool = False) -> int:
+        if len(sessions) <= 1:  # the common case (one session or none): no grouping
+            if not sessions or (device is not None and sessions[0].device != device):
+                return 0
+            s = sessions[0]
+            return self.link.deliver(s.hub, [s.session_id], frame, seq, t0, want_ack)
         by_hub: dict[str, list[str]] = {}
         for s in sessions:
             if device is None or s.device == device:
