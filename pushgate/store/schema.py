@@ -7,8 +7,9 @@ that they agree with this module.
   stored event rows, ``read_bitmap`` the portable roaring set of read seqs (a subset of
   the stored seqs, so ``unread = live - len(read_bitmap)``).
 * ``events``: ``(user_id, seq)`` primary key; ``(user_id, msg_id)`` unique (NULLs are
-  distinct) for idempotency; on SQLite a partial index of the events that have an id. ``expires_at`` is not indexed: the TTL cleanup finds
-  expired events through ``expiries``.
+  distinct) for idempotency, on SQLite only of the events that have an id (a partial
+  index). ``expires_at`` is not indexed: the TTL cleanup finds expired events through
+  ``expiries``.
 * ``expiries``: the TTL cleanup's index, one row per group of up to 250 events stored in
   one append with the same ``expires_at``: ``members`` (orjson ``[[user, first_seq,
   last_seq], ...]`` runs of seqs), ``n`` events; primary key ``(expires_at, user_id,
