@@ -6,7 +6,8 @@ same, but events sent without an id no longer cost an index entry: on SQLite tha
 entry was about half of the insert's time (7.5 against 15 µs per row in a
 1,000-row transaction here). The idempotency lookup (``msg_id = ?``) still uses it
 (SQLite uses a partial index whenever the query's terms imply its condition).
-MySQL/MariaDB have no partial indexes: nothing changes there.
+MySQL/MariaDB have no partial indexes: nothing changes there. The upgrade rebuilds the
+index (~0.4 s per million stored events here).
 
 Revision ID: 0006
 Revises: 0005
