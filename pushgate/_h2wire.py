@@ -223,24 +223,25 @@ class FieldDecoder:
         self.size = 0
         self._table: deque[tuple[bytes, bytes]] = deque()  # newest first
 
-    def _add(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value) + 32
+    def _evict_to(self, limit: int) -> None:
+        """Drop the oldest entries until the table holds at most ``limit`` bytes."""
         table = self._table
-        while table and self.size + size > self.max_size:
+        while table and self.size > limit:
             old_name, old_value = table.pop()
             self.size -= len(old_name) + len(old_value) + 32
+
+    def _add(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 32
+        self._evict_to(self.max_size - size)
         if size <= self.max_size:  # larger than the table: it empties it (4.4)
-            table.appendleft((name, value))
+            self._table.appendleft((name, value))
             self.size += size
 
     def _resize(self, size: int) -> None:
         if size > self.max_allowed:
             raise HeaderBlockError(f"table size update to {size} over {self.max_allowed}")
         self.max_size = size
-        table = self._table
-        while table and self.size > size:
-            old_name, old_value = table.pop()
-            self.size -= len(old_name) + len(old_value) + 32
+        self._evict_to(size)
 
     def _entry(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= 61:
