@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._dialect import for_url, normalize_url, prepare_path
+from ._dialects import for_url, normalize_url, prepare_path
 from .base import (
     Appended,
     ClaimedBatch,

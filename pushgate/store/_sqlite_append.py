@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._dialect import chunks, multi_row
+from ._dialects import chunks, multi_row
 from ._sqlite_hop import OneHopConnection
 from .expiry import expiry_rows
 

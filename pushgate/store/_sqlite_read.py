@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._dialect import chunks
+from ._dialects import chunks
 from ._sqlite_hop import OneHopConnection
 
 _STATES = "SELECT user_id, head_seq, live, read_bitmap FROM inboxes WHERE user_id IN ({})"

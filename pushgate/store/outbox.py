@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ._dialect import Dialect, chunks
+from ._dialects import Dialect, chunks
 from .base import ClaimedBatch, ClaimedPush, Device, PushJob, check_device
 from .schema import devices as devices_t
 from .schema import push_acks as acks_t

@@ -42,7 +42,7 @@ from sqlalchemy import (
     text,
 )
 
-from ._dialect import Blob, Key, Token
+from ._dialects import Blob, Key, Token
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

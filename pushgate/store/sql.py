@@ -7,7 +7,7 @@ Every method runs in one transaction. Writes read-modify-write the user's inbox 
 under a write lock: on SQLite one write transaction at a time per store (an asyncio
 lock) opened with ``BEGIN IMMEDIATE`` (so other processes on the same file wait, up to
 the busy timeout); on MySQL row locks, always taken in user order. Portable SQL lives
-here, the differences in ``_dialect.py``.
+here, the differences in ``_dialects/``.
 
 Append, the hot path, is optimistic: one upsert adds each user's event count to its
 ``head_seq`` (allocating a dense range of seqs and locking the row), then one
@@ -42,7 +42,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import bitmap, expiry
-from ._dialect import Dialect, SQLite, chunks, for_url, normalize_url, prepare_path
+from ._dialects import Dialect, SQLite, chunks, for_url, normalize_url, prepare_path
 from ._pool_log import quiet_pool
 from ._sqlite_append import OneHopAppender
 from ._sqlite_read import OneHopReader

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from pushgate.store._dialect import for_url, normalize_url
+from pushgate.store._dialects import for_url, normalize_url
 
 config = context.config
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from pushgate.store._dialect import binary_collation
+from pushgate.store._dialects import binary_collation
 
 revision = "0002"
 down_revision = "0001"

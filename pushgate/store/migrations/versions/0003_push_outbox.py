@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from pushgate.store._dialect import binary_collation
+from pushgate.store._dialects import binary_collation
 
 revision = "0003"
 down_revision = "0002"

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from pushgate.store._dialect import binary_collation
+from pushgate.store._dialects import binary_collation
 from pushgate.store.expiry import expiry_rows
 
 revision = "0005"
