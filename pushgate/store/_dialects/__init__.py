@@ -1,7 +1,8 @@
 """Everything that differs between SQLite and MySQL/MariaDB, one module per database.
 
-``sql.py`` is written once against SQLAlchemy Core and asks a :class:`Dialect` for
-the few statements that cannot be portable:
+The SQL store (``sql.py`` and its parts in ``_sql/``) is written once against
+SQLAlchemy Core and asks a :class:`Dialect` for the few statements that cannot be
+portable:
 
 ===================  =========================================  ==================================
 concern              SQLite (aiosqlite)                         MySQL / MariaDB (asyncmy)

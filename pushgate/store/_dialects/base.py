@@ -1,5 +1,5 @@
-"""The :class:`Dialect` interface: the statements ``sql.py`` cannot write portably, with
-portable defaults (``sqlite.py`` and ``mysql.py`` override what their database does
+"""The :class:`Dialect` interface: the statements the SQL store cannot write portably,
+with portable defaults (``sqlite.py`` and ``mysql.py`` override what their database does
 differently), and the helpers both use to run multi-row statements.
 """
 
