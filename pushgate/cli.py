@@ -95,7 +95,7 @@ def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
 def _router(config: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
     from pushgate.router.bridge.base import BridgeConfigError
-    from pushgate.router.service import run
+    from pushgate.router.node import run
 
     try:
         run(settings)

@@ -11,28 +11,29 @@ from pathlib import Path
 
 import uvicorn
 
-from pushgate.hub.app import Gateway, create_app
+from pushgate.hub.app import create_app
 from pushgate.hub.fastpath import FastSend
+from pushgate.hub.node import HubNode
 from pushgate.logs import get_logger
 from pushgate.settings import Settings
 
 log = get_logger("pushgate.server")
 
 
-class GatewayServer(uvicorn.Server):
+class HubServer(uvicorn.Server):
     """uvicorn.Server that closes websocket sessions with the documented SHUTDOWN code
     (4000, reconnect) before uvicorn's own connection shutdown, and reports its port."""
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, port_file: Path | None) -> None:
+    def __init__(self, config: uvicorn.Config, node: HubNode, port_file: Path | None) -> None:
         super().__init__(config)
-        self.gateway = gateway
+        self.node = node
         self.port_file = port_file
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if not self.servers or self.should_exit:
             return
-        self._gc_task = asyncio.create_task(gc_policy(self.gateway.settings.gc_freeze_interval_s))
+        self._gc_task = asyncio.create_task(gc_policy(self.node.settings.gc_freeze_interval_s))
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         log.info("pushgate listening", url=f"http://{host}:{port}")
         # one machine-readable line on stdout for scripts and tests
@@ -48,7 +49,7 @@ class GatewayServer(uvicorn.Server):
                 await task
         for server in self.servers:
             server.close()  # stop accepting first
-        await self.gateway.begin_shutdown()
+        await self.node.begin_shutdown()
         await super().shutdown(sockets)
 
 
@@ -80,7 +81,7 @@ async def gc_policy(interval_s: float, full_every: int = 90) -> None:
 def run(settings: Settings, port_file: Path | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
-        FastSend(app, app.state.gateway),  # POST /v1/notifications without Starlette's path
+        FastSend(app, app.state.node),  # POST /v1/notifications without Starlette's path
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -99,4 +100,4 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         timeout_keep_alive=max(1, int(settings.http_keepalive_s)),
         backlog=4096,
     )
-    GatewayServer(config, app.state.gateway, port_file).run()
+    HubServer(config, app.state.node, port_file).run()

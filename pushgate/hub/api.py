@@ -1,43 +1,33 @@
 """The HTTP API (server-to-server, API key) and the Pushca-compatible aliases.
 
 Every error is a :class:`~pushgate.errors.PushgateError` mapped in one place
-(:func:`error_response`) to ``{"error": {"code", "message", "field", "retryable"}}``
+(:func:`pushgate.hub.responses.error_response`) to ``{"error": {"code", "message", "field", "retryable"}}``
 and the status of :data:`pushgate.errors.KINDS`. See docs/http-api.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pushgate import protocol as p
 from pushgate.auth import Identity, check_id
-from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError, Unauthorized
-from pushgate.hub import protocol as p
-from pushgate.hub.ws import device_payload, read_state_payload
+from pushgate.errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from pushgate.hub.node import HubNode
+from pushgate.hub.responses import (
+    device_payload,
+    events_payload,
+    json_response,
+    read_state_payload,
+)
 from pushgate.router.requests import from_pushca, parse_send, pushca_identity
 
-if TYPE_CHECKING:
-    from pushgate.hub.app import Gateway
 
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def error_response(e: PushgateError) -> Response:
-    body: dict[str, Any] = {"error": e.to_dict(), **e.extra}
-    headers = {"Retry-After": "1"} if e.http_status == 503 else None
-    resp = json_response(body, e.http_status)
-    if headers:
-        resp.headers.update(headers)
-    return resp
-
-
-def _gw(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+def _node(request: Request) -> HubNode:
+    return request.app.state.node  # type: ignore[no-any-return]
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -76,21 +66,21 @@ def _user(request: Request) -> str:
     return check_id(request.path_params["user"], "user")
 
 
-async def _server(request: Request) -> Gateway:
-    gw = _gw(request)
-    gw.api_keys.check(request.headers.get("authorization"))
-    return gw
+async def _server(request: Request) -> HubNode:
+    node = _node(request)
+    node.api_keys.check(request.headers.get("authorization"))
+    return node
 
 
 # -- endpoints ----------------------------------------------------------------------------
 
 
 async def open_connection(request: Request) -> Response:
-    gw = await _server(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
+    node = await _server(request)
+    body = await read_json(request, node.settings.max_request_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", field="body")
-    return json_response(gw.open_connection(request, _identity(body)))
+    return json_response(node.open_connection(request, _identity(body)))
 
 
 def _identity(body: dict[str, Any]) -> Identity:
@@ -106,48 +96,46 @@ def _identity(body: dict[str, Any]) -> Identity:
 
 
 async def send_notification(request: Request) -> Response:
-    gw = await _server(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
-    return await _send(gw, body)
+    node = await _server(request)
+    body = await read_json(request, node.settings.max_request_bytes)
+    return await _send(node, body)
 
 
-async def _send(gw: Gateway, body: Any) -> Response:
-    result = await gw.router.send(parse_send(body, gw.send_limits))
+async def _send(node: HubNode, body: Any) -> Response:
+    result = await node.router.send(parse_send(body, node.send_limits))
     return json_response(result.to_dict())
 
 
 async def user_events(request: Request) -> Response:
-    gw = await _server(request)
+    node = await _server(request)
     user = _user(request)
     after = _query_int(request, "after", 0, 0, 2**63 - 1)
-    limit = _query_int(request, "limit", min(100, gw.settings.fetch_max_limit), 1,
-                       gw.settings.fetch_max_limit)
-    events, head, more = await gw.router.fetch(user, after, limit)
-    return json_response({
-        "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
-        "head": head, "more": more})
+    limit = _query_int(request, "limit", min(100, node.settings.fetch_max_limit), 1,
+                       node.settings.fetch_max_limit)
+    events, head, more = await node.router.fetch(user, after, limit)
+    return json_response(events_payload(events, head, more))
 
 
 async def user_read(request: Request) -> Response:
-    gw = await _server(request)
+    node = await _server(request)
     user = _user(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
+    body = await read_json(request, node.settings.max_request_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", field="body")
     seqs, ranges = p.parse_read(body)
-    rs = await gw.router.mark_read(user, seqs, ranges)
+    rs = await node.router.mark_read(user, seqs, ranges)
     return json_response({"head": rs.head, "unread": rs.unread, "live": rs.live})
 
 
 async def user_read_state(request: Request) -> Response:
-    gw = await _server(request)
-    rs = await gw.router.read_state(_user(request))
+    node = await _server(request)
+    rs = await node.router.read_state(_user(request))
     return json_response(read_state_payload(rs))
 
 
 async def user_sessions(request: Request) -> Response:
-    gw = await _server(request)
-    sessions = await gw.router.sessions(_user(request))
+    node = await _server(request)
+    sessions = await node.router.sessions(_user(request))
     return json_response({"sessions": [
         {"session": s.session_id, "hub": s.hub, "connected_at": s.connected_at,
          "workspace": s.workspace, "device": s.device, "application": s.application}
@@ -157,8 +145,8 @@ async def user_sessions(request: Request) -> Response:
 # -- devices (offline push) -----------------------------------------------------------------
 
 
-async def _device_body(request: Request, gw: Gateway) -> tuple[str, str, str | None]:
-    body = await read_json(request, gw.settings.max_request_bytes)
+async def _device_body(request: Request, node: HubNode) -> tuple[str, str, str | None]:
+    body = await read_json(request, node.settings.max_request_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", field="body")
     unknown = set(body) - {"platform", "token", "app"}
@@ -170,34 +158,34 @@ async def _device_body(request: Request, gw: Gateway) -> tuple[str, str, str | N
 async def client_devices(request: Request) -> Response:
     """``POST`` / ``DELETE /v1/devices``: a client (its own JWT) registers or removes the
     push token of its app install; ``app`` defaults to the token's ``app`` claim."""
-    gw = _gw(request)
+    node = _node(request)
     scheme, _, raw = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer":
         raise Unauthorized("send the client token as 'Authorization: Bearer <JWT>'",
                            field="Authorization")
-    identity = gw.tokens.verify(raw.strip()).identity
-    platform, token, app = await _device_body(request, gw)
+    identity = node.tokens.verify(raw.strip()).identity
+    platform, token, app = await _device_body(request, node)
     app = app or identity.application or "default"
     if request.method == "DELETE":
-        return json_response({"removed": await gw.router.remove_device(
+        return json_response({"removed": await node.router.remove_device(
             identity.user, app, platform, token)})
     return json_response(device_payload(
-        await gw.router.register_device(identity.user, app, platform, token)))
+        await node.router.register_device(identity.user, app, platform, token)))
 
 
 async def user_devices(request: Request) -> Response:
     """``GET`` / ``PUT`` / ``DELETE /v1/users/{user}/devices`` (API key)."""
-    gw = await _server(request)
+    node = await _server(request)
     user = _user(request)
     if request.method == "GET":
         return json_response({"devices": [device_payload(d) for d in
-                                          await gw.router.devices(user)]})
-    platform, token, app = await _device_body(request, gw)
+                                          await node.router.devices(user)]})
+    platform, token, app = await _device_body(request, node)
     app = app or "default"
     if request.method == "DELETE":
-        return json_response({"removed": await gw.router.remove_device(user, app, platform,
+        return json_response({"removed": await node.router.remove_device(user, app, platform,
                                                                        token)})
-    return json_response(device_payload(await gw.router.register_device(user, app, platform,
+    return json_response(device_payload(await node.router.register_device(user, app, platform,
                                                                         token)))
 
 
@@ -205,8 +193,8 @@ async def user_devices(request: Request) -> Response:
 
 
 async def pushca_open_connection(request: Request) -> Response:
-    gw = await _server(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
+    node = await _server(request)
+    body = await read_json(request, node.settings.max_request_bytes)
     ident = pushca_identity(body)
     try:
         identity = _identity({"user": ident["account"], "workspace": ident["workspace"],
@@ -216,21 +204,21 @@ async def pushca_open_connection(request: Request) -> Response:
                  "application": "applicationId"}
         field = f"client.{names.get(e.field or '', e.field)}"
         raise InvalidRequest(e.message.replace(e.field or "", field, 1), field=field) from None
-    native = gw.open_connection(request, identity)
+    native = node.open_connection(request, identity)
     return json_response({**native, "externalAdvertisedUrl": native["url"],
                           "internalAdvertisedUrl": native["url"]})
 
 
 async def pushca_send(request: Request) -> Response:
-    gw = await _server(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
-    return await _send(gw, from_pushca(body, acknowledge=False))
+    node = await _server(request)
+    body = await read_json(request, node.settings.max_request_bytes)
+    return await _send(node, from_pushca(body, acknowledge=False))
 
 
 async def pushca_send_ack(request: Request) -> Response:
-    gw = await _server(request)
-    body = await read_json(request, gw.settings.max_request_bytes)
-    return await _send(gw, from_pushca(body, acknowledge=True))
+    node = await _server(request)
+    body = await read_json(request, node.settings.max_request_bytes)
+    return await _send(node, from_pushca(body, acknowledge=True))
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -241,12 +229,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gw = _gw(request)
-    if not gw.ready:
-        return json_response({"status": "starting" if not gw.shutting_down else "stopping"}, 503)
-    return json_response({"status": "ready", "sessions": len(gw.registry)})
+    node = _node(request)
+    if not node.ready:
+        return json_response({"status": "starting" if not node.shutting_down else "stopping"}, 503)
+    return json_response({"status": "ready", "sessions": len(node.registry)})
 
 
 async def metrics(request: Request) -> Response:
-    return Response(_gw(request).metrics.render(),
+    return Response(_node(request).metrics.render(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -6,7 +6,7 @@ Starlette's request path (error middlewares, router matching, ``Request`` and
 is served here, with the same steps and the same replies as
 :func:`pushgate.hub.api.send_notification` (API key, body limit, JSON decoding,
 :func:`~pushgate.router.requests.parse_send`, errors through
-:func:`~pushgate.hub.api.error_response` and counted in the metrics; an unexpected
+:func:`~pushgate.hub.responses.error_response` and counted in the metrics; an unexpected
 exception gives Starlette's plain ``500 Internal Server Error`` and is re-raised for
 the server's log). Everything else (other routes, other methods, websockets,
 lifespan) goes to the Starlette app unchanged; websocket scopes also carry the server's
@@ -16,17 +16,15 @@ ASGI ``send`` (``RAW_SEND_KEY``), which the session writer uses for event frames
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
-from pushgate.hub import api
+from pushgate.hub.node import HubNode
+from pushgate.hub.responses import error_response
 from pushgate.hub.ws import RAW_SEND_KEY
 from pushgate.router.requests import parse_send
-
-if TYPE_CHECKING:
-    from pushgate.hub.app import Gateway
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,9 +41,9 @@ class _Disconnected(Exception):
 
 
 class FastSend:
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, node: HubNode) -> None:
         self.app = app
-        self.gateway = gateway
+        self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
@@ -57,7 +55,7 @@ class FastSend:
             await self.app(scope, receive, send)
 
     async def _send_notification(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gateway
+        node = self.node
         started = False
 
         async def send_tracking(message: Message) -> None:
@@ -72,16 +70,16 @@ class FastSend:
                     authorization = value.decode("latin-1")
                 elif name == b"content-length" and length is None:
                     length = value.decode("latin-1")
-            gw.api_keys.check(authorization)
-            body = await _read_json(receive, length, gw.settings.max_request_bytes)
-            result = await gw.router.send(parse_send(body, gw.send_limits))
+            node.api_keys.check(authorization)
+            body = await _read_json(receive, length, node.settings.max_request_bytes)
+            result = await node.router.send(parse_send(body, node.send_limits))
             payload = orjson.dumps(result.to_dict())
             await send_tracking({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-length", str(len(payload)).encode()), (b"content-type", _JSON)]})
             await send_tracking({"type": "http.response.body", "body": payload})
         except PushgateError as e:
-            gw.metrics.error(e.code)
-            await api.error_response(e)(scope, receive, send_tracking)
+            node.metrics.error(e.code)
+            await error_response(e)(scope, receive, send_tracking)
         except _Disconnected:
             return
         except Exception:

@@ -878,6 +878,6 @@ SPEC: dict[str, Any] = {
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    from pushgate.hub.api import json_response
+    from pushgate.hub.responses import json_response
 
     return json_response(SPEC)

@@ -1,18 +1,20 @@
-"""The sessions held by this hub process, and the hub side of the router link.
+"""The sessions held by this hub process, and what routers ask of them.
 
-In embedded mode the router core calls :class:`Registry` directly (it implements the
-``HubLink`` calls: deliver, kick, broadcast); in the cluster the same calls arrive
-over the gRPC HubLink stream.
+:class:`Registry` carries out deliveries, kicks and broadcasts on the sessions held
+here. In embedded mode the routing core calls it through :class:`LocalHubs`; in the
+cluster the same calls arrive over the HubLink streams
+(:class:`pushgate.hub.routers.RouterConn`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from pushgate.errors import CloseCode
-from pushgate.hub.protocol import encode_kicked
 from pushgate.hub.session import Session
+from pushgate.protocol import encode_kicked
+from pushgate.router.base import Hubs
 from pushgate.router.routing import Filter, select
 
 
@@ -42,7 +44,7 @@ class Registry:
             if not self._sessions:
                 self.empty.set()
 
-    # -- HubLink (router -> hub) ------------------------------------------------------
+    # -- router -> hub ----------------------------------------------------------------
 
     def deliver(self, session_ids: Iterable[str], frame: str, seq: int, t0: float) -> int:
         """Queue ``frame`` on each listed session still held here; returns how many took it."""
@@ -65,3 +67,22 @@ class Registry:
         """Queue ``frame`` on the sessions held here that match ``flt``."""
         chosen = select([s.info for s in self._sessions.values()], flt, counter)
         return self.deliver((c.session_id for c in chosen), frame, 0, t0)
+
+
+class LocalHubs(Hubs):
+    """The routing core's :class:`~pushgate.router.base.Hubs` in embedded mode: the hub
+    in this process."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
+                want_ack: bool = False) -> int:
+        return self.registry.deliver(session_ids, frame, seq, t0) if hub == self.registry.hub_id else 0
+
+    def kick(self, hub: str, session_id: str, by: str | None) -> None:
+        if hub == self.registry.hub_id:
+            self.registry.kick(session_id, by)
+
+    async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
+        return self.registry.broadcast(flt, frame, counter, t0)

@@ -25,7 +25,7 @@ from enum import Enum
 
 from pushgate.auth import Identity
 from pushgate.errors import CloseCode
-from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.quota import SessionInfo
 
 
 class State(Enum):

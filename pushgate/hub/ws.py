@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket
 from websockets import protocol as ws_protocol
 
+from pushgate import protocol as p
 from pushgate.errors import (
     CloseCode,
     Forbidden,
@@ -25,16 +26,13 @@ from pushgate.errors import (
     PushgateError,
     ShuttingDown,
 )
-from pushgate.hub import protocol as p
+from pushgate.hub.node import HubNode
+from pushgate.hub.responses import device_payload, events_payload, read_state_payload
 from pushgate.hub.session import Session, State
-from pushgate.store import bitmap
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Event, ReadState
 
 EMPTY_STATE = ReadState(head=0, live=0, unread=0)
 RAW_SEND_KEY = "pushgate.raw_send"  # scope key under which FastSend passes the ASGI send
-
-if TYPE_CHECKING:
-    from pushgate.hub.app import Gateway
 
 
 def direct_writer(send: Any) -> Callable[[bytes], bool] | None:
@@ -95,32 +93,32 @@ def _after(ws: WebSocket) -> int | None:
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
-    gw: Gateway = ws.app.state.gateway
+    node: HubNode = ws.app.state.node
     await ws.accept()
     try:
-        if gw.shutting_down:
+        if node.shutting_down:
             raise ShuttingDown("server is shutting down; reconnect later")
         origin = ws.headers.get("origin")
-        if not _origin_allowed(origin, gw.settings.allowed_origins):
+        if not _origin_allowed(origin, node.settings.allowed_origins):
             raise Forbidden(f"origin {origin} is not allowed", field="Origin")
-        token = gw.tokens.verify(_token(ws))
+        token = node.tokens.verify(_token(ws))
         after = _after(ws)
     except PushgateError as e:
-        gw.metrics.error(e.code)
-        gw.metrics.disconnects.labels(str(int(e.close_code))).inc()
+        node.metrics.error(e.code)
+        node.metrics.disconnects.labels(str(int(e.close_code))).inc()
         await ws.close(e.close_code, e.message[:120])
         return
-    await Connection(gw, ws, token.identity, token.expires_at).run(after)
+    await Connection(node, ws, token.identity, token.expires_at).run(after)
 
 
 class Connection:
     """Drives one accepted, authenticated websocket."""
 
-    def __init__(self, gw: Gateway, ws: WebSocket, identity: Any, expires_at: float) -> None:
-        self.gw = gw
+    def __init__(self, node: HubNode, ws: WebSocket, identity: Any, expires_at: float) -> None:
+        self.node = node
         self.ws = ws
-        self.session = Session(identity, gw.hub_id, gw.settings.send_queue_size,
-                               gw.metrics.delivery_latency.observe, expires_at)
+        self.session = Session(identity, node.hub_id, node.settings.send_queue_size,
+                               node.metrics.delivery_latency.observe, expires_at)
         self._tasks: set[asyncio.Task[None]] = set()
         # the server's own ASGI send, when FastSend passed it on (pushgate.hub.fastpath):
         # event frames skip Starlette's per-message state checks and wrappers
@@ -129,37 +127,37 @@ class Connection:
         self.session.set_direct(direct_writer(self._raw_send))
 
     async def run(self, after: int | None) -> None:
-        gw, s = self.gw, self.session
-        gw.registry.add(s)
-        gw.metrics.connects.inc()
-        gw.metrics.sessions.inc()
+        node, s = self.node, self.session
+        node.registry.add(s)
+        node.metrics.connects.inc()
+        node.metrics.sessions.inc()
         writer = asyncio.create_task(s.run_writer(self._send, self._close))
         try:
             try:
-                await gw.router.connect(s.info)
+                await node.router.connect(s.info)
             except PushgateError as e:  # cluster: no router reachable (retryable close)
-                gw.metrics.error(e.code)
+                node.metrics.error(e.code)
                 s.close(e.close_code, e.message[:120])
                 await self._read_loop()  # until the close handshake ends
                 return
             await self._hello_and_backlog(after)
             await self._read_loop()
         finally:
-            gw.registry.discard(s)
-            gw.metrics.sessions.dec()
+            node.registry.discard(s)
+            node.metrics.sessions.dec()
             if s.state is not State.CLOSED:
                 s.close(CloseCode.NORMAL, "")
             try:
-                await gw.router.disconnect(s.info)
+                await node.router.disconnect(s.info)
             except PushgateError as e:  # the directory drops it on the hub's next re-sync
-                gw.metrics.error(e.code)
+                node.metrics.error(e.code)
             for t in list(self._tasks):
                 t.cancel()
             try:
                 await asyncio.wait_for(writer, 5)
             except (TimeoutError, Exception):  # the socket is gone either way
                 writer.cancel()
-            gw.metrics.disconnects.labels(str(s.close_code or 1000)).inc()
+            node.metrics.disconnects.labels(str(s.close_code or 1000)).inc()
 
     async def _send(self, frame: str) -> None:
         if self._raw_send is not None:
@@ -174,11 +172,11 @@ class Connection:
             pass
 
     async def _hello_and_backlog(self, after: int | None) -> None:
-        gw, s = self.gw, self.session
+        node, s = self.node, self.session
         user = s.identity.user
         try:
             try:
-                rs = await gw.router.read_state(user)
+                rs = await node.router.read_state(user)
                 head, unread = rs.head, rs.unread
             except NotFound:  # no inbox yet
                 head, unread = 0, 0
@@ -186,14 +184,15 @@ class Connection:
             if after is not None and head > after:
                 # bounded like a fetch and to half the send queue (so live frames still fit);
                 # if more remain the client sees head > its last seq and fetches
-                limit = min(gw.settings.fetch_max_limit, max(1, gw.settings.send_queue_size // 2))
-                events, _, _ = await gw.router.fetch(user, after, limit)
+                limit = min(node.settings.fetch_max_limit, max(1, node.settings.send_queue_size // 2))
+                events, _, _ = await node.router.fetch(user, after, limit)
         except PushgateError as e:  # store unavailable: the client retries later
             s.close(e.close_code, e.message[:120])
             return
-        s.push_backlog(p.encode_hello(s.id, user, head, unread, gw.limits), 0)
+        s.push_backlog(p.encode_hello(s.id, user, head, unread, node.limits), 0)
+        inline_max = node.settings.inline_event_max_bytes
         for ev in events:
-            s.push_backlog(gw.router.frame_for(ev.seq, ev.id, ev.body, ev.created_at), ev.seq)
+            s.push_backlog(p.event_frame(ev.seq, ev.id, ev.body, ev.created_at, inline_max), ev.seq)
         s.open(events[-1].seq if events else 0)
 
     async def _read_loop(self) -> None:
@@ -210,9 +209,9 @@ class Connection:
                 self._fail(CloseCode.BAD_FRAME, "binary frames are not supported; send JSON text")
                 continue
             try:
-                frame = p.parse_client_frame(text, fetch_max_limit=self.gw.settings.fetch_max_limit)
+                frame = p.parse_client_frame(text, fetch_max_limit=self.node.settings.fetch_max_limit)
             except p.BadJson as e:
-                self.gw.metrics.error(e.code)
+                self.node.metrics.error(e.code)
                 self._fail(CloseCode.BAD_FRAME, e.message)
                 continue
             except PushgateError as e:
@@ -224,15 +223,15 @@ class Connection:
         self.session.close(code, reason)
 
     def _reply_error(self, e: PushgateError, rid: p.Rid) -> None:
-        self.gw.metrics.error(e.code)
+        self.node.metrics.error(e.code)
         self.session.push(p.encode_error(e, rid))
 
     async def _handle(self, frame: p.ClientFrame) -> None:
-        s, gw = self.session, self.gw
+        s, node = self.session, self.node
         if isinstance(frame, p.Ack):
             if frame.seq > s.acked_seq:
                 s.acked_seq = frame.seq
-            gw.router.on_ack(s.identity, s.id, frame.seq)
+            node.router.on_ack(s.identity, s.id, frame.seq)
             return
         if isinstance(frame, p.Ping):
             s.push(p.encode_pong(frame.rid))
@@ -246,55 +245,41 @@ class Connection:
         await self._request(frame)
 
     async def _request(self, frame: p.ClientFrame) -> None:
-        s, gw = self.session, self.gw
+        s, node = self.session, self.node
         user = s.identity.user
         rid = getattr(frame, "rid", None)
         try:
             if isinstance(frame, p.Fetch):
                 try:
-                    events, head, more = await gw.router.fetch(user, frame.after, frame.limit)
+                    events, head, more = await node.router.fetch(user, frame.after, frame.limit)
                 except NotFound:  # the client's own inbox does not exist yet
                     events, head, more = [], 0, False
-                s.push(p.encode_reply(rid, {
-                    "events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
-                    "head": head, "more": more}))
+                s.push(p.encode_reply(rid, events_payload(events, head, more)))
             elif isinstance(frame, p.Read):
                 try:
-                    rs = await gw.router.mark_read(user, frame.seqs, frame.ranges)
+                    rs = await node.router.mark_read(user, frame.seqs, frame.ranges)
                 except NotFound:  # the client's own inbox does not exist yet: nothing to mark
                     rs = EMPTY_STATE
                 s.push(p.encode_reply(rid, {"head": rs.head, "unread": rs.unread, "live": rs.live}))
             elif isinstance(frame, p.ReadStateRequest):
                 try:
-                    rs = await gw.router.read_state(user)
+                    rs = await node.router.read_state(user)
                 except NotFound:
                     rs = EMPTY_STATE
                 s.push(p.encode_reply(rid, read_state_payload(rs)))
             elif isinstance(frame, p.Send):
-                result = await gw.client_send(s.identity, frame.request)
+                result = await node.client_send(s.identity, frame.request)
                 s.push(p.encode_reply(rid, result.to_dict()))
             elif isinstance(frame, p.RegisterDevice):
                 app = frame.app or s.identity.application or "default"
                 if frame.remove:
-                    removed = await gw.router.remove_device(user, app, frame.platform, frame.token)
+                    removed = await node.router.remove_device(user, app, frame.platform, frame.token)
                     s.push(p.encode_reply(rid, {"removed": removed}))
                 else:
-                    d = await gw.router.register_device(user, app, frame.platform, frame.token)
+                    d = await node.router.register_device(user, app, frame.platform, frame.token)
                     s.push(p.encode_reply(rid, device_payload(d)))
         except PushgateError as e:
             self._reply_error(e, rid)
-
-
-def device_payload(d: Device) -> dict[str, Any]:
-    return {"user": d.user, "app": d.app, "platform": d.platform, "token": d.token,
-            "updated_at": d.updated_at}
-
-
-def read_state_payload(rs: ReadState) -> dict[str, Any]:
-    bm = bitmap.deserialize(rs.read) if rs.read else None
-    ranges = bitmap.to_ranges(bm) if bm is not None else []
-    return {"head": rs.head, "unread": rs.unread, "live": rs.live,
-            "read": p.ranges_payload(ranges)}
 
 
 def _raw_rid(text: str) -> p.Rid:

@@ -3,7 +3,7 @@ group committer, the TTL cleaner (one per cluster, by lease), the session direct
 the offline bridge's outbox (and worker, when this process has providers) and the
 :class:`~pushgate.router.core.Router` itself.
 
-Used by the embedded gateway (with the in-process hub as its ``HubLink``) and by
+Used by the embedded hub (with the in-process hub as its ``Hubs``) and by
 ``pushgate router`` (with the HubLink streams of the cluster's hubs).
 
 start: migrate (SQLite) → store → committer → cleaner → outbox → push worker
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
+from pushgate.router.base import Hubs
 from pushgate.router.bridge import setup as bridge_setup
 from pushgate.router.bridge.base import BridgeConfigError
 from pushgate.router.bridge.metrics import BridgeMetrics
 from pushgate.router.bridge.outbox import Outbox
 from pushgate.router.bridge.worker import Worker
-from pushgate.router.core import HubLink, Router, RouterConfig
+from pushgate.router.core import Router, RouterConfig
 from pushgate.router.directory import open_directory
 from pushgate.settings import Settings
 from pushgate.store import GroupCommitter, Leases, migrate, open_store
@@ -30,7 +31,7 @@ log = get_logger("pushgate.router")
 
 
 class RoutingBackend:
-    def __init__(self, settings: Settings, link: HubLink, metrics: GatewayMetrics) -> None:
+    def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics) -> None:
         self.store_url = settings.effective_store_url
         self.store = open_store(self.store_url)
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
@@ -55,7 +56,7 @@ class RoutingBackend:
             self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
             on_queued=self.push_worker.wake if self.push_worker else None) if enabled else None
         self.router = Router(
-            self.store, self.committer, self.directory, link,
+            self.store, self.committer, self.directory, hubs,
             RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
                          settings.fetch_max_bytes),
             metrics, offline=self.outbox)

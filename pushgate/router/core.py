@@ -2,7 +2,7 @@
 
 ``send`` persists user-addressed events (store-then-push), resolves the users' live
 sessions in the directory and hands pre-encoded frames to the hubs through a
-:class:`HubLink`. Frames for one user leave in seq order: delivery happens right
+:class:`~pushgate.router.base.Hubs`. Frames for one user leave in seq order: delivery happens right
 after the group commit resolves, with no await in between.
 """
 
@@ -13,16 +13,17 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pushgate.auth import Identity
 from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
-from pushgate.hub.protocol import encode_event, encode_head
-from pushgate.hub.quota import SessionInfo
 from pushgate.logs import get_logger
+from pushgate.protocol import encode_event, event_frame
+from pushgate.router.base import Hubs, RoutingCore, SendResult, UserResult
 from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
+from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
 from pushgate.store.base import (
@@ -39,8 +40,6 @@ from pushgate.store.base import (
 
 log = get_logger("pushgate.router")
 
-log = get_logger("pushgate.router")
-
 
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
@@ -53,18 +52,6 @@ def store_errors() -> Iterator[None]:
         raise InvalidRequest(str(e)) from e
 
 
-class HubLink(Protocol):
-    """How the router reaches hubs. Calls are synchronous enqueues (batched on the wire
-    in the cluster); each returns how many sessions took the frame."""
-
-    def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
-                want_ack: bool = False) -> int: ...
-
-    def kick(self, hub: str, session_id: str, by: str | None) -> None: ...
-
-    async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int: ...
-
-
 class Committer(Protocol):
     async def append(self, events: Sequence[NewEvent]) -> list[Appended]: ...
 
@@ -73,35 +60,6 @@ class Metrics(Protocol):
     def sent(self, kind: str, n: int) -> None: ...
     def delivered(self, n: int) -> None: ...
     def kicked(self, n: int) -> None: ...
-
-
-@dataclass(slots=True)
-class UserResult:
-    user: str
-    seq: int | None
-    sessions: int
-    duplicate: bool = False
-    acked_by: str | None = None
-    push: str | None = None  # "queued" / "not_queued" when the send had a push block
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"user": self.user, "seq": self.seq, "sessions": self.sessions}
-        if self.push is not None:
-            out["push"] = self.push
-        if self.duplicate:
-            out["duplicate"] = True
-        if self.acked_by is not None:
-            out["acked_by"] = self.acked_by
-        return out
-
-
-@dataclass(slots=True)
-class SendResult:
-    results: list[UserResult] = field(default_factory=list)
-    sessions: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"results": [r.to_dict() for r in self.results], "sessions": self.sessions}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +77,16 @@ class _AckWaiter:
         self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
 
-class Router:
+class Router(RoutingCore):
+    """The routing core in this process (see :class:`RoutingCore` for the contract)."""
+
     def __init__(self, store: EventStore, committer: Committer, directory: Directory,
-                 link: HubLink, config: RouterConfig, metrics: Metrics,
+                 hubs: Hubs, config: RouterConfig, metrics: Metrics,
                  offline: OfflineSink | None = None) -> None:
         self.store = store
         self.committer = committer
         self.directory = directory
-        self.link = link
+        self.hubs = hubs
         self.config = config
         self.metrics = metrics
         self.offline = offline  # the offline bridge's queue (None = no APNs/FCM)
@@ -146,7 +106,7 @@ class Router:
             raise Overloaded(f"session directory unavailable: {e}",
                              code="directory_unavailable") from e
         for old in kicked:
-            self.link.kick(old.hub, old.session_id, info.session_id)
+            self.hubs.kick(old.hub, old.session_id, info.session_id)
         if kicked:
             self.metrics.kicked(len(kicked))
         return kicked
@@ -182,23 +142,18 @@ class Router:
 
     # -- sends ---------------------------------------------------------------------------
 
-    def frame_for(self, seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
-        if seq is not None and len(body) > self.config.inline_event_max_bytes:
-            return encode_head(seq)
-        return encode_event(seq, event_id, body, created_at)
-
     def _deliver(self, sessions: Sequence[SessionInfo], frame: str, seq: int, t0: float,
                  device: str | None, want_ack: bool = False) -> int:
         if len(sessions) <= 1:  # the common case (one session or none): no grouping
             if not sessions or (device is not None and sessions[0].device != device):
                 return 0
             s = sessions[0]
-            return self.link.deliver(s.hub, [s.session_id], frame, seq, t0, want_ack)
+            return self.hubs.deliver(s.hub, [s.session_id], frame, seq, t0, want_ack)
         by_hub: dict[str, list[str]] = {}
         for s in sessions:
             if device is None or s.device == device:
                 by_hub.setdefault(s.hub, []).append(s.session_id)
-        return sum(self.link.deliver(hub, ids, frame, seq, t0, want_ack)
+        return sum(self.hubs.deliver(hub, ids, frame, seq, t0, want_ack)
                    for hub, ids in by_hub.items())
 
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
@@ -226,11 +181,12 @@ class Router:
                     await prev
                 waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
                 stored = 0
+                inline_max = self.config.inline_event_max_bytes
                 for a in appended:
                     n = 0
                     if not a.duplicate:
                         stored += 1
-                        frame = self.frame_for(a.seq, a.id, req.body, a.created_at)
+                        frame = event_frame(a.seq, a.id, req.body, a.created_at, inline_max)
                         n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
                                           req.ack)
                     result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
@@ -297,7 +253,8 @@ class Router:
         if not events or events[0].seq != seq:
             return None  # expired meanwhile
         ev = events[0]
-        return self.frame_for(ev.seq, ev.id, ev.body, ev.created_at)
+        return event_frame(ev.seq, ev.id, ev.body, ev.created_at,
+                           self.config.inline_event_max_bytes)
 
     def _add_waiter(self, req: SendRequest, seq: int) -> tuple[tuple[str, int], _AckWaiter]:
         key = (req.users[0], seq)
@@ -338,7 +295,7 @@ class Router:
             result.results.append(UserResult(user, None, n))
             result.sessions = n
         else:
-            result.sessions = await self.link.broadcast(flt, frame, counter, t0)
+            result.sessions = await self.hubs.broadcast(flt, frame, counter, t0)
         self.metrics.sent("filter", 1)
         self.metrics.delivered(result.sessions)
         return result

@@ -14,7 +14,7 @@ Pushca-compatible shapes are translated by :func:`from_pushca`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from pushgate.auth import check_id
 from pushgate.errors import InvalidRequest, PayloadTooLarge
 from pushgate.router.bridge.payload import parse_push
 from pushgate.router.routing import ClientRef, Filter
+
+if TYPE_CHECKING:
+    from pushgate.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,11 @@ class Limits:
     default_ttl_s: int
     max_ttl_s: int
     ack_timeout_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_body_bytes, settings.max_users_per_send, settings.event_ttl_s,
+                   settings.max_event_ttl_s, settings.ack_timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.quota import SessionInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ import orjson
 
 from pushgate import errors
 from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
-from pushgate.hub.quota import SessionInfo
-from pushgate.router.core import SendResult, UserResult
+from pushgate.router.base import SendResult, UserResult
+from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import Limits, SendRequest
 from pushgate.router.routing import ClientRef, Filter
 from pushgate.rpc import pushgate_pb2 as pb

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pushgate import protocol as p
 from pushgate.errors import InvalidRequest
-from pushgate.hub import protocol as p
 from pushgate.router.bridge import payload, policy
 from pushgate.router.bridge.base import parse_retry_after
 from pushgate.router.bridge.ratelimit import Buckets, TokenBucket

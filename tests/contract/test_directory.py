@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pushgate.hub.quota import SessionInfo
 from pushgate.router.directory import Directory, open_directory
+from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.directory.redis import RedisDirectory
 
 

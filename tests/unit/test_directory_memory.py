@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from pushgate.hub.quota import SessionInfo
 from pushgate.router.directory.memory import MemoryDirectory
+from pushgate.router.directory.quota import SessionInfo
 
 
 def s(sid: str, at: float, user: str = "alice", hub: str = "h1") -> SessionInfo:

@@ -41,7 +41,7 @@ async def test_fast_path_replies_like_the_starlette_endpoint(tmp_path: Path) -> 
     settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32, api_keys=[KEY],
                         max_request_bytes=4096)
     app = create_app(settings)
-    gw = app.state.gateway
+    gw = app.state.node
     await gw.start()
     try:
         slow = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

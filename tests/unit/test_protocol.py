@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pushgate.errors import CloseCode, InvalidRequest, NotFound
-from pushgate.hub.protocol import (
+from pushgate.protocol import (
     MAX_READ_ITEMS,
     MAX_RID_LEN,
     PROTOCOL_VERSION,

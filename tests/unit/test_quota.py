@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushgate.hub.quota import SessionInfo, sessions_to_kick
+from pushgate.router.directory.quota import SessionInfo, sessions_to_kick
 
 
 def s(sid: str, at: float, user: str = "alice") -> SessionInfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.routing import ClientRef, Filter, select
 
 

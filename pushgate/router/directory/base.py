@@ -1,7 +1,7 @@
 """The session directory contract: which live sessions each user has, on which hub.
 
 Backends: ``memory.py`` (embedded mode, one process) and ``redis.py`` (cluster).
-Both apply :func:`pushgate.hub.quota.sessions_to_kick` atomically with the insert.
+Both apply :func:`pushgate.router.directory.quota.sessions_to_kick` atomically with the insert.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.quota import SessionInfo
 
 
 class DirectoryUnavailable(Exception):

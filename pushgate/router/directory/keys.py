@@ -16,7 +16,7 @@ safe separator. The Lua scripts in ``lua/`` build the same keys from the prefix.
 
 from __future__ import annotations
 
-from pushgate.hub.quota import SessionInfo
+from pushgate.router.directory.quota import SessionInfo
 
 SEP = "\t"
 

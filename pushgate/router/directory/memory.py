@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pushgate.hub.quota import SessionInfo, age_key, sessions_to_kick
+from pushgate.router.directory.quota import SessionInfo, age_key, sessions_to_kick
 
 
 class MemoryDirectory:

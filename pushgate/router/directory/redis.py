@@ -23,9 +23,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pushgate.hub.quota import SessionInfo, age_key
 from pushgate.router.directory.base import DirectoryUnavailable
 from pushgate.router.directory.keys import SEP, Keys, member, pack, unpack
+from pushgate.router.directory.quota import SessionInfo, age_key
 
 CHUNK = 500  # sessions per restore / prune script call (keeps each script short)
 

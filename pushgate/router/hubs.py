@@ -1,9 +1,9 @@
-"""The router's side of the HubLink streams: one :class:`HubStream` per connected hub.
+"""The router's side of the HubLink streams: one :class:`HubStream` per linked hub.
 
-:class:`ClusterLink` implements the routing core's ``HubLink`` for the cluster:
-``deliver`` and ``kick`` only enqueue; the queue of each hub is flushed once per event
-loop turn as one ``RouterMessage`` (so a burst of sends costs one gRPC message per hub,
-not one per event). Broadcasts ask every hub and sum their answers.
+:class:`LinkedHubs` is the routing core's :class:`~pushgate.router.base.Hubs` in a
+router process: ``deliver`` and ``kick`` only enqueue; the queue of each hub is flushed
+once per event loop turn as one ``RouterMessage`` (so a burst of sends costs one gRPC
+message per hub, not one per event). Broadcasts ask every hub and sum their answers.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 
 from pushgate.logs import get_logger
+from pushgate.router.base import Hubs
 from pushgate.router.routing import Filter
 from pushgate.router.wire import filter_to_pb
 from pushgate.rpc import pushgate_pb2 as pb
 
-log = get_logger("pushgate.router.link")
+log = get_logger("pushgate.router.hubs")
 
 BROADCAST_TIMEOUT_S = 2.0
 MAX_BATCH = 2000  # deliveries per RouterMessage
@@ -59,7 +60,9 @@ class HubStream:
         self.queue.put_nowait(None)
 
 
-class ClusterLink:
+class LinkedHubs(Hubs):
+    """Every hub linked to this router, by hub id."""
+
     def __init__(self) -> None:
         self.hubs: dict[str, HubStream] = {}
         self._dirty: set[HubStream] = set()
@@ -94,7 +97,7 @@ class ClusterLink:
         for stream in dirty:
             stream.flush()
 
-    # -- HubLink -----------------------------------------------------------------------------
+    # -- Hubs --------------------------------------------------------------------------------
 
     def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
                 want_ack: bool = False) -> int:

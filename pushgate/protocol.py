@@ -196,6 +196,16 @@ def encode_event(seq: int | None, event_id: str | None, body: bytes, created_at:
                    "created_at": created_at})
 
 
+def event_frame(seq: int | None, event_id: str | None, body: bytes, created_at: float,
+                inline_max: int) -> str:
+    """The frame that announces a new event: the ``event`` itself, or only ``head``
+    when a stored event's body is over ``inline_max`` bytes ("push less, fetch more";
+    transient events, ``seq`` None, are always inline)."""
+    if seq is not None and len(body) > inline_max:
+        return encode_head(seq)
+    return encode_event(seq, event_id, body, created_at)
+
+
 def event_dict(seq: int, event_id: str | None, body: bytes, created_at: float) -> dict[str, Any]:
     """An event as it appears in fetch replies and the HTTP API."""
     return {"seq": seq, "id": event_id, "body": orjson.Fragment(body), "created_at": created_at}

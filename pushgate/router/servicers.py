@@ -1,58 +1,54 @@
-"""``pushgate router``: the routing core behind a ``grpc.aio`` server.
-
-Serves the two services of ``proto/pushgate/rpc/pushgate.proto``:
+"""The router's two gRPC services (``proto/pushgate/rpc/pushgate.proto``), as thin shells
+over the routing core:
 
 * ``Gateway`` (business servers, and hubs forwarding their HTTP API): the same
   validation and errors as the HTTP API (errors travel in the ``pushgate-error-bin``
   trailer, see :mod:`pushgate.router.wire`).
 * ``HubLink``: one stream per hub. The hub's ``Hello`` re-syncs its sessions into the
   directory; ``Online`` runs the cluster-wide quota (kicks travel back as ``Kick``);
-  deliveries go out batched (:class:`pushgate.router.link.ClusterLink`).
+  deliveries go out batched (:class:`pushgate.router.hubs.LinkedHubs`).
 
-Liveness: every ``hub_heartbeat_ttl_s / 3`` the router refreshes the heartbeat key of
-each hub linked to it, removes the sessions of hubs whose heartbeat expired, and asks
-all hubs to re-sync when the directory's epoch marker is gone (Redis lost its data).
-A hub stream silent for ``hub_heartbeat_ttl_s`` is dropped.
+The servicers get what they use as :class:`Deps` (the router process,
+:class:`pushgate.router.node.RouterNode`, is one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc import aio
 
-from pushgate.auth import ApiKeys, Identity
-from pushgate.errors import Internal, PushgateError, Unauthorized
+from pushgate.auth import Identity, check_id
+from pushgate.errors import Internal, InvalidRequest, PushgateError, Unauthorized
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router import wire
-from pushgate.router.backend import RoutingBackend
-from pushgate.router.directory import DirectoryUnavailable
-from pushgate.router.link import ClusterLink, HubStream
+from pushgate.router.core import Router
+from pushgate.router.directory import Directory, DirectoryUnavailable
+from pushgate.router.hubs import HubStream, LinkedHubs
 from pushgate.router.requests import Limits, parse_send
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
-from pushgate.settings import Settings
 
 log = get_logger("pushgate.router")
 
-SERVER_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-]
+
+class Deps(Protocol):
+    """What the servicers need from the router process."""
+
+    router: Router
+    hubs: LinkedHubs
+    directory: Directory
+    metrics: GatewayMetrics
+    send_limits: Limits
+    fetch_max_limit: int
+
+    def check_auth(self, context: aio.ServicerContext) -> None: ...
 
 
 def _status(e: PushgateError) -> grpc.StatusCode:
@@ -64,97 +60,9 @@ async def _abort(context: aio.ServicerContext, e: PushgateError) -> None:
         (wire.ERROR_TRAILER, wire.error_to_pb(e).SerializeToString()),))
 
 
-class RouterNode:
-    """Everything one router process runs: store, committer, directory, link, core."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.node_id = f"router-{secrets.token_hex(6)}"
-        self.metrics = GatewayMetrics()
-        self.api_keys = ApiKeys(settings.api_keys)
-        self.link = ClusterLink()
-        self.backend = RoutingBackend(settings, self.link, self.metrics)
-        self.router = self.backend.router
-        self.directory = self.backend.directory
-        self.send_limits = Limits(settings.max_body_bytes, settings.max_users_per_send,
-                                  settings.event_ttl_s, settings.max_event_ttl_s,
-                                  settings.ack_timeout_ms)
-        self.server: aio.Server | None = None
-        self.port = 0
-        self._liveness: asyncio.Task[None] | None = None
-        self._metrics_server: Any = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.backend.start()
-        self.server = aio.server(options=SERVER_OPTIONS)
-        pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
-            GatewayService(self), self.server)
-        pb_grpc.add_HubLinkServicer_to_server(  # type: ignore[no-untyped-call]
-            HubLinkService(self), self.server)
-        self.port = self.server.add_insecure_port(self.settings.router_listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.router_listen}")
-        await self.server.start()
-        self._liveness = asyncio.create_task(self._liveness_loop())
-        if self.settings.router_metrics_listen:
-            from prometheus_client import start_http_server
-
-            host, _, port = self.settings.router_metrics_listen.rpartition(":")
-            self._metrics_server, _ = start_http_server(
-                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
-        log.info("router started", node=self.node_id, port=self.port)
-
-    async def stop(self, grace_s: float = 5.0) -> None:
-        if self._liveness is not None:
-            self._liveness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness
-        if self.server is not None:
-            await self.server.stop(grace_s)
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-        await self.link.close()
-        await self.backend.close()
-        log.info("router stopped", node=self.node_id)
-
-    # -- liveness ----------------------------------------------------------------------------
-
-    async def _liveness_loop(self) -> None:
-        ttl = self.settings.hub_heartbeat_ttl_s
-        redis_dir = hasattr(self.directory, "heartbeat")
-        while True:
-            try:
-                now = time.monotonic()
-                for stream in list(self.link.hubs.values()):
-                    if now - stream.last_rx > ttl:
-                        log.warning("hub link silent; dropping it", hub=stream.hub_id)
-                        self.link.detach(stream)
-                if redis_dir:
-                    d: Any = self.directory
-                    if await d.claim_epoch(self.node_id):
-                        log.info("directory is new or lost its data: hubs re-sync")
-                        self.link.resync_all()
-                    await d.heartbeat(self.link.hubs.keys(), ttl)
-                    for hub in await d.dead_hubs():
-                        if hub not in self.link.hubs:
-                            n = await d.remove_hub(hub)
-                            log.info("hub is dead: sessions removed", hub=hub, sessions=n)
-            except DirectoryUnavailable as e:
-                log.warning("directory unavailable", error=str(e))
-            except Exception:  # keep the loop alive whatever happens
-                log.exception("liveness round failed")
-            await asyncio.sleep(ttl / 3)
-
-    def check_auth(self, context: aio.ServicerContext) -> None:
-        md = dict(context.invocation_metadata() or ())
-        self.api_keys.check(md.get("authorization"))
-
-
 class GatewayService(pb_grpc.GatewayServicer):
-    def __init__(self, node: RouterNode) -> None:
-        self.node = node
+    def __init__(self, deps: Deps) -> None:
+        self.node = deps
 
     async def _run(self, context: aio.ServicerContext, op: Any) -> Any:
         try:
@@ -210,10 +118,8 @@ class GatewayService(pb_grpc.GatewayServicer):
         async def op() -> pb.FetchReply:
             user = _user(request.user)
             limit = request.limit or 100
-            if not 1 <= limit <= self.node.settings.fetch_max_limit:
-                from pushgate.errors import InvalidRequest
-
-                raise InvalidRequest(f"'limit' must be in 1..{self.node.settings.fetch_max_limit}",
+            if not 1 <= limit <= self.node.fetch_max_limit:
+                raise InvalidRequest(f"'limit' must be in 1..{self.node.fetch_max_limit}",
                                      field="limit")
             events, head, more = await self.node.router.fetch(user, max(0, request.after), limit)
             return pb.FetchReply(events=[wire.event_to_pb(e) for e in events], head=head, more=more)
@@ -242,7 +148,6 @@ class GatewayService(pb_grpc.GatewayServicer):
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
-
     async def RegisterDevice(self, request: pb.DeviceRequest, context: aio.ServicerContext) -> pb.Device:
         async def op() -> pb.Device:
             d = await self.node.router.register_device(
@@ -269,14 +174,12 @@ class GatewayService(pb_grpc.GatewayServicer):
 
 
 def _user(user: str) -> str:
-    from pushgate.auth import check_id
-
     return check_id(user, "user")
 
 
 class HubLinkService(pb_grpc.HubLinkServicer):
-    def __init__(self, node: RouterNode) -> None:
-        self.node = node
+    def __init__(self, deps: Deps) -> None:
+        self.node = deps
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def Link(self, request_iterator: Any, context: aio.ServicerContext) -> None:
@@ -289,7 +192,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         if first is aio.EOF or first.WhichOneof("kind") != "hello":
             await _abort(context, Internal("a HubLink stream starts with Hello"))
         hub = first.hello.hub_id
-        stream = node.link.attach(hub)
+        stream = node.hubs.attach(hub)
         log.info("hub linked", hub=hub, sessions=len(first.hello.sessions))
         writer = asyncio.create_task(self._write(context, stream))
         try:
@@ -303,7 +206,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         except (asyncio.CancelledError, aio.AioRpcError):
             pass
         finally:
-            node.link.detach(stream)
+            node.hubs.detach(stream)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
@@ -320,7 +223,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             log.exception("send failed")
             reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
                 Internal(f"internal error: {type(e).__name__}")))
-        self.node.link.reply(stream, reply)
+        self.node.hubs.reply(stream, reply)
 
     async def _write(self, context: aio.ServicerContext, stream: HubStream) -> None:
         while (msg := await stream.queue.get()) is not None:
@@ -364,32 +267,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
         elif kind == "broadcast_done":
-            self.node.link.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
+            self.node.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
         elif kind == "hello":
             await self._hello(stream, msg.hello)
         # heartbeat: last_rx is enough
-
-
-def run(settings: Settings) -> None:
-    """Run a router until SIGTERM / SIGINT (the ``pushgate router`` command)."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        pass
-    asyncio.run(_main(settings))
-
-
-async def _main(settings: Settings) -> None:
-    node = RouterNode(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await node.start()
-    host = settings.router_listen.rsplit(":", 1)[0]
-    print(f"PUSHGATE_ROUTER_LISTENING {host}:{node.port}", file=sys.stdout, flush=True)
-    await stop.wait()
-    log.info("router stopping", pid=os.getpid())
-    await node.stop(settings.shutdown_grace_s)

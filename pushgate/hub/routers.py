@@ -1,16 +1,10 @@
-"""The hub's side of the cluster: one :class:`RouterConn` per router, and
-:class:`RemoteRouter`, the routing core's interface over gRPC.
+"""The hub's side of the cluster: :class:`Routers`, one :class:`RouterConn` per router.
 
 Each :class:`RouterConn` keeps a HubLink stream open (reconnecting with exponential
 backoff and jitter); on every (re)connect it sends ``Hello`` with all sessions of this
 hub, so the directory is rebuilt whatever happened to the router or to Redis. Incoming
-deliveries, kicks and broadcasts go straight to the :class:`Registry`.
-
-:class:`RemoteRouter` is what the hub's endpoints call in cluster mode (``gw.router``),
-with the same methods and errors as the in-process :class:`pushgate.router.core.Router`:
-sends, fetches and read marks are ``Gateway`` calls to a linked router (round-robin);
-session announcements and acks travel on the stream. No router linked → 503 / close
-4003 (retryable).
+deliveries, kicks and broadcasts go straight to the :class:`Registry`. Sends batched on
+the stream and the ``Gateway`` stubs serve :class:`pushgate.hub.remote.RemoteRouter`.
 """
 
 from __future__ import annotations
@@ -23,23 +17,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 from grpc import aio
 
-from pushgate.auth import Identity
-from pushgate.errors import Internal, Overloaded, PushgateError
-from pushgate.hub.protocol import encode_event, encode_head
-from pushgate.hub.quota import SessionInfo
+from pushgate.errors import Overloaded
 from pushgate.hub.registry import Registry
 from pushgate.logs import get_logger
 from pushgate.router import wire
-from pushgate.router.core import SendResult
-from pushgate.router.requests import SendRequest
+from pushgate.router.directory.quota import SessionInfo
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
-from pushgate.store.base import Device, Event, ReadState
 
-log = get_logger("pushgate.hub.link")
+log = get_logger("pushgate.hub.routers")
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -50,7 +38,6 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
-CALL_TIMEOUT_S = 10.0
 ONLINE_TIMEOUT_S = 5.0
 
 
@@ -62,9 +49,9 @@ def local_t0(sent_at: float) -> float:
 class RouterConn:
     """One router: its channel, stubs and the HubLink stream (kept open)."""
 
-    def __init__(self, address: str, links: RouterLinks) -> None:
+    def __init__(self, address: str, routers: Routers) -> None:
         self.address = address
-        self.links = links
+        self.routers = routers
         self.channel: aio.Channel | None = None  # made in start(): bound to the running loop
         self.gateway: Any = None
         self.hublink: Any = None
@@ -175,13 +162,13 @@ class RouterConn:
                 fut.set_exception(Overloaded(f"router {self.address} link lost",
                                              code="router_unavailable"))
         if was_up:
-            self.links.changed()
+            self.routers.changed()
 
     async def _session(self) -> None:
-        call = self.hublink.Link(metadata=self.links.metadata)
-        await call.write(self.links.hello())
+        call = self.hublink.Link(metadata=self.routers.metadata)
+        await call.write(self.routers.hello())
         self.up = True
-        self.links.changed()
+        self.routers.changed()
         log.info("router linked", router=self.address)
         writer = asyncio.create_task(self._write(call))
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -203,18 +190,18 @@ class RouterConn:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.links.heartbeat_s)
+            await asyncio.sleep(self.routers.heartbeat_s)
             self.send(pb.HubMessage(heartbeat=pb.Heartbeat()))
 
     def _handle(self, msg: pb.RouterMessage) -> None:
         kind = msg.WhichOneof("kind")
-        registry = self.links.registry
+        registry = self.routers.registry
         if kind == "deliveries":
             for d in msg.deliveries.items:
                 registry.deliver(d.session_ids, d.frame, d.seq, local_t0(d.sent_at))
                 if d.want_ack:
                     for sid in d.session_ids:
-                        self.links.ack_routes[(sid, d.seq)] = self
+                        self.routers.ack_routes[(sid, d.seq)] = self
         elif kind == "kick":
             registry.kick(msg.kick.session_id, msg.kick.by or None)
         elif kind == "broadcast":
@@ -232,10 +219,10 @@ class RouterConn:
                 if f is not None and not f.done():
                     f.set_result(r)
         elif kind == "resync":
-            self.send(self.links.hello())
+            self.send(self.routers.hello())
 
 
-class RouterLinks:
+class Routers:
     """All routers of the cluster, as seen from one hub."""
 
     def __init__(self, addresses: Sequence[str], registry: Registry, api_key: str | None,
@@ -296,118 +283,3 @@ class RouterLinks:
         if self.ack_routes:
             for key in [k for k in self.ack_routes if k[0] == session_id]:
                 del self.ack_routes[key]
-
-
-def _error(e: aio.AioRpcError, address: str) -> PushgateError:
-    for key, value in e.trailing_metadata() or ():
-        if key == wire.ERROR_TRAILER and isinstance(value, bytes):
-            return wire.error_from_pb(pb.Error.FromString(value))
-    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.CANCELLED):
-        return Overloaded(f"router {address} unavailable ({e.code().name}); retry",
-                          code="router_unavailable")
-    return Internal(f"router {address}: {e.code().name} {e.details()}")
-
-
-class RemoteRouter:
-    """The routing core, reached over gRPC (cluster mode). Same methods as Router."""
-
-    def __init__(self, links: RouterLinks, inline_event_max_bytes: int) -> None:
-        self.links = links
-        self.inline_event_max_bytes = inline_event_max_bytes
-
-    def frame_for(self, seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
-        if seq is not None and len(body) > self.inline_event_max_bytes:
-            return encode_head(seq)
-        return encode_event(seq, event_id, body, created_at)
-
-    async def _call(self, method: str, request: Any, deadline_s: float = CALL_TIMEOUT_S,
-                    idempotent: bool = True) -> Any:
-        tried: set[str] = set()
-        while True:
-            conn = self.links.pick()
-            if conn.address in tried:
-                conn = next((c for c in self.links.conns if c.up and c.address not in tried), conn)
-            try:
-                return await getattr(conn.gateway, method)(
-                    request, metadata=self.links.metadata, timeout=deadline_s)
-            except aio.AioRpcError as e:
-                err = _error(e, conn.address)
-                tried.add(conn.address)
-                # a read may go to another router; a send is not retried (it may have been
-                # stored): the caller gets a retryable error and retries with its id
-                if not (idempotent and err.code == "router_unavailable"
-                        and any(c.up and c.address not in tried for c in self.links.conns)):
-                    raise err from None
-
-    # -- sessions ----------------------------------------------------------------------------
-
-    async def connect(self, info: SessionInfo) -> list[SessionInfo]:
-        conn = self.links.primary()
-        try:
-            done = await conn.online(info, self.links.next_rid())
-        except TimeoutError:
-            raise Overloaded("router did not record the session in time; reconnect",
-                             code="router_unavailable") from None
-        if done.HasField("error"):
-            raise wire.error_from_pb(done.error)
-        return []  # kicked sessions are closed by their own hubs
-
-    async def disconnect(self, info: SessionInfo) -> None:
-        self.links.forget_session(info.session_id)
-        with contextlib.suppress(PushgateError):  # no router: the next Hello drops it
-            self.links.primary().send(pb.HubMessage(offline=pb.Offline(
-                user=info.user, session_id=info.session_id)))
-
-    async def sessions(self, user: str) -> list[SessionInfo]:
-        reply = await self._call("Sessions", pb.UserRequest(user=user))
-        return [wire.session_from_pb(s) for s in reply.sessions]
-
-    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
-        conn = self.links.ack_routes.pop((session_id, seq), None)
-        if conn is None:
-            try:
-                conn = self.links.primary()
-            except PushgateError:
-                return
-        conn.ack(pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
-                        seq=seq))
-
-    # -- sends and inbox ---------------------------------------------------------------------
-
-    async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
-        deadline = CALL_TIMEOUT_S + (req.ack_timeout_ms / 1000 if req.ack else 0)
-        reply = await self.links.pick().request_send(
-            wire.send_to_pb(req, self.links.next_rid()), deadline)
-        if reply.HasField("error"):
-            raise wire.error_from_pb(reply.error)
-        return wire.result_from_pb(reply)
-
-    async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:
-        reply = await self._call("FetchEvents", pb.FetchRequest(user=user, after=after, limit=limit))
-        return [wire.event_from_pb(user, e) for e in reply.events], reply.head, reply.more
-
-    async def mark_read(self, user: str, seqs: Sequence[int],
-                        ranges: Sequence[tuple[int, int]]) -> ReadState:
-        reply = await self._call("MarkRead", pb.MarkReadRequest(
-            user=user, seqs=seqs, ranges=[pb.Range(first=a, last=b) for a, b in ranges]),
-            idempotent=True)
-        return wire.read_state_from_pb(reply)
-
-    async def read_state(self, user: str) -> ReadState:
-        return wire.read_state_from_pb(await self._call("ReadState", pb.UserRequest(user=user)))
-
-    # -- devices (offline bridge) --------------------------------------------------------
-
-    async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
-        return wire.device_from_pb(await self._call("RegisterDevice", pb.DeviceRequest(
-            user=user, app=app, platform=platform, token=token)))
-
-    async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
-        reply = await self._call("RemoveDevice", pb.DeviceRequest(
-            user=user, app=app, platform=platform, token=token))
-        return bool(reply.removed)
-
-    async def devices(self, user: str) -> list[Device]:
-        reply = await self._call("Devices", pb.UserRequest(user=user))
-        return [wire.device_from_pb(d) for d in reply.devices]

@@ -1,0 +1,50 @@
+"""JSON bodies the hub answers with, shared by the HTTP API and the websocket replies.
+
+:func:`error_response` is the one place where a
+:class:`~pushgate.errors.PushgateError` becomes an HTTP answer:
+``{"error": {"code", "message", "field", "retryable"}}`` with the status of
+:data:`pushgate.errors.KINDS` (and ``Retry-After`` on a 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from pushgate import protocol as p
+from pushgate.errors import PushgateError
+from pushgate.store import bitmap
+from pushgate.store.base import Device, Event, ReadState
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def error_response(e: PushgateError) -> Response:
+    body: dict[str, Any] = {"error": e.to_dict(), **e.extra}
+    resp = json_response(body, e.http_status)
+    if e.http_status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+def events_payload(events: Sequence[Event], head: int, more: bool) -> dict[str, Any]:
+    """A fetch's answer (``GET …/events`` and the websocket ``fetch`` reply)."""
+    return {"events": [p.event_dict(e.seq, e.id, e.body, e.created_at) for e in events],
+            "head": head, "more": more}
+
+
+def device_payload(d: Device) -> dict[str, Any]:
+    return {"user": d.user, "app": d.app, "platform": d.platform, "token": d.token,
+            "updated_at": d.updated_at}
+
+
+def read_state_payload(rs: ReadState) -> dict[str, Any]:
+    bm = bitmap.deserialize(rs.read) if rs.read else None
+    ranges = bitmap.to_ranges(bm) if bm is not None else []
+    return {"head": rs.head, "unread": rs.unread, "live": rs.live,
+            "read": p.ranges_payload(ranges)}

@@ -1,0 +1,160 @@
+"""``pushgate router``: one router process — the routing core behind a ``grpc.aio``
+server (the servicers are in :mod:`pushgate.router.servicers`).
+
+start: backend (store, committer, cleaner, directory, bridge) → gRPC server → liveness
+       loop → metrics endpoint → ``PUSHGATE_ROUTER_LISTENING host:port`` on stdout
+stop:  liveness loop → gRPC server (``grace_s`` for calls in flight) → metrics endpoint
+       → the HubLink streams → backend
+
+Liveness: every ``hub_heartbeat_ttl_s / 3`` the router refreshes the heartbeat key of
+each hub linked to it, removes the sessions of hubs whose heartbeat expired, and asks
+all hubs to re-sync when the directory's epoch marker is gone (Redis lost its data).
+A hub stream silent for ``hub_heartbeat_ttl_s`` is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from typing import Any
+
+from grpc import aio
+
+from pushgate.auth import ApiKeys
+from pushgate.logs import get_logger
+from pushgate.metrics import GatewayMetrics
+from pushgate.router import servicers
+from pushgate.router.backend import RoutingBackend
+from pushgate.router.directory import DirectoryUnavailable
+from pushgate.router.hubs import LinkedHubs
+from pushgate.router.requests import Limits
+from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.settings import Settings
+
+log = get_logger("pushgate.router")
+
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+class RouterNode:
+    """Everything one router process runs: store, committer, directory, link, core."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = f"router-{secrets.token_hex(6)}"
+        self.metrics = GatewayMetrics()
+        self.api_keys = ApiKeys(settings.api_keys)
+        self.hubs = LinkedHubs()
+        self.backend = RoutingBackend(settings, self.hubs, self.metrics)
+        self.router = self.backend.router
+        self.directory = self.backend.directory
+        self.send_limits = Limits.of(settings)
+        self.fetch_max_limit = settings.fetch_max_limit
+        self.server: aio.Server | None = None
+        self.port = 0
+        self._liveness: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self.server = aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
+            servicers.GatewayService(self), self.server)
+        pb_grpc.add_HubLinkServicer_to_server(  # type: ignore[no-untyped-call]
+            servicers.HubLinkService(self), self.server)
+        self.port = self.server.add_insecure_port(self.settings.router_listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.router_listen}")
+        await self.server.start()
+        self._liveness = asyncio.create_task(self._liveness_loop())
+        if self.settings.router_metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.settings.router_metrics_listen.rpartition(":")
+            self._metrics_server, _ = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
+        log.info("router started", node=self.node_id, port=self.port)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._liveness
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        await self.hubs.close()
+        await self.backend.close()
+        log.info("router stopped", node=self.node_id)
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def _liveness_loop(self) -> None:
+        ttl = self.settings.hub_heartbeat_ttl_s
+        redis_dir = hasattr(self.directory, "heartbeat")
+        while True:
+            try:
+                now = time.monotonic()
+                for stream in list(self.hubs.hubs.values()):
+                    if now - stream.last_rx > ttl:
+                        log.warning("hub link silent; dropping it", hub=stream.hub_id)
+                        self.hubs.detach(stream)
+                if redis_dir:
+                    d: Any = self.directory
+                    if await d.claim_epoch(self.node_id):
+                        log.info("directory is new or lost its data: hubs re-sync")
+                        self.hubs.resync_all()
+                    await d.heartbeat(self.hubs.hubs.keys(), ttl)
+                    for hub in await d.dead_hubs():
+                        if hub not in self.hubs.hubs:
+                            n = await d.remove_hub(hub)
+                            log.info("hub is dead: sessions removed", hub=hub, sessions=n)
+            except DirectoryUnavailable as e:
+                log.warning("directory unavailable", error=str(e))
+            except Exception:  # keep the loop alive whatever happens
+                log.exception("liveness round failed")
+            await asyncio.sleep(ttl / 3)
+
+    def check_auth(self, context: aio.ServicerContext) -> None:
+        md = dict(context.invocation_metadata() or ())
+        self.api_keys.check(md.get("authorization"))
+
+
+def run(settings: Settings) -> None:
+    """Run a router until SIGTERM / SIGINT (the ``pushgate router`` command)."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        pass
+    asyncio.run(_main(settings))
+
+
+async def _main(settings: Settings) -> None:
+    node = RouterNode(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    host = settings.router_listen.rsplit(":", 1)[0]
+    print(f"PUSHGATE_ROUTER_LISTENING {host}:{node.port}", file=sys.stdout, flush=True)
+    await stop.wait()
+    log.info("router stopping", pid=os.getpid())
+    await node.stop(settings.shutdown_grace_s)
