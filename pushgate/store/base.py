@@ -2,7 +2,7 @@
 
 This module imports nothing from the rest of pushgate; every backend (SQLite in
 embedded mode, MySQL/MariaDB in the cluster) implements :class:`EventStore` and
-passes the same contract tests (``tests/contract/test_store.py``).
+passes the same contract tests (``tests/contract/test_store_*.py``).
 
 Invariants every backend keeps:
 

@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from pushgate.store import SqlEventStore, migrate, open_store
+from pushgate.store import NewEvent, SqlEventStore, bitmap, migrate, open_store
 from tests import services
 
 BACKENDS = ["sqlite", "mysql"]
+TTL = 3600
+
+
+def ev(user: str, id: str | None = None, *, ttl: int = TTL, body: bytes = b'{"n":1}') -> NewEvent:
+    return NewEvent(user=user, body=body, ttl_s=ttl, id=id)
+
+
+def read_set(data: bytes) -> set[int]:
+    return set(bitmap.deserialize(data))
 
 
 class FakeClock:

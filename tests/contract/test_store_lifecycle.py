@@ -1,0 +1,202 @@
+"""The store's lifecycle and migrations (start, close, migrate, the schema module), on
+every backend of conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pushgate.store import (
+    NewEvent,
+    SqlEventStore,
+    StoreError,
+    StoreUnavailable,
+    alembic_config,
+    migrate,
+    open_store,
+)
+from pushgate.store.schema import metadata
+from tests import services
+
+from .conftest import BACKENDS, TTL, FakeClock, ev
+
+
+async def test_closed_store_is_unavailable(store: SqlEventStore) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.head("a")
+    with pytest.raises(StoreUnavailable):
+        await store.append([ev("a")])
+
+
+async def test_migrate_from_any_cwd_creates_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite+aiosqlite:///nested/dir/events.db"  # relative to the cwd
+    await migrate(url)
+    await migrate(url)  # idempotent
+    assert (tmp_path / "nested" / "dir" / "events.db").is_file()
+
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        assert [r.seq for r in await store.append([ev("a")])] == [1]
+    finally:
+        await store.close()
+
+
+async def test_migrations_match_schema_module(store_url: str) -> None:
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_migrations_upgrade_keeps_data_and_downgrade_reverts(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path}/mig.db")
+    if backend == "mysql":
+        server = request.getfixturevalue("mysql_server")
+        database = services.mysql_database(server, services.new_database_name("_mig"))
+    with database as url:
+        cfg = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, cfg, "0001")
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO inboxes VALUES ('a', 1, 1, '', 0)"
+                )
+                await conn.exec_driver_sql(
+                    "INSERT INTO events VALUES ('a', 1, 'm', 'x', 0, 9999999999)"
+                )
+        finally:
+            await engine.dispose()
+
+        await migrate(url)  # 0001 -> head
+        store = open_store(url, clock=clock)
+        await store.start()
+        try:
+            assert [(e.seq, e.id) for e in await store.fetch("a", 0, 10)] == [(1, "m")]
+            assert [(r.seq, r.duplicate) for r in await store.append([ev("a", "m ")])] == [
+                (2, False)
+            ]
+        finally:
+            await store.close()
+
+        # Downgrading to 0001 on MySQL makes "m" and "m " equal again: remove one first.
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("DELETE FROM events WHERE msg_id = 'm '")
+        finally:
+            await engine.dispose()
+        await asyncio.to_thread(command.downgrade, cfg, "base")
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_upgrade_to_expiries_backfills_and_cleanup_finds_old_events(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path}/exp.db")
+    if backend == "mysql":
+        server = request.getfixturevalue("mysql_server")
+        database = services.mysql_database(server, services.new_database_name("_exp"))
+    with database as url:
+        cfg = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, cfg, "0004")
+        now = clock()
+        rows = ", ".join(f"('u{i % 7}', {i // 7 + 1}, NULL, 'x', {now}, {now + (5 if i % 3 else 50)})"
+                         for i in range(700))
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO inboxes VALUES " + ", ".join(
+                    f"('u{u}', 100, 100, '', 0)" for u in range(7)))
+                await conn.exec_driver_sql("INSERT INTO events VALUES " + rows)
+        finally:
+            await engine.dispose()
+        await migrate(url)  # 0004 -> head: expiries rows for the 700 stored events
+        store = open_store(url, clock=clock)
+        await store.start()
+        try:
+            clock.advance(10)
+            deleted = 0
+            while n := await store.cleanup_expired(clock(), 64):
+                deleted += n
+            assert deleted == sum(1 for i in range(700) if i % 3)
+            assert sum([(await store.read_state(f"u{u}")).live for u in range(7)]) == 700 - deleted
+            clock.advance(100)
+            while await store.cleanup_expired(clock(), 64):
+                pass
+            assert [(await store.read_state(f"u{u}")).live for u in range(7)] == [0] * 7
+        finally:
+            await store.close()
+
+
+async def test_sqlite_upgrade_to_0006_keeps_ids_unique_and_indexes_only_events_with_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """0005 -> 0006 on a SQLite file with events with and without ids: afterwards the
+    index holds only the events with an id, a stored id is still found (the same seq
+    comes back) and events without an id are stored as before."""
+    path = tmp_path / "partial.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    cfg = alembic_config(url)
+    await asyncio.to_thread(command.upgrade, cfg, "0005")
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        await store.append([NewEvent("a", b"1", TTL, "m1"), NewEvent("a", b"2", TTL),
+                            NewEvent("b", b"3", TTL)])
+    finally:
+        await store.close()
+    await migrate(url)  # 0005 -> head
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = "
+                              "'uq_events_user_id_msg_id'").fetchall()
+        assert sql.endswith("WHERE msg_id IS NOT NULL")
+        entries = db.execute("SELECT count(*) FROM events INDEXED BY uq_events_user_id_msg_id "
+                             "WHERE msg_id IS NOT NULL").fetchone()[0]
+        assert entries == 1
+    store = open_store(url, clock=clock)
+    await store.start()
+    try:
+        again = await store.append([NewEvent("a", b"x", TTL, "m1"), NewEvent("a", b"4", TTL)])
+        assert [(r.seq, r.duplicate) for r in again] == [(1, True), (3, False)]
+        assert [e.body for e in await store.fetch("a", 0, 10)] == [b"1", b"2", b"4"]
+    finally:
+        await store.close()
+
+
+async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    with pytest.raises(StoreError, match=r"migrate\(\)") as caught:
+        await store.start()
+    assert not caught.value.retryable
+    with pytest.raises(StoreUnavailable):
+        await store.head("a")  # start failed: the store stays closed
+
+
+def test_open_store_rejects_unknown_schemes() -> None:
+    with pytest.raises(ValueError, match="postgresql"):
+        open_store("postgresql://localhost/db")
+    with pytest.raises(ValueError, match="pysqlite"):
+        open_store("sqlite+pysqlite:///x.db")

@@ -1,0 +1,151 @@
+"""The EventStore contract, reads: fetch, heads, read state and read marks; run on every
+backend of conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pushgate.store import ReadState, SqlEventStore
+
+from .conftest import TTL, FakeClock, StoreFactory, ev, read_set
+
+# -- fetch / head ------------------------------------------------------------------------
+
+
+async def test_fetch_after_limit_and_order(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", f"id{i}", body=b"%d" % i) for i in range(1, 11)])
+
+    page = await store.fetch("a", 3, 4)
+    assert [(e.seq, e.id, e.body) for e in page] == [(i, f"id{i}", b"%d" % i) for i in range(4, 8)]
+    assert all(
+        e.user == "a" and e.expires_at == e.created_at + TTL == clock.now + TTL for e in page
+    )
+    assert await store.fetch("a", 10, 5) == []
+    assert await store.fetch("a", 0, 0) == []
+    assert await store.fetch("nobody", 0, 10) == []
+
+
+async def test_fetch_skips_expired_events_before_cleanup(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    await store.append([ev("a", ttl=10), ev("a", ttl=100), ev("a", ttl=10), ev("a", ttl=100)])
+    clock.advance(10)  # expires_at == now counts as expired
+
+    assert [e.seq for e in await store.fetch("a", 0, 10)] == [2, 4]
+    assert [e.seq for e in await store.fetch("a", 0, 1)] == [2]
+    assert await store.head("a") == 4
+
+
+async def test_head_and_heads(store: SqlEventStore) -> None:
+    assert await store.head("a") is None
+    assert await store.heads([]) == {}
+    await store.append([ev("a"), ev("a"), ev("b")])
+
+    assert await store.head("a") == 2
+    assert await store.heads(["a", "b", "nobody", "a"]) == {"a": 2, "b": 1}
+
+
+# -- read state --------------------------------------------------------------------------
+
+
+async def test_mark_read_seqs_and_ranges_merge(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(10)])
+
+    state = await store.mark_read("a", [1, 3], [(5, 7)])
+    assert (state.head, state.live, state.unread) == (10, 10, 5)
+    assert read_set(state.read) == {1, 3, 5, 6, 7}
+
+    state = await store.mark_read("a", [3], [(7, 8)])
+    assert state.unread == 4
+    assert read_set(state.read) == {1, 3, 5, 6, 7, 8}
+    assert await store.read_state("a") == state
+
+
+async def test_mark_read_ignores_future_and_unknown_seqs(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(3)])
+
+    state = await store.mark_read("a", [0, -5, 3, 4, 99], [(2, 1000), (-10, -1)])
+    assert read_set(state.read) == {2, 3}
+    assert (state.head, state.unread) == (3, 1)
+
+    await store.append([ev("a")])  # seq 4 was "read" while in the future: must be unread
+    state = await store.read_state("a")
+    assert read_set(state.read) == {2, 3}
+    assert (state.head, state.live, state.unread) == (4, 4, 2)
+
+
+async def test_mark_read_ignores_expired_seqs(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([ev("a", ttl=10), ev("a", ttl=10), ev("a", ttl=100), ev("a", ttl=100)])
+    clock.advance(10)
+
+    state = await store.mark_read("a", [1], [(2, 4)])
+    assert read_set(state.read) == {3, 4}
+    # expired events still count as live until cleanup deletes them
+    assert (state.live, state.unread) == (4, 2)
+
+    assert await store.cleanup_expired(clock(), 100) == 2
+    state = await store.mark_read("a", [1, 2], [])
+    assert (state.live, state.unread, read_set(state.read)) == (2, 0, {3, 4})
+
+
+async def test_mark_read_errors(store: SqlEventStore) -> None:
+    with pytest.raises(KeyError):
+        await store.mark_read("nobody", [1], [])
+    with pytest.raises(KeyError):
+        await store.read_state("nobody")
+
+    await store.append([ev("a") for _ in range(3)])
+    with pytest.raises(ValueError, match="inverted"):
+        await store.mark_read("a", [1], [(3, 2)])
+    assert (await store.read_state("a")).unread == 3  # nothing of the failed call applied
+
+
+async def test_concurrent_mark_read_calls_all_survive(store: SqlEventStore) -> None:
+    await store.append([ev("a") for _ in range(100)])
+
+    await asyncio.gather(
+        *(store.mark_read("a", [i], []) for i in range(1, 51)),
+        store.mark_read("a", [], [(51, 100)]),
+    )
+
+    state = await store.read_state("a")
+    assert state.unread == 0
+    assert read_set(state.read) == set(range(1, 101))
+
+
+async def test_concurrent_read_states_each_get_their_own_user(store: SqlEventStore) -> None:
+    # read_state calls made together share one query; each caller still gets its user's
+    # state, or KeyError for a user without inbox, and sees what was committed before
+    await store.append([ev(f"u{i}") for i in range(30) for _ in range(i % 4 + 1)])
+    await store.mark_read("u3", [1, 2], [])
+    users = [f"u{i}" for i in range(30)] + ["nobody", "u3"]
+    results = await asyncio.gather(*(store.read_state(u) for u in users),
+                                   return_exceptions=True)
+    for user, r in zip(users, results, strict=True):
+        if user == "nobody":
+            assert isinstance(r, KeyError)
+            continue
+        assert isinstance(r, ReadState), r
+        n = int(user[1:]) % 4 + 1
+        assert (r.head, r.live) == (n, n)
+        assert r.unread == (n - 2 if user == "u3" else n)
+    await store.append([ev("u0")])
+    assert (await store.read_state("u0")).head == 2
+
+
+async def test_concurrent_mark_read_from_two_stores_on_one_database(
+    make_store: StoreFactory,
+) -> None:
+    one, two = await make_store(), await make_store()
+    await one.append([ev("a") for _ in range(40)])
+
+    await asyncio.gather(
+        *(one.mark_read("a", [i], []) for i in range(1, 41, 2)),
+        *(two.mark_read("a", [i], []) for i in range(2, 41, 2)),
+    )
+
+    state = await one.read_state("a")
+    assert (state.live, state.unread) == (40, 0)
+    assert read_set(state.read) == set(range(1, 41))
