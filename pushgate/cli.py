@@ -67,7 +67,7 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
         overrides[name] = value
     settings = _settings(config, **overrides)
     from pushgate import logs
-    from pushgate.keys import ensure_secrets
+    from pushgate.credentials import ensure_secrets
 
     logs.configure(settings.log_level, settings.log_format)
     try:
@@ -154,7 +154,7 @@ def token(user: str, workspace: str, device: str, application: str, ttl: int,
           config: str | None, data_dir: str | None) -> None:
     """Mint a client token (with the same secret `serve` uses) and print it."""
     from pushgate.auth import Identity, TokenCodec
-    from pushgate.keys import ensure_secrets
+    from pushgate.credentials import ensure_secrets
 
     s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
@@ -172,7 +172,7 @@ def token(user: str, workspace: str, device: str, application: str, ttl: int,
 @click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
 def api_key(config: str | None, data_dir: str | None) -> None:
     """Print the first API key (generated into data_dir on first use)."""
-    from pushgate.keys import ensure_secrets
+    from pushgate.credentials import ensure_secrets
 
     s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
     click.echo(s.api_keys[0])
@@ -290,7 +290,7 @@ def listen(user: str, workspace: str, device: str, application: str, url: str,
 
     sdk = _sdk()
     from pushgate.auth import Identity, TokenCodec
-    from pushgate.keys import ensure_secrets
+    from pushgate.credentials import ensure_secrets
 
     s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
@@ -353,7 +353,7 @@ def send(body: str, users: tuple[str, ...], url: str, event_id: str | None, ttl:
     except ValueError:
         value = body
     if api_key is None:
-        from pushgate.keys import ensure_secrets
+        from pushgate.credentials import ensure_secrets
 
         api_key = ensure_secrets(_settings(config, data_dir=data_dir))[0].api_keys[0]
     fields: dict[str, Any] = {k: v for k, v in

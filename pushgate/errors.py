@@ -9,16 +9,18 @@ the transport maps through this table.
 ::
 
     PushgateError
-    ├── InvalidRequest        400  bad field / malformed body       (no retry)
-    │   └── PayloadTooLarge   413  body or frame over the limit     (no retry)
-    ├── Unauthorized          401  missing / invalid / expired auth (no retry)
-    ├── Forbidden             403  origin not allowed, wrong scope  (no retry)
-    ├── NotFound              404  unknown user or route            (no retry)
-    ├── AckTimeout            408  no client acked in time          (retry ok)
-    ├── Conflict              409  idempotency key reused w/ other body
-    ├── Overloaded            503  queue full / shutting down       (retry)
-    ├── Internal              500  bug or backend failure           (retry)
-    └── NotConfigured         501  feature needs server configuration
+    ├── InvalidRequest        400  bad field / malformed body          (no retry)
+    │   └── PayloadTooLarge   413  body or frame over the limit        (no retry)
+    ├── Unauthorized          401  missing / invalid token or API key  (no retry)
+    │   └── TokenExpired      401  token expired: get a fresh one      (no retry)
+    ├── Forbidden             403  origin not allowed, wrong scope     (no retry)
+    ├── NotFound              404  unknown user or route               (no retry)
+    ├── AckTimeout            408  no client acked in time             (retry)
+    ├── Conflict              409  reserved; nothing raises it today   (no retry)
+    ├── Overloaded            503  store / directory / router down     (retry)
+    │   └── ShuttingDown      503  this server is stopping             (retry)
+    ├── Internal              500  bug or backend failure              (retry)
+    └── NotConfigured         501  feature needs server configuration  (no retry)
 
 Websocket close codes (see docs/protocol.md) are split in two ranges:
 4000-4099 "reconnect" (with backoff) and 4100-4199 "do not reconnect" (the

@@ -130,3 +130,19 @@ def test_subclass_errors_are_caught_as_their_parent() -> None:
 
 def test_error_str_is_its_message() -> None:
     assert str(NotFound("no such user")) == "no such user"
+
+
+def test_the_docstring_tree_lists_every_error_with_its_status() -> None:
+    """The tree drawn in ``pushgate/errors.py``'s docstring is the error reference:
+    every class (and no other) with its HTTP status, parent above child."""
+    import re
+
+    from pushgate import errors
+
+    def classes(cls: type[errors.PushgateError]) -> list[type[errors.PushgateError]]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in classes(sub))]
+
+    drawn = {m[0]: int(m[1]) for m in re.findall(r"── (\w+)\s+(\d{3}) ", errors.__doc__ or "")}
+    real = {c.__name__: c("x").http_status for c in classes(errors.PushgateError)
+            if c.__module__ == "pushgate.errors" and c is not errors.PushgateError}
+    assert drawn == real

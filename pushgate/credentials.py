@@ -1,4 +1,5 @@
-"""Secrets for a laptop start: when no JWT secret / API key is configured, one is
+"""Credentials for a laptop start (the Redis key formats are elsewhere:
+``pushgate/router/directory/keys.py``): when no JWT secret / API key is configured, one is
 generated once into ``<data_dir>/secrets.json`` (mode 0600) and reused by ``serve``,
 ``token`` and ``api-key``. Production sets ``PUSHGATE_JWT_SECRET`` / ``PUSHGATE_API_KEYS``."""
 
