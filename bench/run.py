@@ -30,13 +30,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batch, campaign, cluster, idle, store_scenario
+from bench import batch, campaign, cluster, fanout, idle, store_scenario, unicast
 from bench.procs import core_busy_seconds
 from bench.scenarios import SCENARIOS, Env, Scenario
 from bench.targets import TARGETS
 from bench.wsload import LoadWorkers
 
-_REGISTERED = (batch, idle, campaign, cluster, store_scenario)  # register S3, S5, S7, S6, S8
+_REGISTERED = (unicast, batch, fanout, idle, cluster, campaign, store_scenario)  # S1-S8
 DEFAULT_SCENARIOS = ["S1", "S2", "S4"]
 _ip_counter = [0]
 

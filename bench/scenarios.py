@@ -1,12 +1,13 @@
-"""Benchmark scenarios. Each scenario is a :class:`Scenario` subclass registered with
-``@scenario``; it opens its sessions, runs its send phase inside :func:`measure` and
-returns a flat dict of metrics. ``criteria`` say which metrics have a target."""
+"""The benchmark's scenario framework. Each scenario is a :class:`Scenario` subclass
+registered with ``@scenario``; it opens its sessions, runs its send phase inside
+:func:`measure` and returns a flat dict of metrics. ``criteria`` say which metrics have
+a target. The scenarios: ``unicast`` (S1, S2), ``batch`` (S3), ``fanout`` (S4), ``idle``
+(S5), ``cluster`` (S6), ``campaign`` (S7), ``store_scenario`` (S8)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 from array import array
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bench.httpload import HttpPool, encode
+from bench.httpload import HttpPool
 from bench.procs import core_busy_seconds, cpu_seconds
 from bench.progress import Progress
 from bench.targets import RunningTarget
@@ -468,160 +469,3 @@ async def open_loop(pool: HttpPool, rate: float, total: int,
 
 def strip_private(m: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in m.items() if not k.startswith("_")}
-
-
-# --------------------------------------------------------------------------- scenarios
-
-class _Unicast(Scenario):
-    users: ClassVar[int]
-
-    @property
-    def sessions(self) -> int:
-        return self.n(self.users, 10)
-
-    def _maker(self, env: Env, prefix: str, users: list[str]) -> Callable[[int, float], bytes]:
-        c = env.client
-        rnd = random.Random(12345)
-
-        def make(i: int, t: float) -> bytes:
-            return encode(c.host, c.port, c.unicast(rnd.choice(users), body(f"{prefix}{i}", t)))
-        return make
-
-
-@scenario
-class S1(_Unicast):
-    name = "S1"
-    title = "unicast: HTTP send of one notification to one random user of 1,000 connected"
-    users = 1000
-    criteria = [Criterion("cpu_us_per_delivery", "ratio_max", 0.5,
-                          "≤ 0.5x baseline"),
-                Criterion("lost", "max", 0, "0")]
-    extra_metrics = [("http_p99_ms", "HTTP reply p99 ms", "{:.2f}")]
-
-    def __init__(self, scale: float = 1.0, sends: int = 20000, concurrency: int = 32) -> None:
-        super().__init__(scale)
-        self.sends = self.n(sends, 100)
-        self.concurrency = concurrency
-
-    def params(self) -> dict[str, Any]:
-        return {"sessions": self.sessions, "sends": self.sends, "concurrency": self.concurrency}
-
-    async def run(self, env: Env) -> dict[str, Any]:
-        users = [f"u{i}" for i in range(self.sessions)]
-        conn = await connect_sessions(env, users)
-        c = env.client
-        pool = HttpPool(c.host, c.port, self.concurrency)
-        try:
-            warm = await measure(env, "w", lambda s: s.sends, lambda log: closed_loop(
-                pool, max(100, self.sends // 40), self.concurrency,
-                self._maker(env, "w", users), log))
-            env.log(f"warm-up: {warm['delivered']}/{warm['expected']} delivered")
-            env.log(f"sending {self.sends} unicast notifications ({self.concurrency} clients)")
-            m = await measure(env, "m", lambda s: s.sends, lambda log: closed_loop(
-                pool, self.sends, self.concurrency, self._maker(env, "m", users), log))
-        finally:
-            pool.close()
-        return {**conn, **strip_private(m)}
-
-
-@scenario
-class S2(_Unicast):
-    name = "S2"
-    title = "unicast latency: 15,000 connected, 3,000 sends/s for 10 s (open loop)"
-    users = 15000
-    criteria = [Criterion("p99_ms", "max", 15.0, "≤ 15 ms"),
-                Criterion("lost", "max", 0, "0")]
-    extra_metrics = [("http_p99_ms", "HTTP reply p99 ms", "{:.2f}"),
-                     ("send_lag_p99_ms", "sender lag p99 ms", "{:.2f}")]
-
-    def __init__(self, scale: float = 1.0, rate: float = 3000.0, duration: float = 10.0) -> None:
-        super().__init__(scale)
-        self.rate = rate
-        self.duration = max(1.0, duration * min(1.0, scale))
-
-    def params(self) -> dict[str, Any]:
-        return {"sessions": self.sessions, "rate": self.rate, "duration_s": self.duration}
-
-    async def run(self, env: Env) -> dict[str, Any]:
-        users = [f"u{i}" for i in range(self.sessions)]
-        conn = await connect_sessions(env, users)
-        c = env.client
-        pool = HttpPool(c.host, c.port, 256)
-        try:
-            await pool.prewarm(32)
-            total = int(self.rate * self.duration)
-            await measure(env, "w", lambda s: s.sends, lambda log: open_loop(
-                pool, self.rate, int(self.rate / 5), self._maker(env, "w", users), log))
-            env.log(f"sending {self.rate:.0f}/s for {self.duration:.0f}s")
-            m = await measure(env, "m", lambda s: total, lambda log: open_loop(
-                pool, self.rate, total, self._maker(env, "m", users), log))
-            m["http_conns_used"] = pool.peak
-        finally:
-            pool.close()
-        return {**conn, **strip_private(m)}
-
-
-@scenario
-class S4(Scenario):
-    name = "S4"
-    title = "fan-out: one filter broadcast to 5,000 sessions (repeated, spaced)"
-    criteria = [Criterion("cpu_us_per_delivery", "ratio_max", 0.6, "≤ 0.6x baseline"),
-                Criterion("p99_ms", "max", 100.0, "≤ 100 ms"),
-                Criterion("lost", "max", 0, "0")]
-    extra_metrics = [("broadcast_span_ms", "last delivery ms (median)", "{:.1f}"),
-                     ("broadcast_span_max_ms", "last delivery ms (worst)", "{:.1f}"),
-                     ("http_p50_ms", "HTTP reply p50 ms", "{:.1f}")]
-
-    def __init__(self, scale: float = 1.0, broadcasts: int = 20, gap: float = 0.1) -> None:
-        super().__init__(scale)
-        self.broadcasts = broadcasts
-        self.gap = gap
-
-    @property
-    def sessions(self) -> int:
-        return self.n(5000, 10)
-
-    def params(self) -> dict[str, Any]:
-        return {"sessions": self.sessions, "broadcasts": self.broadcasts, "gap_s": self.gap}
-
-    async def _broadcasts(self, env: Env, pool: HttpPool, prefix: str, count: int,
-                          sessions: int, log: SendLog) -> None:
-        c = env.client
-        for k in range(count):
-            raw = encode(c.host, c.port, c.broadcast(body(f"{prefix}{k}", time.time())))
-            await timed_send(pool, raw, log)
-            want = (k + 1) * sessions
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                st = await env.workers.stats()
-                if st["received"] >= want:
-                    break
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(self.gap)
-
-    async def run(self, env: Env) -> dict[str, Any]:
-        users = [f"u{i}" for i in range(self.sessions)]
-        conn = await connect_sessions(env, users)
-        n = conn["connected"]
-        c = env.client
-        pool = HttpPool(c.host, c.port, 2)
-        try:
-            await measure(env, "w", lambda s: 2 * n,
-                          lambda log: self._broadcasts(env, pool, "w", 2, n, log))
-            env.log(f"{self.broadcasts} broadcasts to {n} sessions")
-            m = await measure(env, "m", lambda s: self.broadcasts * n,
-                              lambda log: self._broadcasts(env, pool, "m", self.broadcasts,
-                                                           n, log))
-        finally:
-            pool.close()
-        spans = sorted(mx for _, mx in m["_per_id"].values())
-        counts = [cnt for cnt, _ in m["_per_id"].values()]
-        m["broadcast_span_ms"] = pct(spans, 0.5) * 1000
-        m["broadcast_span_max_ms"] = spans[-1] * 1000 if spans else float("nan")
-        m["broadcast_spans_ms"] = [round(v[1] * 1000, 1) for _, v in
-                                   sorted(m["_per_id"].items(), key=lambda kv: int(kv[0][1:]))]
-        # fan-out rate: sessions reached per second within one broadcast (median)
-        rates = sorted(cnt / mx for cnt, mx in m["_per_id"].values() if mx > 0)
-        m["deliveries_per_s"] = pct(rates, 0.5)
-        m["min_sessions_reached"] = min(counts) if counts else 0
-        return {**conn, **strip_private(m)}
