@@ -18,19 +18,16 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushgate.fakes._h2server import (
-    FakeState,
-    H2Server,
-    Ids,
-    Reply,
-    Request,
-    json_reply,
-    serve_h2,
-)
+from pushgate._h2 import hpack
+from pushgate._h2.server import H2Server, Reply, Request, serve_h2
+from pushgate.fakes.state import FakeState, Ids, json_reply
 
 _TOKEN = re.compile(r"^[0-9a-fA-F]{16,200}$")
 MAX_PAYLOAD = 4096
 PROVIDER_TOKEN_MAX_AGE_S = 3600
+# APNs headers whose values are unique to one answer or notification: HPACK literals,
+# never in the connection's table
+NOT_INDEXED = hpack.NOT_INDEXED | {"apns-id", "apns-expiration", "apns-unique-id"}
 
 
 def generate_key(path: Path) -> None:
@@ -132,4 +129,4 @@ class FakeApns:
         return json_reply(status, body, {"apns-id": self.ids.uuid(), **(headers or {})})
 
     async def serve(self, host: str, port: int, cert_dir: Path) -> tuple[H2Server, int, Path]:
-        return await serve_h2(self.handle, host, port, cert_dir)
+        return await serve_h2(self.handle, host, port, cert_dir, not_indexed=NOT_INDEXED)

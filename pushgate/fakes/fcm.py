@@ -23,15 +23,8 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pushgate.fakes._h2server import (
-    FakeState,
-    H2Server,
-    Ids,
-    Reply,
-    Request,
-    json_reply,
-    serve_h2,
-)
+from pushgate._h2.server import H2Server, Reply, Request, serve_h2
+from pushgate.fakes.state import FakeState, Ids, json_reply
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 # google-auth puts Google's token endpoint in "aud" whatever token_uri it posts to

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pushgate.fakes._h2server import H2Server
+from pushgate._h2.server import H2Server
 
 
 async def _until_stopped(server: H2Server) -> None:

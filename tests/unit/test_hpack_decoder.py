@@ -1,4 +1,4 @@
-"""``pushgate._h2wire.FieldDecoder`` (HPACK decoding) against RFC 7541's examples and,
+"""``pushgate._h2.hpack.FieldDecoder`` (HPACK decoding) against RFC 7541's examples and,
 differentially, against the ``hpack`` library's encoder and decoder: random header
 lists with Huffman coding on and off, never-indexed fields, evictions and table size
 updates must decode to the same fields and leave the same table; broken blocks must
@@ -11,7 +11,7 @@ import random
 import hpack
 import pytest
 
-from pushgate._h2wire import FieldDecoder, FieldEncoder, HeaderBlockError
+from pushgate._h2.hpack import FieldDecoder, FieldEncoder, HeaderBlockError
 
 
 def _hex(s: str) -> bytes:

@@ -1,4 +1,5 @@
-"""APNs provider: HTTP/2 + TLS (h2, see ``_h2client``), token-based auth (ES256 JWT from a .p8 key).
+"""APNs provider: HTTP/2 + TLS (:mod:`pushgate._h2.client`), token-based auth (ES256 JWT from a
+.p8 key).
 
 The JWT is reused for 50 minutes: Apple refuses a token older than one hour and
 answers ``TooManyProviderTokenUpdates`` to tokens renewed more often than every 20
@@ -18,9 +19,10 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from pushgate._h2 import hpack
+from pushgate._h2.client import H2Client, H2Error
 from pushgate.logs import get_logger
 from pushgate.router.bridge import payload
-from pushgate.router.bridge._h2client import H2Client, H2Error
 from pushgate.router.bridge.base import (
     OK,
     BridgeConfigError,
@@ -37,6 +39,9 @@ SANDBOX_URL = "https://api.sandbox.push.apple.com"
 TOKEN_REUSE_S = 50 * 60
 _TEN = re.compile(r"^[A-Z0-9]{10}$")
 PROBE_TOKEN = "0" * 64
+# APNs headers whose values are unique to one notification (a sender may set any
+# apns-* header): HPACK literals, never in the connection's table
+NOT_INDEXED = hpack.NOT_INDEXED | {"apns-id", "apns-expiration", "apns-unique-id"}
 
 DEAD_REASONS = {"BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic", "ExpiredToken"}
 RETRY_REASONS = {"TooManyRequests", "InternalServerError", "ServiceUnavailable", "Shutdown",
@@ -99,7 +104,7 @@ class ApnsProvider:
     async def start(self) -> None:
         self._client = H2Client(self.config.url, self._verify,
                                 connections=self.config.connections,
-                                timeout_s=self.config.timeout_s)
+                                timeout_s=self.config.timeout_s, not_indexed=NOT_INDEXED)
         # Credentials check: Apple checks the provider token before the device token.
         result = await self.send(PROBE_TOKEN, {"body": "probe"}, 0)
         if result.reason in ("InvalidProviderToken", "MissingProviderToken"):

@@ -1,5 +1,5 @@
 """FCM HTTP v1 provider: OAuth2 access token from a service-account key (google-auth),
-HTTP/2 client (h2, see ``_h2client``).
+HTTP/2 client (:mod:`pushgate._h2.client`).
 
 google-auth signs the JWT-bearer assertion and parses the token reply; this module
 only carries its HTTP request over httpx (``token_uri`` comes from the key file, so
@@ -23,9 +23,9 @@ from google.auth.transport import Request as _GoogleRequest
 from google.auth.transport import Response as _GoogleResponse
 from google.oauth2 import service_account
 
+from pushgate._h2.client import H2Client, H2Error
 from pushgate.logs import get_logger
 from pushgate.router.bridge import payload
-from pushgate.router.bridge._h2client import H2Client, H2Error
 from pushgate.router.bridge.base import (
     OK,
     BridgeConfigError,

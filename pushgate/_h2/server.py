@@ -1,162 +1,40 @@
-"""A small HTTP/2-over-TLS server (:mod:`pushgate._h2wire`, the server role) for the fakes, the
-control API they share (``/_fake/...``) and a self-signed certificate maker."""
+"""The server role (:func:`serve_h2`): HTTP/2 over TLS on
+:mod:`pushgate._h2.connection`, a provider's side of the wire, for the fake providers
+(:mod:`pushgate.fakes`).
+
+A request is handed to the handler when its stream ends (trailers, if any, are read
+and dropped) and its reply is sent at once; at most ``max_streams`` streams are open
+per connection, more are refused with ``REFUSED_STREAM`` as RFC 9113 says. The handler
+runs on the event loop and must not block. :func:`make_certificate` makes the
+self-signed certificate it serves (and clients trust).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
 import ipaddress
-import itertools
 import ssl
-import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Set
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
+from pushgate._h2.connection import H2Protocol, ProtocolViolation, StreamBase
+from pushgate._h2.frames import MAX_CONCURRENT_STREAMS, PROTOCOL_ERROR, REFUSED_STREAM
+from pushgate._h2.hpack import NOT_INDEXED
 
-from pushgate._h2wire import (
-    MAX_CONCURRENT_STREAMS,
-    PROTOCOL_ERROR,
-    REFUSED_STREAM,
-    H2Protocol,
-    ProtocolViolation,
-    StreamBase,
-)
-
-Reply = tuple[int, dict[str, str], bytes]
+Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
 
 
 @dataclass
 class Request:
+    """A request as the handler gets it: header names in lower case, the
+    pseudo-headers among them, names and values decoded as latin-1."""
+
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
-
-
-@dataclass
-class Rule:
-    """A scripted failure: answer ``status`` with ``reason`` ``times`` times."""
-
-    status: int
-    reason: str
-    retry_after: str | None = None
-    times: int = 1
-
-
-class Ids:
-    """Unique ids for answers (``apns-id``, FCM message names) without a random draw
-    per answer (``uuid4()`` was ~8 % of a fake's CPU): a random UUID whose last 48 bits
-    count up."""
-
-    def __init__(self) -> None:
-        self._prefix = str(uuid.uuid4())[:24]
-        self._count = itertools.count(int(uuid.uuid4().hex[:6], 16) << 24)
-
-    def uuid(self) -> str:
-        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
-
-    def hex(self) -> str:
-        return self.uuid().replace("-", "")[16:]
-
-
-def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> Reply:
-    return status, {"content-type": "application/json", **(headers or {})}, orjson.dumps(obj)
-
-
-@dataclass
-class FakeState:
-    """What a fake received and what it was told to answer."""
-
-    total: int = 0  # accepted pushes
-    requests: int = 0  # every push request, accepted or not
-    counts: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
-    last: dict[str, Any] = field(default_factory=dict)  # token -> last accepted request
-    errors: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
-    rules: dict[str, collections.deque[Rule]] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
-    record: bool = True  # keep the last request per token (off in big benchmarks)
-    history: list[tuple[float, str, int]] = field(default_factory=list)  # (monotonic, token, status)
-    changed: asyncio.Event | None = None
-
-    def fail(self, token: str, status: int, reason: str, retry_after: str | None = None,
-             times: int = 1) -> None:
-        self.rules.setdefault(token, collections.deque()).append(
-            Rule(status, reason, retry_after, times))
-
-    def scripted(self, token: str) -> Rule | None:
-        rules = self.rules.get(token)
-        if not rules:
-            return None
-        rule = rules[0]
-        rule.times -= 1
-        if rule.times <= 0:
-            rules.popleft()
-        return rule
-
-    def accepted(self, token: str, item: Any) -> None:
-        self.total += 1
-        self.counts[token] += 1
-        if self.record:
-            self.last[token] = item
-            self.history.append((time.monotonic(), token, 200))
-        self._notify()
-
-    def refused(self, reason: str, token: str = "", status: int = 0) -> None:
-        self.errors[reason] += 1
-        if self.record:
-            self.history.append((time.monotonic(), token, status))
-        self._notify()
-
-    def _notify(self) -> None:
-        if self.changed is not None:
-            self.changed.set()
-
-    async def wait(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        """Wait until ``predicate()`` holds (checked whenever a request was answered)."""
-        if self.changed is None:
-            self.changed = asyncio.Event()
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-    def stats(self) -> dict[str, Any]:
-        dup = sum(1 for n in self.counts.values() if n > 1)
-        return {"total": self.total, "requests": self.requests, "tokens": len(self.counts),
-                "duplicated_tokens": dup, "errors": dict(self.errors)}
-
-    def control(self, req: Request) -> Reply | None:
-        """``GET /_fake/stats``, ``POST /_fake/fail`` ({token, status, reason,
-        retry_after, times}), ``POST /_fake/unregister`` ({token}), ``POST /_fake/reset``."""
-        if not req.path.startswith("/_fake/"):
-            return None
-        if req.path == "/_fake/stats":
-            return json_reply(200, self.stats())
-        try:
-            obj = orjson.loads(req.body or b"{}")
-        except orjson.JSONDecodeError:
-            return json_reply(400, {"error": "body must be JSON"})
-        if req.path == "/_fake/fail":
-            self.fail(str(obj["token"]), int(obj["status"]), str(obj["reason"]),
-                      obj.get("retry_after"), int(obj.get("times", 1)))
-        elif req.path == "/_fake/unregister":
-            self.gone.add(str(obj["token"]))
-        elif req.path == "/_fake/reset":
-            self.total = self.requests = 0
-            self.counts.clear()
-            self.last.clear()
-            self.history.clear()
-            self.errors.clear()
-            self.rules.clear()
-            self.gone.clear()
-        else:
-            return json_reply(404, {"error": "unknown control path"})
-        return json_reply(200, {"ok": True})
 
 
 class _Stream(StreamBase):
@@ -170,15 +48,14 @@ class _Stream(StreamBase):
 
 
 class _Connection(H2Protocol):
-    """The server role on :mod:`pushgate._h2wire` (a provider's side of the wire: a
-    request is answered when its stream ends; at most ``max_streams`` open, more are
-    refused with ``REFUSED_STREAM`` as RFC 9113 says)."""
+    """One connection of the server role (see the module docstring); ``live``: the
+    server's open connections, which this one joins and leaves."""
 
     is_client = False
 
     def __init__(self, handler: Callable[[Request], Reply], max_streams: int,
-                 live: set[_Connection]) -> None:
-        super().__init__()
+                 live: set[_Connection], not_indexed: Set[str] = NOT_INDEXED) -> None:
+        super().__init__(not_indexed)
         self.handler = handler
         self.live = live
         self.max_streams = max_streams
@@ -317,16 +194,19 @@ class H2Server:
 
 
 async def serve_h2(handler: Callable[[Request], Reply], host: str, port: int,
-                   cert_dir: Path, max_streams: int = 1000) -> tuple[H2Server, int, Path]:
+                   cert_dir: Path, max_streams: int = 1000,
+                   not_indexed: Set[str] = NOT_INDEXED) -> tuple[H2Server, int, Path]:
     """Serve ``handler`` over HTTP/2 + TLS; returns the server, its port and the
-    certificate clients should trust."""
+    certificate clients should trust. ``not_indexed``: the response header names
+    whose values are unique to an answer (the provider's own added to
+    :data:`pushgate._h2.hpack.NOT_INDEXED`), never put in the HPACK table."""
     cert, key = make_certificate(cert_dir)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
     loop = asyncio.get_running_loop()
     live: set[_Connection] = set()
-    server = await loop.create_server(lambda: _Connection(handler, max_streams, live), host,
-                                      port, ssl=ctx, backlog=1024)
+    server = await loop.create_server(lambda: _Connection(handler, max_streams, live, not_indexed),
+                                      host, port, ssl=ctx, backlog=1024)
     bound = server.sockets[0].getsockname()[1]
     return H2Server(server, live), int(bound), cert

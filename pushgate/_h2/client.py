@@ -1,4 +1,5 @@
-"""The HTTP/2 client of the provider requests (APNs, FCM), on :mod:`pushgate._h2wire`.
+"""The client role (:class:`H2Client`): the bridge's requests to the push providers
+(APNs, FCM), on :mod:`pushgate._h2.connection`.
 
 Why not httpx: measured here, httpx/httpcore's HTTP/2 path cost ~1.5-2 ms of CPU per
 request and topped out at ~200-550 requests/s on one connection (per-request locks,
@@ -19,20 +20,15 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
+from collections.abc import Set
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pushgate._h2wire import (
-    CANCEL,
-    MAX_STREAM_ID,
-    PROTOCOL_ERROR,
-    FieldEncoder,
-    H2Protocol,
-    ProtocolViolation,
-    StreamBase,
-)
+from pushgate._h2.connection import H2Protocol, ProtocolViolation, StreamBase
+from pushgate._h2.frames import CANCEL, MAX_STREAM_ID, PROTOCOL_ERROR
+from pushgate._h2.hpack import NOT_INDEXED
 
-__all__ = ["FieldEncoder", "H2Client", "H2Error", "Response"]
+__all__ = ["H2Client", "H2Error", "Response"]
 
 
 class H2Error(Exception):
@@ -62,8 +58,9 @@ class _Stream(StreamBase):
 class _Connection(H2Protocol):
     is_client = True
 
-    def __init__(self, max_streams: int, timeout_s: float = 10.0) -> None:
-        super().__init__()
+    def __init__(self, max_streams: int, timeout_s: float = 10.0,
+                 not_indexed: Set[str] = NOT_INDEXED) -> None:
+        super().__init__(not_indexed)
         self.max_streams_cap = max_streams  # ours
         self.max_streams = max_streams  # in force: ours or the server's, the lower
         self.timeout_s = timeout_s
@@ -249,10 +246,13 @@ class _Connection(H2Protocol):
 
 class H2Client:
     """Requests to one ``https://host:port`` origin over ``connections`` HTTP/2
-    connections (opened on first use, reopened after a failure)."""
+    connections (opened on first use, reopened after a failure). ``not_indexed``: the
+    request header names whose values are unique to a request (the provider's own
+    added to :data:`pushgate._h2.hpack.NOT_INDEXED`), never put in the HPACK table."""
 
     def __init__(self, url: str, verify: ssl.SSLContext | bool = True, *,
-                 connections: int = 1, max_streams: int = 1000, timeout_s: float = 10.0) -> None:
+                 connections: int = 1, max_streams: int = 1000, timeout_s: float = 10.0,
+                 not_indexed: Set[str] = NOT_INDEXED) -> None:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(f"{url!r}: an https:// URL is required")
@@ -268,6 +268,7 @@ class H2Client:
         self.ssl = ctx
         self.timeout_s = timeout_s
         self.max_streams = max_streams
+        self.not_indexed = not_indexed
         self._conns: list[_Connection | None] = [None] * max(1, connections)
         self._opening: list[asyncio.Lock] = [asyncio.Lock() for _ in self._conns]
         self._next = 0
@@ -290,8 +291,8 @@ class H2Client:
                 loop = asyncio.get_running_loop()
                 try:
                     transport, conn = await loop.create_connection(
-                        lambda: _Connection(self.max_streams, self.timeout_s), self.host, self.port,
-                        ssl=self.ssl, server_hostname=self.host)
+                        lambda: _Connection(self.max_streams, self.timeout_s, self.not_indexed),
+                        self.host, self.port, ssl=self.ssl, server_hostname=self.host)
                 except (OSError, ssl.SSLError) as e:
                     raise H2Error(f"cannot connect to {self.authority}: {e}") from None
                 proto = transport.get_extra_info("ssl_object")

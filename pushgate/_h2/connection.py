@@ -1,328 +1,78 @@
-"""HTTP/2 framing (RFC 9113) and HPACK field encoding (RFC 7541) shared by the bridge's
-provider client (``pushgate.router.bridge._h2client``) and the fake providers' server
-(``pushgate.fakes._h2server``).
+"""One HTTP/2 connection's framing (RFC 9113): :class:`H2Protocol`, the base of the
+client role (:mod:`pushgate._h2.client`) and the server role (:mod:`pushgate._h2.server`).
 
-Why not the h2 library: its state machine cost ~130-200 µs of CPU per request and
-response on each side here, even tuned (no Huffman coding, no header validation), and
-a campaign of a million pushes was bound by it on both ends (docs/design-notes.md).
 Provider traffic is always the same shape (small POSTs, small answers), so
 :class:`H2Protocol` does only what RFC 9113 asks of such an endpoint:
 
 * frames parsed straight from the receive buffer; every frame queued in one event-loop
-  turn leaves in one transport write;
+  turn leaves in one transport write (at most :data:`FLUSH_FRAMES` at a time);
 * ``SETTINGS`` (acknowledged; ``INITIAL_WINDOW_SIZE``, ``MAX_FRAME_SIZE``,
   ``HEADER_TABLE_SIZE``, ``MAX_CONCURRENT_STREAMS`` honoured), ``PING`` (answered),
   ``GOAWAY``, ``RST_STREAM``, ``HEADERS`` + ``CONTINUATION``, padding, ``PRIORITY``
   (ignored), unknown frame types (ignored), server push refused (``ENABLE_PUSH=0``);
 * flow control both ways: bodies wait for the connection and stream windows; received
   ``DATA`` is credited back in large increments;
-* header blocks: decoded by :class:`FieldDecoder` (every block, in order, to keep its
-  table in sync; Huffman-coded strings through ``hpack``'s table); encoded by
-  :class:`FieldEncoder` (repeating fields indexed once, varying ones as literals, no
-  Huffman coding).
+* header blocks: decoded by :class:`~pushgate._h2.hpack.FieldDecoder` (every block, in
+  order, to keep its table in sync); encoded by :class:`~pushgate._h2.hpack.FieldEncoder`
+  (``not_indexed``: the header names it never puts in its table).
 
-The role (client or server) is a subclass: it owns the streams and gets
+The role is a subclass: it owns the streams (:class:`StreamBase` subclasses) and gets
 :meth:`H2Protocol.on_headers`, :meth:`H2Protocol.on_data`, resets and GOAWAYs.
-A peer that breaks the protocol gets ``GOAWAY`` and the connection is closed.
+A peer that breaks the protocol gets ``GOAWAY`` with the error code of the
+:class:`ProtocolViolation`, the role's :meth:`H2Protocol.on_failure`, and the
+connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
-from collections import deque
+from collections.abc import Set
 from typing import Any, cast
 
-from hpack.exceptions import HPACKDecodingError
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
+from pushgate._h2.frames import (
+    ACK,
+    COMPRESSION_ERROR,
+    CONN_WINDOW_BONUS,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    FRAME_HEADER,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_STREAM_ID,
+    MAX_WINDOW,
+    NO_ERROR,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RECV_FRAME_MAX,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    STREAM_WINDOW,
+    U32,
+    WINDOW_UPDATE,
+    frame,
+    settings_frame,
+)
+from pushgate._h2.hpack import NOT_INDEXED, FieldDecoder, FieldEncoder, HeaderBlockError
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# frame types (RFC 9113 section 6)
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
-    CONTINUATION = range(10)
-# flags
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-# settings
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = \
-    1, 2, 3, 4, 5
-# error codes
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED, \
-    FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = \
-    0x0, 0x1, 0x2, 0x3, 0x5, 0x6, 0x7, 0x8, 0x9
-
-DEFAULT_WINDOW = 65_535
-MAX_WINDOW = 2**31 - 1
-MAX_STREAM_ID = 2**31 - 1
-RECV_FRAME_MAX = 16_384  # we keep the default SETTINGS_MAX_FRAME_SIZE
-STREAM_WINDOW = 1 << 20  # what we advertise per stream
-CONN_WINDOW_BONUS = 1 << 24  # added to the connection's receive window at start
-TABLE_SIZE = 4_096  # HPACK default; used unless the peer allows less
 # frames queued before a write even within one loop turn: the peer starts on the first
 # requests (or answers) while the rest are made, instead of both sides taking turns
 FLUSH_FRAMES = 128
-
-_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
-U32 = struct.Struct(">L")
-SETTING = struct.Struct(">HL")
-
-
-def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _FRAME.pack(n >> 16, n & 0xFFFF, kind, flags, sid) + payload
-
-
-def settings_frame(values: dict[int, int]) -> bytes:
-    return frame(SETTINGS, 0, 0, b"".join(SETTING.pack(k, v) for k, v in values.items()))
-
-
-def hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """HPACK integer (RFC 7541 section 5.1) with ``first``'s high bits set."""
-    top = (1 << prefix_bits) - 1
-    if value < top:
-        return bytes((first | value,))
-    out = bytearray((first | top,))
-    value -= top
-    while value >= 128:
-        out.append((value & 127) | 128)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _string(raw: bytes) -> bytes:
-    return hpack_int(len(raw), 7) + raw  # not Huffman-coded
-
-
-# static table (RFC 7541 appendix A): names this code sends, and whole fields
-STATIC_NAMES = {":authority": 1, ":method": 2, ":path": 4, ":scheme": 6, ":status": 8,
-                "content-length": 28, "content-type": 31, "authorization": 23,
-                "retry-after": 53}
-STATIC_FIELDS = {(":method", "GET"): 2, (":method", "POST"): 3, (":scheme", "http"): 6,
-                 (":scheme", "https"): 7, (":status", "200"): 8, (":status", "204"): 9,
-                 (":status", "206"): 10, (":status", "304"): 11, (":status", "400"): 12,
-                 (":status", "404"): 13, (":status", "500"): 14}
-# values that change from message to message: never put in the dynamic table
-NOT_INDEXED = frozenset({":path", ":status", "content-length", "apns-id", "apns-expiration",
-                         "apns-unique-id", "retry-after"})
-
-
-def literal(name: str, value: str, first: int = 0x00, prefix: int = 4) -> bytes:
-    """A literal field (``first``: 0x00 without indexing, 0x10 never indexed, 0x40 with
-    incremental indexing; ``prefix``: bits of the name index)."""
-    raw = value.encode("latin-1")
-    index = STATIC_NAMES.get(name)
-    if index is not None:
-        return hpack_int(index, prefix, first) + _string(raw)
-    return bytes((first,)) + _string(name.encode("ascii")) + _string(raw)
-
-
-class FieldEncoder:
-    """HPACK encoding for one connection's sending side: fields that repeat
-    (authorization, topic, content type, ...) go into the dynamic table on their second
-    use and are one byte from then on; the fields in :data:`NOT_INDEXED` and values
-    seen once are literals without indexing.
-    The table mirrors the peer's decoder (RFC 7541 section 4): entries of ``len(name) +
-    len(value) + 32`` bytes, newest first, oldest evicted."""
-
-    def __init__(self, max_size: int = TABLE_SIZE) -> None:
-        self.max_size = max_size
-        self.size = 0
-        self.inserted = 0
-        self._entries: deque[tuple[tuple[str, str], int, int]] = deque()  # newest first
-        self._where: dict[tuple[str, str], int] = {}  # field -> insertion number
-        self._seen: set[tuple[str, str]] = set()  # fields sent once, not indexed yet
-        self._smallest: int | None = None  # smallest size since the last block, if changed
-        # field -> its one-byte (or few-byte) index representation: static entries, and
-        # dynamic ones until the next insertion moves every relative index
-        self._encoded: dict[tuple[str, str], bytes] = {}
-
-    def resize(self, peer_max: int) -> None:
-        """The peer's ``SETTINGS_HEADER_TABLE_SIZE``: use at most that (and at most
-        :data:`TABLE_SIZE`), announced at the start of the next header block (the
-        smallest size since the last block first, then the new one: RFC 7541 4.2)."""
-        size = min(peer_max, TABLE_SIZE)
-        if size != self.max_size:
-            self.max_size = size
-            self._smallest = size if self._smallest is None else min(size, self._smallest)
-            self._evict(0)
-
-    def _evict(self, room: int) -> None:
-        self._encoded.clear()
-        while self._entries and self.size + room > self.max_size:
-            key, size, number = self._entries.pop()
-            self.size -= size
-            if self._where.get(key) == number:
-                del self._where[key]
-
-    def field(self, name: str, value: str) -> bytes:
-        key = (name, value)
-        encoded = self._encoded.get(key)
-        if encoded is not None:
-            return encoded
-        static = STATIC_FIELDS.get(key)
-        if static is not None:
-            encoded = self._encoded[key] = bytes((0x80 | static,))
-            return encoded
-        if name in NOT_INDEXED:
-            return literal(name, value)
-        number = self._where.get(key)
-        if number is not None:
-            encoded = self._encoded[key] = hpack_int(62 + self.inserted - 1 - number, 7, 0x80)
-            return encoded
-        if key not in self._seen:  # indexed from its second use: one-off values (a
-            if len(self._seen) >= 4096:  # per-event collapse id) do not churn the table
-                self._seen.clear()
-            self._seen.add(key)
-            return literal(name, value)
-        size = len(name.encode("ascii")) + len(value.encode("latin-1")) + 32
-        if size > self.max_size:
-            return literal(name, value)
-        self._evict(size)  # (clears the encoded indexes: they all move by one)
-        self._entries.appendleft((key, size, self.inserted))
-        self._where[key] = self.inserted
-        self.inserted += 1
-        self.size += size
-        return literal(name, value, 0x40, 6)
-
-    def block(self, fields: list[tuple[str, str]]) -> bytes:
-        """A header block (the caller puts pseudo-headers first)."""
-        field = self.field
-        if self._smallest is not None:  # size updates come before the first field
-            updates = [hpack_int(self._smallest, 5, 0x20)]
-            if self._smallest != self.max_size:
-                updates.append(hpack_int(self.max_size, 5, 0x20))
-            self._smallest = None
-            return b"".join(updates + [field(k, v) for k, v in fields])
-        return b"".join([field(k, v) for k, v in fields])
-
-
-class HeaderBlockError(Exception):
-    """A header block that cannot be decoded (RFC 9113: a connection error of type
-    ``COMPRESSION_ERROR``)."""
-
-
-_STATIC: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
-MAX_HEADER_LIST = 65_536  # decoded size (RFC 7541 section 4.1 sizes) of one block's fields
-
-
-class FieldDecoder:
-    """HPACK decoding (RFC 7541) for one connection's receiving side, ~5x cheaper than
-    ``hpack.Decoder`` here (no per-field objects, logging or memoryviews), which took a
-    quarter of each fake provider's CPU. Fields come back as raw ``(name, value)``
-    bytes. The dynamic table holds at most ``max_size`` bytes (our
-    ``SETTINGS_HEADER_TABLE_SIZE``: the default 4,096, we never announce another)."""
-
-    def __init__(self, max_size: int = TABLE_SIZE) -> None:
-        self.max_allowed = max_size  # what the peer's size updates may ask for
-        self.max_size = max_size
-        self.size = 0
-        self._table: deque[tuple[bytes, bytes]] = deque()  # newest first
-
-    def _evict_to(self, limit: int) -> None:
-        """Drop the oldest entries until the table holds at most ``limit`` bytes."""
-        table = self._table
-        while table and self.size > limit:
-            old_name, old_value = table.pop()
-            self.size -= len(old_name) + len(old_value) + 32
-
-    def _add(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value) + 32
-        self._evict_to(self.max_size - size)
-        if size <= self.max_size:  # larger than the table: it empties it (4.4)
-            self._table.appendleft((name, value))
-            self.size += size
-
-    def _resize(self, size: int) -> None:
-        if size > self.max_allowed:
-            raise HeaderBlockError(f"table size update to {size} over {self.max_allowed}")
-        self.max_size = size
-        self._evict_to(size)
-
-    def _entry(self, index: int) -> tuple[bytes, bytes]:
-        if 0 < index <= 61:
-            return _STATIC[index - 1]
-        if 61 < index <= 61 + len(self._table):
-            return self._table[index - 62]
-        raise HeaderBlockError(f"field index {index} not in the table")
-
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        fields: list[tuple[bytes, bytes]] = []
-        pos, end, total = 0, len(block), 0
-        try:
-            while pos < end:
-                b = block[pos]
-                if b & 0x80:  # indexed field (6.1)
-                    index = b & 0x7F
-                    pos += 1
-                    if index == 0x7F:
-                        index, pos = _integer(block, pos, index)
-                    name, value = self._entry(index)
-                elif b & 0x40 or not b & 0x20:  # literal (6.2): indexing, without, never
-                    bits = 0x3F if b & 0x40 else 0x0F
-                    index = b & bits
-                    pos += 1
-                    if index == bits:
-                        index, pos = _integer(block, pos, index)
-                    if index:
-                        name = self._entry(index)[0]
-                    else:
-                        name, pos = _text(block, pos)
-                    value, pos = _text(block, pos)
-                    if b & 0x40:
-                        self._add(name, value)
-                else:  # dynamic table size update (6.3): only before the first field
-                    if fields:
-                        raise HeaderBlockError("table size update after a field")
-                    size = b & 0x1F
-                    pos += 1
-                    if size == 0x1F:
-                        size, pos = _integer(block, pos, size)
-                    self._resize(size)
-                    continue
-                total += len(name) + len(value) + 32
-                if total > MAX_HEADER_LIST:
-                    raise HeaderBlockError(f"header list over {MAX_HEADER_LIST} bytes")
-                fields.append((name, value))
-        except IndexError:
-            raise HeaderBlockError("header block truncated") from None
-        return fields
-
-
-def _integer(block: bytes, pos: int, value: int) -> tuple[int, int]:
-    """The continuation bytes of an integer whose prefix was full (5.1)."""
-    shift = 0
-    while True:
-        b = block[pos]
-        pos += 1
-        value += (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 28:  # beyond 2^32: no field or table is that large
-            raise HeaderBlockError("integer too large")
-
-
-def _text(block: bytes, pos: int) -> tuple[bytes, int]:
-    """A string literal (5.2): the bytes, Huffman-decoded if so marked."""
-    b = block[pos]
-    n = b & 0x7F
-    pos += 1
-    if n == 0x7F:
-        n, pos = _integer(block, pos, n)
-    if pos + n > len(block):
-        raise HeaderBlockError("string past the end of the header block")
-    raw = block[pos:pos + n]
-    if b & 0x80:
-        try:
-            raw = decode_huffman(raw)
-        except HPACKDecodingError as e:
-            raise HeaderBlockError(f"bad Huffman code: {e}") from None
-    return bytes(raw), pos + n
 
 
 class ProtocolViolation(Exception):
@@ -354,16 +104,18 @@ def unpad(payload: bytes, flags: int) -> bytes:
 
 
 class H2Protocol(asyncio.Protocol):
-    """The framing layer of one connection; see the module docstring."""
+    """The framing layer of one connection; see the module docstring. ``not_indexed``:
+    the header names this side always sends as literals (values unique to a message:
+    the default is :data:`pushgate._h2.hpack.NOT_INDEXED`, a provider adds its own)."""
 
     is_client = True
 
-    def __init__(self) -> None:
+    def __init__(self, not_indexed: Set[str] = NOT_INDEXED) -> None:
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Any] = {}  # sid -> StreamBase subclass
         self.closed = False  # no new streams (GOAWAY sent or received, failure)
-        self.encoder = FieldEncoder()
+        self.encoder = FieldEncoder(not_indexed=not_indexed)
         self.peer_max_streams = 2**31 - 1
         self.send_window = DEFAULT_WINDOW  # connection level, towards the peer
         self.peer_initial = DEFAULT_WINDOW
@@ -433,7 +185,7 @@ class H2Protocol(asyncio.Protocol):
                 pos = len(PREFACE)
                 self._need_preface = False
             while end - pos >= 9:
-                hi, lo, kind, flags, sid = _FRAME.unpack_from(buf, pos)
+                hi, lo, kind, flags, sid = FRAME_HEADER.unpack_from(buf, pos)
                 length = (hi << 16) | lo
                 if length > RECV_FRAME_MAX:
                     raise ProtocolViolation(FRAME_SIZE_ERROR, f"frame of {length} bytes")
