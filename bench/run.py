@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 from bench import batch, campaign, cluster, fanout, idle, store_scenario, unicast
 from bench.procs import core_busy_seconds
 from bench.scenarios import SCENARIOS, Env, Scenario
-from bench.targets import TARGETS
+from bench.targets import TARGETS, Pushgate
 from bench.wsload import LoadWorkers
 
 _REGISTERED = (unicast, batch, fanout, idle, cluster, campaign, store_scenario)  # S1-S8
@@ -159,32 +159,41 @@ def fmt(v: Any, f: str) -> str:
     return f.format(v)
 
 
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or not b or math.isnan(a) or math.isnan(b):
+        return "-"
+    return f"{a / b:.2f}"
+
+
 def table(results: dict[str, Any], targets: list[str]) -> str:
+    with_ref = any("pushgate-ref" in r["median"] for r in results.values())
     head = ["scenario", "metric", "pushgate", "baseline", "ratio", "target", "met?"]
+    if with_ref:  # --ref: the other commit's figures and pushgate / ref
+        head[5:5] = ["ref", "vs ref"]
     rows: list[list[str]] = []
     for name, r in results.items():
         sc_cls = SCENARIOS[name]
         med = r["median"]
-        pg, base = med.get("pushgate", {}), med.get("baseline", {})
+        pg, base, ref = (med.get(t, {}) for t in ("pushgate", "baseline", "pushgate-ref"))
         crit = {c.metric: c for c in sc_cls.criteria}
         for key, label, f in sc_cls.metrics(sc_cls()):
             a, b = pg.get(key), base.get(key)
             if a is None and b is None:
                 continue
-            ratio = "-"
-            if a is not None and b and not math.isnan(a) and not math.isnan(b):
-                ratio = f"{a / b:.2f}"
             c = crit.get(key)
             met = "-"
             if c is not None:
                 ok = c.check(a, b)
                 met = "n/a" if ok is None else ("yes" if ok else "NO")
-            rows.append([name, label, fmt(a, f), fmt(b, f), ratio, c.text if c else "", met])
+            row = [name, label, fmt(a, f), fmt(b, f), _ratio(a, b), c.text if c else "", met]
+            if with_ref:
+                row[5:5] = [fmt(ref.get(key), f), _ratio(a, ref.get(key))]
+            rows.append(row)
         for t in targets:
             errs = [x["error"] for x in r["runs"].get(t, []) if "error" in x]
             if errs:
-                rows.append([name, f"{t}: runs failed", str(len(errs)), "", "", "",
-                             "see below"])
+                rows.append([name, f"{t}: runs failed", str(len(errs)),
+                             *[""] * (len(head) - 4), "see below"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(head)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
@@ -194,15 +203,19 @@ def table(results: dict[str, Any], targets: list[str]) -> str:
         if prev is not None and row[0] != prev:
             lines.append("-|-".join("-" * w for w in widths))
         prev = row[0]
-        lines.append(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) if i < 5 else c.ljust(w)
+        numeric = len(head) - 2  # the last two columns (target, met?) are text
+        lines.append(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) if i < numeric else c.ljust(w)
                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    out = ["| scenario | metric | pushgate | baseline | ratio | target | met? |",
-           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
-    for line in table(results, []).splitlines()[2:]:
+    lines = table(results, []).splitlines()
+    head = [c.strip() for c in lines[0].split(" | ")]
+    out = ["| " + " | ".join(head) + " |",
+           "| " + " | ".join("---" if i < 2 or i >= len(head) - 2 else "---:"
+                             for i in range(len(head))) + " |"]
+    for line in lines[2:]:
         if set(line) <= {"-", "|", " "}:
             continue
         out.append("| " + " | ".join(c.strip() for c in line.split(" | ")) + " |")
@@ -218,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
     ap.add_argument("--targets", default="pushgate,baseline",
                     help="comma-separated targets (default: pushgate,baseline)")
+    ap.add_argument("--ref", metavar="DIR", type=Path,
+                    help="also run the pushgate of source tree DIR (e.g. `git worktree add "
+                         "/tmp/ref <commit>`) as target 'pushgate-ref', on this checkout's "
+                         "dependencies: a same-run comparison between two commits")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply session and send counts (for a quick smoke run, e.g. 0.1)")
     ap.add_argument("--server-core", type=int, default=0)
@@ -249,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {unknown}; known: {' '.join(sorted(SCENARIOS))} or all")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.ref is not None:
+        if not (args.ref / "pushgate" / "cli.py").is_file():
+            ap.error(f"--ref {args.ref}: no pushgate/cli.py there")
+        TARGETS["pushgate-ref"] = Pushgate("pushgate-ref", args.ref.resolve())
+        targets.append("pushgate-ref")
     for t in targets:
         if t not in TARGETS:
             ap.error(f"unknown target {t!r}; known: {' '.join(TARGETS)}")

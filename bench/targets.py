@@ -119,9 +119,17 @@ class Baseline(Target):
 
 
 class Pushgate(Target):
-    """``pushgate serve`` in embedded mode (SQLite store in a fresh data dir)."""
+    """``pushgate serve`` in embedded mode (SQLite store in a fresh data dir).
+
+    With ``source``, the pushgate of that source tree (e.g. a ``git worktree`` of another
+    commit) runs instead of this checkout's, on the same dependencies: the target
+    ``pushgate-ref`` of ``--ref DIR``, for same-run comparisons between commits."""
 
     name = "pushgate"
+
+    def __init__(self, name: str = "pushgate", source: Path | None = None) -> None:
+        self.name = name  # type: ignore[misc]
+        self.source = source
 
     def start(self, workdir: Path, core: int | str, gc_probe: bool = False,
               env: dict[str, str] | None = None) -> RunningTarget:
@@ -129,14 +137,21 @@ class Pushgate(Target):
         key = "bench-" + secrets.token_hex(16)
         data_dir = tempfile.mkdtemp(prefix="pushgate-data-", dir=workdir)
         exe = VENV_BIN / "pushgate"
-        argv = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
-                ["-m", "pushgate.cli"]), "serve", "--port", "0", "--data-dir", data_dir]
+        if self.source is None and exe.exists():
+            argv = [str(exe)]
+        else:  # python -m from the source tree's directory: its package wins
+            argv = [sys.executable, "-m", "pushgate.cli"]
+        argv += ["serve", "--port", "0", "--data-dir", data_dir]
+        extra: dict[str, str] = {}
+        if self.source is not None:
+            extra["PYTHONPATH"] = str(self.source)
+        cwd = str(self.source or ROOT)
         base_env = probe_env({**os.environ, "PUSHGATE_JWT_SECRET": secret,
-                              "PUSHGATE_LOG_LEVEL": "warning", **(env or {})}, workdir,
-                             self.name, gc_probe)
+                              "PUSHGATE_LOG_LEVEL": "warning", **extra, **(env or {})},
+                             workdir, self.name, gc_probe)
         notes: list[str] = []
-        srv = ServerProcess("pushgate", argv, {**base_env, "PUSHGATE_API_KEYS": key},
-                            "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))
+        srv = ServerProcess(self.name, argv, {**base_env, "PUSHGATE_API_KEYS": key},
+                            "PUSHGATE_LISTENING", workdir, core, cwd=cwd)
         try:
             url = srv.start()
         except RuntimeError as e:
@@ -145,9 +160,9 @@ class Pushgate(Target):
             # pydantic-settings parses list-valued env vars as JSON: retry in that form
             notes.append("PUSHGATE_API_KEYS=<key> was rejected (list settings are parsed as "
                          "JSON from the environment); used PUSHGATE_API_KEYS='[\"<key>\"]'")
-            srv = ServerProcess("pushgate", argv,
+            srv = ServerProcess(self.name, argv,
                                 {**base_env, "PUSHGATE_API_KEYS": orjson.dumps([key]).decode()},
-                                "PUSHGATE_LISTENING", workdir, core, cwd=str(ROOT))
+                                "PUSHGATE_LISTENING", workdir, core, cwd=cwd)
             url = srv.start()
         host, port = _host_port(url)
         return RunningTarget(self.name, srv, ClientSpec("pushgate", host, port, secret, key),
