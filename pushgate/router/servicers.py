@@ -62,14 +62,14 @@ async def _abort(context: aio.ServicerContext, e: PushgateError) -> None:
 
 class GatewayService(pb_grpc.GatewayServicer):
     def __init__(self, deps: Deps) -> None:
-        self.node = deps
+        self.deps = deps
 
     async def _run(self, context: aio.ServicerContext, op: Any) -> Any:
         try:
-            self.node.check_auth(context)
+            self.deps.check_auth(context)
             return await op()
         except PushgateError as e:
-            self.node.metrics.error(e.code)
+            self.deps.metrics.error(e.code)
             await _abort(context, e)
         except Exception as e:
             log.exception("router call failed")
@@ -77,15 +77,15 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def Send(self, request: pb.SendRequest, context: aio.ServicerContext) -> pb.SendReply:
         async def op() -> pb.SendReply:
-            req = parse_send(wire.send_to_dict(request), self.node.send_limits)
-            return wire.result_to_pb(await self.node.router.send(req), request.tag)
+            req = parse_send(wire.send_to_dict(request), self.deps.send_limits)
+            return wire.result_to_pb(await self.deps.router.send(req), request.tag)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
     async def SendStream(self, request_iterator: AsyncIterator[pb.SendRequest],
                          context: aio.ServicerContext) -> AsyncIterator[pb.SendReply]:
         try:
-            self.node.check_auth(context)
+            self.deps.check_auth(context)
         except PushgateError as e:
             await _abort(context, e)
         replies: asyncio.Queue[pb.SendReply | None] = asyncio.Queue()
@@ -93,8 +93,8 @@ class GatewayService(pb_grpc.GatewayServicer):
 
         async def one(m: pb.SendRequest) -> None:
             try:
-                req = parse_send(wire.send_to_dict(m), self.node.send_limits)
-                await replies.put(wire.result_to_pb(await self.node.router.send(req), m.tag))
+                req = parse_send(wire.send_to_dict(m), self.deps.send_limits)
+                await replies.put(wire.result_to_pb(await self.deps.router.send(req), m.tag))
             except PushgateError as e:
                 await replies.put(pb.SendReply(tag=m.tag, error=wire.error_to_pb(e)))
 
@@ -118,17 +118,17 @@ class GatewayService(pb_grpc.GatewayServicer):
         async def op() -> pb.FetchReply:
             user = _user(request.user)
             limit = request.limit or 100
-            if not 1 <= limit <= self.node.fetch_max_limit:
-                raise InvalidRequest(f"'limit' must be in 1..{self.node.fetch_max_limit}",
+            if not 1 <= limit <= self.deps.fetch_max_limit:
+                raise InvalidRequest(f"'limit' must be in 1..{self.deps.fetch_max_limit}",
                                      field="limit")
-            events, head, more = await self.node.router.fetch(user, max(0, request.after), limit)
+            events, head, more = await self.deps.router.fetch(user, max(0, request.after), limit)
             return pb.FetchReply(events=[wire.event_to_pb(e) for e in events], head=head, more=more)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
     async def MarkRead(self, request: pb.MarkReadRequest, context: aio.ServicerContext) -> pb.ReadStateReply:
         async def op() -> pb.ReadStateReply:
-            rs = await self.node.router.mark_read(
+            rs = await self.deps.router.mark_read(
                 _user(request.user), list(request.seqs),
                 [(r.first, r.last) for r in request.ranges])
             return wire.read_state_to_pb(rs)
@@ -137,20 +137,20 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def ReadState(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.ReadStateReply:
         async def op() -> pb.ReadStateReply:
-            return wire.read_state_to_pb(await self.node.router.read_state(_user(request.user)))
+            return wire.read_state_to_pb(await self.deps.router.read_state(_user(request.user)))
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
     async def Sessions(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.SessionsReply:
         async def op() -> pb.SessionsReply:
-            found = await self.node.router.sessions(_user(request.user))
+            found = await self.deps.router.sessions(_user(request.user))
             return pb.SessionsReply(sessions=[wire.session_to_pb(s) for s in found])
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
     async def RegisterDevice(self, request: pb.DeviceRequest, context: aio.ServicerContext) -> pb.Device:
         async def op() -> pb.Device:
-            d = await self.node.router.register_device(
+            d = await self.deps.router.register_device(
                 _user(request.user), request.app, request.platform, request.token)
             return wire.device_to_pb(d)
 
@@ -159,7 +159,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def RemoveDevice(self, request: pb.DeviceRequest,
                            context: aio.ServicerContext) -> pb.RemoveDeviceReply:
         async def op() -> pb.RemoveDeviceReply:
-            removed = await self.node.router.remove_device(
+            removed = await self.deps.router.remove_device(
                 _user(request.user), request.app, request.platform, request.token)
             return pb.RemoveDeviceReply(removed=removed)
 
@@ -167,7 +167,7 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def Devices(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.DevicesReply:
         async def op() -> pb.DevicesReply:
-            found = await self.node.router.devices(_user(request.user))
+            found = await self.deps.router.devices(_user(request.user))
             return pb.DevicesReply(devices=[wire.device_to_pb(d) for d in found])
 
         return await self._run(context, op)  # type: ignore[no-any-return]
@@ -179,20 +179,20 @@ def _user(user: str) -> str:
 
 class HubLinkService(pb_grpc.HubLinkServicer):
     def __init__(self, deps: Deps) -> None:
-        self.node = deps
+        self.deps = deps
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def Link(self, request_iterator: Any, context: aio.ServicerContext) -> None:
-        node = self.node
+        deps = self.deps
         try:
-            node.check_auth(context)
+            deps.check_auth(context)
         except Unauthorized as e:
             await _abort(context, e)
         first = await context.read()
         if first is aio.EOF or first.WhichOneof("kind") != "hello":
             await _abort(context, Internal("a HubLink stream starts with Hello"))
         hub = first.hello.hub_id
-        stream = node.hubs.attach(hub)
+        stream = deps.hubs.attach(hub)
         log.info("hub linked", hub=hub, sessions=len(first.hello.sessions))
         writer = asyncio.create_task(self._write(context, stream))
         try:
@@ -206,7 +206,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         except (asyncio.CancelledError, aio.AioRpcError):
             pass
         finally:
-            node.hubs.detach(stream)
+            deps.hubs.detach(stream)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
@@ -214,16 +214,16 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _send(self, stream: HubStream, m: pb.SendRequest) -> None:
         try:
-            req = wire.send_from_hub(m, self.node.send_limits)
-            reply = wire.result_to_pb(await self.node.router.send(req), m.tag)
+            req = wire.send_from_hub(m, self.deps.send_limits)
+            reply = wire.result_to_pb(await self.deps.router.send(req), m.tag)
         except PushgateError as e:
-            self.node.metrics.error(e.code)
+            self.deps.metrics.error(e.code)
             reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(e))
         except Exception as e:
             log.exception("send failed")
             reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
                 Internal(f"internal error: {type(e).__name__}")))
-        self.node.hubs.reply(stream, reply)
+        self.deps.hubs.reply(stream, reply)
 
     async def _write(self, context: aio.ServicerContext, stream: HubStream) -> None:
         while (msg := await stream.queue.get()) is not None:
@@ -232,7 +232,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
     async def _hello(self, stream: HubStream, hello: pb.Hello) -> None:
         sessions = [wire.session_from_pb(s) for s in hello.sessions]
         try:
-            added, removed = await self.node.directory.sync_hub(
+            added, removed = await self.deps.directory.sync_hub(
                 stream.hub_id, sessions, hello.snapshot_at)
             if added or removed:
                 log.info("hub re-synced", hub=stream.hub_id, added=added, removed=removed)
@@ -243,7 +243,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _handle(self, stream: HubStream, msg: pb.HubMessage) -> None:
         kind = msg.WhichOneof("kind")
-        router = self.node.router
+        router = self.deps.router
         if kind == "acks":
             for a in msg.acks.acks:
                 router.on_ack(Identity(a.user, device=a.device), a.session_id, a.seq)
@@ -258,7 +258,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         elif kind == "offline":
             info = msg.offline
             try:
-                await self.node.directory.remove(info.user, info.session_id, stream.hub_id)
+                await self.deps.directory.remove(info.user, info.session_id, stream.hub_id)
             except DirectoryUnavailable as e:  # the hub's next re-sync drops it
                 log.warning("session removal failed", error=str(e))
         elif kind == "sends":
@@ -267,7 +267,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
         elif kind == "broadcast_done":
-            self.node.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
+            self.deps.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
         elif kind == "hello":
             await self._hello(stream, msg.hello)
         # heartbeat: last_rx is enough
