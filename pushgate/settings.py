@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         "(clients send 'ping' frames; dead TCP links are found by ws pings sooner).")
     allow_client_send: bool = Field(
         True, description="Let clients send to other users through their websocket.")
-    ack_timeout_ms: int = Field(5000, gt=0, description="Wait for a client ack in send-with-ack.")
+    ack_timeout_ms: int = Field(5000, gt=0, le=60000, description="Wait for a client ack in send-with-ack.")
     fetch_max_limit: int = Field(1000, ge=1, description="Largest 'limit' of a fetch.")
     fetch_max_bytes: int = Field(
         1048576, ge=1024, description="Event bytes per fetch reply (at least one event is "

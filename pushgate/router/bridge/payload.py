@@ -18,19 +18,19 @@ from __future__ import annotations
 from typing import Any
 
 from pushgate.errors import InvalidRequest
+from pushgate.models import MAX_BADGE, MAX_COLLAPSE_ID_BYTES, MAX_PUSH_STR, MAX_PUSH_TTL_S
 
 STR_FIELDS = ("title", "subtitle", "body", "sound", "collapse_id", "app", "category", "thread_id")
 BOOL_FIELDS = ("content_available", "mutable_content")
 OBJ_FIELDS = ("data", "apns", "android", "webpush")
 ALLOWED = {*STR_FIELDS, *BOOL_FIELDS, *OBJ_FIELDS, "badge", "priority", "ttl"}
-MAX_STR = 2048
-MAX_COLLAPSE_ID_BYTES = 64  # APNs limit
-MAX_TTL_S = 28 * 86400  # FCM's maximum
 
 
 def parse_push(obj: Any) -> dict[str, Any]:
     """Validate a ``push`` block; returns it (normalized). :class:`InvalidRequest` names
-    the field as ``push.<name>``."""
+    the field as ``push.<name>``. Hand-written like ``parse_send`` (it runs inside it);
+    ``pushgate.models.Push`` describes the same block and tests hold both to the same
+    answers."""
     if not isinstance(obj, dict):
         raise InvalidRequest("'push' must be an object", field="push")
     unknown = set(obj) - ALLOWED
@@ -42,8 +42,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
         value = obj.get(name)
         if value is None:
             continue
-        if not isinstance(value, str) or not value or len(value) > MAX_STR:
-            raise InvalidRequest(f"'push.{name}' must be a string of 1..{MAX_STR} characters",
+        if not isinstance(value, str) or not value or len(value) > MAX_PUSH_STR:
+            raise InvalidRequest(f"'push.{name}' must be a string of 1..{MAX_PUSH_STR} characters",
                                  field=f"push.{name}")
         out[name] = value
     if "collapse_id" in out and len(out["collapse_id"].encode()) > MAX_COLLAPSE_ID_BYTES:
@@ -73,7 +73,7 @@ def parse_push(obj: Any) -> dict[str, Any]:
                                  field=f"push.apns.{key}")
     badge = obj.get("badge")
     if badge is not None:
-        if isinstance(badge, bool) or not isinstance(badge, int) or not 0 <= badge < 2**31:
+        if isinstance(badge, bool) or not isinstance(badge, int) or not 0 <= badge <= MAX_BADGE:
             raise InvalidRequest("'push.badge' must be an integer >= 0", field="push.badge")
         out["badge"] = badge
     priority = obj.get("priority")
@@ -84,8 +84,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
         out["priority"] = priority
     ttl = obj.get("ttl")
     if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL_S:
-            raise InvalidRequest(f"'push.ttl' must be an integer in 0..{MAX_TTL_S} (seconds)",
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_PUSH_TTL_S:
+            raise InvalidRequest(f"'push.ttl' must be an integer in 0..{MAX_PUSH_TTL_S} (seconds)",
                                  field="push.ttl")
         out["ttl"] = ttl
     if not (out.get("title") or out.get("body") or out.get("data")
