@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pushgate import protocol as p
+from pushgate import models
 from pushgate.auth import Identity, check_id
 from pushgate.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from pushgate.hub.node import HubNode
@@ -23,7 +23,7 @@ from pushgate.hub.responses import (
     json_response,
     read_state_payload,
 )
-from pushgate.router.requests import from_pushca, parse_send, pushca_identity
+from pushgate.router.requests import from_pushca, parse_send
 
 
 def _node(request: Request) -> HubNode:
@@ -83,16 +83,16 @@ async def open_connection(request: Request) -> Response:
     return json_response(node.open_connection(request, _identity(body)))
 
 
-def _identity(body: dict[str, Any]) -> Identity:
-    unknown = set(body) - {"user", "workspace", "device", "application"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
-    return Identity(
-        user=check_id(body.get("user"), "user"),
-        workspace=check_id(body.get("workspace"), "workspace", required=False) or "default",
-        device=check_id(body.get("device"), "device", required=False),
-        application=check_id(body.get("application"), "application", required=False),
-    )
+def _identity(body: Any) -> Identity:
+    req = models.parse(models.OpenConnectionRequest, body)
+    return Identity(req.user, req.workspace or "default", req.device or "",
+                    req.application or "")
+
+
+def _pushca_identity(body: Any) -> Identity:
+    client = models.parse(models.PushcaOpenConnectionRequest, body).client
+    return Identity(client.accountId, client.workSpaceId or "default", client.deviceId or "",
+                    client.applicationId or "")
 
 
 async def send_notification(request: Request) -> Response:
@@ -119,11 +119,10 @@ async def user_events(request: Request) -> Response:
 async def user_read(request: Request) -> Response:
     node = await _server(request)
     user = _user(request)
-    body = await read_json(request, node.settings.max_request_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object", field="body")
-    seqs, ranges = p.parse_read(body)
-    rs = await node.router.mark_read(user, seqs, ranges)
+    body = models.parse(models.ReadRequest,
+                        await read_json(request, node.settings.max_request_bytes))
+    ranges = tuple((first, last) for first, last in body.ranges)
+    rs = await node.router.mark_read(user, tuple(body.seqs), ranges)
     return json_response({"head": rs.head, "unread": rs.unread, "live": rs.live})
 
 
@@ -146,13 +145,9 @@ async def user_sessions(request: Request) -> Response:
 
 
 async def _device_body(request: Request, node: HubNode) -> tuple[str, str, str | None]:
-    body = await read_json(request, node.settings.max_request_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object", field="body")
-    unknown = set(body) - {"platform", "token", "app"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
-    return p.parse_device(body)
+    body = models.parse(models.DeviceBody,
+                        await read_json(request, node.settings.max_request_bytes))
+    return body.platform, body.token, body.app
 
 
 async def client_devices(request: Request) -> Response:
@@ -195,16 +190,7 @@ async def user_devices(request: Request) -> Response:
 async def pushca_open_connection(request: Request) -> Response:
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)
-    ident = pushca_identity(body)
-    try:
-        identity = _identity({"user": ident["account"], "workspace": ident["workspace"],
-                              "device": ident["device"], "application": ident["application"]})
-    except InvalidRequest as e:
-        names = {"user": "accountId", "workspace": "workSpaceId", "device": "deviceId",
-                 "application": "applicationId"}
-        field = f"client.{names.get(e.field or '', e.field)}"
-        raise InvalidRequest(e.message.replace(e.field or "", field, 1), field=field) from None
-    native = node.open_connection(request, identity)
+    native = node.open_connection(request, _pushca_identity(body))
     return json_response({**native, "externalAdvertisedUrl": native["url"],
                           "internalAdvertisedUrl": native["url"]})
 
