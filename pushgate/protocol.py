@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 
 from pushgate.errors import InvalidRequest, PushgateError
+from pushgate.models import MAX_READ_ITEMS
 
 PROTOCOL_VERSION = 1
 MAX_RID_LEN = 64
-MAX_READ_ITEMS = 10_000
 
 Rid = str | int | None
 
