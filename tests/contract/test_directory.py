@@ -1,7 +1,8 @@
 """The session directory contract, on every backend: memory (embedded) and Redis (cluster).
 
 Both apply the same quota rule atomically with the insert, compare-and-delete on
-removal, hub removal and hub re-sync.
+removal, hub removal and hub re-sync. Every case runs on both; the few that differ on
+purpose (what close() leaves behind) and Redis' own liveness keys are at the end.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pushgate.router.directory import Directory, open_directory
+from pushgate.router.directory import Directory, DirectoryUnavailable, open_directory
+from pushgate.router.directory.memory import MemoryDirectory
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.directory.redis import RedisDirectory
+from tests.support.ports import refused_port
+from tests.support.waiting import wait_for
 
 
 def s(sid: str, at: float, user: str = "alice", hub: str = "h1", **kw: str) -> SessionInfo:
@@ -62,11 +66,53 @@ async def test_quota_ties_are_broken_by_session_id(d: Directory) -> None:
     assert ids(await d.add(s("mm", 2.0), 2)) == ["aa"]
 
 
+async def test_quota_is_per_user(d: Directory) -> None:
+    await d.add(s("a1", 1, user="alice"), 1)
+    assert await d.add(s("b1", 2, user="bob"), 1) == []
+    assert ids(await d.add(s("a2", 3, user="alice"), 1)) == ["a1"]
+    assert await d.count() == 2
+
+
+async def test_lower_limit_kicks_several_at_once(d: Directory) -> None:
+    for i in range(4):
+        await d.add(s(f"s{i}", float(i)), 10)
+    assert ids(await d.add(s("s4", 4.0), 2)) == ["s0", "s1", "s2"]
+    assert await d.count() == 2
+
+
+async def test_re_adding_the_same_session_replaces_it_without_kicking(d: Directory) -> None:
+    await d.add(s("a", 1), 2)
+    await d.add(s("b", 2), 2)
+    assert await d.add(s("b", 3, hub="h2"), 2) == []
+    got = (await d.sessions(["alice"]))["alice"]
+    assert [(x.session_id, x.hub) for x in got] == [("a", "h1"), ("b", "h2")]
+    assert await d.count() == 2
+
+
 async def test_concurrent_adds_never_exceed_the_quota(d: Directory) -> None:
     results = await asyncio.gather(*(d.add(s(f"c{i:02d}", float(i), hub=f"h{i % 3}"), 5)
                                      for i in range(20)))
-    assert sum(len(k) for k in results) == 15
+    kicked = [k for r in results for k in ids(r)]
+    assert len(kicked) == 15
+    assert len(set(kicked)) == 15  # nobody is kicked twice
     assert len((await d.sessions(["alice"]))["alice"]) == 5
+    assert await d.count() == 5
+
+
+async def test_invalid_limit_is_refused_and_changes_nothing(d: Directory) -> None:
+    await d.add(s("a", 1), 5)
+    with pytest.raises(ValueError):
+        await d.add(s("b", 2), 0)
+    assert ids((await d.sessions(["alice"]))["alice"]) == ["a"]
+    assert await d.count() == 1
+
+
+async def test_remove_deletes_only_that_session(d: Directory) -> None:
+    await d.add(s("a", 1), 5)
+    await d.add(s("b", 2), 5)
+    assert await d.remove("alice", "a", "h1") is True
+    assert ids((await d.sessions(["alice"]))["alice"]) == ["b"]
+    assert await d.count() == 1
 
 
 async def test_remove_is_compare_and_delete(d: Directory) -> None:
@@ -75,19 +121,47 @@ async def test_remove_is_compare_and_delete(d: Directory) -> None:
     await d.add(s("a", 2, hub="h2"), 5)  # the session moved (re-announced by h2)
     assert not await d.remove("alice", "a", "h1")
     assert ids((await d.sessions(["alice"]))["alice"]) == ["a"]
+    assert await d.count() == 1
     assert await d.remove("alice", "a", "h2")
-    assert not await d.remove("alice", "a", "h2")
-    assert await d.sessions(["alice"]) == {}
+    assert not await d.remove("alice", "a", "h2")  # removing twice: False the second time
+    assert await d.sessions(["alice"]) == {}  # the last one gone: the user is absent
     assert await d.count() == 0
+
+
+@pytest.mark.parametrize(("user", "sid"), [("alice", "zzz"), ("carol", "a")])
+async def test_removing_an_unknown_session_reports_false(d: Directory, user: str,
+                                                         sid: str) -> None:
+    await d.add(s("a", 1), 5)
+    assert await d.remove(user, sid, "h1") is False
+    assert await d.count() == 1
+
+
+async def test_kicked_session_cannot_be_removed_again(d: Directory) -> None:
+    await d.add(s("old", 1), 1)
+    await d.add(s("new", 2), 1)
+    assert await d.remove("alice", "old", "h1") is False
+    assert await d.count() == 1
 
 
 async def test_remove_hub_drops_only_that_hubs_sessions(d: Directory) -> None:
     await d.add(s("a1", 1, hub="dead"), 5)
     await d.add(s("b1", 2, user="bob", hub="dead"), 5)
     await d.add(s("a2", 3, hub="live"), 5)
+    await d.add(s("c2", 4, user="carol", hub="live"), 5)
     assert await d.remove_hub("dead") == 2
-    assert {u: ids(v) for u, v in (await d.sessions(["alice", "bob"])).items()} == {"alice": ["a2"]}
-    assert await d.count() == 1
+    got = await d.sessions(["alice", "bob", "carol"])
+    assert {u: ids(v) for u, v in got.items()} == {"alice": ["a2"], "carol": ["c2"]}
+    assert await d.count() == 2
+    assert await d.remove_hub("dead") == 0
+    assert await d.remove_hub("live") == 2
+    assert await d.count() == 0
+
+
+async def test_quota_counts_only_live_sessions_after_remove_hub(d: Directory) -> None:
+    await d.add(s("a1", 1, hub="dead"), 2)
+    await d.add(s("a2", 2, hub="dead"), 2)
+    await d.remove_hub("dead")
+    assert await d.add(s("a3", 3), 2) == []
 
 
 async def test_sync_hub_restores_and_prunes_but_keeps_newer_sessions(d: Directory) -> None:
@@ -103,6 +177,32 @@ async def test_sync_hub_restores_and_prunes_but_keeps_newer_sessions(d: Director
     assert await d.sync_hub("h1", held, before=5.0) == (0, 0)  # idempotent
 
 
+# -- where the backends differ on purpose ------------------------------------------------
+
+
+async def test_memory_close_forgets_everything() -> None:
+    """An in-process directory dies with its process: close() empties it."""
+    d = MemoryDirectory()
+    await d.add(s("a", 1), 5)
+    await d.close()
+    assert await d.count() == 0
+    assert await d.sessions(["alice"]) == {}
+
+
+async def test_redis_close_keeps_the_sessions_for_the_next_router(
+        redis_server: str, redis_prefix: str) -> None:
+    """Redis is shared: a router that closes (restarts) leaves the sessions to the others."""
+    first = RedisDirectory(redis_server, redis_prefix)
+    await first.add(s("a", 1), 5)
+    await first.close()
+    second = RedisDirectory(redis_server, redis_prefix)
+    try:
+        assert ids((await second.sessions(["alice"]))["alice"]) == ["a"]
+        assert await second.count() == 1
+    finally:
+        await second.close()
+
+
 async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) -> None:
     d = RedisDirectory(redis_server, redis_prefix)
     try:
@@ -113,11 +213,9 @@ async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) ->
         await d.heartbeat(["h1"], ttl_s=0.05)
         assert await d.dead_hubs() == []
 
-        for _ in range(250):  # the 50 ms heartbeat expires
-            if await d.dead_hubs() == ["h1"]:
-                break
-            await asyncio.sleep(0.02)
-        assert await d.dead_hubs() == ["h1"]
+        # the 50 ms heartbeat expires
+        await wait_for(d.dead_hubs, 5, "h1 dead again", until=lambda dead: dead == ["h1"],
+                       interval=0.02)
         assert await d.claim_epoch("r1") is True
         assert await d.claim_epoch("r2") is False
         await d.redis.delete(d.keys.epoch)  # what a Redis restart without data looks like
@@ -127,14 +225,12 @@ async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) ->
 
 
 async def test_redis_down_raises_a_retryable_error() -> None:
-    from pushgate.router.directory import DirectoryUnavailable
-    from tests.services import free_port
-
-    d = RedisDirectory(f"redis://127.0.0.1:{free_port()}/0", "x:", timeout_s=0.2, retries=1)
-    try:
-        with pytest.raises(DirectoryUnavailable):
-            await d.sessions(["alice"])
-        with pytest.raises(DirectoryUnavailable):
-            await d.add(s("a", 1), 5)
-    finally:
-        await d.close()
+    with refused_port() as port:
+        d = RedisDirectory(f"redis://127.0.0.1:{port}/0", "x:", timeout_s=0.2, retries=1)
+        try:
+            with pytest.raises(DirectoryUnavailable):
+                await d.sessions(["alice"])
+            with pytest.raises(DirectoryUnavailable):
+                await d.add(s("a", 1), 5)
+        finally:
+            await d.close()
