@@ -11,86 +11,32 @@ commits). Which one the figures used is part of the report.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-MARIADBD = "/usr/sbin/mariadbd"
+from deploy.local import mariadb
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class PrivateMariaDB(mariadb.PrivateMariaDB):
+    """:class:`deploy.local.mariadb.PrivateMariaDB` with the benchmark's settings, in a
+    temporary directory of its own (removed by :meth:`stop`)."""
 
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.settimeout(1)
-            return len(sock.recv(5)) == 5
-    except OSError:
-        return False
-
-
-class PrivateMariaDB:
     def __init__(self, *, buffer_pool: str = "2G", log_file_size: str = "512M",
                  flush_log_at_trx_commit: int = 1, core: int | None = None) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="pg-s8-"))
-        self.port = _free_port()
-        self.options = [f"--innodb-buffer-pool-size={buffer_pool}",
-                        f"--innodb-log-file-size={log_file_size}",
-                        f"--innodb-flush-log-at-trx-commit={flush_log_at_trx_commit}"]
-        self.core = core
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> str | None:
-        if not os.path.exists(MARIADBD) or not shutil.which("mariadb-install-db"):
-            return f"{MARIADBD} / mariadb-install-db not installed"
-        return None
-
-    @property
-    def url(self) -> str:
-        return f"mysql+asyncmy://root@127.0.0.1:{self.port}"
+        super().__init__(Path(tempfile.mkdtemp(prefix="pg-s8-")), [
+            f"--innodb-buffer-pool-size={buffer_pool}", f"--innodb-log-file-size={log_file_size}",
+            f"--innodb-flush-log-at-trx-commit={flush_log_at_trx_commit}",
+            "--max-connections=500"], core=core)
 
     def start(self, timeout: float = 120.0) -> None:
-        data = self.base / "data"
-        install = ["mariadb-install-db", "--no-defaults", f"--datadir={data}",
-                   "--auth-root-authentication-method=normal", "--skip-test-db"]
-        if os.geteuid() == 0:
-            install.append("--user=root")
-        subprocess.run(install, check=True, capture_output=True, timeout=180)
-        cmd = [MARIADBD, "--no-defaults", f"--datadir={data}", f"--port={self.port}",
-               "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
-               f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.base / 'error.log'}",
-               "--skip-grant-tables", "--skip-log-bin", "--max-connections=500", *self.options]
-        if os.geteuid() == 0:
-            cmd.append("--user=root")
-        if self.core is not None:
-            cmd = ["taskset", "-c", str(self.core), *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not _answers(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log = (self.base / "error.log")
-                raise RuntimeError("private mariadbd did not start: " +
-                                   (log.read_text()[-2000:] if log.exists() else ""))
-            time.sleep(0.2)
+        try:
+            self.install()
+            super().start(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+    def stop(self, timeout: float = 60.0) -> None:
+        super().stop(timeout)
         shutil.rmtree(self.base, ignore_errors=True)

@@ -14,12 +14,7 @@ from tests import services
 def mysql_server() -> str:
     """URL (no database) of a MariaDB/MySQL server. Without one, the test is skipped with
     the reason, except in CI (``CI=true``) where it fails: MySQL must be tested there."""
-    try:
-        return services.provision_mysql()
-    except services.ServiceUnavailable as exc:
-        if services.in_ci():
-            pytest.fail(f"MySQL tests cannot run in CI: {exc}")
-        pytest.skip(f"no MariaDB/MySQL: {exc}")
+    return services.require("MySQL tests", services.provision_mysql)
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +32,7 @@ def redis_server() -> str:
     with the reason, except in CI where it fails: the cluster must be tested there."""
     from tests import redis_service
 
-    try:
-        return redis_service.provision_redis()
-    except redis_service.ServiceUnavailable as exc:
-        if services.in_ci():
-            pytest.fail(f"Redis tests cannot run in CI: {exc}")
-        pytest.skip(f"no Redis: {exc}")
+    return services.require("Redis tests", redis_service.provision_redis)
 
 
 @pytest.fixture

@@ -15,13 +15,14 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 
 from deploy.local.redis import ping
 from tests import services
+from tests.support.waiting import wait_for_sync
 
 REDIS_ENV = "PUSHGATE_TEST_REDIS_URL"
 DEFAULT = "redis://127.0.0.1:6379/0"
+ADDRESS = ("127.0.0.1", 6379)
 ServiceUnavailable = services.ServiceUnavailable
 
 
@@ -30,17 +31,16 @@ def provision_redis() -> str:
     url = os.environ.get(REDIS_ENV)
     if url:
         return url
-    if ping(6379):
+    if ping(ADDRESS):
         return DEFAULT
     binary = services.provision_redis_server()
     subprocess.run([binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
                     "--save", "", "--appendonly", "no"], check=True, timeout=30,
                    stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not ping(6379):
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable("redis-server was started but does not answer on :6379")
-        time.sleep(0.05)
+    try:
+        wait_for_sync(lambda: ping(ADDRESS), 15, "redis-server on :6379 to answer PING")
+    except AssertionError as exc:
+        raise ServiceUnavailable(str(exc)) from None
     return DEFAULT
 
 

@@ -14,34 +14,39 @@ nginx and redis-server (for the local cluster of ``deploy/local``, which runs pr
 instances of both) are installed with apt-get as root when missing, without starting
 the packages' system services (:func:`provision_binary`).
 
-:class:`PrivateMariaDB` runs a throw-away ``mariadbd`` (own datadir, port and socket)
-for tests that kill and restart the server.
+Tests that kill and restart the server run a throw-away one of their own
+(:class:`deploy.local.mariadb.PrivateMariaDB`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
+
+from deploy.local import mysql
+from deploy.local.mariadb import MARIADBD
+from deploy.local.mysql import execute, run_sync
+from tests.support.waiting import wait_for_sync
+
+__all__ = ["ServiceUnavailable", "empty_tables", "execute", "in_ci", "mysql_database",
+           "new_database_name", "provision_binary", "provision_mysql", "provision_nginx",
+           "provision_redis_server", "require", "run_sync"]
 
 MYSQL_ENV = "PUSHGATE_TEST_MYSQL_URL"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 3306
 TEST_USER, TEST_PASSWORD = "pushgate_test", "pushgate_test"
-MARIADBD = "/usr/sbin/mariadbd"
 DB_PREFIX = "pushgate_test_"
+T = TypeVar("T")
 
 
 class ServiceUnavailable(Exception):
@@ -65,48 +70,6 @@ def mysql_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     except OSError:
         return False
     return len(header) == 5 and header[4] in (10, 0xFF)
-
-
-def wait_until_answers(host: str, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if mysql_answers(host, port):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-async def _execute(url: URL, *statements: str, database: str | None = None) -> list[Any]:
-    import asyncmy
-
-    conn = await asyncmy.connect(
-        host=url.host or DEFAULT_HOST, port=url.port or DEFAULT_PORT, user=url.username or "root",
-        password=url.password or "", db=database or url.database, connect_timeout=5,
-        autocommit=True,
-    )
-    rows: list[Any] = []
-    try:
-        async with conn.cursor() as cur:
-            for sql in statements:
-                await cur.execute(sql)
-                rows.extend(await cur.fetchall() or ())
-    finally:
-        await conn.ensure_closed()
-    return rows
-
-
-def execute(url: str | URL, *statements: str, database: str | None = None) -> list[Any]:
-    """Run SQL statements on ``url`` (its database, if any) without SQLAlchemy or pool;
-    returns all rows.
-    Synchronous, callable from any thread (and from sync fixtures of async tests: the
-    work runs on its own event loop in a helper thread)."""
-    return run_sync(_execute(make_url(url), *statements, database=database))  # type: ignore[no-any-return]
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine to completion on its own event loop in a helper thread."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def _login_error(url: str) -> str | None:
@@ -147,8 +110,11 @@ def _install_and_start(log: Any) -> None:
         shutil.chown("/run/mysqld", "mysql", "mysql")
     _run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", MARIADBD],
          timeout=60)
-    if not wait_until_answers(DEFAULT_HOST, DEFAULT_PORT, timeout=60):
-        raise ServiceUnavailable("mariadbd was started but 127.0.0.1:3306 did not answer in 60 s")
+    try:
+        wait_for_sync(lambda: mysql_answers(DEFAULT_HOST, DEFAULT_PORT), 60, "127.0.0.1:3306",
+                      interval=0.1)
+    except AssertionError as exc:
+        raise ServiceUnavailable(f"mariadbd was started but did not answer: {exc}") from None
 
 
 def _create_test_user() -> str:
@@ -205,11 +171,11 @@ def new_database_name(tag: str = "") -> str:
 def mysql_database(server_url: str, name: str | None = None) -> Iterator[str]:
     """Create a database on ``server_url``, yield its URL, drop it afterwards."""
     name = name or new_database_name()
-    execute(server_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    url = mysql.create_database(server_url, name)
     try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        execute(server_url, f"DROP DATABASE IF EXISTS `{name}`")
+        mysql.drop_database(server_url, name)
 
 
 def empty_tables(url: str) -> None:
@@ -272,97 +238,33 @@ def provision_redis_server(**kw: Any) -> str:
     return provision_binary("redis-server", "redis-server", **kw)
 
 
-# -- a private server ---------------------------------------------------------------------
+def require(tests: str, provide: Callable[[], T]) -> T:
+    """``provide()`` for a fixture: without the service the test is skipped with the
+    reason, except in CI (``CI=true``) where it fails: ``tests`` must run there."""
+    import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateMariaDB:
-    """A ``mariadbd`` of its own (datadir, port and socket under ``base``), for tests that
-    kill it: never the shared server. Root without password (``--skip-grant-tables``)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.datadir = base / "data"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mysql+asyncmy://root@127.0.0.1:{self.port}"
-
-    @staticmethod
-    def available() -> str | None:
-        """Why a private server cannot run here, or ``None`` if it can."""
-        if not os.path.exists(MARIADBD):
-            return f"{MARIADBD} not installed"
-        if not shutil.which("mariadb-install-db"):
-            return "mariadb-install-db not installed"
-        return None
-
-    def install(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        cmd = ["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
-               "--auth-root-authentication-method=normal", "--skip-test-db"]
-        if os.geteuid() == 0:
-            cmd.append("--user=root")
-        _run(cmd, timeout=120)
-
-    def start(self, timeout: float = 60.0) -> None:
-        cmd = [MARIADBD, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
-               "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
-               f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.base / 'error.log'}",
-               "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=64M"]
-        if os.geteuid() == 0:
-            cmd.append("--user=root")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_until_answers("127.0.0.1", self.port, timeout):
-            self.kill()
-            raise ServiceUnavailable(f"private mariadbd did not answer in {timeout} s: "
-                                     f"{self.error_log()[-2000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush (InnoDB recovers from its redo log on start)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.proc = None
-
-    def error_log(self) -> str:
-        path = self.base / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    try:
+        return provide()
+    except ServiceUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"{tests} cannot run in CI: {exc}")
+        pytest.skip(f"{tests} cannot run: {exc}")
 
 
 def main() -> int:
     failed = False
-    try:
-        url = provision_mysql()
-    except ServiceUnavailable as exc:
-        print(f"[services] MySQL tests cannot run: {exc}", file=sys.stderr)
-        failed = True
-    else:
-        print(f"[services] MariaDB/MySQL for the tests: {make_url(url)!r}", file=sys.stderr)
-    for what, provision in (("nginx", provision_nginx), ("redis-server", provision_redis_server)):
+    for what, tests, provide in (
+            ("MariaDB/MySQL for the tests", "MySQL tests",
+             lambda: repr(make_url(provision_mysql()))),
+            ("nginx", "cluster tests", provision_nginx),
+            ("redis-server", "cluster tests", provision_redis_server)):
         try:
-            path = provision()
+            found = provide()
         except ServiceUnavailable as exc:
-            print(f"[services] cluster tests cannot run: {exc}", file=sys.stderr)
+            print(f"[services] {tests} cannot run: {exc}", file=sys.stderr)
             failed = True
         else:
-            print(f"[services] {what}: {path}", file=sys.stderr)
+            print(f"[services] {what}: {found}", file=sys.stderr)
     return 1 if failed and in_ci() else 0
 
 

@@ -18,14 +18,15 @@ DEFAULT_SERVER = "mysql+asyncmy://root@127.0.0.1:3306"
 DB_PREFIX = "pushgate_cluster_"
 
 
-async def _execute(url: URL, *statements: str) -> list[Any]:
+async def _execute(url: URL, *statements: str, database: str | None = None) -> list[Any]:
     try:
         import asyncmy
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the local cluster needs asyncmy: pip install -e '.[mysql]'") from exc
     conn = await asyncmy.connect(
         host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
-        password=url.password or "", connect_timeout=5, autocommit=True)
+        password=url.password or "", db=database or url.database, connect_timeout=5,
+        autocommit=True)
     rows: list[Any] = []
     try:
         async with conn.cursor() as cur:
@@ -37,11 +38,17 @@ async def _execute(url: URL, *statements: str) -> list[Any]:
     return rows
 
 
-def execute(server_url: str, *statements: str) -> list[Any]:
-    """Run statements on the server (no database selected); all rows."""
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion on its own event loop in a helper thread (works
+    from synchronous code and from inside a running loop alike)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        coro: Any = _execute(make_url(server_url), *statements)
-        return pool.submit(asyncio.run, coro).result()  # type: ignore[no-any-return]
+        return pool.submit(asyncio.run, coro).result()
+
+
+def execute(url: str | URL, *statements: str, database: str | None = None) -> list[Any]:
+    """Run statements on ``url``'s server, in ``database`` or the URL's (none: no
+    database selected), without SQLAlchemy or a pool; all rows."""
+    return run_sync(_execute(make_url(url), *statements, database=database))  # type: ignore[no-any-return]
 
 
 def new_database_name() -> str:

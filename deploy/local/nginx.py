@@ -3,6 +3,11 @@
 :func:`render` is pure (text in, text out); :class:`PrivateNginx` runs
 ``nginx -p <dir> -c <dir>/nginx.conf -g 'daemon off;'`` with its pid file, logs and temp
 directories inside ``<dir>``, listening on 127.0.0.1 only.
+
+The listening socket is bound (port 0 unless a port is asked for) by the launcher and
+inherited by nginx, which takes sockets named in its ``NGINX`` environment variable
+(``NGINX="5;"``: descriptor 5, the way nginx hands sockets to a new binary on upgrade)
+instead of binding the ``listen`` address itself. A reload keeps the socket.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import pwd
 import re
 import shutil
 import signal
-import urllib.error
-import urllib.request
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from deploy.local.processes import Child, StartError, free_port
+from deploy.local import _http
+from deploy.local.processes import Child, StartError
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "nginx" / "pushgate.conf"
 TEMP_PATHS = ("client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path",
@@ -27,7 +32,6 @@ _TAGGED = re.compile(r"^(?P<indent>\s*)(?P<directive>[a-z_]+)\s+(?P<args>[^;#]*?
                      r"\s*#@(?P<tag>[a-z_]+)\s*$")
 
 Value = str | Sequence[str] | None
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 class RenderError(ValueError):
@@ -93,7 +97,8 @@ def nginx_binary() -> str:
 
 
 class PrivateNginx:
-    """An nginx of its own under ``base`` in front of ``upstreams`` ("host:port" each).
+    """An nginx of its own under ``base`` in front of ``upstreams`` ("host:port" each),
+    on 127.0.0.1:``port`` (any free port when not given: known once started).
 
     ``generation`` counts renders; ``/nginx-health`` answers it, which is how a reload
     is known to be in effect."""
@@ -103,7 +108,7 @@ class PrivateNginx:
                  access_log: bool = True, template: Path = TEMPLATE) -> None:
         self.base = base
         self.upstreams = list(upstreams)
-        self.port = port or free_port()
+        self.port = port or 0
         self.workers = workers
         self.limit_conn = limit_conn
         self.access_log = access_log
@@ -157,10 +162,20 @@ class PrivateNginx:
 
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
-        self.write_conf()
-        self.child = Child("nginx", self.command("-g", "daemon off;"), self.base / "nginx.log")
-        self.child.start()
-        try:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(4096)
+            # nginx takes inherited sockets as non-blocking (as its own are); a blocking
+            # one hangs a worker in accept() (multi_accept accepts until EAGAIN)
+            listener.setblocking(False)
+            self.port = listener.getsockname()[1]
+            self.write_conf()
+            fd = listener.fileno()
+            self.child = Child("nginx", self.command("-g", "daemon off;"),
+                               self.base / "nginx.log", env={**os.environ, "NGINX": f"{fd};"},
+                               pass_fds=(fd,))
+            self.child.start()
+        try:  # nginx holds the socket now: connections wait in its backlog meanwhile
             self.child.wait_until(self._serves_generation, "serving", timeout)
         except StartError as exc:
             raise StartError(f"{exc}{_tail(self.base / 'error.log')}") from None
@@ -176,11 +191,8 @@ class PrivateNginx:
                               f"{self.generation})", timeout)
 
     def _serves_generation(self) -> bool:
-        try:
-            with _OPENER.open(f"{self.url}/nginx-health", timeout=2) as resp:
-                return bool(resp.read().decode().strip() == f"generation {self.generation}")
-        except (OSError, urllib.error.URLError):
-            return False
+        body = _http.get(f"{self.url}/nginx-health")
+        return body is not None and body.decode().strip() == f"generation {self.generation}"
 
     def stop(self) -> None:
         if self.child is not None:

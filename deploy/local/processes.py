@@ -5,6 +5,11 @@ which then stops the children in order) and, when spawned from the main thread, 
 parent-death signal (SIGTERM), so that even a launcher killed with SIGKILL leaves no
 process behind. (Linux delivers the parent-death signal when the spawning *thread*
 exits, hence main thread only.)
+
+Servers here never get a port picked for them in advance (binding a free port, closing
+it and passing the number on races with every other process): they bind port 0 and
+announce what they got (:meth:`Child.wait_line`), inherit a socket bound by the
+launcher (``pass_fds``), or are found listening (:meth:`Child.listening_ports`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import ctypes
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,12 +34,6 @@ class StartError(RuntimeError):
     """A child did not start (or not in time); the message ends with its log tail."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -44,15 +42,18 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 class Child:
     """One process: started with :meth:`start`, output in ``log_path`` (stdout and
-    stderr; stdout lines are also matched against an announcement prefix)."""
+    stderr; stdout lines are also matched against an announcement prefix). ``pass_fds``:
+    descriptors the process inherits (e.g. a listening socket)."""
 
     def __init__(self, name: str, cmd: Sequence[str], log_path: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 pass_fds: Sequence[int] = ()) -> None:
         self.name = name
         self.cmd = list(cmd)
         self.log_path = log_path
         self.env = dict(env) if env is not None else dict(os.environ)
         self.cwd = cwd
+        self.pass_fds = tuple(pass_fds)
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._pump: threading.Thread | None = None
@@ -74,7 +75,7 @@ class Child:
         self.proc = subprocess.Popen(
             self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
-            preexec_fn=_die_with_parent if main and sys.platform == "linux" else None)
+            pass_fds=self.pass_fds, preexec_fn=_die_with_parent if main and sys.platform == "linux" else None)
         self._pump = threading.Thread(target=self._copy_stdout, args=(self.proc, self._log),
                                       name=f"{self.name}-stdout", daemon=True)
         self._pump.start()
@@ -88,34 +89,38 @@ class Child:
         self._lines.put(None)
 
     def wait_line(self, prefix: str, timeout: float) -> str:
-        """The rest of the first stdout line starting with ``prefix``."""
+        """The rest of the first stdout line starting with ``prefix``. Without one in
+        time the process is killed (a half-started server is of no use)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise StartError(f"{self.name}: no {prefix!r} line in {timeout:.0f} s"
-                                 f"{self.log_tail()}") from None
+                raise self._failed(f": no {prefix!r} line in {timeout:.0f} s") from None
             if line is None:
                 self.wait_exit(5)
-                code = self.proc.returncode if self.proc else None
-                raise StartError(f"{self.name} exited (code {code}) before {prefix!r}"
-                                 f"{self.log_tail()}")
+                raise self._failed(f" exited (code {self._code()}) before {prefix!r}")
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
 
     def wait_until(self, check: Callable[[], bool], what: str, timeout: float,
                    interval: float = 0.05) -> None:
-        """Poll ``check`` until true; fail early if the process exits."""
+        """Poll ``check`` until true; fail early if the process exits. When it fails the
+        process is killed, as in :meth:`wait_line`."""
         deadline = time.monotonic() + timeout
         while not check():
             if not self.alive():
-                code = self.proc.returncode if self.proc else None
-                raise StartError(f"{self.name} exited (code {code}) before {what}"
-                                 f"{self.log_tail()}")
+                raise self._failed(f" exited (code {self._code()}) before {what}")
             if time.monotonic() > deadline:
-                raise StartError(f"{self.name}: not {what} after {timeout:.0f} s{self.log_tail()}")
+                raise self._failed(f": not {what} after {timeout:.0f} s")
             time.sleep(interval)
+
+    def _code(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+    def _failed(self, why: str) -> StartError:
+        self.kill()
+        return StartError(f"{self.name}{why}{self.log_tail()}")
 
     def send_signal(self, sig: int) -> None:
         if self.alive():
@@ -154,9 +159,34 @@ class Child:
     def kill(self) -> int | None:
         return self.stop(signal.SIGKILL, timeout=10)
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def listening_ports(self) -> set[int]:
+        """TCP ports the process listens on (Linux ``/proc``): the way to find a server
+        that binds port 0 without announcing it."""
+        if self.proc is None:
+            return set()
+        pid = self.proc.pid
+        sockets = set()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        sockets.add(target[len("socket:["):-1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    fields = row.split()
+                    if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return f"\n--- {self.log_path} (tail) ---\n{text[-chars:]}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = self.log_text()
+        return f"\n--- {self.log_path} (tail) ---\n{text[-chars:]}" if text else ""

@@ -14,7 +14,7 @@ import pytest
 
 from pushgate.fakes.apns import FakeApns, generate_key
 from pushgate.fakes.fcm import FakeFcm
-from tests.integration.conftest import ServerProcess, server_env
+from tests.support.server import ServerProcess, server_env
 
 KEY_ID, TEAM_ID, TOPIC = "ABC123DEFG", "TEAM123456", "com.example.app"
 

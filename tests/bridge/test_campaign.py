@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
-import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushgate.store import migrate, open_store
 from tests import services
-from tests.integration.conftest import pushgate_bin, server_env
+from tests.support.server import BridgeProcess, server_env
 
 from .conftest import TOPIC, Fakes, serving
 
@@ -32,48 +28,6 @@ BATCH = 500
 RATE = max(500, CAMPAIGN // 8)  # per worker: 2 workers take >= ~4 s
 # waits grow with the size: ~1,000 pushes/s is the slowest seen here under a loaded CI
 WAIT_S = 60 + CAMPAIGN / 1000
-
-
-@dataclass
-class BridgeProcess:
-    env: dict[str, str]
-    proc: subprocess.Popen[str] | None = None
-    lines: queue.Queue[str] = field(default_factory=queue.Queue)
-    output: list[str] = field(default_factory=list)
-
-    def start(self, timeout: float = 30) -> None:
-        self.lines = queue.Queue()
-        self.proc = subprocess.Popen([pushgate_bin(), "bridge"], env=self.env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line.startswith("PUSHGATE_BRIDGE_READY"):
-                return
-            if line == "":
-                raise RuntimeError("bridge exited:\n" + "".join(self.output))
-
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.output.append(line)
-            self.lines.put(line.strip())
-        self.lines.put("")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
 
 
 def token_of(i: int) -> tuple[str, str]:
@@ -109,7 +63,7 @@ async def test_killed_bridge_mid_campaign_every_device_gets_the_push(
                                 # lasts long enough to kill a worker in the middle of it
                                 PUSHGATE_PUSH_RATE_PER_APP=str(RATE),
                                 PUSHGATE_PUSH_RETRY_BASE_S="0.2")
-        workers = [BridgeProcess(dict(bridge_env)), BridgeProcess(dict(bridge_env))]
+        workers = [BridgeProcess(dict(bridge_env), tmp_path / f"bridge-{i}.log") for i in (0, 1)]
         async with serving(tmp_path, PUSHGATE_STORE_URL=url, PUSHGATE_PUSH_ENABLED="true",
                            PUSHGATE_MAX_USERS_PER_SEND=str(PER_SEND)) as srv:
             async with srv.http() as http:
@@ -137,7 +91,7 @@ async def test_killed_bridge_mid_campaign_every_device_gets_the_push(
             except TimeoutError:
                 raise AssertionError(
                     f"{delivered()} of {CAMPAIGN} devices pushed; worker output:\n"
-                    + "".join(workers[0].output[-30:] + workers[1].output[-30:])) from None
+                    + "".join(w.log_text()[-3000:] for w in workers)) from None
             store = open_store(url)
             await store.start()
             try:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import ServerProcess, pushgate_bin, server_env
-from tests.integration.conftest import ws_client as connect
+from deploy.local.cluster import pushgate_bin
+from tests.support.server import ServerProcess, server_env
+from tests.support.waiting import wait_for
+from tests.support.ws import ws_client as connect
 
 from .conftest import TOPIC, Fakes, serving
 
@@ -30,11 +32,8 @@ async def metric(srv: ServerProcess, name: str, labels: str = "") -> float:
 
 
 async def until_metric(srv: ServerProcess, name: str, labels: str, value: float) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            if await metric(srv, name, labels) >= value:
-                return
-            await asyncio.sleep(0.05)
+    await wait_for(lambda: metric(srv, name, labels), TIMEOUT, f"{name}{{{labels}}} >= {value}",
+                   until=lambda v: v >= value)
 
 
 async def send(srv: ServerProcess, users: list[str], **extra: object) -> dict:

@@ -110,7 +110,7 @@ def test_render_replaces_tagged_lines_only() -> None:
 def test_rendered_template_passes_nginx_t(cluster_binaries: None, tmp_path: Path) -> None:
     """What the launcher runs is the template with addresses and paths replaced, and the
     real nginx accepts it; nothing else differs from the file compose mounts."""
-    nginx = PrivateNginx(tmp_path, ["127.0.0.1:1", "127.0.0.1:2"])
+    nginx = PrivateNginx(tmp_path, ["127.0.0.1:1", "127.0.0.1:2"], port=8080)  # not started
     nginx.write_conf()
     proc = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -242,7 +242,6 @@ def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
     assert "/readyz" in app_paths()
 
 
-@pytest.mark.needs_router
 def test_compose_commands_exist(compose: dict[str, Any]) -> None:
     from pushgate.cli import app
 

@@ -1,6 +1,7 @@
-"""The local cluster launcher with embedded hubs behind its private nginx: websocket
-upgrade and HTTP through nginx, a dead hub skipped, reload with a restarted hub, and
-the command line (Ctrl-C and a killed launcher leave no process behind)."""
+"""The local cluster launcher and its private nginx: websocket upgrade and HTTP through
+nginx, proxy headers, a dead hub skipped and a restarted one taken back after a reload,
+Redis restarts, a failed start, and the command line (Ctrl-C and a killed launcher
+leave no process behind)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,42 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pushgate_client import Client, State
-from websockets.asyncio.client import connect
 
 from deploy.local import mysql, redis
 from deploy.local.cluster import LocalCluster
-from deploy.local.processes import StartError, free_port
-from tests.cluster.conftest import TIMEOUT, api, make_cluster, recv_type, sessions, until, ws
+from deploy.local.processes import StartError
+from tests.support.api import api
+from tests.support.ports import refused_port
+from tests.support.waiting import wait_for, wait_for_sync
+from tests.support.ws import ws_client, ws_connect
 
 REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 15.0
+
+
+@pytest.fixture(scope="module")
+def embedded_cluster(cluster_binaries: None, mysql_run_db: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Two embedded hubs (no routers) sharing this run's database, behind nginx."""
+    with LocalCluster(hubs=2, routers=0, workdir=tmp_path_factory.mktemp("cluster"),
+                      store_url=mysql_run_db, migrate=False) as c:
+        yield c
+
+
+def sessions(c: LocalCluster) -> list[int | None]:
+    return [c.hub_sessions(i) for i in range(c.n_hubs)]
+
+
+async def until_sessions(c: LocalCluster, what: str, expected: Any) -> list[int | None]:
+    """Until the hubs' session counts (/readyz) satisfy ``expected`` (a predicate)."""
+    return await wait_for(lambda: asyncio.to_thread(sessions, c), TIMEOUT, what,
+                          until=expected)
 
 
 async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalCluster) -> None:
@@ -32,17 +56,18 @@ async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalClus
     do not deliver across hubs: that is the routers' job), and the other fetches it
     from the shared store."""
     c = embedded_cluster
-    async with ws(c, "alice") as one, ws(c, "alice") as two, api(c) as http:
+    async with ws_client(c.edge, "alice") as one, ws_client(c.edge, "alice") as two, \
+            api(c.edge) as http:
         for conn in (one, two):
-            assert (await recv_type(conn, "hello"))["user"] == "alice"
-        await until(lambda: sessions(c) == [1, 1], "one session on each hub")
+            assert conn.hello["user"] == "alice"
+        await until_sessions(c, "one session on each hub", lambda n: n == [1, 1])
         reply = await http.post("/v1/notifications",
                                 json={"users": ["alice"], "body": {"text": "via nginx"}})
         assert reply.status_code == 200, reply.text
         result = reply.json()["results"][0]
         assert result["sessions"] == 1
         first = await asyncio.wait(
-            [asyncio.create_task(recv_type(conn, "event")) for conn in (one, two)],
+            [asyncio.create_task(conn.recv_type("event")) for conn in (one, two)],
             return_when=asyncio.FIRST_COMPLETED, timeout=TIMEOUT)
         done, pending = first
         assert len(done) == 1
@@ -51,7 +76,7 @@ async def test_websocket_and_http_send_through_nginx(embedded_cluster: LocalClus
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    await until(lambda: sessions(c) == [0, 0], "the sessions to leave their hubs")
+    await until_sessions(c, "the sessions to leave their hubs", lambda n: n == [0, 0])
 
 
 async def test_proxy_headers_come_from_nginx_not_the_client(embedded_cluster: LocalCluster) -> None:
@@ -59,28 +84,25 @@ async def test_proxy_headers_come_from_nginx_not_the_client(embedded_cluster: Lo
     open-connection answers with nginx's address and ws:// although the client claimed
     https."""
     c = embedded_cluster
-    async with api(c) as http:
+    async with api(c.edge) as http:
         reply = await http.post("/v1/open-connection", json={"user": "bob"},
                                 headers={"X-Forwarded-Proto": "https",
                                          "X-Forwarded-For": "203.0.113.9"})
     assert reply.status_code == 200, reply.text
     assert reply.json()["url"].startswith(f"{c.ws_url}?token=")
-    async with connect(reply.json()["url"], open_timeout=10) as conn:
-        assert (await recv_type(conn, "hello"))["user"] == "bob"
+    async with ws_connect(reply.json()["url"]) as conn:
+        assert conn.hello["user"] == "bob"
 
 
-@pytest.mark.parametrize("routers", [0, pytest.param(1, marks=pytest.mark.needs_router)])
 async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
-        cluster_binaries: None, mysql_server: str, tmp_path: Path, routers: int) -> None:
+        cluster_binaries: None, shared: dict[str, Any], tmp_path: Path) -> None:
     """kill -9 of the hub holding a client: nginx passes every request that picks the
     dead hub on to the other one (no 502); the SDK client reconnects through nginx to
     the other hub and gets everything accepted meanwhile, in order, once; a restarted
-    hub (new port) gets traffic again after nginx's reload. With embedded hubs and
-    with a router."""
-    with make_cluster(tmp_path, mysql_server, hubs=2, routers=routers) as c:
-        token = c.token("carol")
-        client = Client(c.url, token=token, after=0, backoff_base=0.05, backoff_cap=0.5,
-                        stable_after=0.5)
+    hub (new port) gets traffic again after nginx's reload."""
+    with LocalCluster(hubs=2, routers=1, workdir=tmp_path / "cluster", **shared) as c:
+        client = Client(c.url, token=c.token("carol"), after=0, backoff_base=0.05,
+                        backoff_cap=0.5, stable_after=0.5)
         received: list[int] = []
 
         async def collect() -> None:
@@ -88,11 +110,11 @@ async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
                 assert event.seq is not None
                 received.append(event.seq)
 
-        async with client, api(c) as http:
+        async with client, api(c.edge) as http:
             await client.wait_connected(TIMEOUT)
             reader = asyncio.create_task(collect())
-            await until(lambda: sessions(c) in ([0, 1], [1, 0]), "carol on one hub")
-            victim = sessions(c).index(1)
+            counts = await until_sessions(c, "carol on one hub", lambda n: n in ([0, 1], [1, 0]))
+            victim = counts.index(1)
             other = 1 - victim
             first = await http.post("/v1/notifications", json={"users": ["carol"], "body": 1})
             assert first.status_code == 200, first.text
@@ -106,8 +128,10 @@ async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
                 assert reply.status_code == 200, reply.text
                 accepted.append(reply.json()["results"][0]["seq"])
 
-            await until(lambda: c.hub_sessions(other) == 1, "carol on the other hub")
-            await until(lambda: len(received) >= len(accepted), "every event")
+            await wait_for(lambda: asyncio.to_thread(c.hub_sessions, other), TIMEOUT,
+                           "carol on the other hub", until=lambda n: n == 1)
+            await wait_for(lambda: len(received), TIMEOUT, "every event",
+                           until=lambda n: n >= len(accepted))
             assert received == accepted  # in order, none lost, none twice
             assert client.state is State.CONNECTED
 
@@ -115,48 +139,51 @@ async def test_killed_hub_is_skipped_and_its_client_resumes_on_the_other(
             # sends at least one to the restarted hub (whether or not the reloaded
             # workers still count carol's connection on the other)
             await asyncio.to_thread(c.start_hub, victim)
-            async with ws(c, "dave") as one, ws(c, "erin") as two, ws(c, "fred") as three:
-                for conn in (one, two, three):
-                    await recv_type(conn, "hello")
+            async with ws_client(c.edge, "dave"), ws_client(c.edge, "erin"), \
+                    ws_client(c.edge, "fred"):
                 # /readyz of a hub that has just started can be slow to answer under load
-                await until(lambda: (sessions(c)[victim] or 0) >= 1, "a session on the restarted hub")
+                await until_sessions(c, "a session on the restarted hub",
+                                     lambda n: (n[victim] or 0) >= 1)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         # nginx tried the dead hub and passed the request on ("<dead>, <live>" upstreams,
         # 200 or 101); a websocket's line is written when it closes, hence the wait
         passed_on = f"127.0.0.1:{dead_port}, 127.0.0.1:{c.hub_ports[other]}"
-        log = c.nginx.base / "access.log"
+        log = c.workdir / "nginx" / "access.log"
 
         def skipped() -> list[str]:
             return [line for line in log.read_text().splitlines() if passed_on in line]
 
-        await until(lambda: bool(skipped()), "a request passed on from the dead hub")
-        assert all('" 200 ' in line or '" 101 ' in line for line in skipped()), skipped()
+        lines = await wait_for(skipped, TIMEOUT, "a request passed on from the dead hub")
+        assert all('" 200 ' in line or '" 101 ' in line for line in lines), lines
 
 
 async def test_async_use_and_redis_restart(cluster_binaries: None, mysql_server: str,
                                            tmp_path: Path) -> None:
-    """``async with`` works; restart_redis keeps the port, and loses the data unless
-    asked to keep it."""
-    async with make_cluster(tmp_path, mysql_server, hubs=1, routers=0) as c:
-        port = c.redis.port
-        assert redis.command(port, "SET", f"{c.prefix}k", "v") == b"+OK\r\n"
+    """``async with`` works; restart_redis keeps the address (a unix socket), and loses
+    the data unless asked to keep it."""
+    async with LocalCluster(hubs=1, routers=0, workdir=tmp_path / "cluster",
+                            mysql_url=mysql_server) as c:
+        assert c.redis is not None
+        url, sock, key = c.redis_url, c.redis.socket, f"{c.redis_prefix}k"
+        assert redis.command(sock, "SET", key, "v") == b"+OK\r\n"
         await asyncio.to_thread(c.restart_redis, flush=False)
-        assert redis.command(port, "GET", f"{c.prefix}k") == b"$1\r\nv\r\n"
+        assert redis.command(sock, "GET", key) == b"$1\r\nv\r\n"
         await asyncio.to_thread(c.restart_redis, flush=True)
-        assert c.redis.port == port
-        assert redis.command(port, "GET", f"{c.prefix}k") == b"$-1\r\n"
+        assert c.redis_url == url
+        assert redis.command(sock, "GET", key) == b"$-1\r\n"
         pids = c.pids()
         assert set(pids) == {"redis", "nginx", "hub-0"}
     assert not [p for p in pids.values() if _alive(p)]
 
 
 def test_failed_start_says_why_and_leaves_nothing(cluster_binaries: None, tmp_path: Path) -> None:
-    c = LocalCluster(hubs=1, routers=0, workdir=tmp_path,
-                     mysql_url=f"mysql+asyncmy://root@127.0.0.1:{free_port()}")
-    with pytest.raises(StartError, match="cannot create the run's database"):
-        c.start()
+    with refused_port() as port:
+        c = LocalCluster(hubs=1, routers=0, workdir=tmp_path,
+                         mysql_url=f"mysql+asyncmy://root@127.0.0.1:{port}")
+        with pytest.raises(StartError, match="cannot create the run's database"):
+            c.start()
     assert c.pids() == {}
 
 
@@ -210,7 +237,6 @@ def _url(summary: str) -> str:
                 if line.strip().startswith("url "))
 
 
-@pytest.mark.needs_router
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
 def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_server: str,
                                                 tmp_path: Path, how: str) -> None:
@@ -245,10 +271,9 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
         if proc.stdout is not None:
             proc.stdout.close()
     assert code == (0 if how == "ctrl-c" else -signal.SIGKILL)
-    deadline = time.monotonic() + 20  # after SIGKILL: parent-death signal, hub drains
-    while any(_alive(p) for p in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [p for p in children if _alive(p)]
+    # after SIGKILL: parent-death signal, the hub drains
+    wait_for_sync(lambda: [p for p in children if _alive(p)], 20, "every child gone",
+                  until=lambda alive: not alive)
     database = _store(summary).rsplit("/", 1)[1]
     dropped = mysql.drop_stale(mysql_server)  # what the next launcher does first
     assert (database in dropped) == (how == "sigkill")

@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import ServerProcess, running_server, ws_client
+from tests.support.server import ServerProcess, running_server
+from tests.support.ws import ws_client
 
 
 @pytest.fixture(scope="module")

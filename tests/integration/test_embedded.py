@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from tests.integration.conftest import ServerProcess, running_server, ws_client
+from tests.support.server import ServerProcess, running_server
+from tests.support.ws import ws_client
 
 
 async def send(srv: ServerProcess, users: list[str], body: object, **extra: object) -> dict:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from websockets.asyncio.client import connect
-
-from tests.integration.conftest import Client, ServerProcess, running_server, ws_client
+from tests.support.server import ServerProcess, running_server
+from tests.support.ws import ws_client, ws_connect
 
 
 async def test_open_connection_returns_a_working_url(server: ServerProcess) -> None:
@@ -19,10 +18,8 @@ async def test_open_connection_returns_a_working_url(server: ServerProcess) -> N
         out = r.json()
         assert out["url"].startswith(f"ws://127.0.0.1:{server.port}/v1/ws?token=")
         assert out["token"] in out["url"] and out["expires_at"] > 0
-        async with connect(out["url"]) as ws:
-            c = Client(ws)
-            hello = await c.recv_type("hello")
-            assert hello["user"] == "olga"
+        async with ws_connect(out["url"]) as c:
+            assert c.hello["user"] == "olga"
             # the token carries the four dimensions: a filter on them reaches this client
             r = await http.post("/v1/notifications", json={
                 "filter": {"workspace": "w9", "device": "tab", "application": "news"},
@@ -104,7 +101,7 @@ async def test_tokens_stay_out_of_the_logs(tmp_path: Path) -> None:
             await c.send({"type": "ping", "rid": 1})
             await c.recv_type("pong")
         srv.stop()
-        log = "".join(srv.output)
+        log = srv.log_text()
         assert "WebSocket /v1/ws?token=***" in log
         assert token not in log
 

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
-from tests.integration.conftest import running_server, ws_client
-
-
-async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
-    """Poll an async predicate until it returns a truthy value (an event, not a nap)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
+from tests.support.server import running_server
+from tests.support.waiting import wait_for
+from tests.support.ws import ws_client
 
 
 async def test_read_state_and_unread_across_cleanup(tmp_path: Path) -> None:
@@ -33,11 +21,11 @@ async def test_read_state_and_unread_across_cleanup(tmp_path: Path) -> None:
             r = await http.post("/v1/users/ivy/read", json={"seqs": [1, 2, 5, 6]})
             assert r.json() == {"head": 8, "unread": 4, "live": 8}
 
-            async def cleaned():
-                st = (await http.get("/v1/users/ivy/read-state")).json()
-                return st if st["live"] == 4 else None
+            async def read_state() -> dict:
+                return (await http.get("/v1/users/ivy/read-state")).json()
 
-            st = await wait_for(cleaned)
+            st = await wait_for(read_state, 20, "the 4 expired events cleaned",
+                                until=lambda st: st["live"] == 4)
             assert st == {"head": 8, "unread": 2, "live": 4, "read": [[5, 6]]}
             events = (await http.get("/v1/users/ivy/events")).json()["events"]
             assert [e["seq"] for e in events] == [5, 6, 7, 8]

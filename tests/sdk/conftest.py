@@ -1,11 +1,9 @@
-"""SDK tests: the real ``pushgate serve`` process (see tests/integration/conftest.py), on a
-fixed port so that a restarted server is reachable at the same URL."""
+"""SDK tests: the real ``pushgate serve`` process (``tests/support/server.py``); a
+restarted server keeps its port, so the clients reconnect to the same URL."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,35 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import ServerProcess, server_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.server import ServerProcess, running_server, server_env
 
 
 def make_server(tmp_path: Path, *args: str, **env: str) -> ServerProcess:
-    """A server on a free fixed port (not started); ``start()`` / ``stop(sig)`` it at will."""
-    srv = ServerProcess(tmp_path / "data", server_env(**env), list(args))
-    srv.port = free_port()
-    return srv
-
-
-@contextlib.contextmanager
-def fixed_port_server(tmp_path: Path, *args: str, **env: str) -> Iterator[ServerProcess]:
-    srv = make_server(tmp_path, *args, **env)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    """A server (not started); ``start()`` / ``stop(sig)`` it at will: the first start
+    binds port 0, the next ones the same port."""
+    return ServerProcess(tmp_path / "data", server_env(**env), list(args))
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with fixed_port_server(tmp_path) as srv:
+    with running_server(tmp_path) as srv:
         yield srv
 
 

@@ -8,8 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.integration.conftest import ServerProcess, pushgate_bin, server_env
-from tests.sdk.conftest import free_port
+from deploy.local.cluster import pushgate_bin
+from tests.support.server import ServerProcess, server_env
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,6 @@ async def test_listen_prints_what_send_sends(tmp_path: Path) -> None:
     env = server_env()
     del env["PUSHGATE_JWT_SECRET"], env["PUSHGATE_API_KEYS"]  # generated into data_dir
     srv = ServerProcess(tmp_path / "data", env)
-    srv.port = free_port()
     srv.start()
     try:
         common = ["--url", srv.base_url, "--data-dir", str(srv.data_dir)]

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.integration.conftest import ServerProcess
 from tests.sdk.conftest import make_server
+from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "clients" / "js"

@@ -21,21 +21,14 @@ from pushgate_client import (
     Unauthorized,
 )
 
-from tests.integration.conftest import ServerProcess
-from tests.sdk.conftest import Sender, fixed_port_server, http_head, make_server, stored_seqs
+from tests.sdk.conftest import Sender, http_head, make_server, stored_seqs
+from tests.support.server import ServerProcess, running_server
+from tests.support.waiting import wait_for
 
 
 async def collect(client: Client, into: list[Event]) -> None:
     async for e in client:
         into.append(e)
-
-
-async def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def assert_exactly_once_in_order(got: list[Event], acked: list[int], stored: list[int]) -> None:
@@ -66,7 +59,7 @@ async def test_server_killed_and_restarted_while_sending(tmp_path: Path) -> None
 
             async def more_sends(n: int = 30) -> None:
                 target = len(sender.acked) + n
-                await wait_for(lambda: len(sender.acked) >= target, what=f"{n} more sends")
+                await wait_for(lambda: len(sender.acked) >= target, 15, f"{n} more sends")
 
             for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
                 await more_sends()
@@ -79,7 +72,7 @@ async def test_server_killed_and_restarted_while_sending(tmp_path: Path) -> None
             sender.stop()
             await send_task
             head = await http_head(srv, user)
-            await wait_for(lambda: client.last_seq == head, what=f"client at head {head}")
+            await wait_for(lambda: client.last_seq == head, 15, f"client at head {head}")
             stored = await stored_seqs(srv, user, limit=5)
             reader.cancel()
         assert client.connects >= 4
@@ -130,7 +123,7 @@ async def test_kicked_client_stops_and_reports_why(server: ServerProcess) -> Non
 
 async def test_expired_token_is_refreshed_and_nothing_is_lost(tmp_path: Path) -> None:
     # the sweeper closes sessions with an expired token every min(5, idle/4) s
-    with fixed_port_server(tmp_path, "--idle-timeout-s", "4") as srv:
+    with running_server(tmp_path, "--idle-timeout-s", "4") as srv:
         issued: list[float] = []
 
         async def provider() -> str:
@@ -149,11 +142,11 @@ async def test_expired_token_is_refreshed_and_nothing_is_lost(tmp_path: Path) ->
         async with client:
             reader = asyncio.create_task(collect(client, got))
             send_task = asyncio.create_task(sender.run())
-            await wait_for(lambda: client.connects >= 3, timeout=30, what="two refreshes")
+            await wait_for(lambda: client.connects >= 3, 30, "two refreshes")
             sender.stop()
             await send_task
             head = await http_head(srv, "tom")
-            await wait_for(lambda: client.last_seq == head, what="catch-up")
+            await wait_for(lambda: client.last_seq == head, 15, "catch-up")
             reader.cancel()
             assert client.state is State.CONNECTED
         assert 4101 in closes
@@ -170,7 +163,7 @@ async def test_token_is_refreshed_before_it_expires(server: ServerProcess) -> No
         return server.token("una", ttl=3)
 
     async with Client(server.base_url, token_provider=provider, refresh_margin=10) as client:
-        await wait_for(lambda: client.connects >= 2, timeout=10, what="an early refresh")
+        await wait_for(lambda: client.connects >= 2, 10, "an early refresh")
         assert client.last_close is not None
         assert client.last_close.by_client and client.last_close.code == 1000  # not 4101
         assert calls >= 2
@@ -200,14 +193,14 @@ async def test_watchdog_reconnects_over_a_silent_link(server: ServerProcess) -> 
                     connect_options={"ping_interval": None})  # only our watchdog
     async with client:
         await client.wait_connected(10)
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGSTOP)  # the TCP link stays up, nothing answers
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # the TCP link stays up, nothing answers
         try:
             await client.wait_state(State.DISCONNECTED, 5)
             assert client.last_close is not None and client.last_close.code == 1006
             assert client.last_close.reason == "watchdog"
         finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
+            os.kill(server.pid, signal.SIGCONT)
         await client.wait_connected(15)
         async with server.http() as http:
             r = await http.post("/v1/notifications", json={"users": ["wes"], "body": "after"})

@@ -12,17 +12,17 @@ import asyncio
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvloop
 
+from deploy.local.mariadb import PrivateMariaDB
 from pushgate.store import NewEvent, SqlEventStore, StoreUnavailable, migrate
 from pushgate.store._pool_log import pool_noise_filter
 from tests import services
-from tests.services import PrivateMariaDB
+from tests.support.waiting import wait_for
 
 WRITERS = 4
 USERS = 40
@@ -84,10 +84,8 @@ class Load:
             await asyncio.sleep(0.2)
 
     async def until_acked(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acked) < count:
-            assert time.monotonic() < deadline, f"{len(self.acked)} acked, wanted {count}"
-            await asyncio.sleep(0.02)
+        await wait_for(lambda: len(self.acked), timeout, f"{count} acked events",
+                       until=lambda n: n >= count, interval=0.02)
 
 
 async def new_database(server: PrivateMariaDB) -> str:

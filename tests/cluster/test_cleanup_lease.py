@@ -1,20 +1,24 @@
-"""Two gateways on one MariaDB database: only the lease holder cleans; when it is killed
-(SIGKILL, no release) the other takes over after the lease TTL and cleans everything."""
+"""Two embedded hubs (``routers=0``) on one MariaDB database: only the lease holder
+cleans; when it is killed (SIGKILL, no release) the other takes over after the lease
+TTL and cleans everything."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 
 import httpx
 
+from deploy.local.cluster import LocalCluster
 from pushgate.store import migrate
 from tests import services
-from tests.integration.conftest import ServerProcess, running_server
+from tests.support.api import api
+from tests.support.waiting import wait_for
 
 LEASE_TTL_S = 2.0
+CLEANUP = {"PUSHGATE_CLEANUP_INTERVAL_S": "0.2", "PUSHGATE_CLEANUP_BATCH": "5",
+           "PUSHGATE_CLEANUP_LEASE_TTL_S": str(LEASE_TTL_S)}
 
 
 def expired_total(text: str) -> float:
@@ -25,11 +29,11 @@ def expired_total(text: str) -> float:
 
 
 class Watch:
-    """Polls the lease row and both gateways' cleanup counters."""
+    """Polls the lease row and the cleanup counter of each running hub (by pid)."""
 
-    def __init__(self, url: str, servers: list[ServerProcess]) -> None:
+    def __init__(self, url: str, cluster: LocalCluster) -> None:
         self.url = url
-        self.servers = servers
+        self.cluster = cluster
         self.holders: list[int] = []  # pid of each lease holder seen, in order
         self.cleaned: dict[int, float] = {}
 
@@ -40,67 +44,64 @@ class Watch:
             pid = int(rows[0][0].split(":")[-2])
             if not self.holders or self.holders[-1] != pid:
                 self.holders.append(pid)
-        for srv in self.servers:
-            if srv.proc is None:
+        for i, child in enumerate(self.cluster.hubs):
+            if child is None or child.pid is None:
                 continue
-            async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as http:
+            async with httpx.AsyncClient(base_url=self.cluster.hub_urls[i], timeout=5) as http:
                 r = await http.get("/metrics")
-            self.cleaned[srv.proc.pid] = expired_total(r.text)
+            self.cleaned[child.pid] = expired_total(r.text)
+
+    async def until(self, check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        async def polled() -> object:
+            await self.poll()
+            return await check()
+
+        try:
+            await wait_for(polled, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: holders {self.holders}, cleaned {self.cleaned}") from None
 
 
-async def send_expiring(srv: ServerProcess, n: int, tag: str) -> None:
-    async with srv.http() as http:
+async def send_expiring(c: LocalCluster, hub: int, n: int, tag: str) -> None:
+    async with api(c.hub(hub)) as http:
         for i in range(n):
             r = await http.post("/v1/notifications", json={
                 "users": [f"u{i % 7}"], "body": {"i": f"{tag}{i}"}, "ttl": 1})
             assert r.status_code == 200, r.text
 
 
-async def until(cond, timeout: float, what: str, watch: Watch) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        await watch.poll()
-        if await cond():
-            return
-        assert time.monotonic() < deadline, f"{what}: holders {watch.holders}, {watch.cleaned}"
-        await asyncio.sleep(0.05)
-
-
 async def test_one_cleaner_at_a_time_and_takeover_after_kill(
-    tmp_path: Path, mysql_server: str
+    tmp_path: Path, mysql_server: str, redis_server: str
 ) -> None:
     with services.mysql_database(mysql_server) as url:
         await migrate(url)
-        args = ("--store-url", url, "--cleanup-interval-s", "0.2", "--cleanup-batch", "5",
-                "--cleanup-lease-ttl-s", str(LEASE_TTL_S))
-        with running_server(tmp_path / "a", *args) as a, \
-                running_server(tmp_path / "b", *args) as b:
-            assert a.proc is not None and b.proc is not None
-            pids = {a.proc.pid: a, b.proc.pid: b}
-            watch = Watch(url, [a, b])
+        with LocalCluster(hubs=2, routers=0, workdir=tmp_path / "cluster", nginx=False,
+                          redis_url=redis_server, store_url=url, migrate=False,
+                          hub_env=CLEANUP) as c:
+            index = {pid: i for i, pid in enumerate(child.pid for child in c.hubs if child)}
+            watch = Watch(url, c)
 
-            # events expire at once (ttl 1 s) and are sent through both gateways
-            await asyncio.gather(send_expiring(a, 30, "a"), send_expiring(b, 30, "b"))
+            # events expire at once (ttl 1 s) and are sent through both hubs
+            await asyncio.gather(send_expiring(c, 0, 30, "a"), send_expiring(c, 1, 30, "b"))
 
             async def first_cleaned() -> bool:
                 return sum(watch.cleaned.values()) >= 60
 
-            await until(first_cleaned, 20, "the 60 expired events were not cleaned", watch)
+            await watch.until(first_cleaned, 20, "the 60 expired events cleaned")
             assert len(watch.holders) == 1, watch.holders
             holder = watch.holders[0]
-            other = next(p for p in pids if p != holder)
+            other = next(p for p in index if p != holder)
             assert watch.cleaned[holder] == 60 and watch.cleaned[other] == 0, watch.cleaned
 
             # more expiring events, then the holder dies without releasing its lease
-            await send_expiring(pids[other], 20, "c")
+            await send_expiring(c, index[other], 20, "c")
             killed_at = time.monotonic()
-            pids[holder].stop(signal.SIGKILL)
-            watch.servers = [pids[other]]
+            await asyncio.to_thread(c.kill_hub, index[holder])
 
             async def taken_over() -> bool:
                 return watch.holders[-1] == other and watch.cleaned.get(other, 0) > 0
 
-            await until(taken_over, LEASE_TTL_S + 15, "no takeover", watch)
+            await watch.until(taken_over, LEASE_TTL_S + 15, "the other hub taking over")
             assert watch.holders == [holder, other]
             # it could not take the lease before the dead holder's had expired
             assert time.monotonic() - killed_at >= LEASE_TTL_S - 0.5
@@ -110,7 +111,7 @@ async def test_one_cleaner_at_a_time_and_takeover_after_kill(
                                                "SELECT COUNT(*) FROM events")
                 return rows[0][0] == 0
 
-            await until(all_clean, 20, "expired events left", watch)
+            await watch.until(all_clean, 20, "every expired event cleaned")
             inboxes = await asyncio.to_thread(services.execute, url,
                                               "SELECT user_id, head_seq, live FROM inboxes")
             assert sum(h for _, h, _ in inboxes) == 80  # every event stored once

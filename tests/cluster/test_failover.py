@@ -1,0 +1,143 @@
+"""The cluster survives its pieces failing: a hub killed (SIGKILL), a router restarted
+under load, Redis restarted with its data gone. No accepted send is lost, seqs are
+never reused, and the directory is rebuilt from the hubs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.local.cluster import Endpoint, LocalCluster
+from tests.cluster.conftest import direct_cluster
+from tests.support.api import api
+from tests.support.waiting import wait_for
+from tests.support.ws import ws_client
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def post(hub: Endpoint, body: dict[str, object]) -> httpx.Response:
+    async with api(hub) as http:
+        return await http.post("/v1/notifications", json=body)
+
+
+async def session_count(hub: Endpoint, user: str) -> int:
+    async with api(hub) as http:
+        r = await http.get(f"/v1/users/{user}/sessions")
+    return len(r.json()["sessions"]) if r.status_code == 200 else -1
+
+
+async def test_hub_killed_sessions_leave_and_clients_resume_elsewhere(
+        cluster: LocalCluster) -> None:
+    h0, h1 = cluster.hub(0), cluster.hub(1)
+    async with ws_client(h0, "dave") as dave:
+        r = await post(h1, {"users": ["dave"], "body": 1})
+        assert (await dave.recv_type("event"))["seq"] == r.json()["results"][0]["seq"] == 1
+        await asyncio.to_thread(cluster.kill_hub, 0)
+        # accepted while dave is away: stored, nobody live to deliver to
+        accepted = []
+        for i in range(2, 6):
+            r = await post(h1, {"users": ["dave"], "body": i})
+            assert r.status_code == 200
+            accepted.append(r.json()["results"][0]["seq"])
+        assert accepted == [2, 3, 4, 5]
+        # the dead hub's session leaves the directory within the liveness window (2 s)
+        t0 = time.monotonic()
+        await wait_for(lambda: session_count(h1, "dave"), 10, "the dead hub's session gone",
+                       until=lambda n: n == 0)
+        assert time.monotonic() - t0 < 8
+    # the client reconnects to the other hub and gets everything after its last seq,
+    # in order, once
+    async with ws_client(h1, "dave", after=1) as again:
+        seqs = [(await again.recv_type("event"))["seq"] for _ in accepted]
+        assert seqs == accepted
+        r = await post(h1, {"users": ["dave"], "body": "live"})
+        assert (await again.recv_type("event"))["seq"] == 6
+
+
+async def test_router_restart_hubs_resync_and_nothing_accepted_is_lost(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    # a short drain: the router's SIGTERM waits that long for the hubs' HubLink streams
+    with direct_cluster(tmp_path, shared, shutdown_grace_s=1.0) as c:
+        h0, h1 = c.hub(0), c.hub(1)
+        async with ws_client(h1, "erin") as erin:
+            accepted: list[int] = []
+            failures: list[int] = []
+            done = asyncio.Event()
+
+            async def sender() -> None:  # a steady rate, across the whole restart
+                async with api(h0) as http:
+                    i = 0
+                    while not done.is_set():
+                        r = await http.post("/v1/notifications", json={
+                            "users": ["erin"], "body": i, "id": f"e{i}"})
+                        if r.status_code == 200:
+                            accepted.append(r.json()["results"][0]["seq"])
+                        else:  # the gap: a retryable error, never a silent drop
+                            assert r.status_code == 503, r.text
+                            assert r.json()["error"]["retryable"] is True
+                            failures.append(i)
+                        i += 1
+                        await asyncio.sleep(0.03)
+
+            task = asyncio.create_task(sender())
+            await wait_for(lambda: len(accepted), 10, "sends before the restart",
+                           until=lambda n: n >= 10)
+            await asyncio.to_thread(c.stop_router, 0)
+            await wait_for(lambda: failures, 10, "a send refused while the router is down")
+            await asyncio.to_thread(c.start_router, 0)  # same address: hubs reconnect
+            for i in range(c.n_hubs):  # both hubs linked again
+                await wait_for(lambda i=i: asyncio.to_thread(c.hub_ready, i), 20,
+                               f"hub {i} ready (/readyz)")
+            before = len(accepted)
+            await wait_for(lambda: len(accepted), 10, "sends accepted after the restart",
+                           until=lambda n: n > before)
+            done.set()
+            await task
+            # erin's session is back in the (re-synced) directory and live delivery works
+            await wait_for(lambda: session_count(h0, "erin"), 10, "erin re-synced",
+                           until=lambda n: n == 1)
+            r = await post(h0, {"users": ["erin"], "body": "after"})
+            last = r.json()["results"][0]["seq"]
+            assert r.json()["results"][0]["sessions"] == 1
+            got: set[int] = set()
+            while last not in got:
+                got.add((await erin.recv_type("event"))["seq"])
+        async with api(h1) as http:
+            r = await http.get("/v1/users/erin/events?after=0&limit=1000")
+        stored = [e["seq"] for e in r.json()["events"]]
+        assert stored == list(range(1, len(stored) + 1))  # dense, no reuse
+        assert set(accepted) <= set(stored)
+
+
+async def test_redis_restart_without_data_directory_rebuilt_seqs_continue(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    store = {"store_url": shared["store_url"], "migrate": False}
+    with direct_cluster(tmp_path, store) as c:  # a private Redis, to restart
+        h0, h1 = c.hub(0), c.hub(1)
+        async with ws_client(h0, "frank") as frank, ws_client(h1, "gina") as gina:
+            r = await post(h1, {"users": ["frank", "gina"], "body": 1})
+            assert [x["sessions"] for x in r.json()["results"]] == [1, 1]
+            await frank.recv_type("event")
+            await gina.recv_type("event")
+            await asyncio.to_thread(c.restart_redis, flush=True)  # its data is gone
+            # hubs re-sync when the routers notice the lost epoch
+            for user in ("frank", "gina"):
+                await wait_for(lambda user=user: session_count(h0, user), 15,
+                               f"{user} re-synced", until=lambda n: n == 1)
+            r = await post(h0, {"users": ["frank", "gina"], "body": 2})
+            assert r.status_code == 200
+            # seqs come from MariaDB: they continue, never reused
+            assert [(x["seq"], x["sessions"]) for x in r.json()["results"]] == [(2, 1), (2, 1)]
+            assert (await frank.recv_type("event"))["seq"] == 2
+            assert (await gina.recv_type("event"))["seq"] == 2
+            # client to client across hubs again
+            reply = await gina.request({"type": "send", "users": ["frank"], "body": "hi"})
+            assert [(x["seq"], x["sessions"]) for x in reply["results"]] == [(3, 1)]
+            ev = await frank.recv_type("event")
+            assert ev["seq"] == 3 and ev["body"]["from"]["user"] == "gina"
