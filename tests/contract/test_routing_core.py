@@ -1,0 +1,245 @@
+"""The routing core's contract (:class:`pushgate.router.base.RoutingCore`), on both sides
+of the embedded/cluster seam, with the same cases:
+
+* ``embedded`` — a :class:`~pushgate.hub.node.HubNode` with the in-process
+  :class:`~pushgate.router.core.Router` (memory directory, SQLite);
+* ``cluster`` — a :class:`~pushgate.hub.node.HubNode` with
+  :class:`~pushgate.hub.remote.RemoteRouter`, linked over real gRPC to a
+  :class:`~pushgate.router.node.RouterNode` (Redis directory, SQLite), both in this
+  test's event loop.
+
+Sessions are real :class:`~pushgate.hub.session.Session` objects registered in the
+hub's registry; what their writer would put on the socket is collected, so the cases
+check the frames a client would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pushgate.auth import Identity
+from pushgate.errors import AckTimeout, NotFound
+from pushgate.hub.node import HubNode
+from pushgate.hub.session import Session
+from pushgate.router.base import RoutingCore
+from pushgate.router.node import RouterNode
+from pushgate.router.requests import Limits, parse_send
+from pushgate.settings import Settings
+from tests.support.waiting import wait_for
+
+TIMEOUT = 10.0
+
+
+@dataclass
+class Client:
+    """A session as the hub holds it, and the frames its socket would carry."""
+
+    session: Session
+    frames: asyncio.Queue[dict[str, object]] = field(default_factory=asyncio.Queue)
+    closed: asyncio.Future[int] | None = None
+
+    async def next(self) -> dict[str, object]:
+        return await asyncio.wait_for(self.frames.get(), TIMEOUT)
+
+
+@dataclass
+class Core:
+    node: HubNode
+    router: RoutingCore
+    limits: Limits
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def send(self, **body: object) -> dict[str, Any]:
+        """A send with the HTTP body's shape; its reply as the HTTP API answers it."""
+        return (await self.router.send(parse_send(body, self.limits))).to_dict()
+
+    async def connect(self, user: str, device: str = "") -> Client:
+        s = Session(Identity(user, device=device), self.node.hub_id, 64)
+        client = Client(s, closed=asyncio.get_running_loop().create_future())
+
+        async def write(frame: str) -> None:
+            client.frames.put_nowait(orjson.loads(frame))
+
+        async def close(code: int, reason: str) -> None:  # what the websocket endpoint does
+            assert client.closed is not None
+            client.closed.set_result(code)
+            self.node.registry.discard(s)
+
+        self.node.registry.add(s)
+        self.tasks.append(asyncio.create_task(s.run_writer(write, close)))
+        await self.router.connect(s.info)
+        s.open(0)
+        return client
+
+    async def disconnect(self, client: Client) -> None:
+        self.node.registry.discard(client.session)
+        client.session.close(1000, "")
+        await self.router.disconnect(client.session.info)
+
+
+def _settings(tmp_path: Path, name: str, **kw: object) -> Settings:
+    return Settings(jwt_secret="s" * 32, api_keys=["contract-key"], data_dir=tmp_path / name,
+                    max_sessions_per_user=2, ack_timeout_ms=300, idle_timeout_s=3600,
+                    gc_freeze_interval_s=0, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["embedded", "cluster"])
+async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Core]:
+    router_node: RouterNode | None = None
+    if request.param == "embedded":
+        settings = _settings(tmp_path, "hub")
+    else:
+        router_node = RouterNode(_settings(
+            tmp_path, "router", router_listen="127.0.0.1:0",
+            store_url=f"sqlite+aiosqlite:///{tmp_path}/router/events.db",
+            directory_url=request.getfixturevalue("redis_server"),
+            directory_prefix=request.getfixturevalue("redis_prefix")))
+        await router_node.start()
+        settings = _settings(tmp_path, "hub", routers=[f"127.0.0.1:{router_node.port}"])
+    node = HubNode(settings)
+    await node.start()
+    c = Core(node, node.router, Limits.of(settings))
+    try:
+        if node.routers is not None:
+            await asyncio.wait_for(node.routers.any_up.wait(), TIMEOUT)
+        yield c
+    finally:
+        await node.stop()
+        for t in c.tasks:
+            t.cancel()
+        if router_node is not None:
+            await router_node.stop(0)
+
+
+async def test_a_stored_send_is_fetched_with_its_seq_head_and_read_state(core: Core) -> None:
+    first = await core.send(users=["alice", "bob"], body={"n": 1}, id="m1")
+    second = await core.send(users=["alice"], body={"n": 2})
+    assert first == {"results": [{"user": "alice", "seq": 1, "sessions": 0},
+                                           {"user": "bob", "seq": 1, "sessions": 0}],
+                               "sessions": 0}
+    assert second["results"][0]["seq"] == 2
+
+    events, head, more = await core.router.fetch("alice", 0, 10)
+    assert [(e.seq, e.id, orjson.loads(e.body)) for e in events] == [(1, "m1", {"n": 1}),
+                                                                      (2, None, {"n": 2})]
+    assert (head, more) == (2, False)
+    events, head, more = await core.router.fetch("alice", 0, 1)
+    assert ([e.seq for e in events], head, more) == ([1], 2, True)
+
+    rs = await core.router.mark_read("alice", [2, 99], [])
+    assert (rs.head, rs.live, rs.unread) == (2, 2, 1)
+    rs = await core.router.read_state("alice")
+    assert (rs.head, rs.live, rs.unread) == (2, 2, 1)
+    assert rs.read  # the bitmap of read seqs
+
+
+async def test_the_same_id_is_stored_once(core: Core) -> None:
+    await core.send(users=["alice"], body={"n": 1}, id="k")
+    again = await core.send(users=["alice"], body={"n": 1}, id="k")
+    assert again["results"] == [
+        {"user": "alice", "seq": 1, "sessions": 0, "duplicate": True}]
+    events, head, _ = await core.router.fetch("alice", 0, 10)
+    assert ([e.seq for e in events], head) == ([1], 1)
+
+
+async def test_a_user_without_inbox_is_not_found(core: Core) -> None:
+    for call in (core.router.fetch("nobody", 0, 10), core.router.read_state("nobody"),
+                 core.router.mark_read("nobody", [1], [])):
+        with pytest.raises(NotFound) as err:
+            await call
+        assert (err.value.code, err.value.field) == ("unknown_user", "user")
+
+
+async def test_live_sessions_get_the_event_frame_and_are_listed(core: Core) -> None:
+    phone = await core.connect("alice", device="phone")
+    laptop = await core.connect("alice", device="laptop")
+    listed = await core.router.sessions("alice")
+    assert sorted(s.device for s in listed) == ["laptop", "phone"]
+    assert {s.hub for s in listed} == {core.node.hub_id}
+
+    result = await core.send(users=["alice"], body={"hi": 1}, id="x")
+    assert result["sessions"] == 2
+    for client in (phone, laptop):
+        frame = await client.next()
+        assert {k: frame[k] for k in ("type", "seq", "id", "body")} == {
+            "type": "event", "seq": 1, "id": "x", "body": {"hi": 1}}
+
+    only_phone = await core.send(users=["alice"], body={"n": 2}, device="phone")
+    assert only_phone["sessions"] == 1
+    assert (await phone.next())["seq"] == 2
+
+    await core.disconnect(laptop)  # the cluster forgets it asynchronously
+    await wait_for(lambda: _devices(core, "alice"), TIMEOUT, "the closed session unlisted",
+                   until=lambda devices: devices == ["phone"])
+
+
+async def _devices(core: Core, user: str) -> list[str]:
+    return sorted(s.device for s in await core.router.sessions(user))
+
+
+async def test_a_transient_send_reaches_live_sessions_without_a_seq(core: Core) -> None:
+    client = await core.connect("carol")
+    result = await core.send(users=["carol", "dave"], body={"typing": True}, ttl=0)
+    assert result["results"] == [
+        {"user": "carol", "seq": None, "sessions": 1}, {"user": "dave", "seq": None, "sessions": 0}]
+    frame = await client.next()
+    assert (frame["type"], frame["seq"], frame["body"]) == ("event", None, {"typing": True})
+    with pytest.raises(NotFound):
+        await core.router.fetch("carol", 0, 10)
+
+
+async def test_a_filter_send_reaches_the_matching_sessions(core: Core) -> None:
+    phone = await core.connect("erin", device="phone")
+    tablet = await core.connect("erin", device="tablet")
+    result = await core.send(filter={"account": "erin", "device": "tablet"}, body={"f": 1})
+    assert result["sessions"] == 1
+    assert (await tablet.next())["body"] == {"f": 1}
+    broadcast = await core.send(filter={"workspace": "default"}, body={"all": 1})
+    assert broadcast["sessions"] == 2
+    assert (await phone.next())["body"] == {"all": 1}
+    assert (await tablet.next())["body"] == {"all": 1}
+
+
+async def test_the_oldest_session_over_quota_is_kicked(core: Core) -> None:
+    oldest = await core.connect("frank", device="a")
+    await core.connect("frank", device="b")
+    await core.connect("frank", device="c")  # max_sessions_per_user = 2
+    frame = await oldest.next()
+    assert (frame["type"], frame["reason"]) == ("kicked", "quota")
+    assert oldest.closed is not None
+    assert await asyncio.wait_for(oldest.closed, TIMEOUT) == 4102
+    assert await _devices(core, "frank") == ["b", "c"]
+
+
+async def test_send_with_ack_waits_for_that_seq(core: Core) -> None:
+    client = await core.connect("gina", device="watch")
+    pending = asyncio.ensure_future(core.send(users=["gina"], body={"call": 1}, ack=True,
+                                              ack_timeout_ms=5000))
+    frame = await client.next()
+    seq = frame["seq"]
+    assert isinstance(seq, int)
+    core.router.on_ack(client.session.identity, client.session.id, seq)
+    result = await asyncio.wait_for(pending, TIMEOUT)
+    assert result["results"][0]["acked_by"] == client.session.id
+
+    with pytest.raises(AckTimeout) as err:  # ack_timeout_ms 300 by default here
+        await core.send(users=["gina"], body={"call": 2}, ack=True)
+    assert (err.value.code, err.value.field, err.value.retryable) == ("ack_timeout", "ack", True)
+    events, head, _ = await core.router.fetch("gina", 0, 10)
+    assert ([e.seq for e in events], head) == ([1, 2], 2)  # the unacked event stays stored
+
+
+async def test_devices_register_list_and_remove(core: Core) -> None:
+    d = await core.router.register_device("hank", "chat", "apns", "tok-1")
+    assert (d.user, d.app, d.platform, d.token) == ("hank", "chat", "apns", "tok-1")
+    assert [x.token for x in await core.router.devices("hank")] == ["tok-1"]
+    assert await core.router.remove_device("hank", "chat", "apns", "tok-1") is True
+    assert await core.router.remove_device("hank", "chat", "apns", "tok-1") is False
+    assert await core.router.devices("hank") == []
