@@ -45,4 +45,8 @@ class Directory(Protocol):
         """Number of live sessions recorded."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the backend. What was recorded stays where it lives: the memory
+        directory (one process) forgets it; Redis keeps it for the other routers and
+        for this router's next start (the hubs' re-sync repairs what changed)."""
+        ...
