@@ -1,8 +1,9 @@
 """The HTTP API (server-to-server, API key) and the Pushca-compatible aliases.
 
 Every error is a :class:`~pushgate.errors.PushgateError` mapped in one place
-(:func:`pushgate.hub.responses.error_response`) to ``{"error": {"code", "message", "field", "retryable"}}``
-and the status of :data:`pushgate.errors.KINDS`. See docs/http-api.md.
+(:func:`pushgate.hub.responses.error_response`) to
+``{"error": {"code", "message", "field", "retryable"}}`` and the status of
+:data:`pushgate.errors.KINDS`. See docs/http-api.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The routing core, shared by embedded mode and the cluster router.
 
 ``send`` persists user-addressed events (store-then-push), resolves the users' live
-sessions in the directory and hands pre-encoded frames to the hubs through a
-:class:`~pushgate.router.base.Hubs`. Frames for one user leave in seq order: delivery happens right
-after the group commit resolves, with no await in between.
+sessions in the directory and hands pre-encoded frames to the hubs through
+:class:`~pushgate.router.base.Hubs`. Frames for one user leave in seq order: delivery
+happens right after the group commit resolves, with no await in between.
 """
 
 from __future__ import annotations
