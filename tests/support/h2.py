@@ -487,5 +487,17 @@ def big_reply(size: int, seed: int = 4) -> Callable[[Request], Reply]:
     return lambda req: (200, {"content-type": "application/octet-stream"}, body)
 
 
+async def held_response(window: int, size: int) -> tuple[ServerLink, bytes, int]:
+    """A server link whose h2 client allows ``window`` bytes per stream and credits no
+    DATA back, with one request open and its first ``window`` bytes arrived: the link,
+    the whole response body and the stream id."""
+    link = await server_link({SettingCodes.INITIAL_WINDOW_SIZE: window}, reply=big_reply(size))
+    body = link.handler.reply(Request("", "", {}, b""))[2]
+    link.client.ack_data = False
+    sid = link.client.request()
+    await link.settle()
+    return link, body, sid
+
+
 def randtext(rng: random.Random, n: int) -> str:
     return "".join(rng.choices(string.ascii_letters + string.digits + "-_.~!*+/=", k=n))

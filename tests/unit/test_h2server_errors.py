@@ -14,7 +14,6 @@ import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from pushgate._h2.server import Request
 from tests.support.h2 import (
     ACK,
     CONTINUATION,
@@ -36,6 +35,7 @@ from tests.support.h2 import (
     ServerLink,
     big_reply,
     goaways,
+    held_response,
     parse_frames,
     raw_frame,
     server_connection,
@@ -127,12 +127,8 @@ async def test_client_goaway_on_an_idle_connection_closes_it() -> None:
 
 
 async def test_client_goaway_waits_for_a_response_held_by_flow_control() -> None:
-    link = await server_link({SettingCodes.INITIAL_WINDOW_SIZE: 100}, reply=big_reply(5000))
-    body = link.handler.reply(Request("", "", {}, b""))[2]
+    link, body, sid = await held_response(100, 5000)
     c = link.client
-    c.ack_data = False
-    sid = c.request()
-    await link.settle()
     link.inject(GOAWAY_FRAME)  # raw: h2 would stop reading after its own GOAWAY
     await link.settle()
     assert not link.transport.closing

@@ -14,6 +14,7 @@ from pushgate._h2.server import Request
 from tests.support.h2 import (
     DATA,
     big_reply,
+    held_response,
     server_link,
     sid_paths,
 )
@@ -22,12 +23,8 @@ from tests.support.h2 import (
 
 
 async def test_response_waits_for_a_tiny_stream_window() -> None:
-    link = await server_link({SettingCodes.INITIAL_WINDOW_SIZE: 100}, reply=big_reply(5000))
-    body = link.handler.reply(Request("", "", {}, b""))[2]
+    link, body, sid = await held_response(100, 5000)
     c = link.client
-    c.ack_data = False
-    sid = c.request()
-    await link.settle()
     assert bytes(c.bodies[sid]) == body[:100]  # exactly the window, no more
     assert sid not in c.ended and sid in link.conn.streams
     await link.drain(lambda: sid in c.ended)
@@ -74,12 +71,8 @@ async def test_response_body_in_one_frame_when_the_client_allows_larger_frames()
 
 
 async def test_initial_window_size_raised_mid_transfer() -> None:
-    link = await server_link({SettingCodes.INITIAL_WINDOW_SIZE: 100}, reply=big_reply(5000))
-    body = link.handler.reply(Request("", "", {}, b""))[2]
+    link, body, sid = await held_response(100, 5000)
     c = link.client
-    c.ack_data = False
-    sid = c.request()
-    await link.settle()
     assert len(c.bodies[sid]) == 100
     c.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 3000})
     await link.settle()
@@ -93,12 +86,8 @@ async def test_initial_window_size_raised_mid_transfer() -> None:
 
 
 async def test_initial_window_size_lowered_mid_transfer() -> None:
-    link = await server_link({SettingCodes.INITIAL_WINDOW_SIZE: 1000}, reply=big_reply(3000))
-    body = link.handler.reply(Request("", "", {}, b""))[2]
+    link, body, sid = await held_response(1000, 3000)
     c = link.client
-    c.ack_data = False
-    sid = c.request()
-    await link.settle()
     assert len(c.bodies[sid]) == 1000
     c.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 100})
     await link.settle()
