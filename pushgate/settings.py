@@ -35,6 +35,23 @@ class Settings(BaseSettings):
         75.0, gt=0, description="Idle time after which an HTTP keep-alive connection is "
         "closed; keep it above your senders' pool idle time (a sender reusing a connection "
         "the server is closing sees a reset).")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a complete HTTP request head "
+        "(including a websocket upgrade) within this time of connecting or of starting the "
+        "request, or it is closed (408 if nothing was answered yet).")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must be complete within this time of its "
+        "head (slow bodies get 408 and the connection is closed).")
+    max_connections_per_ip: int = Field(
+        1000, ge=0, description="Open TCP connections per client IP (0 = no limit); over it "
+        "a new connection gets 429 and is closed. Peers in trusted_proxies are exempt.")
+    connect_rate_per_ip: float = Field(
+        200.0, ge=0, description="New TCP connections per second per client IP, with a burst "
+        "of the same size (0 = no limit); over it: 429 and closed. trusted_proxies are exempt.")
+    open_connection_rate_per_ip: float = Field(
+        20.0, ge=0, description="open-connection requests per second per client IP (the "
+        "X-Forwarded-For address behind trusted_proxies), burst of the same size; over it: "
+        "429 rate_limited (0 = no limit).")
     public_url: str | None = Field(
         None, description="Base URL clients use to reach this gateway (ws://host:port); "
         "default: derived from the request.")
@@ -91,6 +108,12 @@ class Settings(BaseSettings):
                                        "oldest is kicked when a new one exceeds it.")
     send_queue_size: int = Field(1024, ge=1, description="Frames buffered per session before "
                                  "it is closed as a slow consumer.")
+    write_deadline_s: float = Field(
+        10.0, gt=0, description="A session whose socket takes no data for this long while "
+        "frames wait (the client stopped reading) is closed as a slow consumer (4001).")
+    close_grace_s: float = Field(
+        5.0, gt=0, description="After the server's close frame, the connection is dropped if "
+        "the client has not completed the close handshake within this time.")
     max_frame_bytes: int = Field(65536, ge=1024, description="Largest client frame accepted.")
     inline_event_max_bytes: int = Field(
         4096, ge=0, description="Events whose body is larger are announced by 'head' only.")
