@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A connection must send a complete HTTP request head "
         "(including a websocket upgrade) within this time of connecting or of starting the "
         "request, or it is closed (408 if nothing was answered yet).")
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="Largest HTTP request head (request line and headers); "
+        "over it: 431 and the connection is closed.")
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request body must be complete within this time of its "
         "head (slow bodies get 408 and the connection is closed).")
