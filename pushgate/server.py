@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from pushgate.hub.app import create_app
+from pushgate.hub.connection import connection_class
 from pushgate.hub.fastpath import FastSend
 from pushgate.hub.node import HubNode
 from pushgate.logs import get_logger
@@ -86,11 +87,7 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=settings.ping_interval_s,
-        ws_ping_timeout=settings.ping_timeout_s,
-        ws_per_message_deflate=False,
+        ws=connection_class(app.state.node),  # upgrades: the hub's own connection layer
         lifespan="on",
         log_config=None,
         access_log=False,

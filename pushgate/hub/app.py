@@ -1,7 +1,8 @@
 """``create_app``: the hub's Starlette application (routes, error handlers, lifespan).
 
 The :class:`~pushgate.hub.node.HubNode` it serves is ``app.state.node``; the endpoints
-are in :mod:`pushgate.hub.api` (HTTP) and :mod:`pushgate.hub.ws` (websocket).
+are in :mod:`pushgate.hub.api` (HTTP); websockets never reach this app: the server
+hands upgrades to :mod:`pushgate.hub.connection`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from pushgate.errors import PushgateError
 from pushgate.hub import api
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.responses import error_response, json_response
-from pushgate.hub.ws import websocket_endpoint
 from pushgate.settings import Settings
 
 
@@ -50,7 +50,6 @@ def create_app(settings: Settings) -> Starlette:
             await node.stop()
 
     routes = [
-        WebSocketRoute("/v1/ws", websocket_endpoint),
         Route("/v1/open-connection", api.open_connection, methods=["POST"]),
         Route("/v1/notifications", api.send_notification, methods=["POST"]),
         Route("/v1/users/{user}/events", api.user_events, methods=["GET"]),

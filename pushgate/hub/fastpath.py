@@ -9,8 +9,7 @@ is served here, with the same steps and the same replies as
 :func:`~pushgate.hub.responses.error_response` and counted in the metrics; an unexpected
 exception gives Starlette's plain ``500 Internal Server Error`` and is re-raised for
 the server's log). Everything else (other routes, other methods, websockets,
-lifespan) goes to the Starlette app unchanged; websocket scopes also carry the server's
-ASGI ``send`` (``RAW_SEND_KEY``), which the session writer uses for event frames.
+lifespan) goes to the Starlette app unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import orjson
 from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
 from pushgate.hub.node import HubNode
 from pushgate.hub.responses import error_response
-from pushgate.hub.ws import RAW_SEND_KEY
 from pushgate.router.requests import parse_send
 
 Scope = MutableMapping[str, Any]
@@ -50,8 +48,6 @@ class FastSend:
                 and not scope.get("root_path")):
             await self._send_notification(scope, receive, send)
         else:
-            if scope["type"] == "websocket":
-                scope[RAW_SEND_KEY] = send  # for event frames, see hub.ws.Connection
             await self.app(scope, receive, send)
 
     async def _send_notification(self, scope: Scope, receive: Receive, send: Send) -> None:

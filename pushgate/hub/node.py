@@ -8,34 +8,40 @@ Either way the endpoints call ``node.router``, a
 :class:`~pushgate.router.base.RoutingCore`.
 
 start:    backend (migrate → store → committer → cleaner → outbox → push worker) or
-          router streams → sweeper → ready
+          router streams → timer wheel → ready
 shutdown: not ready → refuse new sessions → close sessions with SHUTDOWN (4000) after
-          their queued frames → wait up to ``shutdown_grace_s`` → router streams (their
-          last announcements leave first) or backend close (flush the committer, finish
-          pushes in flight, stop the cleaner, close the store).
+          their queued frames → wait up to ``shutdown_grace_s`` for their connections
+          to end → timer wheel → router streams (their last announcements leave first)
+          or backend close (flush the committer, finish pushes in flight, stop the
+          cleaner, close the store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
-from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured
+from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
 from pushgate.hub.registry import LocalHubs, Registry
 from pushgate.hub.remote import RemoteRouter
 from pushgate.hub.routers import Routers
+from pushgate.hub.session import Session
+from pushgate.hub.wheel import TimerWheel
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router.backend import RoutingBackend
 from pushgate.router.base import RoutingCore, SendResult
 from pushgate.router.requests import Limits, parse_send
 from pushgate.settings import Settings
+
+if TYPE_CHECKING:
+    from pushgate.hub.connection import WsConnection
 
 log = get_logger("pushgate.hub")
 
@@ -79,7 +85,12 @@ class HubNode:
         }
         self.started = False
         self.shutting_down = False
-        self._sweeper: asyncio.Task[None] | None = None
+        self.connections: set[WsConnection] = set()  # open websocket connections
+        self.no_connections = asyncio.Event()  # set while there are none (shutdown waits)
+        self.no_connections.set()
+        # every connection's clocks (pings, idle, token expiry, write deadline, close grace)
+        self.wheel: TimerWheel[WsConnection] = TimerWheel(wheel_period(settings))
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -94,7 +105,7 @@ class HubNode:
             self.routers.start()
         if self.backend is not None:
             await self.backend.start()
-        self._sweeper = asyncio.create_task(self._sweep())
+        self.wheel.start()
         self.started = True
         if self.backend is not None:
             log.info("gateway started", hub=self.hub_id, store=_redact(self.backend.store_url))
@@ -110,34 +121,43 @@ class HubNode:
         sessions = list(self.registry)
         for s in sessions:
             s.close(CloseCode.SHUTDOWN, "server shutting down; reconnect")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.registry.empty.wait(), self.settings.shutdown_grace_s)
-        log.info("sessions closed", closed=len(sessions), left=len(self.registry))
+        with contextlib.suppress(TimeoutError):  # their close handshakes
+            await asyncio.wait_for(self.no_connections.wait(), self.settings.shutdown_grace_s)
+        log.info("sessions closed", closed=len(sessions), left=len(self.connections))
 
     async def stop(self) -> None:
         await self.begin_shutdown()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self.wheel.stop()
+        for t in list(self._tasks):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         if self.routers is not None:
             await self.routers.close()
         if self.backend is not None:
             await self.backend.close()
         log.info("gateway stopped", hub=self.hub_id)
 
-    async def _sweep(self) -> None:
-        """Close sessions that went idle or whose token expired (one task for all)."""
-        period = min(5.0, self.settings.idle_timeout_s / 4)
-        while True:
-            await asyncio.sleep(period)
-            now_mono, now = time.monotonic(), time.time()
-            idle_before = now_mono - self.settings.idle_timeout_s
-            for s in self.registry:
-                if s.expires_at <= now:
-                    s.close(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a fresh token")
-                elif s.last_rx < idle_before:
-                    s.close(CloseCode.IDLE, f"no frame for {self.settings.idle_timeout_s:g} s")
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the node keeps (and cancels at stop); its failure is logged."""
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._task_done)
+
+    def _task_done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("hub task failed", exc_info=t.exception())
+
+    def forget(self, session: Session) -> None:
+        """Take a closed session out of the directory (in the background)."""
+        self.spawn(self._disconnect(session))
+
+    async def _disconnect(self, session: Session) -> None:
+        try:
+            await self.router.disconnect(session.info)
+        except PushgateError as e:  # the directory drops it on the hub's next re-sync
+            self.metrics.error(e.code)
 
     # -- operations the endpoints share ------------------------------------------------------
 
@@ -172,6 +192,14 @@ class HubNode:
                                              "application": sender.application},
                                     "body": body["body"]}}
         return await self.router.send(parse_send(wrapped, self.send_limits))
+
+
+def wheel_period(settings: Settings) -> float:
+    """How often the timer wheel visits each connection: a check fires at most this
+    late (docs/protocol.md, keepalive)."""
+    return min(5.0, settings.idle_timeout_s / 4, settings.ping_interval_s / 2,
+               settings.ping_timeout_s / 2, settings.write_deadline_s / 2,
+               settings.close_grace_s / 2)
 
 
 def _redact(url: str) -> str:

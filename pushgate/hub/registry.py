@@ -8,10 +8,8 @@ cluster the same calls arrive over the HubLink streams
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator, Sequence
 
-from pushgate.errors import CloseCode
 from pushgate.hub.session import Session
 from pushgate.protocol import encode_kicked
 from pushgate.router.base import Hubs
@@ -22,8 +20,6 @@ class Registry:
     def __init__(self, hub_id: str) -> None:
         self.hub_id = hub_id
         self._sessions: dict[str, Session] = {}
-        self.empty = asyncio.Event()  # set while no session is held (shutdown waits on it)
-        self.empty.set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -36,13 +32,10 @@ class Registry:
 
     def add(self, session: Session) -> None:
         self._sessions[session.id] = session
-        self.empty.clear()
 
     def discard(self, session: Session) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
-            if not self._sessions:
-                self.empty.set()
 
     # -- router -> hub ----------------------------------------------------------------
 
@@ -59,8 +52,7 @@ class Registry:
         s = self._sessions.get(session_id)
         if s is None:
             return False
-        s.push_final(encode_kicked("quota", by))
-        s.close(CloseCode.KICKED, "kicked: session quota reached by a newer session")
+        s.kick(encode_kicked("quota", by), "kicked: session quota reached by a newer session")
         return True
 
     def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:

@@ -1,27 +1,31 @@
 """One websocket session: identity, lifecycle state and a bounded send queue.
 
-Frames are queued with :meth:`Session.push` (never blocks, never grows without
-bound); one writer task per session moves them to the socket. When the queue is
-full the session is closed with :data:`CloseCode.SLOW`; the client resumes from
-the store after reconnecting, so nothing stored is lost.
+A session writes through its :class:`Outlet` (the connection,
+:class:`pushgate.hub.connection.WsConnection`). :meth:`Session.push` never blocks and
+never grows without bound: while the outlet takes data (its transport is below the
+high-water mark and nothing is queued) a frame goes straight to the socket, encoded as
+a websocket frame once per event (:func:`wire_text_frame`), not once per session;
+otherwise it waits in the queue, which the outlet drains when the transport resumes
+writing. A queue over ``max_queue`` closes the session as a slow consumer
+(:data:`CloseCode.SLOW`); the client resumes from the store, so nothing stored is lost.
 
-Direct writes: a session whose queue is empty and whose writer is idle writes a live
-frame straight to its socket (``direct``, see :func:`pushgate.hub.ws.direct_writer`)
-instead of waking its writer task: the frame is encoded as a websocket frame once per
-event (:func:`wire_text_frame`), not once per session. The queue and the writer take
-over whenever the socket cannot take the frame at once (its write buffer is above the
-high-water mark, or it is closing) or frames are already waiting, so order and the
-slow-consumer limit are kept.
+States: CATCHING_UP (registered; live frames are held while ``hello`` and the backlog
+are queued) → OPEN → CLOSING (the close frame goes out after what is queued; nothing
+new is taken) → CLOSED (the connection is gone). A session leaves the hub's registry and
+the directory as soon as it starts closing, so a session is either registered and
+receiving or on its way out with its close code; nothing reopens a closing session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
+
+from websockets.frames import Frame, Opcode
 
 from pushgate.auth import Identity
 from pushgate.errors import CloseCode
@@ -35,44 +39,51 @@ class State(Enum):
     CLOSED = "closed"
 
 
-SendText = Callable[[str], Awaitable[None]]
-Close = Callable[[int, str], Awaitable[None]]
 Observe = Callable[[float], None]
-# writes one complete websocket frame to the socket now; False = not now (use the queue)
-Direct = Callable[[bytes], bool]
+
+
+class Outlet(Protocol):
+    """What a session writes through (the websocket connection)."""
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport's write buffer is above its high-water mark."""
+
+    def write(self, data: bytes) -> None:
+        """Write complete websocket frames to the transport."""
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Write the close frame (once) and start the close handshake."""
+
+    def closing(self, session: Session) -> None:
+        """The session started closing: it stops receiving (leaves the registry and the
+        directory) now, whatever happens to the socket later."""
+
 
 _last_text: str | None = None
 _last_wire = b""
 
 
 def wire_text_frame(frame: str) -> bytes:
-    """``frame`` as an unmasked, unfragmented websocket text frame (RFC 6455 5.2: what a
-    server sends; no extension is negotiated, per-message deflate is off). The last
-    result is kept: a fan-out pushes the same ``str`` to every session in a row."""
+    """``frame`` as a server's (unmasked, unfragmented) websocket text frame, serialized
+    by ``websockets.frames`` (no extension is negotiated). The last result is kept: a
+    fan-out pushes the same ``str`` to every session in a row."""
     global _last_text, _last_wire
     if frame is _last_text:
         return _last_wire
-    data = frame.encode()
-    n = len(data)
-    if n < 126:
-        head = bytes((0x81, n))
-    elif n < 65536:
-        head = b"\x81\x7e" + n.to_bytes(2, "big")
-    else:
-        head = b"\x81\x7f" + n.to_bytes(8, "big")
-    _last_text, _last_wire = frame, head + data
+    _last_wire = Frame(Opcode.TEXT, frame.encode()).serialize(mask=False, extensions=[])
+    _last_text = frame
     return _last_wire
 
 
 class Session:
     __slots__ = (
         "_close_reason",
-        "_direct",
+        "_final",
         "_held",
         "_observe",
+        "_out",
         "_queue",
-        "_wakeup",
-        "_writing",
         "acked_seq",
         "close_code",
         "connected_at",
@@ -83,11 +94,12 @@ class Session:
         "last_rx",
         "last_seq",
         "max_queue",
+        "paused_at",
         "state",
     )
 
-    def __init__(self, identity: Identity, hub: str, max_queue: int, observe: Observe | None = None,
-                 expires_at: float = float("inf")):
+    def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
+                 observe: Observe | None = None, expires_at: float = float("inf")):
         self.id = uuid.uuid4().hex
         self.expires_at = expires_at  # token expiry (unix time): closed with TOKEN_EXPIRED then
         self.last_rx = time.monotonic()  # last frame received from the client
@@ -101,99 +113,187 @@ class Session:
         self.acked_seq = 0
         self.close_code: int | None = None
         self._close_reason = ""
-        self._queue: deque[tuple[str, float, int]] = deque()
-        self._held: list[tuple[str, float, int]] = []
-        self._wakeup = asyncio.Event()
+        self._queue: deque[tuple[str, float, int]] | None = None  # made when first needed
+        self._held: list[tuple[str, float, int]] | None = None
+        self._final: str | None = None  # a last frame (kicked) held until hello is out
         self._observe = observe
-        self._direct: Direct | None = None
-        self._writing = False  # the writer took a frame off the queue and is sending it
+        self._out = out
+        self.paused_at = 0.0  # monotonic time the outlet paused with frames waiting (0: not)
 
-    def set_direct(self, direct: Direct | None) -> None:
-        """Let :meth:`push` write live frames with ``direct`` while nothing is queued."""
-        self._direct = direct
+    @property
+    def queued(self) -> int:
+        return len(self._queue) if self._queue else 0
 
     # -- producers (sync, called from the router / registry) --------------------------
 
     def push(self, frame: str, seq: int = 0, t0: float = 0.0) -> bool:
-        """Queue ``frame`` (an encoded server frame; ``seq`` > 0 for stored events).
+        """Send ``frame`` (an encoded server frame; ``seq`` > 0 for stored events).
         Returns False if the session is closing or was just closed as slow."""
-        if self.state is State.CATCHING_UP:
-            self._held.append((frame, t0, seq))
-            if len(self._held) > self.max_queue:
+        state = self.state
+        if state is State.OPEN:
+            if not self._queue and not self._out.paused:
+                self._out.write(wire_text_frame(frame))
+                if seq > self.last_seq:
+                    self.last_seq = seq
+                if t0 and self._observe is not None:
+                    self._observe(time.perf_counter() - t0)
+                return True
+            return self._enqueue(frame, t0, seq)
+        if state is State.CATCHING_UP:
+            held = self._held
+            if held is None:
+                held = self._held = []
+            held.append((frame, t0, seq))
+            if len(held) > self.max_queue:
                 self.close(CloseCode.SLOW, "send queue overflow while catching up")
                 return False
             return True
-        if self.state is not State.OPEN:
-            return False
-        if self._direct is not None and not self._queue and not self._writing \
-                and self._direct(wire_text_frame(frame)):
-            if seq > self.last_seq:
-                self.last_seq = seq
-            if t0 and self._observe is not None:
-                self._observe(time.perf_counter() - t0)
-            return True
-        if len(self._queue) >= self.max_queue:
+        return False
+
+    def _enqueue(self, frame: str, t0: float, seq: int) -> bool:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self.max_queue:
             self.close(CloseCode.SLOW, "send queue overflow: client too slow, fetch after reconnect")
             return False
-        self._queue.append((frame, t0, seq))
-        self._wakeup.set()
+        queue.append((frame, t0, seq))
+        if self._out.paused and not self.paused_at:
+            self.paused_at = time.monotonic()
         return True
 
+    def push_backlog(self, frame: str, seq: int) -> None:
+        """Send a catch-up frame (``hello``, stored events) while CATCHING_UP: written
+        now or queued, ahead of the held live frames."""
+        if self.state is not State.CATCHING_UP:
+            return
+        if not self._queue and not self._out.paused:
+            self._out.write(wire_text_frame(frame))
+            if seq > self.last_seq:
+                self.last_seq = seq
+        else:
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append((frame, 0.0, seq))
+
     def open(self, backlog_last_seq: int) -> None:
-        """End catch-up: the backlog up to ``backlog_last_seq`` was queued; release held
-        live frames, dropping stored events the backlog already carried."""
+        """End catch-up: the backlog up to ``backlog_last_seq`` was sent or queued;
+        release held live frames, dropping stored events the backlog already carried.
+        A session that started closing meanwhile stays closing."""
+        if self.state is not State.CATCHING_UP:
+            return
         self.last_seq = max(self.last_seq, backlog_last_seq)
-        held, self._held = self._held, []
+        held, self._held = self._held, None
         self.state = State.OPEN
-        for frame, t0, seq in held:
+        for frame, t0, seq in held or ():
             if seq and seq <= backlog_last_seq:
                 continue
-            self.push(frame, seq, t0)
+            if not self.push(frame, seq, t0):
+                break
 
-    def push_backlog(self, frame: str, seq: int) -> None:
-        """Queue a catch-up frame (bypasses the hold, counts against the queue)."""
-        self._queue.append((frame, 0.0, seq))
-        self._wakeup.set()
+    def kick(self, frame: str, reason: str) -> None:
+        """Close with KICKED after one last ``frame``. While catching up ``hello`` has not
+        gone out yet: the frame waits for :meth:`end_catch_up`."""
+        if self.state is State.CATCHING_UP:
+            self._final = frame
+            self.close(CloseCode.KICKED, reason)
+        elif self.state is State.OPEN:
+            self._enqueue_final(frame)
+            self.close(CloseCode.KICKED, reason)
+
+    def end_catch_up(self, hello: str | None) -> None:
+        """The connect sequence is over for a session that started closing while it ran
+        (kicked, shut down, slow, or ``hello`` is None: connecting failed): send
+        ``hello`` (protocol: always the first frame) and a held final frame unless the
+        session is slow, then the close frame."""
+        if self.state is not State.CLOSING:
+            return
+        self._held = None
+        if hello is not None and self.close_code != CloseCode.SLOW:
+            self._enqueue_final(hello)
+            if self._final is not None:
+                self._enqueue_final(self._final)
+        self._final = None
+        self._drain_or_close()
 
     def close(self, code: int, reason: str) -> None:
-        """Ask the writer to close the socket after what is already queued (for SHUTDOWN
-        and KICKED: after a final frame the caller queued) or at once (SLOW)."""
-        if self.state in (State.CLOSING, State.CLOSED):
+        """Close the socket with ``code`` after what is already queued (SHUTDOWN, KICKED,
+        IDLE …) or at once, dropping the queue (SLOW). The session stops receiving now.
+        While catching up, the connect sequence sends the close (:meth:`end_catch_up`)."""
+        if self.state is State.CLOSING:
+            if code == CloseCode.SLOW and self._queue:  # the write deadline passed while
+                self._queue.clear()  # closing: drop the rest, the close frame goes now
+                self._drain_or_close()
             return
+        if self.state is State.CLOSED:
+            return
+        catching_up = self.state is State.CATCHING_UP
+        self._begin_close(code, reason)
+        if code == CloseCode.SLOW:
+            self._queue = None
+            self._held = None
+        if not catching_up:
+            self._drain_or_close()
+
+    def abandon(self, code: int) -> None:
+        """The connection closed under the session (the client's close frame, a protocol
+        error): stop receiving, write nothing more."""
+        if self.state is State.OPEN or self.state is State.CATCHING_UP:
+            self._begin_close(code, "")
+            self._queue = None
+            self._held = None
+            self._final = None
+
+    def _begin_close(self, code: int, reason: str) -> None:
         self.state = State.CLOSING
         self.close_code = code
-        self._close_reason = reason
-        if code == CloseCode.SLOW:
-            self._queue.clear()
-        self._wakeup.set()
+        self._close_reason = reason[:120]
+        self._out.closing(self)
 
-    def push_final(self, frame: str) -> None:
-        """Queue one last frame (e.g. ``kicked``) regardless of state, before close()."""
-        self._queue.append((frame, 0.0, 0))
-        self._wakeup.set()
-
-    # -- the writer task ---------------------------------------------------------------
-
-    async def run_writer(self, send: SendText, close: Close) -> None:
-        """Write queued frames until the session is closed; then close the socket."""
+    def _enqueue_final(self, frame: str) -> None:
+        if not self._queue and not self._out.paused:
+            self._out.write(wire_text_frame(frame))
+            return
         queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append((frame, 0.0, 0))
+
+    def _drain_or_close(self) -> None:
+        if not self._queue:
+            self._out.send_close(self.close_code or CloseCode.NORMAL, self._close_reason)
+
+    # -- the outlet's side -------------------------------------------------------------
+
+    def drain(self) -> None:
+        """The transport resumed writing: move queued frames to it until it pauses
+        again; a closing session whose queue emptied sends its close frame."""
+        queue = self._queue
+        out = self._out
         observe = self._observe
-        try:
-            while True:
-                while queue:
-                    self._writing = True
-                    frame, t0, seq = queue.popleft()
-                    await send(frame)
-                    if seq > self.last_seq:
-                        self.last_seq = seq
-                    if t0 and observe is not None:
-                        observe(time.perf_counter() - t0)
-                self._writing = False
-                if self.state in (State.CLOSING, State.CLOSED):
-                    break
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            if self.close_code is not None:
-                await close(self.close_code, self._close_reason[:120])
-        finally:
-            self.state = State.CLOSED
+        if queue:
+            while queue and not out.paused:
+                frame, t0, seq = queue.popleft()
+                out.write(wire_text_frame(frame))
+                if seq > self.last_seq:
+                    self.last_seq = seq
+                if t0 and observe is not None:
+                    observe(time.perf_counter() - t0)
+        if queue:  # paused again: the write deadline counts from now
+            self.paused_at = time.monotonic()
+            return
+        self.paused_at = 0.0
+        self._queue = None  # idle sessions keep no deque
+        if self.state is State.CLOSING:
+            self._drain_or_close()
+
+    def closed(self, code: int | None) -> None:
+        """The connection is gone (``code``: the close code it ended with, if known)."""
+        if self.state is not State.CLOSING:
+            self._out.closing(self)
+        if self.close_code is None:
+            self.close_code = code if code is not None else 1006  # abnormal closure
+        self.state = State.CLOSED
+        self._queue = None
+        self._held = None

@@ -23,6 +23,9 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.client import ClientProtocol
+from websockets.protocol import State as WsState
+from websockets.uri import parse_uri
 
 from pushgate.auth import Identity
 from pushgate.errors import AckTimeout, NotFound
@@ -54,26 +57,16 @@ class Core:
     node: HubNode
     router: RoutingCore
     limits: Limits
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def send(self, **body: object) -> dict[str, Any]:
         """A send with the HTTP body's shape; its reply as the HTTP API answers it."""
         return (await self.router.send(parse_send(body, self.limits))).to_dict()
 
     async def connect(self, user: str, device: str = "") -> Client:
-        s = Session(Identity(user, device=device), self.node.hub_id, 64)
-        client = Client(s, closed=asyncio.get_running_loop().create_future())
-
-        async def write(frame: str) -> None:
-            client.frames.put_nowait(orjson.loads(frame))
-
-        async def close(code: int, reason: str) -> None:  # what the websocket endpoint does
-            assert client.closed is not None
-            client.closed.set_result(code)
-            self.node.registry.discard(s)
-
+        client = Client(None, closed=asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
+        out = _Outlet(client, self.node)
+        s = client.session = Session(Identity(user, device=device), self.node.hub_id, 64, out)
         self.node.registry.add(s)
-        self.tasks.append(asyncio.create_task(s.run_writer(write, close)))
         await self.router.connect(s.info)
         s.open(0)
         return client
@@ -82,6 +75,33 @@ class Core:
         self.node.registry.discard(client.session)
         client.session.close(1000, "")
         await self.router.disconnect(client.session.info)
+
+
+class _Outlet:
+    """What the hub's connection does with a session's frames, minus the socket."""
+
+    paused = False
+
+    def __init__(self, client: Client, node: HubNode) -> None:
+        self.client, self.node = client, node
+
+    def write(self, data: bytes) -> None:
+        for frame in _decode(data):
+            self.client.frames.put_nowait(orjson.loads(frame))
+
+    def send_close(self, code: int, reason: str) -> None:
+        assert self.client.closed is not None
+        if not self.client.closed.done():
+            self.client.closed.set_result(code)
+
+    def closing(self, session: Session) -> None:
+        self.node.registry.discard(session)
+
+
+def _decode(data: bytes) -> list[str]:
+    proto = ClientProtocol(parse_uri("ws://test/"), state=WsState.OPEN)
+    proto.receive_data(data)
+    return [bytes(f.data).decode() for f in proto.events_received()]
 
 
 def _settings(tmp_path: Path, name: str, **kw: object) -> Settings:
@@ -112,8 +132,6 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         yield c
     finally:
         await node.stop()
-        for t in c.tasks:
-            t.cancel()
         if router_node is not None:
             await router_node.stop(0)
 

@@ -1,8 +1,7 @@
-"""pushgate.hub.session: the send queue, the writer task and direct writes."""
+"""pushgate.hub.session: direct writes, the queue behind a paused transport, the
+slow-consumer close, catch-up and the no-reopen rule (issue #15: zombie sessions)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from websockets.client import ClientProtocol
@@ -34,109 +33,129 @@ def test_the_same_frame_is_encoded_once() -> None:
     assert parse(wire_text_frame(frame + " ")) == [(Opcode.TEXT, frame + " ")]
 
 
-class Socket:
-    """Records what reaches the socket by either path; ``accept`` says whether a direct
-    write is possible right now."""
+class Outlet:
+    """The connection as a session sees it: records what reaches the wire."""
 
     def __init__(self) -> None:
-        self.accept = True
+        self.paused = False
         self.wire: list[str] = []
-        self.via_writer: list[str] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.entered = asyncio.Event()  # the writer is in send()
-        self.written = asyncio.Event()  # a frame reached the wire
+        self.close: tuple[int, str] | None = None
+        self.left: list[Session] = []
 
-    def direct(self, data: bytes) -> bool:
-        if not self.accept:
-            return False
+    def write(self, data: bytes) -> None:
+        assert self.close is None, "a frame after the close frame"
         self.wire.extend(text for _, text in parse(data))
-        self.written.set()
-        return True
 
-    async def send(self, frame: str) -> None:
-        self.entered.set()
-        await self.gate.wait()
-        self.via_writer.append(frame)
-        self.wire.append(frame)
-        self.written.set()
+    def send_close(self, code: int, reason: str) -> None:
+        if self.close is None:
+            self.close = (code, reason)
 
-    async def close(self, code: int, reason: str) -> None:
-        pass
+    def closing(self, session: Session) -> None:
+        self.left.append(session)
+
+    def resume(self, s: Session) -> None:
+        self.paused = False
+        s.drain()
 
 
-async def open_session(sock: Socket, max_queue: int = 8) -> tuple[Session, asyncio.Task[None]]:
-    s = Session(Identity(user="u"), "hub", max_queue)
-    s.set_direct(sock.direct)
-    writer = asyncio.create_task(s.run_writer(sock.send, sock.close))
+def open_session(out: Outlet, max_queue: int = 8) -> Session:
+    s = Session(Identity(user="u"), "hub", max_queue, out)
     s.open(0)
-    return s, writer
+    return s
 
 
-async def settle(sock: Socket, n: int) -> None:
-    async with asyncio.timeout(5):
-        while len(sock.wire) < n:
-            sock.written.clear()
-            await sock.written.wait()
-
-
-async def test_live_frames_go_straight_to_the_socket_when_nothing_waits() -> None:
-    sock = Socket()
-    s, writer = await open_session(sock)
+def test_live_frames_go_straight_to_the_socket_when_nothing_waits() -> None:
+    out = Outlet()
+    s = open_session(out)
     assert s.push("a", seq=1) and s.push("b", seq=2)
-    assert sock.wire == ["a", "b"] and sock.via_writer == []  # written during push()
+    assert out.wire == ["a", "b"] and s.queued == 0
     assert s.last_seq == 2
-    s.close(CloseCode.NORMAL, "")
-    await writer
 
 
-async def test_order_is_kept_when_the_socket_cannot_take_a_frame() -> None:
-    sock = Socket()
-    s, writer = await open_session(sock)
-    s.push("1")
-    sock.accept = False  # e.g. the transport's buffer is above its high-water mark
-    sock.gate.clear()  # and the writer's send waits too
-    s.push("2")
-    s.push("3")
-    sock.accept = True  # the socket could take a frame again, but 2 and 3 are waiting
-    s.push("4")
-    await asyncio.sleep(0)
-    assert sock.wire == ["1"]
-    sock.gate.set()
-    await settle(sock, 4)
-    assert sock.wire == ["1", "2", "3", "4"] and sock.via_writer == ["2", "3", "4"]
-    s.push("5")  # the queue drained: direct again
-    assert sock.wire[-1] == "5" and sock.via_writer[-1] == "4"
-    s.close(CloseCode.NORMAL, "")
-    await writer
+def test_order_is_kept_while_the_transport_is_paused() -> None:
+    out = Outlet()
+    s = open_session(out)
+    s.push("1", seq=1)
+    out.paused = True  # the transport's buffer is above its high-water mark
+    s.push("2", seq=2)
+    s.push("3", seq=3)
+    assert out.wire == ["1"] and s.queued == 2 and s.paused_at > 0
+    out.resume(s)
+    assert out.wire == ["1", "2", "3"] and s.queued == 0 and s.paused_at == 0
+    assert s.last_seq == 3
+    s.push("4")  # the queue drained: direct again
+    assert out.wire[-1] == "4"
 
 
-async def test_a_consumer_that_cannot_take_frames_is_closed_as_slow() -> None:
-    sock = Socket()
-    sock.accept = False
-    sock.gate.clear()
-    s, writer = await open_session(sock, max_queue=3)
-    assert s.push("0")
-    await asyncio.wait_for(sock.entered.wait(), 5)  # the writer took it, waits in send
-    results = [s.push(str(i)) for i in range(1, 6)]
-    assert results[:3] == [True] * 3 and results[3] is False
+def test_a_consumer_that_cannot_take_frames_is_closed_as_slow_and_leaves_at_once() -> None:
+    out = Outlet()
+    s = open_session(out, max_queue=3)
+    out.paused = True
+    results = [s.push(str(i)) for i in range(5)]
+    assert results[:3] == [True] * 3 and results[3] is False and results[4] is False
     assert s.close_code == CloseCode.SLOW and s.state is State.CLOSING
-    sock.gate.set()
-    await writer
-    assert sock.wire == ["0"]  # the frame the writer already held; the queue was dropped
+    assert out.left == [s]  # out of the registry and directory now, not when TCP ends
+    assert out.close == (CloseCode.SLOW, s._close_reason)  # queue dropped, close written
+    assert out.wire == []
 
 
-async def test_frames_while_catching_up_wait_for_the_backlog() -> None:
-    sock = Socket()
-    s = Session(Identity(user="u"), "hub", 8)
-    s.set_direct(sock.direct)
-    writer = asyncio.create_task(s.run_writer(sock.send, sock.close))
-    s.push("live-3", seq=3)  # held: the session is catching up
+def test_closing_waits_for_the_queue_then_sends_the_close_frame() -> None:
+    out = Outlet()
+    s = open_session(out)
+    out.paused = True
+    s.push("1")
+    s.close(CloseCode.SHUTDOWN, "bye")
+    assert out.close is None and not s.push("2")
+    out.resume(s)
+    assert out.wire == ["1"] and out.close == (CloseCode.SHUTDOWN, "bye")
+
+
+def test_the_write_deadline_while_closing_drops_the_queue() -> None:
+    out = Outlet()
+    s = open_session(out)
+    out.paused = True
+    s.push("1")
+    s.close(CloseCode.SHUTDOWN, "bye")
+    s.close(CloseCode.SLOW, "write deadline")  # what the timer wheel does
+    assert out.close == (CloseCode.SHUTDOWN, "bye") and out.wire == []
+
+
+def test_frames_while_catching_up_wait_for_the_backlog() -> None:
+    out = Outlet()
+    s = Session(Identity(user="u"), "hub", 8, out)
+    s.push("live-2", seq=2)  # held: the session is catching up; the backlog carries it
+    s.push("live-3", seq=3)
+    s.push_backlog("hello", 0)
     s.push_backlog("backlog-1", 1)
     s.push_backlog("backlog-2", 2)
     s.open(2)
-    await settle(sock, 3)
-    assert sock.wire == ["backlog-1", "backlog-2", "live-3"]
-    s.close(CloseCode.NORMAL, "")
-    await writer
+    assert out.wire == ["hello", "backlog-1", "backlog-2", "live-3"]
 
+
+def test_a_session_kicked_while_catching_up_gets_hello_first_and_is_never_reopened() -> None:
+    out = Outlet()
+    s = Session(Identity(user="u"), "hub", 8, out)
+    s.push("live-1", seq=1)
+    s.kick("kicked", "quota")
+    assert out.left == [s] and out.wire == []
+    s.end_catch_up("hello")  # the connect sequence finished
+    s.open(0)  # a late open must not revive it
+    assert s.state is State.CLOSING
+    assert out.wire == ["hello", "kicked"] and out.close == (CloseCode.KICKED, "quota")
+    assert not s.push("live-2", seq=2)
+
+
+def test_an_open_session_kicked_gets_the_frame_then_the_close() -> None:
+    out = Outlet()
+    s = open_session(out)
+    s.kick("kicked", "quota")
+    assert out.wire == ["kicked"] and out.close == (CloseCode.KICKED, "quota")
+
+
+def test_a_connection_closed_under_the_session_writes_nothing_more() -> None:
+    out = Outlet()
+    s = open_session(out)
+    s.abandon(1002)
+    assert not s.push("x") and out.wire == [] and out.left == [s]
+    s.closed(1002)
+    assert s.state is State.CLOSED and s.close_code == 1002

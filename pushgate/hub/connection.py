@@ -1,0 +1,365 @@
+"""The hub's websocket connections: one :class:`WsConnection` (an ``asyncio.Protocol``)
+per socket, driven by callbacks — no task and no ASGI call per idle session.
+
+uvicorn serves HTTP (httptools, behind :mod:`pushgate.hub.guard`) and, for an upgrade
+request, hands the transport to the class given as ``uvicorn.Config(ws=...)``
+(:func:`connection_class`): from then on every byte goes through this module. Frames
+are parsed by ``websockets``' sans-I/O :class:`~websockets.server.ServerProtocol` (which
+also answers pings, echoes close frames and fails the connection with 1002 / 1007 /
+1009 on protocol errors); server frames are serialized by ``websockets.frames`` and
+written straight to the transport. Backpressure is the transport's: above its
+high-water mark :meth:`WsConnection.pause_writing` makes the session queue frames (up
+to ``send_queue_size``), :meth:`~WsConnection.resume_writing` drains them. The clocks
+(pings, pong/idle/token/write deadlines, close grace) are one
+:class:`~pushgate.hub.wheel.TimerWheel` for all connections (:func:`visit`).
+
+Order on connect (so that no stored event can slip between catch-up and live):
+upgrade → check shutdown, Origin and token (failures close with a 41xx code and a
+reason) → register the session (live frames are held) → ``hello`` and the backlog after
+``?after=`` (:func:`pushgate.hub.ws.catch_up`) → release the held live frames, dropping
+seqs the backlog already carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, ClassVar, cast
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State as WsState
+from websockets.server import ServerProtocol
+
+from pushgate.errors import CloseCode, Forbidden, InvalidRequest, PushgateError, ShuttingDown
+from pushgate.hub import ws
+from pushgate.hub.node import HubNode
+from pushgate.hub.session import Session, State
+
+# websockets logs every handshake at INFO; keep its warnings and errors only
+_PROTOCOL_LOG = logging.getLogger("pushgate.hub.websocket.protocol")
+_PROTOCOL_LOG.setLevel(logging.WARNING)
+# one line per handshake, as uvicorn wrote it (tokens are redacted by pushgate.logs)
+_ACCESS_LOG = logging.getLogger("pushgate.hub.websocket")
+
+PING = Frame(Opcode.PING, b"").serialize(mask=False, extensions=[])
+PATH = "/v1/ws"
+KEEPALIVE_TIMEOUT = 1011
+
+
+def connection_class(node: HubNode) -> type[WsConnection]:
+    """The class to pass as ``uvicorn.Config(ws=...)``: connections of ``node``."""
+    return type("HubWsConnection", (WsConnection,), {"node": node, "__slots__": ()})
+
+
+def _first(headers: Headers, name: str) -> str | None:
+    values = headers.get_all(name)
+    return values[0] if values else None
+
+
+def _token(query: dict[str, str], headers: Headers) -> str:
+    token = query.get("token")
+    if token:
+        return token
+    scheme, _, value = (_first(headers, "Authorization") or "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _after(query: dict[str, str]) -> int | None:
+    raw = query.get("after")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise InvalidRequest("'after' must be an integer >= 0", field="after")
+    return int(raw)
+
+
+def _addr(peer: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "-"
+
+
+def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    return origin is None or "*" in allowed or origin.rstrip("/") in allowed
+
+
+def _json_response(status: int, reason: str, code: str, message: str) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message, "retryable": False}})
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                       ("Connection", "close")])
+    return Response(status, reason, headers, body)
+
+
+class WsConnection(asyncio.Protocol):
+    """One websocket connection (see the module docstring). It is the session's
+    :class:`~pushgate.hub.session.Outlet`."""
+
+    node: ClassVar[HubNode]
+    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "awaiting_pong",
+                 "close_sent_at", "paused", "ping_sent_at", "proto", "session", "slot", "transport")
+
+    def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None,
+                 _loop: Any = None) -> None:
+        # uvicorn's call (config, server_state, app_state): its shutdown closes the
+        # connections in server_state.connections and waits for them
+        self._server_conns: set[Any] | None = getattr(server_state, "connections", None)
+        self.proto = ServerProtocol(max_size=self.node.settings.max_frame_bytes,
+                                    logger=_PROTOCOL_LOG)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.paused = False
+        self.slot = -1
+        self.ping_sent_at = time.monotonic()  # the last keepalive ping (or the connect)
+        self.awaiting_pong = False
+        self.close_sent_at = 0.0
+        self._frags: list[bytes] | None = None
+        self._binary = False
+        self._requests: ws.Requests | None = None
+        self._connected = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self._server_conns is not None:
+            self._server_conns.add(self)
+        self.node.connections.add(self)
+        self.node.no_connections.clear()
+
+    def data_received(self, data: bytes) -> None:
+        proto = self.proto
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                self._on_handshake(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.proto.receive_eof()
+        self._flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        node = self.node
+        if self._server_conns is not None:
+            self._server_conns.discard(self)
+        node.connections.discard(self)
+        if not node.connections:
+            node.no_connections.set()
+        node.wheel.discard(self)
+        # MERGE-TODO: release the per-IP connection count (pushgate.hub.guard)
+        s = self.session
+        if s is not None:
+            s.closed(self._ended_code())
+            node.metrics.disconnects.labels(str(s.close_code)).inc()
+        if self._requests is not None:
+            self._requests.cancel()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.session is not None:
+            self.session.drain()
+
+    def shutdown(self) -> None:
+        """uvicorn's shutdown: after the node's own (4000 to every session, see
+        HubNode.begin_shutdown), what is still open closes with 1012."""
+        s = self.session
+        if s is not None and s.state in (State.CATCHING_UP, State.OPEN):
+            s.close(CloseCode.SHUTDOWN, "server shutting down; reconnect")
+        elif self.close_sent_at == 0.0:
+            self.send_close(1012, "service restart")
+
+    # -- the session's outlet --------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.close_sent_at:  # nothing after the close frame
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def send_close(self, code: int, reason: str) -> None:
+        """The close frame (once); the client's close or the close grace ends the TCP
+        connection (:func:`visit`)."""
+        if self.close_sent_at or self.transport is None:
+            return
+        self.close_sent_at = time.monotonic()
+        if self.proto.state is WsState.OPEN:
+            self.proto.send_close(code, reason)
+            self._flush()
+        elif self.proto.state is not WsState.CLOSED:
+            self.transport.close()
+
+    def closing(self, session: Session) -> None:
+        """The session stopped receiving: out of the registry now, and out of the
+        directory (after connecting finished, if it is still running)."""
+        node = self.node
+        if node.registry.get(session.id) is session:
+            node.registry.discard(session)
+            node.metrics.sessions.dec()
+            if self._connected:
+                node.forget(session)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the websocket connection (RFC 6455 7.1.7): close frame, then end."""
+        if self.proto.state is WsState.OPEN:
+            self.proto.fail(code, reason)
+            self._flush()
+
+    def tick(self, now_mono: float, now: float) -> None:
+        """The timer wheel's checks of this connection (pushgate.hub.wheel)."""
+        settings = self.node.settings
+        if self.close_sent_at:
+            if now_mono - self.close_sent_at >= settings.close_grace_s and self.transport is not None:
+                self.transport.abort()  # the client never completed the close handshake
+            return
+        s = self.session
+        if s is None:
+            return
+        if s.paused_at and now_mono - s.paused_at >= settings.write_deadline_s:
+            s.close(CloseCode.SLOW, "client stopped reading: write deadline passed; fetch after "
+                    "reconnect")
+            return
+        if s.state is not State.OPEN and s.state is not State.CATCHING_UP:
+            return
+        if s.expires_at <= now:
+            s.close(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a fresh token")
+        elif s.last_rx < now_mono - settings.idle_timeout_s:
+            s.close(CloseCode.IDLE, f"no frame for {settings.idle_timeout_s:g} s")
+        elif self.awaiting_pong:
+            if now_mono - self.ping_sent_at >= settings.ping_timeout_s:
+                self.fail(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+        elif now_mono - self.ping_sent_at >= settings.ping_interval_s and not self.paused \
+                and self.transport is not None:
+            self.ping_sent_at = now_mono
+            self.awaiting_pong = True
+            self.transport.write(PING)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        proto = self.proto
+        for data in proto.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # end of stream: the close handshake is over (or the handshake failed)
+                transport.close()
+        if proto.state is not WsState.OPEN and proto.state is not WsState.CONNECTING:
+            # the client closed, or websockets failed the connection (1002/1007/1009/1011):
+            # nothing more may be written; the session stops receiving now
+            if not self.close_sent_at:
+                self.close_sent_at = time.monotonic()
+            s = self.session
+            if s is not None and (s.state is State.OPEN or s.state is State.CATCHING_UP):
+                s.abandon(self._ended_code())
+
+    def _ended_code(self) -> int:
+        proto = self.proto
+        if proto.close_sent is not None:
+            return proto.close_sent.code
+        if proto.close_rcvd is not None:
+            return proto.close_rcvd.code
+        return 1006
+
+    def _reject(self, response: Response) -> None:
+        self.proto.send_response(response)
+        self._flush()
+
+    def _on_handshake(self, request: Request) -> None:
+        node = self.node
+        url = urlsplit(request.path)
+        if url.path != PATH:
+            self._reject(_json_response(404, "Not Found", "not_found",
+                                        f"no websocket endpoint at {url.path}; use {PATH}"))
+            return
+        response = self.proto.accept(request)
+        if response.status_code != 101:
+            exc = self.proto.handshake_exc
+            self._reject(_json_response(response.status_code, response.reason_phrase,
+                                        "invalid_request", f"not a websocket upgrade: {exc}"))
+            return
+        self.proto.send_response(response)
+        self._flush()
+        if _ACCESS_LOG.isEnabledFor(logging.INFO):
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            _ACCESS_LOG.info('%s - "WebSocket %s" [accepted]', _addr(peer), request.path)
+        self.node.wheel.add(self)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            if node.shutting_down:
+                raise ShuttingDown("server is shutting down; reconnect later")
+            origin = _first(request.headers, "Origin")
+            if not _origin_allowed(origin, node.settings.allowed_origins):
+                raise Forbidden(f"origin {origin} is not allowed", field="Origin")
+            token = node.tokens.verify(_token(query, request.headers))
+            after = _after(query)
+        except PushgateError as e:
+            node.metrics.error(e.code)
+            node.metrics.disconnects.labels(str(int(e.close_code))).inc()
+            self.send_close(e.close_code, e.message[:120])
+            return
+        s = self.session = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
+                                   node.metrics.delivery_latency.observe, token.expires_at)
+        node.registry.add(s)
+        node.metrics.connects.inc()
+        node.metrics.sessions.inc()
+        node.spawn(self._connect(s, after))
+
+    async def _connect(self, s: Session, after: int | None) -> None:
+        node = self.node
+        try:
+            await node.router.connect(s.info)
+        except PushgateError as e:  # cluster: no router reachable (retryable close)
+            node.metrics.error(e.code)
+            s.close(e.close_code, e.message[:120])
+            s.end_catch_up(None)
+            return
+        self._connected = True
+        if s.state is not State.CATCHING_UP and s.state is not State.OPEN:
+            node.forget(s)  # it closed while the directory took it in
+        await ws.catch_up(node, s, after)
+
+    def _on_frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        data = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if not frame.fin:
+                self._frags = [data]
+                self._binary = op is Opcode.BINARY
+                return
+            self._on_message(data, op is Opcode.BINARY)
+        elif op is Opcode.CONT:
+            frags = self._frags
+            if frags is None:  # websockets fails the connection first (1002)
+                return
+            frags.append(data)
+            if frame.fin:
+                self._frags = None
+                self._on_message(b"".join(frags), self._binary)
+        elif op is Opcode.PONG:
+            self.awaiting_pong = False
+
+    def _on_message(self, data: bytes, binary: bool) -> None:
+        s = self.session
+        if s is None or s.state is State.CLOSING or s.state is State.CLOSED:
+            return  # closing: what the client sends now is not served
+        s.last_rx = time.monotonic()
+        if binary:
+            s.close(CloseCode.BAD_FRAME, "binary frames are not supported; send JSON text")
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as e:
+            self.fail(1007, f"invalid UTF-8 at position {e.start}")
+            return
+        if self._requests is None:
+            self._requests = ws.Requests(self.node, s, self.transport)
+        self._requests.on_text(text)
