@@ -13,6 +13,7 @@ import uvicorn
 
 from pushgate.hub.app import create_app
 from pushgate.hub.fastpath import FastSend
+from pushgate.hub.guard import guarded_http
 from pushgate.hub.node import HubNode
 from pushgate.logs import get_logger
 from pushgate.settings import Settings
@@ -85,7 +86,7 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http(app.state.node),  # httptools behind per-IP limits and deadlines
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
