@@ -93,6 +93,10 @@ async def _server(request: Request) -> HubNode:
 
 
 async def open_connection(request: Request) -> Response:
+    refused = _node(request).conn_limits.limit_open_connection(request)
+    if refused is not None:  # 429 rate_limited: open_connection_rate_per_ip
+        _node(request).metrics.error("rate_limited")
+        return refused
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)
     if not isinstance(body, dict):
@@ -205,6 +209,10 @@ async def user_devices(request: Request) -> Response:
 
 
 async def pushca_open_connection(request: Request) -> Response:
+    refused = _node(request).conn_limits.limit_open_connection(request)
+    if refused is not None:  # 429 rate_limited: open_connection_rate_per_ip
+        _node(request).metrics.error("rate_limited")
+        return refused
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)
     native = node.open_connection(request, _pushca_identity(body))

@@ -38,8 +38,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from pushgate.logs import get_logger
 
 if TYPE_CHECKING:
     from pushgate.hub.node import HubNode
@@ -50,9 +53,11 @@ if TYPE_CHECKING:
 LINGER_S = 2.0
 
 #: Headers llhttp names in its reasons, as the ``field`` of a 400.
-_HEADER_NAMES = ("Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "Host")
+_HEADER_NAMES = ("Content-Length", "Transfer-Encoding")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+log = get_logger("pushgate.guard")
 
 
 # -- per-IP accounting ------------------------------------------------------------------------
@@ -87,14 +92,14 @@ class TrustedPeers:
     def __contains__(self, host: str) -> bool:
         if self.every or host in self.exact:
             return True
-        if not self.networks and not host.startswith("::ffff:"):
+        if not self.networks and ":" not in host:
             return False
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):  # other spellings, IPv4-mapped
+            ip = ip.ipv4_mapped or ip
             if str(ip) in self.exact:
                 return True
         return any(ip in net for net in self.networks)
@@ -260,6 +265,16 @@ class ConnectionLimits:
             return 0.0
         return self.opens.take(ip)
 
+    def limit_open_connection(self, request: Request) -> Response | None:
+        """:meth:`open_connection` for an HTTP request (client: ``request.client.host``,
+        which uvicorn takes from ``X-Forwarded-For`` behind ``trusted_proxies``):
+        ``None`` when allowed, else the ``429 rate_limited`` reply with ``Retry-After``."""
+        client = request.client
+        wait = self.open_connection(client.host if client is not None else None)
+        if wait <= 0:
+            return None
+        return rate_limited_response(wait, "open-connection requests")
+
     def retry_after(self, code: str) -> int:
         """Seconds for the ``Retry-After`` of a refusal with ``code``."""
         if code == "rate_limited" and self.connect_rate > 0:
@@ -377,7 +392,7 @@ class GuardedHttp(asyncio.Protocol):
     max_head: int
 
     __slots__ = ("counted", "deadline", "head_bytes", "inner", "kwargs", "loop", "parser",
-                 "piece_began", "piece_done", "state", "timer", "transport")
+                 "piece_began", "piece_done", "state", "timer", "transport", "url")
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs: dict[str, Any] | None = kwargs
@@ -387,6 +402,7 @@ class GuardedHttp(asyncio.Protocol):
         self.state = _CONNECTED
         self.counted: str | None = None  # the IP this connection is counted for
         self.head_bytes = 0
+        self.url = b""
         self.piece_began = False
         self.piece_done = False
         self.deadline: float | None = None
@@ -528,7 +544,12 @@ class GuardedHttp(asyncio.Protocol):
         self.piece_began = True
         self._set_deadline(self.header_timeout)
 
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
     def on_headers_complete(self) -> None:
+        url, self.url = self.url, b""
+        httptools.parse_url(url)  # uvicorn's check: rejected here, with the JSON body
         self.state = _BODY
         self.head_bytes = 0
         self._set_deadline(self.request_timeout)
@@ -604,6 +625,13 @@ class GuardedHttp(asyncio.Protocol):
                      f"bytes (max_header_bytes)", retryable=False)
 
     def _bad_request(self, e: httptools.HttpParserError) -> None:
+        cause = e.__context__
+        if isinstance(e, httptools.HttpParserCallbackError):
+            if isinstance(cause, httptools.HttpParserInvalidURLError):
+                self._reject(400, "invalid_request", "malformed HTTP request: invalid request "
+                             "target (URL)", retryable=False)
+                return
+            log.error("HTTP guard callback failed", exc_info=cause)
         reason = str(e) or "malformed request"
         named = [(reason.find(h), h) for h in _HEADER_NAMES if h in reason]
         field = min(named)[1] if named else None
