@@ -162,6 +162,13 @@ class Baseline(Target):
         return RunningTarget(self.name, srv, ClientSpec("baseline", host, port))
 
 
+# The load comes from a few 127.0.0.x addresses (≤ 5,000 sessions each, opened at up to
+# ~2,000/s): pushgate's per-client-IP guard (max_connections_per_ip 1000,
+# connect_rate_per_ip 200/s) would refuse most of them. Off, as for a server behind a
+# trusted proxy; settings a pushgate does not have are ignored (--ref of older commits).
+NO_PER_IP_LIMITS = {"PUSHGATE_MAX_CONNECTIONS_PER_IP": "0", "PUSHGATE_CONNECT_RATE_PER_IP": "0"}
+
+
 @functools.cache
 def venv_runs_root() -> bool:
     """Whether this interpreter's ``pushgate`` (outside any source tree) is ROOT's."""
@@ -205,7 +212,8 @@ class Pushgate(Target):
             notes.append(f"pushgate of {source} (python -m pushgate.cli)")
         cwd = str(source or ROOT)
         base_env = probe_env({**os.environ, "PUSHGATE_JWT_SECRET": secret,
-                              "PUSHGATE_LOG_LEVEL": "warning", **extra, **(env or {})},
+                              "PUSHGATE_LOG_LEVEL": "warning", **NO_PER_IP_LIMITS, **extra,
+                              **(env or {})},
                              workdir, self.name, gc_probe)
         srv = ServerProcess(self.name, argv, {**base_env, "PUSHGATE_API_KEYS": key},
                             "PUSHGATE_LISTENING", workdir, core, cwd=cwd)
