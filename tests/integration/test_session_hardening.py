@@ -109,6 +109,7 @@ WRITE_DEADLINE = 2.0
 CLOSE_GRACE = 30.0
 MARGIN = 3.0
 RSS_BOUND_KB = 200 * 1024
+SEND_WINDOW = 200
 
 
 def rss_kb(pid: int) -> int:
@@ -143,17 +144,30 @@ async def test_never_reading_client_is_closed_4001_within_the_write_deadline(
             await wait_for(lambda: listed(srv, user), 10, "the sink's session",
                            until=lambda s: len(s) == 1)
             # 20,000 1-KB events through a sender's websocket (the HTTP API has no batch send;
-            # pipelined `send` frames are the fastest way in), every one answered
+            # pipelined `send` frames are the fastest way in), every one answered. At most
+            # SEND_WINDOW are in flight: the server's memory then measures the sink's cost,
+            # not 20,000 requests being handled at once
             async with ws_client(srv, "sender", max_queue=None) as sender:
                 body = {"pad": "x" * 1000}
-                for i in range(EVENTS):
-                    await sender.ws.send(json.dumps({"type": "send", "users": [user],
-                                                     "body": body, "rid": i}))
+                window = asyncio.Semaphore(SEND_WINDOW)
                 seqs: list[int] = []
-                while len(seqs) < EVENTS:
-                    msg = await sender.recv(timeout=30)
-                    assert msg["type"] == "reply", msg
-                    seqs.append(msg["results"][0]["seq"])
+
+                async def collect() -> None:
+                    while len(seqs) < EVENTS:
+                        msg = await sender.recv(timeout=30)
+                        assert msg["type"] == "reply", msg
+                        seqs.append(msg["results"][0]["seq"])
+                        window.release()
+
+                collecting = asyncio.create_task(collect())
+                try:
+                    for i in range(EVENTS):
+                        await asyncio.wait_for(window.acquire(), 30)
+                        await sender.ws.send(json.dumps({"type": "send", "users": [user],
+                                                         "body": body, "rid": i}))
+                    await collecting
+                finally:
+                    collecting.cancel()
             sent_at = time.monotonic()
             assert sorted(seqs) == list(range(1, EVENTS + 1))
 
