@@ -84,7 +84,7 @@ async def test_session_burst_leaves_only_live_sessions(tmp_path: Path) -> None:
                     with contextlib.suppress(AssertionError):
                         await wait_for(lambda got=has_send, ws=every: all(  # type: ignore[misc]
                             got(w) or not is_open(w) for w in ws),
-                            5, "each socket to get the send or be closed")
+                            3, "each socket to get the send or be closed")
                     still_open = [w for w in every if is_open(w)]
                     assert 1 <= len(still_open) <= QUOTA, \
                         f"round {rnd}: {len(still_open)} sockets open"
