@@ -94,7 +94,7 @@ class S5(Scenario):
         try:
             per_hub = math.ceil(self.sessions / self.hubs)
             log(f"starting {self.hubs} {target} server processes")
-            env = {"PUSHGATE_IDLE_TIMEOUT_S": "3600"} if target == "pushgate" else {}
+            env = {"PUSHGATE_IDLE_TIMEOUT_S": "3600"} if target.startswith("pushgate") else {}
             for h in range(self.hubs):
                 own = workdir / f"{target}-hub{h}"  # own logs and data dir per process
                 own.mkdir(parents=True, exist_ok=True)

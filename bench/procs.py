@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,7 +95,12 @@ class ServerProcess:
     """One server under test, started with ``taskset -c CORE`` and logging to files."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], ready_prefix: str,
-                 workdir: Path, core: int = 0, cwd: str | None = None) -> None:
+                 workdir: Path, core: int | str = 0, cwd: str | None = None,
+                 pass_fds: tuple[int, ...] = (),
+                 ready: Callable[[], str | None] | None = None) -> None:
+        """``ready_prefix``: the stdout line that says the server is ready (its second word
+        is the URL); or ``ready``, called until it returns the URL (servers that print
+        nothing, e.g. nginx). ``pass_fds``: descriptors the server inherits."""
         self.name = name
         self.argv = ["taskset", "-c", str(core), *argv]
         self.env = env
@@ -102,6 +108,8 @@ class ServerProcess:
         self.out_path = workdir / f"{name}.stdout"
         self.err_path = workdir / f"{name}.stderr"
         self.cwd = cwd
+        self.pass_fds = pass_fds
+        self.ready = ready
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -114,12 +122,17 @@ class ServerProcess:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, cwd=self.cwd,
-                                         start_new_session=True,
+                                         start_new_session=True, pass_fds=self.pass_fds,
                                          preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.ready is not None:
+                url = self.ready()
+                if url:
+                    self.url = url.rstrip("/")
+                    return self.url
             for line in self.out_path.read_text(errors="replace").splitlines():
-                if line.startswith(self.ready_prefix):
+                if self.ready_prefix and line.startswith(self.ready_prefix):
                     self.url = line.split()[1].rstrip("/")
                     return self.url
             if self.proc.poll() is not None:
@@ -141,7 +154,8 @@ class ServerProcess:
             lines = self.err_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        keys = ("error", "exception", "traceback", "warning", "critical")
+        keys = ("error", "exception", "traceback", "warning", "critical",
+                "[warn]", "[crit]", "[alert]", "[emerg]")  # the last: nginx's levels
         return [ln for ln in lines if any(k in ln.lower() for k in keys)]
 
     def pids(self) -> list[int]:

@@ -30,13 +30,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batch, campaign, cluster, fanout, idle, store_scenario, unicast
+from bench import batch, campaign, cluster, fanout, idle, peers, store_scenario, unicast
 from bench.procs import core_busy_seconds
-from bench.scenarios import SCENARIOS, Env, Scenario
+from bench.scenarios import SCENARIOS, Criterion, Env, Scenario
 from bench.targets import TARGETS, Pushgate
 from bench.wsload import LoadWorkers
 
 _REGISTERED = (unicast, batch, fanout, idle, cluster, campaign, store_scenario)  # S1-S8
+_PEERS = peers.PEERS  # bench.peers adds nchan, nchan-multi, socketio to TARGETS
 DEFAULT_SCENARIOS = ["S1", "S2", "S4"]
 _ip_counter = [0]
 
@@ -165,35 +166,64 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
+# value columns besides pushgate and baseline, in this order, each with "vs <label>"
+# (pushgate / it); then any other target that ran
+_EXTRA = [("pushgate-ref", "ref"), ("nchan", "nchan"), ("nchan-multi", "nchan-multi"),
+          ("socketio", "socketio")]
+
+
+def _extra_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    ran = {t for r in results.values() for t in r["median"] if r["median"][t]}
+    known = [(t, label) for t, label in _EXTRA if t in ran]
+    other = sorted(ran - {"pushgate", "baseline"} - {t for t, _ in _EXTRA})
+    return known + [(t, t) for t in other]
+
+
+def check_criteria(crits: list[Criterion], med: dict[str, dict[str, Any]]) -> str:
+    """'yes' / 'NO' / 'n/a' for the criteria of one metric (all must hold; n/a when a
+    criterion's reference target did not run and none failed)."""
+    res = [c.check(med.get("pushgate", {}).get(c.metric), med.get(c.ref, {}).get(c.metric))
+           for c in crits]
+    if any(r is False for r in res):
+        return "NO"
+    if all(r is None for r in res):
+        return "n/a"
+    return "yes" if all(r is True for r in res) else "yes (rest n/a)"
+
+
 def table(results: dict[str, Any], targets: list[str]) -> str:
-    with_ref = any("pushgate-ref" in r["median"] for r in results.values())
-    head = ["scenario", "metric", "pushgate", "baseline", "ratio", "target", "met?"]
-    if with_ref:  # --ref: the other commit's figures and pushgate / ref
-        head[5:5] = ["ref", "vs ref"]
+    extra = _extra_columns(results)
+    head = ["scenario", "metric", "pushgate", "baseline", "ratio"]
+    for _, label in extra:  # e.g. --ref: the other commit's figures and pushgate / ref
+        head += [label, f"vs {label}"]
+    head += ["target", "met?"]
     rows: list[list[str]] = []
     for name, r in results.items():
         sc_cls = SCENARIOS[name]
         med = r["median"]
-        pg, base, ref = (med.get(t, {}) for t in ("pushgate", "baseline", "pushgate-ref"))
-        crit = {c.metric: c for c in sc_cls.criteria}
+        pg, base = (med.get(t, {}) for t in ("pushgate", "baseline"))
+        crit: dict[str, list[Criterion]] = {}
+        for c in sc_cls.criteria:
+            crit.setdefault(c.metric, []).append(c)
         for key, label, f in sc_cls.metrics(sc_cls()):
             a, b = pg.get(key), base.get(key)
-            if a is None and b is None:
+            others = [med.get(t, {}).get(key) for t, _ in extra]
+            if a is None and b is None and all(o is None for o in others):
                 continue
-            c = crit.get(key)
-            met = "-"
-            if c is not None:
-                ok = c.check(a, b)
-                met = "n/a" if ok is None else ("yes" if ok else "NO")
-            row = [name, label, fmt(a, f), fmt(b, f), _ratio(a, b), c.text if c else "", met]
-            if with_ref:
-                row[5:5] = [fmt(ref.get(key), f), _ratio(a, ref.get(key))]
+            cs = crit.get(key, [])
+            met = check_criteria(cs, med) if cs else "-"
+            row = [name, label, fmt(a, f), fmt(b, f), _ratio(a, b)]
+            for o in others:
+                row += [fmt(o, f), _ratio(a, o)]
+            row += ["; ".join(c.text for c in cs), met]
             rows.append(row)
         for t in targets:
             errs = [x["error"] for x in r["runs"].get(t, []) if "error" in x]
             if errs:
                 rows.append([name, f"{t}: runs failed", str(len(errs)),
                              *[""] * (len(head) - 4), "see below"])
+        for t in r.get("skipped", {}):
+            rows.append([name, f"{t}: not run", "", *[""] * (len(head) - 4), "see below"])
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(head)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
@@ -207,6 +237,54 @@ def table(results: dict[str, Any], targets: list[str]) -> str:
         lines.append(" | ".join(c.ljust(w) if i < 2 else c.rjust(w) if i < numeric else c.ljust(w)
                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
+
+
+# the figures of docs/benchmarks.md "Peers": one row per scenario and target; the
+# send scenarios (S1-S4) and the idle one (S5) have their own columns
+SUMMARY = [("cpu_us_per_delivery", "server CPU µs/delivery", "{:.1f}"),
+           ("rss_kb_per_session", "RSS KB/session", "{:.1f}"),
+           ("p50_ms", "p50 ms", "{:.2f}"), ("p99_ms", "p99 ms", "{:.2f}"),
+           ("lost", "lost", "{:.0f}"), ("duplicates", "dup", "{:.0f}"),
+           ("deliveries_per_s", "deliveries/s", "{:.0f}")]
+SUMMARY_IDLE = [("connected", "sessions held", "{:.0f}"),
+                ("hubs", "server processes", "{:.0f}"),
+                ("rss_kb_per_session", "RSS KB/session", "{:.1f}"),
+                ("idle_cpu_pct", "idle CPU % of a core", "{:.1f}"),
+                ("connect_cpu_ms_per_session", "connect CPU ms/session", "{:.2f}"),
+                ("connect_failed", "connect failures", "{:.0f}"),
+                ("sessions_closed", "closed", "{:.0f}")]
+SUMMARY_ORDER = ["pushgate", "pushgate-ref", "baseline", "nchan", "nchan-multi", "socketio"]
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per scenario and target that ran (pushgate first), the main
+    figures (:data:`SUMMARY`, S5: :data:`SUMMARY_IDLE`) and pushgate's CPU per delivery
+    (S5: RSS per session) divided by the target's."""
+    out: list[str] = []
+    for cols, key in ((SUMMARY, "cpu_us_per_delivery"), (SUMMARY_IDLE, "rss_kb_per_session")):
+        idle = cols is SUMMARY_IDLE
+        names = [n for n in results if SCENARIOS[n].standalone == idle]
+        if not names:
+            continue
+        label = "pushgate RSS ÷ this" if idle else "pushgate CPU ÷ this"
+        head = ["scenario", "target", *(c[1] for c in cols), label]
+        out += ["| " + " | ".join(head) + " |",
+                "| --- | --- | " + " | ".join("---:" for _ in head[2:]) + " |"]
+        for name in names:
+            r = results[name]
+            med = r["median"]
+            ts = sorted((t for t in med if med[t]), key=lambda t: (
+                SUMMARY_ORDER.index(t) if t in SUMMARY_ORDER else len(SUMMARY_ORDER), t))
+            pg = med.get("pushgate", {}).get(key)
+            for t in ts:
+                row = [name, t, *(fmt(med[t].get(k), f) for k, _, f in cols),
+                       _ratio(pg, med[t].get(key))]
+                out.append("| " + " | ".join(row) + " |")
+            for t, why in r.get("skipped", {}).items():
+                out.append("| " + " | ".join([name, t, f"not run: {why}",
+                                              *[""] * (len(head) - 3)]) + " |")
+        out.append("")
+    return "\n".join(out).rstrip("\n")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -230,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario and target (median)")
     ap.add_argument("--json", metavar="FILE", help="write all results as JSON")
     ap.add_argument("--targets", default="pushgate,baseline",
-                    help="comma-separated targets (default: pushgate,baseline)")
+                    help="comma-separated targets (default: pushgate,baseline; known: "
+                         + ", ".join(TARGETS) + ")")
+    ap.add_argument("--peers", action="store_true",
+                    help=f"also run the real peers ({', '.join(_PEERS)}: nginx + nchan, "
+                         f"Socket.IO on Node; installed on first use, see bench/peers)")
     ap.add_argument("--ref", metavar="DIR", type=Path,
                     help="also run the pushgate of source tree DIR (e.g. `git worktree add "
                          "/tmp/ref <commit>`) as target 'pushgate-ref', on this checkout's "
@@ -266,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s) {unknown}; known: {' '.join(sorted(SCENARIOS))} or all")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.peers:
+        targets += [t for t in _PEERS if t not in targets]
     if args.ref is not None:
         if not (args.ref / "pushgate" / "cli.py").is_file():
             ap.error(f"--ref {args.ref}: no pushgate/cli.py there")
@@ -292,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
 
+    unavailable: dict[str, str] = {}
+    for t in list(targets):  # install what the peers need (once), or say why they can't run
+        why = TARGETS[t].prepare(_say)
+        if why is not None:
+            _say(f"target {t} cannot run here, skipped: {why}")
+            unavailable[t] = why
+            targets.remove(t)
+
     workdir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     started = dt.datetime.now(dt.UTC)
     command = " ".join([Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])])
@@ -301,10 +393,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             sc = SCENARIOS[name](scale=args.scale)
             _say(f"== {name}: {sc.title} {sc.params()}")
-            runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            skipped = {t: why for t in targets
+                       if (why := TARGETS[t].skip_reason(name)) is not None}
+            skipped.update(unavailable)
+            if sc.standalone and not getattr(sc, "uses_targets", False):
+                skipped.update({t: "this scenario runs pushgate only" for t in targets
+                                if t != "pushgate"})
+            for t, why in skipped.items():
+                _say(f"[{name}] {t} not run: {why}")
+            here = [t for t in targets if t not in skipped]
+            runs: dict[str, list[dict[str, Any]]] = {t: [] for t in here}
             if sc.standalone:
                 multi = getattr(sc, "uses_targets", False)
-                who = targets if multi else ["pushgate"]
+                who = here if multi else ["pushgate"]
                 kw = {"server_core": args.server_core, "load_core": args.load_core}
                 runs = {t: [] for t in who}
                 for r in range(args.runs):
@@ -313,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                             sc, f"{name} run {r + 1}/{args.runs} {t}", workdir,
                             **({"target": t, **kw} if multi else {})))
             for r in range(0 if sc.standalone else args.runs):
-                order = targets if r % 2 == 0 else list(reversed(targets))
+                order = here if r % 2 == 0 else list(reversed(here))
                 for t in order:
                     label = f"{name} run {r + 1}/{args.runs} {t}"
                     spy = None
@@ -332,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs[t].append(m)
             results[name] = {"title": sc.title, "params": sc.params(), "runs": runs,
                              "median": {t: median_metrics(runs[t]) for t in runs},
-                             "criteria": [c.__dict__ for c in sc.criteria]}
+                             "criteria": [c.__dict__ for c in sc.criteria],
+                             **({"skipped": skipped} if skipped else {})}
     except KeyboardInterrupt:
         _say("interrupted; servers and load processes stopped")
         return 130
@@ -347,7 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pushgate benchmark, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
           f"runs={args.runs} (median), {elapsed / 60:.1f} min")
     print(table(results, targets))
+    if any(t not in ("pushgate", "baseline", "pushgate-ref") for t in targets):
+        print("\nsummary (docs/benchmarks.md, Peers):\n")
+        print(summary_table(results))
     for name, r in results.items():
+        for t, why in r.get("skipped", {}).items():
+            print(f"{name} {t} not run: {why}")
         for t, runs in r["runs"].items():
             for i, x in enumerate(runs):
                 if "error" in x:
@@ -365,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
             for c in SCENARIOS[name].criteria:
                 pg = r["median"].get("pushgate", {}).get(c.metric)
                 base = r["median"].get("baseline", {}).get(c.metric)
+                ref = r["median"].get(c.ref, {}).get(c.metric)
                 r["checks"].append({"metric": c.metric, "target": c.text, "pushgate": pg,
-                                    "baseline": base, "met": c.check(pg, base)})
+                                    "baseline": base, "ref": c.ref, c.ref: ref,
+                                    "met": c.check(pg, ref)})
         doc = {"date": started.isoformat(timespec="seconds"), "command": command,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version()},

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
-
 from bench.httpload import HttpPool
 from bench.procs import core_busy_seconds, cpu_seconds
 from bench.progress import Progress
-from bench.targets import RunningTarget
+from bench.targets import BadReply, RunningTarget, json_sessions_reply
 from bench.wsload import LoadWorkers
 
 PAD = "x" * 40  # makes each notification body ~100 bytes of JSON
@@ -51,9 +49,10 @@ class Env:
 @dataclass
 class Criterion:
     metric: str
-    kind: str  # "ratio_max": pushgate <= value x baseline; "max": pushgate <= value; "min"
+    kind: str  # "ratio_max": pushgate <= value x ref's; "max": pushgate <= value; "min"
     value: float
     text: str
+    ref: str = "baseline"  # the target a "ratio_max" compares with (same run)
 
     def check(self, pg: float | None, base: float | None) -> bool | None:
         if pg is None or (isinstance(pg, float) and math.isnan(pg)):
@@ -148,14 +147,17 @@ def pct(sorted_vals: list[float] | array, q: float) -> float:
     return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
 
 
-async def connect_sessions(env: Env, users: list[str], concurrency: int = 100) -> dict[str, Any]:
-    """Open one session per entry of ``users`` (spread over the workers); report RSS."""
+async def connect_sessions(env: Env, users: list[str], concurrency: int = 100,
+                           fanout: bool = False) -> dict[str, Any]:
+    """Open one session per entry of ``users`` (spread over the workers); report RSS.
+    ``fanout``: the sessions are there for broadcasts (``ClientSpec.for_fanout``)."""
     srv = env.target.server
+    client = env.client.for_fanout() if fanout else env.client
     srv.gc_snapshot()  # (--gc-probe) count GC pauses of the connect phase
     rss0, cpu0 = srv.rss_kb(), srv.cpu()
     n = len(env.workers.pids)
     shards = [users[i::n] for i in range(n)]
-    args = [{"client": env.client, "users": shards[i], "src_ip": env.src_ips[i],
+    args = [{"client": client, "users": shards[i], "src_ip": env.src_ips[i],
              "concurrency": max(10, concurrency // n), "timeout": 30.0,
              "kind": env.ws_client} for i in range(n)]
     t0 = time.monotonic()
@@ -206,7 +208,10 @@ async def connect_sessions(env: Env, users: list[str], concurrency: int = 100) -
 class SendLog:
     """What the senders saw: HTTP status, response time, reported sessions."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: Callable[[int, bytes], int] = json_sessions_reply) -> None:
+        """``reply``: the target's reply parser (``ClientSpec.reply_sessions``): sessions
+        reached, or :class:`~bench.targets.BadReply`."""
+        self.reply = reply
         self.sends = 0
         self.errors = 0
         self.error_samples: list[str] = []
@@ -217,13 +222,10 @@ class SendLog:
     def done(self, status: int, resp: bytes, ms: float) -> None:
         self.sends += 1
         self.resp_ms.append(ms)
-        if status != 200:
-            self.error(f"HTTP {status}: {resp[:200]!r}")
-            return
         try:
-            self.sessions += int(orjson.loads(resp).get("sessions", 0))
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            self.error(f"bad reply {resp[:200]!r}")
+            self.sessions += self.reply(status, resp)
+        except BadReply as e:
+            self.error(str(e))
 
     def error(self, text: str) -> None:
         self.errors += 1
@@ -266,7 +268,7 @@ async def measure(env: Env, prefix: str, expected_fn: Callable[[SendLog], int],
     w = env.workers
     srv = env.target.server
     await w.call_all("reset", [prefix] * len(w.pids))
-    slog = SendLog()
+    slog = SendLog(env.client.reply_sessions)
     gc_start = srv.gc_snapshot()  # (--gc-probe) start counting GC pauses here
     cores = [env.server_core, env.load_core]
     spy = None

@@ -4,11 +4,13 @@ subclassing :class:`Target` and registering it in :data:`TARGETS`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -28,9 +30,26 @@ class Request:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class BadReply(ValueError):
+    """A send's HTTP reply that is not a success (the message says what it was)."""
+
+
+def json_sessions_reply(status: int, resp: bytes) -> int:
+    """Sessions reached, from a ``200 {"sessions": n}`` reply (pushgate, the baseline,
+    the Socket.IO peer)."""
+    if status != 200:
+        raise BadReply(f"HTTP {status}: {resp[:200]!r}")
+    try:
+        return int(orjson.loads(resp).get("sessions", 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise BadReply(f"bad reply {resp[:200]!r}") from None
+
+
 @dataclass
 class ClientSpec:
-    """Picklable description of how load processes reach one running target."""
+    """Picklable description of how load processes reach one running target: the
+    target's adapter (websocket path per user, the send requests, what a reply means,
+    how its frames look on the wire). Peers subclass it (bench/peers)."""
 
     kind: str
     host: str
@@ -39,6 +58,13 @@ class ClientSpec:
     api_key: str = ""
     token_ttl_s: int = 3600
 
+    # How the load client reads the target's websocket (bench/wsload.py):
+    # "json": the session counts as open at a {"type":"hello"} frame; then one JSON
+    #         notification per text frame (pushgate's {"type":"event","body":…} or a bare body);
+    # "raw": open once the 101 handshake is done; every text frame is a body (nchan);
+    # "socketio": engine.io/Socket.IO framing (open at `40{…}`, events `42["m",body]`).
+    wire: ClassVar[str] = "json"
+
     def ws_path(self, user: str) -> str:
         if self.kind == "pushgate":
             import jwt
@@ -46,6 +72,15 @@ class ClientSpec:
                                self.jwt_secret, algorithm="HS256")
             return f"/v1/ws?token={token}"
         return f"/ws?user={user}"
+
+    def for_fanout(self) -> ClientSpec:
+        """The spec the sessions of a broadcast scenario (S4) connect with: the same, except
+        for a target whose broadcast needs a subscription of its own (nchan's channel)."""
+        return self
+
+    def reply_sessions(self, status: int, resp: bytes) -> int:
+        """Sessions a send reached, from its HTTP reply; :class:`BadReply` if it failed."""
+        return json_sessions_reply(status, resp)
 
     def _auth(self) -> tuple[tuple[str, str], ...]:
         return (("Authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
@@ -81,6 +116,15 @@ class RunningTarget:
 
 class Target:
     name: ClassVar[str]
+
+    def prepare(self, log: Callable[[str], None]) -> str | None:
+        """Once per benchmark, before any run: install what the target needs (peers:
+        apt-get / npm ci). None when it can run, else the reason it cannot."""
+        return None
+
+    def skip_reason(self, scenario: str) -> str | None:
+        """Why this target does not run ``scenario`` (None: it does)."""
+        return None
 
     def start(self, workdir: Path, core: int | str, gc_probe: bool = False,
               env: dict[str, str] | None = None) -> RunningTarget:
@@ -118,6 +162,22 @@ class Baseline(Target):
         return RunningTarget(self.name, srv, ClientSpec("baseline", host, port))
 
 
+# The load comes from a few 127.0.0.x addresses (≤ 5,000 sessions each, opened at up to
+# ~2,000/s): pushgate's per-client-IP guard (max_connections_per_ip 1000,
+# connect_rate_per_ip 200/s) would refuse most of them. Off, as for a server behind a
+# trusted proxy; settings a pushgate does not have are ignored (--ref of older commits).
+NO_PER_IP_LIMITS = {"PUSHGATE_MAX_CONNECTIONS_PER_IP": "0", "PUSHGATE_CONNECT_RATE_PER_IP": "0"}
+
+
+@functools.cache
+def venv_runs_root() -> bool:
+    """Whether this interpreter's ``pushgate`` (outside any source tree) is ROOT's."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", "import pushgate; print(pushgate.__file__)"],
+                         cwd="/", capture_output=True, text=True, timeout=60).stdout.strip()
+    return bool(out) and Path(out).resolve().parent == (ROOT / "pushgate").resolve()
+
+
 class Pushgate(Target):
     """``pushgate serve`` in embedded mode (SQLite store in a fresh data dir).
 
@@ -136,20 +196,25 @@ class Pushgate(Target):
         secret = secrets.token_urlsafe(32)
         key = "bench-" + secrets.token_hex(16)
         data_dir = tempfile.mkdtemp(prefix="pushgate-data-", dir=workdir)
+        notes: list[str] = []
         exe = VENV_BIN / "pushgate"
-        if self.source is None and exe.exists():
+        # the pushgate of this checkout: the venv's, unless the venv's editable install
+        # is of another checkout (bench run from a `git worktree` with the main .venv)
+        source = self.source or (None if venv_runs_root() else ROOT)
+        if source is None and exe.exists():
             argv = [str(exe)]
         else:  # python -m from the source tree's directory: its package wins
             argv = [sys.executable, "-m", "pushgate.cli"]
         argv += ["serve", "--port", "0", "--data-dir", data_dir]
         extra: dict[str, str] = {}
-        if self.source is not None:
-            extra["PYTHONPATH"] = str(self.source)
-        cwd = str(self.source or ROOT)
+        if source is not None:
+            extra["PYTHONPATH"] = str(source)
+            notes.append(f"pushgate of {source} (python -m pushgate.cli)")
+        cwd = str(source or ROOT)
         base_env = probe_env({**os.environ, "PUSHGATE_JWT_SECRET": secret,
-                              "PUSHGATE_LOG_LEVEL": "warning", **extra, **(env or {})},
+                              "PUSHGATE_LOG_LEVEL": "warning", **NO_PER_IP_LIMITS, **extra,
+                              **(env or {})},
                              workdir, self.name, gc_probe)
-        notes: list[str] = []
         srv = ServerProcess(self.name, argv, {**base_env, "PUSHGATE_API_KEYS": key},
                             "PUSHGATE_LISTENING", workdir, core, cwd=cwd)
         try:

@@ -44,6 +44,9 @@ class S1(_Unicast):
     users = 1000
     criteria = [Criterion("cpu_us_per_delivery", "ratio_max", 0.5,
                           "≤ 0.5x baseline"),
+                Criterion("cpu_us_per_delivery", "ratio_max", 1.0, "≤ socketio", "socketio"),
+                Criterion("cpu_us_per_delivery", "ratio_max", 2.5, "stretch ≤ 2.5x nchan",
+                          "nchan"),
                 Criterion("lost", "max", 0, "0")]
     extra_metrics = [("http_p99_ms", "HTTP reply p99 ms", "{:.2f}")]
 

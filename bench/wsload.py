@@ -8,7 +8,10 @@ frame and would make the load side the bottleneck in the fan-out scenario).
 
 Every text frame is decoded; notification bodies carry ``i`` (message id) and ``t``
 (send time, ``time.time()``). The process records per-message latency
-(receive time - ``t``), counts per message id, and duplicates per session.
+(receive time - ``t``), counts per message id, and duplicates per session. How a
+target frames them (and when a session counts as open) is its ``ClientSpec.wire``:
+``json`` (pushgate, the baseline: a hello frame, then JSON frames), ``raw`` (nchan: open
+at the 101, every frame is a body), ``socketio`` (:func:`on_sio_text`).
 
 The parent drives workers through :class:`LoadWorkers` (one pipe per process).
 """
@@ -104,6 +107,36 @@ def on_text(conn: Any, payload: bytes | str) -> None:
         conn.stats.other += 1
 
 
+def on_sio_text(conn: Any, payload: bytes | str) -> None:
+    """A text frame of a Socket.IO session (engine.io v4 packets): ``0{…}`` open →
+    answer ``40`` (Socket.IO connect); ``40{"sid":…}`` → the session is open;
+    ``42["m",body]`` → a delivery; ``2`` (engine.io ping) → answer ``3``."""
+    now = _now()
+    if isinstance(payload, str):  # the websockets library client gives str
+        payload = payload.encode()
+    head = payload[:2]
+    if head == b"42":
+        try:
+            msg = _loads(payload[2:])
+        except orjson.JSONDecodeError:
+            conn.stats.other += 1
+            return
+        conn.stats.record(conn, msg[1] if isinstance(msg, list) and len(msg) > 1 else None,
+                          now)
+    elif payload == b"2":
+        conn.send_text("3")
+    elif head == b"40":
+        if not conn.ready.done():
+            conn.ready.set_result(None)
+    elif head[:1] == b"0":
+        conn.send_text("40")
+    else:
+        conn.stats.other += 1
+
+
+TEXT_HANDLERS = {"json": on_text, "raw": on_text, "socketio": on_sio_text}
+
+
 class WsClient(asyncio.Protocol):
     """One websocket session (client side)."""
 
@@ -111,6 +144,7 @@ class WsClient(asyncio.Protocol):
         "buf",
         "closing",
         "frag",
+        "handler",
         "handshaken",
         "ready",
         "request",
@@ -118,10 +152,15 @@ class WsClient(asyncio.Protocol):
         "stats",
         "transport",
         "user",
+        "wire",
     )
 
-    def __init__(self, stats: Stats, host: str, port: int, path: str, user: str) -> None:
+    def __init__(self, stats: Stats, host: str, port: int, path: str, user: str,
+                 wire: str = "json") -> None:
+        """``wire``: the target's framing (:attr:`bench.targets.ClientSpec.wire`)."""
         self.stats = stats
+        self.wire = wire
+        self.handler = TEXT_HANDLERS[wire]
         self.user = user
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -164,6 +203,8 @@ class WsClient(asyncio.Protocol):
                 return
             self.handshaken = True
             del buf[:end + 4]
+            if self.wire == "raw" and not self.ready.done():  # no hello: open at the 101
+                self.ready.set_result(None)
         n = len(buf)
         pos = 0
         while n - pos >= 2:
@@ -219,7 +260,7 @@ class WsClient(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
 
     def _text(self, payload: bytes) -> None:
-        on_text(self, payload)
+        self.handler(self, payload)
 
     def _send(self, op: int, payload: bytes) -> None:
         # masked with an all-zero key (valid; the payload is unchanged)
@@ -243,9 +284,10 @@ class LibClient:
     """The same session on the ``websockets`` library's asyncio client (``--ws-client
     websockets``): several times the load-side CPU per frame; for cross-checks."""
 
-    def __init__(self, stats: Stats, user: str) -> None:
+    def __init__(self, stats: Stats, user: str, wire: str = "json") -> None:
         self.stats = stats
         self.user = user
+        self.handler = TEXT_HANDLERS[wire]
         self.seen: set[str] = set()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closing = False
@@ -257,7 +299,7 @@ class LibClient:
         self.ws = ws
         try:
             async for msg in ws:
-                on_text(self, msg)
+                self.handler(self, msg)
         except ConnectionClosed:
             pass
         if not self.ready.done():
@@ -267,6 +309,10 @@ class LibClient:
             if len(self.stats.close_samples) < 5:
                 self.stats.close_samples.append(
                     f"{self.user}: close {ws.close_code} {ws.close_reason}")
+
+    def send_text(self, text: str) -> None:
+        if self.ws is not None:
+            asyncio.get_running_loop().create_task(self.ws.send(text))
 
     def close(self) -> None:
         self.closing = True
@@ -282,8 +328,10 @@ async def _open_lib(stats: Stats, client: Any, user: str, sock: socket.socket,
     ws = await connect(f"ws://{client.host}:{client.port}{client.ws_path(user)}", sock=sock,
                        compression=None, ping_interval=None, max_queue=None,
                        open_timeout=wait_s)
-    c = LibClient(stats, user)
+    c = LibClient(stats, user, client.wire)
     c.task = asyncio.get_running_loop().create_task(c.run(ws))
+    if client.wire == "raw":  # open once the handshake is done
+        c.ready.set_result(None)
     try:
         await asyncio.wait_for(c.ready, wait_s)
     except BaseException:
@@ -309,7 +357,7 @@ async def _open(stats: Stats, client: Any, user: str, src_ip: str, wait_s: float
         return await _open_lib(stats, client, user, sock, wait_s)
     path = client.ws_path(user)
     _, proto = await loop.create_connection(
-        lambda: WsClient(stats, client.host, client.port, path, user), sock=sock)
+        lambda: WsClient(stats, client.host, client.port, path, user, client.wire), sock=sock)
     try:
         await asyncio.wait_for(proto.ready, wait_s)
     except BaseException:

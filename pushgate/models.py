@@ -47,6 +47,9 @@ MAX_PUSH_STR = 2048
 MAX_COLLAPSE_ID_BYTES = 64  # APNs limit
 MAX_PUSH_TTL_S = 28 * 86400  # FCM's maximum
 MAX_BADGE = 2**31 - 1
+#: The largest seq a request may name (``after``, ``seq``, ``seqs``, ``ranges``): seqs are
+#: signed 64-bit integers in the store, so anything above is refused before it gets there.
+MAX_SEQ = 2**63 - 1
 
 _NO_CONTROL = r"^[^\x00-\x1f]*$"
 _ID_TEXT = "1..255 characters, no control characters."
@@ -69,7 +72,7 @@ def _translated_id(nullable: bool, description: str) -> WithJsonSchema:
 _PushcaDim = Annotated[Any, _translated_id(True, _ID_TEXT[:-1] + "; null or omitted = any.")]
 _PushcaEventId = Annotated[Any, _translated_id(True, "Copied to the event's `id`: " + _ID_TEXT)]
 _PushcaAccount = Annotated[Any, _translated_id(False, "The user: " + _ID_TEXT)]
-Seq = Annotated[int, Field(ge=1)]
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 PushText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PUSH_STR)]
 _JSON_TEXT = "Any JSON value (object, array, string, number, boolean or null)."
 

@@ -16,10 +16,14 @@ from typing import Any
 import orjson
 
 from pushgate.errors import InvalidRequest, PushgateError
-from pushgate.models import MAX_READ_ITEMS
+from pushgate.models import MAX_READ_ITEMS, MAX_SEQ
 
 PROTOCOL_VERSION = 1
 MAX_RID_LEN = 64
+#: An integer ``rid`` is at most this in absolute value: the largest integer a JSON
+#: number holds exactly in JavaScript (``Number.MAX_SAFE_INTEGER``), so every client can
+#: match the echoed rid.
+MAX_RID_INT = 2**53 - 1
 
 Rid = str | int | None
 
@@ -83,7 +87,10 @@ class UnknownType(InvalidRequest):
     """A well-formed frame of a type this server does not know: answered with ``error``."""
 
 
-def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: int = 0) -> int:
+def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: int = 0,
+         maximum: int = MAX_SEQ) -> int:
+    """An integer field in ``minimum..maximum`` (bools and floats such as ``1.0`` or the
+    ``1e+30`` that a too large JSON integer decodes to are not integers)."""
     value = obj.get(key, default)
     if value is None:
         raise InvalidRequest(f"'{key}' is required", field=key)
@@ -91,6 +98,8 @@ def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: 
         raise InvalidRequest(f"'{key}' must be an integer", field=key)
     if value < minimum:
         raise InvalidRequest(f"'{key}' must be >= {minimum}", field=key)
+    if value > maximum:
+        raise InvalidRequest(f"'{key}' must be <= {maximum}", field=key)
     return value
 
 
@@ -102,7 +111,15 @@ def _rid(obj: dict[str, Any]) -> Rid:
         raise InvalidRequest("'rid' must be a string or an integer", field="rid")
     if isinstance(rid, str) and len(rid) > MAX_RID_LEN:
         raise InvalidRequest(f"'rid' is longer than {MAX_RID_LEN} characters", field="rid")
+    if isinstance(rid, int) and not -MAX_RID_INT <= rid <= MAX_RID_INT:
+        raise InvalidRequest(f"'rid' must be an integer between {-MAX_RID_INT} and "
+                             f"{MAX_RID_INT}", field="rid")
     return rid
+
+
+def _seq(x: object) -> bool:
+    """Whether ``x`` is a seq a request may name: an integer in 1..MAX_SEQ."""
+    return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SEQ
 
 
 def parse_read(obj: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
@@ -119,22 +136,38 @@ def parse_read(obj: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[int, i
         raise InvalidRequest(f"at most {MAX_READ_ITEMS} seqs and ranges per request", field="seqs")
     seqs: list[int] = []
     for s in raw_seqs:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        if not _seq(s):
+            if isinstance(s, int) and not isinstance(s, bool) and s > MAX_SEQ:
+                raise InvalidRequest(f"'seqs' must hold integers <= {MAX_SEQ}", field="seqs")
             raise InvalidRequest("'seqs' must hold integers >= 1", field="seqs")
         seqs.append(s)
     ranges: list[tuple[int, int]] = []
     for r in raw_ranges:
-        if (
-            not isinstance(r, list)
-            or len(r) != 2
-            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in r)
-        ):
+        if not isinstance(r, list) or len(r) != 2 or not all(_seq(x) for x in r):
+            if isinstance(r, list) and len(r) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in r):
+                raise InvalidRequest(f"each of 'ranges' must be [first, last] with integers "
+                                     f"<= {MAX_SEQ}", field="ranges")
             raise InvalidRequest("each of 'ranges' must be [first, last] with integers >= 1",
                                  field="ranges")
         if r[0] > r[1]:
             raise InvalidRequest(f"range [{r[0]}, {r[1]}] has first > last", field="ranges")
         ranges.append((r[0], r[1]))
     return tuple(seqs), tuple(ranges)
+
+
+def parse_after(raw: str | None) -> int | None:
+    """The connect query's ``after`` (``GET /v1/ws?after=``): ``None`` when absent or
+    empty, else ASCII digits naming a seq in 0..MAX_SEQ. :class:`InvalidRequest` naming
+    ``after`` (the hub closes the socket with 4104)."""
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidRequest("'after' must be an integer >= 0", field="after")
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_SEQ)) or int(digits) > MAX_SEQ:  # (int() refuses 4300+ digits)
+        raise InvalidRequest(f"'after' must be <= {MAX_SEQ}", field="after")
+    return int(digits)
 
 
 def parse_client_frame(text: str | bytes, *, fetch_max_limit: int) -> ClientFrame:
@@ -153,9 +186,8 @@ def parse_client_frame(text: str | bytes, *, fetch_max_limit: int) -> ClientFram
     if kind == "ack":
         return Ack(_int(obj, "seq", minimum=1))
     if kind == "fetch":
-        limit = _int(obj, "limit", default=min(100, fetch_max_limit), minimum=1)
-        if limit > fetch_max_limit:
-            raise InvalidRequest(f"'limit' must be <= {fetch_max_limit}", field="limit")
+        limit = _int(obj, "limit", default=min(100, fetch_max_limit), minimum=1,
+                     maximum=fetch_max_limit)
         return Fetch(_int(obj, "after", default=0), limit, rid)
     if kind == "read":
         seqs, ranges = parse_read(obj)

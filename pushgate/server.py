@@ -14,6 +14,7 @@ import uvicorn
 from pushgate.hub.app import create_app
 from pushgate.hub.connection import connection_class
 from pushgate.hub.fastpath import FastSend
+from pushgate.hub.guard import guarded_http
 from pushgate.hub.node import HubNode
 from pushgate.logs import get_logger
 from pushgate.settings import Settings
@@ -86,7 +87,7 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http(app.state.node),  # httptools behind per-IP limits and deadlines
         ws=connection_class(app.state.node),  # upgrades: the hub's own connection layer
         lifespan="on",
         log_config=None,

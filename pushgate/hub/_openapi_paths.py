@@ -125,7 +125,7 @@ PATHS: dict[str, Any] = {
             USER_PARAM,
             {"name": "after", "in": "query", "required": False,
              "description": "Return events with a seq above this one.",
-             "schema": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807,
+             "schema": {"type": "integer", "minimum": 0, "maximum": models.MAX_SEQ,
                         "default": 0}},
             {"name": "limit", "in": "query", "required": False,
              "description": "At most this many events; 1..`fetch_max_limit` (default setting "
@@ -206,7 +206,7 @@ PATHS: dict[str, Any] = {
             {"name": "after", "in": "query", "required": False,
              "description": "Resume: the server first pushes stored events with a seq above "
                             "this one (at most `fetch_max_limit`).",
-             "schema": {"type": "integer", "minimum": 0}},
+             "schema": {"type": "integer", "minimum": 0, "maximum": models.MAX_SEQ}},
         ])},
     "/open-connection": {"post": _op(
         "pushca", "pushcaOpenConnection", "Pushca alias of /v1/open-connection",

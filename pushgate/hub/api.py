@@ -8,6 +8,7 @@ Every error is a :class:`~pushgate.errors.PushgateError` mapped in one place
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -34,9 +35,13 @@ def _node(request: Request) -> HubNode:
 async def read_json(request: Request, limit: int) -> Any:
     """Read and decode a JSON body of at most ``limit`` bytes (413 beyond)."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}",
-                              field="body")
+    if length is not None and length.isascii() and length.isdigit():
+        if len(length) > 18:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes",
+                                  field="body")
+        if int(length) > limit:
+            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}",
+                                  field="body")
     chunks = bytearray()
     async for chunk in request.stream():
         chunks += chunk
@@ -50,15 +55,26 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidRequest(f"request body is not valid JSON: {e}", field="body") from None
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _query_int(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
+    return query_int(request.query_params.get(name), name, default, minimum, maximum)
+
+
+def query_int(raw: str | None, name: str, default: int, minimum: int, maximum: int) -> int:
+    """The integer query parameter ``name`` (``raw``; absent or empty: ``default``) in
+    ``minimum..maximum``: ASCII digits with an optional sign (not ``1.0``, ``1e3``,
+    ``1_000``, spaces or other scripts' digits). :class:`InvalidRequest` naming it."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be an integer", field=name) from None
-    if not minimum <= value <= maximum:
+    if not _INTEGER.fullmatch(raw):
+        raise InvalidRequest(f"'{name}' must be an integer", field=name)
+    digits = raw.lstrip("+-").lstrip("0") or "0"
+    value = int(digits) if len(digits) <= 40 else None  # (int() refuses 4300+ digits)
+    if value is not None and raw.startswith("-"):
+        value = -value
+    if value is None or not minimum <= value <= maximum:
         raise InvalidRequest(f"'{name}' must be between {minimum} and {maximum}", field=name)
     return value
 
@@ -77,6 +93,10 @@ async def _server(request: Request) -> HubNode:
 
 
 async def open_connection(request: Request) -> Response:
+    refused = _node(request).conn_limits.limit_open_connection(request)
+    if refused is not None:  # 429 rate_limited: open_connection_rate_per_ip
+        _node(request).metrics.error("rate_limited")
+        return refused
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)
     if not isinstance(body, dict):
@@ -110,7 +130,7 @@ async def _send(node: HubNode, body: Any) -> Response:
 async def user_events(request: Request) -> Response:
     node = await _server(request)
     user = _user(request)
-    after = _query_int(request, "after", 0, 0, 2**63 - 1)
+    after = _query_int(request, "after", 0, 0, models.MAX_SEQ)
     limit = _query_int(request, "limit", min(100, node.settings.fetch_max_limit), 1,
                        node.settings.fetch_max_limit)
     events, head, more = await node.router.fetch(user, after, limit)
@@ -189,6 +209,10 @@ async def user_devices(request: Request) -> Response:
 
 
 async def pushca_open_connection(request: Request) -> Response:
+    refused = _node(request).conn_limits.limit_open_connection(request)
+    if refused is not None:  # 429 rate_limited: open_connection_rate_per_ip
+        _node(request).metrics.error("rate_limited")
+        return refused
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)
     native = node.open_connection(request, _pushca_identity(body))

@@ -98,6 +98,7 @@ class WsConnection(asyncio.Protocol):
     :class:`~pushgate.hub.session.Outlet`."""
 
     node: ClassVar[HubNode]
+    releases_connection_limits: ClassVar[bool] = True  # see pushgate.hub.guard
     __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "awaiting_pong",
                  "close_sent_at", "paused", "ping_sent_at", "proto", "session", "slot", "transport")
 
@@ -152,7 +153,8 @@ class WsConnection(asyncio.Protocol):
         if not node.connections:
             node.no_connections.set()
         node.wheel.discard(self)
-        # MERGE-TODO: release the per-IP connection count (pushgate.hub.guard)
+        if self.transport is not None:
+            node.conn_limits.release_for(self.transport)  # the guard counted it at connect
         s = self.session
         if s is not None:
             s.closed(self._ended_code())
@@ -176,6 +178,17 @@ class WsConnection(asyncio.Protocol):
             s.close(CloseCode.SHUTDOWN, "server shutting down; reconnect")
         elif self.close_sent_at == 0.0:
             self.send_close(1012, "service restart")
+
+    @property
+    def close_flushed(self) -> bool:
+        """The close frame was sent and handed to the kernel."""
+        return bool(self.close_sent_at) and (
+            self.transport is None or self.transport.get_write_buffer_size() == 0)
+
+    def end(self) -> None:
+        """Close the TCP connection now (after what is buffered)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     # -- the session's outlet --------------------------------------------------------
 

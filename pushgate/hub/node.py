@@ -28,6 +28,7 @@ from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
 from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
+from pushgate.hub.guard import ConnectionLimits
 from pushgate.hub.registry import LocalHubs, Registry
 from pushgate.hub.remote import RemoteRouter
 from pushgate.hub.routers import Routers
@@ -73,6 +74,7 @@ class HubNode:
             self.backend = RoutingBackend(settings, LocalHubs(self.registry), self.metrics)
             self.router = self.backend.router
         self.send_limits = Limits.of(settings)
+        self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.guard
         self.limits = {
             "max_frame_bytes": settings.max_frame_bytes,
             "inline_event_max_bytes": settings.inline_event_max_bytes,
@@ -121,8 +123,14 @@ class HubNode:
         sessions = list(self.registry)
         for s in sessions:
             s.close(CloseCode.SHUTDOWN, "server shutting down; reconnect")
-        with contextlib.suppress(TimeoutError):  # their close handshakes
-            await asyncio.wait_for(self.no_connections.wait(), self.settings.shutdown_grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+        while self.connections and loop.time() < deadline and not all(
+                c.close_flushed for c in self.connections):
+            with contextlib.suppress(TimeoutError):  # queued frames and close frames out
+                await asyncio.wait_for(self.no_connections.wait(), 0.05)
+        for c in list(self.connections):  # no need to wait for the clients' close frames
+            c.end()
         log.info("sessions closed", closed=len(sessions), left=len(self.connections))
 
     async def stop(self) -> None:

@@ -42,7 +42,7 @@ def _error(code: str, message: str, field: str | None = None,
     return {"error": error}
 
 
-_SEQ = {"type": "integer", "minimum": 1}
+_SEQ = {"type": "integer", "minimum": 1, "maximum": models.MAX_SEQ}
 _COUNT = {"type": "integer", "minimum": 0}
 _UNIX = {"type": "number", "description": "Unix seconds."}
 _STR = {"type": "string"}
