@@ -50,6 +50,9 @@ MAX_BADGE = 2**31 - 1
 #: The largest seq a request may name (``after``, ``seq``, ``seqs``, ``ranges``): seqs are
 #: signed 64-bit integers in the store, so anything above is refused before it gets there.
 MAX_SEQ = 2**63 - 1
+#: Device tokens: checked when stored (``pushgate.store.base.check_device``), stated here
+#: for the schema.
+MAX_DEVICE_TOKEN_LEN = 512
 
 _NO_CONTROL = r"^[^\x00-\x1f]*$"
 _ID_TEXT = "1..255 characters, no control characters."
@@ -72,6 +75,8 @@ def _translated_id(nullable: bool, description: str) -> WithJsonSchema:
 _PushcaDim = Annotated[Any, _translated_id(True, _ID_TEXT[:-1] + "; null or omitted = any.")]
 _PushcaEventId = Annotated[Any, _translated_id(True, "Copied to the event's `id`: " + _ID_TEXT)]
 _PushcaAccount = Annotated[Any, _translated_id(False, "The user: " + _ID_TEXT)]
+_Unused = Annotated[Any, WithJsonSchema({"description": "Accepted and not used (any JSON "
+                                                         "value)."})]
 Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 PushText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PUSH_STR)]
 _JSON_TEXT = "Any JSON value (object, array, string, number, boolean or null)."
@@ -103,6 +108,13 @@ def _limits(info: ValidationInfo) -> SendLimits | None:
 
 def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
+
+
+def _max_length(schema: dict[str, Any], n: int) -> None:
+    """Add ``maxLength`` to the string branch of a nullable string's schema."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["maxLength"] = n
 
 
 def _omittable(**kwargs: Any) -> Any:
@@ -224,8 +236,10 @@ class SendRequest(_Body):
     """A send (`POST /v1/notifications`, the websocket `send` frame, gRPC `Send`).
     Exactly one of `users` / `filter`."""
 
-    model_config = ConfigDict(json_schema_extra={
-        "oneOf": [{"required": ["users"]}, {"required": ["filter"]}]})
+    # exactly one of the two is given and not null
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["users"], "properties": {"users": {"type": "array"}}},
+        {"required": ["filter"], "properties": {"filter": {"type": "object"}}}]})
 
     body: Annotated[Any, Field(description=(
         "The payload, any JSON; at most `max_body_bytes` (default 65536) encoded."))]
@@ -313,11 +327,13 @@ class DeviceBody(_Body):
     """A push token of an app install."""
 
     platform: Literal["apns", "fcm"]
+    # the store's checks (400 naming the field) are stated in the schema, not repeated here
     token: Annotated[str, StringConstraints(min_length=1)] = Field(
-        description="The provider's device token.")
+        description="The provider's device token.", json_schema_extra={
+            "maxLength": MAX_DEVICE_TOKEN_LEN, "pattern": "^[ -~]*$"})
     app: Annotated[str, StringConstraints(min_length=1)] | None = Field(None, description=(
         "Application id; default: the client token's `app` claim (`POST /v1/devices`), "
-        "else `default`."))
+        "else `default`."), json_schema_extra=lambda schema: _max_length(schema, MAX_ID_LEN))
 
 
 def _ordered(value: list[int]) -> list[int]:
@@ -412,7 +428,9 @@ class PushcaAckClient(PushcaRef):
     """The one user (and optionally device) of a send with acknowledge;
     `workSpaceId` and `applicationId` are accepted and not used."""
 
+    workSpaceId: _Unused = None
     accountId: _PushcaAccount
+    applicationId: _Unused = None
 
     @model_validator(mode="after")
     def _has_account(self) -> PushcaAckClient:

@@ -220,9 +220,24 @@ def build_spec() -> dict[str, Any]:
 
 
 SPEC: dict[str, Any] = build_spec()
+_SERVED: dict[int, dict[str, Any]] = {}
+
+
+def served_spec(fetch_max_limit: int) -> dict[str, Any]:
+    """:data:`SPEC` with this server's ``fetch_max_limit`` as the bound (and default) of the
+    events' ``limit`` (a setting, so not a constant of the document)."""
+    if fetch_max_limit not in _SERVED:
+        events = SPEC["paths"]["/v1/users/{user}/events"]["get"]
+        params = [{**p, "schema": {**p["schema"], "maximum": fetch_max_limit,
+                                   "default": min(100, fetch_max_limit)}}
+                  if p["name"] == "limit" else p for p in events["parameters"]]
+        paths = {**SPEC["paths"], "/v1/users/{user}/events": {
+            "get": {**events, "parameters": params}}}
+        _SERVED[fetch_max_limit] = {**SPEC, "paths": paths}
+    return _SERVED[fetch_max_limit]
 
 
 async def openapi_endpoint(request: Request) -> Response:
     from pushgate.hub.responses import json_response
 
-    return json_response(SPEC)
+    return json_response(served_spec(request.app.state.node.settings.fetch_max_limit))

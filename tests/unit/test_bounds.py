@@ -208,10 +208,39 @@ def test_users_count_is_bounded() -> None:
 def test_the_docs_state_the_bounds() -> None:
     from pathlib import Path
 
+    M = "\u2212"  # the docs' minus sign
     docs = Path(__file__).resolve().parents[2] / "docs"
     protocol, http = (docs / "protocol.md").read_text(), (docs / "http-api.md").read_text()
     spaced = f"{MAX_SEQ:,}".replace(",", " ")
     for doc in (protocol, http):
-        assert f"`MAX_SEQ` is 2^63−1 = {spaced}" in doc
-    assert "−(2^53−1)..2^53−1" in protocol and MAX_RID_INT == 2**53 - 1
-    assert f"| send | `push.badge` | 0..{models.MAX_BADGE:,} (2^31−1) |".replace(",", " ") in http
+        assert f"`MAX_SEQ` is 2^63{M}1 = {spaced}" in doc
+    assert f"{M}(2^53{M}1)..2^53{M}1" in protocol and MAX_RID_INT == 2**53 - 1
+    assert f"| send | `push.badge` | 0..{models.MAX_BADGE:,} (2^31{M}1) |".replace(",", " ") in http
+
+
+def test_the_schema_states_the_stores_device_checks() -> None:
+    from pushgate.store.base import MAX_KEY_LEN, MAX_TOKEN_LEN
+
+    assert models.MAX_DEVICE_TOKEN_LEN == MAX_TOKEN_LEN and models.MAX_ID_LEN == MAX_KEY_LEN
+    props = models.DeviceBody.model_json_schema()["properties"]
+    assert props["token"]["maxLength"] == MAX_TOKEN_LEN
+    assert {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN} in props["app"]["anyOf"]
+
+
+async def test_the_served_document_bounds_limit_by_the_setting() -> None:
+    import httpx
+
+    from pushgate.hub.app import create_app
+    from pushgate.settings import Settings
+
+    for fetch_max in (1000, 50):
+        app = create_app(Settings(jwt_secret="s" * 32, api_keys=["k"],
+                                  fetch_max_limit=fetch_max))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://gw") as client:
+            doc = (await client.get("/openapi.json")).json()
+        params = {p["name"]: p["schema"] for p in
+                  doc["paths"]["/v1/users/{user}/events"]["get"]["parameters"]}
+        assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": fetch_max,
+                                   "default": min(100, fetch_max)}
+        assert params["after"]["maximum"] == MAX_SEQ
