@@ -35,10 +35,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
-from pushgate.errors import CloseCode, Forbidden, InvalidRequest, PushgateError, ShuttingDown
+from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
 from pushgate.hub import ws
 from pushgate.hub.node import HubNode
 from pushgate.hub.session import Session, State
+from pushgate.protocol import parse_after
 
 # websockets logs every handshake at INFO; keep its warnings and errors only
 _PROTOCOL_LOG = logging.getLogger("pushgate.hub.websocket.protocol")
@@ -67,15 +68,6 @@ def _token(query: dict[str, str], headers: Headers) -> str:
         return token
     scheme, _, value = (_first(headers, "Authorization") or "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def _after(query: dict[str, str]) -> int | None:
-    raw = query.get("after")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise InvalidRequest("'after' must be an integer >= 0", field="after")
-    return int(raw)
 
 
 def _addr(peer: Any) -> str:
@@ -313,7 +305,7 @@ class WsConnection(asyncio.Protocol):
             if not _origin_allowed(origin, node.settings.allowed_origins):
                 raise Forbidden(f"origin {origin} is not allowed", field="Origin")
             token = node.tokens.verify(_token(query, request.headers))
-            after = _after(query)
+            after = parse_after(query.get("after"))
         except PushgateError as e:
             node.metrics.error(e.code)
             node.metrics.disconnects.labels(str(int(e.close_code))).inc()

@@ -145,8 +145,6 @@ async def test_http_body_integers_get_400_naming_the_field(srv: ServerProcess, p
     no_traceback(srv)
 
 
-@pytest.mark.xfail(reason="hub/ws.py's _after accepts any digits (int('²') raises, a huge after "
-                          "is taken); it should use pushgate.protocol.parse_after", strict=False)
 async def test_connect_after_out_of_range_closes_4104(server: ServerProcess) -> None:
     """``GET /v1/ws?after=`` beyond MAX_SEQ, or digits of another script: close 4104 naming
     ``after`` (docs/protocol.md, integer bounds), no traceback."""
