@@ -104,7 +104,12 @@ def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: 
 
 
 def _rid(obj: dict[str, Any]) -> Rid:
-    rid = obj.get("rid")
+    return parse_rid(obj.get("rid"))
+
+
+def parse_rid(rid: Any) -> Rid:
+    """A frame's ``rid``: None, a string of at most MAX_RID_LEN characters or an integer
+    within ±MAX_RID_INT; :class:`InvalidRequest` naming ``rid`` otherwise."""
     if rid is None:
         return None
     if isinstance(rid, bool) or not isinstance(rid, str | int):

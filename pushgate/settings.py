@@ -139,7 +139,8 @@ class Settings(BaseSettings):
         1048576, ge=1024, description="Largest HTTP request body; larger gets 413.")
     max_users_per_send: int = Field(10000, ge=1, description="Largest 'users' list of one send.")
     event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds).")
-    max_event_ttl_s: int = Field(365 * 86400, gt=0, description="Largest TTL a sender may set.")
+    max_event_ttl_s: int = Field(365 * 86400, gt=0, le=100 * 365 * 86400,
+                                 description="Largest TTL a sender may set.")
     cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
     cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
     cleanup_duty: float = Field(

@@ -33,8 +33,11 @@ async def _pushgate_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return json_response({"error": {"code": code, "message": str(exc.detail),
-                                        "retryable": False}}, exc.status_code)
+    response = json_response({"error": {"code": code, "message": str(exc.detail),
+                                            "retryable": False}}, exc.status_code)
+    if exc.headers:  # 405: Allow (RFC 9110 15.5.6)
+        response.headers.update(exc.headers)
+    return response
 
 
 def create_app(settings: Settings) -> Starlette:

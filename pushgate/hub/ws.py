@@ -174,9 +174,11 @@ class Requests:
 
 
 def _raw_rid(text: str) -> p.Rid:
-    """Best-effort rid of a frame that failed validation, so the error can be matched."""
+    """Best-effort rid of a frame that failed validation, so the error can be matched;
+    None when the rid itself is not a valid one (docs/protocol.md: null when it could
+    not be read)."""
     try:
         rid = orjson.loads(text).get("rid")
+        return p.parse_rid(rid)
     except Exception:
         return None
-    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else None

@@ -133,6 +133,13 @@ async def test_unknown_user_is_404(srv: ServerProcess, stored: list[int]) -> Non
             assert r.json()["error"]["code"] == "unknown_user" and "nobody" in r.json()["error"]["message"]
 
 
+async def test_wrong_method_is_405_with_allow(srv: ServerProcess, stored: list[int]) -> None:
+    async with srv.http() as http:
+        r = await http.delete("/v1/users/u/events")
+        assert r.status_code == 405 and "GET" in r.headers["allow"].split(", ")
+        assert r.json()["error"]["code"] == "method_not_allowed"
+
+
 async def test_wrong_api_key_is_401(srv: ServerProcess, stored: list[int]) -> None:
     async with srv.http() as http:
         for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):

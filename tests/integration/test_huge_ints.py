@@ -97,6 +97,7 @@ async def test_websocket_frames_get_an_error_frame_and_the_session_stays(
         await c.ws.send(f'{{"type":"ping","rid":{2**53}}}')
         err = await c.recv()
         assert (err["type"], err["field"]) == ("error", "rid")
+        assert err["rid"] is None  # a rid that is not a valid one is not echoed
         # still the same session
         await c.send({"type": "ping", "rid": "alive"})
         assert await c.recv() == {"type": "pong", "rid": "alive"}
