@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    # Ctrl-C stops everything, also when started from a shell or process that ignores
+    # SIGINT (a background job of a non-interactive shell inherits SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cluster = LocalCluster(args.hubs, args.routers, args.workdir,
                                mysql_url=args.mysql_url, store_url=args.store_url,
