@@ -448,7 +448,12 @@ class GuardedHttp(asyncio.Protocol):
             return  # lingering after an error reply: the rest of the request is dropped
         upgraded = False
         try:
-            if not self._feed(data):
+            if state == _BODY or len(data) + self.head_bytes <= self.max_head:
+                self.piece_began = self.piece_done = False
+                self.parser.feed_data(data)  # type: ignore[union-attr]
+                if self.state == _HEAD:
+                    self._count(len(data))
+            elif not self._feed_pieces(data):
                 self._head_too_large()
                 return
         except httptools.HttpParserUpgrade:
@@ -496,8 +501,9 @@ class GuardedHttp(asyncio.Protocol):
 
     # -- parsing ----------------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> bool:
-        """Parse ``data``; False when a request head grew over ``max_head`` bytes.
+    def _feed_pieces(self, data: bytes) -> bool:
+        """Parse ``data``, which may take a request head over ``max_head`` bytes; False
+        when it does.
 
         Outside a body the data is fed in pieces of at most the room left for the head,
         so the limit holds to the byte for a head that starts a piece; a head that
@@ -506,11 +512,6 @@ class GuardedHttp(asyncio.Protocol):
         """
         parser = self.parser
         assert parser is not None
-        if self.state == _BODY or len(data) + self.head_bytes <= self.max_head:
-            self.piece_began = self.piece_done = False
-            parser.feed_data(data)
-            self._count(len(data))
-            return True
         view = memoryview(data)
         pos, end = 0, len(data)
         while pos < end:
@@ -523,13 +524,13 @@ class GuardedHttp(asyncio.Protocol):
                 piece = view[pos:pos + room]
             self.piece_began = self.piece_done = False
             parser.feed_data(piece)
-            self._count(len(piece))
+            if self.state == _HEAD:
+                self._count(len(piece))
             pos += len(piece)
         return True
 
     def _count(self, size: int) -> None:
-        if self.state != _HEAD:
-            return
+        """A piece of ``size`` bytes was fed and a head is under way."""
         if not self.piece_began:
             self.head_bytes += size  # the same head went on
         elif not self.piece_done:
@@ -549,7 +550,8 @@ class GuardedHttp(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         url, self.url = self.url, b""
-        httptools.parse_url(url)  # uvicorn's check: rejected here, with the JSON body
+        if url[:1] != b"/":  # what llhttp takes in an origin-form target, parse_url does too
+            httptools.parse_url(url)  # uvicorn's check: rejected here, with the JSON body
         self.state = _BODY
         self.head_bytes = 0
         self._set_deadline(self.request_timeout)

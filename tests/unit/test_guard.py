@@ -5,6 +5,7 @@ transport in front of uvicorn's real HttpToolsProtocol and a small ASGI app."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,13 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from pushgate.hub.guard import ConnectionLimits, TokenBucket, TrustedPeers, guarded_http
+from pushgate.hub.guard import (
+    ConnectionLimits,
+    TokenBucket,
+    TrustedPeers,
+    guarded_http,
+    rate_limited_response,
+)
 from tests.support.waiting import wait_for
 
 
@@ -480,3 +487,39 @@ async def test_a_non_websocket_upgrade_is_served_then_closed_at_the_request_dead
                            b"Connection: Upgrade\r\n\r\n")
     await wait_for(lambda: transport.closed, 2, "the close")
     assert seen == [("/h2", b"")] and [s for s, _ in transport.replies()] == [200]
+
+
+def limits_section() -> str:
+    """docs/http-api.md, "Connection limits and timeouts"."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "http-api.md").read_text()
+    section = doc[doc.index("### Connection limits and timeouts"):]
+    return section[:section.index("\n## ")]
+
+
+async def test_the_docs_show_the_replies_the_guard_writes() -> None:
+    """The 429 example is byte for byte what a refused connection gets with the default
+    limit, and the example bodies are the guard's (with the default settings)."""
+    section = limits_section()
+    guard = Guard(max_connections=1000, max_head=16384, request_timeout=0.05)
+    for _ in range(1000):
+        guard.connect("10.12.0.1")
+    _, refused = guard.connect("10.12.0.1")
+    example = section[section.index("```http\n") + 8:]
+    reply_head, reply_body = example[:example.index("\n```")].split("\n\n")
+    assert (reply_head.replace("\n", "\r\n") + "\r\n\r\n" + reply_body).encode() == \
+        bytes(refused.out)
+
+    documented = [orjson.loads(line)["error"] for line in
+                  section[section.index("```json\n") + 8:].split("\n```")[0].splitlines()]
+    written = []
+    for request in (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked"
+                    b"\r\n\r\n", b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", head(16385)):
+        protocol, transport = guard.connect("10.12.0.2")
+        protocol.data_received(request)
+        await wait_for(lambda t=transport: t.eof, 2, "the reply")  # type: ignore[misc]
+        written.append(orjson.loads(transport.replies()[0][1])["error"])
+    written[1]["message"] = written[1]["message"].replace("0.05 s", "30 s")
+    response = rate_limited_response(0.5, "open-connection requests")
+    written.append(orjson.loads(bytes(response.body))["error"])
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    assert documented == written
