@@ -20,7 +20,11 @@ the transport maps through this table.
     ├── Overloaded            503  store / directory / router down     (retry)
     │   └── ShuttingDown      503  this server is stopping             (retry)
     ├── Internal              500  bug or backend failure              (retry)
-    └── NotConfigured         501  feature needs server configuration  (no retry)
+    ├── NotConfigured         501  feature needs server configuration  (no retry)
+    ├── RequestTimeout        408  request head / body too slow        (retry)
+    ├── TooManyConnections    429  per-IP connection count reached     (retry)
+    ├── RateLimited           429  per-IP connect / open-connection    (retry)
+    └── HeaderTooLarge        431  request head over max_header_bytes  (no retry)
 
 Websocket close codes (see docs/protocol.md) are split in two ranges:
 4000-4099 "reconnect" (with backoff) and 4100-4199 "do not reconnect" (the
@@ -77,6 +81,11 @@ KINDS: dict[str, Kind] = {
     "shutting_down": Kind(503, CloseCode.SHUTDOWN, "UNAVAILABLE", True),
     "internal": Kind(500, CloseCode.UNAVAILABLE, "INTERNAL", True),
     "not_configured": Kind(501, CloseCode.BAD_FRAME, "UNIMPLEMENTED", False),
+    # written by the HTTP connection guard (pushgate.hub.guard) and the open-connection rate
+    "request_timeout": Kind(408, CloseCode.UNAVAILABLE, "DEADLINE_EXCEEDED", True),
+    "too_many_connections": Kind(429, CloseCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", True),
+    "rate_limited": Kind(429, CloseCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", True),
+    "header_too_large": Kind(431, CloseCode.BAD_FRAME, "INVALID_ARGUMENT", False),
 }
 
 
@@ -172,3 +181,21 @@ class NotConfigured(PushgateError):
     """The feature needs configuration this server does not have (e.g. a signing key)."""
 
     kind = "not_configured"
+
+
+class RequestTimeout(PushgateError):
+    """The request head or body did not arrive in time (the connection is closed)."""
+
+    kind = "request_timeout"
+
+
+class TooManyConnections(PushgateError):
+    kind = "too_many_connections"
+
+
+class RateLimited(PushgateError):
+    kind = "rate_limited"
+
+
+class HeaderTooLarge(PushgateError):
+    kind = "header_too_large"

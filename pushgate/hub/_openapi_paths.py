@@ -79,7 +79,7 @@ PATHS: dict[str, Any] = {
         "sessions", "openConnection", "Mint a client token and the websocket URL to connect with",
         {"200": {"description": "Token minted.",
                  **json_content(ref("OpenConnectionResponse"), _TOKEN_EXAMPLE)},
-         **_API, "501": "NotConfigured", "413": "PayloadTooLarge"},
+         **_API, "501": "NotConfigured", "413": "PayloadTooLarge", "429": "RateLimited"},
         description=(
             "Signs a token (lifetime `token_ttl_s`, default 1800 s) for the given identity "
             "with the first algorithm of `jwt_algorithms`. The URL's base is `public_url` when "
@@ -212,7 +212,7 @@ PATHS: dict[str, Any] = {
         "pushca", "pushcaOpenConnection", "Pushca alias of /v1/open-connection",
         {"200": {"description": "Token minted.",
                  **json_content(ref("PushcaOpenConnectionResponse"))},
-         **_API, "501": "NotConfigured", "413": "PayloadTooLarge"},
+         **_API, "501": "NotConfigured", "413": "PayloadTooLarge", "429": "RateLimited"},
         description=(
             "`client.accountId` → `user` (required), `workSpaceId` → `workspace` (default "
             "`default`), `deviceId` → `device`, `applicationId` → `application`. Other "

@@ -159,6 +159,14 @@ RESPONSES: dict[str, Any] = {
         **json_content(ref("Error"), _error("payload_too_large",
                                             "'body' is 70012 bytes; the limit is 65536",
                                             "body"))},
+    "RateLimited": {
+        "description": "`rate_limited`: more than `open_connection_rate_per_ip` calls per "
+                       "second from this client address — retry after `Retry-After`.",
+        "headers": {"Retry-After": {"description": "Seconds until a call is allowed.",
+                                    "schema": {"type": "integer"}}},
+        **json_content(ref("Error"), _error(
+            "rate_limited", "too many open-connection requests from this address; retry "
+            "later", retryable=True))},
     "Unavailable": {
         "description": "`overloaded` (store unavailable or too many writes queued; nothing "
                        "stored) — retry with backoff.",
