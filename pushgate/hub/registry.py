@@ -39,12 +39,14 @@ class Registry:
 
     # -- router -> hub ----------------------------------------------------------------
 
-    def deliver(self, session_ids: Iterable[str], frame: str, seq: int, t0: float) -> int:
-        """Queue ``frame`` on each listed session still held here; returns how many took it."""
+    def deliver(self, session_ids: Iterable[str], frame: str, seq: int, t0: float,
+                again: bool = False) -> int:
+        """Send ``frame`` to each listed session still held here; returns how many took
+        it (``again``: see :meth:`Session.push`)."""
         n = 0
         for sid in session_ids:
             s = self._sessions.get(sid)
-            if s is not None and s.push(frame, seq, t0):
+            if s is not None and s.push(frame, seq, t0, again):
                 n += 1
         return n
 
@@ -70,7 +72,9 @@ class LocalHubs(Hubs):
 
     def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
                 want_ack: bool = False) -> int:
-        return self.registry.deliver(session_ids, frame, seq, t0) if hub == self.registry.hub_id else 0
+        if hub != self.registry.hub_id:
+            return 0
+        return self.registry.deliver(session_ids, frame, seq, t0, want_ack)
 
     def kick(self, hub: str, session_id: str, by: str | None) -> None:
         if hub == self.registry.hub_id:

@@ -198,7 +198,7 @@ class RouterConn:
         registry = self.routers.registry
         if kind == "deliveries":
             for d in msg.deliveries.items:
-                registry.deliver(d.session_ids, d.frame, d.seq, local_t0(d.sent_at))
+                registry.deliver(d.session_ids, d.frame, d.seq, local_t0(d.sent_at), d.want_ack)
                 if d.want_ack:
                     for sid in d.session_ids:
                         self.routers.ack_routes[(sid, d.seq)] = self

@@ -109,11 +109,11 @@ class Session:
                                 identity.device, identity.application)
         self.state = State.CATCHING_UP
         self.max_queue = max_queue
-        self.last_seq = 0  # highest event seq written to this client (for catch-up dedupe)
+        self.last_seq = 0  # highest event seq this connection took (written or queued)
         self.acked_seq = 0
         self.close_code: int | None = None
         self._close_reason = ""
-        self._queue: deque[tuple[str, float, int]] | None = None  # made when first needed
+        self._queue: deque[tuple[str, float]] | None = None  # made when first needed
         self._held: list[tuple[str, float, int]] | None = None
         self._final: str | None = None  # a last frame (kicked) held until hello is out
         self._observe = observe
@@ -126,38 +126,45 @@ class Session:
 
     # -- producers (sync, called from the router / registry) --------------------------
 
-    def push(self, frame: str, seq: int = 0, t0: float = 0.0) -> bool:
+    def push(self, frame: str, seq: int = 0, t0: float = 0.0, again: bool = False) -> bool:
         """Send ``frame`` (an encoded server frame; ``seq`` > 0 for stored events).
-        Returns False if the session is closing or was just closed as slow."""
+        Returns False if the session did not take it: closing, just closed as slow, or
+        a stored event at or below the highest seq this connection already took (each
+        seq at most once per connection, in increasing order; a client that sees a gap
+        fetches it). ``again``: a send-with-ack's event, delivered even then so that it
+        can be acknowledged."""
         state = self.state
         if state is State.OPEN:
-            if not self._queue and not self._out.paused:
-                self._out.write(wire_text_frame(frame))
+            if seq:
                 if seq > self.last_seq:
                     self.last_seq = seq
+                elif not again:
+                    return False
+            if not self._queue and not self._out.paused:
+                self._out.write(wire_text_frame(frame))
                 if t0 and self._observe is not None:
                     self._observe(time.perf_counter() - t0)
                 return True
-            return self._enqueue(frame, t0, seq)
+            return self._enqueue(frame, t0)
         if state is State.CATCHING_UP:
             held = self._held
             if held is None:
                 held = self._held = []
-            held.append((frame, t0, seq))
+            held.append((frame, t0, -seq if again else seq))
             if len(held) > self.max_queue:
                 self.close(CloseCode.SLOW, "send queue overflow while catching up")
                 return False
             return True
         return False
 
-    def _enqueue(self, frame: str, t0: float, seq: int) -> bool:
+    def _enqueue(self, frame: str, t0: float) -> bool:
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= self.max_queue:
             self.close(CloseCode.SLOW, "send queue overflow: client too slow, fetch after reconnect")
             return False
-        queue.append((frame, t0, seq))
+        queue.append((frame, t0))
         if self._out.paused and not self.paused_at:
             self.paused_at = time.monotonic()
         return True
@@ -167,15 +174,15 @@ class Session:
         now or queued, ahead of the held live frames."""
         if self.state is not State.CATCHING_UP:
             return
+        if seq > self.last_seq:
+            self.last_seq = seq
         if not self._queue and not self._out.paused:
             self._out.write(wire_text_frame(frame))
-            if seq > self.last_seq:
-                self.last_seq = seq
         else:
             queue = self._queue
             if queue is None:
                 queue = self._queue = deque()
-            queue.append((frame, 0.0, seq))
+            queue.append((frame, 0.0))
 
     def open(self, backlog_last_seq: int) -> None:
         """End catch-up: the backlog up to ``backlog_last_seq`` was sent or queued;
@@ -186,10 +193,9 @@ class Session:
         self.last_seq = max(self.last_seq, backlog_last_seq)
         held, self._held = self._held, None
         self.state = State.OPEN
-        for frame, t0, seq in held or ():
-            if seq and seq <= backlog_last_seq:
-                continue
-            if not self.push(frame, seq, t0):
+        for frame, t0, seq in held or ():  # (a negative seq: held with again=True)
+            self.push(frame, abs(seq), t0, seq < 0)
+            if self.state is not State.OPEN:
                 break
 
     def kick(self, frame: str, reason: str) -> None:
@@ -258,7 +264,7 @@ class Session:
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
-        queue.append((frame, 0.0, 0))
+        queue.append((frame, 0.0))
 
     def _drain_or_close(self) -> None:
         if not self._queue:
@@ -274,10 +280,8 @@ class Session:
         observe = self._observe
         if queue:
             while queue and not out.paused:
-                frame, t0, seq = queue.popleft()
+                frame, t0 = queue.popleft()
                 out.write(wire_text_frame(frame))
-                if seq > self.last_seq:
-                    self.last_seq = seq
                 if t0 and observe is not None:
                     observe(time.perf_counter() - t0)
         if queue:  # paused again: the write deadline counts from now

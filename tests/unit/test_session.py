@@ -159,3 +159,36 @@ def test_a_connection_closed_under_the_session_writes_nothing_more() -> None:
     assert not s.push("x") and out.wire == [] and out.left == [s]
     s.closed(1002)
     assert s.state is State.CLOSED and s.close_code == 1002
+
+
+def test_each_seq_at_most_once_and_in_increasing_order_per_connection() -> None:
+    out = Outlet()
+    s = open_session(out)
+    assert s.push("e5", seq=5)
+    assert not s.push("e5", seq=5)  # the same event again (a second router, a retry)
+    assert not s.push("e4", seq=4)  # overtaken by 5: the client fetches the gap
+    assert s.push("t", seq=0)  # transient events have no seq: always delivered
+    out.paused = True
+    assert s.push("e6", seq=6) and not s.push("e6", seq=6)  # also while queued
+    out.resume(s)
+    assert out.wire == ["e5", "t", "e6"]
+
+
+def test_a_send_with_ack_is_delivered_again_so_it_can_be_acked() -> None:
+    out = Outlet()
+    s = open_session(out)
+    s.push("e3", seq=3)
+    assert s.push("e3-again", seq=3, again=True)
+    assert s.last_seq == 3 and out.wire == ["e3", "e3-again"]
+
+
+def test_live_frames_the_backlog_carried_are_dropped_on_open() -> None:
+    out = Outlet()
+    s = Session(Identity(user="u"), "hub", 8, out)
+    s.push("live-4", seq=4)
+    s.push("ack-2", seq=2, again=True)  # a retried ack-send while catching up
+    s.push_backlog("hello", 0)
+    for seq in (3, 4, 5):
+        s.push_backlog(f"backlog-{seq}", seq)
+    s.open(5)
+    assert out.wire == ["hello", "backlog-3", "backlog-4", "backlog-5", "ack-2"]
