@@ -16,6 +16,7 @@ import pytest
 
 from deploy.local.nginx import TEMPLATE, PrivateNginx, Value
 from tests.cluster.test_deploy_files import DEFAULTS, directives, one, seconds
+from tests.support.ports import refused_port
 from tests.support.server import ServerProcess, running_server
 
 LIMIT_CONN = 150
@@ -118,7 +119,8 @@ def test_the_file_sets_the_hubs_limits() -> None:
     assert int(size.removesuffix("k")) * 1024 == DEFAULTS.max_header_bytes
     pages = {args[-1]: args[:-1] for n, args in directives(conf) if n == "error_page"}
     assert pages == {"/_pushgate/400": ["400"], "/_pushgate/413": ["413"],
-                     "/_pushgate/429": ["429"], "/_pushgate/431": ["414", "494", "=431"]}
+                     "/_pushgate/429": ["429"], "/_pushgate/431": ["414", "494", "=431"],
+                     "/_pushgate/502": ["502", "503"], "/_pushgate/504": ["504"]}
 
 
 async def test_connection_limit_is_a_json_429_while_another_ip_is_served(
@@ -240,3 +242,28 @@ def test_launcher_clients_on_127_0_0_1_are_not_limited() -> None:
     geo = conf[conf.index("geo $pushgate_unlimited {"):]
     geo = geo[:geo.index("}")]
     assert "127.0.0.1 1;" in " ".join(geo.split()) and "default 0;" in " ".join(geo.split())
+
+
+async def test_a_dead_hub_is_a_json_502_not_nginx_html(
+        cluster_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No hub listening (every try refused): the JSON body with ``retryable``, not
+    nginx's HTML page (issue #19)."""
+    base = tmp_path_factory.mktemp("dead")
+    with refused_port() as port:
+        nginx = QuickNginx(base / "nginx", [f"127.0.0.1:{port}"], access_log=False)
+        nginx.start()
+        try:
+            await _expect_502(nginx)
+        finally:
+            nginx.stop()
+
+
+async def _expect_502(nginx: QuickNginx) -> None:
+    send = (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    for request in (get(), send):
+        status, headers, body, _ = await exchange(nginx.port, request, "127.0.0.27")
+        assert status == 502, body
+        error = error_of(headers, body)
+        assert error["code"] == "hub_unavailable" and error["retryable"] is True
+        assert headers["retry-after"] == "1"
