@@ -56,6 +56,7 @@ class RouterConn:
         self.gateway: Any = None
         self.hublink: Any = None
         self.up = False
+        self.leaving = False  # the router is stopping: nothing new goes to it
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
         self._acks: list[pb.Ack] = []
         self._sends: list[pb.SendRequest] = []
@@ -153,6 +154,7 @@ class RouterConn:
 
     def _down(self) -> None:
         was_up, self.up = self.up, False
+        self.leaving = False
         self._out = asyncio.Queue()  # the Hello of the next stream re-syncs everything
         self._acks = []
         self._sends = []
@@ -220,6 +222,11 @@ class RouterConn:
                     f.set_result(r)
         elif kind == "resync":
             self.send(self.routers.hello())
+        elif kind == "leaving":  # new work goes to the other routers from now on
+            log.info("router leaving", router=self.address)
+            self.leaving = True
+            self._flush_sends()  # what this turn batched still goes (answered), then Left
+            self.send(pb.HubMessage(left=pb.Left()))
 
 
 class Routers:
@@ -260,20 +267,23 @@ class Routers:
             sessions=[wire.session_to_pb(s.info) for s in self.registry]))
 
     def primary(self) -> RouterConn:
-        n = len(self.conns)
-        for i in range(n):
-            c = self.conns[(self._primary_start + i) % n]
-            if c.up:
-                return c
-        raise Overloaded("no router is reachable; try again shortly", code="router_unavailable")
+        return self._first(self._primary_start)
 
     def pick(self) -> RouterConn:
+        return self._first(next(self._rr))
+
+    def _first(self, start: int) -> RouterConn:
+        """The first linked router from ``start`` on, one that is not leaving if any."""
         n = len(self.conns)
-        start = next(self._rr)
+        fallback = None
         for i in range(n):
             c = self.conns[(start + i) % n]
             if c.up:
-                return c
+                if not c.leaving:
+                    return c
+                fallback = fallback or c
+        if fallback is not None:  # only leaving routers: they still serve until they go
+            return fallback
         raise Overloaded("no router is reachable; try again shortly", code="router_unavailable")
 
     def next_rid(self) -> int:

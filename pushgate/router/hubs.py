@@ -41,6 +41,7 @@ class HubStream:
         self.replies: list[pb.SendReply] = []
         self.last_rx = time.monotonic()
         self.closed = False
+        self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
 
     def send(self, msg: pb.RouterMessage) -> None:
         if not self.closed:
@@ -57,6 +58,7 @@ class HubStream:
     def close(self) -> None:
         self.closed = True
         self.pending.clear()
+        self.left.set()
         self.queue.put_nowait(None)
 
 
@@ -154,6 +156,26 @@ class LinkedHubs(Hubs):
         fut = self._broadcasts.get(rid)
         if fut is not None and not fut.done():
             fut.set_result(sessions)
+
+    async def leave(self, timeout_s: float) -> None:
+        """Tell every linked hub this router is stopping and wait (at most
+        ``timeout_s``) until each answered ``Left``: from then on no new work arrives."""
+        streams = [s for s in self.hubs.values() if not s.closed]
+        for s in streams:
+            s.flush()
+            s.send(pb.RouterMessage(leaving=pb.Leaving()))
+        if streams:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(s.left.wait() for s in streams)),
+                                       timeout_s)
+
+    async def sent(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until what is queued for the hubs was written."""
+        self._flush()
+        queues = [s.queue.join() for s in self.hubs.values() if not s.closed]
+        if queues:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*queues), timeout_s)
 
     def resync_all(self) -> None:
         for s in list(self.hubs.values()):

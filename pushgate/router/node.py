@@ -74,8 +74,9 @@ class RouterNode:
         self.server = aio.server(options=SERVER_OPTIONS)
         pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
             servicers.GatewayService(self), self.server)
+        self.link_service = servicers.HubLinkService(self)
         pb_grpc.add_HubLinkServicer_to_server(  # type: ignore[no-untyped-call]
-            servicers.HubLinkService(self), self.server)
+            self.link_service, self.server)
         self.port = self.server.add_insecure_port(self.settings.router_listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.router_listen}")
@@ -90,12 +91,22 @@ class RouterNode:
         log.info("router started", node=self.node_id, port=self.port)
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        """Drain, then stop: every linked hub is told (``Leaving``) and routes new work to
+        the other routers once it answered ``Left``; the sends in flight are answered;
+        then the streams end and the server stops (all within ``grace_s``)."""
         if self._liveness is not None:
             self._liveness.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._liveness
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self.server is not None and grace_s > 0:
+            await self.hubs.leave(grace_s)
+            await self.link_service.drained(max(0.0, deadline - loop.time()))
+            await self.hubs.sent(max(0.0, deadline - loop.time()))  # the last replies
+            log.info("router drained", node=self.node_id)
         if self.server is not None:
-            await self.server.stop(grace_s)
+            await self.server.stop(max(0.0, deadline - loop.time()))
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.hubs.close()

@@ -212,6 +212,11 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 await writer
             log.info("hub unlinked", hub=hub)
 
+    async def drained(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until the sends in flight are answered."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
     async def _send(self, stream: HubStream, m: pb.SendRequest) -> None:
         try:
             req = wire.send_from_hub(m, self.deps.send_limits)
@@ -228,6 +233,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
     async def _write(self, context: aio.ServicerContext, stream: HubStream) -> None:
         while (msg := await stream.queue.get()) is not None:
             await context.write(msg)
+            stream.queue.task_done()  # (LinkedHubs.sent waits on it)
 
     async def _hello(self, stream: HubStream, hello: pb.Hello) -> None:
         sessions = [wire.session_from_pb(s) for s in hello.sessions]
@@ -268,6 +274,8 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 t.add_done_callback(self._tasks.discard)
         elif kind == "broadcast_done":
             self.deps.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
+        elif kind == "left":
+            stream.left.set()
         elif kind == "hello":
             await self._hello(stream, msg.hello)
         # heartbeat: last_rx is enough

@@ -229,7 +229,7 @@ class DevicesReply(_message.Message):
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done", "sends")
+    __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done", "sends", "left")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     OFFLINE_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,7 @@ class HubMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_DONE_FIELD_NUMBER: _ClassVar[int]
     SENDS_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     online: Online
     offline: Offline
@@ -244,7 +245,12 @@ class HubMessage(_message.Message):
     heartbeat: Heartbeat
     broadcast_done: BroadcastDone
     sends: SendBatch
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., online: _Optional[_Union[Online, _Mapping]] = ..., offline: _Optional[_Union[Offline, _Mapping]] = ..., acks: _Optional[_Union[Acks, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., broadcast_done: _Optional[_Union[BroadcastDone, _Mapping]] = ..., sends: _Optional[_Union[SendBatch, _Mapping]] = ...) -> None: ...
+    left: Left
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., online: _Optional[_Union[Online, _Mapping]] = ..., offline: _Optional[_Union[Offline, _Mapping]] = ..., acks: _Optional[_Union[Acks, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., broadcast_done: _Optional[_Union[BroadcastDone, _Mapping]] = ..., sends: _Optional[_Union[SendBatch, _Mapping]] = ..., left: _Optional[_Union[Left, _Mapping]] = ...) -> None: ...
+
+class Left(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class SendBatch(_message.Message):
     __slots__ = ("items",)
@@ -309,20 +315,26 @@ class BroadcastDone(_message.Message):
     def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class RouterMessage(_message.Message):
-    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies")
+    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     KICK_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_FIELD_NUMBER: _ClassVar[int]
     ONLINE_DONE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     deliveries: Deliveries
     kick: Kick
     broadcast: Broadcast
     online_done: OnlineDone
     resync: Resync
     replies: SendReplies
-    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ...) -> None: ...
+    leaving: Leaving
+    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ...) -> None: ...
+
+class Leaving(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class SendReplies(_message.Message):
     __slots__ = ("items",)

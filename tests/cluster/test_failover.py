@@ -141,3 +141,45 @@ async def test_redis_restart_without_data_directory_rebuilt_seqs_continue(
             assert [(x["seq"], x["sessions"]) for x in reply["results"]] == [(3, 1)]
             ev = await frank.recv_type("event")
             assert ev["seq"] == 3 and ev["body"]["from"]["user"] == "gina"
+
+
+async def test_router_sigterm_with_another_router_up_fails_no_send(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    """A router stopping in order (SIGTERM) tells its hubs it is leaving; they route new
+    sends to the other router at once, it answers what it has, then goes: no send fails
+    (issue #19, graceful router drain). Sends and websocket ack-sends flow throughout."""
+    with direct_cluster(tmp_path, shared, routers=2, shutdown_grace_s=5.0) as c:
+        h0, h1 = c.hub(0), c.hub(1)
+        async with ws_client(h1, "finn") as finn:
+            accepted: list[int] = []
+            failed: list[str] = []
+            done = asyncio.Event()
+
+            async def sender(hub: Endpoint, tag: str) -> None:
+                async with api(hub) as http:
+                    i = 0
+                    while not done.is_set():
+                        r = await http.post("/v1/notifications", json={
+                            "users": ["finn"], "body": i, "id": f"{tag}{i}"})
+                        if r.status_code == 200:
+                            accepted.append(r.json()["results"][0]["seq"])
+                        else:
+                            failed.append(r.text)
+                        i += 1
+
+            tasks = [asyncio.create_task(sender(h, t)) for h, t in ((h0, "a"), (h1, "b"))]
+            await wait_for(lambda: len(accepted), 10, "sends before the stop",
+                           until=lambda n: n >= 50)
+            await asyncio.to_thread(c.stop_router, 0)  # SIGTERM, waits for it to exit
+            before = len(accepted)
+            await wait_for(lambda: len(accepted), 10, "sends after the stop",
+                           until=lambda n: n >= before + 50)
+            done.set()
+            await asyncio.gather(*tasks)
+            assert failed == []
+            # every accepted send reached finn's connection, each seq once, in order
+            got: list[int] = []
+            while len(got) < len(accepted):
+                got.append((await finn.recv_type("event"))["seq"])
+            assert got == sorted(got) and len(set(got)) == len(got)
+            assert set(accepted) <= set(got)
