@@ -59,8 +59,15 @@ class Registry:
 
     def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
         """Queue ``frame`` on the sessions held here that match ``flt``."""
-        chosen = select([s.info for s in self._sessions.values()], flt, counter)
-        return self.deliver((c.session_id for c in chosen), frame, 0, t0)
+        if flt.find_any:
+            chosen = select([s.info for s in self._sessions.values()], flt, counter)
+            return self.deliver((c.session_id for c in chosen), frame, 0, t0)
+        matches = flt.matches
+        n = 0
+        for s in list(self._sessions.values()):  # one pass: match and push
+            if matches(s.info) and s.push(frame, 0, t0):
+                n += 1
+        return n
 
 
 class LocalHubs(Hubs):
