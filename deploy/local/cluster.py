@@ -28,10 +28,12 @@ slow ones (``start_hub``, ``restart_router``, ``restart_redis``) with
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -448,6 +450,54 @@ class LocalCluster:
             raise RuntimeError("this cluster uses a shared Redis (redis_url): no restart")
         with self._lock:
             self.redis.restart(flush=flush)
+
+    # -- nginx --------------------------------------------------------------------------------
+
+    def restart_nginx(self) -> None:
+        """Stop nginx (and workers a SIGKILLed master left behind) and start it again on
+        the same port, in front of the running hubs."""
+        nginx = self._nginx()
+        with self._lock:
+            old = nginx.child.pid if nginx.child is not None else None
+            if old:
+                with contextlib.suppress(OSError):
+                    os.killpg(old, signal.SIGCONT)  # a stopped master handles SIGTERM
+            nginx.stop()
+            if old:
+                with contextlib.suppress(OSError):
+                    os.killpg(old, signal.SIGKILL)  # orphaned workers hold the socket
+            nginx.upstreams = self._upstreams()
+            with self._bind_again(nginx.port) as listener:
+                listener.listen(4096)
+                listener.setblocking(False)  # as PrivateNginx.start: nginx wants it so
+                nginx.write_conf()
+                fd = listener.fileno()
+                nginx.child = Child("nginx", nginx.command("-g", "daemon off;"),
+                                    nginx.base / "nginx.log",
+                                    env={**os.environ, "NGINX": f"{fd};"}, pass_fds=(fd,))
+                nginx.child.start()
+            body = f"generation {nginx.generation}"
+            nginx.child.wait_until(
+                lambda: (_http.get(f"{nginx.url}/nginx-health") or b"").decode().strip() == body,
+                "serving", self.start_timeout)
+
+    def _bind_again(self, port: int) -> socket.socket:
+        """A socket bound to 127.0.0.1:``port`` again. Connections the old nginx closed
+        stay in TIME_WAIT for up to a minute, and block the port unless the listening
+        socket they came from had SO_REUSEADDR (the first one, from PrivateNginx.start,
+        does not): wait for them then."""
+        deadline = time.monotonic() + max(self.start_timeout, 65.0)
+        while True:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind(("127.0.0.1", port))
+                return listener
+            except OSError as exc:
+                listener.close()
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise StartError(f"nginx: cannot bind 127.0.0.1:{port} again: {exc}") from None
+            time.sleep(0.5)
 
     def _dir(self, name: str) -> Path:
         path = self.workdir / name
