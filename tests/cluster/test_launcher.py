@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pushgate_client import Client, State
 
-from deploy.local import mysql, redis
+from deploy.local import cli, mysql, redis
 from deploy.local.cluster import LocalCluster
 from deploy.local.processes import StartError
 from tests.support.api import api
@@ -214,11 +218,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_cli(tmp_path: Path, mysql_server: str) -> tuple[subprocess.Popen[str], str]:
+def _start_cli(tmp_path: Path, mysql_server: str, *, hubs: int = 1,
+               routers: int = 1) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", "1", "--routers", "1",
-         "--workdir", str(tmp_path / "cli"), "--log-level", "warning"],
+        [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", str(hubs),
+         "--routers", str(routers), "--workdir", str(tmp_path / "cli"),
+         "--log-level", "warning"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     out = []
@@ -262,6 +268,14 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
         assert not (tmp_path / "pushgate-data").exists()  # no secrets generated aside
         children = _children(proc.pid)
         assert len(children) >= 5  # redis, router, hub, nginx master + worker
+        # the PIDs: in the summary, the env file and cluster.json, all the launcher's
+        pids = {name: int(env[f"PUSHGATE_{name.upper().replace('-', '_')}_PID"])
+                for name in ("redis", "nginx", "router-0", "hub-0")}
+        assert set(pids.values()) <= children
+        assert int(env["PUSHGATE_LAUNCHER_PID"]) == proc.pid
+        assert f"pid {pids['hub-0']}" in summary and f"launcher pid {proc.pid}" in summary
+        state = json.loads((tmp_path / "cli" / "cluster.json").read_text())
+        assert {p["name"]: p["pid"] for p in state["processes"]} == pids
     finally:
         if how == "ctrl-c":
             proc.send_signal(signal.SIGINT)
@@ -274,6 +288,9 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
     # after SIGKILL: parent-death signal, the hub drains
     wait_for_sync(lambda: [p for p in children if _alive(p)], 20, "every child gone",
                   until=lambda alive: not alive)
+    # cluster.json stays behind, stale: the commands say there is no launcher
+    code, out = _cli("status", "--workdir", str(tmp_path / "cli"))
+    assert code == 2 and "no running launcher" in out and "stale" in out, out
     database = _store(summary).rsplit("/", 1)[1]
     dropped = mysql.drop_stale(mysql_server)  # what the next launcher does first
     assert (database in dropped) == (how == "sigkill")
@@ -282,3 +299,157 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
 def _store(summary: str) -> str:
     return next(line.split()[1] for line in summary.splitlines()
                 if line.strip().startswith("store "))
+
+
+# -- operating a running cluster: status, kill, restart ---------------------------------
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """``python -m deploy.local.cluster <args>``, in this process: (exit code, output)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    return code, out.getvalue()
+
+
+@dataclass
+class Operated:
+    """A running ``up --hubs 2 --routers 2`` and how to operate it."""
+
+    proc: subprocess.Popen[str]
+    workdir: Path
+    summary: str
+
+    def run(self, command: str, *args: str) -> tuple[int, str]:
+        return _cli(command, *args, "--workdir", str(self.workdir))
+
+    def status(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        code, out = self.run("status", "--json")
+        return code, {p["name"]: p for p in json.loads(out)["processes"]}
+
+    def until_status(self, what: str, until: Any) -> dict[str, dict[str, Any]]:
+        return wait_for_sync(self.status, TIMEOUT, what, until=lambda s: until(*s))[1]
+
+    def http(self) -> httpx.Client:
+        env = dict(line.removeprefix("export ").split("=", 1) for line in
+                   (self.workdir / "cluster.env").read_text().splitlines())
+        return httpx.Client(base_url=env["PUSHGATE_URL"], timeout=TIMEOUT,
+                            headers={"Authorization": f"Bearer {env['PUSHGATE_API_KEY']}"})
+
+
+@pytest.fixture(scope="module")
+def operated(cluster_binaries: None, mysql_server: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
+    tmp = tmp_path_factory.mktemp("operated")
+    proc, summary = _start_cli(tmp, mysql_server, hubs=2, routers=2)
+    try:
+        yield Operated(proc, tmp / "cli", summary)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == 0
+
+
+NAMES = {"nginx", "redis", "router-0", "router-1", "hub-0", "hub-1"}
+
+
+def _sends(http: httpx.Client, n: int = 6) -> list[int]:
+    return [http.post("/v1/notifications",
+                      json={"users": ["alice"], "body": {"n": i}}).status_code
+            for i in range(n)]
+
+
+def test_cli_status_lists_every_process_healthy(operated: Operated) -> None:
+    """One line per process with role, PID, address, state and health, exit 0; the
+    real command line too."""
+    done = subprocess.run([sys.executable, "-m", "deploy.local.cluster", "status",
+                           "--workdir", str(operated.workdir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[2:-1]}
+    assert set(lines) == NAMES, done.stdout
+    children = _children(operated.proc.pid)
+    code, procs = operated.status()
+    assert code == 0
+    for name, rec in procs.items():
+        assert rec["healthy"] and rec["state"] == "running", rec
+        assert rec["pid"] in children and str(rec["pid"]) in lines[name]
+        assert rec["role"] == name.split("-")[0] and rec["role"] in lines[name]
+        assert f"pid {rec['pid']}" in operated.summary
+    assert "/healthz 200, /readyz 200" in lines["hub-0"]
+    assert procs["hub-0"]["url"] in lines["hub-0"]
+    assert procs["router-1"]["address"] in lines["router-1"]
+
+
+def test_cli_kill_and_restart_a_hub(operated: Operated) -> None:
+    """kill hub-1: status shows it dead (exit 1), nginx still serves sends; restart
+    hub-1: a new PID, healthy, serving (directly and through nginx)."""
+    _, before = operated.status()
+    old = before["hub-1"]["pid"]
+    code, out = operated.run("kill", "hub-1")
+    assert code == 0 and f"(pid {old}): SIGKILL sent; gone" in out, out
+    code, procs = operated.status()
+    assert code == 1
+    assert procs["hub-1"]["state"] == "dead" and not procs["hub-1"]["healthy"]
+    assert all(procs[n]["healthy"] for n in NAMES - {"hub-1"}), procs
+    with operated.http() as http:
+        assert _sends(http) == [200] * 6  # nginx passes requests on from the dead hub
+
+        code, out = operated.run("restart", "hub-1")
+        assert code == 0, out
+        printed = re.search(r"hub-1 restarted: pid (\d+) \(was (\d+)\)", out)
+        assert printed is not None and int(printed[2]) == old and "healthy" in out, out
+        new = int(printed[1])
+        assert new != old
+        code, procs = operated.status()
+        assert code == 0, procs
+        assert procs["hub-1"]["pid"] == new and new in _children(operated.proc.pid)
+        env = (operated.workdir / "cluster.env").read_text()
+        assert f"PUSHGATE_HUB_1_PID={new}\n" in env
+        direct = http.post(f"{procs['hub-1']['url']}/v1/notifications",
+                           json={"users": ["alice"], "body": "direct"})
+        assert direct.status_code == 200, direct.text
+        assert _sends(http) == [200] * 6
+
+
+def test_cli_stop_and_continue_a_router(operated: Operated) -> None:
+    """kill router-0 --signal STOP: status shows it stopped (exit 1); CONT: healthy."""
+    code, out = operated.run("kill", "router-0", "--signal", "STOP")
+    assert code == 0 and "SIGSTOP sent; stopped" in out, out
+    code, procs = operated.status()
+    assert code == 1 and procs["router-0"]["state"] == "stopped", procs["router-0"]
+    assert all(procs[n]["healthy"] for n in NAMES - {"router-0"}), procs
+    code, out = operated.run("kill", "router-0", "--signal", "CONT")
+    assert code == 0 and "SIGCONT sent; running" in out, out
+    operated.until_status("every process healthy again", lambda code, _: code == 0)
+
+
+def test_cli_unknown_name(operated: Operated) -> None:
+    for command in ("kill", "restart", "start"):
+        code, out = operated.run(command, "hub-9")
+        assert code == 2, out
+        assert "unknown process 'hub-9'" in out and "hub-0, hub-1" in out, out
+    code, out = operated.run("kill", "hub-0", "--signal", "BOGUS")
+    assert code == 2 and "invalid choice" in out, out
+    code, out = operated.run("start", "hub-0")  # running: start refuses, restart it is
+    assert code == 1 and "hub-0 is running" in out and "use restart" in out, out
+
+
+def test_cli_without_a_running_launcher(tmp_path: Path) -> None:
+    """No cluster.json, or one whose launcher is gone: exit 2 and says so."""
+    code, out = _cli("status", "--workdir", str(tmp_path))
+    assert code == 2 and "no running launcher" in out and "cluster.json" in out, out
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    (tmp_path / "cluster.json").write_text(json.dumps({
+        "launcher": {"pid": gone.pid, "start_time": None, "stopped": False},
+        "workdir": str(tmp_path), "processes": [{"name": "hub-0", "role": "hub", "pid": 1}]}))
+    for args in (("status",), ("kill", "hub-0"), ("restart", "hub-0")):
+        code, out = _cli(*args, "--workdir", str(tmp_path))
+        assert code == 2, out
+        assert f"launcher, pid {gone.pid}, is not running" in out and "stale" in out, out
