@@ -104,6 +104,7 @@ class RouterNode:
             await self.hubs.leave(grace_s)
             await self.link_service.drained(max(0.0, deadline - loop.time()))
             await self.hubs.sent(max(0.0, deadline - loop.time()))  # the last replies
+            await self.hubs.close()  # end the HubLink streams: the hubs relink elsewhere
             log.info("router drained", node=self.node_id)
         if self.server is not None:
             await self.server.stop(max(0.0, deadline - loop.time()))

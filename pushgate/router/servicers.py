@@ -195,22 +195,31 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         stream = deps.hubs.attach(hub)
         log.info("hub linked", hub=hub, sessions=len(first.hello.sessions))
         writer = asyncio.create_task(self._write(context, stream))
+        reader = asyncio.create_task(self._read(context, stream, first.hello))
         try:
-            await self._hello(stream, first.hello)
-            while True:
-                msg = await context.read()
-                if msg is aio.EOF:
-                    break
-                stream.last_rx = time.monotonic()
-                await self._handle(stream, msg)
-        except (asyncio.CancelledError, aio.AioRpcError):
+            # the hub ends the stream (reader), or this router does (the writer ends when
+            # the stream is closed: a newer link of the hub, a silent hub, the drain)
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
             pass
         finally:
             deps.hubs.detach(stream)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            for t in (reader, writer):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
             log.info("hub unlinked", hub=hub)
+
+    async def _read(self, context: aio.ServicerContext, stream: HubStream,
+                    hello: pb.Hello) -> None:
+        with contextlib.suppress(aio.AioRpcError):
+            await self._hello(stream, hello)
+            while True:
+                msg = await context.read()
+                if msg is aio.EOF:
+                    return
+                stream.last_rx = time.monotonic()
+                await self._handle(stream, msg)
 
     async def drained(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until the sends in flight are answered."""
