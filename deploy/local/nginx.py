@@ -163,6 +163,8 @@ class PrivateNginx:
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         with socket.socket() as listener:
+            # a restart on the same port must not wait for the old connections' TIME_WAIT
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", self.port))
             listener.listen(4096)
             # nginx takes inherited sockets as non-blocking (as its own are); a blocking
