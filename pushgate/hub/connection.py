@@ -91,8 +91,9 @@ class WsConnection(asyncio.Protocol):
 
     node: ClassVar[HubNode]
     releases_connection_limits: ClassVar[bool] = True  # see pushgate.hub.guard
-    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "awaiting_pong",
-                 "close_sent_at", "paused", "ping_sent_at", "proto", "session", "slot", "transport")
+    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "_timer",
+                 "awaiting_pong", "close_sent_at", "paused", "ping_sent_at", "proto", "session",
+                 "slot", "transport")
 
     def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None,
                  _loop: Any = None) -> None:
@@ -110,6 +111,8 @@ class WsConnection(asyncio.Protocol):
         self.close_sent_at = 0.0
         self._frags: list[bytes] | None = None
         self._binary = False
+        # the write deadline (while paused) or the close grace: rare states, one handle
+        self._timer: asyncio.TimerHandle | None = None
         self._requests: ws.Requests | None = None
         self._connected = False
 
@@ -145,6 +148,9 @@ class WsConnection(asyncio.Protocol):
         if not node.connections:
             node.no_connections.set()
         node.wheel.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             node.conn_limits.release_for(self.transport)  # the guard counted it at connect
         s = self.session
@@ -156,9 +162,14 @@ class WsConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if not self.close_sent_at:
+            self._arm(self.node.settings.write_deadline_s, self._write_deadline)
 
     def resume_writing(self) -> None:
         self.paused = False
+        if not self.close_sent_at and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.session is not None:
             self.session.drain()
 
@@ -190,10 +201,10 @@ class WsConnection(asyncio.Protocol):
 
     def send_close(self, code: int, reason: str) -> None:
         """The close frame (once); the client's close or the close grace ends the TCP
-        connection (:func:`visit`)."""
+        connection."""
         if self.close_sent_at or self.transport is None:
             return
-        self.close_sent_at = time.monotonic()
+        self._closing_started()
         if self.proto.state is WsState.OPEN:
             self.proto.send_close(code, reason)
             self._flush()
@@ -217,21 +228,13 @@ class WsConnection(asyncio.Protocol):
             self._flush()
 
     def tick(self, now_mono: float, now: float) -> None:
-        """The timer wheel's checks of this connection (pushgate.hub.wheel)."""
-        settings = self.node.settings
-        if self.close_sent_at:
-            if now_mono - self.close_sent_at >= settings.close_grace_s and self.transport is not None:
-                self.transport.abort()  # the client never completed the close handshake
-            return
+        """The timer wheel's checks of this connection (pushgate.hub.wheel): token
+        expiry, idle timeout, keepalive ping and pong timeout."""
         s = self.session
-        if s is None:
+        if s is None or self.close_sent_at or (
+                s.state is not State.OPEN and s.state is not State.CATCHING_UP):
             return
-        if s.paused_at and now_mono - s.paused_at >= settings.write_deadline_s:
-            s.close(CloseCode.SLOW, "client stopped reading: write deadline passed; fetch after "
-                    "reconnect")
-            return
-        if s.state is not State.OPEN and s.state is not State.CATCHING_UP:
-            return
+        settings = self.node.settings
         if s.expires_at <= now:
             s.close(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a fresh token")
         elif s.last_rx < now_mono - settings.idle_timeout_s:
@@ -247,6 +250,37 @@ class WsConnection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------
 
+    def _arm(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _write_deadline(self) -> None:
+        """The transport has been paused for ``write_deadline_s``: a session whose frames
+        have waited that long is closed as slow (4001)."""
+        self._timer = None
+        s = self.session
+        if not self.paused or self.close_sent_at or s is None:
+            return
+        deadline = self.node.settings.write_deadline_s
+        waited = time.monotonic() - s.paused_at if s.paused_at else 0.0
+        if s.paused_at and waited >= deadline:
+            s.close(CloseCode.SLOW, "client stopped reading: write deadline passed; fetch "
+                    "after reconnect")
+        else:  # nothing waits yet, or not for long: look again when it would be due
+            self._arm(deadline - waited, self._write_deadline)
+
+    def _closing_started(self) -> None:
+        """The close frame went out (or the connection failed): from now on nothing is
+        written, and the client has ``close_grace_s`` to complete the close handshake."""
+        self.close_sent_at = time.monotonic()
+        self._arm(self.node.settings.close_grace_s, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._timer = None
+        if self.transport is not None:  # no close handshake, or a buffer never drained
+            self.transport.abort()
+
     def _flush(self) -> None:
         transport = self.transport
         if transport is None:
@@ -261,7 +295,7 @@ class WsConnection(asyncio.Protocol):
             # the client closed, or websockets failed the connection (1002/1007/1009/1011):
             # nothing more may be written; the session stops receiving now
             if not self.close_sent_at:
-                self.close_sent_at = time.monotonic()
+                self._closing_started()
             s = self.session
             if s is not None and (s.state is State.OPEN or s.state is State.CATCHING_UP):
                 s.abandon(self._ended_code())

@@ -205,9 +205,8 @@ class HubNode:
 def wheel_period(settings: Settings) -> float:
     """How often the timer wheel visits each connection: a check fires at most this
     late (docs/protocol.md, keepalive)."""
-    return min(5.0, settings.idle_timeout_s / 4, settings.ping_interval_s / 2,
-               settings.ping_timeout_s / 2, settings.write_deadline_s / 2,
-               settings.close_grace_s / 2)
+    return min(10.0, settings.idle_timeout_s / 4, settings.ping_interval_s / 2,
+               settings.ping_timeout_s / 2)
 
 
 def _redact(url: str) -> str:
