@@ -87,7 +87,8 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_http(app.state.node),  # httptools behind per-IP limits and deadlines
+        # httptools behind per-IP limits and deadlines; sends and upgrades served directly
+        http=guarded_http(app.state.node, connection_class(app.state.node)),
         ws=connection_class(app.state.node),  # upgrades: the hub's own connection layer
         lifespan="on",
         log_config=None,

@@ -1,17 +1,16 @@
-"""The HTTP connection guard: per-client-IP limits and request deadlines in front of
-uvicorn's HTTP protocol.
+"""The hub's HTTP side: per-client-IP limits and request deadlines on every connection,
+``POST /v1/notifications`` on connections of its own, uvicorn's HTTP protocol for the
+rest, the hub's websocket class for upgrades.
 
 :class:`ConnectionLimits` (one per hub, ``node.conn_limits``) counts the open TCP
 connections of each client IP and rations new connections and ``open-connection``
 requests with token buckets. :func:`guarded_http` builds the protocol class given to
-``uvicorn.Config(http=...)``: it wraps (composes, does not subclass) uvicorn's
-``HttpToolsProtocol`` and, on every connection,
+``uvicorn.Config(http=...)``. On every connection it
 
 - admits it through :class:`ConnectionLimits` (refused: ``429`` and closed);
-- runs an ``httptools.HttpRequestParser`` of its own over the received bytes *before*
-  uvicorn sees them, to know where a request head begins and ends and where a body
-  ends (no HTTP parsing here: llhttp does it), and answers with the documented JSON
-  error body, then closes, when
+- runs an ``httptools.HttpRequestParser`` over every received byte, to know where a
+  request head begins and ends and where a body ends (no HTTP parsing here: llhttp
+  does it), and answers with the documented JSON error body, then closes, when
   - the request head is not complete ``header_timeout_s`` after the connection was
     made or the request began (``408``; a connection that sent nothing is just closed),
   - the head is over ``max_header_bytes`` (``431``),
@@ -20,9 +19,45 @@ requests with token buckets. :func:`guarded_http` builds the protocol class give
     ``Transfer-Encoding``, a duplicate ``Content-Length``, a malformed line (``400``,
     ``field`` naming the header when llhttp names one) — instead of uvicorn's
     plain-text ``400 Invalid HTTP request received.``;
-- steps aside once the head of a websocket upgrade is complete: uvicorn then hands the
-  transport to its websocket protocol class (``transport.set_protocol``), and the guard
-  never hears of that connection again.
+- routes the connection by its **first request** (until then it holds that request's
+  raw bytes: the chunks of its head, at most ``max_header_bytes``; no copy when the
+  head comes in one read):
+  - **an upgrade** (any ``Connection: upgrade``, and ``CONNECT``): the websocket class
+    (``ws_class``, the hub's :class:`~pushgate.hub.connection.WsConnection`) is made
+    with uvicorn's arguments and takes the transport with the head's raw bytes (what
+    followed the head in the same read comes next, after the handshake was answered).
+    Its handshake is its business: a path other than ``/v1/ws`` gets its JSON 404,
+    what is not a websocket upgrade (``h2c``, ``CONNECT``, HTTP/1.0) a JSON 4xx, and
+    the connection ends. It releases the connection's per-IP slot itself
+    (``releases_connection_limits``; any other class gets :class:`_ReleaseOnLost`).
+  - **``POST /v1/notifications``** (the path as uvicorn decodes it, any query): a
+    *send connection*. The guard answers it itself with
+    :mod:`pushgate.hub.sendpath` — the steps, status codes, bodies and headers of
+    ``FastSend`` behind uvicorn, byte for byte (uvicorn's status line and default
+    ``date`` / ``server`` headers, ``100 Continue`` when the body is first wanted,
+    ``connection: close`` for ``Connection: close`` / HTTP/1.0 / shutdown, Starlette's
+    plain 500 then close on an unexpected exception, logged as uvicorn logs it). One
+    task per request; pipelined requests are answered in order, one after the other,
+    and reading stops while more than :data:`MAX_WAITING` wait or the transport's
+    buffer is full. Idle keep-alive connections close after uvicorn's
+    ``timeout_keep_alive`` (``http_keepalive_s``). A later request to another route
+    whose head begins a read (the normal case) hands the connection to uvicorn from
+    that head on, once the sends before it are answered; one pipelined behind a send
+    in the same read gets ``400 invalid_request`` and the connection ends (its raw
+    bytes cannot be told apart: llhttp does not say where a request begins).
+  - **anything else**: uvicorn's ``HttpToolsProtocol``, made then, gets every byte
+    from the first on (and ``FastSend`` serves ``POST /v1/notifications`` there); an
+    upgrade on such a connection is uvicorn's to hand over, as before.
+
+uvicorn's graceful shutdown sees the connections the guard answers in
+``server_state.connections`` (:meth:`GuardedHttp.shutdown`: closed when idle, else after
+the reply in flight) and their tasks in ``server_state.tasks``.
+
+Why: uvicorn parsed every request a second time behind the guard, and built an ASGI
+scope, messages, a ``RequestResponseCycle`` and a task per request; a websocket connect
+made an ``HttpToolsProtocol`` (address syscalls, flow control, a parser), parsed the head
+again, rebuilt it, and the websocket class parsed it a third time (docs/design-notes.md
+§12).
 
 See docs/http-api.md ("Connection limits and timeouts") and docs/operations.md.
 """
@@ -30,7 +65,9 @@ See docs/http-api.md ("Connection limits and timeouts") and docs/operations.md.
 from __future__ import annotations
 
 import asyncio
+import http
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +79,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pushgate.hub.sendpath import (
+    INTERNAL_ERROR,
+    PATH,
+    Reply,
+    body_too_large,
+    head_error,
+    is_send_target,
+    respond,
+)
 from pushgate.logs import get_logger
 
 if TYPE_CHECKING:
@@ -335,14 +381,74 @@ def rate_limited_response(wait_s: float, what: str) -> Response:
 
 # -- the protocol -----------------------------------------------------------------------------
 
-# connection states
+# parse states (GuardedHttp.state)
 _CONNECTED = 0  # nothing of a request yet (header timer from the connect)
 _HEAD = 1  # a request head under way (header timer)
 _BODY = 2  # head complete, body under way (body timer)
-_IDLE = 3  # between requests (uvicorn's keep-alive timeout applies)
+_IDLE = 3  # between requests (keep-alive: uvicorn's timer, or the guard's on a send connection)
 _PASSTHROUGH = 4  # an upgrade uvicorn did not take: no more parsing, closed at the deadline
 _LINGER = 5  # error reply written and half-closed: waiting for the client's close
-_DONE = 6  # refused at connect, upgraded (the transport has moved on) or lost
+_DONE = 6  # refused at connect, handed over to a websocket protocol, closed, or lost
+
+# who answers the connection's requests (GuardedHttp.mode)
+_FIRST = 0  # nothing routed yet: the raw bytes of the first request's head are held
+_SEND = 1  # a send connection: the guard answers POST /v1/notifications itself
+_HANDING = 2  # to uvicorn once the sends in flight are answered (its bytes are held)
+_UVICORN = 3  # uvicorn's HttpToolsProtocol (``inner``) gets every byte, as it arrives
+_CLOSED = 4  # nothing more is read: closed after a reply, or a pipelined request refused
+
+#: Requests waiting on one send connection before the guard stops reading it
+MAX_WAITING = 4
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONNECTION_CLOSE = b"connection: close\r\n"
+_STATUS_LINES: dict[int, bytes] = {}
+_DEFAULTS: list[Any] = [None, b""]  # server_state.default_headers seen last, and its bytes
+# the line (and logger) uvicorn writes for an exception of the ASGI path
+_SERVER_LOG = logging.getLogger("uvicorn.error")
+
+
+def _status_line(status: int) -> bytes:
+    """uvicorn's status line for ``status``."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    return line
+
+
+def _default_headers(server_state: Any) -> bytes:
+    """``server_state.default_headers`` (``date``, ``server``) as uvicorn writes them;
+    uvicorn replaces the list every second."""
+    headers = server_state.default_headers
+    if headers is not _DEFAULTS[0]:
+        _DEFAULTS[1] = b"".join([b"%s: %s\r\n" % (name, value) for name, value in headers])
+        _DEFAULTS[0] = headers
+    return _DEFAULTS[1]  # type: ignore[no-any-return]
+
+
+class _Abort(Exception):
+    """Raised in a parser callback to stop parsing this connection's bytes."""
+
+
+class _Send:
+    """One ``POST /v1/notifications`` of a send connection, from its head to its reply."""
+
+    __slots__ = ("body", "complete", "expect", "fatal", "keep_alive", "refusal", "reply",
+                 "started")
+
+    def __init__(self, keep_alive: bool, expect: bool, reply: Reply | None) -> None:
+        self.keep_alive = keep_alive
+        self.expect = expect  # answer "100 Continue" when it is its turn
+        self.reply = reply
+        self.body: bytes | bytearray = b""
+        self.complete = False  # the whole body arrived
+        self.started = False  # its turn came (the head of the queue)
+        self.fatal = False  # closed after the reply (a 500)
+        self.refusal: str | None = None  # not a send: the 400 that ends the connection
 
 
 class _ReleaseOnLost(asyncio.Protocol):
@@ -378,11 +484,13 @@ class _ReleaseOnLost(asyncio.Protocol):
 
 
 class GuardedHttp(asyncio.Protocol):
-    """uvicorn's ``HttpToolsProtocol`` behind the guard (see the module docstring).
+    """The HTTP side of the hub: the guard, the send connections, and uvicorn's
+    ``HttpToolsProtocol`` when a request is for uvicorn (see the module docstring).
 
-    Not used directly: :func:`guarded_http` makes a subclass bound to one hub's limits
-    and settings. uvicorn creates one per connection with the keyword arguments of its
-    HTTP protocol classes, which are passed on to ``HttpToolsProtocol`` unchanged.
+    Not used directly: :func:`guarded_http` makes a subclass bound to one hub. uvicorn
+    creates one per connection with the keyword arguments of its HTTP protocol classes
+    (``config``, ``server_state``, ``app_state``), which are passed on unchanged to
+    ``HttpToolsProtocol`` and to the websocket class.
     """
 
     node: HubNode
@@ -390,21 +498,40 @@ class GuardedHttp(asyncio.Protocol):
     header_timeout: float
     request_timeout: float
     max_head: int
+    max_body: int
+    ws_class: type[asyncio.Protocol]
 
-    __slots__ = ("counted", "deadline", "head_bytes", "inner", "kwargs", "loop", "parser",
-                 "piece_began", "piece_done", "state", "timer", "transport", "url")
+    __slots__ = ("auth", "chunk_fresh", "counted", "deadline", "expect", "handover",
+                 "head_bytes", "head_fresh", "held", "inner", "kwargs", "length", "loop", "mode",
+                 "parser", "parsing", "piece_began", "piece_done", "queue", "read_paused",
+                 "server_state", "state", "stopping", "timer", "transport", "url",
+                 "write_paused")
 
     def __init__(self, **kwargs: Any) -> None:
-        self.kwargs: dict[str, Any] | None = kwargs
+        self.kwargs = kwargs
+        self.server_state: Any = kwargs["server_state"]
         self.inner: HttpToolsProtocol | None = None
         self.parser: httptools.HttpRequestParser | None = None
         self.transport: asyncio.Transport | None = None
         self.state = _CONNECTED
+        self.mode = _FIRST
         self.counted: str | None = None  # the IP this connection is counted for
         self.head_bytes = 0
         self.url = b""
         self.piece_began = False
         self.piece_done = False
+        self.chunk_fresh = False  # no request ended yet in the chunk being parsed
+        self.head_fresh = False  # the head under way began a chunk
+        self.held: list[bytes] | None = None  # the chunks of that head (while it may move on)
+        self.handover: list[bytes] | None = None  # held bytes for uvicorn or the websocket
+        self.queue: list[_Send] | None = None  # the sends not answered yet, in order
+        self.parsing: _Send | None = None  # the send whose body is being read
+        self.auth: bytes | None = None  # the first Authorization of the head under way
+        self.length: bytes | None = None  # its first Content-Length
+        self.expect = False  # its Expect: 100-continue
+        self.stopping = False  # uvicorn's shutdown: close after the reply in flight
+        self.read_paused = False
+        self.write_paused = False
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -429,15 +556,12 @@ class GuardedHttp(asyncio.Protocol):
             return
         if not self.limits.exempt(ip):
             self.counted = ip
-        assert self.kwargs is not None
-        self.inner = HttpToolsProtocol(**self.kwargs)
-        self.kwargs = None
         parser = self.parser = httptools.HttpRequestParser(self)
         try:  # accept what uvicorn's own parser accepts
             parser.set_dangerous_leniencies(lenient_data_after_close=True)
         except AttributeError:  # pragma: no cover - httptools < 0.6.3
             pass
-        self.inner.connection_made(transport)
+        self.server_state.connections.add(self)  # uvicorn's shutdown: see shutdown()
         self._set_deadline(self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -446,6 +570,14 @@ class GuardedHttp(asyncio.Protocol):
             if state == _PASSTHROUGH and self.inner is not None:
                 self.inner.data_received(data)
             return  # lingering after an error reply: the rest of the request is dropped
+        mode = self.mode
+        if mode >= _HANDING:
+            if mode == _CLOSED:
+                return
+            if mode == _HANDING and self.parser is None:  # stopped at an upgrade: uvicorn's
+                self.handover.append(data)  # type: ignore[union-attr]
+                return
+        self.chunk_fresh = True
         upgraded = False
         try:
             if state == _BODY or len(data) + self.head_bytes <= self.max_head:
@@ -456,30 +588,56 @@ class GuardedHttp(asyncio.Protocol):
             elif not self._feed_pieces(data):
                 self._head_too_large()
                 return
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as e:
             upgraded = True
+            head_end = e.args[0]  # where the upgrade's head ends in data
         except httptools.HttpParserError as e:
-            self._bad_request(e)
+            if not isinstance(e.__context__, _Abort):
+                self._bad_request(e)
             return
-        inner = self.inner
-        assert inner is not None
-        inner.data_received(data)
-        if upgraded:
-            self._upgraded()
+        mode = self.mode
+        if mode == _UVICORN:
+            inner = self.inner
+            if inner is None:  # the first request is uvicorn's: from its head on
+                inner = self._start_inner()
+                held, self.handover = self.handover, None
+                for chunk in held or ():
+                    inner.data_received(chunk)
+            inner.data_received(data)
+            if upgraded:
+                self._upgraded()
+        elif mode == _HANDING:
+            self.handover.append(data)  # type: ignore[union-attr]
+            if upgraded:
+                self.parser = None  # paused at the upgrade for good: uvicorn decides
+            if not self.queue:
+                self._to_uvicorn()
+            elif not self.read_paused:
+                self._flow()
+        elif mode == _FIRST and upgraded:
+            self._to_websocket(data, head_end)
+        elif self.state == _HEAD and self.head_fresh:  # keep a head that began this chunk
+            if self.held is None:
+                self.held = [data]
+            else:
+                self.held.append(data)
 
     def eof_received(self) -> bool | None:
         if self.state != _LINGER and self.inner is not None:
             self.inner.eof_received()  # HttpToolsProtocol's: None, the transport closes
-        return None
+        return None  # as uvicorn: a client's half-close ends the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _DONE
+        self.mode = _CLOSED
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.server_state.connections.discard(self)
         if self.counted is not None:
             self.limits.release(self.counted)
             self.counted = None
+        self.queue = self.parsing = self.held = self.handover = None
         inner, self.inner = self.inner, None
         self.parser = None
         if inner is not None:
@@ -488,16 +646,28 @@ class GuardedHttp(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.inner is not None:
             self.inner.pause_writing()
+            return
+        self.write_paused = True
+        self._flow()
 
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+            return
+        self.write_paused = False
+        self._flow()
 
     def shutdown(self) -> None:
-        """uvicorn's graceful shutdown (it calls the inner protocol's directly, which
-        registers itself in ``server_state.connections``)."""
+        """uvicorn's graceful shutdown, for the connections the guard answers (uvicorn's
+        protocol registers itself when it takes one): closed now when no send is in
+        flight, else after the reply in flight (with ``connection: close``); uvicorn
+        waits for ``server_state.connections`` and ``server_state.tasks`` to empty."""
         if self.inner is not None:
             self.inner.shutdown()
+            return
+        self.stopping = True
+        if not self.queue and self.state < _LINGER and self.transport is not None:
+            self.transport.close()
 
     # -- parsing ----------------------------------------------------------------------------
 
@@ -523,7 +693,10 @@ class GuardedHttp(asyncio.Protocol):
                     return False
                 piece = view[pos:pos + room]
             self.piece_began = self.piece_done = False
-            parser.feed_data(piece)
+            try:
+                parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as e:  # where it ends in data
+                raise httptools.HttpParserUpgrade(pos + e.args[0]) from None
             if self.state == _HEAD:
                 self._count(len(piece))
             pos += len(piece)
@@ -543,10 +716,28 @@ class GuardedHttp(asyncio.Protocol):
         self.state = _HEAD
         self.head_bytes = 0
         self.piece_began = True
+        self.head_fresh = self.chunk_fresh
+        self.held = None
+        self.auth = self.length = None
+        self.expect = False
         self._set_deadline(self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.mode > _SEND:
+            return  # only a send's headers are looked at (uvicorn reads the others)
+        size = len(name)
+        if size == 13:
+            if self.auth is None and name.lower() == b"authorization":
+                self.auth = value
+        elif size == 14:
+            if self.length is None and name.lower() == b"content-length":
+                self.length = value
+        elif size == 6 and name.lower() == b"expect" and \
+                value.rstrip(b" \t").lower() == b"100-continue":
+            self.expect = True
 
     def on_headers_complete(self) -> None:
         url, self.url = self.url, b""
@@ -555,12 +746,259 @@ class GuardedHttp(asyncio.Protocol):
         self.state = _BODY
         self.head_bytes = 0
         self._set_deadline(self.request_timeout)
+        mode = self.mode
+        if mode >= _HANDING:
+            return
+        parser = self.parser
+        assert parser is not None
+        if parser.should_upgrade():
+            if mode == _FIRST:  # HttpParserUpgrade follows: the websocket class takes it
+                self.handover, self.held = self.held, None
+                return
+            send = False
+        else:
+            send = parser.get_method() == b"POST" and is_send_target(url)
+        if send:
+            self._send(parser)
+        elif mode == _FIRST:
+            self.mode = _UVICORN  # data_received hands the connection over
+            self.handover, self.held = self.held, None
+        elif self.head_fresh:  # another route on a send connection, at a chunk's start
+            self.mode = _HANDING
+            self.handover = self.held or []
+            self.held = None
+        else:
+            self._refuse_pipelined(parser.get_method())
+
+    def on_body(self, body: bytes) -> None:
+        send = self.parsing
+        if send is None:
+            return
+        have = send.body
+        if not have:
+            send.body = have = body
+        else:
+            if type(have) is bytes:
+                have = send.body = bytearray(have)
+            have += body
+        if len(have) > self.max_body:
+            send.reply = body_too_large(self.node)
+            send.body = b""
+            self.parsing = None  # the rest of the body is dropped
+            if send.started:
+                self._pump()
+                if self.mode == _CLOSED:
+                    raise _Abort
 
     def on_message_complete(self) -> None:
         self.state = _IDLE
         self.head_bytes = 0
         self.piece_done = True
+        self.chunk_fresh = False
         self.deadline = None
+        send = self.parsing
+        if send is not None:
+            self.parsing = None
+            send.complete = True
+            if send.started:
+                self._start(send)
+        elif self.mode == _SEND and not self.queue:  # answered before its body was read
+            self._set_deadline(self.kwargs["config"].timeout_keep_alive)
+
+    # -- send connections -------------------------------------------------------------------
+
+    def _send(self, parser: httptools.HttpRequestParser) -> None:
+        """A ``POST /v1/notifications`` head is complete: queue it (and check its head)."""
+        if self.mode == _FIRST:
+            self.mode = _SEND
+            self.queue = []
+        self.held = None
+        auth, length = self.auth, self.length
+        reply = head_error(self.node,
+                           auth.rstrip(b" \t").decode("latin-1") if auth is not None else None,
+                           length.rstrip(b" \t").decode("latin-1") if length is not None
+                           else None)
+        send = _Send(parser.should_keep_alive() and parser.get_http_version() != "1.0",
+                     self.expect and reply is None, reply)
+        if reply is None:
+            self.parsing = send
+        self._enqueue(send)
+        if self.mode == _CLOSED:  # answered at once, and the connection closes
+            raise _Abort
+
+    def _refuse_pipelined(self, method: bytes) -> None:
+        """Another route pipelined behind a send, in the same chunk: its raw bytes cannot
+        be told apart for uvicorn, so it gets a 400 (after the replies before it) and
+        the connection ends."""
+        refused = _Send(False, False, None)
+        refused.refusal = (
+            f"{method.decode('latin-1')} request pipelined behind POST {PATH} on the same "
+            f"connection; a connection that begins with POST {PATH} may pipeline only more "
+            f"of those: send other requests after the replies, or on another connection")
+        self.mode = _CLOSED
+        self.parsing = None
+        self.deadline = None
+        self._enqueue(refused)
+        raise _Abort
+
+    def _enqueue(self, send: _Send) -> None:
+        queue = self.queue
+        assert queue is not None
+        queue.append(send)
+        if len(queue) == 1:
+            self._pump()  # its turn: now
+        elif len(queue) > MAX_WAITING and not self.read_paused:
+            self._flow()
+
+    def _start(self, send: _Send) -> None:
+        """The body of the send whose turn it is is complete: one task serves it."""
+        body, send.body = send.body, b""
+        task = self.loop.create_task(self._serve(send, body))
+        tasks = self.server_state.tasks  # uvicorn's shutdown waits for them
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _serve(self, send: _Send, body: bytes | bytearray) -> None:
+        try:
+            reply = await respond(self.node, body)
+        except Exception as e:
+            _SERVER_LOG.error("Exception in ASGI application\n", exc_info=e)
+            reply = INTERNAL_ERROR
+            send.fatal = True
+        send.reply = reply
+        queue = self.queue
+        if queue and queue[0] is send:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Answer the queue's head while its reply is ready, in order; start the next."""
+        queue = self.queue
+        transport = self.transport
+        assert queue is not None and transport is not None
+        answered = False
+        while queue:
+            send = queue[0]
+            if not send.started:
+                send.started = True
+                if send.refusal is not None:
+                    self._reject(400, "invalid_request", send.refusal, retryable=False)
+                    return
+                if send.expect and not transport.is_closing():
+                    transport.write(_CONTINUE)  # as uvicorn: when the body is first wanted
+                if send.reply is None:
+                    if send.complete:
+                        self._start(send)
+                    break
+            elif send.reply is None:
+                break
+            del queue[0]
+            answered = True
+            if not self._write(send):
+                return
+        if not answered:
+            return
+        if self.read_paused:
+            self._flow()
+        if not queue:
+            if self.mode == _HANDING:
+                self._to_uvicorn()
+            elif self.state == _IDLE:
+                self._set_deadline(self.kwargs["config"].timeout_keep_alive)
+
+    def _write(self, send: _Send) -> bool:
+        """Write the reply as uvicorn writes an ASGI response; False when the connection
+        closes after it."""
+        reply = send.reply
+        transport = self.transport
+        assert reply is not None and transport is not None
+        keep_alive = send.keep_alive and not self.stopping
+        out = [_status_line(reply.status), _default_headers(self.server_state)]
+        for name, value in reply.headers:
+            out += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            out.append(_CONNECTION_CLOSE)
+        out += (b"\r\n", reply.body)
+        transport.write(b"".join(out))
+        self.server_state.total_requests += 1
+        if keep_alive and not send.fatal:
+            return True
+        self.state = _DONE  # nothing more is read or answered
+        self.mode = _CLOSED
+        self.queue = self.parsing = self.handover = None
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport.close()
+        return False
+
+    def _flow(self) -> None:
+        """Read while the connection's replies can go out and few requests wait."""
+        queue = self.queue
+        pause = self.write_paused or self.mode == _HANDING or (
+            queue is not None and len(queue) > MAX_WAITING)
+        if pause != self.read_paused and self.transport is not None \
+                and self.mode <= _HANDING and self.state < _LINGER:
+            self.read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    # -- handing the connection over --------------------------------------------------------
+
+    def _start_inner(self) -> HttpToolsProtocol:
+        """uvicorn's protocol takes the connection (the caller feeds it)."""
+        inner = self.inner = HttpToolsProtocol(**self.kwargs)
+        self.server_state.connections.discard(self)  # uvicorn's protocol is in it now
+        inner.connection_made(self.transport)  # type: ignore[arg-type]
+        if self.write_paused:
+            inner.pause_writing()
+        return inner
+
+    def _to_uvicorn(self) -> None:
+        """The sends are answered: uvicorn takes the connection from the held bytes on."""
+        chunks, self.handover = self.handover, None
+        upgraded = self.parser is None
+        self.mode = _UVICORN
+        self.queue = None
+        if self.read_paused:  # before uvicorn's flow control may pause it again
+            self.read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        inner = self._start_inner()
+        for chunk in chunks or ():
+            inner.data_received(chunk)
+        if upgraded:
+            self._upgraded()
+
+    def _to_websocket(self, data: bytes, head_end: int) -> None:
+        """The first request is an upgrade (its head ends at ``head_end`` in ``data``):
+        the websocket class takes the connection, from the head's raw bytes on (the
+        handshake is that class's business). What follows the head in ``data`` comes in
+        a call of its own, after the handshake has been answered."""
+        transport = self.transport
+        assert transport is not None
+        held, self.handover = self.handover, None
+        self.state = _DONE
+        self.mode = _CLOSED
+        self.parser = None
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.server_state.connections.discard(self)  # the websocket class is in it now
+        ws: Any = self.ws_class(**self.kwargs)
+        ws.connection_made(transport)
+        ip, self.counted = self.counted, None
+        if ip is not None and not getattr(ws, "releases_connection_limits", False):
+            transport.set_protocol(_ReleaseOnLost(ws, self.limits, ip))
+        else:
+            transport.set_protocol(ws)
+        if head_end >= len(data):  # the usual case: nothing after the head
+            ws.data_received(b"".join((*held, data)) if held else data)
+            return
+        ws.data_received(b"".join((*(held or ()), data[:head_end])))
+        ws.data_received(data[head_end:])
 
     # -- deadlines --------------------------------------------------------------------------
 
@@ -596,7 +1034,7 @@ class GuardedHttp(asyncio.Protocol):
                          f"{self.request_timeout:g} s of its head", retryable=True)
         elif state == _LINGER:
             transport.abort()
-        else:  # nothing of a request arrived in time, or an upgrade uvicorn did not take
+        else:  # nothing of a request in time, keep-alive over, or an upgrade uvicorn left
             transport.close()
 
     # -- endings ----------------------------------------------------------------------------
@@ -643,12 +1081,18 @@ class GuardedHttp(asyncio.Protocol):
     def _reject(self, status: int, code: str, message: str, *, retryable: bool,
                 field: str | None = None) -> None:
         """Answer with the error body, half-close, and drop the connection when the
-        client has closed its side (at most :data:`LINGER_S` later)."""
+        client has closed its side (at most :data:`LINGER_S` later). Replies of sends
+        still in flight are dropped (the sends themselves complete)."""
         transport = self.transport
         assert transport is not None
         self.node.metrics.error(code)
         self.state = _LINGER
         self.parser = None
+        self.queue = self.parsing = self.held = self.handover = None
+        self.server_state.connections.discard(self)
+        if self.read_paused:  # the client's close must be seen
+            self.read_paused = False
+            transport.resume_reading()
         inner, self.inner = self.inner, None
         if inner is not None:  # the app (if a request is under way) sees a disconnect
             inner.connection_lost(ConnectionAbortedError(message))
@@ -659,9 +1103,11 @@ class GuardedHttp(asyncio.Protocol):
         self._set_deadline(LINGER_S)
 
 
-def guarded_http(node: HubNode) -> type[asyncio.Protocol]:
+def guarded_http(node: HubNode, ws_class: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     """The HTTP protocol class for ``uvicorn.Config(http=...)``, bound to ``node``'s
-    :class:`ConnectionLimits` (``node.conn_limits``) and settings."""
+    :class:`ConnectionLimits` (``node.conn_limits``) and settings; a connection whose
+    first request is an upgrade goes to ``ws_class`` (constructed as uvicorn constructs
+    its websocket protocol classes: ``config``, ``server_state``, ``app_state``)."""
     settings = node.settings
     return type("GuardedHttp", (GuardedHttp,), {
         "__slots__": (),
@@ -670,4 +1116,6 @@ def guarded_http(node: HubNode) -> type[asyncio.Protocol]:
         "header_timeout": settings.header_timeout_s,
         "request_timeout": settings.request_timeout_s,
         "max_head": settings.max_header_bytes,
+        "max_body": settings.max_request_bytes,
+        "ws_class": ws_class,
     })

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from tests.support.rawhttp import read_reply
 from tests.support.server import ServerProcess, running_server
 from tests.support.waiting import wait_for
 
@@ -58,21 +59,6 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 async def open_conn(srv: ServerProcess, source: str = "127.0.0.1") -> Conn:
     return await asyncio.open_connection("127.0.0.1", srv.port, local_addr=(source, 0))
-
-
-async def read_reply(reader: asyncio.StreamReader, timeout: float = 10.0
-                     ) -> tuple[int, dict[str, str], bytes]:
-    """One response: status, headers (lower-case names), body (by Content-Length)."""
-    async with asyncio.timeout(timeout):
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(lines[0].split()[1]), headers, body
 
 
 async def closed(reader: asyncio.StreamReader, timeout: float = 10.0) -> bool:

@@ -258,13 +258,14 @@ class Guard:
     def __init__(self, *, header_timeout: float = 5.0, request_timeout: float = 5.0,
                  max_head: int = 1024, ws: type = FakeWs, **limits: Any) -> None:
         settings = SimpleNamespace(header_timeout_s=header_timeout,
-                                   request_timeout_s=request_timeout, max_header_bytes=max_head)
+                                   request_timeout_s=request_timeout, max_header_bytes=max_head,
+                                   max_request_bytes=1 << 20)
         self.errors: list[str] = []
         self.limits = ConnectionLimits(limits.get("max_connections", 0),
                                        limits.get("connect_rate", 0), 0)
         node = SimpleNamespace(settings=settings, conn_limits=self.limits,
                                metrics=SimpleNamespace(error=self.errors.append))
-        self.cls: Any = guarded_http(node)  # type: ignore[arg-type]
+        self.cls: Any = guarded_http(node, ws)  # type: ignore[arg-type]
         self.config = uvicorn.Config(app, ws=ws, log_config=None)
         self.state = ServerState()
         seen.clear()
@@ -480,13 +481,32 @@ async def test_an_upgraded_connection_is_released_by_the_websocket_side() -> Non
     assert guard.limits.open_connections("10.11.0.2") == 0
 
 
-async def test_a_non_websocket_upgrade_is_served_then_closed_at_the_request_deadline() -> None:
+async def test_a_non_websocket_upgrade_after_a_request_is_served_then_closed_at_the_deadline(
+        ) -> None:
+    """uvicorn serves the connection (its first request was a GET): uvicorn serves an
+    upgrade it does not take as plain HTTP, and the guard closes at the request deadline."""
     guard = Guard(request_timeout=0.1)
     protocol, transport = guard.connect()
+    protocol.data_received(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+    await settle()
     protocol.data_received(b"GET /h2 HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\n"
                            b"Connection: Upgrade\r\n\r\n")
     await wait_for(lambda: transport.closed, 2, "the close")
-    assert seen == [("/h2", b"")] and [s for s, _ in transport.replies()] == [200]
+    assert seen == [("/first", b""), ("/h2", b"")]
+    assert [s for s, _ in transport.replies()] == [200, 200]
+
+
+async def test_a_first_request_that_is_any_upgrade_goes_to_the_websocket_class() -> None:
+    """The websocket class answers it (the hub's: a JSON 4xx for a non-websocket
+    upgrade); uvicorn's protocol is never made."""
+    guard = Guard(ws=ReleasingWs)
+    protocol, transport = guard.connect()
+    request = (b"GET /h2 HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+               b"PRI * HTTP/2.0")
+    protocol.data_received(request)
+    ws = transport.get_protocol()
+    assert isinstance(ws, ReleasingWs) and ws.received == request
+    assert protocol.inner is None and seen == []
 
 
 def limits_section() -> str:

@@ -1,0 +1,190 @@
+"""Send connections in-process (pushgate/hub/guard.py, pushgate/hub/sendpath.py): what
+the black-box tests (tests/integration/test_send_connections.py) cannot provoke — an
+unexpected exception in a send, backpressure and uvicorn's shutdown call — on the real
+hub node, through a real uvicorn server or over a fake transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from pushgate.hub.app import create_app
+from pushgate.hub.connection import connection_class
+from pushgate.hub.fastpath import FastSend
+from pushgate.hub.guard import MAX_WAITING, guarded_http
+from pushgate.hub.node import HubNode
+from pushgate.settings import Settings
+from tests.support.waiting import wait_for
+from tests.unit.test_guard import FakeTransport
+
+KEY = "k" * 24
+SEND = (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + KEY.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n")
+
+
+def send(user: str, **extra: Any) -> bytes:
+    body = orjson.dumps({"users": [user], "body": 1, **extra})
+    return SEND % len(body) + body
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[HubNode]:
+    settings = Settings(data_dir=tmp_path, jwt_secret="s" * 32, api_keys=[KEY],
+                        max_connections_per_ip=0, connect_rate_per_ip=0)
+    app = create_app(settings)
+    gw: HubNode = app.state.node
+    gw.app = app  # type: ignore[attr-defined]
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+async def exchange(port: int, data: bytes, first: bytes = b"") -> tuple[bytes, bool]:
+    """``first`` (answered), then ``data``: what came (date taken out), and whether the
+    server closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if first:
+            writer.write(first)
+            await reader.readuntil(b"\r\n\r\n")
+        writer.write(data)
+        got = b""
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                got += chunk
+        return re.sub(rb"\r\ndate: [^\r]*", b"", got), True
+    except TimeoutError:
+        return got, False
+    finally:
+        writer.close()
+
+
+async def test_an_unexpected_exception_is_the_same_500_on_both_paths(
+        node: HubNode, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's plain 500 (no connection: close header), the connection closed after
+    it and the traceback logged, on a send connection as on the ASGI path."""
+    ws = connection_class(node)
+    config = uvicorn.Config(FastSend(node.app, node), host="127.0.0.1",  # type: ignore[attr-defined]
+                            port=0, http=guarded_http(node, ws), ws=ws, lifespan="off",
+                            log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await wait_for(lambda: server.started, 10, "the server")
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    async def boom(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(node.router, "send", boom)
+    try:
+        with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
+            fast = await exchange(port, send("u1"))
+            asgi = await exchange(port, send("u1"), first=b"GET /healthz HTTP/1.1\r\n\r\n")
+    finally:
+        server.should_exit = True
+        await serving
+    expected = (b"HTTP/1.1 500 Internal Server Error\r\nserver: uvicorn\r\n"
+                b"content-length: 21\r\ncontent-type: text/plain; charset=utf-8\r\n\r\n"
+                b"Internal Server Error")
+    assert fast == (expected, True)
+    assert asgi[0].endswith(expected) and asgi[1]
+    failures = [r for r in caplog.records if r.getMessage().startswith(
+        "Exception in ASGI application")]
+    assert len(failures) == 2 and all(r.exc_info and "boom" in str(r.exc_info[1])
+                                      for r in failures)
+
+
+class PausingTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def guard_on(node: HubNode, state: ServerState | None = None) -> tuple[Any, PausingTransport]:
+    cls: Any = guarded_http(node, connection_class(node))
+    config = uvicorn.Config(FastSend(node.app, node), log_config=None)  # type: ignore[attr-defined]
+    protocol = cls(config=config, server_state=state or ServerState(), app_state={})
+    transport = PausingTransport()
+    transport.protocol = protocol
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_pipelined_sends_stop_the_reading_while_more_than_a_few_wait(
+        node: HubNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    real = node.router.send
+
+    async def held(request: Any) -> Any:
+        await gate.wait()
+        return await real(request)
+
+    monkeypatch.setattr(node.router, "send", held)
+    protocol, transport = guard_on(node)
+    protocol.data_received(b"".join(send("p") for _ in range(MAX_WAITING)))
+    assert transport.reading
+    protocol.data_received(send("p"))  # one more than MAX_WAITING wait
+    assert not transport.reading
+    gate.set()
+    await wait_for(lambda: len(transport.replies()), 5, "the replies",
+                   until=lambda n: n == MAX_WAITING + 1)
+    assert transport.reading
+    assert [orjson.loads(b)["results"][0]["seq"] for _, b in transport.replies()] == \
+        list(range(1, MAX_WAITING + 2))
+
+
+async def test_a_client_that_does_not_read_its_replies_is_not_read_either(
+        node: HubNode) -> None:
+    protocol, transport = guard_on(node)
+    protocol.pause_writing()
+    assert not transport.reading
+    protocol.resume_writing()
+    assert transport.reading
+    protocol.data_received(send("w"))
+    await wait_for(lambda: transport.replies(), 5, "the reply")
+    assert not transport.closed
+
+
+async def test_shutdown_closes_an_idle_send_connection_and_waits_for_one_in_flight(
+        node: HubNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = ServerState()
+    idle, idle_transport = guard_on(node, state)
+    busy, busy_transport = guard_on(node, state)
+    idle.data_received(send("s1"))
+    await wait_for(lambda: idle_transport.replies(), 5, "the first reply")
+    gate = asyncio.Event()
+    real = node.router.send
+
+    async def held(request: Any) -> Any:
+        await gate.wait()
+        return await real(request)
+
+    monkeypatch.setattr(node.router, "send", held)
+    busy.data_received(send("s2"))
+    await asyncio.sleep(0.01)
+    assert state.connections == {idle, busy} and len(state.tasks) == 1
+    for connection in list(state.connections):  # what uvicorn's shutdown does
+        connection.shutdown()
+    assert idle_transport.closed and not busy_transport.closed
+    gate.set()
+    await wait_for(lambda: busy_transport.closed, 5, "the close after the reply")
+    assert b"\r\nconnection: close\r\n" in busy_transport.out
+    assert [s for s, _ in busy_transport.replies()] == [200]
+    await wait_for(lambda: not state.tasks, 5, "the task's end")
