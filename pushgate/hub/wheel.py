@@ -31,7 +31,7 @@ M = TypeVar("M", bound=Member)
 
 
 class TimerWheel(Generic[M]):
-    def __init__(self, period_s: float, slots: int = 50) -> None:
+    def __init__(self, period_s: float, slots: int = 10) -> None:
         self.period_s = period_s
         self.tick_s = period_s / slots
         self._slots: list[set[M]] = [set() for _ in range(slots)]
