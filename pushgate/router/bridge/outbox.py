@@ -54,6 +54,7 @@ class Outbox:
         self.flush_interval_s = flush_interval_s
         self.clock = clock
         self._acks: dict[str, int] = {}
+        self._pending = asyncio.Event()  # acks wait: an idle gateway does not wake up
         self._task: asyncio.Task[None] | None = None
 
     async def enqueue(self, push: dict[str, Any], events: Sequence[OfflinePush]) -> set[str]:
@@ -72,6 +73,7 @@ class Outbox:
     def on_ack(self, user: str, seq: int) -> None:
         if seq > self._acks.get(user, 0):
             self._acks[user] = seq
+            self._pending.set()
 
     async def flush(self) -> None:
         acks, self._acks = self._acks, {}
@@ -89,7 +91,9 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            await self._pending.wait()
+            await asyncio.sleep(self.flush_interval_s)  # gather a window's acks
+            self._pending.clear()
             await self.flush()
 
     async def close(self) -> None:
