@@ -9,6 +9,9 @@ all server processes after - before), idle CPU of all server processes over
 ``idle_s`` with every session open (this includes the servers' websocket pings, every
 20 s), sessions closed while idle. A progress bar shows the ramp-up.
 
+Every target runs the same way: the baseline, and the peers (``--peers``) with one
+nginx + nchan (master and one worker) or one node (Socket.IO) per 15,000 sessions.
+
 The load client answers websocket pings but sends no application frames, so the hubs
 run with ``PUSHGATE_IDLE_TIMEOUT_S=3600`` (a real client sends a ``ping`` frame within
 ``idle_timeout_s``, default 120 s; that traffic is not part of this scenario).

@@ -193,3 +193,19 @@ def test_unavailable_peer_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(peers.shutil, "which", lambda name: None)
     with pytest.raises(PeerUnavailable, match="Node 20"):
         peers.node_binary()
+
+
+def test_report_merges_runs_of_several_files_and_drops_disturbed_ones() -> None:
+    from bench.report import merge
+
+    def doc(*cpus: tuple[float, float]) -> dict[str, Any]:
+        runs = [{"cpu_us_per_delivery": c, "other_cpu_pct_load_core": f} for c, f in cpus]
+        return {"scenarios": {"S1": {"title": "t", "runs": {"nchan": runs},
+                                     "skipped": {"x": "why"}}}}
+
+    m = merge([doc((10, 0), (50, 30)), doc((12, 5), (14, 0))], max_foreign=10)
+    s1 = m["S1"]
+    assert s1["kept"] == {"nchan": [3, 4]} and s1["skipped"] == {"x": "why"}
+    assert s1["median"]["nchan"]["cpu_us_per_delivery"] == 12
+    assert merge([doc((10, 0), (50, 30))], None)["S1"]["median"]["nchan"][
+        "cpu_us_per_delivery"] == 30
