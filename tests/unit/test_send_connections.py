@@ -118,8 +118,10 @@ class PausingTransport(FakeTransport):
 
 
 def guard_on(node: HubNode, state: ServerState | None = None) -> tuple[Any, PausingTransport]:
-    cls: Any = guarded_http(node, connection_class(node))
-    config = uvicorn.Config(FastSend(node.app, node), log_config=None)  # type: ignore[attr-defined]
+    ws = connection_class(node)
+    cls: Any = guarded_http(node, ws)
+    config = uvicorn.Config(FastSend(node.app, node), ws=ws,  # type: ignore[attr-defined]
+                            log_config=None)
     protocol = cls(config=config, server_state=state or ServerState(), app_state={})
     transport = PausingTransport()
     transport.protocol = protocol
@@ -188,3 +190,49 @@ async def test_shutdown_closes_an_idle_send_connection_and_waits_for_one_in_flig
     assert b"\r\nconnection: close\r\n" in busy_transport.out
     assert [s for s, _ in busy_transport.replies()] == [200]
     await wait_for(lambda: not state.tasks, 5, "the task's end")
+
+
+async def test_another_route_in_a_new_read_waits_for_the_sends_then_goes_to_uvicorn(
+        node: HubNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its head in two reads while a send is in flight: held (reading stopped), then
+    uvicorn gets it from its first byte once the send is answered."""
+    gate = asyncio.Event()
+    real = node.router.send
+
+    async def held(request: Any) -> Any:
+        await gate.wait()
+        return await real(request)
+
+    monkeypatch.setattr(node.router, "send", held)
+    protocol, transport = guard_on(node)
+    protocol.data_received(send("h"))
+    get = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    protocol.data_received(get[:10])
+    assert transport.reading and protocol.inner is None  # not known yet: a send maybe
+    protocol.data_received(get[10:] + send("h"))  # and a send behind it: uvicorn's now
+    assert not transport.reading and protocol.inner is None
+    gate.set()
+    await wait_for(lambda: len(transport.replies()), 5, "three replies",
+                   until=lambda n: n == 3)
+    assert transport.reading and protocol.inner is not None
+    (s1, b1), (s2, b2), (s3, b3) = transport.replies()
+    assert (s1, s2, s3) == (200, 200, 200) and orjson.loads(b2) == {"status": "ok"}
+    assert [orjson.loads(b)["results"][0]["seq"] for b in (b1, b3)] == [1, 2]
+
+
+async def test_a_websocket_upgrade_on_a_send_connection_goes_through_uvicorn(
+        node: HubNode) -> None:
+    from deploy.local.cluster import client_token
+
+    protocol, transport = guard_on(node)
+    protocol.data_received(send("w"))
+    await wait_for(lambda: transport.replies(), 5, "the reply")
+    token = client_token("s" * 32, "w")
+    protocol.data_received(
+        f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    ws = transport.get_protocol()
+    assert type(ws).__name__ == "HubWsConnection"
+    assert b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out
+    ws.connection_lost(None)
