@@ -867,8 +867,8 @@ class GuardedHttp(asyncio.Protocol):
             send.fatal = True
         send.reply = reply
         queue = self.queue
-        if queue and queue[0] is send:
-            self._pump()
+        if queue and queue[0] is send and not self.transport.is_closing():  # type: ignore[union-attr]
+            self._pump()  # (a closing transport: the client is gone, lost follows)
 
     def _pump(self) -> None:
         """Answer the queue's head while its reply is ready, in order; start the next."""
