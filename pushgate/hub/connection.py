@@ -1,17 +1,19 @@
 """The hub's websocket connections: one :class:`WsConnection` (an ``asyncio.Protocol``)
 per socket, driven by callbacks — no task and no ASGI call per idle session.
 
-uvicorn serves HTTP (httptools, behind :mod:`pushgate.hub.guard`) and, for an upgrade
-request, hands the transport to the class given as ``uvicorn.Config(ws=...)``
-(:func:`connection_class`): from then on every byte goes through this module. Frames
+The HTTP guard (:mod:`pushgate.hub.guard`) hands a connection whose first request is an
+upgrade straight to this class (:func:`connection_class`); an upgrade that reaches
+uvicorn later on a connection comes the same way, as ``uvicorn.Config(ws=...)``. From
+then on every byte goes through this module. Frames
 are parsed by ``websockets``' sans-I/O :class:`~websockets.server.ServerProtocol` (which
 also answers pings, echoes close frames and fails the connection with 1002 / 1007 /
 1009 on protocol errors); server frames are serialized by ``websockets.frames`` and
 written straight to the transport. Backpressure is the transport's: above its
 high-water mark :meth:`WsConnection.pause_writing` makes the session queue frames (up
-to ``send_queue_size``), :meth:`~WsConnection.resume_writing` drains them. The clocks
-(pings, pong/idle/token/write deadlines, close grace) are one
-:class:`~pushgate.hub.wheel.TimerWheel` for all connections (:func:`visit`).
+to ``send_queue_size``), :meth:`~WsConnection.resume_writing` drains them. Pings,
+pong, idle and token deadlines are one :class:`~pushgate.hub.wheel.TimerWheel` for all
+connections (:meth:`WsConnection.tick`); the write deadline and the close grace are
+timers of the few connections in those states.
 
 Order on connect (so that no stored event can slip between catch-up and live):
 upgrade → check shutdown, Origin and token (failures close with a 41xx code and a
