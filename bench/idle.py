@@ -42,7 +42,7 @@ class S5(Scenario):
     standalone: ClassVar[bool] = True
     uses_targets: ClassVar[bool] = True
     criteria = [Criterion("rss_kb_per_session", "max", 12.0, "≤ 12 KB"),
-                Criterion("idle_cpu_pct", "max", 20.0, "≤ 20 % of a core"),
+                Criterion("idle_cpu_pct", "max", 10.0, "≤ 10 % of a core"),
                 Criterion("connect_failed", "max", 0, "0"),
                 Criterion("sessions_closed", "max", 0, "0")]
     extra_metrics = [
