@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pushgate import models
 from pushgate.auth import Identity, check_id
-from pushgate.errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from pushgate.errors import InvalidRequest, Unauthorized
+from pushgate.hub import bodies
 from pushgate.hub.node import HubNode
 from pushgate.hub.responses import (
     device_payload,
@@ -34,25 +34,13 @@ def _node(request: Request) -> HubNode:
 
 async def read_json(request: Request, limit: int) -> Any:
     """Read and decode a JSON body of at most ``limit`` bytes (413 beyond)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isascii() and length.isdigit():
-        if len(length) > 18:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes",
-                                  field="body")
-        if int(length) > limit:
-            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}",
-                                  field="body")
+    bodies.check_length(request.headers.get("content-length"), limit)
     chunks = bytearray()
     async for chunk in request.stream():
         chunks += chunk
         if len(chunks) > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes", field="body")
-    if not chunks:
-        raise InvalidRequest("request body is empty; send a JSON object", field="body")
-    try:
-        return orjson.loads(chunks)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e}", field="body") from None
+            raise bodies.too_large(limit)
+    return bodies.decode(chunks)
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -26,7 +26,8 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
+from pushgate.errors import PushgateError
+from pushgate.hub import bodies
 from pushgate.hub.responses import error_response
 from pushgate.router.requests import parse_send
 
@@ -80,10 +81,7 @@ def head_error(node: HubNode, authorization: str | None, length: str | None) -> 
     read: no ``100 Continue``)."""
     try:
         node.api_keys.check(authorization)
-        limit = node.settings.max_request_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}",
-                                  field="body")
+        bodies.check_length(length, node.settings.max_request_bytes)
     except PushgateError as e:
         return error_reply(node, e)
     return None
@@ -91,22 +89,14 @@ def head_error(node: HubNode, authorization: str | None, length: str | None) -> 
 
 def body_too_large(node: HubNode) -> Reply:
     """The reply when the body grew over ``max_request_bytes`` (the rest is not read)."""
-    limit = node.settings.max_request_bytes
-    return error_reply(node, PayloadTooLarge(
-        f"request body is over the limit of {limit} bytes", field="body"))
+    return error_reply(node, bodies.too_large(node.settings.max_request_bytes))
 
 
 async def respond(node: HubNode, body: bytes | bytearray) -> Reply:
     """The steps after the body (complete, at most ``max_request_bytes``): the reply.
     Unexpected exceptions propagate (see the module docstring)."""
     try:
-        if not body:
-            raise InvalidRequest("request body is empty; send a JSON object", field="body")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequest(f"request body is not valid JSON: {e}", field="body") from None
-        result = await node.router.send(parse_send(data, node.send_limits))
+        result = await node.router.send(parse_send(bodies.decode(body), node.send_limits))
     except PushgateError as e:
         return error_reply(node, e)
     payload = orjson.dumps(result.to_dict())
