@@ -55,6 +55,13 @@ def check_id(value: object, field: str, *, required: bool = True) -> str:
     return value
 
 
+def bearer(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header value (stripped;
+    may be empty); None when the header is absent or of another scheme."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
 def _pem(value: str) -> str:
     if "-----BEGIN" in value:
         return value
@@ -174,10 +181,10 @@ class ApiKeys:
         if not authorization:
             raise Unauthorized("API key missing: send 'Authorization: Bearer <key>'",
                                field="Authorization")
-        scheme, _, key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = bearer(authorization)
+        if not key:
             raise Unauthorized("Authorization must be 'Bearer <key>'", field="Authorization")
-        given = key.strip().encode()
+        given = key.encode()
         if not any(hmac.compare_digest(given, k) for k in self._keys):
             raise Unauthorized("API key is not valid", field="Authorization")
 

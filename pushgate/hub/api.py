@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pushgate import models
-from pushgate.auth import Identity, check_id
+from pushgate.auth import Identity, bearer, check_id
 from pushgate.errors import InvalidRequest, Unauthorized
 from pushgate.hub import bodies
 from pushgate.hub.node import HubNode
@@ -163,11 +163,11 @@ async def client_devices(request: Request) -> Response:
     """``POST`` / ``DELETE /v1/devices``: a client (its own JWT) registers or removes the
     push token of its app install; ``app`` defaults to the token's ``app`` claim."""
     node = _node(request)
-    scheme, _, raw = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer":
+    raw = bearer(request.headers.get("authorization"))
+    if raw is None:
         raise Unauthorized("send the client token as 'Authorization: Bearer <JWT>'",
                            field="Authorization")
-    identity = node.tokens.verify(raw.strip()).identity
+    identity = node.tokens.verify(raw).identity
     platform, token, app = await _device_body(request, node)
     app = app or identity.application or "default"
     if request.method == "DELETE":

@@ -37,6 +37,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
+from pushgate.auth import bearer
 from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
 from pushgate.hub import ws
 from pushgate.hub.node import HubNode
@@ -68,8 +69,7 @@ def _token(query: dict[str, str], headers: Headers) -> str:
     token = query.get("token")
     if token:
         return token
-    scheme, _, value = (_first(headers, "Authorization") or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
+    return bearer(_first(headers, "Authorization")) or ""
 
 
 def _addr(peer: Any) -> str:
