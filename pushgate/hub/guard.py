@@ -2,12 +2,12 @@
 ``POST /v1/notifications`` on connections of its own, uvicorn's HTTP protocol for the
 rest, the hub's websocket class for upgrades.
 
-:class:`ConnectionLimits` (one per hub, ``node.conn_limits``) counts the open TCP
-connections of each client IP and rations new connections and ``open-connection``
-requests with token buckets. :func:`guarded_http` builds the protocol class given to
-``uvicorn.Config(http=...)``. On every connection it
+:func:`guarded_http` builds the protocol class given to ``uvicorn.Config(http=...)``.
+On every connection it
 
-- admits it through :class:`ConnectionLimits` (refused: ``429`` and closed);
+- admits it through :class:`~pushgate.hub.limits.ConnectionLimits` (one per hub,
+  ``node.conn_limits``: open connections and new connections per second of each client
+  IP; refused: ``429`` and closed);
 - runs an ``httptools.HttpRequestParser`` over every received byte, to know where a
   request head begins and ends and where a body ends (no HTTP parsing here: llhttp
   does it), and answers with the documented JSON error body, then closes, when
@@ -29,17 +29,18 @@ requests with token buckets. :func:`guarded_http` builds the protocol class give
     Its handshake is its business: a path other than ``/v1/ws`` gets its JSON 404,
     what is not a websocket upgrade (``h2c``, ``CONNECT``, HTTP/1.0) a JSON 4xx, and
     the connection ends. It releases the connection's per-IP slot itself
-    (``releases_connection_limits``; any other class gets :class:`_ReleaseOnLost`).
+    (``releases_connection_limits``; any other class gets
+    :class:`~pushgate.hub.limits.ReleaseOnLost`).
   - **``POST /v1/notifications``** (the path as uvicorn decodes it, any query): a
-    *send connection*. The guard answers it itself with
+    *send connection* (:mod:`pushgate.hub.sendconn`). The guard answers it itself with
     :mod:`pushgate.hub.sendpath` — the steps, status codes, bodies and headers of
     ``FastSend`` behind uvicorn, byte for byte (uvicorn's status line and default
     ``date`` / ``server`` headers, ``100 Continue`` when the body is first wanted,
     ``connection: close`` for ``Connection: close`` / HTTP/1.0 / shutdown, Starlette's
     plain 500 then close on an unexpected exception, logged as uvicorn logs it). One
     task per request; pipelined requests are answered in order, one after the other,
-    and reading stops while more than :data:`MAX_WAITING` wait or the transport's
-    buffer is full. Idle keep-alive connections close after uvicorn's
+    and reading stops while more than :data:`~pushgate.hub.sendconn.MAX_WAITING` wait
+    or the transport's buffer is full. Idle keep-alive connections close after uvicorn's
     ``timeout_keep_alive`` (``http_keepalive_s``). A later request to another route
     whose head begins a read (the normal case) hands the connection to uvicorn from
     that head on, once the sends before it are answered; one pipelined behind a send
@@ -65,34 +66,34 @@ See docs/http-api.md ("Connection limits and timeouts") and docs/operations.md.
 from __future__ import annotations
 
 import asyncio
-import http
-import ipaddress
-import logging
-import math
-import time
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
-import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from pushgate.hub.sendpath import (
-    INTERNAL_ERROR,
-    PATH,
-    Reply,
-    body_too_large,
-    head_error,
-    is_send_target,
-    respond,
+from pushgate.hub.guardstate import (
+    BODY,
+    CLOSED,
+    CONNECTED,
+    DONE,
+    FIRST,
+    HANDING,
+    HEAD,
+    IDLE,
+    LINGER,
+    PASSTHROUGH,
+    SEND,
+    UVICORN,
+    Abort,
 )
+from pushgate.hub.httpreplies import error_body, raw_reply
+from pushgate.hub.limits import ConnectionLimits, ReleaseOnLost, peer_ip
+from pushgate.hub.sendconn import QueuedSend, SendConnection
+from pushgate.hub.sendpath import body_too_large, is_send_target
 from pushgate.logs import get_logger
 
 if TYPE_CHECKING:
     from pushgate.hub.node import HubNode
-    from pushgate.settings import Settings
 
 #: After an error reply the guard half-closes and waits this long for the client's end
 #: of the connection (so the reply is read, not reset by unread request bytes).
@@ -101,389 +102,12 @@ LINGER_S = 2.0
 #: Headers llhttp names in its reasons, as the ``field`` of a 400.
 _HEADER_NAMES = ("Content-Length", "Transfer-Encoding")
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 log = get_logger("pushgate.guard")
-
-
-# -- per-IP accounting ------------------------------------------------------------------------
-
-
-class TrustedPeers:
-    """Membership in ``trusted_proxies``: exact addresses, CIDR networks
-    (``10.0.0.0/8``), ``*`` (every peer) and other literals (compared as strings, as
-    uvicorn's ``forwarded_allow_ips`` does)."""
-
-    __slots__ = ("every", "exact", "networks")
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.every = False
-        self.exact: set[str] = set()
-        self.networks: list[_Network] = []
-        for entry in entries:
-            entry = entry.strip()
-            if entry == "*":
-                self.every = True
-            elif "/" in entry:
-                try:
-                    self.networks.append(ipaddress.ip_network(entry, strict=False))
-                except ValueError:
-                    self.exact.add(entry)
-            else:
-                try:
-                    self.exact.add(str(ipaddress.ip_address(entry)))
-                except ValueError:
-                    self.exact.add(entry)
-
-    def __contains__(self, host: str) -> bool:
-        if self.every or host in self.exact:
-            return True
-        if not self.networks and ":" not in host:
-            return False
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address):  # other spellings, IPv4-mapped
-            ip = ip.ipv4_mapped or ip
-            if str(ip) in self.exact:
-                return True
-        return any(ip in net for net in self.networks)
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst``; starts full."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst)
-        self.tokens = self.burst
-        self.stamp = now
-
-    def take(self, now: float) -> float:
-        """Take a token: 0.0 when granted, else the seconds until one is due."""
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        self.tokens = tokens if tokens < self.burst else self.burst
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-    def full(self, now: float) -> bool:
-        """Refilled: forgetting this bucket loses nothing (a new one starts full)."""
-        return self.tokens + (now - self.stamp) * self.rate >= self.burst
-
-
-class _Peer:
-    __slots__ = ("bucket", "open")
-
-    def __init__(self, bucket: TokenBucket | None) -> None:
-        self.open = 0
-        self.bucket = bucket
-
-
-class _Buckets:
-    """One token bucket per key, forgetting refilled ones (memory ~ active keys)."""
-
-    __slots__ = ("buckets", "burst", "clock", "rate", "sweep_at")
-
-    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = max(1.0, rate)
-        self.clock = clock
-        self.buckets: dict[str, TokenBucket] = {}
-        self.sweep_at = 1024
-
-    def take(self, key: str) -> float:
-        now = self.clock()
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            if len(self.buckets) >= self.sweep_at:
-                self.buckets = {k: b for k, b in self.buckets.items() if not b.full(now)}
-                self.sweep_at = max(1024, 2 * len(self.buckets))
-            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
-        return bucket.take(now)
-
-
-class ConnectionLimits:
-    """Per-client-IP limits of one hub process (``node.conn_limits``).
-
-    - at most ``max_connections`` open TCP connections per IP (0 = no limit);
-    - new TCP connections per IP rationed by a token bucket of ``connect_rate`` per
-      second with a burst of the same size (0 = no limit);
-    - ``open-connection`` requests per client IP rationed the same way by
-      :meth:`open_connection` (``open_connection_rate``; the IP there is the request's
-      client, i.e. the ``X-Forwarded-For`` address behind a trusted proxy).
-
-    Peers in ``trusted`` (``trusted_proxies``: addresses, CIDR networks, ``*``) are not
-    counted and not limited by :meth:`admit`: behind nginx every connection comes from
-    nginx, which applies the same limits per client address itself. Connections with
-    no IP (a unix socket) are not limited either.
-
-    Memory: one small record per IP with open connections or a bucket that is not
-    refilled yet; the others are forgotten (swept when the table has doubled since the
-    last sweep, so the cost per connection stays constant).
-
-    **The release contract.** :meth:`admit` counts the connection; every admitted
-    connection must be released exactly once, by whichever protocol owns its transport
-    when the connection is lost:
-
-    - a plain HTTP connection: the guard (:func:`guarded_http`) releases it in its
-      ``connection_lost``;
-    - a connection upgraded to a websocket: uvicorn moves the transport to its
-      websocket protocol (``transport.set_protocol``), so the guard never sees its
-      ``connection_lost``. A websocket protocol class that sets the class attribute
-      ``releases_connection_limits = True`` promises to call
-      ``node.conn_limits.release_for(transport)`` (or ``release(ip)``) in its own
-      ``connection_lost``; for any other class the guard puts a thin delegating
-      protocol (:class:`_ReleaseOnLost`) in front of it, which does that.
-
-    :meth:`release` of an IP with no open connection counted is a no-op (it never goes
-    below zero), but a connection released twice frees a slot of another one: do not.
-    """
-
-    def __init__(self, max_connections: int, connect_rate: float, open_connection_rate: float,
-                 trusted: Iterable[str] = (), clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_connections = max_connections
-        self.connect_rate = connect_rate
-        self.open_connection_rate = open_connection_rate
-        self.trusted = TrustedPeers(trusted)
-        self.clock = clock
-        self.enabled = max_connections > 0 or connect_rate > 0
-        self.peers: dict[str, _Peer] = {}
-        self.sweep_at = 1024
-        self.opens = _Buckets(open_connection_rate, clock) if open_connection_rate > 0 else None
-
-    @classmethod
-    def of(cls, settings: Settings) -> ConnectionLimits:
-        return cls(settings.max_connections_per_ip, settings.connect_rate_per_ip,
-                   settings.open_connection_rate_per_ip, settings.trusted_proxies)
-
-    def exempt(self, ip: str | None) -> bool:
-        """Not counted nor limited by :meth:`admit` (no IP, or a trusted proxy)."""
-        return not ip or not self.enabled or ip in self.trusted
-
-    def admit(self, ip: str | None) -> str | None:
-        """Count a new connection from ``ip``: ``None`` when admitted (release it later),
-        else the refusal's error code (``too_many_connections`` or ``rate_limited``;
-        nothing counted then)."""
-        if self.exempt(ip):
-            return None
-        assert ip is not None
-        peer = self.peers.get(ip)
-        now = self.clock()
-        if peer is None:
-            if len(self.peers) >= self.sweep_at:
-                self._sweep(now)
-            bucket = (TokenBucket(self.connect_rate, self.connect_rate, now)
-                      if self.connect_rate > 0 else None)
-            peer = self.peers[ip] = _Peer(bucket)
-        if 0 < self.max_connections <= peer.open:
-            return "too_many_connections"
-        if peer.bucket is not None and peer.bucket.take(now) > 0:
-            return "rate_limited"
-        peer.open += 1
-        return None
-
-    def release(self, ip: str | None) -> None:
-        """One connection admitted for ``ip`` is gone (see the release contract)."""
-        if ip:
-            peer = self.peers.get(ip)
-            if peer is not None and peer.open > 0:
-                peer.open -= 1
-
-    def release_for(self, transport: asyncio.BaseTransport) -> None:
-        """:meth:`release` for the peer of ``transport`` (for a websocket protocol's
-        ``connection_lost``)."""
-        self.release(peer_ip(transport))
-
-    def open_connections(self, ip: str) -> int:
-        peer = self.peers.get(ip)
-        return peer.open if peer is not None else 0
-
-    def open_connection(self, ip: str | None) -> float:
-        """Ration ``open-connection`` requests of client ``ip``: 0.0 when allowed, else
-        the seconds until the next one is."""
-        if self.opens is None or not ip:
-            return 0.0
-        return self.opens.take(ip)
-
-    def limit_open_connection(self, request: Request) -> Response | None:
-        """:meth:`open_connection` for an HTTP request (client: ``request.client.host``,
-        which uvicorn takes from ``X-Forwarded-For`` behind ``trusted_proxies``):
-        ``None`` when allowed, else the ``429 rate_limited`` reply with ``Retry-After``."""
-        client = request.client
-        wait = self.open_connection(client.host if client is not None else None)
-        if wait <= 0:
-            return None
-        return rate_limited_response(wait, "open-connection requests")
-
-    def retry_after(self, code: str) -> int:
-        """Seconds for the ``Retry-After`` of a refusal with ``code``."""
-        if code == "rate_limited" and self.connect_rate > 0:
-            return max(1, math.ceil(1.0 / self.connect_rate))
-        return 1
-
-    def _sweep(self, now: float) -> None:
-        self.peers = {ip: p for ip, p in self.peers.items()
-                      if p.open > 0 or (p.bucket is not None and not p.bucket.full(now))}
-        self.sweep_at = max(1024, 2 * len(self.peers))
-
-    def __len__(self) -> int:
-        """IPs remembered (open connections or a bucket not refilled yet)."""
-        return len(self.peers)
-
-
-def peer_ip(transport: asyncio.BaseTransport) -> str | None:
-    """The client IP of a TCP transport (None for a unix socket)."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple | list) and peer and isinstance(peer[0], str):
-        return peer[0] or None
-    return None
-
-
-# -- error replies ----------------------------------------------------------------------------
-
-
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 429: b"Too Many Requests",
-            431: b"Request Header Fields Too Large"}
-
-
-def error_body(code: str, message: str, *, retryable: bool, field: str | None = None) -> bytes:
-    """The documented error body (docs/http-api.md, "Errors")."""
-    error: dict[str, object] = {"code": code, "message": message, "retryable": retryable}
-    if field is not None:
-        error["field"] = field
-    return orjson.dumps({"error": error})
-
-
-def raw_reply(status: int, body: bytes, retry_after: int | None = None) -> bytes:
-    """A complete ``Connection: close`` HTTP/1.1 response with a JSON body."""
-    head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
-            b"content-type: application/json",
-            b"content-length: %d" % len(body),
-            b"connection: close"]
-    if retry_after is not None:
-        head.append(b"retry-after: %d" % retry_after)
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-def rate_limited_response(wait_s: float, what: str) -> Response:
-    """``429 rate_limited`` (retryable) with ``Retry-After``, for an endpoint's rate."""
-    body = error_body("rate_limited", f"too many {what} from this address; retry later",
-                      retryable=True)
-    return Response(body, status_code=429, media_type="application/json",
-                    headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
 # -- the protocol -----------------------------------------------------------------------------
 
-# parse states (GuardedHttp.state)
-_CONNECTED = 0  # nothing of a request yet (header timer from the connect)
-_HEAD = 1  # a request head under way (header timer)
-_BODY = 2  # head complete, body under way (body timer)
-_IDLE = 3  # between requests (keep-alive: uvicorn's timer, or the guard's on a send connection)
-_PASSTHROUGH = 4  # an upgrade uvicorn did not take: no more parsing, closed at the deadline
-_LINGER = 5  # error reply written and half-closed: waiting for the client's close
-_DONE = 6  # refused at connect, handed over to a websocket protocol, closed, or lost
-
-# who answers the connection's requests (GuardedHttp.mode)
-_FIRST = 0  # nothing routed yet: the raw bytes of the first request's head are held
-_SEND = 1  # a send connection: the guard answers POST /v1/notifications itself
-_HANDING = 2  # to uvicorn once the sends in flight are answered (its bytes are held)
-_UVICORN = 3  # uvicorn's HttpToolsProtocol (``inner``) gets every byte, as it arrives
-_CLOSED = 4  # nothing more is read: closed after a reply, or a pipelined request refused
-
-#: Requests waiting on one send connection before the guard stops reading it
-MAX_WAITING = 4
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CONNECTION_CLOSE = b"connection: close\r\n"
-_STATUS_LINES: dict[int, bytes] = {}
-_DEFAULTS: list[Any] = [None, b""]  # server_state.default_headers seen last, and its bytes
-# the line (and logger) uvicorn writes for an exception of the ASGI path
-_SERVER_LOG = logging.getLogger("uvicorn.error")
-
-
-def _status_line(status: int) -> bytes:
-    """uvicorn's status line for ``status``."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = http.HTTPStatus(status).phrase.encode()
-        except ValueError:
-            phrase = b""
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
-    return line
-
-
-def _default_headers(server_state: Any) -> bytes:
-    """``server_state.default_headers`` (``date``, ``server``) as uvicorn writes them;
-    uvicorn replaces the list every second."""
-    headers = server_state.default_headers
-    if headers is not _DEFAULTS[0]:
-        _DEFAULTS[1] = b"".join([b"%s: %s\r\n" % (name, value) for name, value in headers])
-        _DEFAULTS[0] = headers
-    return _DEFAULTS[1]  # type: ignore[no-any-return]
-
-
-class _Abort(Exception):
-    """Raised in a parser callback to stop parsing this connection's bytes."""
-
-
-class _Send:
-    """One ``POST /v1/notifications`` of a send connection, from its head to its reply."""
-
-    __slots__ = ("body", "complete", "expect", "fatal", "keep_alive", "refusal", "reply",
-                 "started")
-
-    def __init__(self, keep_alive: bool, expect: bool, reply: Reply | None) -> None:
-        self.keep_alive = keep_alive
-        self.expect = expect  # answer "100 Continue" when it is its turn
-        self.reply = reply
-        self.body: bytes | bytearray = b""
-        self.complete = False  # the whole body arrived
-        self.started = False  # its turn came (the head of the queue)
-        self.fatal = False  # closed after the reply (a 500)
-        self.refusal: str | None = None  # not a send: the 400 that ends the connection
-
-
-class _ReleaseOnLost(asyncio.Protocol):
-    """In front of a websocket protocol that does not release connection limits itself:
-    delegates every callback and releases the connection when it is lost."""
-
-    __slots__ = ("ip", "limits", "protocol")
-
-    def __init__(self, protocol: asyncio.BaseProtocol, limits: ConnectionLimits,
-                 ip: str) -> None:
-        self.protocol: Any = protocol
-        self.limits = limits
-        self.ip = ip
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
-        self.protocol.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.protocol.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.protocol.eof_received()  # type: ignore[no-any-return]
-
-    def pause_writing(self) -> None:
-        self.protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.protocol.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.limits.release(self.ip)
-        self.protocol.connection_lost(exc)
-
-
-class GuardedHttp(asyncio.Protocol):
+class GuardedHttp(SendConnection, asyncio.Protocol):
     """The HTTP side of the hub: the guard, the send connections, and uvicorn's
     ``HttpToolsProtocol`` when a request is for uvicorn (see the module docstring).
 
@@ -501,11 +125,9 @@ class GuardedHttp(asyncio.Protocol):
     max_body: int
     ws_class: type[asyncio.Protocol]
 
-    __slots__ = ("auth", "chunk_fresh", "counted", "deadline", "expect", "handover",
-                 "head_bytes", "head_fresh", "held", "inner", "kwargs", "length", "loop", "mode",
-                 "parser", "parsing", "piece_began", "piece_done", "queue", "read_paused",
-                 "server_state", "state", "stopping", "timer", "transport", "url",
-                 "write_paused")
+    # (and those of SendConnection)
+    __slots__ = ("chunk_fresh", "counted", "head_bytes", "head_fresh", "inner", "parser",
+                 "piece_began", "piece_done", "url")
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -513,8 +135,8 @@ class GuardedHttp(asyncio.Protocol):
         self.inner: HttpToolsProtocol | None = None
         self.parser: httptools.HttpRequestParser | None = None
         self.transport: asyncio.Transport | None = None
-        self.state = _CONNECTED
-        self.mode = _FIRST
+        self.state = CONNECTED
+        self.mode = FIRST
         self.counted: str | None = None  # the IP this connection is counted for
         self.head_bytes = 0
         self.url = b""
@@ -524,8 +146,8 @@ class GuardedHttp(asyncio.Protocol):
         self.head_fresh = False  # the head under way began a chunk
         self.held: list[bytes] | None = None  # the chunks of that head (while it may move on)
         self.handover: list[bytes] | None = None  # held bytes for uvicorn or the websocket
-        self.queue: list[_Send] | None = None  # the sends not answered yet, in order
-        self.parsing: _Send | None = None  # the send whose body is being read
+        self.queue: list[QueuedSend] | None = None  # the sends not answered yet, in order
+        self.parsing: QueuedSend | None = None  # the send whose body is being read
         self.auth: bytes | None = None  # the first Authorization of the head under way
         self.length: bytes | None = None  # its first Content-Length
         self.expect = False  # its Expect: 100-continue
@@ -543,7 +165,7 @@ class GuardedHttp(asyncio.Protocol):
         ip = peer_ip(transport)
         refusal = self.limits.admit(ip)
         if refusal is not None:
-            self.state = _DONE
+            self.state = DONE
             self.node.metrics.error(refusal)
             message = (f"too many open connections from this address (at most "
                        f"{self.limits.max_connections}); retry later"
@@ -566,24 +188,24 @@ class GuardedHttp(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state >= _PASSTHROUGH:
-            if state == _PASSTHROUGH and self.inner is not None:
+        if state >= PASSTHROUGH:
+            if state == PASSTHROUGH and self.inner is not None:
                 self.inner.data_received(data)
             return  # lingering after an error reply: the rest of the request is dropped
         mode = self.mode
-        if mode >= _HANDING:
-            if mode == _CLOSED:
+        if mode >= HANDING:
+            if mode == CLOSED:
                 return
-            if mode == _HANDING and self.parser is None:  # stopped at an upgrade: uvicorn's
+            if mode == HANDING and self.parser is None:  # stopped at an upgrade: uvicorn's
                 self.handover.append(data)  # type: ignore[union-attr]
                 return
         self.chunk_fresh = True
         upgraded = False
         try:
-            if state == _BODY or len(data) + self.head_bytes <= self.max_head:
+            if state == BODY or len(data) + self.head_bytes <= self.max_head:
                 self.piece_began = self.piece_done = False
                 self.parser.feed_data(data)  # type: ignore[union-attr]
-                if self.state == _HEAD:
+                if self.state == HEAD:
                     self._count(len(data))
             elif not self._feed_pieces(data):
                 self._head_too_large()
@@ -592,11 +214,11 @@ class GuardedHttp(asyncio.Protocol):
             upgraded = True
             head_end = e.args[0]  # where the upgrade's head ends in data
         except httptools.HttpParserError as e:
-            if not isinstance(e.__context__, _Abort):
+            if not isinstance(e.__context__, Abort):
                 self._bad_request(e)
             return
         mode = self.mode
-        if mode == _UVICORN:
+        if mode == UVICORN:
             inner = self.inner
             if inner is None:  # the first request is uvicorn's: from its head on
                 inner = self._start_inner()
@@ -606,7 +228,7 @@ class GuardedHttp(asyncio.Protocol):
             inner.data_received(data)
             if upgraded:
                 self._upgraded()
-        elif mode == _HANDING:
+        elif mode == HANDING:
             self.handover.append(data)  # type: ignore[union-attr]
             if upgraded:
                 self.parser = None  # paused at the upgrade for good: uvicorn decides
@@ -614,22 +236,22 @@ class GuardedHttp(asyncio.Protocol):
                 self._to_uvicorn()
             elif not self.read_paused:
                 self._flow()
-        elif mode == _FIRST and upgraded:
+        elif mode == FIRST and upgraded:
             self._to_websocket(data, head_end)
-        elif self.state == _HEAD and self.head_fresh:  # keep a head that began this chunk
+        elif self.state == HEAD and self.head_fresh:  # keep a head that began this chunk
             if self.held is None:
                 self.held = [data]
             else:
                 self.held.append(data)
 
     def eof_received(self) -> bool | None:
-        if self.state != _LINGER and self.inner is not None:
+        if self.state != LINGER and self.inner is not None:
             self.inner.eof_received()  # HttpToolsProtocol's: None, the transport closes
         return None  # as uvicorn: a client's half-close ends the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = _DONE
-        self.mode = _CLOSED
+        self.state = DONE
+        self.mode = CLOSED
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -666,7 +288,7 @@ class GuardedHttp(asyncio.Protocol):
             self.inner.shutdown()
             return
         self.stopping = True
-        if not self.queue and self.state < _LINGER and self.transport is not None:
+        if not self.queue and self.state < LINGER and self.transport is not None:
             self.transport.close()
 
     # -- parsing ----------------------------------------------------------------------------
@@ -685,7 +307,7 @@ class GuardedHttp(asyncio.Protocol):
         view = memoryview(data)
         pos, end = 0, len(data)
         while pos < end:
-            if self.state == _BODY:
+            if self.state == BODY:
                 piece = view[pos:]
             else:
                 room = self.max_head - self.head_bytes
@@ -697,7 +319,7 @@ class GuardedHttp(asyncio.Protocol):
                 parser.feed_data(piece)
             except httptools.HttpParserUpgrade as e:  # where it ends in data
                 raise httptools.HttpParserUpgrade(pos + e.args[0]) from None
-            if self.state == _HEAD:
+            if self.state == HEAD:
                 self._count(len(piece))
             pos += len(piece)
         return True
@@ -713,7 +335,7 @@ class GuardedHttp(asyncio.Protocol):
 
     # parser callbacks (httptools)
     def on_message_begin(self) -> None:
-        self.state = _HEAD
+        self.state = HEAD
         self.head_bytes = 0
         self.piece_began = True
         self.head_fresh = self.chunk_fresh
@@ -726,7 +348,7 @@ class GuardedHttp(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.mode > _SEND:
+        if self.mode > SEND:
             return  # only a send's headers are looked at (uvicorn reads the others)
         size = len(name)
         if size == 13:
@@ -743,16 +365,16 @@ class GuardedHttp(asyncio.Protocol):
         url, self.url = self.url, b""
         if url[:1] != b"/":  # what llhttp takes in an origin-form target, parse_url does too
             httptools.parse_url(url)  # uvicorn's check: rejected here, with the JSON body
-        self.state = _BODY
+        self.state = BODY
         self.head_bytes = 0
         self._set_deadline(self.request_timeout)
         mode = self.mode
-        if mode >= _HANDING:
+        if mode >= HANDING:
             return
         parser = self.parser
         assert parser is not None
         if parser.should_upgrade():
-            if mode == _FIRST:  # HttpParserUpgrade follows: the websocket class takes it
+            if mode == FIRST:  # HttpParserUpgrade follows: the websocket class takes it
                 self.handover, self.held = self.held, None
                 return
             send = False
@@ -760,11 +382,11 @@ class GuardedHttp(asyncio.Protocol):
             send = parser.get_method() == b"POST" and is_send_target(url)
         if send:
             self._send(parser)
-        elif mode == _FIRST:
-            self.mode = _UVICORN  # data_received hands the connection over
+        elif mode == FIRST:
+            self.mode = UVICORN  # data_received hands the connection over
             self.handover, self.held = self.held, None
         elif self.head_fresh:  # another route on a send connection, at a chunk's start
-            self.mode = _HANDING
+            self.mode = HANDING
             self.handover = self.held or []
             self.held = None
         else:
@@ -787,11 +409,11 @@ class GuardedHttp(asyncio.Protocol):
             self.parsing = None  # the rest of the body is dropped
             if send.started:
                 self._pump()
-                if self.mode == _CLOSED:
-                    raise _Abort
+                if self.mode == CLOSED:
+                    raise Abort
 
     def on_message_complete(self) -> None:
-        self.state = _IDLE
+        self.state = IDLE
         self.head_bytes = 0
         self.piece_done = True
         self.chunk_fresh = False
@@ -802,148 +424,8 @@ class GuardedHttp(asyncio.Protocol):
             send.complete = True
             if send.started:
                 self._start(send)
-        elif self.mode == _SEND and not self.queue:  # answered before its body was read
+        elif self.mode == SEND and not self.queue:  # answered before its body was read
             self._set_deadline(self.kwargs["config"].timeout_keep_alive)
-
-    # -- send connections -------------------------------------------------------------------
-
-    def _send(self, parser: httptools.HttpRequestParser) -> None:
-        """A ``POST /v1/notifications`` head is complete: queue it (and check its head)."""
-        if self.mode == _FIRST:
-            self.mode = _SEND
-            self.queue = []
-        self.held = None
-        auth, length = self.auth, self.length
-        reply = head_error(self.node,
-                           auth.rstrip(b" \t").decode("latin-1") if auth is not None else None,
-                           length.rstrip(b" \t").decode("latin-1") if length is not None
-                           else None)
-        send = _Send(parser.should_keep_alive() and parser.get_http_version() != "1.0",
-                     self.expect and reply is None, reply)
-        if reply is None:
-            self.parsing = send
-        self._enqueue(send)
-        if self.mode == _CLOSED:  # answered at once, and the connection closes
-            raise _Abort
-
-    def _refuse_pipelined(self, method: bytes) -> None:
-        """Another route pipelined behind a send, in the same chunk: its raw bytes cannot
-        be told apart for uvicorn, so it gets a 400 (after the replies before it) and
-        the connection ends."""
-        refused = _Send(False, False, None)
-        refused.refusal = (
-            f"{method.decode('latin-1')} request pipelined behind POST {PATH} on the same "
-            f"connection; a connection that begins with POST {PATH} may pipeline only more "
-            f"of those: send other requests after the replies, or on another connection")
-        self.mode = _CLOSED
-        self.parsing = None
-        self.deadline = None
-        self._enqueue(refused)
-        raise _Abort
-
-    def _enqueue(self, send: _Send) -> None:
-        queue = self.queue
-        assert queue is not None
-        queue.append(send)
-        if len(queue) == 1:
-            self._pump()  # its turn: now
-        elif len(queue) > MAX_WAITING and not self.read_paused:
-            self._flow()
-
-    def _start(self, send: _Send) -> None:
-        """The body of the send whose turn it is is complete: one task serves it."""
-        body, send.body = send.body, b""
-        task = self.loop.create_task(self._serve(send, body))
-        tasks = self.server_state.tasks  # uvicorn's shutdown waits for them
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def _serve(self, send: _Send, body: bytes | bytearray) -> None:
-        try:
-            reply = await respond(self.node, body)
-        except Exception as e:
-            _SERVER_LOG.error("Exception in ASGI application\n", exc_info=e)
-            reply = INTERNAL_ERROR
-            send.fatal = True
-        send.reply = reply
-        queue = self.queue
-        if queue and queue[0] is send and not self.transport.is_closing():  # type: ignore[union-attr]
-            self._pump()  # (a closing transport: the client is gone, lost follows)
-
-    def _pump(self) -> None:
-        """Answer the queue's head while its reply is ready, in order; start the next."""
-        queue = self.queue
-        transport = self.transport
-        assert queue is not None and transport is not None
-        answered = False
-        while queue:
-            send = queue[0]
-            if not send.started:
-                send.started = True
-                if send.refusal is not None:
-                    self._reject(400, "invalid_request", send.refusal, retryable=False)
-                    return
-                if send.expect and not transport.is_closing():
-                    transport.write(_CONTINUE)  # as uvicorn: when the body is first wanted
-                if send.reply is None:
-                    if send.complete:
-                        self._start(send)
-                    break
-            elif send.reply is None:
-                break
-            del queue[0]
-            answered = True
-            if not self._write(send):
-                return
-        if not answered:
-            return
-        if self.read_paused:
-            self._flow()
-        if not queue:
-            if self.mode == _HANDING:
-                self._to_uvicorn()
-            elif self.state == _IDLE:
-                self._set_deadline(self.kwargs["config"].timeout_keep_alive)
-
-    def _write(self, send: _Send) -> bool:
-        """Write the reply as uvicorn writes an ASGI response; False when the connection
-        closes after it."""
-        reply = send.reply
-        transport = self.transport
-        assert reply is not None and transport is not None
-        keep_alive = send.keep_alive and not self.stopping
-        out = [_status_line(reply.status), _default_headers(self.server_state)]
-        for name, value in reply.headers:
-            out += (name, b": ", value, b"\r\n")
-        if not keep_alive:
-            out.append(_CONNECTION_CLOSE)
-        out += (b"\r\n", reply.body)
-        transport.write(b"".join(out))
-        self.server_state.total_requests += 1
-        if keep_alive and not send.fatal:
-            return True
-        self.state = _DONE  # nothing more is read or answered
-        self.mode = _CLOSED
-        self.queue = self.parsing = self.handover = None
-        self.deadline = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        transport.close()
-        return False
-
-    def _flow(self) -> None:
-        """Read while the connection's replies can go out and few requests wait."""
-        queue = self.queue
-        pause = self.write_paused or self.mode == _HANDING or (
-            queue is not None and len(queue) > MAX_WAITING)
-        if pause != self.read_paused and self.transport is not None \
-                and self.mode <= _HANDING and self.state < _LINGER:
-            self.read_paused = pause
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
 
     # -- handing the connection over --------------------------------------------------------
 
@@ -960,7 +442,7 @@ class GuardedHttp(asyncio.Protocol):
         """The sends are answered: uvicorn takes the connection from the held bytes on."""
         chunks, self.handover = self.handover, None
         upgraded = self.parser is None
-        self.mode = _UVICORN
+        self.mode = UVICORN
         self.queue = None
         if self.read_paused:  # before uvicorn's flow control may pause it again
             self.read_paused = False
@@ -979,8 +461,8 @@ class GuardedHttp(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         held, self.handover = self.handover, None
-        self.state = _DONE
-        self.mode = _CLOSED
+        self.state = DONE
+        self.mode = CLOSED
         self.parser = None
         self.deadline = None
         if self.timer is not None:
@@ -991,7 +473,7 @@ class GuardedHttp(asyncio.Protocol):
         ws.connection_made(transport)
         ip, self.counted = self.counted, None
         if ip is not None and not getattr(ws, "releases_connection_limits", False):
-            transport.set_protocol(_ReleaseOnLost(ws, self.limits, ip))
+            transport.set_protocol(ReleaseOnLost(ws, self.limits, ip))
         else:
             transport.set_protocol(ws)
         if head_end >= len(data):  # the usual case: nothing after the head
@@ -1016,7 +498,7 @@ class GuardedHttp(asyncio.Protocol):
     def _on_timer(self) -> None:
         self.timer = None
         deadline = self.deadline
-        if deadline is None or self.state == _DONE:
+        if deadline is None or self.state == DONE:
             return
         now = self.loop.time()
         if now < deadline:
@@ -1026,13 +508,13 @@ class GuardedHttp(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         state = self.state
-        if state == _HEAD:
+        if state == HEAD:
             self._reject(408, "request_timeout", f"the request head was not complete within "
                          f"{self.header_timeout:g} s", retryable=True)
-        elif state == _BODY:
+        elif state == BODY:
             self._reject(408, "request_timeout", f"the request body was not complete within "
                          f"{self.request_timeout:g} s of its head", retryable=True)
-        elif state == _LINGER:
+        elif state == LINGER:
             transport.abort()
         else:  # nothing of a request in time, keep-alive over, or an upgrade uvicorn left
             transport.close()
@@ -1047,10 +529,10 @@ class GuardedHttp(asyncio.Protocol):
         self.parser = None  # paused at the upgrade for good
         protocol = transport.get_protocol()
         if protocol is self:  # not a websocket upgrade: no more requests are parsed
-            self.state = _PASSTHROUGH
+            self.state = PASSTHROUGH
             self._set_deadline(self.request_timeout)
             return
-        self.state = _DONE
+        self.state = DONE
         self.deadline = None
         if self.timer is not None:
             self.timer.cancel()
@@ -1058,7 +540,7 @@ class GuardedHttp(asyncio.Protocol):
         self.inner = None
         ip, self.counted = self.counted, None
         if ip is not None and not getattr(protocol, "releases_connection_limits", False):
-            transport.set_protocol(_ReleaseOnLost(protocol, self.limits, ip))
+            transport.set_protocol(ReleaseOnLost(protocol, self.limits, ip))
 
     def _head_too_large(self) -> None:
         self._reject(431, "header_too_large", f"the request head is over {self.max_head} "
@@ -1086,7 +568,7 @@ class GuardedHttp(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.node.metrics.error(code)
-        self.state = _LINGER
+        self.state = LINGER
         self.parser = None
         self.queue = self.parsing = self.held = self.handover = None
         self.server_state.connections.discard(self)

@@ -28,7 +28,7 @@ from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
 from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
-from pushgate.hub.guard import ConnectionLimits
+from pushgate.hub.limits import ConnectionLimits
 from pushgate.hub.registry import LocalHubs, Registry
 from pushgate.hub.remote import RemoteRouter
 from pushgate.hub.routers import Routers
@@ -74,7 +74,7 @@ class HubNode:
             self.backend = RoutingBackend(settings, LocalHubs(self.registry), self.metrics)
             self.router = self.backend.router
         self.send_limits = Limits.of(settings)
-        self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.guard
+        self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.limits
         self.limits = {
             "max_frame_bytes": settings.max_frame_bytes,
             "inline_event_max_bytes": settings.inline_event_max_bytes,

@@ -6,9 +6,9 @@ import pytest
 
 from pushgate import protocol as p
 from pushgate.errors import InvalidRequest
+from pushgate.ratelimit import Buckets, TokenBucket
 from pushgate.router.bridge import payload, policy
 from pushgate.router.bridge.base import parse_retry_after
-from pushgate.router.bridge.ratelimit import Buckets, TokenBucket
 
 
 @pytest.mark.parametrize(("push", "field"), [

@@ -1,5 +1,5 @@
-"""The HTTP connection guard in-process (pushgate/hub/guard.py): per-IP accounting and
-token buckets on a fake clock, and the guard protocol driven by hand over a fake
+"""The HTTP connection guard in-process (pushgate/hub/guard.py, limits.py): per-IP
+accounting and token buckets on a fake clock, and the guard protocol driven by hand over a fake
 transport in front of uvicorn's real HttpToolsProtocol and a small ASGI app."""
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from pushgate.hub.guard import (
-    ConnectionLimits,
-    TokenBucket,
-    TrustedPeers,
-    guarded_http,
-    rate_limited_response,
-)
+from pushgate.hub.guard import guarded_http
+from pushgate.hub.limits import ConnectionLimits, TrustedPeers, rate_limited_response
+from pushgate.ratelimit import TokenBucket
 from tests.support.waiting import wait_for
 
 
@@ -461,7 +457,7 @@ async def test_an_upgraded_connection_is_released_by_the_websocket_side() -> Non
     protocol.data_received(UPGRADE)
     ws = transport.get_protocol()
     shim = ws
-    assert type(ws).__name__ == "_ReleaseOnLost"  # FakeWs does not release by itself
+    assert type(ws).__name__ == "ReleaseOnLost"  # FakeWs does not release by itself
     ws = ws.protocol
     assert isinstance(ws, FakeWs) and ws.received.startswith(b"GET /v1/ws HTTP/1.1\r\n")
     await asyncio.sleep(0.1)  # past header_timeout: the guard is out of the way

@@ -1,4 +1,4 @@
-"""Send connections in-process (pushgate/hub/guard.py, pushgate/hub/sendpath.py): what
+"""Send connections in-process (pushgate/hub/guard.py, sendconn.py, sendpath.py): what
 the black-box tests (tests/integration/test_send_connections.py) cannot provoke — an
 unexpected exception in a send, backpressure and uvicorn's shutdown call — on the real
 hub node, through a real uvicorn server or over a fake transport."""
@@ -20,8 +20,9 @@ from uvicorn.server import ServerState
 from pushgate.hub.app import create_app
 from pushgate.hub.connection import connection_class
 from pushgate.hub.fastpath import FastSend
-from pushgate.hub.guard import MAX_WAITING, guarded_http
+from pushgate.hub.guard import guarded_http
 from pushgate.hub.node import HubNode
+from pushgate.hub.sendconn import MAX_WAITING
 from pushgate.settings import Settings
 from tests.support.waiting import wait_for
 from tests.unit.test_guard import FakeTransport

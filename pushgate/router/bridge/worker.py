@@ -33,10 +33,10 @@ import orjson
 from prometheus_client import Counter, Histogram
 
 from pushgate.logs import get_logger
+from pushgate.ratelimit import Buckets
 from pushgate.router.bridge import policy
 from pushgate.router.bridge.base import Outcome, Provider, Result
 from pushgate.router.bridge.metrics import BridgeMetrics
-from pushgate.router.bridge.ratelimit import Buckets
 from pushgate.store.base import ClaimedBatch, Device, PushJob, StoreError
 
 log = get_logger("pushgate.bridge")
