@@ -1,7 +1,9 @@
 """Client JWTs and server API keys.
 
 Client tokens carry ``sub`` (user), ``ws`` (workspace, default ``default``), ``dev``
-(device), ``app`` (application) and a required ``exp``. Only the algorithms in the
+(device), ``app`` (application), a required ``exp`` and an optional ``scope``: the
+keyless Pushca ``/open-connection`` mints tokens with ``scope: "pushca"``
+(:data:`PUSHCA_SCOPE`), which open Pushca connections (``/{jwt}``) only. Only the algorithms in the
 settings allow-list are accepted; ``none`` never is. Server-to-server calls carry an
 API key as ``Authorization: Bearer <key>``.
 """
@@ -18,9 +20,10 @@ from typing import Any
 
 import jwt
 
-from pushgate.errors import InvalidRequest, TokenExpired, Unauthorized
+from pushgate.errors import Forbidden, InvalidRequest, TokenExpired, Unauthorized
 from pushgate.models import MAX_ID_LEN
 
+PUSHCA_SCOPE = "pushca"
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f]").search  # ~4x a per-character scan (campaigns)
 
 
@@ -38,6 +41,13 @@ class Identity:
 class ClientToken:
     identity: Identity
     expires_at: float
+    scope: str | None = None
+
+    def require_native(self) -> None:
+        """Raise :class:`Forbidden` for a token limited to Pushca connections."""
+        if self.scope == PUSHCA_SCOPE:
+            raise Forbidden("this token comes from the keyless /open-connection: it opens "
+                            "Pushca connections (ws://host/{jwt}) only", field="token")
 
 
 def check_id(value: object, field: str, *, required: bool = True) -> str:
@@ -143,14 +153,16 @@ class TokenCodec:
             )
         except InvalidRequest as e:
             raise Unauthorized(f"token claim {e.message}", field="token") from None
-        return ClientToken(identity, float(claims["exp"]))
+        scope = claims.get("scope")
+        return ClientToken(identity, float(claims["exp"]), scope if isinstance(scope, str) else None)
 
     @property
     def can_mint(self) -> bool:
         alg = self.algorithms[0]
         return bool(self._secret if alg.startswith("HS") else self._private)
 
-    def mint(self, identity: Identity, ttl_s: float) -> tuple[str, ClientToken]:
+    def mint(self, identity: Identity, ttl_s: float,
+             scope: str | None = None) -> tuple[str, ClientToken]:
         """Sign a token with the first allowed algorithm; return it with its parsed form.
         Raises RuntimeError without a signing key."""
         alg = self.algorithms[0]
@@ -168,7 +180,9 @@ class TokenCodec:
             claims["aud"] = self.audience
         if self.issuer:
             claims["iss"] = self.issuer
-        return jwt.encode(claims, key, algorithm=alg), ClientToken(identity, float(exp))
+        if scope:
+            claims["scope"] = scope
+        return jwt.encode(claims, key, algorithm=alg), ClientToken(identity, float(exp), scope)
 
 
 class ApiKeys:

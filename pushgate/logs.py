@@ -44,17 +44,23 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]+")  # Pushca's connection string: /{jwt}
+
+
+def _redact(text: str) -> str:
+    text = _TOKEN.sub(r"\1***", text) if "token=" in text else text
+    return _JWT.sub("***", text) if "eyJ" in text else text
 
 
 class RedactTokens(logging.Filter):
-    """Keep client tokens (``?token=...`` of websocket handshakes) out of the logs."""
+    """Keep client tokens (``?token=...`` of websocket handshakes, a JWT in a path) out
+    of the logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args and isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
-                                for a in record.args)
-        elif isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN.sub(r"\1***", record.msg)
+            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _redact(record.msg)
         return True
 
 

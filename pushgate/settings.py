@@ -105,6 +105,24 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"],
         description="Origins allowed to open websockets ('*' = any). Requests without an "
         "Origin header (non-browser clients) are always allowed.")
+    pushca_public_open_connection: bool = Field(
+        False, description="Let Pushca's POST /open-connection be called without an API key "
+        "(Pushca's model: browsers call it directly), for the workspaces and applications "
+        "listed below only, rate-limited per client IP, with CORS for allowed_origins. Its "
+        "tokens open Pushca connections (/{jwt}) only. Anyone who can reach the server can "
+        "then connect as any account of those workspaces: see docs/http-api.md.")
+    pushca_public_workspaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Workspaces (workSpaceId) the keyless "
+        "/open-connection accepts; required with pushca_public_open_connection.")
+    pushca_public_applications: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Applications (applicationId) the keyless "
+        "/open-connection accepts; required with pushca_public_open_connection.")
+    pushca_public_rate_per_ip: float = Field(
+        1.0, gt=0, description="Keyless /open-connection requests per second per client IP "
+        "(the X-Forwarded-For address behind trusted_proxies), burst of "
+        "pushca_public_burst; over it: 429 rate_limited.")
+    pushca_public_burst: int = Field(
+        10, ge=1, description="Burst of the keyless /open-connection rate per client IP.")
 
     # sessions
     max_sessions_per_user: int = Field(5, ge=1, description="Live sessions per user; the "
@@ -211,7 +229,8 @@ class Settings(BaseSettings):
         "(one full collection every 90 periods); 0 = CPython defaults.")
 
     @field_validator("jwt_algorithms", "api_keys", "allowed_origins", "trusted_proxies",
-                     "routers", mode="before")
+                     "routers", "pushca_public_workspaces", "pushca_public_applications",
+                     mode="before")
     @classmethod
     def _split_lists(cls, v: Any) -> Any:
         """Lists come as TOML arrays, JSON arrays or comma-separated strings (env, flags)."""
@@ -252,6 +271,17 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_public_key is required for algorithms {asym}")
         if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
             raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_pushca_public(self) -> Settings:
+        if self.pushca_public_open_connection:
+            missing = [k for k in ("pushca_public_workspaces", "pushca_public_applications")
+                       if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} must list what the keyless "
+                                 "/open-connection accepts (pushca_public_open_connection "
+                                 "is on)")
         return self
 
     @model_validator(mode="after")

@@ -212,12 +212,17 @@ PATHS: dict[str, Any] = {
         "pushca", "pushcaOpenConnection", "Pushca alias of /v1/open-connection",
         {"200": {"description": "Token minted.",
                  **json_content(ref("PushcaOpenConnectionResponse"))},
-         **_API, "501": "NotConfigured", "413": "PayloadTooLarge", "429": "RateLimited"},
+         **_API, "403": "Forbidden", "501": "NotConfigured", "413": "PayloadTooLarge",
+         "429": "RateLimited"},
         description=(
             "`client.accountId` → `user` (required), `workSpaceId` → `workspace` (default "
             "`default`), `deviceId` → `device`, `applicationId` → `application`. Other "
-            "top-level fields are ignored. The reply is the native one plus "
-            "`externalAdvertisedUrl` and `internalAdvertisedUrl` (both = `url`)."),
+            "top-level fields are ignored. The reply is the native one plus Pushca's "
+            "connection string `ws(s)://host[:port]/{jwt}` as `externalAdvertisedUrl`, "
+            "`internalAdvertisedUrl` and `browserAdvertisedUrl`, and `pusherInstanceId` "
+            "(the hub's id). With `pushca_public_open_connection` on, a request without "
+            "`Authorization` is taken for the configured workspaces and applications "
+            "(403 otherwise) at `pushca_public_rate_per_ip` (429 over it)."),
         body="PushcaOpenConnectionRequest",
         example={"client": {"workSpaceId": "w1", "accountId": "alice", "deviceId": "phone-1",
                             "applicationId": "chat"}})},

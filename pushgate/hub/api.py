@@ -15,12 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pushgate import models
-from pushgate.auth import Identity, bearer, check_id
-from pushgate.errors import InvalidRequest, Unauthorized
+from pushgate.auth import PUSHCA_SCOPE, Identity, bearer, check_id
+from pushgate.errors import InvalidRequest, PushgateError, Unauthorized
 from pushgate.hub import bodies
+from pushgate.hub.limits import rate_limited_response
 from pushgate.hub.node import HubNode
 from pushgate.hub.responses import (
     device_payload,
+    error_response,
     events_payload,
     json_response,
     read_state_payload,
@@ -167,7 +169,9 @@ async def client_devices(request: Request) -> Response:
     if raw is None:
         raise Unauthorized("send the client token as 'Authorization: Bearer <JWT>'",
                            field="Authorization")
-    identity = node.tokens.verify(raw).identity
+    client_token = node.tokens.verify(raw)
+    client_token.require_native()
+    identity = client_token.identity
     platform, token, app = await _device_body(request, node)
     app = app or identity.application or "default"
     if request.method == "DELETE":
@@ -197,15 +201,42 @@ async def user_devices(request: Request) -> Response:
 
 
 async def pushca_open_connection(request: Request) -> Response:
-    refused = _node(request).conn_limits.limit_open_connection(request)
+    """Pushca's ``/open-connection``: the native reply plus Pushca's three advertised
+    URLs (``ws(s)://host/{jwt}``, Pushca's connection string) and ``pusherInstanceId``
+    (this hub's id). Keyless when ``pushca_public_open_connection`` is on
+    (:mod:`pushgate.hub.public_open`). Errors are answered here, not by the app's
+    handler, so that the CORS wrapper of the keyless mode adds its headers to them."""
+    node = _node(request)
+    try:
+        return await _pushca_open_connection(request, node)
+    except PushgateError as e:
+        node.metrics.error(e.code)
+        return error_response(e)
+
+
+async def _pushca_open_connection(request: Request, node: HubNode) -> Response:
+    refused = node.conn_limits.limit_open_connection(request)
     if refused is not None:  # 429 rate_limited: open_connection_rate_per_ip
-        _node(request).metrics.error("rate_limited")
+        node.metrics.error("rate_limited")
         return refused
-    node = await _server(request)
+    public = node.public_open
+    keyless = public.keyless(request.headers.get("authorization"))
+    if keyless:
+        wait = public.admit(request.client.host if request.client is not None else None)
+        if wait > 0:  # 429 rate_limited: pushca_public_rate_per_ip
+            node.metrics.error("rate_limited")
+            return rate_limited_response(wait, "keyless open-connection requests")
+    else:
+        node.api_keys.check(request.headers.get("authorization"))
     body = await read_json(request, node.settings.max_request_bytes)
-    native = node.open_connection(request, _pushca_identity(body))
-    return json_response({**native, "externalAdvertisedUrl": native["url"],
-                          "internalAdvertisedUrl": native["url"]})
+    identity = _pushca_identity(body)
+    if keyless:
+        public.check(identity)
+    native = node.open_connection(request, identity, PUSHCA_SCOPE if keyless else None)
+    pushca_url = f"{node.ws_base(request)}/{native['token']}"
+    return json_response({**native, "externalAdvertisedUrl": pushca_url,
+                          "internalAdvertisedUrl": pushca_url,
+                          "browserAdvertisedUrl": pushca_url, "pusherInstanceId": node.hub_id})
 
 
 async def pushca_send(request: Request) -> Response:

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
 from pushgate.errors import PushgateError
 from pushgate.hub import api
@@ -40,6 +41,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _pushca_open_connection(settings: Settings) -> Route:
+    """Pushca's ``/open-connection``; in the keyless mode browsers call it from their
+    pages, so it answers CORS (preflight included) for ``allowed_origins``."""
+    if not settings.pushca_public_open_connection:
+        return Route("/open-connection", api.pushca_open_connection, methods=["POST"])
+    cors = CORSMiddleware(request_response(api.pushca_open_connection),
+                          allow_origins=settings.allowed_origins, allow_methods=["POST"],
+                          allow_headers=["Content-Type", "Authorization"], max_age=600)
+    return Route("/open-connection", cors, methods=["POST", "OPTIONS"])
+
+
 def create_app(settings: Settings) -> Starlette:
     """The hub as an ASGI app (run it with uvicorn; see pushgate.server)."""
     node = HubNode(settings)
@@ -61,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/users/{user}/sessions", api.user_sessions, methods=["GET"]),
         Route("/v1/users/{user}/devices", api.user_devices, methods=["GET", "PUT", "DELETE"]),
         Route("/v1/devices", api.client_devices, methods=["POST", "DELETE"]),
-        Route("/open-connection", api.pushca_open_connection, methods=["POST"]),
+        _pushca_open_connection(settings),
         Route("/send-notification", api.pushca_send, methods=["POST"]),
         Route("/send-notification-with-acknowledge", api.pushca_send_ack, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),

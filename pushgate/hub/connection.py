@@ -41,8 +41,10 @@ from pushgate.auth import bearer
 from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
 from pushgate.hub import ws
 from pushgate.hub.node import HubNode
+from pushgate.hub.pushca import PushcaCommands, PushcaSession
 from pushgate.hub.session import Session, State
 from pushgate.protocol import parse_after
+from pushgate.pushca_protocol import connection_token
 
 # websockets logs every handshake at INFO; keep its warnings and errors only
 _PROTOCOL_LOG = logging.getLogger("pushgate.hub.websocket.protocol")
@@ -115,7 +117,7 @@ class WsConnection(asyncio.Protocol):
         self._binary = False
         # the write deadline (while paused) or the close grace: rare states, one handle
         self._timer: asyncio.TimerHandle | None = None
-        self._requests: ws.Requests | None = None
+        self._requests: ws.Requests | PushcaCommands | None = None
         self._connected = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -317,9 +319,11 @@ class WsConnection(asyncio.Protocol):
     def _on_handshake(self, request: Request) -> None:
         node = self.node
         url = urlsplit(request.path)
-        if url.path != PATH:
+        pushca_token = None if url.path == PATH else connection_token(url.path)
+        if url.path != PATH and pushca_token is None:
             self._reject(_json_response(404, "Not Found", "not_found",
-                                        f"no websocket endpoint at {url.path}; use {PATH}"))
+                                        f"no websocket endpoint at {url.path}; use {PATH} "
+                                        "(or Pushca's connection string /{jwt})"))
             return
         response = self.proto.accept(request)
         if response.status_code != 101:
@@ -331,7 +335,8 @@ class WsConnection(asyncio.Protocol):
         self._flush()
         if _ACCESS_LOG.isEnabledFor(logging.INFO):
             peer = self.transport.get_extra_info("peername") if self.transport else None
-            _ACCESS_LOG.info('%s - "WebSocket %s" [accepted]', _addr(peer), request.path)
+            _ACCESS_LOG.info('%s - "WebSocket %s" [accepted]', _addr(peer),
+                             "/{jwt}" if pushca_token is not None else request.path)
         self.node.wheel.add(self)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         try:
@@ -340,15 +345,21 @@ class WsConnection(asyncio.Protocol):
             origin = _first(request.headers, "Origin")
             if not _origin_allowed(origin, node.settings.allowed_origins):
                 raise Forbidden(f"origin {origin} is not allowed", field="Origin")
-            token = node.tokens.verify(_token(query, request.headers))
-            after = parse_after(query.get("after"))
+            if pushca_token is not None:  # Pushca's connection string: no catch-up
+                token = node.tokens.verify(pushca_token)
+                after = None
+            else:
+                token = node.tokens.verify(_token(query, request.headers))
+                token.require_native()
+                after = parse_after(query.get("after"))
         except PushgateError as e:
             node.metrics.error(e.code)
             node.metrics.disconnects.labels(str(int(e.close_code))).inc()
             self.send_close(e.close_code, e.message[:120])
             return
-        s = self.session = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                                   node.metrics.delivery_latency.observe, token.expires_at)
+        kind = Session if pushca_token is None else PushcaSession
+        s = self.session = kind(token.identity, node.hub_id, node.settings.send_queue_size, self,
+                                node.metrics.delivery_latency.observe, token.expires_at)
         node.registry.add(s)
         node.metrics.connects.inc()
         node.metrics.sessions.inc()
@@ -366,7 +377,8 @@ class WsConnection(asyncio.Protocol):
         self._connected = True
         if s.state is not State.CATCHING_UP and s.state is not State.OPEN:
             node.forget(s)  # it closed while the directory took it in
-        await ws.catch_up(node, s, after)
+        if not isinstance(s, PushcaSession):
+            await ws.catch_up(node, s, after)
 
     def _on_frame(self, frame: Frame) -> None:
         op = frame.opcode
@@ -387,6 +399,9 @@ class WsConnection(asyncio.Protocol):
                 self._on_message(b"".join(frags), self._binary)
         elif op is Opcode.PONG:
             self.awaiting_pong = False
+            s = self.session
+            if isinstance(s, PushcaSession):  # Pushca clients send no ping of their own:
+                s.last_rx = time.monotonic()  # answering the server's pings keeps them
 
     def _on_message(self, data: bytes, binary: bool) -> None:
         s = self.session
@@ -402,5 +417,7 @@ class WsConnection(asyncio.Protocol):
             self.fail(1007, f"invalid UTF-8 at position {e.start}")
             return
         if self._requests is None:
-            self._requests = ws.Requests(self.node, s, self.transport)
+            self._requests = (PushcaCommands(self.node, s, self.transport)
+                              if isinstance(s, PushcaSession)
+                              else ws.Requests(self.node, s, self.transport))
         self._requests.on_text(text)

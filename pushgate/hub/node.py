@@ -29,6 +29,7 @@ from starlette.requests import Request
 from pushgate.auth import ApiKeys, Identity, TokenCodec
 from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
 from pushgate.hub.limits import ConnectionLimits
+from pushgate.hub.public_open import PublicOpen
 from pushgate.hub.registry import LocalHubs, Registry
 from pushgate.hub.remote import RemoteRouter
 from pushgate.hub.routers import Routers
@@ -75,6 +76,7 @@ class HubNode:
             self.router = self.backend.router
         self.send_limits = Limits.of(settings)
         self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.limits
+        self.public_open = PublicOpen.of(settings)  # the keyless Pushca /open-connection
         self.limits = {
             "max_frame_bytes": settings.max_frame_bytes,
             "inline_event_max_bytes": settings.inline_event_max_bytes,
@@ -169,17 +171,22 @@ class HubNode:
 
     # -- operations the endpoints share ------------------------------------------------------
 
-    def open_connection(self, request: Request, identity: Identity) -> dict[str, Any]:
+    def ws_base(self, request: Request) -> str:
+        """``ws(s)://host[:port]`` clients reach this gateway at: ``public_url``, else
+        the request's (scheme and client from X-Forwarded-* behind trusted_proxies)."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
+        return f"{scheme}://{request.url.netloc}"
+
+    def open_connection(self, request: Request, identity: Identity,
+                        scope: str | None = None) -> dict[str, Any]:
         if not self.tokens.can_mint:
             raise NotConfigured("open-connection needs a signing key: set jwt_secret or "
                                 "jwt_private_key", field="jwt_private_key")
-        raw, token = self.tokens.mint(identity, self.settings.token_ttl_s)
-        if self.settings.public_url:
-            base = self.settings.public_url.rstrip("/")
-        else:
-            scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
-            base = f"{scheme}://{request.url.netloc}"
-        return {"url": f"{base}/v1/ws?token={raw}", "token": raw, "expires_at": token.expires_at}
+        raw, token = self.tokens.mint(identity, self.settings.token_ttl_s, scope)
+        return {"url": f"{self.ws_base(request)}/v1/ws?token={raw}", "token": raw,
+                "expires_at": token.expires_at}
 
     async def client_send(self, sender: Identity, body: dict[str, Any]) -> SendResult:
         """A send from a client's websocket: the body is wrapped with the sender's identity

@@ -122,8 +122,13 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         application=_STR),
     "SessionList": _object(["sessions"], sessions={"type": "array", "items": ref("Session")}),
     "PushcaOpenConnectionResponse": {"allOf": [ref("OpenConnectionResponse"), _object(
-        ["externalAdvertisedUrl", "internalAdvertisedUrl"],
-        externalAdvertisedUrl=_STR, internalAdvertisedUrl=_STR)]},
+        ["externalAdvertisedUrl", "internalAdvertisedUrl", "browserAdvertisedUrl",
+         "pusherInstanceId"],
+        externalAdvertisedUrl={"type": "string", "description": "Pushca's connection "
+                               "string `ws(s)://host[:port]/{jwt}` (the JWT is `token`)."},
+        internalAdvertisedUrl={"type": "string", "description": "The same URL."},
+        browserAdvertisedUrl={"type": "string", "description": "The same URL."},
+        pusherInstanceId={"type": "string", "description": "Id of the hub that answered."})]},
     "Status": _object(
         ["status"],
         status={"type": "string", "enum": ["ok", "ready", "starting", "stopping"]},
@@ -139,6 +144,12 @@ RESPONSES: dict[str, Any] = {
         "description": "API key missing or not valid (`unauthorized`).",
         **json_content(ref("Error"), _error("unauthorized", "API key is not valid",
                                             "Authorization"))},
+    "Forbidden": {
+        "description": "`forbidden`: the keyless `/open-connection` does not take this "
+                       "workspace or application (`field` names it).",
+        **json_content(ref("Error"), _error(
+            "forbidden", "workSpaceId 'admins' is not open to keyless /open-connection; call "
+            "it with an API key", "client.workSpaceId"))},
     "NotConfigured": {"description": "`not_configured`: no signing key to mint tokens with.",
                       **json_content(ref("Error"))},
     "UnknownUser": {
@@ -188,7 +199,9 @@ def build_spec() -> dict[str, Any]:
                        "tokens.",
             "description": (
                 "Server-to-server API of pushgate. Every `/v1/*` route and the "
-                "Pushca-compatible aliases need an API key: `Authorization: Bearer <key>`. "
+                "Pushca-compatible aliases need an API key: `Authorization: Bearer <key>` "
+                "(Pushca's `/open-connection` may be opened to keyless calls: "
+                "`pushca_public_open_connection`). "
                 "Errors always have the body `{\"error\": {\"code\", \"message\", \"field\", "
                 "\"retryable\"}}` (`field` only when one input is to blame). The websocket "
                 "client protocol (`GET /v1/ws`) is described in docs/protocol.md; the HTTP "

@@ -31,7 +31,8 @@ async def test_open_connection_returns_a_working_url(server: ServerProcess) -> N
             "workSpaceId": "w9", "accountId": "olga", "deviceId": "tab",
             "applicationId": "news"}})
         assert r.status_code == 200
-        assert r.json()["externalAdvertisedUrl"] == r.json()["url"]
+        assert r.json()["externalAdvertisedUrl"] == \
+            f"ws://127.0.0.1:{server.port}/{r.json()['token']}"
         r = await http.post("/v1/open-connection", json={"workspace": "w9"})
         assert r.status_code == 400 and r.json()["error"]["field"] == "user"
 

@@ -1,0 +1,193 @@
+"""Pushca connections: a :class:`PushcaSession` writes Pushca's messages, and
+:class:`PushcaCommands` serves Pushca's commands (codec: :mod:`pushgate.pushca_protocol`).
+
+A connection opened through Pushca's connection string (``/{jwt}``,
+:mod:`pushgate.hub.connection`) is a native session in every other respect: it is in the
+registry and the directory, filters and sends reach it, slow consumers are closed the
+same way. What differs is what it sees: no ``hello``, no backlog, no ``head``, replies
+or ``kicked`` frames (stored events, seqs and read state stay native features); live
+events come as the plain body, or as ``<messageId>@@<body>`` when the send waits for an
+acknowledge. Its ACKNOWLEDGE command is the native ack of that event's seq, so the
+sender's ``/send-notification-with-acknowledge`` (or ``ack`` send) returns 200.
+
+SEND_MESSAGE and SEND_MESSAGE_WITH_ACKNOWLEDGE take the translation of the HTTP aliases
+(:func:`pushgate.router.requests.from_pushca`) and the same send path; a filter stays
+inside the sender's workspace (as a native client's send). Sends without acknowledge are
+served one after another (so they leave in the order they came, Pushca's
+``preserveOrder``); a send with acknowledge runs on its own, as it waits for the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from typing import Any
+
+from pushgate import pushca_protocol as pp
+from pushgate.auth import Identity
+from pushgate.errors import CloseCode, Forbidden, Internal, InvalidRequest, PushgateError
+from pushgate.hub.node import HubNode
+from pushgate.hub.session import Observe, Outlet, Session, State
+from pushgate.logs import get_logger
+from pushgate.router.requests import from_pushca, parse_send
+
+log = get_logger("pushgate.hub.pushca")
+MAX_PENDING = 32  # sends waiting per session before its socket stops being read
+
+_last_frame: str | None = None
+_last_message: pp.Message | None = None
+
+
+def _message(frame: str) -> pp.Message | None:
+    """:func:`pp.message_of`, kept for the last frame: a fan-out pushes the same ``str``
+    to every session in a row."""
+    global _last_frame, _last_message
+    if frame is not _last_frame:
+        _last_message = pp.message_of(frame)
+        _last_frame = frame
+    return _last_message
+
+
+class PushcaSession(Session):
+    """A session that writes Pushca's messages (see the module docstring). It has no
+    catch-up: it is OPEN from the start."""
+
+    __slots__ = ("_awaiting",)
+
+    def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
+                 observe: Observe | None = None, expires_at: float = float("inf")):
+        super().__init__(identity, hub, max_queue, out, observe, expires_at)
+        self.state = State.OPEN
+        # messageId -> seq of the messages written with an id, waiting for ACKNOWLEDGE
+        self._awaiting: OrderedDict[str, int] = OrderedDict()
+
+    def push(self, frame: str, seq: int = 0, t0: float = 0.0, again: bool = False) -> bool:
+        msg = _message(frame)
+        if msg is None:
+            return False
+        if again and seq:  # a send that waits for the acknowledge
+            mid = msg.message_id(seq)
+            awaiting = self._awaiting
+            awaiting[mid] = seq
+            awaiting.move_to_end(mid)
+            if len(awaiting) > self.max_queue:
+                awaiting.popitem(last=False)
+            return super().push(pp.with_id(mid, msg.body), seq, t0, again)
+        return super().push(msg.body, seq, t0, again)
+
+    def push_reply(self, text: str) -> None:
+        """An answer to a command (written as is)."""
+        super().push(text)
+
+    def acknowledged(self, message_id: str) -> int:
+        """The seq of the message ``message_id`` (0: none is waiting under that id)."""
+        return self._awaiting.pop(message_id, 0)
+
+    def kick(self, frame: str, reason: str) -> None:
+        self.close(CloseCode.KICKED, reason)  # no 'kicked' frame: the close code says it
+
+
+class PushcaCommands:
+    """One Pushca session's commands (see the module docstring); the connection's
+    counterpart of :class:`pushgate.hub.ws.Requests`."""
+
+    __slots__ = ("_pending", "_tasks", "_transport", "_worker", "node", "session")
+
+    def __init__(self, node: HubNode, session: PushcaSession, transport: Any) -> None:
+        self.node = node
+        self.session = session
+        self._transport = transport
+        self._pending: deque[pp.Command] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_text(self, text: str) -> None:
+        s, node = self.session, self.node
+        try:
+            cmd = pp.parse_command(text)
+        except PushgateError as e:
+            self._answer_error(e, pp.command_uuid(text))
+            return
+        if cmd.name == pp.PING:
+            self._done(cmd, "PONG")
+        elif cmd.name == pp.ACKNOWLEDGE:
+            try:
+                seq = s.acknowledged(cmd.message_id)
+            except PushgateError as e:
+                self._answer_error(e, cmd.uuid)
+                return
+            if seq:
+                if seq > s.acked_seq:
+                    s.acked_seq = seq
+                node.router.on_ack(s.identity, s.id, seq)
+            self._done(cmd)
+        elif cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE:
+            self._spawn(self._serve(cmd))
+        else:
+            self._pending.append(cmd)
+            if self._worker is None:
+                self._worker = self._spawn(self._serve_pending())
+            elif len(self._pending) >= MAX_PENDING:
+                self._transport.pause_reading()  # backpressure on a send flood
+
+    def cancel(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        self._pending.clear()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    async def _serve_pending(self) -> None:
+        pending = self._pending
+        try:
+            while pending:
+                await self._serve(pending.popleft())
+                if len(pending) == MAX_PENDING - 1 and not self._transport.is_closing():
+                    self._transport.resume_reading()
+        finally:
+            self._worker = None
+
+    def _done(self, cmd: pp.Command, json_form_reply: str | None = None) -> None:
+        """The command was carried out: ``<id>@@ACKNOWLEDGE`` (the JSON form gets
+        ``json_form_reply``, if any)."""
+        to = cmd.ack_id
+        if to is not None:
+            self.session.push_reply(pp.acknowledge(to))
+        elif json_form_reply is not None:
+            self.session.push_reply(json_form_reply)
+
+    def _answer_error(self, e: PushgateError, uuid: str | None) -> None:
+        self.node.metrics.error(e.code)
+        body = pp.error_body(e)
+        self.session.push_reply(pp.response(uuid, body) if uuid is not None else body)
+
+    async def _serve(self, cmd: pp.Command) -> None:
+        try:
+            await self._send(cmd)
+        except PushgateError as e:
+            self._answer_error(e, cmd.uuid)
+            return
+        except Exception:  # a bug: log it, answer it, keep the session
+            log.exception("pushca command failed", command=cmd.name)
+            self._answer_error(Internal("the server failed to handle this command"), cmd.uuid)
+            return
+        self._done(cmd)
+
+    async def _send(self, cmd: pp.Command) -> None:
+        node, sender = self.node, self.session.identity
+        if not node.settings.allow_client_send:
+            raise Forbidden("client sends are disabled on this server", field="command")
+        ack = cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE
+        body = from_pushca(cmd.meta, acknowledge=ack)
+        flt = body.get("filter")
+        if flt is not None:
+            ws = flt.get("workspace")
+            if ws is not None and ws != sender.workspace:
+                raise InvalidRequest("a client may only send inside its own workspace",
+                                     field="filter.workSpaceId")
+            flt["workspace"] = sender.workspace
+        await node.router.send(parse_send(body, node.send_limits))

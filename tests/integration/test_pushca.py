@@ -1,0 +1,513 @@
+"""Pushca's own clients against pushgate, written from Pushca's document
+(shared/reference, "Pushca claster: establish client connection" and the following
+sections) and its published browser client — not pushgate's SDKs:
+
+- the wscat flow: ``curl … /open-connection | jq -r .externalAdvertisedUrl`` then npm's
+  ``wscat -c`` (clients/js devDependency), reading what wscat prints;
+- a websocket client that splits messages on ``@@`` and answers ACKNOWLEDGE, sending
+  commands in the document's JSON form and the browser client's ``uuid@@COMMAND@@json``
+  form (the Chromium page is in tests/sdk/test_pushca_browser.py);
+- ``/send-notification-with-acknowledge``: 200 after the ACKNOWLEDGE, 408 without;
+  ``/send-notification`` filters with ``findAny`` and ``exclude``;
+- the keyless ``/open-connection`` (``pushca_public_open_connection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.server import ServerProcess, running_server
+from tests.support.ws import ws_client
+
+ROOT = Path(__file__).resolve().parents[2]
+WSCAT = ROOT / "clients" / "js" / "node_modules" / ".bin" / "wscat"
+TIMEOUT = 10.0
+
+
+def client_obj(account: str, device: str = "dev-1", workspace: str = "workSpaceMain",
+               application: str = "MY_APPLICATION") -> dict[str, str]:
+    return {"workSpaceId": workspace, "accountId": account, "deviceId": device,
+            "applicationId": application}
+
+
+async def open_connection(srv: ServerProcess, client: dict[str, str], *,
+                          key: bool = True) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {srv.api_key}"} if key else {}
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=TIMEOUT) as http:
+        r = await http.post("/open-connection", json={"client": client}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+class PushcaWs:
+    """What Pushca's browser client does with its websocket, in Python: messages split on
+    ``@@``; ``<id>@@<body>`` acknowledged (unless ``auto_ack`` is off); commands sent as
+    ``<uuid>@@<COMMAND>@@<json>`` and answered by ``<id>@@ACKNOWLEDGE`` or
+    ``<id>@@RESPONSE@@<body>``."""
+
+    def __init__(self, ws: ClientConnection, auto_ack: bool) -> None:
+        self.ws = ws
+        self.auto_ack = auto_ack
+        self.messages: asyncio.Queue[tuple[str | None, str]] = asyncio.Queue()
+        self.answers: dict[str, asyncio.Future[str | None]] = {}
+        self.raw: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in self.ws:
+                assert isinstance(data, str)
+                self.raw.append(data)
+                parts = data.split("@@")
+                if len(parts) > 1 and parts[1] in ("ACKNOWLEDGE", "RESPONSE"):
+                    fut = self.answers.pop(parts[0], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(parts[2] if len(parts) > 2 else None)
+                    continue
+                if len(parts) == 2:
+                    if self.auto_ack:
+                        await self.command("ACKNOWLEDGE", {"messageId": parts[0]}, wait=False)
+                    self.messages.put_nowait((parts[0], parts[1]))
+                    continue
+                self.messages.put_nowait((None, data))
+
+    async def message(self, timeout: float = TIMEOUT) -> tuple[str | None, str]:
+        """The next message: (messageId or None, body)."""
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def command(self, name: str, meta: dict[str, Any] | None, *, wait: bool = True,
+                      answer_id: str | None = None, timeout: float = TIMEOUT) -> str | None:
+        """Send a command; with ``wait``, its answer (None for ACKNOWLEDGE, the body of a
+        RESPONSE). ``answer_id``: the id the answer comes under (default: the uuid)."""
+        cid = str(uuid.uuid4())
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.answers[answer_id or cid] = fut
+        text = f"{cid}@@{name}" + ("" if meta is None else f"@@{json.dumps(meta)}")
+        await self.ws.send(text)
+        if not wait:
+            self.answers.pop(answer_id or cid, None)
+            return None
+        return await asyncio.wait_for(fut, timeout)
+
+    async def no_message(self, within: float = 0.5) -> None:
+        """Nothing arrives within ``within`` s (after what was sent before has been
+        answered: call it after a round trip, e.g. a PING, to make it meaningful)."""
+        with pytest.raises(TimeoutError):
+            await self.message(within)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+@contextlib.asynccontextmanager
+async def pushca(url: str, *, auto_ack: bool = True,
+                 origin: str | None = None) -> AsyncIterator[PushcaWs]:
+    async with connect(url, open_timeout=TIMEOUT, close_timeout=5,
+                       origin=origin) as ws:  # type: ignore[arg-type]
+        client = PushcaWs(ws, auto_ack)
+        try:
+            # a round trip: the session is registered (and in the directory) once the
+            # hub answered a command sent after the handshake
+            assert await client.command("PING", None) is None
+            yield client
+        finally:
+            client._reader.cancel()
+
+
+@contextlib.asynccontextmanager
+async def pushca_client(srv: ServerProcess, client: dict[str, str],
+                        **kw: Any) -> AsyncIterator[PushcaWs]:
+    reply = await open_connection(srv, client)
+    async with pushca(reply["browserAdvertisedUrl"], **kw) as c:
+        yield c
+
+
+# -- open-connection --------------------------------------------------------------------------
+
+
+async def test_open_connection_advertises_pushca_connection_strings(
+        server: ServerProcess) -> None:
+    reply = await open_connection(server, client_obj("client1@test.ee"))
+    jwt = reply["token"]
+    want = f"ws://127.0.0.1:{server.port}/{jwt}"
+    assert reply["externalAdvertisedUrl"] == want
+    assert reply["internalAdvertisedUrl"] == want
+    assert reply["browserAdvertisedUrl"] == want
+    assert reply["pusherInstanceId"].startswith("hub-")
+    assert reply["url"] == f"ws://127.0.0.1:{server.port}/v1/ws?token={jwt}"  # native kept
+    # behind a proxy (trusted_proxies): X-Forwarded-Proto and Host make the URL
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        r = await http.post("/open-connection", json={"client": client_obj("a")}, headers={
+            "Authorization": f"Bearer {server.api_key}", "Host": "push.example.com"})
+    assert r.json()["browserAdvertisedUrl"] == f"ws://push.example.com/{r.json()['token']}"
+    # the JWT in the path is not written to the server's log
+    async with pushca(want):
+        pass
+    assert jwt not in server.log_text()
+
+
+async def test_connection_string_errors(server: ServerProcess) -> None:
+    # a path that is not a JWT: 404 naming both endpoints
+    with pytest.raises(Exception) as info:
+        async with connect(f"ws://127.0.0.1:{server.port}/not-a-jwt", open_timeout=TIMEOUT):
+            pass
+    assert "404" in str(info.value)
+    # a JWT with a bad signature: accepted as websocket, closed 4100 naming the token
+    bad = server.token("x")[:-4] + "AAAA"
+    async with connect(f"ws://127.0.0.1:{server.port}/{bad}", open_timeout=TIMEOUT) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 4100 and "signature" in (ws.close_reason or "")
+    # an expired one: 4101
+    old = server.token("x", ttl=-60)
+    async with connect(f"ws://127.0.0.1:{server.port}/{old}", open_timeout=TIMEOUT) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 4101
+
+
+# -- the wscat flow ----------------------------------------------------------------------------
+
+
+WSCAT_SCRIPT = r"""
+set -eu
+REQUEST_BODY=$(jq -n --arg workSpaceId "$WORKSPACE_ID" --arg accountId "$ACCOUNT_ID" \
+  --arg deviceId "$DEVICE_ID" --arg applicationId "$APPLICATION_ID" \
+  '{client:{workSpaceId: $workSpaceId, accountId: $accountId, deviceId: $deviceId, applicationId: $applicationId}}')
+wsurl=$(curl -s "$PUSHGATE/open-connection" -H 'Content-Type: application/json' \
+  -H "Authorization: Bearer $PUSHGATE_API_KEY" -d "$REQUEST_BODY" | jq -r '.externalAdvertisedUrl')
+echo "URL $wsurl"
+exec "$WSCAT" -c "$wsurl"
+"""
+
+
+class Wscat:
+    """The wscat script as a subprocess: its stdout lines, its stdin for commands. (With
+    stdout not a terminal, wscat prints each message received as a line of its own and
+    nothing else; errors go to stderr, merged here.)"""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def line(self, predicate: Any, timeout: float = TIMEOUT) -> str:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError("wscat exited: " + "\n".join(self.lines))
+                text = raw.decode().rstrip("\n")
+                while text.startswith("> "):  # readline's prompt, for each typed line
+                    text = text[2:]
+                self.lines.append(text)
+                if predicate(text):
+                    return text
+
+    async def type(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+
+@contextlib.asynccontextmanager
+async def wscat(srv: ServerProcess, account: str) -> AsyncIterator[Wscat]:
+    for tool in ("curl", "jq", "bash"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: apt-get install {tool} (./scripts/test does)")
+    if not WSCAT.exists():
+        pytest.fail("wscat is missing: (cd clients/js && npm ci) (./scripts/test does)")
+    env = {**os.environ, "PUSHGATE": srv.base_url, "PUSHGATE_API_KEY": srv.api_key,
+           "WSCAT": str(WSCAT), "WORKSPACE_ID": "workSpaceMain", "ACCOUNT_ID": account,
+           "DEVICE_ID": "311aae05-bade-48bf-b390-47a93a66c89e",
+           "APPLICATION_ID": "MY_APPLICATION", "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", WSCAT_SCRIPT, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+        start_new_session=True)
+    w = Wscat(proc)
+    try:
+        url = await w.line(lambda t: t.startswith("URL "))
+        assert url.startswith(f"URL ws://127.0.0.1:{srv.port}/eyJ"), url
+        await wait_sessions(srv, account)  # wscat is connected
+        yield w
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+
+
+async def wait_sessions(srv: ServerProcess, user: str, n: int = 1) -> None:
+    """Until ``user`` has ``n`` sessions in the directory (the client has connected)."""
+    async with srv.http() as http:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                r = await http.get(f"/v1/users/{user}/sessions")
+                if len(r.json()["sessions"]) >= n:
+                    return
+                await asyncio.sleep(0.05)
+
+
+async def test_wscat_receives_send_notification_and_acknowledges(
+        server: ServerProcess) -> None:
+    account = "client1@test.ee"
+    async with wscat(server, account) as w, server.http() as http:
+        r = await http.post("/send-notification", json={
+            "filter": {"workSpaceId": "workSpaceMain", "accountId": account, "deviceId": None,
+                       "applicationId": "MY_APPLICATION", "findAny": False, "exclude": None},
+            "message": "Hello dear users!"})
+        assert r.status_code == 200 and r.json()["sessions"] == 1, r.text
+        assert await w.line(lambda t: "Hello" in t) == "Hello dear users!"
+        # with acknowledge: the message comes as <id>@@<body>; the user types the
+        # document's ACKNOWLEDGE command and the sender gets 200
+        send = asyncio.create_task(http.post("/send-notification-with-acknowledge", json={
+            "id": "018a842a-7e52-7692-a344-0d76460e1f3f-0",
+            "client": client_obj(account, "311aae05-bade-48bf-b390-47a93a66c89e"),
+            "message": "WithAcknowledgeTest1"}))
+        got = await w.line(lambda t: "WithAcknowledgeTest1" in t)
+        assert got == "018a842a-7e52-7692-a344-0d76460e1f3f-0@@WithAcknowledgeTest1"
+        await w.type(json.dumps({"command": "ACKNOWLEDGE", "metaData": {
+            "messageId": "018a842a-7e52-7692-a344-0d76460e1f3f-0"}}))
+        r = await asyncio.wait_for(send, TIMEOUT)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["acked_by"]
+        # a command pushgate does not know: the error body, naming the field
+        await w.type(json.dumps({"command": "SUBSCRIBE", "metaData": {}}))
+        err = await w.line(lambda t: t.startswith("{"))
+        assert json.loads(err)["error"]["field"] == "command", w.lines
+
+
+# -- acknowledge ---------------------------------------------------------------------------------
+
+
+async def test_send_with_acknowledge_200_after_ack_and_408_without(tmp_path: Path) -> None:
+    with running_server(tmp_path, PUSHGATE_ACK_TIMEOUT_MS="1500") as srv:
+        acking = client_obj("ack@test.ee", "d1")
+        silent = client_obj("silent@test.ee", "d2")
+        async with pushca_client(srv, acking) as a, \
+                pushca_client(srv, silent, auto_ack=False) as s, srv.http() as http:
+            r = await http.post("/send-notification-with-acknowledge", json={
+                "id": "m-1", "client": acking, "message": "please ack"})
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["acked_by"]
+            assert await a.message() == ("m-1", "please ack")
+            # no id given: the message id is the event's seq
+            r = await http.post("/send-notification-with-acknowledge", json={
+                "client": acking, "message": {"call": "incoming"}})
+            assert r.status_code == 200, r.text
+            seq = r.json()["results"][0]["seq"]
+            assert await a.message() == (str(seq), '{"call":"incoming"}')
+            # the client that never acknowledges: 408 after ack_timeout_ms
+            r = await http.post("/send-notification-with-acknowledge", json={
+                "id": "m-2", "client": silent, "message": "nobody acks"})
+            assert r.status_code == 408, r.text
+            assert r.json()["error"]["code"] == "ack_timeout"
+            assert await s.message() == ("m-2", "nobody acks")
+            # acknowledging later does not matter any more; an unknown id is ignored
+            assert await s.command("ACKNOWLEDGE", {"messageId": "m-2"}) is None
+            assert await s.command("ACKNOWLEDGE", {"messageId": "never-sent"}) is None
+            # ACKNOWLEDGE without messageId: an error RESPONSE naming the field
+            body = await s.command("ACKNOWLEDGE", {})
+            assert body is not None
+            assert json.loads(body)["error"]["field"] == "metaData.messageId"
+
+
+# -- filters ---------------------------------------------------------------------------------------
+
+
+async def test_filter_find_any_and_exclude_reach_pushca_clients(server: ServerProcess) -> None:
+    clients = [client_obj(f"u{i}@test.ee", f"d{i}", application="JAVA_HEADLESS")
+               for i in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        cs = [await stack.enter_async_context(pushca_client(server, c)) for c in clients]
+        async with ws_client(server, "native", ws="workSpaceMain",
+                             app="JAVA_HEADLESS") as native, server.http() as http:
+            # findAny: each message reaches exactly one of the four matching sessions,
+            # round-robin: four messages, four different receivers
+            receivers = []
+            for n in range(4):
+                r = await http.post("/send-notification", json={
+                    "filter": {"workSpaceId": "workSpaceMain", "applicationId": "JAVA_HEADLESS",
+                               "findAny": True}, "message": f"any-{n}"})
+                assert r.status_code == 200 and r.json()["sessions"] == 1, r.text
+            for i, c in enumerate(cs):
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        _, body = await c.message(0.5)
+                        receivers.append((i, body))
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    ev = await native.recv_type("event", 0.5)
+                    receivers.append((3, ev["body"]))
+            assert sorted(b for _, b in receivers) == [f"any-{n}" for n in range(4)]
+            assert sorted(i for i, _ in receivers) == [0, 1, 2, 3]
+            # exclude: a multicast to the application, not to u1 nor the native client
+            r = await http.post("/send-notification", json={
+                "filter": {"workSpaceId": "workSpaceMain", "applicationId": "JAVA_HEADLESS",
+                           "exclude": [{"accountId": "u1@test.ee"}, {"accountId": "native"}]},
+                "message": "not for u1"})
+            assert r.json()["sessions"] == 2, r.text
+            assert await cs[0].message() == (None, "not for u1")
+            assert await cs[2].message() == (None, "not for u1")
+            assert await cs[1].command("PING", None) is None
+            await cs[1].no_message()
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+async def test_commands_in_both_forms(server: ServerProcess) -> None:
+    alice, bob = client_obj("alice@test.ee", "a1"), client_obj("bob@test.ee", "b1")
+    async with pushca_client(server, alice) as a, pushca_client(server, bob) as b, \
+            ws_client(server, "carol", ws="workSpaceMain") as carol:
+        # SEND_MESSAGE to a filter: answered <uuid>@@ACKNOWLEDGE; bob gets the message
+        # (a Pushca client's message as is, no sender wrapper), so does the native carol
+        assert await a.command("SEND_MESSAGE", {
+            "id": None, "filter": {"workSpaceId": "workSpaceMain", "accountId": "bob@test.ee"},
+            "sender": alice, "message": "hi bob", "preserveOrder": True}) is None
+        assert await b.message() == (None, "hi bob")
+        assert await a.command("SEND_MESSAGE", {
+            "filter": {"accountId": "carol"}, "message": "hi carol"}) is None
+        ev = await carol.recv_type("event")
+        assert ev["body"] == "hi carol" and ev["seq"] is None
+        # order is kept: ten sends, received in order
+        for n in range(10):
+            await a.command("SEND_MESSAGE", {"filter": {"accountId": "bob@test.ee"},
+                                             "message": f"n{n}"}, wait=False)
+        assert [(await b.message())[1] for _ in range(10)] == [f"n{n}" for n in range(10)]
+        # SEND_MESSAGE_WITH_ACKNOWLEDGE: bob gets <id>@@<body> and acknowledges; alice's
+        # answer comes under the message id, as Pushca's client waits for it
+        assert await a.command("SEND_MESSAGE_WITH_ACKNOWLEDGE", {
+            "id": "d3259cf4-e41c-4e83-b751-514f42b7e3e2", "client": bob, "sender": alice,
+            "message": "WithAcknowledgeTest1", "preserveOrder": False},
+            answer_id="d3259cf4-e41c-4e83-b751-514f42b7e3e2") is None
+        assert await b.message() == ("d3259cf4-e41c-4e83-b751-514f42b7e3e2",
+                                     "WithAcknowledgeTest1")
+        # a native client's send reaches bob in Pushca's form (the native sender wrapper)
+        reply = await carol.request({"type": "send", "filter": {"account": "bob@test.ee"},
+                                     "body": "from carol"})
+        assert reply["type"] == "reply" and reply["sessions"] == 1
+        _, body = await b.message()
+        assert json.loads(body) == {"from": {"user": "carol", "workspace": "workSpaceMain",
+                                             "device": "", "application": ""},
+                                    "body": "from carol"}
+        # the document's JSON form: PING answered PONG, ACKNOWLEDGE silent
+        await a.ws.send(json.dumps({"command": "PING"}))
+        assert await a.message() == (None, "PONG")
+        # channel commands: a clear error RESPONSE
+        body = await a.command("ADD_MEMBERS_TO_CHANNEL", {"channel": {"id": "c1"}})
+        assert body is not None
+        err = json.loads(body)["error"]
+        assert err["code"] == "not_supported" and "channels are not supported" in err["message"]
+        # bad input: named fields
+        body = await a.command("SEND_MESSAGE", {"filter": {"accountId": "bob@test.ee"}})
+        assert body is not None and json.loads(body)["error"]["field"] == "message"
+        body = await a.command("SEND_MESSAGE", {"filter": {"workSpaceId": "other"},
+                                                "message": "x"})
+        assert body is not None and json.loads(body)["error"]["field"] == "filter.workSpaceId"
+        cid = str(uuid.uuid4())
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        a.answers[cid] = fut
+        await a.ws.send(f"{cid}@@SEND_MESSAGE@@{{not json")
+        body = await asyncio.wait_for(fut, TIMEOUT)
+        assert body is not None and json.loads(body)["error"]["field"] == "metaData"
+        # a message id that holds '@@' could not be split off: the seq stands for it
+        async with server.http() as http:
+            send = asyncio.create_task(http.post("/send-notification-with-acknowledge", json={
+                "id": "odd@@id", "client": bob, "message": "odd"}))
+            mid, body = await b.message()
+            assert body == "odd" and mid is not None and mid.isdigit()
+            r = await asyncio.wait_for(send, TIMEOUT)
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["seq"] == int(mid)
+        # nothing else reached bob: no hello, no replies, no head frames
+        assert all("\"type\"" not in m for m in b.raw), b.raw
+
+
+# -- the keyless open-connection -------------------------------------------------------------------
+
+
+async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Path) -> None:
+    with running_server(tmp_path, PUSHGATE_PUSHCA_PUBLIC_OPEN_CONNECTION="true",
+                        PUSHGATE_PUSHCA_PUBLIC_WORKSPACES="workSpaceMain",
+                        PUSHGATE_PUSHCA_PUBLIC_APPLICATIONS="MY_APPLICATION,OTHER_APP",
+                        PUSHGATE_PUSHCA_PUBLIC_RATE_PER_IP="0.2",
+                        PUSHGATE_PUSHCA_PUBLIC_BURST="4",
+                        PUSHGATE_ALLOWED_ORIGINS="http://app.example") as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=TIMEOUT) as http:
+            # CORS preflight, as a browser on the allowed origin sends it
+            r = await http.options("/open-connection", headers={
+                "Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type"})
+            assert r.status_code == 200
+            assert r.headers["access-control-allow-origin"] == "http://app.example"
+            r = await http.options("/open-connection", headers={
+                "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+            assert r.status_code == 400
+            # 1: allowed workspace and application, no key: a Pushca token
+            r = await http.post("/open-connection", json={"client": client_obj("pub")},
+                                headers={"Origin": "http://app.example"})
+            assert r.status_code == 200, r.text
+            assert r.headers["access-control-allow-origin"] == "http://app.example"
+            reply = r.json()
+            async with pushca(reply["browserAdvertisedUrl"], origin="http://app.example"):
+                pass
+            # ... which does not open a native session nor register devices
+            async with ws_client(srv, token=reply["token"], expect_hello=False) as native:
+                code, reason = await native.closed()
+                assert code == 4103 and "Pushca connections" in reason
+            r = await http.post("/v1/devices", json={"platform": "fcm", "token": "t"},
+                                headers={"Authorization": f"Bearer {reply['token']}"})
+            assert r.status_code == 403 and r.json()["error"]["field"] == "token"
+            # 2, 3: another workspace or application: 403 naming the field (with CORS)
+            r = await http.post("/open-connection", headers={"Origin": "http://app.example"},
+                                json={"client": client_obj("pub", workspace="admins")})
+            assert r.status_code == 403
+            assert r.json()["error"]["field"] == "client.workSpaceId"
+            assert r.headers["access-control-allow-origin"] == "http://app.example"
+            r = await http.post("/open-connection", json={
+                "client": client_obj("pub", application="BACKOFFICE")})
+            assert r.status_code == 403
+            assert r.json()["error"]["field"] == "client.applicationId"
+            # 4 is the burst's last; 5: 429 with Retry-After (0.2/s: 5 s)
+            r = await http.post("/open-connection", json={
+                "client": client_obj("pub", application="OTHER_APP")})
+            assert r.status_code == 200
+            r = await http.post("/open-connection", json={"client": client_obj("pub")})
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+            assert r.headers["retry-after"] == "5"
+            # with the API key: not limited by the keyless rate nor the lists
+            r = await http.post("/open-connection", json={
+                "client": client_obj("pub", workspace="admins")},
+                headers={"Authorization": f"Bearer {srv.api_key}"})
+            assert r.status_code == 200, r.text
+            async with ws_client(srv, token=r.json()["token"]) as native:
+                assert native.hello["user"] == "pub"
+            # a wrong key is refused, not taken as keyless
+            r = await http.post("/open-connection", json={"client": client_obj("pub")},
+                                headers={"Authorization": "Bearer wrong"})
+            assert r.status_code == 401
+
+
+async def test_keyless_open_connection_is_off_by_default(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        r = await http.post("/open-connection", json={"client": client_obj("pub")})
+        assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+        r = await http.options("/open-connection", headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})
+        assert r.status_code == 405
