@@ -68,6 +68,32 @@ def _pem(value: str) -> str:
     return Path(value).read_text()
 
 
+# Raised by PyJWT only once the header parsed and its alg was accepted: with one accepted
+# algorithm the fast path words them itself (no second decode for a bad signature).
+_CHECKED_AFTER_ALG = (
+    jwt.ExpiredSignatureError,
+    jwt.InvalidSignatureError,
+    jwt.MissingRequiredClaimError,
+    jwt.InvalidAudienceError,
+    jwt.InvalidIssuerError,
+)
+
+
+def _refusal(e: jwt.PyJWTError) -> Unauthorized:
+    """The error a client sees for a token PyJWT refused."""
+    if isinstance(e, jwt.ExpiredSignatureError):
+        return TokenExpired("token has expired", field="token")
+    if isinstance(e, jwt.InvalidSignatureError):
+        return Unauthorized("token signature is invalid", field="token")
+    if isinstance(e, jwt.MissingRequiredClaimError):
+        return Unauthorized(f"token lacks the {e.claim!r} claim", field="token")
+    if isinstance(e, jwt.InvalidAudienceError):
+        return Unauthorized("token audience ('aud') is not accepted", field="token")
+    if isinstance(e, jwt.InvalidIssuerError):
+        return Unauthorized("token issuer ('iss') is not accepted", field="token")
+    return Unauthorized(f"token is invalid: {e}", field="token")
+
+
 class TokenCodec:
     """Verifies (and, when it holds a signing key, mints) client tokens."""
 
@@ -125,6 +151,8 @@ class TokenCodec:
                 claims = jwt.decode(
                     token, self._single_key, algorithms=self.algorithms, **self._decode_args
                 )
+            except _CHECKED_AFTER_ALG as e:  # the header and its alg were fine
+                raise _refusal(e) from None
             except jwt.PyJWTError:
                 pass
             else:
@@ -138,18 +166,8 @@ class TokenCodec:
             raise Unauthorized(f"token algorithm {alg!r} is not accepted", field="token")
         try:
             claims = jwt.decode(token, self._verify_key(alg), algorithms=[alg], **self._decode_args)
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired("token has expired", field="token") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized("token signature is invalid", field="token") from None
-        except jwt.MissingRequiredClaimError as e:
-            raise Unauthorized(f"token lacks the {e.claim!r} claim", field="token") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized("token audience ('aud') is not accepted", field="token") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthorized("token issuer ('iss') is not accepted", field="token") from None
         except jwt.PyJWTError as e:
-            raise Unauthorized(f"token is invalid: {e}", field="token") from None
+            raise _refusal(e) from None
         return self._token(claims)
 
     def _token(self, claims: dict[str, Any]) -> ClientToken:
