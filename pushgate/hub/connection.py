@@ -41,7 +41,7 @@ from pushgate.auth import bearer
 from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
 from pushgate.hub import ws
 from pushgate.hub.node import HubNode
-from pushgate.hub.pushca import PushcaCommands, PushcaSession
+from pushgate.hub.pushca import PushcaCommands, PushcaSession, event_fetcher
 from pushgate.hub.session import Session, State
 from pushgate.protocol import parse_after
 from pushgate.pushca_protocol import connection_token
@@ -357,9 +357,14 @@ class WsConnection(asyncio.Protocol):
             node.metrics.disconnects.labels(str(int(e.close_code))).inc()
             self.send_close(e.close_code, e.message[:120])
             return
-        kind = Session if pushca_token is None else PushcaSession
-        s = self.session = kind(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                                node.metrics.delivery_latency.observe, token.expires_at)
+        observe = node.metrics.delivery_latency.observe
+        if pushca_token is None:
+            s = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
+                        observe, token.expires_at)
+        else:
+            s = PushcaSession(token.identity, node.hub_id, node.settings.send_queue_size, self,
+                              observe, token.expires_at, event_fetcher(node))
+        self.session = s
         node.registry.add(s)
         node.metrics.connects.inc()
         node.metrics.sessions.inc()

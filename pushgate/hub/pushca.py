@@ -4,10 +4,12 @@
 A connection opened through Pushca's connection string (``/{jwt}``,
 :mod:`pushgate.hub.connection`) is a native session in every other respect: it is in the
 registry and the directory, filters and sends reach it, slow consumers are closed the
-same way. What differs is what it sees: no ``hello``, no backlog, no ``head``, replies
-or ``kicked`` frames (stored events, seqs and read state stay native features); live
+same way. What differs is what it sees: no ``hello``, no backlog, no replies or
+``kicked`` frames (stored events, seqs and read state stay native features); live
 events come as the plain body, or as ``<messageId>@@<body>`` when the send waits for an
-acknowledge. Its ACKNOWLEDGE command is the native ack of that event's seq, so the
+acknowledge. A stored event over ``inline_event_max_bytes``, announced to native
+clients by ``head`` only, is fetched by the session and written whole; frames that
+arrive meanwhile wait behind it, so the order is kept. Its ACKNOWLEDGE command is the native ack of that event's seq, so the
 sender's ``/send-notification-with-acknowledge`` (or ``ack`` send) returns 200.
 
 SEND_MESSAGE and SEND_MESSAGE_WITH_ACKNOWLEDGE take the translation of the HTTP aliases
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pushgate import protocol as p
 from pushgate import pushca_protocol as pp
 from pushgate.auth import Identity
 from pushgate.errors import CloseCode, Forbidden, Internal, InvalidRequest, PushgateError
@@ -33,6 +37,9 @@ from pushgate.router.requests import from_pushca, parse_send
 
 log = get_logger("pushgate.hub.pushca")
 MAX_PENDING = 32  # sends waiting per session before its socket stops being read
+#: The native event frame of a stored event (user, seq), None if it is gone.
+FetchEvent = Callable[[str, int], Awaitable[str | None]]
+_HEAD = '{"type":"head"'
 
 _last_frame: str | None = None
 _last_message: pp.Message | None = None
@@ -48,22 +55,57 @@ def _message(frame: str) -> pp.Message | None:
     return _last_message
 
 
+def event_fetcher(node: HubNode) -> FetchEvent:
+    """A :data:`FetchEvent` reading the store through ``node.router``."""
+    async def fetch(user: str, seq: int) -> str | None:
+        try:
+            events, _, _ = await node.router.fetch(user, seq - 1, 1)
+        except PushgateError as e:  # store unavailable: the message is not written
+            node.metrics.error(e.code)
+            log.warning("fetching a large event for a Pushca session failed", error=e.message)
+            return None
+        if not events or events[0].seq != seq:
+            return None  # expired meanwhile
+        ev = events[0]
+        return p.encode_event(ev.seq, ev.id, ev.body, ev.created_at)
+    return fetch
+
+
 class PushcaSession(Session):
     """A session that writes Pushca's messages (see the module docstring). It has no
     catch-up: it is OPEN from the start."""
 
-    __slots__ = ("_awaiting",)
+    __slots__ = ("_awaiting", "_behind", "_fetch", "_fetching")
 
     def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
-                 observe: Observe | None = None, expires_at: float = float("inf")):
+                 observe: Observe | None = None, expires_at: float = float("inf"),
+                 fetch: FetchEvent | None = None):
         super().__init__(identity, hub, max_queue, out, observe, expires_at)
         self.state = State.OPEN
         # messageId -> seq of the messages written with an id, waiting for ACKNOWLEDGE
         self._awaiting: OrderedDict[str, int] = OrderedDict()
+        self._fetch = fetch
+        self._fetching: asyncio.Task[None] | None = None
+        # frames that came while a large event is fetched (None: no fetch running)
+        self._behind: deque[tuple[str, int, float, bool]] | None = None
 
     def push(self, frame: str, seq: int = 0, t0: float = 0.0, again: bool = False) -> bool:
+        if self._behind is not None:  # a large event is being fetched: keep the order
+            if self.state is not State.OPEN:
+                return False
+            if len(self._behind) >= self.max_queue:
+                self.close(CloseCode.SLOW, "send queue overflow: client too slow")
+                return False
+            self._behind.append((frame, seq, t0, again))
+            return True
         msg = _message(frame)
         if msg is None:
+            if seq and self._fetch is not None and frame.startswith(_HEAD) \
+                    and self.state is State.OPEN and (seq > self.last_seq or again):
+                self._behind = deque()
+                self._fetching = asyncio.get_running_loop().create_task(
+                    self._fetch_large(seq, t0, again))
+                return True
             return False
         if again and seq:  # a send that waits for the acknowledge
             mid = msg.message_id(seq)
@@ -74,6 +116,21 @@ class PushcaSession(Session):
                 awaiting.popitem(last=False)
             return super().push(pp.with_id(mid, msg.body), seq, t0, again)
         return super().push(msg.body, seq, t0, again)
+
+    async def _fetch_large(self, seq: int, t0: float, again: bool) -> None:
+        assert self._fetch is not None
+        try:
+            frame = await self._fetch(self.identity.user, seq)
+        finally:
+            behind, self._behind = self._behind or deque(), None
+            self._fetching = None
+        if frame is not None:
+            self.push(frame, seq, t0, again)
+        while behind:  # in order; one of them may start the next fetch
+            if self._behind is not None:
+                self._behind.extend(behind)
+                break
+            self.push(*behind.popleft())
 
     def push_reply(self, text: str) -> None:
         """An answer to a command (written as is)."""

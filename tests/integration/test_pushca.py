@@ -224,6 +224,28 @@ async def test_send_with_acknowledge_200_after_ack_and_408_without(tmp_path: Pat
             assert json.loads(body)["error"]["field"] == "metaData.messageId"
 
 
+async def test_large_stored_messages_are_written_whole_and_in_order(tmp_path: Path) -> None:
+    """A stored event over inline_event_max_bytes reaches native clients as ``head``
+    only; a Pushca client gets the whole message, and what was sent after it comes
+    after it."""
+    with running_server(tmp_path, PUSHGATE_INLINE_EVENT_MAX_BYTES="64") as srv:
+        dora = client_obj("dora@test.ee", "d1")
+        async with pushca_client(srv, dora) as d, srv.http() as http:
+            big = "x" * 5000
+            send = asyncio.create_task(http.post("/send-notification-with-acknowledge", json={
+                "id": "big-1", "client": dora, "message": big}))
+            assert await d.message() == ("big-1", big)
+            r = await asyncio.wait_for(send, TIMEOUT)
+            assert r.status_code == 200, r.text
+            for n in range(3):  # plain large ones, in order with small ones between
+                for body in (f"{n}" * 100, f"small {n}"):
+                    r = await http.post("/v1/notifications", json={
+                        "users": ["dora@test.ee"], "body": body})
+                    assert r.status_code == 200
+            assert [(await d.message())[1] for _ in range(6)] == [
+                b for n in range(3) for b in (f"{n}" * 100, f"small {n}")]
+
+
 # -- filters ---------------------------------------------------------------------------------------
 
 
