@@ -3,6 +3,7 @@ decisions (pushgate.hub.public_open), without servers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -10,9 +11,11 @@ import pytest
 from pushgate import protocol as p
 from pushgate import pushca_protocol as pp
 from pushgate.auth import PUSHCA_SCOPE, Identity, TokenCodec
-from pushgate.errors import Forbidden, InvalidRequest
+from pushgate.errors import CloseCode, Forbidden, InvalidRequest
 from pushgate.hub.public_open import PublicOpen
+from pushgate.hub.pushca import PushcaSession
 from pushgate.logs import RedactTokens
+from tests.unit.test_session import Outlet
 
 
 def test_browser_form_commands() -> None:
@@ -140,3 +143,45 @@ def test_log_redaction_of_connection_strings() -> None:
                                ("1.2.3.4:5", "/eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl"), None)
     RedactTokens().filter(record)
     assert record.getMessage() == '1.2.3.4:5 - "WebSocket /***" [accepted]'
+
+
+# -- PushcaSession (pushgate.hub.pushca): what reaches the wire ---------------------------------
+
+
+async def test_pushca_session_writes_pushca_messages_in_order() -> None:
+    fetches: dict[int, asyncio.Future[str | None]] = {}
+
+    async def fetch(user: str, seq: int) -> str | None:
+        fetches[seq] = asyncio.get_running_loop().create_future()
+        return await fetches[seq]
+
+    out = Outlet()
+    s = PushcaSession(Identity("u"), "hub", 8, out, fetch=fetch)
+    assert s.state.value == "open"  # no catch-up
+    assert not s.push(p.encode_hello("s", "u", 0, 0, {}))
+    assert s.push(p.encode_event(None, None, b'"plain"', 1.0))
+    assert s.push(p.encode_event(1, "m-1", b'{"k":1}', 1.0), 1, again=True)
+    # a large stored event (head) is fetched; what comes meanwhile waits behind it
+    assert s.push(p.encode_head(2), 2)
+    assert s.push(p.encode_event(3, None, b'"after"', 1.0), 3)
+    assert s.push(p.encode_head(4), 4, again=True)
+    assert s.push(p.encode_event(None, None, b'"last"', 1.0))
+    await asyncio.sleep(0)
+    assert list(fetches) == [2]
+    assert out.wire == ["plain", 'm-1@@{"k":1}']
+    fetches[2].set_result(p.encode_event(2, None, b'"big two"', 1.0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert list(fetches) == [2, 4]  # the next large one, in its turn
+    assert out.wire == ["plain", 'm-1@@{"k":1}', "big two", "after"]
+    fetches[4].set_result(p.encode_event(4, "big-4", b'"big four"', 1.0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert out.wire == ["plain", 'm-1@@{"k":1}', "big two", "after", "big-4@@big four", "last"]
+    # ACKNOWLEDGE ids map back to seqs, once
+    assert s.acknowledged("big-4") == 4 and s.acknowledged("big-4") == 0
+    assert s.acknowledged("m-1") == 1
+    # kicked: the close code only, no 'kicked' frame
+    s.kick(p.encode_kicked("quota", None), "kicked")
+    assert out.close is not None and out.close[0] == CloseCode.KICKED
+    assert not any("kicked" in w for w in out.wire)
