@@ -69,6 +69,20 @@ async def test_open_connection_advertises_pushca_connection_strings(
     assert jwt not in server.log_text()
 
 
+async def test_pushca_sessions_are_kept_by_their_pongs(tmp_path: Path) -> None:
+    """Pushca clients send nothing of their own: answering the server's pings keeps
+    their session, where a native one that sends nothing is closed idle (4002)."""
+    with running_server(tmp_path, PUSHGATE_IDLE_TIMEOUT_S="1.5",
+                        PUSHGATE_PING_INTERVAL_S="0.3", PUSHGATE_PING_TIMEOUT_S="1") as srv:
+        async with pushca_client(srv, client_obj("quiet-pushca")) as quiet, \
+                ws_client(srv, "quiet-native") as native:
+            code, _ = await native.closed()
+            assert code == 4002
+            # the Pushca session, idle since before the native one connected, is open
+            assert await quiet.command("PING", None) is None
+            assert quiet.ws.close_code is None
+
+
 async def test_connection_string_errors(server: ServerProcess) -> None:
     # a path that is not a JWT: 404 naming both endpoints
     with pytest.raises(Exception) as info:
@@ -218,6 +232,13 @@ async def test_send_with_acknowledge_200_after_ack_and_408_without(tmp_path: Pat
             # acknowledging later does not matter any more; an unknown id is ignored
             assert await s.command("ACKNOWLEDGE", {"messageId": "m-2"}) is None
             assert await s.command("ACKNOWLEDGE", {"messageId": "never-sent"}) is None
+            # SEND_MESSAGE_WITH_ACKNOWLEDGE to the silent client: the ack_timeout error
+            body = await a.command("SEND_MESSAGE_WITH_ACKNOWLEDGE", {
+                "client": silent, "message": "nobody acks either"})
+            assert body is not None
+            assert json.loads(body)["error"]["code"] == "ack_timeout"
+            mid, body = await s.message()
+            assert body == "nobody acks either" and mid is not None and mid.isdigit()
             # ACKNOWLEDGE without messageId: an error RESPONSE naming the field
             body = await s.command("ACKNOWLEDGE", {})
             assert body is not None
@@ -386,6 +407,12 @@ async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Pat
             reply = r.json()
             async with pushca(reply["browserAdvertisedUrl"], origin="http://app.example"):
                 pass
+            # the websocket's Origin is checked as on /v1/ws
+            async with connect(reply["browserAdvertisedUrl"], open_timeout=TIMEOUT,
+                               origin="http://evil.example") as ws:  # type: ignore[arg-type]
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), TIMEOUT)
+                assert ws.close_code == 4103
             # ... which does not open a native session nor register devices
             async with ws_client(srv, token=reply["token"], expect_hello=False) as native:
                 code, reason = await native.closed()
