@@ -20,6 +20,11 @@ upgrade → check shutdown, Origin and token (failures close with a 41xx code an
 reason) → register the session (live frames are held) → ``hello`` and the backlog after
 ``?after=`` (:func:`pushgate.hub.ws.catch_up`) → release the held live frames, dropping
 seqs the backlog already carried.
+
+Pushca's connection string (a path that is one JWT, ``/{jwt}``) makes a
+:class:`~pushgate.hub.pushca.PushcaSession` instead: the same checks, no catch-up (it is
+open at once), Pushca's messages and commands (:mod:`pushgate.hub.pushca`), and its
+pongs count as activity for the idle timeout.
 """
 
 from __future__ import annotations
@@ -322,8 +327,7 @@ class WsConnection(asyncio.Protocol):
         pushca_token = None if url.path == PATH else connection_token(url.path)
         if url.path != PATH and pushca_token is None:
             self._reject(_json_response(404, "Not Found", "not_found",
-                                        f"no websocket endpoint at {url.path}; use {PATH} "
-                                        "(or Pushca's connection string /{jwt})"))
+                                        f"no websocket endpoint at {url.path}; use {PATH}"))
             return
         response = self.proto.accept(request)
         if response.status_code != 101:

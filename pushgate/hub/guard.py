@@ -26,7 +26,8 @@ On every connection it
     (``ws_class``, the hub's :class:`~pushgate.hub.connection.WsConnection`) is made
     with uvicorn's arguments and takes the transport with the head's raw bytes (what
     followed the head in the same read comes next, after the handshake was answered).
-    Its handshake is its business: a path other than ``/v1/ws`` gets its JSON 404,
+    Its handshake is its business: a path other than ``/v1/ws`` (or Pushca's
+    connection string ``/{jwt}``) gets its JSON 404,
     what is not a websocket upgrade (``h2c``, ``CONNECT``, HTTP/1.0) a JSON 4xx, and
     the connection ends. It releases the connection's per-IP slot itself
     (``releases_connection_limits``; any other class gets
