@@ -219,3 +219,14 @@ def test_pushgate_entry_that_is_not_a_table_is_reported(tmp_path: Path) -> None:
 def test_settings_class_forbids_unknown_fields() -> None:
     with pytest.raises(ValueError, match="nonsense"):
         Settings(nonsense=1)  # type: ignore[call-arg]
+
+
+def test_keyless_pushca_open_connection_needs_its_allow_lists() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(pushca_public_open_connection=True, pushca_public_workspaces="w1")
+    assert "pushca_public_applications must list" in str(info.value)
+    assert "pushca_public_workspaces and" not in str(info.value)
+    s = load_settings(pushca_public_open_connection=True, pushca_public_workspaces="w1, w2",
+                      pushca_public_applications='["chat"]')
+    assert s.pushca_public_workspaces == ["w1", "w2"] and s.pushca_public_applications == ["chat"]
+    assert not load_settings().pushca_public_open_connection  # off by default
