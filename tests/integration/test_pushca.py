@@ -388,6 +388,7 @@ async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Pat
                         PUSHGATE_PUSHCA_PUBLIC_APPLICATIONS="MY_APPLICATION,OTHER_APP",
                         PUSHGATE_PUSHCA_PUBLIC_RATE_PER_IP="0.2",
                         PUSHGATE_PUSHCA_PUBLIC_BURST="4",
+                        PUSHGATE_TRUSTED_PROXIES="127.0.0.1",
                         PUSHGATE_ALLOWED_ORIGINS="http://app.example") as srv:
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=TIMEOUT) as http:
             # CORS preflight, as a browser on the allowed origin sends it
@@ -437,6 +438,14 @@ async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Pat
             r = await http.post("/open-connection", json={"client": client_obj("pub")})
             assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
             assert r.headers["retry-after"] == "5"
+            # per client IP: behind a trusted proxy, the X-Forwarded-For address
+            for _ in range(4):
+                r = await http.post("/open-connection", json={"client": client_obj("pub")},
+                                    headers={"X-Forwarded-For": "203.0.113.7"})
+                assert r.status_code == 200, r.text
+            r = await http.post("/open-connection", json={"client": client_obj("pub")},
+                                headers={"X-Forwarded-For": "203.0.113.7"})
+            assert r.status_code == 429
             # with the API key: not limited by the keyless rate nor the lists
             r = await http.post("/open-connection", json={
                 "client": client_obj("pub", workspace="admins")},
