@@ -9,8 +9,9 @@ same way. What differs is what it sees: no ``hello``, no backlog, no replies or
 events come as the plain body, or as ``<messageId>@@<body>`` when the send waits for an
 acknowledge. A stored event over ``inline_event_max_bytes``, announced to native
 clients by ``head`` only, is fetched by the session and written whole; frames that
-arrive meanwhile wait behind it, so the order is kept. Its ACKNOWLEDGE command is the native ack of that event's seq, so the
-sender's ``/send-notification-with-acknowledge`` (or ``ack`` send) returns 200.
+arrive meanwhile wait behind it, so the order is kept. Its ACKNOWLEDGE command is the
+native ack of that event's seq, so the sender's ``/send-notification-with-acknowledge``
+(or ``ack`` send) returns 200.
 
 SEND_MESSAGE and SEND_MESSAGE_WITH_ACKNOWLEDGE take the translation of the HTTP aliases
 (:func:`pushgate.router.requests.from_pushca`) and the same send path; a filter stays
