@@ -112,7 +112,8 @@ REQUEST_BODY=$(jq -n --arg workSpaceId "$WORKSPACE_ID" --arg accountId "$ACCOUNT
   --arg deviceId "$DEVICE_ID" --arg applicationId "$APPLICATION_ID" \
   '{client:{workSpaceId: $workSpaceId, accountId: $accountId, deviceId: $deviceId, applicationId: $applicationId}}')
 wsurl=$(curl -s "$PUSHGATE/open-connection" -H 'Content-Type: application/json' \
-  -H "Authorization: Bearer $PUSHGATE_API_KEY" -d "$REQUEST_BODY" | jq -r '.externalAdvertisedUrl')
+  ${PUSHGATE_API_KEY:+-H "Authorization: Bearer $PUSHGATE_API_KEY"} -d "$REQUEST_BODY" \
+  | jq -r '.externalAdvertisedUrl')
 echo "URL $wsurl"
 exec "$WSCAT" -c "$wsurl"
 """
@@ -148,13 +149,17 @@ class Wscat:
 
 
 @contextlib.asynccontextmanager
-async def wscat(srv: ServerProcess, account: str) -> AsyncIterator[Wscat]:
+async def wscat(srv: ServerProcess, account: str, *, key: bool = True
+                ) -> AsyncIterator[Wscat]:
+    """The document's script (``key``: with the API key header added; without it, the
+    script exactly as Pushca publishes it, for the keyless mode)."""
     for tool in ("curl", "jq", "bash"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: apt-get install {tool} (./scripts/test does)")
     if not WSCAT.exists():
         pytest.fail("wscat is missing: (cd clients/js && npm ci) (./scripts/test does)")
-    env = {**os.environ, "PUSHGATE": srv.base_url, "PUSHGATE_API_KEY": srv.api_key,
+    env = {**os.environ, "PUSHGATE": srv.base_url,
+           "PUSHGATE_API_KEY": srv.api_key if key else "",
            "WSCAT": str(WSCAT), "WORKSPACE_ID": "workSpaceMain", "ACCOUNT_ID": account,
            "DEVICE_ID": "311aae05-bade-48bf-b390-47a93a66c89e",
            "APPLICATION_ID": "MY_APPLICATION", "NO_COLOR": "1"}
@@ -201,6 +206,20 @@ async def test_wscat_receives_send_notification_and_acknowledges(
         await w.type(json.dumps({"command": "SUBSCRIBE", "metaData": {}}))
         err = await w.line(lambda t: t.startswith("{"))
         assert json.loads(err)["error"]["field"] == "command", w.lines
+
+
+async def test_wscat_script_unchanged_against_the_keyless_mode(tmp_path: Path) -> None:
+    """Pushca's script as published (no credential) works once the keyless
+    open-connection is on for its workspace and application."""
+    with running_server(tmp_path, PUSHGATE_PUSHCA_PUBLIC_OPEN_CONNECTION="true",
+                        PUSHGATE_PUSHCA_PUBLIC_WORKSPACES="workSpaceMain",
+                        PUSHGATE_PUSHCA_PUBLIC_APPLICATIONS="MY_APPLICATION") as srv:
+        async with wscat(srv, "client1@test.ee", key=False) as w, srv.http() as http:
+            r = await http.post("/send-notification", json={
+                "filter": {"workSpaceId": "workSpaceMain", "accountId": "client1@test.ee"},
+                "message": "Hello dear users!"})
+            assert r.status_code == 200 and r.json()["sessions"] == 1, r.text
+            assert await w.line(lambda t: "Hello" in t) == "Hello dear users!"
 
 
 # -- acknowledge ---------------------------------------------------------------------------------
