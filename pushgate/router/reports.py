@@ -34,11 +34,12 @@ _counter = 0
 
 
 def new_report_id() -> str:
-    """A report id for a send without ``id``: unique across processes (random process
-    prefix, time, counter), sortable by time within a process."""
+    """A report id for a send without ``id``: ``r-<ms>-<process>-<n>`` (hex, 32
+    characters: unix milliseconds, a random process prefix, a counter), unique across
+    processes and sortable by time within a process."""
     global _counter
-    _counter += 1
-    return f"r-{int(time.time() * 1000):x}-{_prefix}-{_counter:x}"
+    _counter = (_counter + 1) & 0xFFFFFFFF
+    return f"r-{int(time.time() * 1000):012x}-{_prefix}-{_counter:08x}"
 
 
 class Reports(Protocol):
