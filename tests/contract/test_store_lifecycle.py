@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from pyroaring import BitMap
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pyroaring import BitMap
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushgate.store import (
