@@ -66,7 +66,9 @@ class GatewayMetrics:
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",
                               ["code"], registry=r)
         self.cleaned = Counter("pushgate_events_expired_total",
-                               "Expired events deleted by the TTL cleanup.", registry=r)
+                               "Expired events deleted by the TTL cleanup (and, once no "
+                               "expired event is left, expired delivery reports).",
+                               registry=r)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
 
     # router.core.Metrics
