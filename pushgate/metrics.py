@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -42,10 +44,23 @@ class LoopHistogram:
         yield family
 
 
+def _version() -> str:
+    try:
+        return metadata.version("pushgate")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
+        return "unknown"
+
+
+VERSION = _version()
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.started_at = time.time()
         r = self.registry
+        Gauge("pushgate_build_info", "Always 1; the label says which pushgate runs.",
+              ["version"], registry=r).labels(VERSION).set(1)
         self.sessions = Gauge("pushgate_sessions", "Live websocket sessions on this hub.",
                               registry=r)
         self.connects = Counter("pushgate_connects_total", "Websocket sessions opened.",
@@ -65,6 +80,16 @@ class GatewayMetrics:
                              registry=r)
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",
                               ["code"], registry=r)
+        self.acks = Counter("pushgate_acks_total",
+                            "Acks received from clients (one per ack frame).", registry=r)
+        self.router_links = Gauge("pushgate_router_links",
+                                  "Routers this cluster hub is linked to (0: it takes no "
+                                  "sessions or sends).", registry=r)
+        self.linked_hubs = Gauge("pushgate_linked_hubs",
+                                 "Hubs linked to this router by a HubLink stream.", registry=r)
+        self.push_queue = Gauge("pushgate_push_queue",
+                                "Pushes waiting in the store's outbox (all bridge workers "
+                                "of the store; sampled every few seconds).", registry=r)
         self.cleaned = Counter("pushgate_events_expired_total",
                                "Expired events deleted by the TTL cleanup.", registry=r)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
@@ -77,11 +102,34 @@ class GatewayMetrics:
         if n:
             self.deliveries.inc(n)
 
+    def acked(self) -> None:
+        self.acks.inc()
+
     def kicked(self, n: int) -> None:
         self.kicks.inc(n)
 
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
 
+    def snapshot(self) -> dict[str, float]:
+        """Every sample of the registry as ``{"name{label=\"v\",...}": value}`` (no
+        ``_created``): what a hub's heartbeat and a router's Status carry, and what the
+        admin dashboard turns into rates."""
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                out[series_key(sample.name, sample.labels)] = sample.value
+        return out
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    """``name`` or ``name{a="x",b="y"}`` (labels sorted), as in the Prometheus text format."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
