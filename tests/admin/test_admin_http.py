@@ -4,10 +4,8 @@ login and its cookie, the API behind it, the event stream and shutdown."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 from pushgate.hub.admin import COOKIE, AdminAuth
 from pushgate.settings import SettingsError, load_settings
 from tests.admin.conftest import ADMIN_KEY, login
+from tests.support.admin import sse_events
 from tests.support.server import ServerProcess, running_server
 
 
@@ -106,19 +105,6 @@ def test_cookie_expires_and_key_change_logs_out() -> None:
     assert AdminAuth(ADMIN_KEY, ttl_s=60).session(cookie, now) is not None  # another hub
 
 
-async def _events(lines: AsyncIterator[str], n: int) -> list[tuple[str, dict]]:
-    out: list[tuple[str, dict]] = []
-    name = ""
-    async for line in lines:
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            out.append((name, json.loads(line[6:])))
-            if len(out) == n:
-                return out
-    raise AssertionError(f"the stream ended after {out}")
-
-
 async def test_event_stream_and_shutdown(admin_server: ServerProcess) -> None:
     srv = admin_server
     async with _client(srv) as http:
@@ -129,7 +115,7 @@ async def test_event_stream_and_shutdown(admin_server: ServerProcess) -> None:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             lines = r.aiter_lines()
-            events = await asyncio.wait_for(_events(lines, 2), 20)
+            events = await asyncio.wait_for(sse_events(lines, 2), 20)
             assert events[0][0] == "history" and isinstance(events[0][1]["points"], list)
             name, sample = events[1]
             assert name == "sample"
@@ -143,6 +129,6 @@ async def test_event_stream_and_shutdown(admin_server: ServerProcess) -> None:
             started = time.monotonic()
             stop = asyncio.create_task(asyncio.to_thread(srv.stop, signal.SIGTERM))
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, AssertionError)):
-                await asyncio.wait_for(_events(lines, 1000), 20)
+                await asyncio.wait_for(sse_events(lines, 1000), 20)
             assert await stop in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
             assert time.monotonic() - started < 5  # not the 5 s shutdown grace

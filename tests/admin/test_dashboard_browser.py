@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.admin.conftest import ADMIN_KEY, traffic
+from tests.admin.conftest import ADMIN_KEY
+from tests.support.admin import traffic
 from tests.support.browser import ROOT, Browser, browser
 from tests.support.server import ServerProcess
 from tests.support.ws import ws_client
