@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds).")
     max_event_ttl_s: int = Field(365 * 86400, gt=0, le=100 * 365 * 86400,
                                  description="Largest TTL a sender may set.")
+    report_flush_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Delivery reports: each process writes its counts "
+        "(sends, deliveries, acks, pushes) to the store at most this often, in one "
+        "transaction; a report lags by up to this long.")
     cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
     cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
     cleanup_duty: float = Field(

@@ -59,6 +59,9 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/v1/open-connection", api.open_connection, methods=["POST"]),
         Route("/v1/notifications", api.send_notification, methods=["POST"]),
+        Route("/v1/notifications", api.list_reports, methods=["GET"]),
+        Route("/v1/notifications/{report}", api.get_report, methods=["GET"]),
+        Route("/v1/notifications/{report}/users/{user}", api.get_report_user, methods=["GET"]),
         Route("/v1/users/{user}/events", api.user_events, methods=["GET"]),
         Route("/v1/users/{user}/read", api.user_read, methods=["POST"]),
         Route("/v1/users/{user}/read-state", api.user_read_state, methods=["GET"]),

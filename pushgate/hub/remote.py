@@ -25,7 +25,7 @@ from pushgate.router.base import RoutingCore, SendResult
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import SendRequest
 from pushgate.rpc import pushgate_pb2 as pb
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 CALL_TIMEOUT_S = 10.0
 
@@ -137,3 +137,16 @@ class RemoteRouter(RoutingCore):
     async def devices(self, user: str) -> list[Device]:
         reply = await self._call("Devices", pb.UserRequest(user=user))
         return [wire.device_from_pb(d) for d in reply.devices]
+
+    # -- delivery reports ----------------------------------------------------------------
+
+    async def report(self, report: str) -> Report:
+        return wire.report_from_pb(await self._call("GetReport", pb.ReportRequest(report=report)))
+
+    async def latest_reports(self, limit: int) -> list[Report]:
+        reply = await self._call("ListReports", pb.ListReportsRequest(limit=limit))
+        return [wire.report_from_pb(r) for r in reply.reports]
+
+    async def report_user(self, report: str, user: str) -> ReportUser:
+        return wire.report_user_from_pb(await self._call(
+            "GetReportUser", pb.ReportUserRequest(report=report, user=user)))

@@ -37,6 +37,8 @@ from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 
 log = get_logger("pushgate.router")
 
+DEFAULT_REPORTS = 20  # ListReports without a limit
+
 
 class Deps(Protocol):
     """What the servicers need from the router process."""
@@ -188,6 +190,28 @@ class GatewayService(pb_grpc.GatewayServicer):
                     hub.id, hub.kind = stream.hub_id, "hub"
                 reply.hubs.append(hub)
             return reply
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def GetReport(self, request: pb.ReportRequest, context: aio.ServicerContext) -> pb.Report:
+        async def op() -> pb.Report:
+            return wire.report_to_pb(await self.deps.router.report(request.report))
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def ListReports(self, request: pb.ListReportsRequest,
+                          context: aio.ServicerContext) -> pb.ReportsReply:
+        async def op() -> pb.ReportsReply:
+            found = await self.deps.router.latest_reports(request.limit or DEFAULT_REPORTS)
+            return pb.ReportsReply(reports=[wire.report_to_pb(r) for r in found])
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def GetReportUser(self, request: pb.ReportUserRequest,
+                            context: aio.ServicerContext) -> pb.ReportUser:
+        async def op() -> pb.ReportUser:
+            return wire.report_user_to_pb(
+                await self.deps.router.report_user(request.report, request.user))
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
