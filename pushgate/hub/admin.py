@@ -15,6 +15,8 @@ on the hub that served it (and clears the cookie). The page holds no secret; eve
   sessions per hub, rates, latency; see :mod:`pushgate.hub.adminstats`), after one
   ``history`` event with the last minutes' chart points.
 - ``GET /admin/api/users/{user}``: the user's live sessions, read state and devices.
+- ``GET /admin/api/reports?limit=``, ``GET /admin/api/reports/{report}``: the latest
+  sends' delivery reports, one report (as ``GET /v1/notifications...``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,19 @@ from pushgate.auth import check_id
 from pushgate.errors import NotFound, Unauthorized
 from pushgate.hub import bodies
 from pushgate.hub.adminstats import Sampler
+from pushgate.hub.api import query_int
 from pushgate.hub.node import HubNode
-from pushgate.hub.responses import device_payload, json_response, read_state_payload
+from pushgate.hub.responses import (
+    device_payload,
+    json_response,
+    read_state_payload,
+    report_payload,
+)
 
 COOKIE = "pushgate_admin"
 STATIC = Path(str(resources.files("pushgate.hub") / "static" / "admin"))
 LOGIN_MAX_BYTES = 4096
+LATEST_SENDS_MAX = 100
 
 
 class AdminAuth:
@@ -103,6 +112,8 @@ class Admin:
             Route("/admin/logout", self.logout, methods=["POST"]),
             Route("/admin/api/stream", self.stream, methods=["GET"]),
             Route("/admin/api/users/{user}", self.user, methods=["GET"]),
+            Route("/admin/api/reports", self.reports, methods=["GET"]),
+            Route("/admin/api/reports/{report}", self.report, methods=["GET"]),
             Mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static"),
         ]
 
@@ -182,6 +193,17 @@ class Admin:
                           "application": s.application} for s in sessions],
             "read_state": read_state,
             "devices": [device_payload(d) for d in devices]})
+
+    async def reports(self, request: Request) -> Response:
+        self._check(request)
+        limit = query_int(request.query_params.get("limit"), "limit", 20, 1, LATEST_SENDS_MAX)
+        found = await self.node.router.latest_reports(limit)
+        return json_response({"reports": [report_payload(r) for r in found]})
+
+    async def report(self, request: Request) -> Response:
+        self._check(request)
+        report = check_id(request.path_params["report"], "report")
+        return json_response(report_payload(await self.node.router.report(report)))
 
     async def close(self) -> None:
         await self.sampler.close()

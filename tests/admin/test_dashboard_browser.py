@@ -76,6 +76,20 @@ async def test_dashboard_login_live_rates_and_user_lookup(
                 await _shot(b, tmp_path, "admin-dashboard.png")
             assert statuses and set(statuses) == {200}
 
+            # latest sends: the newest is listed; a click shows its report, exact once the
+            # counts are flushed (the page fetches it again on each click)
+            newest = await wait(b, "(() => { const r = document.querySelector("
+                                "'#sends tbody tr'); return r && r.dataset.report; })()")
+            counts = await wait(b, f"""(() => {{
+                document.querySelector('#sends tr[data-report="{newest}"]').click();
+                const f = (k) => {{ const d = document.querySelector(
+                    '#report dd[data-field="' + k + '"]'); return d && d.textContent; }};
+                return f('acked') === '2' && ['addressed', 'stored', 'duplicates',
+                    'delivered', 'acked', 'pushed', 'push_failed'].map(f);
+            }})()""")
+            assert counts == ["2", "2", "0", "2", "2", "0", "0"]
+            assert await b.eval(_text("#report h3")) == f"report {newest}"
+
             # user lookup: u1's two live sessions with device and app, its inbox
             await b.call("fill", selector="#lookup-user", value="u1")
             await b.call("click", selector="form#lookup button")

@@ -66,6 +66,11 @@ async def test_cluster_dashboard_lists_nodes_and_counts(tmp_path: Path,
                             lines, lambda s: s["point"]["sends"] > 0
                             and s["point"]["deliveries"] > 0 and s["point"]["acks"] > 0
                             and s["point"]["p99_ms"] is not None)
+                    # the latest sends and their reports, through the routers
+                    latest = (await http.get("/admin/api/reports?limit=1")).json()["reports"]
+                    assert [(r["addressed"], r["stored"]) for r in latest] == [(2, 2)]
+                    one = await http.get(f"/admin/api/reports/{latest[0]['report']}")
+                    assert one.status_code == 200 and one.json()["addressed"] == 2
                     # user lookup from hub-0 finds cu1's sessions on both hubs
                     found = (await http.get("/admin/api/users/cu1")).json()
                     assert sorted(s["device"] for s in found["sessions"]) == ["laptop", "phone"]

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.support.api import ApiTarget, api
+from tests.support.waiting import wait_for
 from tests.support.ws import Client
 
 
@@ -57,10 +58,12 @@ async def wait_sample(lines: AsyncIterator[str], check: Callable[[dict[str, Any]
 @contextlib.asynccontextmanager
 async def traffic(srv: ApiTarget, clients: list[Client], users: list[str],
                   interval: float = 0.05) -> AsyncIterator[list[int]]:
-    """Sends to ``users`` every ``interval`` while the block runs; ``clients`` ack every
-    event they get. Yields the list of the sends' HTTP statuses."""
+    """Sends to ``users`` (every client is one of them) every ``interval`` while the
+    block runs; ``clients`` ack every event they get. Yields the sends' HTTP statuses.
+    On exit the sends stop and every client has received and acked every send."""
     statuses: list[int] = []
     stop = asyncio.Event()
+    acked = [0] * len(clients)
 
     async def sender() -> None:
         async with api(srv) as http:
@@ -73,17 +76,23 @@ async def traffic(srv: ApiTarget, clients: list[Client], users: list[str],
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
 
-    async def acker(c: Client) -> None:
+    async def acker(i: int, c: Client) -> None:
         while True:
             frame = await c.recv(timeout=60)
             if frame.get("type") == "event" and frame.get("seq"):
                 await c.send({"type": "ack", "seq": frame["seq"]})
+                acked[i] += 1
 
-    tasks = [asyncio.create_task(sender()), *(asyncio.create_task(acker(c)) for c in clients)]
+    send_task = asyncio.create_task(sender())
+    ackers = [asyncio.create_task(acker(i, c)) for i, c in enumerate(clients)]
     try:
         yield statuses
+        stop.set()
+        await send_task
+        await wait_for(lambda: acked, 20, "every client's acks",
+                       until=lambda a: all(n == len(statuses) for n in a))
     finally:
         stop.set()
-        for t in tasks[1:]:
+        for t in [send_task, *ackers]:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(send_task, *ackers, return_exceptions=True)

@@ -107,7 +107,11 @@ function connect() {
 // -- user lookup -----------------------------------------------------------------------------
 function dl(pairs) {
   const d = el("dl");
-  for (const [k, v] of pairs) { d.appendChild(el("dt", k)); d.appendChild(el("dd", v)); }
+  for (const [k, v] of pairs) {
+    d.appendChild(el("dt", k));
+    const dd = d.appendChild(el("dd", v));
+    dd.dataset.field = k;
+  }
   return d;
 }
 
@@ -148,7 +152,8 @@ async function showReport(id) {
   box.hidden = false;
   if (!r.ok) { box.replaceChildren(el("p", body.error.message, "error")); return; }
   const pairs = REPORT_FIELDS.filter((k) => k in body).map((k) => [k, body[k]]);
-  for (const [reason, n] of Object.entries(body.failures || body.reasons || {})) pairs.push(["failed: " + reason, n]);
+  for (const [reason, n] of Object.entries(body.failed_by_reason || {})) pairs.push(["failed: " + reason, n]);
+  pairs.push(["created", new Date(body.created_at * 1000).toLocaleString()]);
   box.replaceChildren(el("h3", "report " + id), dl(pairs));
 }
 
@@ -159,11 +164,11 @@ async function loadSends() {
   const body = await r.json();
   $("sends-none").hidden = true;
   $("sends").hidden = false;
-  $("sends").tBodies[0].replaceChildren(...(body.reports || []).map((rep) => {
-    const tr = row([rep.id, rep.created_at ? new Date(rep.created_at * 1000).toLocaleTimeString() : "–",
+  $("sends").tBodies[0].replaceChildren(...body.reports.map((rep) => {
+    const tr = row([rep.report, new Date(rep.created_at * 1000).toLocaleTimeString(),
       rep.addressed, rep.stored, rep.delivered, rep.acked, rep.read], "clickable");
-    tr.dataset.report = rep.id;
-    tr.addEventListener("click", () => showReport(rep.id));
+    tr.dataset.report = rep.report;
+    tr.addEventListener("click", () => showReport(rep.report));
     return tr;
   }));
   return true;
