@@ -72,7 +72,7 @@ class HubNode:
             self.router = RemoteRouter(self.routers)
             routers = self.routers
             routers.metrics = self.metrics
-            self.metrics.router_links.set_function(lambda: sum(c.up for c in routers.conns))
+            self.metrics.count_router_links(lambda: sum(c.up for c in routers.conns))
         else:
             self.backend = RoutingBackend(settings, LocalHubs(self.registry), self.metrics)
             self.router = self.backend.router

@@ -57,7 +57,7 @@ class RouterNode:
         self.metrics = GatewayMetrics()
         self.api_keys = ApiKeys(settings.api_keys)
         self.hubs = LinkedHubs()
-        self.metrics.linked_hubs.set_function(lambda: len(self.hubs.hubs))
+        self.metrics.count_linked_hubs(lambda: len(self.hubs.hubs))
         self.backend = RoutingBackend(settings, self.hubs, self.metrics)
         self.router = self.backend.router
         self.directory = self.backend.directory

@@ -6,6 +6,7 @@ logout ends the stream. Screenshots of the views go to docs/img when
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from tests.support.server import ServerProcess
 from tests.support.ws import ws_client
 
 IMG = ROOT / "docs" / "img"
+SCREENSHOTS = os.environ.get("PUSHGATE_SCREENSHOTS") == "1"
 
 
 def _text(selector: str) -> str:
@@ -31,7 +33,7 @@ async def wait(b: Browser, expr: str, seconds: float = 20) -> Any:
 
 
 async def _shot(b: Browser, tmp_path: Path, name: str) -> None:
-    target = IMG if os.environ.get("PUSHGATE_SCREENSHOTS") == "1" else tmp_path
+    target = IMG if SCREENSHOTS else tmp_path
     await b.call("screenshot", path=str(target / name), width=1400, height=1000)
 
 
@@ -73,6 +75,8 @@ async def test_dashboard_login_live_rates_and_user_lookup(
                     await wait(b, f"parseFloat({_text(rate)}) > 0")
                 await wait(b, f"parseFloat({_text('#lat-p99')}) > 0")
                 assert await b.eval("document.querySelectorAll('#chart-rates canvas').length") == 1
+                if SCREENSHOTS:  # a picture with some history in the charts
+                    await asyncio.sleep(20)
                 await _shot(b, tmp_path, "admin-dashboard.png")
             assert statuses and set(statuses) == {200}
 

@@ -130,7 +130,7 @@ async function lookup(ev) {
   sessions.id = "user-sessions";
   sessions.appendChild(row([el("th", "session"), el("th", "hub"), el("th", "device"), el("th", "app"), el("th", "since")]));
   for (const s of body.sessions) {
-    sessions.appendChild(row([s.session, s.hub, s.device || "–", s.application || "–",
+    sessions.appendChild(row([s.session.slice(0, 8) + "…", s.hub, s.device || "–", s.application || "–",
       new Date(s.connected_at * 1000).toLocaleTimeString()]));
   }
   parts.push(el("p", body.sessions.length + " live session(s)"), sessions);
