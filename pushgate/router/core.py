@@ -23,11 +23,13 @@ from pushgate.protocol import encode_event, event_frame
 from pushgate.router.base import Hubs, RoutingCore, SendResult, UserResult
 from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
+from pushgate.router.directory.memory import MemoryDirectory
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.reports import Reports, new_report_id
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
 from pushgate.store.base import (
+    DELIVERED,
     Appended,
     Device,
     DeviceStore,
@@ -96,6 +98,7 @@ class Router(RoutingCore):
         self.metrics = metrics
         self.offline = offline  # the offline bridge's queue (None = no APNs/FCM)
         self.reports = reports if reports is not None else _NoReports()
+        self._local_directory = directory if isinstance(directory, MemoryDirectory) else None
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
         self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
         # deliveries leave in commit order even when directory lookups await (Redis):
@@ -179,9 +182,15 @@ class Router(RoutingCore):
         result = SendResult(report=report)
         reports = self.reports
         if req.stored:
+            # a memory directory answers at once: look the sessions up before storing too,
+            # so that the event rows are written with their DELIVERED mark (the flush
+            # corrects the few that a session opening or closing meanwhile changed)
+            local, device = self._local_directory, req.device
+            pre = {u for u in req.users if local.reaches(u, device)} if local else ()
             with store_errors():
                 appended = await self.committer.append(
-                    [NewEvent(u, req.body, req.ttl_s, req.id, report) for u in req.users])
+                    [NewEvent(u, req.body, req.ttl_s, req.id, report,
+                              DELIVERED if u in pre else 0) for u in req.users])
             prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
             self._last_delivery = mine
             try:
@@ -189,7 +198,7 @@ class Router(RoutingCore):
                 if prev is not None and not prev.done():
                     await prev
                 waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
-                stored = 0
+                stored = delivered = 0
                 inline_max = self.config.inline_event_max_bytes
                 for a in appended:
                     n = 0
@@ -199,10 +208,12 @@ class Router(RoutingCore):
                         n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
                                           req.ack)
                         if n:
-                            reports.delivered_event(a.user, a.seq)
+                            delivered += 1
+                        if (n > 0) is not (a.user in pre):
+                            reports.delivered_event(a.user, a.seq, n > 0)  # mark != fact
                     result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
                     result.sessions += n
-                reports.sent(report, len(appended), stored, len(appended) - stored,
+                reports.sent(report, len(appended), stored, len(appended) - stored, delivered,
                              now + req.ttl_s)
             finally:
                 mine.set_result(None)
@@ -229,8 +240,8 @@ class Router(RoutingCore):
                 result.results.append(UserResult(u, None, n))
                 result.sessions += n
                 delivered += n > 0
-            reports.sent(report, len(req.users), 0, 0, now + self.config.report_ttl_s)
-            reports.delivered_count(report, delivered)
+            reports.sent(report, len(req.users), 0, 0, delivered,
+                         now + self.config.report_ttl_s)
             self.metrics.sent("transient", len(req.users))
         self.metrics.delivered(result.sessions)
         if waiter is not None:
@@ -316,8 +327,8 @@ class Router(RoutingCore):
         else:
             result.sessions = await self.hubs.broadcast(flt, frame, counter, t0)
         # a filter addresses sessions, not users: both counts are sessions reached
-        self.reports.sent(report, result.sessions, 0, 0, now + self.config.report_ttl_s)
-        self.reports.delivered_count(report, result.sessions)
+        self.reports.sent(report, result.sessions, 0, 0, result.sessions,
+                          now + self.config.report_ttl_s)
         self.metrics.sent("filter", 1)
         self.metrics.delivered(result.sessions)
         return result
@@ -424,13 +435,10 @@ class _NoReports(Reports):
     """Counts nothing (a core built without a report counter, e.g. in unit tests)."""
 
     def sent(self, report: str, addressed: int, stored: int, duplicates: int,
-             expires_at: float) -> None:
+             delivered: int, expires_at: float) -> None:
         pass
 
-    def delivered_event(self, user: str, seq: int) -> None:
-        pass
-
-    def delivered_count(self, report: str, n: int) -> None:
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
         pass
 
     def acked_event(self, user: str, seq: int) -> None:

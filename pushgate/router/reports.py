@@ -5,10 +5,12 @@ duplicates, delivered; the acks reaching a router; the offline bridge: pushed, f
 adds to a :class:`ReportCounter`; it keeps deltas in memory, keyed by report id, and
 writes them every ``report_flush_interval_s`` in one store transaction
 (:meth:`~pushgate.store.base.ReportStore.record_reports`). The hot path costs a dict
-update per send and a list append per delivered event; no database round trip per
-delivery. Delivered and acked are counted from the events' marks in the store (so a
-user counts once however many sessions, hubs or routers saw the event); read marks are
-counted by the store's ``mark_read`` itself.
+update per send; no database round trip per delivery. Delivered is counted by the
+routing core when it hands an event to live sessions (once per user and send; the
+event row's DELIVERED mark, for the per-user status, is written with the event when the
+core knew the sessions before storing, else by the flush); acks are counted from the
+events' ACKED mark in the store (so a user counts once however many sessions, hubs or
+routers acked); read marks are counted by the store's ``mark_read`` itself.
 
 Report ids: a send's ``id`` when it has one, else a new one (:func:`new_report_id`).
 A flush that fails keeps its deltas for the next one (counts arrive late, not lost);
@@ -34,23 +36,23 @@ _counter = 0
 
 
 def new_report_id() -> str:
-    """A report id for a send without ``id``: unique across processes (random process
-    prefix, time, counter), sortable by time within a process."""
+    """A report id for a send without ``id``: ``r-<ms>-<process>-<n>`` (hex, 32
+    characters: unix milliseconds, a random process prefix, a counter), unique across
+    processes and sortable by time within a process."""
     global _counter
-    _counter += 1
-    return f"r-{int(time.time() * 1000):x}-{_prefix}-{_counter:x}"
+    _counter = (_counter + 1) & 0xFFFFFFFF
+    return f"r-{int(time.time() * 1000):012x}-{_prefix}-{_counter:08x}"
 
 
 class Reports(Protocol):
     """What the routing core and the bridge call (synchronous, never raise)."""
 
     def sent(self, report: str, addressed: int, stored: int, duplicates: int,
-             expires_at: float) -> None: ...
+             delivered: int, expires_at: float) -> None: ...
 
-    def delivered_event(self, user: str, seq: int) -> None: ...
-
-    def delivered_count(self, report: str, n: int) -> None:
-        """Transient sends (no events to mark): ``n`` users / sessions reached."""
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
+        """Set (or clear) the DELIVERED mark of a stored event whose row was written
+        without (with) it: per-user status only, counts come with :meth:`sent`."""
         ...
 
     def acked_event(self, user: str, seq: int) -> None: ...
@@ -69,7 +71,7 @@ class ReportCounter(Reports):
         self.interval_s = interval_s
         self.clock = clock
         self.deltas: dict[str, ReportDelta] = {}
-        self.delivered: list[tuple[str, int]] = []
+        self.delivered: list[tuple[str, int, bool]] = []
         self.acked: list[tuple[str, int]] = []
         self.flushes = 0
         self._pending = asyncio.Event()  # nothing counted: an idle process does not wake up
@@ -84,22 +86,19 @@ class ReportCounter(Reports):
         return d
 
     def sent(self, report: str, addressed: int, stored: int, duplicates: int,
-             expires_at: float) -> None:
+             delivered: int, expires_at: float) -> None:
         d = self._delta(report)
         d.addressed += addressed
         d.stored += stored
         d.duplicates += duplicates
+        d.delivered += delivered
         if expires_at > d.expires_at:
             d.expires_at = expires_at
 
-    def delivered_event(self, user: str, seq: int) -> None:
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
         if not self.delivered:
             self._pending.set()
-        self.delivered.append((user, seq))
-
-    def delivered_count(self, report: str, n: int) -> None:
-        if n:
-            self._delta(report).delivered += n
+        self.delivered.append((user, seq, delivered))
 
     def acked_event(self, user: str, seq: int) -> None:
         if not self.acked:
@@ -130,7 +129,7 @@ class ReportCounter(Reports):
                 log.warning("recording delivery reports failed; will retry", error=str(e))
                 self._keep(deltas, delivered, acked)
 
-    def _keep(self, deltas: dict[str, ReportDelta], delivered: list[tuple[str, int]],
+    def _keep(self, deltas: dict[str, ReportDelta], delivered: list[tuple[str, int, bool]],
               acked: list[tuple[str, int]]) -> None:
         for report, old in deltas.items():
             d = self._delta(report)
@@ -138,6 +137,8 @@ class ReportCounter(Reports):
             d.stored += old.stored
             d.duplicates += old.duplicates
             d.delivered += old.delivered
+            d.acked += old.acked
+            d.read += old.read
             d.pushed += old.pushed
             d.push_failed += old.push_failed
             d.expires_at = max(d.expires_at, old.expires_at)

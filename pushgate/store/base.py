@@ -77,6 +77,7 @@ class NewEvent:
     ttl_s: int
     id: str | None = None
     report: str | None = None  # the delivery report it counts in (ReportStore)
+    marks: int = 0  # DELIVERED when the sender already knows a live session will get it
 
 
 def check_new_event(event: NewEvent) -> None:
@@ -356,8 +357,10 @@ class ReportDelta:
     stored: int = 0
     duplicates: int = 0
     delivered: int = 0
+    acked: int = 0
     pushed: int = 0
     push_failed: int = 0
+    read: int = 0
     expires_at: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -401,15 +404,16 @@ class ReportStore(Protocol):
     delivery). All methods raise :class:`StoreError`."""
 
     async def record_reports(self, deltas: Mapping[str, ReportDelta],
-                             delivered: Sequence[tuple[str, int]],
+                             delivered: Sequence[tuple[str, int, bool]],
                              acked: Sequence[tuple[str, int]]) -> None:
         """In one transaction: add ``deltas`` to their reports (a report row is created
-        by its first delta; ``expires_at`` only grows), and mark the events ``(user,
-        seq)`` of ``delivered`` / ``acked``: each event that carries a report and did
-        not have the mark adds 1 to that report's ``delivered`` / ``acked`` (so repeats,
-        and marks from several processes, count once; events without a report or
-        already cleaned up count nothing). Delivered counts come from ``deltas`` *or*
-        from marks, not both: callers use one of the two for a report."""
+        by its first delta; ``expires_at`` only grows); set (``True``) or clear the
+        DELIVERED mark of the events ``(user, seq, delivered)`` (per-user status only:
+        delivered *counts* come in ``deltas``); and set the ACKED mark of the events
+        ``(user, seq)`` of ``acked``, each event that carries a report and did not have
+        the mark adding 1 to that report's ``acked`` (so repeats, and the same ack
+        flushed by several processes, count once). Events already cleaned up count
+        nothing."""
         ...
 
     async def report(self, report: str) -> Report | None:

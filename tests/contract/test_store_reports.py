@@ -5,6 +5,7 @@ every backend of conftest.py."""
 from __future__ import annotations
 
 from pushgate.store import NewEvent, ReportDelta, SqlEventStore
+from pushgate.store.base import DELIVERED
 
 from .conftest import TTL, FakeClock, StoreFactory
 
@@ -13,15 +14,15 @@ def rev(user: str, report: str, id: str | None = None, ttl: int = TTL) -> NewEve
     return NewEvent(user=user, body=b'{"n":1}', ttl_s=ttl, id=id, report=report)
 
 
-async def test_deltas_add_up_and_marks_count_once(store: SqlEventStore, clock: FakeClock) -> None:
+async def test_deltas_add_up_and_acks_count_once(store: SqlEventStore, clock: FakeClock) -> None:
     appended = await store.append([rev(u, "r1") for u in ("a", "b", "c")])
     seqs = {a.user: a.seq for a in appended}
-    await store.record_reports({"r1": ReportDelta(addressed=3, stored=3,
+    await store.record_reports({"r1": ReportDelta(addressed=3, stored=3, delivered=2,
                                                   expires_at=clock.now + TTL)}, [], [])
-    # two processes flush the same marks (a repeated ack, a second router): counted once
-    await store.record_reports({}, [("a", seqs["a"]), ("b", seqs["b"])], [("a", seqs["a"])])
+    # two processes flush the same ack (two sessions, a second router): counted once
+    await store.record_reports({}, [], [("a", seqs["a"]), ("a", seqs["a"])])
     await store.record_reports({"r1": ReportDelta(addressed=1, duplicates=1)},
-                               [("a", seqs["a"])], [("a", seqs["a"]), ("zz", 9)])
+                               [], [("a", seqs["a"]), ("zz", 9)])
 
     r = await store.report("r1")
     assert r is not None
@@ -30,18 +31,21 @@ async def test_deltas_add_up_and_marks_count_once(store: SqlEventStore, clock: F
     assert await store.report("nope") is None
 
 
-async def test_ack_marks_delivered_too_and_user_status(store: SqlEventStore) -> None:
-    (a,) = await store.append([rev("a", "r2")])
-    await store.append([rev("b", "r2")])
-    await store.record_reports({}, [], [("a", a.seq)])
+async def test_user_status_from_the_event_marks(store: SqlEventStore) -> None:
+    # a written with the DELIVERED mark (the sender knew its session), b without
+    (a,) = await store.append([NewEvent("a", b"1", TTL, None, "r2", DELIVERED)])
+    (b,) = await store.append([rev("b", "r2")])
+    (c,) = await store.append([NewEvent("c", b"1", TTL, None, "r2", DELIVERED)])
+    # the flush corrects marks: b was delivered after all, c was not
+    await store.record_reports({}, [("b", b.seq, True), ("c", c.seq, False)], [("a", a.seq)])
 
     r = await store.report("r2")
-    assert r is not None and (r.delivered, r.acked) == (1, 1)
-    ua = await store.report_user("r2", "a")
-    assert ua is not None and (ua.seq, ua.delivered, ua.acked, ua.read) == (a.seq, True, True, False)
-    ub = await store.report_user("r2", "b")
-    assert ub is not None and (ub.delivered, ub.acked, ub.read) == (False, False, False)
-    assert await store.report_user("r2", "c") is None
+    assert r is not None and (r.delivered, r.acked) == (0, 1)  # delivered comes in deltas
+    status = {u: await store.report_user("r2", u) for u in ("a", "b", "c")}
+    assert {u: (s.delivered, s.acked, s.read) for u, s in status.items() if s} == {
+        "a": (True, True, False), "b": (True, False, False), "c": (False, False, False)}
+    assert status["a"] is not None and status["a"].seq == a.seq
+    assert await store.report_user("r2", "d") is None
     assert await store.report_user("other", "a") is None
 
 

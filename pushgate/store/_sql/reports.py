@@ -6,6 +6,7 @@ the API, and the read counts that :meth:`mark_read` adds. See
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,95 +17,94 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import bitmap
 from .._dialects import chunks
-from ..base import ACKED, DELIVERED, MAX_REASON_LEN, Report, ReportDelta, ReportUser
+from ..base import (
+    ACKED,
+    DELIVERED,
+    MAX_REASON_LEN,
+    Report,
+    ReportDelta,
+    ReportUser,
+    StoreUnavailable,
+)
 from ..schema import events as events_t
 from ..schema import inboxes as inboxes_t
 from ..schema import report_reasons as reasons_t
 from ..schema import reports as reports_t
-from .tx import SqlTransactions
+from .tx import SqlTransactions, _sqlite_errors
 
 # deltas columns of ``reports`` (``read`` is ``read_n``: READ is reserved in MySQL)
 _COLUMNS = ("addressed", "stored", "duplicates", "delivered", "acked", "pushed", "push_failed",
             "read_n")
 
 
-def _merge(into: dict[str, dict[str, Any]], report: str, column: str, n: int,
-           expires_at: float) -> None:
-    row = into.get(report)
-    if row is None:
-        row = into[report] = dict.fromkeys(_COLUMNS, 0)
-        row["expires_at"] = 0.0
-        row["reasons"] = {}
-    row[column] += n
-    if expires_at > row["expires_at"]:
-        row["expires_at"] = expires_at
-
-
 class SqlReports(SqlTransactions):
     """``record_reports``, ``report``, ``latest_reports``, ``report_user``."""
 
     async def record_reports(self, deltas: Mapping[str, ReportDelta],
-                             delivered: Sequence[tuple[str, int]],
+                             delivered: Sequence[tuple[str, int, bool]],
                              acked: Sequence[tuple[str, int]]) -> None:
-        """See :meth:`ReportStore.record_reports`."""
-        rows: dict[str, dict[str, Any]] = {}
-        for report, d in deltas.items():
-            for column in ("addressed", "stored", "duplicates", "delivered", "pushed",
-                           "push_failed"):
-                _merge(rows, report, column, getattr(d, column), d.expires_at)
-            rows[report]["reasons"].update(d.reasons)
-        if not rows and not delivered and not acked:
+        """See :meth:`ReportStore.record_reports`. On a SQLite file: raw ``sqlite3``
+        statements in one call to the appender's thread (through SQLAlchemy the upsert
+        cost ~5x more per report, measured in docs/benchmarks.md)."""
+        if not deltas and not delivered and not acked:
             return
         now = self._clock()
+        values = _report_rows(deltas, now)
+        reasons = _reason_rows(deltas)
+        hop = self._one_hop
+        if hop is not None:
+            async with self._write_lock:
+                if self._engine is None:
+                    raise StoreUnavailable("event store is not started or already closed")
+                with _sqlite_errors():
+                    await hop.transaction(_sqlite_record, values, reasons, delivered, acked, now)
+            return
 
         async def body(conn: AsyncConnection) -> None:
-            merged = {k: {**v, "reasons": dict(v["reasons"])} for k, v in rows.items()}
-            if delivered or acked:
-                await self._apply_marks(conn, merged, delivered, acked)
-            if merged:
-                await self._upsert_reports(conn, merged, now)
+            rows = list(values)
+            if delivered:
+                ev = events_t.c
+                key = (ev.user_id == bindparam("u"), ev.seq == bindparam("s"))
+                on = [{"u": u, "s": s} for u, s, d in delivered if d]
+                off = [{"u": u, "s": s} for u, s, d in delivered if not d]
+                if on:
+                    await conn.execute(update(events_t).where(*key)
+                                       .values(marks=ev.marks.op("|")(DELIVERED)), on)
+                if off:
+                    await conn.execute(update(events_t).where(*key)
+                                       .values(marks=ev.marks.op("&")(~DELIVERED)), off)
+            if acked:
+                rows += _report_rows(await self._apply_acks(conn, acked), now)
+            if rows:
+                await self._upsert_reports(conn, rows, reasons)
 
         await self._write(body)
 
-    async def _apply_marks(self, conn: AsyncConnection, rows: dict[str, dict[str, Any]],
-                           delivered: Sequence[tuple[str, int]],
-                           acked: Sequence[tuple[str, int]]) -> None:
-        want: dict[tuple[str, int], int] = {}
-        for key in delivered:
-            want[key] = want.get(key, 0) | DELIVERED
-        for key in acked:
-            want[key] = want.get(key, 0) | ACKED | DELIVERED  # acked: it was delivered
+    async def _apply_acks(self, conn: AsyncConnection,
+                          acked: Sequence[tuple[str, int]]) -> dict[str, ReportDelta]:
+        """Set the ACKED mark of the events; the reports' ``acked`` deltas."""
         ev = events_t.c
         stmt = self._dialect.lock(
             select(ev.user_id, ev.seq, ev.report, ev.marks, ev.expires_at).where(
                 tuple_(ev.user_id, ev.seq).in_(bindparam("keys", expanding=True))), events_t)
         changes: list[dict[str, Any]] = []
-        for part in chunks(sorted(want), self._dialect.max_params // 2):
+        out: dict[str, ReportDelta] = {}
+        for part in chunks(sorted(set(acked)), self._dialect.max_params // 2):
             for user, seq, report, marks, expires_at in await conn.execute(
                     stmt, {"keys": list(part)}):
-                new = marks | want[(user, seq)]
-                if new == marks:
+                if marks & ACKED:
                     continue
-                changes.append({"u": user, "s": seq, "m": new})
-                if report is None:
-                    continue
-                if new & DELIVERED and not marks & DELIVERED:
-                    _merge(rows, report, "delivered", 1, expires_at)
-                if new & ACKED and not marks & ACKED:
-                    _merge(rows, report, "acked", 1, expires_at)
+                changes.append({"u": user, "s": seq, "m": marks | ACKED})
+                if report is not None:
+                    _add_ack(out, report, expires_at)
         if changes:
             await conn.execute(
                 update(events_t).where(ev.user_id == bindparam("u"), ev.seq == bindparam("s"))
                 .values(marks=bindparam("m")), changes)
+        return out
 
-    async def _upsert_reports(self, conn: AsyncConnection, rows: dict[str, dict[str, Any]],
-                              now: float) -> None:
-        values = [{"report": r, "created_at": now, "updated_at": now,
-                   "expires_at": v["expires_at"], **{c: v[c] for c in _COLUMNS}}
-                  for r, v in sorted(rows.items())]  # sorted: one lock order everywhere
-        reasons = [{"report": r, "reason": reason[:MAX_REASON_LEN], "n": n}
-                   for r, v in sorted(rows.items()) for reason, n in sorted(v["reasons"].items())
-                   if n]
+    async def _upsert_reports(self, conn: AsyncConnection, values: list[tuple[Any, ...]],
+                              reasons: list[tuple[str, str, int]]) -> None:
         t = reports_t.c
         stmt: Any
         rstmt: Any
@@ -112,7 +112,7 @@ class SqlReports(SqlTransactions):
             ins = mysql.insert(reports_t)
             stmt = ins.on_duplicate_key_update(
                 updated_at=ins.inserted.updated_at,
-                expires_at=_greatest(t.expires_at, ins.inserted.expires_at, "mysql"),
+                expires_at=func.greatest(t.expires_at, ins.inserted.expires_at),
                 **{c: getattr(t, c) + getattr(ins.inserted, c) for c in _COLUMNS})
             rins = mysql.insert(reasons_t)
             rstmt = rins.on_duplicate_key_update(n=reasons_t.c.n + rins.inserted.n)
@@ -121,15 +121,18 @@ class SqlReports(SqlTransactions):
             stmt = sins.on_conflict_do_update(
                 index_elements=[t.report],
                 set_={"updated_at": sins.excluded.updated_at,
-                      "expires_at": _greatest(t.expires_at, sins.excluded.expires_at, "sqlite"),
+                      "expires_at": func.max(t.expires_at, sins.excluded.expires_at),
                       **{c: getattr(t, c) + getattr(sins.excluded, c) for c in _COLUMNS}})
             srins = sqlite.insert(reasons_t)
             rstmt = srins.on_conflict_do_update(
                 index_elements=[reasons_t.c.report, reasons_t.c.reason],
                 set_={"n": reasons_t.c.n + srins.excluded.n})
-        await conn.execute(stmt, values)
+        names = ("report", "created_at", "updated_at", "expires_at", *_COLUMNS)
+        # sorted: one lock order everywhere (two processes upserting the same reports)
+        await conn.execute(stmt, [dict(zip(names, v, strict=True)) for v in sorted(values)])
         if reasons:
-            await conn.execute(rstmt, reasons)
+            await conn.execute(rstmt, [{"report": r, "reason": reason, "n": n}
+                                       for r, reason, n in sorted(reasons)])
 
     async def count_reads(self, conn: AsyncConnection, user: str, found: BitMap) -> None:
         """Add the newly read seqs ``found`` of ``user`` to their reports' ``read_n``
@@ -141,12 +144,16 @@ class SqlReports(SqlTransactions):
             stmt = stmt.where(ev.seq.in_(list(found)))
         else:
             stmt = stmt.where(ev.seq.between(found.min(), found.max()))
-        rows: dict[str, dict[str, Any]] = {}
+        reads: dict[str, ReportDelta] = {}
         for seq, report, expires_at in await conn.execute(stmt):
             if seq in found:
-                _merge(rows, report, "read_n", 1, expires_at)
-        if rows:
-            await self._upsert_reports(conn, rows, self._clock())
+                d = reads.get(report)
+                if d is None:
+                    d = reads[report] = ReportDelta()
+                d.read += 1
+                d.expires_at = max(d.expires_at, expires_at)
+        if reads:
+            await self._upsert_reports(conn, _report_rows(reads, self._clock()), [])
 
     async def cleanup_reports(self, conn: AsyncConnection, now: float, batch: int) -> int:
         """Delete up to ``batch`` reports whose events have all expired (in the TTL
@@ -209,5 +216,59 @@ class SqlReports(SqlTransactions):
                           bool(row.marks & DELIVERED), bool(row.marks & ACKED), read)
 
 
-def _greatest(a: Any, b: Any, dialect: str) -> Any:
-    return func.greatest(a, b) if dialect == "mysql" else func.max(a, b)
+def _report_rows(deltas: Mapping[str, ReportDelta], now: float) -> list[tuple[Any, ...]]:
+    """``reports`` rows (every column, in table order) adding ``deltas``."""
+    return [(r, now, now, d.expires_at, d.addressed, d.stored, d.duplicates, d.delivered,
+             d.acked, d.pushed, d.push_failed, d.read) for r, d in deltas.items()]
+
+
+def _reason_rows(deltas: Mapping[str, ReportDelta]) -> list[tuple[str, str, int]]:
+    return [(r, reason[:MAX_REASON_LEN], n) for r, d in deltas.items()
+            for reason, n in d.reasons.items() if n]
+
+
+def _add_ack(out: dict[str, ReportDelta], report: str, expires_at: float) -> None:
+    d = out.get(report)
+    if d is None:
+        d = out[report] = ReportDelta()
+    d.acked += 1
+    d.expires_at = max(d.expires_at, expires_at)
+
+
+_SET = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COLUMNS)
+SQLITE_UPSERT = (
+    f"INSERT INTO reports (report, created_at, updated_at, expires_at, {', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (4 + len(_COLUMNS)))}) ON CONFLICT (report) DO UPDATE SET "
+    f"updated_at = excluded.updated_at, expires_at = max(expires_at, excluded.expires_at), "
+    f"{_SET}")
+SQLITE_REASONS = ("INSERT INTO report_reasons (report, reason, n) VALUES (?, ?, ?) "
+                  "ON CONFLICT (report, reason) DO UPDATE SET n = n + excluded.n")
+SQLITE_DELIVERED = "UPDATE events SET marks = marks | 1 WHERE user_id = ? AND seq = ?"
+SQLITE_UNDELIVERED = "UPDATE events SET marks = marks & ~1 WHERE user_id = ? AND seq = ?"
+SQLITE_ACK_FIND = "SELECT report, marks, expires_at FROM events WHERE user_id = ? AND seq = ?"
+SQLITE_ACK_SET = "UPDATE events SET marks = marks | 2 WHERE user_id = ? AND seq = ?"
+
+
+def _sqlite_record(conn: sqlite3.Connection, values: list[tuple[Any, ...]],
+                   reasons: list[tuple[str, str, int]],
+                   delivered: Sequence[tuple[str, int, bool]],
+                   acked: Sequence[tuple[str, int]], now: float) -> None:
+    """:meth:`SqlReports.record_reports` on the one-hop thread's connection (inside its
+    transaction)."""
+    if delivered:
+        conn.executemany(SQLITE_DELIVERED, [(u, s) for u, s, d in delivered if d])
+        conn.executemany(SQLITE_UNDELIVERED, [(u, s) for u, s, d in delivered if not d])
+    if acked:
+        acks: dict[str, ReportDelta] = {}
+        for user, seq in sorted(set(acked)):
+            row = conn.execute(SQLITE_ACK_FIND, (user, seq)).fetchone()
+            if row is None or row[1] & ACKED:
+                continue
+            conn.execute(SQLITE_ACK_SET, (user, seq))
+            if row[0] is not None:
+                _add_ack(acks, row[0], row[2])
+        values = values + _report_rows(acks, now)
+    if values:
+        conn.executemany(SQLITE_UPSERT, values)
+    if reasons:
+        conn.executemany(SQLITE_REASONS, reasons)
