@@ -27,7 +27,7 @@ from pushgate.hub.responses import (
     report_payload,
     report_user_payload,
 )
-from pushgate.router.core import MAX_REPORTS_LIMIT
+from pushgate.router.base import MAX_REPORTS_LIMIT
 from pushgate.router.requests import from_pushca, parse_send
 
 

@@ -20,7 +20,7 @@ from pushgate.auth import Identity, check_id
 from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
 from pushgate.logs import get_logger
 from pushgate.protocol import encode_event, event_frame
-from pushgate.router.base import Hubs, RoutingCore, SendResult, UserResult
+from pushgate.router.base import MAX_REPORTS_LIMIT, Hubs, RoutingCore, SendResult, UserResult
 from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
 from pushgate.router.directory.memory import MemoryDirectory
@@ -427,8 +427,6 @@ class Router(RoutingCore):
                            field="user", code="unknown_report_user")
         return found
 
-
-MAX_REPORTS_LIMIT = 1000
 
 
 class _NoReports(Reports):
