@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from grpc import aio
 
+from pushgate.logs import get_logger
 from pushgate.metrics import VERSION
 from pushgate.rpc import pushgate_pb2 as pb
 
 if TYPE_CHECKING:
     from pushgate.hub.node import HubNode
+
+log = get_logger("pushgate.hub.admin")
 
 INTERVAL_S = 1.0
 HISTORY = 600  # samples kept: the last 10 minutes
@@ -163,12 +166,16 @@ class Sampler:
         self._window.clear()
         while True:
             started = loop.time()
-            sample = self.point(await self.collect(), time.time())
-            self.latest = sample
-            self.history.append(sample["point"])
-            for q in list(self._viewers):
-                with contextlib.suppress(asyncio.QueueFull):  # a stuck viewer misses samples
-                    q.put_nowait(sample)
+            try:
+                sample = self.point(await self.collect(), time.time())
+            except Exception:  # keep sampling; the next round may succeed
+                log.exception("admin dashboard sample failed")
+            else:
+                self.latest = sample
+                self.history.append(sample["point"])
+                for q in list(self._viewers):
+                    with contextlib.suppress(asyncio.QueueFull):  # a stuck viewer misses some
+                        q.put_nowait(sample)
             await asyncio.sleep(max(0.05, INTERVAL_S - (loop.time() - started)))
 
     # -- collecting ----------------------------------------------------------------------------
