@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 
 class LoopHistogram:
@@ -54,6 +54,26 @@ def _version() -> str:
 VERSION = _version()
 
 
+class LoopCounter:
+    """A Prometheus counter for one-thread hot paths (one increment per client ack): a
+    plain integer, no lock (``prometheus_client.Counter`` takes one per ``inc``)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name  # without _total, as prometheus_client names counter families
+        self.documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -80,8 +100,8 @@ class GatewayMetrics:
                              registry=r)
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",
                               ["code"], registry=r)
-        self.acks = Counter("pushgate_acks_total",
-                            "Acks received from clients (one per ack frame).", registry=r)
+        self.acks = LoopCounter("pushgate_acks",
+                                "Acks received from clients (one per ack frame).", r)
         self.push_queue = Gauge("pushgate_push_queue",
                                 "Pushes waiting in the store's outbox (all bridge workers "
                                 "of the store; sampled every few seconds).", registry=r)
