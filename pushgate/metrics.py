@@ -106,7 +106,9 @@ class GatewayMetrics:
                                 "Pushes waiting in the store's outbox (all bridge workers "
                                 "of the store; sampled every few seconds).", registry=r)
         self.cleaned = Counter("pushgate_events_expired_total",
-                               "Expired events deleted by the TTL cleanup.", registry=r)
+                               "Expired events deleted by the TTL cleanup (and, once no "
+                               "expired event is left, expired delivery reports).",
+                               registry=r)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
 
     def count_router_links(self, links: Callable[[], float]) -> None:

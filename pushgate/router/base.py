@@ -32,7 +32,7 @@ from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter
 from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
-MAX_REPORTS_LIMIT = 1000  # latest_reports' largest limit (GET /v1/notifications?limit=)
+MAX_REPORTS_LIMIT = 1000  # latest_reports(limit): 1..this
 
 
 @dataclass(slots=True)

@@ -428,7 +428,6 @@ class Router(RoutingCore):
         return found
 
 
-
 class _NoReports(Reports):
     """Counts nothing (a core built without a report counter, e.g. in unit tests)."""
 

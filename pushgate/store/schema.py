@@ -21,6 +21,9 @@ that they agree with this module.
 * ``reports``: one row per report id, the counters of a send summed over every
   process that flushed deltas into it; ``expires_at`` = the latest expiry of its
   events (cleaned with them). ``report_reasons``: push failures per reason.
+  ``report_expiries``: the cleanup's index of reports, like ``expiries``: one row per
+  flush (up to 1,000 reports) with the latest ``expires_at`` it set, primary key
+  ``(expires_at, first report)``, ``members`` (orjson list of report ids).
 * ``leases``: one row per lease name (e.g. ``cleanup``): who holds it until when.
 * ``devices``: APNs/FCM tokens; ``(platform, token)`` primary key (a token belongs to
   one app install), ``(user_id, app)`` indexed for the offline bridge's lookups.
@@ -172,7 +175,16 @@ reports = Table(
     Column("push_failed", BigInteger, nullable=False, server_default="0"),
     Column("read_n", BigInteger, nullable=False, server_default="0"),
     Index("ix_reports_created_at", "created_at"),
-    Index("ix_reports_expires_at", "expires_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+report_expiries = Table(
+    "report_expiries",
+    metadata,
+    Column("expires_at", Double, primary_key=True),
+    Column("report", Key, primary_key=True),
+    Column("members", Blob, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -62,6 +62,7 @@ from .schema import inboxes as inboxes_t
 from .schema import leases as leases_t
 from .schema import push_acks as push_acks_t
 from .schema import push_outbox as push_outbox_t
+from .schema import report_expiries as report_expiries_t
 from .schema import report_reasons as report_reasons_t
 from .schema import reports as reports_t
 
@@ -69,7 +70,7 @@ from .schema import reports as reports_t
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
         for table in (inboxes_t, events_t, expiries_t, leases_t, devices_t, push_outbox_t,
-                      push_acks_t, reports_t, report_reasons_t):
+                      push_acks_t, reports_t, report_reasons_t, report_expiries_t):
             # every column: a database a migration behind (e.g. 0003 without the outbox's
             # group columns of 0004) fails here, not at its first claim
             await conn.execute(select(*table.columns).limit(0))

@@ -93,3 +93,25 @@ async def test_reports_survive_a_restart_and_go_with_their_events(
         pass
     assert await again.report("r5") is None
     assert await again.report_user("r5", "a") is None
+
+
+async def test_a_report_kept_alive_by_a_later_send_outlives_the_first_expiry(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([rev("a", "long", ttl=10), rev("a", "short", ttl=10)])
+    await store.record_reports({"long": ReportDelta(addressed=1, expires_at=clock.now + 10),
+                                "short": ReportDelta(addressed=1, expires_at=clock.now + 10)},
+                               [], [])
+    clock.advance(5)
+    await store.append([rev("b", "long", ttl=100)])  # the same id again, later, longer
+    await store.record_reports({"long": ReportDelta(addressed=1, expires_at=clock.now + 100)},
+                               [], [])
+    clock.advance(5)
+    while await store.cleanup_expired(clock.now, 100):
+        pass
+    assert await store.report("short") is None
+    kept = await store.report("long")
+    assert kept is not None and kept.addressed == 2
+    clock.advance(100)
+    while await store.cleanup_expired(clock.now, 100):
+        pass
+    assert await store.report("long") is None

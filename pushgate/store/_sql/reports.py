@@ -10,8 +10,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from pyroaring import BitMap
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +29,7 @@ from ..base import (
 )
 from ..schema import events as events_t
 from ..schema import inboxes as inboxes_t
+from ..schema import report_expiries as report_expiries_t
 from ..schema import report_reasons as reasons_t
 from ..schema import reports as reports_t
 from .tx import SqlTransactions, _sqlite_errors
@@ -133,6 +135,16 @@ class SqlReports(SqlTransactions):
         if reasons:
             await conn.execute(rstmt, [{"report": r, "reason": reason, "n": n}
                                        for r, reason, n in sorted(reasons)])
+        expiry_rows = _expiry_rows(values)
+        if expiry_rows:
+            x = report_expiries_t.c
+            found = set((await conn.execute(
+                select(x.expires_at, x.report).where(
+                    tuple_(x.expires_at, x.report).in_([r[:2] for r in expiry_rows])))).all())
+            fresh = [r for r in expiry_rows if r[:2] not in found]
+            if fresh:
+                await conn.execute(insert(report_expiries_t), [
+                    {"expires_at": e, "report": r, "members": m} for e, r, m in fresh])
 
     async def count_reads(self, conn: AsyncConnection, user: str, found: BitMap) -> None:
         """Add the newly read seqs ``found`` of ``user`` to their reports' ``read_n``
@@ -156,15 +168,29 @@ class SqlReports(SqlTransactions):
             await self._upsert_reports(conn, _report_rows(reads, self._clock()), [])
 
     async def cleanup_reports(self, conn: AsyncConnection, now: float, batch: int) -> int:
-        """Delete up to ``batch`` reports whose events have all expired (in the TTL
-        cleanup's transaction); returns how many."""
-        t = reports_t.c
-        ids = list(await conn.scalars(
-            select(t.report).where(t.expires_at <= now).order_by(t.expires_at).limit(batch)))
-        if ids:
-            await conn.execute(delete(reasons_t).where(reasons_t.c.report.in_(ids)))
-            await conn.execute(delete(reports_t).where(t.report.in_(ids)))
-        return len(ids)
+        """Delete the reports listed by expired ``report_expiries`` rows (up to about
+        ``batch`` of them) whose ``expires_at`` has passed (a report a later send kept
+        alive is listed again by a later row), and those rows, in the TTL cleanup's
+        transaction; returns how many rows and reports were deleted."""
+        x, t = report_expiries_t.c, reports_t.c
+        groups = (await conn.execute(self._dialect.lock_skip(
+            select(x.expires_at, x.report, x.members).where(x.expires_at <= now)
+            .order_by(x.expires_at, x.report).limit(max(1, batch // EXPIRY_GROUP))))).all()
+        if not groups:
+            return 0
+        listed = sorted({r for g in groups for r in orjson.loads(g.members)})
+        gone: list[str] = []
+        for part in chunks(listed, self._dialect.max_params):
+            gone += await conn.scalars(
+                select(t.report).where(t.report.in_(list(part)), t.expires_at <= now))
+        for part in chunks(gone, self._dialect.max_params):
+            await conn.execute(delete(reasons_t).where(reasons_t.c.report.in_(list(part))))
+            await conn.execute(delete(reports_t).where(t.report.in_(list(part))))
+        await conn.execute(
+            delete(report_expiries_t).where(x.expires_at == bindparam("e"),
+                                            x.report == bindparam("r")),
+            [{"e": g.expires_at, "r": g.report} for g in groups])
+        return len(groups) + len(gone)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -222,6 +248,21 @@ def _report_rows(deltas: Mapping[str, ReportDelta], now: float) -> list[tuple[An
              d.acked, d.pushed, d.push_failed, d.read) for r, d in deltas.items()]
 
 
+EXPIRY_GROUP = 1000  # reports per report_expiries row
+
+
+def _expiry_rows(values: list[tuple[Any, ...]]) -> list[tuple[float, str, bytes]]:
+    """``report_expiries`` rows listing the reports of ``values`` whose expiry was set
+    (groups of up to EXPIRY_GROUP, each keyed by its latest expiry and first report)."""
+    dated = sorted((v[3], v[0]) for v in values if v[3] > 0)
+    out = []
+    for i in range(0, len(dated), EXPIRY_GROUP):
+        part = dated[i:i + EXPIRY_GROUP]
+        ids = [r for _, r in part]
+        out.append((part[-1][0], min(ids), orjson.dumps(ids)))
+    return out
+
+
 def _reason_rows(deltas: Mapping[str, ReportDelta]) -> list[tuple[str, str, int]]:
     return [(r, reason[:MAX_REASON_LEN], n) for r, d in deltas.items()
             for reason, n in d.reasons.items() if n]
@@ -243,6 +284,8 @@ SQLITE_UPSERT = (
     f"{_SET}")
 SQLITE_REASONS = ("INSERT INTO report_reasons (report, reason, n) VALUES (?, ?, ?) "
                   "ON CONFLICT (report, reason) DO UPDATE SET n = n + excluded.n")
+SQLITE_EXPIRY = ("INSERT INTO report_expiries (expires_at, report, members) VALUES (?, ?, ?) "
+                 "ON CONFLICT DO NOTHING")
 SQLITE_DELIVERED = "UPDATE events SET marks = marks | 1 WHERE user_id = ? AND seq = ?"
 SQLITE_UNDELIVERED = "UPDATE events SET marks = marks & ~1 WHERE user_id = ? AND seq = ?"
 SQLITE_ACK_FIND = "SELECT report, marks, expires_at FROM events WHERE user_id = ? AND seq = ?"
@@ -270,5 +313,6 @@ def _sqlite_record(conn: sqlite3.Connection, values: list[tuple[Any, ...]],
         values = values + _report_rows(acks, now)
     if values:
         conn.executemany(SQLITE_UPSERT, values)
+        conn.executemany(SQLITE_EXPIRY, _expiry_rows(values))
     if reasons:
         conn.executemany(SQLITE_REASONS, reasons)

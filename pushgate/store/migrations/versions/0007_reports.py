@@ -4,7 +4,9 @@
 ``reports`` holds one row per report id with the counters every process flushed into
 it (addressed, stored, duplicates, delivered, acked, pushed, push_failed, read_n) and
 ``expires_at`` (the latest expiry of its events: the TTL cleanup deletes it with
-them); ``report_reasons`` the push failures by reason. Adding the two ``events``
+them); ``report_reasons`` the push failures by reason; ``report_expiries`` the
+cleanup's index (one row per flush listing its reports, as ``expiries`` does for
+events: an index on ``reports.expires_at`` cost ~1.2 µs per new report on SQLite). Adding the two ``events``
 columns is an instant change on MariaDB ≥ 10.3 / MySQL 8 and SQLite; events stored
 before have no report.
 
@@ -58,7 +60,16 @@ def upgrade() -> None:
         mysql_charset="utf8mb4",
     )
     op.create_index("ix_reports_created_at", "reports", ["created_at"])
-    op.create_index("ix_reports_expires_at", "reports", ["expires_at"])
+    op.create_table(
+        "report_expiries",
+        sa.Column("expires_at", sa.Double(), nullable=False),
+        sa.Column("report", _key(), nullable=False),
+        sa.Column("members", mysql.MEDIUMBLOB() if _is_mysql() else sa.LargeBinary(),
+                  nullable=False),
+        sa.PrimaryKeyConstraint("expires_at", "report", name="pk_report_expiries"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
     op.create_table(
         "report_reasons",
         sa.Column("report", _key(), nullable=False),
@@ -72,7 +83,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("report_reasons")
-    op.drop_index("ix_reports_expires_at", table_name="reports")
+    op.drop_table("report_expiries")
     op.drop_index("ix_reports_created_at", table_name="reports")
     op.drop_table("reports")
     with op.batch_alter_table("events") as batch:
