@@ -83,3 +83,23 @@ async def test_cluster_dashboard_lists_nodes_and_counts(tmp_path: Path,
                     n["kind"] == "router" and n["health"] == "down" for n in s["nodes"]))
                 down = [n for n in _kinds(sample, "router") if n["health"] == "down"]
                 assert [n["address"] for n in down] == [c.router_addrs[1]]
+
+
+async def test_dashboard_through_nginx(tmp_path: Path, shared: dict[str, Any],
+                                       cluster_binaries: None) -> None:
+    """Behind the shipped nginx (round-robin to 2 hubs): one login serves every
+    request whichever hub answers it, and the event stream is not buffered."""
+    env = {**LIVENESS, "PUSHGATE_ADMIN_KEY": ADMIN_KEY}
+    with direct_cluster(tmp_path, shared, hub_env=env, nginx=True) as c:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            assert (await admin_login(http, "wrong-" + ADMIN_KEY)).status_code == 401
+            assert (await admin_login(http, ADMIN_KEY)).status_code == 303
+            for _ in range(6):  # both hubs answer some of them
+                r = await http.get("/admin/api/users/nobody")
+                assert r.status_code == 200, r.text
+            async with http.stream("GET", "/admin/api/stream") as r:
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/event-stream")
+                sample = await wait_sample(r.aiter_lines(), lambda s: len(_kinds(s, "hub")) == 2,
+                                           timeout=20)
+                assert len(_kinds(sample, "router")) == 1
