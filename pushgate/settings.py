@@ -271,6 +271,13 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _check_admin_key_is_separate(self) -> Settings:
+        if self.admin_key is not None and self.admin_key in self.api_keys:
+            raise ValueError("admin_key must differ from every API key (a sender must not "
+                             "get the dashboard)")
+        return self
+
+    @model_validator(mode="after")
     def _check_push(self) -> Settings:
         apns = ("apns_key_file", "apns_key_id", "apns_team_id", "apns_topic")
         given = [k for k in apns if getattr(self, k)]

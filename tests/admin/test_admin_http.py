@@ -37,6 +37,8 @@ async def test_no_admin_key_no_dashboard(tmp_path: Path) -> None:
 def test_admin_key_too_short_is_refused() -> None:
     with pytest.raises(SettingsError, match="admin_key: Value error, must be at least 16"):
         load_settings(admin_key="short")
+    with pytest.raises(SettingsError, match="admin_key must differ from every API key"):
+        load_settings(admin_key="k" * 20, api_keys=["other-key", "k" * 20])
 
 
 async def test_login_cookie_and_api(admin_server: ServerProcess) -> None:
