@@ -13,6 +13,9 @@ close: committer (flush) → push worker (batches in flight finish) → outbox (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router.base import Hubs
@@ -29,6 +32,8 @@ from pushgate.store import GroupCommitter, Leases, migrate, open_store
 from pushgate.store.cleanup import Cleaner
 
 log = get_logger("pushgate.router")
+
+QUEUE_SAMPLE_S = 5.0
 
 
 class RoutingBackend:
@@ -65,6 +70,18 @@ class RoutingBackend:
                          settings.fetch_max_bytes, settings.event_ttl_s),
             metrics, offline=self.outbox, reports=self.reports)
 
+        self._metrics = metrics
+        self._queue_task: asyncio.Task[None] | None = None
+
+    async def _sample_queue(self) -> None:
+        """``pushgate_push_queue``: the outbox's pending pushes, every QUEUE_SAMPLE_S."""
+        while True:
+            try:
+                self._metrics.push_queue.set(await self.store.pending_pushes())  # type: ignore[attr-defined]
+            except Exception as e:  # the store is down: the errors show elsewhere
+                log.debug("push queue sample failed", error=str(e))
+            await asyncio.sleep(QUEUE_SAMPLE_S)
+
     async def start(self) -> None:
         if self.store_url.startswith("sqlite"):
             await migrate(self.store_url)
@@ -74,6 +91,7 @@ class RoutingBackend:
         await self.reports.start()
         if self.outbox is not None:
             await self.outbox.start()
+            self._queue_task = asyncio.create_task(self._sample_queue())
         if self.push_worker is not None:
             try:
                 await self.push_worker.start()  # checks the provider credentials
@@ -82,6 +100,10 @@ class RoutingBackend:
                 raise
 
     async def close(self) -> None:
+        if self._queue_task is not None:
+            self._queue_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._queue_task
         await self.committer.close()
         if self.push_worker is not None:
             await self.push_worker.close()

@@ -388,8 +388,10 @@ class Acks(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: NodeStats
+    def __init__(self, stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
 
 class BroadcastDone(_message.Message):
     __slots__ = ("rid", "sessions")
@@ -482,3 +484,40 @@ class OnlineDone(_message.Message):
 class Resync(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStats(_message.Message):
+    __slots__ = ("id", "kind", "version", "started_at", "stats", "age_s", "address")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    version: str
+    started_at: float
+    stats: _containers.ScalarMap[str, float]
+    age_s: float
+    address: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., stats: _Optional[_Mapping[str, float]] = ..., age_s: _Optional[float] = ..., address: _Optional[str] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("router", "hubs")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    HUBS_FIELD_NUMBER: _ClassVar[int]
+    router: NodeStats
+    hubs: _containers.RepeatedCompositeFieldContainer[NodeStats]
+    def __init__(self, router: _Optional[_Union[NodeStats, _Mapping]] = ..., hubs: _Optional[_Iterable[_Union[NodeStats, _Mapping]]] = ...) -> None: ...

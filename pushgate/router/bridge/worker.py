@@ -86,6 +86,8 @@ class Worker:
         self._latency: dict[str, Histogram] = {}
         self._sent: dict[str, Counter] = {}
         self.batches = 0
+        for name in self.providers:  # the dashboard lists this process as a bridge
+            metrics.providers.labels(name).set(1)
 
     async def start(self) -> None:
         """Start the providers (:class:`BridgeConfigError` on bad credentials), then the loops."""
