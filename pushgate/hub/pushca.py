@@ -178,6 +178,7 @@ class PushcaCommands:
                 if seq > s.acked_seq:
                     s.acked_seq = seq
                 node.router.on_ack(s.identity, s.id, seq)
+                node.metrics.acks.inc()
             self._done(cmd)
         elif cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE:
             self._spawn(self._serve(cmd))

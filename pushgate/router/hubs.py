@@ -42,6 +42,7 @@ class HubStream:
         self.last_rx = time.monotonic()
         self.closed = False
         self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
+        self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
 
     def send(self, msg: pb.RouterMessage) -> None:
         if not self.closed:
