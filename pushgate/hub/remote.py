@@ -18,10 +18,10 @@ import grpc
 from grpc import aio
 
 from pushgate.auth import Identity
-from pushgate.errors import Internal, Overloaded, PushgateError
+from pushgate.errors import Internal, InvalidRequest, Overloaded, PushgateError
 from pushgate.hub.routers import Routers
 from pushgate.router import wire
-from pushgate.router.base import RoutingCore, SendResult
+from pushgate.router.base import MAX_REPORTS_LIMIT, RoutingCore, SendResult
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import SendRequest
 from pushgate.rpc import pushgate_pb2 as pb
@@ -144,6 +144,9 @@ class RemoteRouter(RoutingCore):
         return wire.report_from_pb(await self._call("GetReport", pb.ReportRequest(report=report)))
 
     async def latest_reports(self, limit: int) -> list[Report]:
+        if not 1 <= limit <= MAX_REPORTS_LIMIT:  # on the wire 0 means the default
+            raise InvalidRequest(f"'limit' must be an integer in 1..{MAX_REPORTS_LIMIT}",
+                                 field="limit")
         reply = await self._call("ListReports", pb.ListReportsRequest(limit=limit))
         return [wire.report_from_pb(r) for r in reply.reports]
 

@@ -106,6 +106,7 @@ async def test_js_sdk_in_headless_chromium(tmp_path: Path) -> None:
                 assert state["read"] == [[1, 2], [4, 4]] and state["unread"] == 1
                 sent = await b.eval("harness.client.send({hi: 1}, {users: ['other']})")
                 assert sent["results"][0]["user"] == "other" and sent["results"][0]["seq"] == 1
+                assert sent["report"].startswith("r-")  # the send's delivery report id
                 err = await b.eval("harness.client.fetch({limit: 100000}).catch(e => [e.name, e.code, e.field])")
                 assert err == ["RequestError", "invalid_request", "limit"]
                 assert (await post(srv, user, "typing", ttl=0)).status_code == 200
