@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     hub_heartbeat_ttl_s: float = Field(
         10.0, gt=0, description="A hub whose HubLink is silent this long is dead; its "
         "sessions leave the directory.")
+    gap_hold_ms: int = Field(
+        100, ge=0, le=10_000, description="A stored event that reaches a connection past a "
+        "gap waits this long for the missing seqs (in flight from another router), then "
+        "they are fetched from the store and everything goes out in seq order.")
 
     # auth
     jwt_secret: str | None = Field(
