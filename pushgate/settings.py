@@ -80,8 +80,9 @@ class Settings(BaseSettings):
         None, description="host:port where `pushgate router` serves Prometheus /metrics "
         "(unset = no metrics endpoint).")
     hub_heartbeat_ttl_s: float = Field(
-        10.0, gt=0, description="A hub whose HubLink is silent this long is dead; its "
-        "sessions leave the directory.")
+        10.0, gt=0, description="HubLink liveness, both ways: heartbeats every ttl / 3; a "
+        "hub silent this long is dropped (its sessions leave the directory), a router "
+        "silent this long gets no new work from the hub.")
     gap_hold_ms: int = Field(
         100, ge=0, le=10_000, description="A stored event that reaches a connection past a "
         "gap waits this long for the missing seqs (in flight from another router), then "

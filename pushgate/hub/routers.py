@@ -143,6 +143,8 @@ class RouterConn:
             except aio.AioRpcError as e:
                 log.warning("router link lost", router=self.address, code=e.code().name,
                             details=e.details())
+            except ConnectionError as e:
+                log.warning("router link lost", router=self.address, error=str(e))
             except Exception:
                 log.exception("router link failed", router=self.address)
             finally:
@@ -168,22 +170,43 @@ class RouterConn:
 
     async def _session(self) -> None:
         call = self.hublink.Link(metadata=self.routers.metadata)
-        await call.write(self.routers.hello())
-        self.up = True
-        self.routers.changed()
-        log.info("router linked", router=self.address)
-        writer = asyncio.create_task(self._write(call))
-        heartbeat = asyncio.create_task(self._heartbeat())
+        writer = heartbeat = None
         try:
+            # the router answers Hello with a heartbeat: only then is it up (a stopped
+            # router accepts the TCP connection and then says nothing)
+            try:
+                async with asyncio.timeout(self.routers.heartbeat_ttl_s):
+                    await call.write(self.routers.hello())
+                    first = await self._read(call)
+            except TimeoutError:
+                raise ConnectionError(f"router {self.address} did not answer Hello within "
+                                      f"{self.routers.heartbeat_ttl_s:g} s") from None
+            self.up = True
+            self.routers.changed()
+            log.info("router linked", router=self.address)
+            writer = asyncio.create_task(self._write(call))
+            heartbeat = asyncio.create_task(self._heartbeat())
+            self._handle(first)
             while True:
-                msg = await call.read()
-                if msg is aio.EOF:
-                    raise ConnectionError(f"router {self.address} ended the link")
-                self._handle(msg)
+                self._handle(await self._read(call))
         finally:
-            writer.cancel()
-            heartbeat.cancel()
+            for t in (writer, heartbeat):
+                if t is not None:
+                    t.cancel()
             call.cancel()
+
+    async def _read(self, call: Any) -> pb.RouterMessage:
+        """The next message; the router heartbeats every ttl / 3, so a stream silent for
+        ``hub_heartbeat_ttl_s`` is a router that stopped answering (SIGSTOP, a partition):
+        the link goes down and new work goes to the other routers."""
+        try:
+            msg = await asyncio.wait_for(call.read(), self.routers.heartbeat_ttl_s)
+        except TimeoutError:
+            raise ConnectionError(f"router {self.address} silent for "
+                                  f"{self.routers.heartbeat_ttl_s:g} s") from None
+        if msg is aio.EOF:
+            raise ConnectionError(f"router {self.address} ended the link")
+        return msg  # type: ignore[no-any-return]
 
     async def _write(self, call: Any) -> None:
         out = self._out
@@ -220,6 +243,8 @@ class RouterConn:
                 f = self._replies.get(r.tag)
                 if f is not None and not f.done():
                     f.set_result(r)
+        elif kind == "heartbeat":
+            pass  # (reading it was the point)
         elif kind == "resync":
             self.send(self.routers.hello())
         elif kind == "leaving":  # new work goes to the other routers from now on
@@ -239,6 +264,7 @@ class Routers:
         self.registry = registry
         self.hub_id = registry.hub_id
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self.heartbeat_ttl_s = heartbeat_ttl_s  # a router silent this long is down
         self.heartbeat_s = heartbeat_ttl_s / 3
         self.conns = [RouterConn(a, self) for a in addresses]
         self.ack_routes: dict[tuple[str, int], RouterConn] = {}
