@@ -77,6 +77,9 @@ class GapFiller:
             log.warning("gap fetch failed", user=user, error=e.message)
             self.metrics.error(e.code)
             events = []
+        except Exception:  # the same: a session never waits for a fetch that failed
+            log.exception("gap fetch failed", user=user)
+            events = []
         frames = [(ev.seq, event_frame(ev.seq, ev.id, ev.body, ev.created_at, self.inline_max))
                   for ev in events if ev.seq < last]
         for s in sessions:
