@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # backends
     store_url: str | None = Field(
         None, description="Event store URL; default sqlite+aiosqlite:///<data_dir>/pushgate.db.")
+    store_session_idle_timeout_s: float = Field(
+        60.0, ge=0, description="MySQL: a pooled connection idle longer than this is "
+        "closed instead of reused (a stopped or restarted server's dead connection is not "
+        "handed out again); 0 = no limit.")
     directory_url: str = Field(
         "memory://", description="Session directory: memory:// (embedded) or "
         "redis://host:port/db (cluster routers).")
