@@ -57,6 +57,7 @@ class RouterConn:
         self.hublink: Any = None
         self.up = False
         self.leaving = False  # the router is stopping: nothing new goes to it
+        self.last_rx = 0.0  # monotonic time of the last message from the router
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
         self._acks: list[pb.Ack] = []
         self._sends: list[pb.SendRequest] = []
@@ -109,7 +110,8 @@ class RouterConn:
             asyncio.get_running_loop().call_soon(self._flush_sends)
         self._sends.append(m)
         try:
-            return await asyncio.wait_for(fut, deadline_s)
+            async with asyncio.timeout(deadline_s):  # (cheaper than wait_for: no waiter)
+                return await fut
         except TimeoutError:
             raise Overloaded(f"router {self.address} did not answer a send in time; retry "
                              "with the same id", code="router_unavailable") from None
@@ -170,40 +172,48 @@ class RouterConn:
 
     async def _session(self) -> None:
         call = self.hublink.Link(metadata=self.routers.metadata)
-        writer = heartbeat = None
+        ttl = self.routers.heartbeat_ttl_s
+        tasks: list[asyncio.Task[None]] = []
         try:
             # the router answers Hello with a heartbeat: only then is it up (a stopped
             # router accepts the TCP connection and then says nothing)
             try:
-                async with asyncio.timeout(self.routers.heartbeat_ttl_s):
+                async with asyncio.timeout(ttl):
                     await call.write(self.routers.hello())
                     first = await self._read(call)
             except TimeoutError:
                 raise ConnectionError(f"router {self.address} did not answer Hello within "
-                                      f"{self.routers.heartbeat_ttl_s:g} s") from None
+                                      f"{ttl:g} s") from None
             self.up = True
             self.routers.changed()
             log.info("router linked", router=self.address)
-            writer = asyncio.create_task(self._write(call))
-            heartbeat = asyncio.create_task(self._heartbeat())
             self._handle(first)
+            self.last_rx = time.monotonic()
+            reader = asyncio.create_task(self._read_all(call))
+            tasks = [reader, asyncio.create_task(self._write(call)),
+                     asyncio.create_task(self._heartbeat())]
+            # the router heartbeats every ttl / 3: a stream silent for ttl is a router that
+            # stopped answering (SIGSTOP, a partition); the link goes down and new work
+            # goes to the other routers (checked here, not with a timer per read)
             while True:
-                self._handle(await self._read(call))
+                await asyncio.wait((reader,), timeout=ttl / 3)
+                if reader.done():
+                    reader.result()  # its error, or EOF
+                if time.monotonic() - self.last_rx > ttl:
+                    raise ConnectionError(f"router {self.address} silent for {ttl:g} s")
         finally:
-            for t in (writer, heartbeat):
-                if t is not None:
-                    t.cancel()
+            for t in tasks:
+                t.cancel()
             call.cancel()
 
+    async def _read_all(self, call: Any) -> None:
+        while True:
+            msg = await self._read(call)
+            self.last_rx = time.monotonic()
+            self._handle(msg)
+
     async def _read(self, call: Any) -> pb.RouterMessage:
-        """The next message; the router heartbeats every ttl / 3, so a stream silent for
-        ``hub_heartbeat_ttl_s`` is a router that stopped answering (SIGSTOP, a partition):
-        the link goes down and new work goes to the other routers."""
-        try:
-            msg = await asyncio.wait_for(call.read(), self.routers.heartbeat_ttl_s)
-        except TimeoutError:
-            raise ConnectionError(f"router {self.address} silent for "
-                                  f"{self.routers.heartbeat_ttl_s:g} s") from None
+        msg = await call.read()
         if msg is aio.EOF:
             raise ConnectionError(f"router {self.address} ended the link")
         return msg  # type: ignore[no-any-return]
