@@ -43,6 +43,7 @@ class HubStream:
         self.closed = False
         self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
         self.ended = asyncio.Event()  # closed here: the HubLink call ends
+        self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
 
     def send(self, msg: pb.RouterMessage) -> None:
         if not self.closed:

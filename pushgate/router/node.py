@@ -25,7 +25,6 @@ import sys
 from typing import Any
 
 from grpc import aio
-from prometheus_client import Gauge
 
 from pushgate.auth import ApiKeys
 from pushgate.logs import get_logger
@@ -59,8 +58,7 @@ class RouterNode:
         self.metrics = GatewayMetrics()
         self.api_keys = ApiKeys(settings.api_keys)
         self.hubs = LinkedHubs()
-        Gauge("pushgate_router_hubs_linked", "Hubs with a HubLink stream to this router.",
-              registry=self.metrics.registry).set_function(lambda: len(self.hubs.hubs))
+        self.metrics.count_linked_hubs(lambda: len(self.hubs.hubs))
         self.backend = RoutingBackend(settings, self.hubs, self.metrics)
         self.router = self.backend.router
         self.directory = self.backend.directory

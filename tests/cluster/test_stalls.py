@@ -50,12 +50,12 @@ async def session_count(hub: Endpoint, user: str) -> int:
 
 
 async def linked_hubs(c: LocalCluster, router: int) -> float:
-    """The router's ``pushgate_router_hubs_linked`` gauge (its /metrics)."""
+    """The router's ``pushgate_linked_hubs`` gauge (its /metrics)."""
     url = c.router_metrics_urls[router]
     assert url is not None
     async with httpx.AsyncClient(timeout=5) as http:
         text = (await http.get(url)).text
-    line = next(x for x in text.splitlines() if x.startswith("pushgate_router_hubs_linked "))
+    line = next(x for x in text.splitlines() if x.startswith("pushgate_linked_hubs "))
     return float(line.split()[-1])
 
 
