@@ -364,10 +364,10 @@ class WsConnection(asyncio.Protocol):
         observe = node.metrics.delivery_latency.observe
         if pushca_token is None:
             s = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                        observe, token.expires_at)
-        else:
+                        observe, token.expires_at, node.gaps)
+        else:  # no gap filling: without hello there is no head to tell gaps from history
             s = PushcaSession(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                              observe, token.expires_at, event_fetcher(node))
+                              observe, token.expires_at, None, event_fetcher(node))
         self.session = s
         node.registry.add(s)
         node.metrics.connects.inc()

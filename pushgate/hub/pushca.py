@@ -32,7 +32,7 @@ from pushgate import pushca_protocol as pp
 from pushgate.auth import Identity
 from pushgate.errors import CloseCode, Forbidden, Internal, InvalidRequest, PushgateError
 from pushgate.hub.node import HubNode
-from pushgate.hub.session import Observe, Outlet, Session, State
+from pushgate.hub.session import GapSource, Observe, Outlet, Session, State
 from pushgate.logs import get_logger
 from pushgate.router.requests import from_pushca, parse_send
 
@@ -80,8 +80,8 @@ class PushcaSession(Session):
 
     def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
                  observe: Observe | None = None, expires_at: float = float("inf"),
-                 fetch: FetchEvent | None = None):
-        super().__init__(identity, hub, max_queue, out, observe, expires_at)
+                 gaps: GapSource | None = None, fetch: FetchEvent | None = None):
+        super().__init__(identity, hub, max_queue, out, observe, expires_at, gaps)
         self.state = State.OPEN
         # messageId -> seq of the messages written with an id, waiting for ACKNOWLEDGE
         self._awaiting: OrderedDict[str, int] = OrderedDict()
@@ -99,6 +99,8 @@ class PushcaSession(Session):
                 return False
             self._behind.append((frame, seq, t0, again))
             return True
+        if not frame:  # a skip (an event for another device): only moves the seq on
+            return super().push(frame, seq, t0, again)
         msg = _message(frame)
         if msg is None:
             if seq and self._fetch is not None and frame.startswith(_HEAD) \

@@ -2,8 +2,9 @@
 
 Every multi-key change is one Lua script (``lua/*.lua``), so quota check + insert,
 compare-and-delete and hub removal are atomic. Calls retry connection errors with
-exponential backoff and jitter; when Redis stays down they raise
-:class:`DirectoryUnavailable` (retryable, 503 / close 4003 at the edge).
+exponential backoff and jitter; when Redis stays down, or does not answer within
+:data:`DEADLINE_S` (a stopped process), they raise :class:`DirectoryUnavailable`
+(retryable, 503 / close 4003 at the edge).
 
 Needs a single Redis (or a Sentinel-managed primary): the scripts touch a user's hash
 and hub sets together, which Redis Cluster would put in different slots.
@@ -27,6 +28,9 @@ from pushgate.router.directory.base import DirectoryUnavailable
 from pushgate.router.directory.keys import SEP, Keys, member, pack, unpack
 from pushgate.router.directory.quota import SessionInfo, age_key
 
+# every call (its retries included) ends within this: a Redis that stops answering gives
+# a retryable error (503 / close 4003), never a hang (docs/cluster.md, failures)
+DEADLINE_S = 3.0
 CHUNK = 500  # sessions per restore / prune script call (keeps each script short)
 
 
@@ -36,7 +40,8 @@ def _script(name: str) -> str:
 
 class RedisDirectory:
     def __init__(self, url: str, prefix: str = "pushgate:", *, timeout_s: float = 2.0,
-                 retries: int = 3) -> None:
+                 retries: int = 3, deadline_s: float = DEADLINE_S) -> None:
+        self.deadline_s = deadline_s
         self.keys = Keys(prefix)
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
@@ -53,8 +58,13 @@ class RedisDirectory:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _call(self, coro: Any) -> Any:
+        """``coro`` (one Redis call, retries included) within :data:`DEADLINE_S`."""
         try:
-            return await coro
+            async with asyncio.timeout(self.deadline_s):
+                return await coro
+        except TimeoutError:
+            raise DirectoryUnavailable(
+                f"redis: no answer within {self.deadline_s:g} s") from None
         except RedisError as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
         except OSError as e:
@@ -183,8 +193,9 @@ class RedisDirectory:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(self.deadline_s):
+                return bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:
