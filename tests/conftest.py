@@ -43,3 +43,30 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
     prefix = redis_service.new_prefix()
     yield prefix
     redis_service.delete_prefix(redis_server, prefix)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """URL (``redis+cluster://``) of a 3-master 3-replica Redis Cluster of this test
+    run, started on first use and stopped at the end (``tests/redis_engines.py``)."""
+    from tests import redis_engines
+
+    engine = services.require("Redis Cluster tests", lambda: redis_engines.start_with_retries(
+        redis_engines.RedisClusterEngine))
+    try:
+        yield engine.url  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    """URL (``redis+sentinel://``) of a primary + replica + 3 Sentinels of this test run."""
+    from tests import redis_engines
+
+    engine = services.require("Redis Sentinel tests", lambda: redis_engines.start_with_retries(
+        redis_engines.SentinelEngine))
+    try:
+        yield engine.url  # type: ignore[attr-defined]
+    finally:
+        engine.close()
