@@ -128,7 +128,7 @@ class RedisClusterEngine(_Engine):
     def master_of_slot(self, slot: int) -> int:
         for line in _info(self.alive_ports()[0], "CLUSTER", "NODES").splitlines():
             fields = line.split()
-            if "master" in fields[2] and "fail" not in fields[2]:
+            if len(fields) >= 8 and "master" in fields[2] and "fail" not in fields[2]:
                 for r in fields[8:]:
                     lo, _, hi = r.partition("-")
                     if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
@@ -144,7 +144,7 @@ class RedisClusterEngine(_Engine):
             return False
         for p in ports:  # every node sees the same three masters, no failed one
             nodes = _info(p, "CLUSTER", "NODES")
-            live = [ln for ln in nodes.splitlines() if ln.split()[1:2]
+            live = [ln for ln in nodes.splitlines() if len(ln.split()) >= 8
                     and int(ln.split()[1].split("@")[0].rsplit(":", 1)[1]) in ports]
             if sum("master" in ln.split()[2] for ln in live) != 3:
                 return False
@@ -206,19 +206,33 @@ class SentinelEngine(_Engine):
         raise AssertionError("no Sentinel answers")
 
     def _ok(self) -> bool:
-        primary = self.current_primary()
-        replicas = [p for p in (self.primary, self.replica)
-                    if p != primary and self.children[p].alive()]
+        try:
+            return self._healthy()
+        except OSError:  # the primary the Sentinels still name is dead: not yet
+            return False
+
+    def _healthy(self) -> bool:
+        """Every Sentinel names the same live primary, which says it is one; with both
+        data nodes alive the replica is linked and known to all three Sentinels."""
+        named = {int(self._named(p)) for p in self.sentinels}
+        if len(named) != 1 or 0 in named:
+            return False
+        primary = named.pop()
+        if not self.children[primary].alive():
+            return False
         if "role:master" not in _info(primary, "INFO", "replication"):
             return False
-        if any("master_link_status:up" not in _info(p, "INFO", "replication")
-               for p in replicas):
+        others = [p for p in (self.primary, self.replica) if p != primary]
+        if not all(self.children[p].alive() for p in others):
+            return all("sentinels=3" in _info(p, "INFO", "sentinel") for p in self.sentinels)
+        if any("master_link_status:up" not in _info(p, "INFO", "replication") for p in others):
             return False
-        for port in self.sentinels:  # each knows the replica and the other two
-            info = _info(port, "INFO", "sentinel")
-            if f"slaves={len(replicas)},sentinels=3" not in info:
-                return False
-        return True
+        return all("slaves=1,sentinels=3" in _info(p, "INFO", "sentinel")
+                   for p in self.sentinels)
+
+    def _named(self, sentinel: int) -> str:
+        lines = _info(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE).split("\r\n")
+        return lines[4] if len(lines) >= 5 else "0"
 
     def wait_healthy(self, timeout: float = 60) -> None:
         wait_for_sync(self._ok, timeout, "the Sentinel set: primary, linked replica, "
