@@ -66,6 +66,42 @@ def rejected(codec: TokenCodec, token: str) -> Unauthorized:
     return info.value
 
 
+def _verdict(codec: TokenCodec, token: str) -> tuple[str, str]:
+    try:
+        return "ok", codec.verify(token).identity.user
+    except Unauthorized as e:
+        return type(e).__name__, e.message
+
+
+def _b64(data: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(("aud", "iss"), [(None, None), ("api", None), (None, "me")])
+def test_one_algorithm_codec_words_every_refusal_as_the_general_path(
+    aud: str | None, iss: str | None
+) -> None:
+    # With one accepted algorithm, verify() decodes once and words refusals itself; a codec
+    # accepting several algorithms takes the general path (header first). Same verdicts.
+    one = TokenCodec(algorithms=["HS256"], secret=SECRET, audience=aud, issuer=iss)
+    several = TokenCodec(algorithms=["HS256", "HS384"], secret=SECRET, audience=aud, issuer=iss)
+    now = int(time.time())
+    tokens = [
+        "", "x", "a.b", "a.b.c", hs(), hs(exp=now - 60), hs(aud="api"), hs(aud="web"),
+        hs(iss="me"), hs(iss="you"), hs(nbf=now + 600), hs(sub="bad user"), hs(exp="soon"),
+        jwt.encode(claims(), "another-secret-" * 4, algorithm="HS256"),
+        jwt.encode({"exp": now + 60}, SECRET, algorithm="HS256"),
+        jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"),
+        jwt.encode(claims(), SECRET, algorithm="HS512"),
+        _b64({"alg": "HS256"}) + "." + _b64([1]) + ".c2ln",
+        _b64({"alg": "none"}) + "." + _b64(claims()) + ".",
+        _b64({"alg": "HS256", "kid": 1}) + ".e30.c2ln",
+    ]
+    verdicts = [(_verdict(one, t), _verdict(several, t)) for t in tokens]
+    assert [a for a, b in verdicts if a != b] == []
+    assert {a[0] for a, _ in verdicts} == {"ok", "Unauthorized", "TokenExpired"}
+
+
 # --- HS256 -------------------------------------------------------------------------------
 
 
