@@ -55,6 +55,14 @@ def redis_calls(url: str) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
+def redis_memory(url: str) -> int:
+    r = redis.Redis.from_url(url)
+    try:
+        return int(r.info("memory")["used_memory"])
+    finally:
+        r.close()
+
+
 def mysql_counters(server_url: str) -> dict[str, int]:
     rows = mysql.execute(server_url, "SHOW GLOBAL STATUS")
     found = {str(name): int(value) for name, value in rows if name in MYSQL_COUNTERS}
@@ -75,6 +83,7 @@ class Meter:
 
     def snapshot(self) -> dict[str, Any]:
         return {"t": time.monotonic(), "redis": redis_calls(self.cluster.redis_url),
+                "redis_memory": redis_memory(self.cluster.redis_url),
                 "mysql": mysql_counters(self.server_url),
                 "hub_cpu": cpu_seconds([self.hub_pid]), "hub_rss_kb": rss_kb([self.hub_pid])}
 
@@ -100,11 +109,14 @@ class Meter:
             "hub_cpu_ms_per_op": round((after["hub_cpu"] - before["hub_cpu"]) * 1000 / n, 3)
             if n else None,
             "hub_rss_kb_delta": after["hub_rss_kb"] - before["hub_rss_kb"],
+            "redis_memory_bytes_per_op": round(
+                (after["redis_memory"] - before["redis_memory"]) / n) if n else None,
         }
         print(f"{name:>12}: n={n} in {seconds:.2f} s ({out['per_s']}/s); Redis commands "
               f"{out['redis_total_per_op']}/op {out['redis_per_op']}; MySQL writes "
               f"{out['mysql_writes_per_op']}/op, commits {out['mysql_commits_per_op']}/op; "
-              f"hub CPU {out['hub_cpu_ms_per_op']} ms/op", file=sys.stderr)
+              f"hub CPU {out['hub_cpu_ms_per_op']} ms/op; Redis memory "
+              f"{out['redis_memory_bytes_per_op']} B/op", file=sys.stderr)
         return out
 
 
