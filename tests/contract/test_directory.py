@@ -248,6 +248,27 @@ async def test_every_users_keys_share_one_cluster_slot(redis_cluster_url: str) -
         await d.close()
 
 
+async def test_a_restore_landing_behind_a_dead_hub_sweep_is_swept_next_round(
+        engine_url: str) -> None:
+    """A hub dying during its re-sync (docs/cluster.md): the late restore leaves the hub
+    listed without a heartbeat, so the next sweep removes what it re-added."""
+    d = RedisDirectory(engine_url, redis_service.new_prefix())
+    try:
+        await d.add(s("a", 1, hub="h1"), 5)
+        await d.heartbeat(["h2"], ttl_s=30)
+        assert await d.remove_hub("h1") == 1
+        assert await d.dead_hubs() == []
+        await d.sync_hub("h1", [s("a", 1, hub="h1"), s("b", 2, user="bob", hub="h1")], 0.0)
+        assert await d.dead_hubs() == ["h1"]
+        assert await d.remove_hub("h1") == 2
+        assert await d.sessions(["alice", "bob"]) == {}
+        assert await d.dead_hubs() == []
+        assert await d.count() == 0
+    finally:
+        await delete_keys(d)
+        await d.close()
+
+
 async def test_redis_liveness_epoch_and_topology(engine_url: str) -> None:
     d = RedisDirectory(engine_url, redis_service.new_prefix())
     try:

@@ -150,15 +150,19 @@ class RedisDirectory:
             i += len(users)
 
     async def remove_hub(self, hub: str) -> int:
-        """Drop the hub from the hub list first, then its sessions bucket by bucket: a
-        re-sync of that hub still running elsewhere puts it back in the list after its
-        last restore (``sync_hub``), so the next dead-hub sweep removes what it re-added."""
-        await self._call(self.redis.srem(self.keys.hubs, hub))
+        """Sweep the hub's sessions bucket by bucket, take it off the hub list, then look
+        again: sessions that a re-sync of that hub still running elsewhere restored
+        meanwhile put it back on the list (``sync_hub`` lists the hub after its last
+        restore too), so the next dead-hub sweep removes them. A sweep that fails half
+        way leaves the hub listed, to be swept again."""
         self._listed.pop(hub, None)
         buckets = await self._hub_members(hub)
         removed = await self._each([
             self._remove_hub(keys=[self.keys.hub(hub, b)], args=[self.keys.base(b), hub])
             for b in buckets])
+        await self._call(self.redis.srem(self.keys.hubs, hub))
+        if await self._hub_members(hub):
+            await self._call(self.redis.sadd(self.keys.hubs, hub))
         await self._call(self.redis.delete(self.keys.heartbeat(hub)))
         return sum(int(n) for n in removed)
 
