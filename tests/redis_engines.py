@@ -60,6 +60,7 @@ class _Engine:
 
     def _spawn(self, name: str, port: int, cmd: list[str]) -> Child:
         child = Child(f"{name}:{port}", cmd, self.base / f"{name}-{port}.log")
+        self.children.pop(port, None)
         child.start()
         self.children[port] = child
         child.wait_until(lambda: ping((HOST, port), 0.5), "answering PING", 30)
@@ -68,6 +69,19 @@ class _Engine:
     def kill(self, port: int) -> None:
         """``kill -9`` the process on ``port`` and wait until it is gone."""
         self.children[port].kill()
+
+    def heal(self) -> None:
+        """Start the killed processes again on their ports (a cluster node rejoins as a
+        replica of the master that replaced it; an old primary is turned into a replica
+        by the Sentinels) and wait until the engine is whole."""
+        for port, child in list(self.children.items()):
+            if not child.alive():
+                name = child.name.split(":")[0]
+                self._spawn(name, port, child.cmd)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         for child in self.children.values():

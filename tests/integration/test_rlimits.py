@@ -46,7 +46,8 @@ async def test_hub_started_with_a_low_soft_limit_holds_more_sessions(tmp_path: P
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < SESSIONS + 200:
         pytest.skip(f"hard open-file limit {hard} too low for this test")
-    srv = ServerProcess(tmp_path / "data", server_env())
+    # no per-IP connect rate: the 400 sessions come from one address as fast as they can
+    srv = ServerProcess(tmp_path / "data", server_env(PUSHGATE_CONNECT_RATE_PER_IP="0"))
     cmd = ["prlimit", f"--nofile=256:{hard}", pushgate_bin(), "serve", "--port", "0",
            "--data-dir", str(srv.data_dir)]
     srv.child = Child("pushgate", cmd, srv.log_path, env=srv.env)
