@@ -198,3 +198,30 @@ async def test_directory_redis_failover_under_load(
         assert t_converged - t_kill < CONVERGE_S
         assert set(connect_closes) <= {4003}, connect_closes
         assert not set(refused_sends) - {"directory_unavailable"}, refused_sends
+
+
+async def test_a_restarted_primary_makes_the_hubs_resync(tmp_path: Path, store_url: str) -> None:
+    """A primary replaced or restarted may come back without its last writes while the
+    epoch marker survives (a replica promoted before it replicated them; here: a
+    session's record dropped, then Redis restarted from its snapshot). The routers see
+    a new primary ``run_id`` and the hubs re-sync: the session is findable again."""
+    import redis
+
+    with direct_cluster(tmp_path, {"store_url": store_url, "migrate": False}) as c:
+        hub = c.hub(0)
+        async with ws_client(hub, "hana") as hana, api(hub) as http:
+            before = await sessions_of(http, "hana")
+            assert {sid for sid, _ in before or set()} == {hana.hello["session"]}
+            r = redis.Redis.from_url(c.redis_url)
+            try:  # the write the new primary never got
+                assert r.delete(Keys(c.redis_prefix).user("hana")) == 1
+            finally:
+                r.close()
+            assert await sessions_of(http, "hana") == set()
+            await asyncio.to_thread(c.restart_redis, flush=False)  # epoch kept, new run_id
+            found = await wait_for(lambda: sessions_of(http, "hana"), 15, "hana re-synced",
+                                   until=lambda f: bool(f))
+            assert found == before
+            r2 = await http.post("/v1/notifications", json={"users": ["hana"], "body": 1})
+            assert r2.json()["results"][0]["sessions"] == 1
+            assert (await hana.recv_type("event"))["seq"] == r2.json()["results"][0]["seq"]
