@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 
 class LoopHistogram:
@@ -42,10 +44,43 @@ class LoopHistogram:
         yield family
 
 
+def _version() -> str:
+    try:
+        return metadata.version("pushgate")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
+        return "unknown"
+
+
+VERSION = _version()
+
+
+class LoopCounter:
+    """A Prometheus counter for one-thread hot paths (one increment per client ack): a
+    plain integer, no lock (``prometheus_client.Counter`` takes one per ``inc``)."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name  # without _total, as prometheus_client names counter families
+        self.documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.started_at = time.time()
         r = self.registry
+        Gauge("pushgate_build_info", "Always 1; the label says which pushgate runs.",
+              ["version"], registry=r).labels(VERSION).set(1)
         self.sessions = Gauge("pushgate_sessions", "Live websocket sessions on this hub.",
                               registry=r)
         self.connects = Counter("pushgate_connects_total", "Websocket sessions opened.",
@@ -65,9 +100,26 @@ class GatewayMetrics:
                              registry=r)
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",
                               ["code"], registry=r)
+        self.acks = LoopCounter("pushgate_acks",
+                                "Acks received from clients (one per ack frame).", r)
+        self.push_queue = Gauge("pushgate_push_queue",
+                                "Pushes waiting in the store's outbox (all bridge workers "
+                                "of the store; sampled every few seconds).", registry=r)
         self.cleaned = Counter("pushgate_events_expired_total",
-                               "Expired events deleted by the TTL cleanup.", registry=r)
+                               "Expired events deleted by the TTL cleanup (and, once no "
+                               "expired event is left, expired delivery reports).",
+                               registry=r)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
+
+    def count_router_links(self, links: Callable[[], float]) -> None:
+        """A cluster hub's ``pushgate_router_links`` (absent elsewhere: no false alert)."""
+        Gauge("pushgate_router_links", "Routers this cluster hub is linked to (0: it takes "
+              "no sessions or sends).", registry=self.registry).set_function(links)
+
+    def count_linked_hubs(self, hubs: Callable[[], float]) -> None:
+        """A router's ``pushgate_linked_hubs``."""
+        Gauge("pushgate_linked_hubs", "Hubs linked to this router by a HubLink stream.",
+              registry=self.registry).set_function(hubs)
 
     # router.core.Metrics
     def sent(self, kind: str, n: int) -> None:
@@ -77,11 +129,34 @@ class GatewayMetrics:
         if n:
             self.deliveries.inc(n)
 
+    def acked(self) -> None:
+        self.acks.inc()
+
     def kicked(self, n: int) -> None:
         self.kicks.inc(n)
 
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
 
+    def snapshot(self) -> dict[str, float]:
+        """Every sample of the registry as ``{"name{label=\"v\",...}": value}`` (no
+        ``_created``): what a hub's heartbeat and a router's Status carry, and what the
+        admin dashboard turns into rates."""
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                out[series_key(sample.name, sample.labels)] = sample.value
+        return out
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    """``name`` or ``name{a="x",b="y"}`` (labels sorted), as in the Prometheus text format."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"

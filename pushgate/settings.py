@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds).")
     max_event_ttl_s: int = Field(365 * 86400, gt=0, le=100 * 365 * 86400,
                                  description="Largest TTL a sender may set.")
+    report_flush_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Delivery reports: each process writes its counts "
+        "(sends, deliveries, acks, pushes) to the store at most this often, in one "
+        "transaction; a report lags by up to this long.")
     cleanup_interval_s: float = Field(60.0, gt=0, description="Expired-event cleanup period.")
     cleanup_batch: int = Field(1000, ge=1, description="Events deleted per cleanup transaction.")
     cleanup_duty: float = Field(
@@ -206,6 +210,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A claimed push whose worker died is sent again after this.")
 
     # operations
+    admin_key: str | None = Field(
+        None, description="Key of the live admin dashboard at /admin (separate from the API "
+        "keys, at least 16 characters); unset = no dashboard (/admin answers 404).")
+    admin_session_ttl_s: int = Field(
+        3600, ge=60, description="Lifetime of an admin dashboard login (its cookie).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["console", "json"] = Field("console", description="Log line format.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Drain time on SIGTERM.")
@@ -255,6 +264,20 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_public_key is required for algorithms {asym}")
         if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
             raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
+        return self
+
+    @field_validator("admin_key")
+    @classmethod
+    def _check_admin_key(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 16:
+            raise ValueError("must be at least 16 characters (or unset: no dashboard)")
+        return v
+
+    @model_validator(mode="after")
+    def _check_admin_key_is_separate(self) -> Settings:
+        if self.admin_key is not None and self.admin_key in self.api_keys:
+            raise ValueError("admin_key must differ from every API key (a sender must not "
+                             "get the dashboard)")
         return self
 
     @model_validator(mode="after")

@@ -12,8 +12,9 @@ mariadb-server`` and start it. Each test run then works in its own database
 
 nginx and redis-server (for the local cluster of ``deploy/local``, which runs private
 instances of both), redis-sentinel and redis-cli (for the Redis Cluster and Sentinel
-engines of ``tests/redis_engines.py``) are installed with apt-get as root when missing, without starting
-the packages' system services (:func:`provision_binary`).
+engines of ``tests/redis_engines.py``) are installed with apt-get as root when missing,
+without starting the packages' system services (:func:`provision_binary`); so is
+promtool (Debian's ``prometheus`` package) for the alert rule tests.
 
 Tests that kill and restart the server run a throw-away one of their own
 (:class:`deploy.local.mariadb.PrivateMariaDB`).
@@ -239,6 +240,12 @@ def provision_redis_server(**kw: Any) -> str:
     return provision_binary("redis-server", "redis-server", **kw)
 
 
+def provision_promtool(**kw: Any) -> str:
+    """Prometheus's rule checker (Debian's ``prometheus`` package; its server is not
+    started): ``promtool check rules`` / ``test rules`` on deploy/monitoring."""
+    return provision_binary("promtool", "prometheus", **kw)
+
+
 def require(tests: str, provide: Callable[[], T]) -> T:
     """``provide()`` for a fixture: without the service the test is skipped with the
     reason, except in CI (``CI=true``) where it fails: ``tests`` must run there."""
@@ -263,7 +270,8 @@ def main() -> int:
             ("redis-sentinel", "Redis Sentinel tests",
              lambda: provision_binary("redis-sentinel", "redis-sentinel")),
             ("redis-cli", "Redis Cluster tests",
-             lambda: provision_binary("redis-cli", "redis-tools"))):
+             lambda: provision_binary("redis-cli", "redis-tools")),
+            ("promtool", "alert rule tests", provision_promtool)):
         try:
             found = provide()
         except ServiceUnavailable as exc:

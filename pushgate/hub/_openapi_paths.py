@@ -46,6 +46,13 @@ def _op(tag: str, operation_id: str, summary: str, responses: dict[str, Any], *,
 USER_PARAM = {"name": "user", "in": "path", "required": True,
               "description": "User id (the token's `sub`).",
               "schema": TypeAdapter(models.Id).json_schema()}
+REPORT_PARAM = {"name": "report", "in": "path", "required": True,
+                "description": "A send's report id (its `id`, or the reply's `report`).",
+                "schema": TypeAdapter(models.Id).json_schema()}
+REPORT_EXAMPLE = {"report": "msg-8f3a", "created_at": 1767225600.123,
+                  "updated_at": 1767225601.2, "expires_at": 1769817600.123, "addressed": 2,
+                  "stored": 2, "duplicates": 0, "delivered": 1, "acked": 1, "pushed": 1,
+                  "push_failed": 0, "failed_by_reason": {}, "read": 0}
 DEVICE_EXAMPLE = {"user": "alice", "app": "com.example.chat", "platform": "apns",
                   "token": "a1b2c3d4e5f6", "updated_at": 1767225600.5}
 _REMOVED = {"description": "Whether a token was removed.", **json_content(
@@ -95,7 +102,7 @@ PATHS: dict[str, Any] = {
         {"200": {"description": "Accepted (and, for `ack`, acknowledged).", **json_content(
             ref("SendResult"), {"results": [{"user": "alice", "seq": 17, "sessions": 2},
                                             {"user": "bob", "seq": 4, "sessions": 0}],
-                                "sessions": 2})},
+                                "sessions": 2, "report": "msg-8f3a"})},
          **_SEND_ERRORS, "408": "AckTimeout"},
         description=(
             "Exactly one of `users` / `filter`.\n\n"
@@ -109,7 +116,38 @@ PATHS: dict[str, Any] = {
             "* `ack: true` (one user, stored): the reply waits until a session of the user (of "
             "`device`, when given) acks the seq: 200 with `acked_by`, or 408 after "
             "`ack_timeout_ms`; the event stays stored either way."),
-        body="SendRequest", examples=_SEND_EXAMPLES)},
+        body="SendRequest", examples=_SEND_EXAMPLES),
+        "get": _op(
+            "reports", "listReports", "The latest sends' delivery reports, newest first",
+            {"200": {"description": "Reports.", **json_content(
+                ref("ReportList"), {"reports": [REPORT_EXAMPLE]})},
+             **_API},
+            parameters=[{"name": "limit", "in": "query", "required": False,
+                         "description": "At most this many reports (1..1000).",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                    "default": 20}}])},
+    "/v1/notifications/{report}": {"get": _op(
+        "reports", "getReport", "A send's delivery report",
+        {"200": {"description": "The report.", **json_content(ref("Report"), REPORT_EXAMPLE)},
+         **_API, "404": "UnknownReport"},
+        description=(
+            "What happened to the send whose reply carried `report`, summed over every hub, "
+            "router and bridge: users addressed, events stored, duplicates, delivered live, "
+            "acked, pushed / failed by reason, read. Counts are written every "
+            "`report_flush_interval_s` (0.5 s): a report lags by about that much. Kept as "
+            "long as its events (TTL)."),
+        parameters=[REPORT_PARAM])},
+    "/v1/notifications/{report}/users/{user}": {"get": _op(
+        "reports", "getReportUser", "One user's status in a delivery report",
+        {"200": {"description": "The user's status.", **json_content(ref("ReportUser"), {
+            "report": "msg-8f3a", "user": "alice", "seq": 17, "stored": True,
+            "delivered": True, "acked": True, "read": False, "created_at": 1767225600.123,
+            "expires_at": 1769817600.123})},
+         **_API, "404": "UnknownReport"},
+        description=("From the user's stored event of the send: delivered live, acked, and "
+                     "its read mark. 404 `unknown_report_user` when the user has no stored "
+                     "event of it (not addressed, transient, or expired)."),
+        parameters=[REPORT_PARAM, USER_PARAM])},
     "/v1/users/{user}/events": {"get": _op(
         "inbox", "userEvents", "Fetch a user's stored events after a seq (the diff)",
         {"200": {"description": "Events.", **json_content(ref("EventList"), {

@@ -24,7 +24,10 @@ from pushgate.hub.responses import (
     events_payload,
     json_response,
     read_state_payload,
+    report_payload,
+    report_user_payload,
 )
+from pushgate.router.base import MAX_REPORTS_LIMIT
 from pushgate.router.requests import from_pushca, parse_send
 
 
@@ -113,6 +116,34 @@ async def send_notification(request: Request) -> Response:
 async def _send(node: HubNode, body: Any) -> Response:
     result = await node.router.send(parse_send(body, node.send_limits))
     return json_response(result.to_dict())
+
+
+# -- delivery reports -----------------------------------------------------------------------
+
+MAX_REPORTS = MAX_REPORTS_LIMIT  # GET /v1/notifications?limit=
+
+
+async def list_reports(request: Request) -> Response:
+    """``GET /v1/notifications?limit=``: the latest sends' reports, newest first."""
+    node = await _server(request)
+    limit = _query_int(request, "limit", 20, 1, MAX_REPORTS)
+    return json_response({"reports": [report_payload(r) for r in
+                                      await node.router.latest_reports(limit)]})
+
+
+async def get_report(request: Request) -> Response:
+    """``GET /v1/notifications/{report}``: one send's delivery report."""
+    node = await _server(request)
+    report = check_id(request.path_params["report"], "report")
+    return json_response(report_payload(await node.router.report(report)))
+
+
+async def get_report_user(request: Request) -> Response:
+    """``GET /v1/notifications/{report}/users/{user}``: one user's status in a report."""
+    node = await _server(request)
+    report = check_id(request.path_params["report"], "report")
+    return json_response(report_user_payload(
+        await node.router.report_user(report, _user(request))))
 
 
 async def user_events(request: Request) -> Response:

@@ -14,10 +14,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from pushgate.errors import PushgateError
 from pushgate.hub import api
+from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.responses import error_response, json_response
@@ -43,6 +44,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The hub as an ASGI app (run it with uvicorn; see pushgate.server)."""
     node = HubNode(settings)
+    admin = Admin(node, settings.admin_key) if settings.admin_key else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -50,11 +52,16 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            if admin is not None:
+                await admin.close()
             await node.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/open-connection", api.open_connection, methods=["POST"]),
         Route("/v1/notifications", api.send_notification, methods=["POST"]),
+        Route("/v1/notifications", api.list_reports, methods=["GET"]),
+        Route("/v1/notifications/{report}", api.get_report, methods=["GET"]),
+        Route("/v1/notifications/{report}/users/{user}", api.get_report_user, methods=["GET"]),
         Route("/v1/users/{user}/events", api.user_events, methods=["GET"]),
         Route("/v1/users/{user}/read", api.user_read, methods=["POST"]),
         Route("/v1/users/{user}/read-state", api.user_read_state, methods=["GET"]),
@@ -69,6 +76,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
+    if admin is not None:  # no admin_key: /admin is 404 like any unknown path
+        routes += admin.routes()
     app = Starlette(
         routes=routes, lifespan=lifespan,
         exception_handlers={PushgateError: _pushgate_error, HTTPException: _http_error})

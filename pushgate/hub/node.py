@@ -70,6 +70,9 @@ class HubNode:
                                    settings.api_keys[0] if settings.api_keys else None,
                                    settings.hub_heartbeat_ttl_s)
             self.router = RemoteRouter(self.routers)
+            routers = self.routers
+            routers.metrics = self.metrics
+            self.metrics.count_router_links(lambda: sum(c.up for c in routers.conns))
         else:
             self.backend = RoutingBackend(settings, LocalHubs(self.registry), self.metrics)
             self.router = self.backend.router

@@ -57,7 +57,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         ["code", "message", "retryable"],
         code={"type": "string", "description": (
             "Stable machine-readable code: invalid_request, payload_too_large, unauthorized, "
-            "not_found, unknown_user, method_not_allowed, ack_timeout, overloaded, "
+            "not_found, unknown_user, unknown_report, unknown_report_user, method_not_allowed, ack_timeout, overloaded, "
             "shutting_down, internal.")},
         message={"type": "string", "description": "For humans."},
         field={"type": "string", "description": "The offending input, when there is one "
@@ -87,7 +87,38 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         results={"type": "array", "items": ref("UserResult"), "description": (
             "One per user; for a filter send one entry when `filter.account` is set, else "
             "empty.")},
-        sessions={**_COUNT, "description": "Total live sessions reached."}),
+        sessions={**_COUNT, "description": "Total live sessions reached."},
+        report={"type": "string", "description": (
+            "The send's delivery report id (the send's `id` when given, else a generated "
+            "one): `GET /v1/notifications/{report}`.")}),
+    "Report": _object(
+        ["report", "created_at", "updated_at", "expires_at", "addressed", "stored",
+         "duplicates", "delivered", "acked", "pushed", "push_failed", "failed_by_reason",
+         "read"],
+        report=_STR, created_at=_UNIX, updated_at=_UNIX,
+        expires_at={**_UNIX, "description": "Deleted with its events after this."},
+        addressed={**_COUNT, "description": "Users addressed, over every send with this id "
+                                            "(a filter send: sessions reached)."},
+        stored={**_COUNT, "description": "Events stored."},
+        duplicates={**_COUNT, "description": "Idempotent repeats (stored nothing)."},
+        delivered={**_COUNT, "description": "Users whose event was handed to at least one "
+                                            "live session (transient sends: users or "
+                                            "sessions reached)."},
+        acked={**_COUNT, "description": "Users with a session that acked the event."},
+        pushed={**_COUNT, "description": "Offline pushes the provider accepted (per device)."},
+        push_failed={**_COUNT, "description": "Offline pushes failed or dropped, per device "
+                                              "(`failed_by_reason`)."},
+        failed_by_reason={"type": "object", "additionalProperties": _COUNT,
+                          "description": "Reason (provider's, or `no_device`, "
+                                         "`max_attempts`) → count."},
+        read={**_COUNT, "description": "Users who marked the event read."}),
+    "ReportList": _object(["reports"], reports={"type": "array", "items": ref("Report")}),
+    "ReportUser": _object(
+        ["report", "user", "seq", "stored", "delivered", "acked", "read", "created_at",
+         "expires_at"],
+        report=_STR, user=_STR, seq=_SEQ, stored={"type": "boolean", "const": True},
+        delivered={"type": "boolean"}, acked={"type": "boolean"}, read={"type": "boolean"},
+        created_at=_UNIX, expires_at=_UNIX),
     "Device": _object(
         ["user", "app", "platform", "token", "updated_at"],
         user=_STR, app=_STR, platform={"type": "string", "enum": ["apns", "fcm"]},
@@ -146,6 +177,11 @@ RESPONSES: dict[str, Any] = {
                        "inbox).",
         **json_content(ref("Error"), _error("unknown_user", "user 'nobody' has no inbox",
                                             "user"))},
+    "UnknownReport": {
+        "description": "`unknown_report` (no such report: never sent, or expired with its "
+                       "events) or `unknown_report_user` (the user has no stored event of it).",
+        **json_content(ref("Error"), _error("unknown_report", "no delivery report 'msg-8f3a' "
+                                            "(unknown, or expired with its events)", "report"))},
     "AckTimeout": {
         "description": "`ack_timeout`: no session acked within `ack_timeout_ms`. The event "
                        "stays stored; the body also carries the send result.",
@@ -198,6 +234,8 @@ def build_spec() -> dict[str, Any]:
         "tags": [
             {"name": "send", "description": "Send notifications to users or to filtered "
                                             "clients."},
+            {"name": "reports", "description": "Delivery reports: what happened to a send "
+                                               "(stored, delivered, acked, pushed, read)."},
             {"name": "inbox", "description": "A user's stored events and read state."},
             {"name": "sessions", "description": "Client tokens and live websocket sessions."},
             {"name": "devices", "description": "Push tokens for the offline bridge "

@@ -18,14 +18,14 @@ import grpc
 from grpc import aio
 
 from pushgate.auth import Identity
-from pushgate.errors import Internal, Overloaded, PushgateError
+from pushgate.errors import Internal, InvalidRequest, Overloaded, PushgateError
 from pushgate.hub.routers import Routers
 from pushgate.router import wire
-from pushgate.router.base import RoutingCore, SendResult
+from pushgate.router.base import MAX_REPORTS_LIMIT, RoutingCore, SendResult
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import SendRequest
 from pushgate.rpc import pushgate_pb2 as pb
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 CALL_TIMEOUT_S = 10.0
 
@@ -137,3 +137,19 @@ class RemoteRouter(RoutingCore):
     async def devices(self, user: str) -> list[Device]:
         reply = await self._call("Devices", pb.UserRequest(user=user))
         return [wire.device_from_pb(d) for d in reply.devices]
+
+    # -- delivery reports ----------------------------------------------------------------
+
+    async def report(self, report: str) -> Report:
+        return wire.report_from_pb(await self._call("GetReport", pb.ReportRequest(report=report)))
+
+    async def latest_reports(self, limit: int) -> list[Report]:
+        if not 1 <= limit <= MAX_REPORTS_LIMIT:  # on the wire 0 means the default
+            raise InvalidRequest(f"'limit' must be an integer in 1..{MAX_REPORTS_LIMIT}",
+                                 field="limit")
+        reply = await self._call("ListReports", pb.ListReportsRequest(limit=limit))
+        return [wire.report_from_pb(r) for r in reply.reports]
+
+    async def report_user(self, report: str, user: str) -> ReportUser:
+        return wire.report_user_from_pb(await self._call(
+            "GetReportUser", pb.ReportUserRequest(report=report, user=user)))

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from pushgate import protocol as p
 from pushgate.errors import PushgateError
 from pushgate.store import bitmap
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -48,3 +48,19 @@ def read_state_payload(rs: ReadState) -> dict[str, Any]:
     ranges = bitmap.to_ranges(bm) if bm is not None else []
     return {"head": rs.head, "unread": rs.unread, "live": rs.live,
             "read": p.ranges_payload(ranges)}
+
+
+def report_payload(r: Report) -> dict[str, Any]:
+    """A delivery report (``GET /v1/notifications/{report}`` and the list)."""
+    return {"report": r.report, "created_at": r.created_at, "updated_at": r.updated_at,
+            "expires_at": r.expires_at, "addressed": r.addressed, "stored": r.stored,
+            "duplicates": r.duplicates, "delivered": r.delivered, "acked": r.acked,
+            "pushed": r.pushed, "push_failed": r.push_failed,
+            "failed_by_reason": r.failed_by_reason, "read": r.read}
+
+
+def report_user_payload(u: ReportUser) -> dict[str, Any]:
+    """One user's status in a report (``GET /v1/notifications/{report}/users/{user}``)."""
+    return {"report": u.report, "user": u.user, "seq": u.seq, "stored": True,
+            "delivered": u.delivered, "acked": u.acked, "read": u.read,
+            "created_at": u.created_at, "expires_at": u.expires_at}

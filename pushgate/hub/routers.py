@@ -22,6 +22,7 @@ from grpc import aio
 from pushgate.errors import Overloaded
 from pushgate.hub.registry import Registry
 from pushgate.logs import get_logger
+from pushgate.metrics import VERSION, GatewayMetrics
 from pushgate.router import wire
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.rpc import pushgate_pb2 as pb
@@ -193,7 +194,7 @@ class RouterConn:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.routers.heartbeat_s)
-            self.send(pb.HubMessage(heartbeat=pb.Heartbeat()))
+            self.send(pb.HubMessage(heartbeat=pb.Heartbeat(stats=self.routers.node_stats())))
 
     def _handle(self, msg: pb.RouterMessage) -> None:
         kind = msg.WhichOneof("kind")
@@ -239,7 +240,8 @@ class Routers:
         self.registry = registry
         self.hub_id = registry.hub_id
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        self.heartbeat_s = heartbeat_ttl_s / 3
+        self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)
+        self.metrics: GatewayMetrics | None = None  # set by the HubNode: heartbeat stats
         self.conns = [RouterConn(a, self) for a in addresses]
         self.ack_routes: dict[tuple[str, int], RouterConn] = {}
         self.any_up = asyncio.Event()
@@ -260,6 +262,14 @@ class Routers:
             self.any_up.set()
         else:
             self.any_up.clear()
+
+    def node_stats(self) -> pb.NodeStats:
+        """This hub as its heartbeats describe it (a router's Status returns it)."""
+        m = self.metrics
+        if m is None:
+            return pb.NodeStats(id=self.hub_id, kind="hub", version=VERSION)
+        return pb.NodeStats(id=self.hub_id, kind="hub", version=VERSION,
+                            started_at=m.started_at, stats=m.snapshot())
 
     def hello(self) -> pb.HubMessage:
         return pb.HubMessage(hello=pb.Hello(

@@ -91,6 +91,7 @@ class Requests:
             if frame.seq > s.acked_seq:
                 s.acked_seq = frame.seq
             node.router.on_ack(s.identity, s.id, frame.seq)
+            node.metrics.acks.inc()
         elif isinstance(frame, p.Ping):
             s.push(p.encode_pong(frame.rid))
         elif isinstance(frame, p.Send):

@@ -6,12 +6,15 @@ the offline bridge's outbox (and worker, when this process has providers) and th
 Used by the embedded hub (with the in-process hub as its ``Hubs``) and by
 ``pushgate router`` (with the HubLink streams of the cluster's hubs).
 
-start: migrate (SQLite) → store → committer → cleaner → outbox → push worker
+start: migrate (SQLite) → store → committer → cleaner → report counter → outbox → push worker
 close: committer (flush) → push worker (batches in flight finish) → outbox (flush acks)
-       → cleaner → store → directory
+       → report counter (flush) → cleaner → store → directory
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
@@ -23,11 +26,14 @@ from pushgate.router.bridge.outbox import Outbox
 from pushgate.router.bridge.worker import Worker
 from pushgate.router.core import Router, RouterConfig
 from pushgate.router.directory import open_directory
+from pushgate.router.reports import ReportCounter
 from pushgate.settings import Settings
 from pushgate.store import GroupCommitter, Leases, migrate, open_store
 from pushgate.store.cleanup import Cleaner
 
 log = get_logger("pushgate.router")
+
+QUEUE_SAMPLE_S = 5.0
 
 
 class RoutingBackend:
@@ -47,10 +53,13 @@ class RoutingBackend:
         # offline push: sends queue pushes in the store's outbox (push_enabled, or implied by
         # configured providers); this process sends them when it has providers and
         # push_worker is on, else `pushgate bridge` processes do
+        # delivery reports: this process's counts, flushed in one transaction per interval
+        self.reports = ReportCounter(self.store, settings.report_flush_interval_s)  # type: ignore[arg-type]
         providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
         self.push_worker = Worker(
             self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]
-            BridgeMetrics(metrics.registry)) if providers and settings.push_worker else None
+            BridgeMetrics(metrics.registry),
+            reports=self.reports) if providers and settings.push_worker else None
         enabled = bool(providers) if settings.push_enabled is None else settings.push_enabled
         self.outbox = Outbox(
             self.store, settings.push_ack_window_ms,  # type: ignore[arg-type]
@@ -58,8 +67,20 @@ class RoutingBackend:
         self.router = Router(
             self.store, self.committer, self.directory, hubs,
             RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
-                         settings.fetch_max_bytes),
-            metrics, offline=self.outbox)
+                         settings.fetch_max_bytes, settings.event_ttl_s),
+            metrics, offline=self.outbox, reports=self.reports)
+
+        self._metrics = metrics
+        self._queue_task: asyncio.Task[None] | None = None
+
+    async def _sample_queue(self) -> None:
+        """``pushgate_push_queue``: the outbox's pending pushes, every QUEUE_SAMPLE_S."""
+        while True:
+            try:
+                self._metrics.push_queue.set(await self.store.pending_pushes())  # type: ignore[attr-defined]
+            except Exception as e:  # the store is down: the errors show elsewhere
+                log.debug("push queue sample failed", error=str(e))
+            await asyncio.sleep(QUEUE_SAMPLE_S)
 
     async def start(self) -> None:
         if self.store_url.startswith("sqlite"):
@@ -67,8 +88,10 @@ class RoutingBackend:
         await self.store.start()
         await self.committer.start()
         await self.cleaner.start()
+        await self.reports.start()
         if self.outbox is not None:
             await self.outbox.start()
+            self._queue_task = asyncio.create_task(self._sample_queue())
         if self.push_worker is not None:
             try:
                 await self.push_worker.start()  # checks the provider credentials
@@ -77,11 +100,16 @@ class RoutingBackend:
                 raise
 
     async def close(self) -> None:
+        if self._queue_task is not None:
+            self._queue_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._queue_task
         await self.committer.close()
         if self.push_worker is not None:
             await self.push_worker.close()
         if self.outbox is not None:
             await self.outbox.close()
+        await self.reports.close()  # after everything that counts
         await self.cleaner.close()
         await self.store.close()
         await self.directory.close()

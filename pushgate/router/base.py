@@ -30,7 +30,9 @@ from pushgate.auth import Identity
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
+
+MAX_REPORTS_LIMIT = 1000  # latest_reports(limit): 1..this
 
 
 @dataclass(slots=True)
@@ -57,9 +59,14 @@ class UserResult:
 class SendResult:
     results: list[UserResult] = field(default_factory=list)
     sessions: int = 0
+    report: str | None = None  # the delivery report id (the send's id where given)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"results": [r.to_dict() for r in self.results], "sessions": self.sessions}
+        out: dict[str, Any] = {"results": [r.to_dict() for r in self.results],
+                               "sessions": self.sessions}
+        if self.report is not None:
+            out["report"] = self.report
+        return out
 
 
 class RoutingCore(Protocol):
@@ -120,6 +127,21 @@ class RoutingCore(Protocol):
         ...
 
     async def devices(self, user: str) -> list[Device]:
+        ...
+
+    # -- delivery reports ----------------------------------------------------------------------
+
+    async def report(self, report: str) -> Report:
+        """A send's delivery report; ``NotFound`` (``unknown_report``) when there is none."""
+        ...
+
+    async def latest_reports(self, limit: int) -> list[Report]:
+        """The ``limit`` newest reports, newest first."""
+        ...
+
+    async def report_user(self, report: str, user: str) -> ReportUser:
+        """One user's status in a report; ``NotFound`` when the user has no stored event
+        of it."""
         ...
 
 

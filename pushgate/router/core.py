@@ -16,17 +16,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pushgate.auth import Identity
+from pushgate.auth import Identity, check_id
 from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
 from pushgate.logs import get_logger
 from pushgate.protocol import encode_event, event_frame
-from pushgate.router.base import Hubs, RoutingCore, SendResult, UserResult
+from pushgate.router.base import MAX_REPORTS_LIMIT, Hubs, RoutingCore, SendResult, UserResult
 from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
+from pushgate.router.directory.memory import MemoryDirectory
 from pushgate.router.directory.quota import SessionInfo
+from pushgate.router.reports import Reports, new_report_id
 from pushgate.router.requests import SendRequest
 from pushgate.router.routing import Filter, select
 from pushgate.store.base import (
+    DELIVERED,
     Appended,
     Device,
     DeviceStore,
@@ -34,6 +37,9 @@ from pushgate.store.base import (
     EventStore,
     NewEvent,
     ReadState,
+    Report,
+    ReportStore,
+    ReportUser,
     StoreError,
     check_device,
 )
@@ -67,6 +73,7 @@ class RouterConfig:
     max_sessions_per_user: int
     inline_event_max_bytes: int
     fetch_max_bytes: int = 1 << 20
+    report_ttl_s: int = 30 * 86400  # reports of transient sends (no events) live this long
 
 
 class _AckWaiter:
@@ -82,7 +89,7 @@ class Router(RoutingCore):
 
     def __init__(self, store: EventStore, committer: Committer, directory: Directory,
                  hubs: Hubs, config: RouterConfig, metrics: Metrics,
-                 offline: OfflineSink | None = None) -> None:
+                 offline: OfflineSink | None = None, reports: Reports | None = None) -> None:
         self.store = store
         self.committer = committer
         self.directory = directory
@@ -90,6 +97,8 @@ class Router(RoutingCore):
         self.config = config
         self.metrics = metrics
         self.offline = offline  # the offline bridge's queue (None = no APNs/FCM)
+        self.reports = reports if reports is not None else _NoReports()
+        self._local_directory = directory if isinstance(directory, MemoryDirectory) else None
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
         self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
         # deliveries leave in commit order even when directory lookups await (Redis):
@@ -131,6 +140,7 @@ class Router(RoutingCore):
             return {}
 
     def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+        self.reports.acked_event(identity.user, seq)
         if self.offline is not None:
             self.offline.on_ack(identity.user, seq)
         waiters = self._ack_waiters.get((identity.user, seq))
@@ -165,14 +175,22 @@ class Router(RoutingCore):
         t0 = time.perf_counter() if t0 is None else t0
         if req.ack and not req.stored:
             raise InvalidRequest("a send with 'ack' is stored: it needs ttl > 0", field="ttl")
+        report = req.id or new_report_id()
         if req.filter is not None:
-            return await self._send_filter(req, req.filter, t0)
+            return await self._send_filter(req, req.filter, t0, report)
         now = time.time()
-        result = SendResult()
+        result = SendResult(report=report)
+        reports = self.reports
         if req.stored:
+            # a memory directory answers at once: look the sessions up before storing too,
+            # so that the event rows are written with their DELIVERED mark (the flush
+            # corrects the few that a session opening or closing meanwhile changed)
+            local, device = self._local_directory, req.device
+            pre = {u for u in req.users if local.reaches(u, device)} if local else ()
             with store_errors():
                 appended = await self.committer.append(
-                    [NewEvent(u, req.body, req.ttl_s, req.id) for u in req.users])
+                    [NewEvent(u, req.body, req.ttl_s, req.id, report,
+                              DELIVERED if u in pre else 0) for u in req.users])
             prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
             self._last_delivery = mine
             try:
@@ -180,7 +198,7 @@ class Router(RoutingCore):
                 if prev is not None and not prev.done():
                     await prev
                 waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
-                stored = 0
+                stored = delivered = 0
                 inline_max = self.config.inline_event_max_bytes
                 for a in appended:
                     n = 0
@@ -189,8 +207,14 @@ class Router(RoutingCore):
                         frame = event_frame(a.seq, a.id, req.body, a.created_at, inline_max)
                         n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
                                           req.ack)
+                        if n:
+                            delivered += 1
+                        if (n > 0) is not (a.user in pre):
+                            reports.delivered_event(a.user, a.seq, n > 0)  # mark != fact
                     result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
                     result.sessions += n
+                reports.sent(report, len(appended), stored, len(appended) - stored, delivered,
+                             now + req.ttl_s)
             finally:
                 mine.set_result(None)
                 if self._last_delivery is mine:
@@ -204,16 +228,20 @@ class Router(RoutingCore):
                                                        req.device, True)
                             result.sessions += r.sessions
             if self.offline is not None and req.push is not None:
-                await self._queue_pushes(self.offline, req.push, result)
+                await self._queue_pushes(self.offline, req.push, result, report)
             self.metrics.sent("stored", stored)
         else:
             live = await self.sessions_of(req.users)
             frame = encode_event(None, req.id, req.body, now)
             waiter = None
+            delivered = 0
             for u in req.users:
                 n = self._deliver(live.get(u, ()), frame, 0, t0, req.device)
                 result.results.append(UserResult(u, None, n))
                 result.sessions += n
+                delivered += n > 0
+            reports.sent(report, len(req.users), 0, 0, delivered,
+                         now + self.config.report_ttl_s)
             self.metrics.sent("transient", len(req.users))
         self.metrics.delivered(result.sessions)
         if waiter is not None:
@@ -228,14 +256,14 @@ class Router(RoutingCore):
                              code="directory_unavailable") from e
 
     async def _queue_pushes(self, offline: OfflineSink, push: dict[str, Any],
-                            result: SendResult) -> None:
+                            result: SendResult, report: str) -> None:
         """Hand the new events to the offline bridge (the policy decides who is pushed).
         The events are stored and delivered already: a queue failure is reported per
         user (``push: "not_queued"``), not as a failed send."""
         events = [OfflinePush(r.user, r.seq, r.sessions > 0) for r in result.results
                   if not r.duplicate and r.seq is not None]
         try:
-            queued = await offline.enqueue(push, events)
+            queued = await offline.enqueue(push, events, report)
         except StoreError as e:
             log.error("queueing pushes failed", error=str(e), users=len(events))
             queued, failed = set(), {e.user for e in events}
@@ -281,13 +309,15 @@ class Router(RoutingCore):
                 if not waiters:
                     del self._ack_waiters[key]
 
-    async def _send_filter(self, req: SendRequest, flt: Filter, t0: float) -> SendResult:
-        frame = encode_event(None, req.id, req.body, time.time())
+    async def _send_filter(self, req: SendRequest, flt: Filter, t0: float,
+                           report: str) -> SendResult:
+        now = time.time()
+        frame = encode_event(None, req.id, req.body, now)
         counter = 0
         if flt.find_any:
             counter = self._any_counters[flt.key()]
             self._any_counters[flt.key()] = counter + 1
-        result = SendResult()
+        result = SendResult(report=report)
         if flt.target.account is not None:
             user = flt.target.account
             chosen = select((await self.sessions_of([user])).get(user, []), flt, counter)
@@ -296,6 +326,9 @@ class Router(RoutingCore):
             result.sessions = n
         else:
             result.sessions = await self.hubs.broadcast(flt, frame, counter, t0)
+        # a filter addresses sessions, not users: both counts are sessions reached
+        self.reports.sent(report, result.sessions, 0, 0, result.sessions,
+                          now + self.config.report_ttl_s)
         self.metrics.sent("filter", 1)
         self.metrics.delivered(result.sessions)
         return result
@@ -362,3 +395,54 @@ class Router(RoutingCore):
     async def devices(self, user: str) -> list[Device]:
         with store_errors():
             return await self._device_store().devices([user])
+
+    # -- delivery reports ----------------------------------------------------------------
+
+    def _report_store(self) -> ReportStore:
+        return self.store  # type: ignore[return-value]  # the SQL store implements both
+
+    async def report(self, report: str) -> Report:
+        check_id(report, "report")
+        with store_errors():
+            found = await self._report_store().report(report)
+        if found is None:
+            raise NotFound(f"no delivery report {report!r} (unknown, or expired with its "
+                           "events)", field="report", code="unknown_report")
+        return found
+
+    async def latest_reports(self, limit: int) -> list[Report]:
+        if not 1 <= limit <= MAX_REPORTS_LIMIT:
+            raise InvalidRequest(f"'limit' must be an integer in 1..{MAX_REPORTS_LIMIT}",
+                                 field="limit")
+        with store_errors():
+            return await self._report_store().latest_reports(limit)
+
+    async def report_user(self, report: str, user: str) -> ReportUser:
+        check_id(report, "report")
+        check_id(user, "user")
+        with store_errors():
+            found = await self._report_store().report_user(report, user)
+        if found is None:
+            raise NotFound(f"user {user!r} has no stored event of report {report!r}",
+                           field="user", code="unknown_report_user")
+        return found
+
+
+class _NoReports(Reports):
+    """Counts nothing (a core built without a report counter, e.g. in unit tests)."""
+
+    def sent(self, report: str, addressed: int, stored: int, duplicates: int,
+             delivered: int, expires_at: float) -> None:
+        pass
+
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
+        pass
+
+    def acked_event(self, user: str, seq: int) -> None:
+        pass
+
+    def pushed(self, report: str, n: int = 1) -> None:
+        pass
+
+    def push_failed(self, report: str, reason: str) -> None:
+        pass

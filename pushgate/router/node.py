@@ -57,6 +57,7 @@ class RouterNode:
         self.metrics = GatewayMetrics()
         self.api_keys = ApiKeys(settings.api_keys)
         self.hubs = LinkedHubs()
+        self.metrics.count_linked_hubs(lambda: len(self.hubs.hubs))
         self.backend = RoutingBackend(settings, self.hubs, self.metrics)
         self.router = self.backend.router
         self.directory = self.backend.directory

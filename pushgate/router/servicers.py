@@ -26,7 +26,7 @@ from grpc import aio
 from pushgate.auth import Identity, check_id
 from pushgate.errors import Internal, InvalidRequest, PushgateError, Unauthorized
 from pushgate.logs import get_logger
-from pushgate.metrics import GatewayMetrics
+from pushgate.metrics import VERSION, GatewayMetrics
 from pushgate.router import wire
 from pushgate.router.core import Router
 from pushgate.router.directory import Directory, DirectoryUnavailable
@@ -37,6 +37,8 @@ from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 
 log = get_logger("pushgate.router")
 
+DEFAULT_REPORTS = 20  # ListReports without a limit
+
 
 class Deps(Protocol):
     """What the servicers need from the router process."""
@@ -45,6 +47,7 @@ class Deps(Protocol):
     hubs: LinkedHubs
     directory: Directory
     metrics: GatewayMetrics
+    node_id: str
     send_limits: Limits
     fetch_max_limit: int
 
@@ -172,6 +175,46 @@ class GatewayService(pb_grpc.GatewayServicer):
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
+    async def Status(self, request: pb.StatusRequest,
+                     context: aio.ServicerContext) -> pb.StatusReply:
+        async def op() -> pb.StatusReply:
+            m = self.deps.metrics
+            now = time.monotonic()
+            reply = pb.StatusReply(router=pb.NodeStats(
+                id=self.deps.node_id, kind="router", version=VERSION, started_at=m.started_at,
+                stats=m.snapshot()))
+            for stream in list(self.deps.hubs.hubs.values()):
+                hub = pb.NodeStats(id=stream.hub_id, kind="hub", age_s=now - stream.last_rx)
+                if stream.stats is not None:
+                    hub.MergeFrom(stream.stats)
+                    hub.id, hub.kind = stream.hub_id, "hub"
+                reply.hubs.append(hub)
+            return reply
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def GetReport(self, request: pb.ReportRequest, context: aio.ServicerContext) -> pb.Report:
+        async def op() -> pb.Report:
+            return wire.report_to_pb(await self.deps.router.report(request.report))
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def ListReports(self, request: pb.ListReportsRequest,
+                          context: aio.ServicerContext) -> pb.ReportsReply:
+        async def op() -> pb.ReportsReply:
+            found = await self.deps.router.latest_reports(request.limit or DEFAULT_REPORTS)
+            return pb.ReportsReply(reports=[wire.report_to_pb(r) for r in found])
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
+    async def GetReportUser(self, request: pb.ReportUserRequest,
+                            context: aio.ServicerContext) -> pb.ReportUser:
+        async def op() -> pb.ReportUser:
+            return wire.report_user_to_pb(
+                await self.deps.router.report_user(request.report, request.user))
+
+        return await self._run(context, op)  # type: ignore[no-any-return]
+
 
 def _user(user: str) -> str:
     return check_id(user, "user")
@@ -287,4 +330,5 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             stream.left.set()
         elif kind == "hello":
             await self._hello(stream, msg.hello)
-        # heartbeat: last_rx is enough
+        elif kind == "heartbeat" and msg.heartbeat.HasField("stats"):
+            stream.stats = msg.heartbeat.stats  # for Status (last_rx already updated)

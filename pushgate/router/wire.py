@@ -19,7 +19,7 @@ from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import Limits, SendRequest
 from pushgate.router.routing import ClientRef, Filter
 from pushgate.rpc import pushgate_pb2 as pb
-from pushgate.store.base import Device, Event, ReadState
+from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 ERROR_TRAILER = "pushgate-error-bin"
 
@@ -139,7 +139,7 @@ def send_from_hub(m: pb.SendRequest, limits: Limits) -> SendRequest:
 
 
 def result_to_pb(r: SendResult, tag: int = 0) -> pb.SendReply:
-    out = pb.SendReply(sessions=r.sessions, tag=tag)
+    out = pb.SendReply(sessions=r.sessions, tag=tag, report=r.report or "")
     for u in r.results:
         item = out.results.add(user=u.user, sessions=u.sessions, duplicate=u.duplicate)
         if u.seq is not None:
@@ -156,7 +156,32 @@ def result_from_pb(m: pb.SendReply) -> SendResult:
         [UserResult(u.user, u.seq if u.HasField("seq") else None, u.sessions, u.duplicate,
                     u.acked_by if u.HasField("acked_by") else None,
                     u.push if u.HasField("push") else None) for u in m.results],
-        m.sessions)
+        m.sessions, m.report or None)
+
+
+def report_to_pb(r: Report) -> pb.Report:
+    return pb.Report(report=r.report, created_at=r.created_at, updated_at=r.updated_at,
+                     expires_at=r.expires_at, addressed=r.addressed, stored=r.stored,
+                     duplicates=r.duplicates, delivered=r.delivered, acked=r.acked,
+                     pushed=r.pushed, push_failed=r.push_failed, read=r.read,
+                     failed_by_reason=r.failed_by_reason)
+
+
+def report_from_pb(m: pb.Report) -> Report:
+    return Report(m.report, m.created_at, m.updated_at, m.expires_at, m.addressed, m.stored,
+                  m.duplicates, m.delivered, m.acked, m.pushed, m.push_failed, m.read,
+                  dict(m.failed_by_reason))
+
+
+def report_user_to_pb(u: ReportUser) -> pb.ReportUser:
+    return pb.ReportUser(report=u.report, user=u.user, seq=u.seq, created_at=u.created_at,
+                         expires_at=u.expires_at, delivered=u.delivered, acked=u.acked,
+                         read=u.read)
+
+
+def report_user_from_pb(m: pb.ReportUser) -> ReportUser:
+    return ReportUser(m.report, m.user, m.seq, m.created_at, m.expires_at, m.delivered,
+                      m.acked, m.read)
 
 
 def device_to_pb(d: Device) -> pb.Device:

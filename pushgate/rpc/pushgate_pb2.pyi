@@ -69,16 +69,101 @@ class UserResult(_message.Message):
     def __init__(self, user: _Optional[str] = ..., seq: _Optional[int] = ..., sessions: _Optional[int] = ..., duplicate: _Optional[bool] = ..., acked_by: _Optional[str] = ..., push: _Optional[str] = ...) -> None: ...
 
 class SendReply(_message.Message):
-    __slots__ = ("results", "sessions", "tag", "error")
+    __slots__ = ("results", "sessions", "tag", "error", "report")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[UserResult]
     sessions: int
     tag: int
     error: Error
-    def __init__(self, results: _Optional[_Iterable[_Union[UserResult, _Mapping]]] = ..., sessions: _Optional[int] = ..., tag: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    report: str
+    def __init__(self, results: _Optional[_Iterable[_Union[UserResult, _Mapping]]] = ..., sessions: _Optional[int] = ..., tag: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., report: _Optional[str] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    def __init__(self, report: _Optional[str] = ...) -> None: ...
+
+class ListReportsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ReportUserRequest(_message.Message):
+    __slots__ = ("report", "user")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    user: str
+    def __init__(self, report: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class Report(_message.Message):
+    __slots__ = ("report", "created_at", "updated_at", "expires_at", "addressed", "stored", "duplicates", "delivered", "acked", "pushed", "push_failed", "read", "failed_by_reason")
+    class FailedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSED_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FAILED_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    FAILED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    addressed: int
+    stored: int
+    duplicates: int
+    delivered: int
+    acked: int
+    pushed: int
+    push_failed: int
+    read: int
+    failed_by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, report: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., addressed: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., delivered: _Optional[int] = ..., acked: _Optional[int] = ..., pushed: _Optional[int] = ..., push_failed: _Optional[int] = ..., read: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ReportsReply(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[Report]
+    def __init__(self, reports: _Optional[_Iterable[_Union[Report, _Mapping]]] = ...) -> None: ...
+
+class ReportUser(_message.Message):
+    __slots__ = ("report", "user", "seq", "created_at", "expires_at", "delivered", "acked", "read")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    report: str
+    user: str
+    seq: int
+    created_at: float
+    expires_at: float
+    delivered: bool
+    acked: bool
+    read: bool
+    def __init__(self, report: _Optional[str] = ..., user: _Optional[str] = ..., seq: _Optional[int] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., delivered: _Optional[bool] = ..., acked: _Optional[bool] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "field", "retryable", "extra", "kind")
@@ -303,8 +388,10 @@ class Acks(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: NodeStats
+    def __init__(self, stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
 
 class BroadcastDone(_message.Message):
     __slots__ = ("rid", "sessions")
@@ -397,3 +484,40 @@ class OnlineDone(_message.Message):
 class Resync(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStats(_message.Message):
+    __slots__ = ("id", "kind", "version", "started_at", "stats", "age_s", "address")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    version: str
+    started_at: float
+    stats: _containers.ScalarMap[str, float]
+    age_s: float
+    address: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., stats: _Optional[_Mapping[str, float]] = ..., age_s: _Optional[float] = ..., address: _Optional[str] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("router", "hubs")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    HUBS_FIELD_NUMBER: _ClassVar[int]
+    router: NodeStats
+    hubs: _containers.RepeatedCompositeFieldContainer[NodeStats]
+    def __init__(self, router: _Optional[_Union[NodeStats, _Mapping]] = ..., hubs: _Optional[_Iterable[_Union[NodeStats, _Mapping]]] = ...) -> None: ...

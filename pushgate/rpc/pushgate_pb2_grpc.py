@@ -81,6 +81,26 @@ class GatewayStub:
                 request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
                 response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/pushgate.v1.Gateway/Status',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.StatusRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.StatusReply.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/pushgate.v1.Gateway/GetReport',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.Report.FromString,
+                _registered_method=True)
+        self.ListReports = channel.unary_unary(
+                '/pushgate.v1.Gateway/ListReports',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.ListReportsRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportsReply.FromString,
+                _registered_method=True)
+        self.GetReportUser = channel.unary_unary(
+                '/pushgate.v1.Gateway/GetReportUser',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportUserRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportUser.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -146,6 +166,32 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """This router and the hubs linked to it, with their counters (the admin dashboard).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Delivery reports (a send's `report` id): counters, the latest sends, one user's status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReports(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReportUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +239,26 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Devices,
                     request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.FromString,
                     response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.StatusRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.StatusReply.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.Report.SerializeToString,
+            ),
+            'ListReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReports,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.ListReportsRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportsReply.SerializeToString,
+            ),
+            'GetReportUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReportUser,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportUserRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.ReportUser.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +506,114 @@ class Gateway:
             '/pushgate.v1.Gateway/Devices',
             pushgate_dot_rpc_dot_pushgate__pb2.UserRequest.SerializeToString,
             pushgate_dot_rpc_dot_pushgate__pb2.DevicesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/Status',
+            pushgate_dot_rpc_dot_pushgate__pb2.StatusRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/GetReport',
+            pushgate_dot_rpc_dot_pushgate__pb2.ReportRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/ListReports',
+            pushgate_dot_rpc_dot_pushgate__pb2.ListReportsRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.ReportsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReportUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.Gateway/GetReportUser',
+            pushgate_dot_rpc_dot_pushgate__pb2.ReportUserRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.ReportUser.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,3 +58,20 @@ class OneHopAppender(OneHopConnection):
 
     async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any) -> Any:
         return await self._call(self._run, list(alloc), make_rows)
+
+    def _run_tx(self, fn: Any, *args: Any) -> Any:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def transaction(self, fn: Any, *args: Any) -> Any:
+        """``fn(conn, *args)`` in one write transaction on this thread's connection (the
+        caller holds the store's write lock)."""
+        return await self._call(self._run_tx, fn, *args)

@@ -21,13 +21,14 @@ MySQL/MariaDB: per-user counter rows locked in the same transaction as the inser
 on SQLite: one write transaction at a time). Besides :class:`EventStore`, a store
 implements :class:`Leases` (cluster-wide leases, e.g. "one TTL cleaner at a time") and
 :class:`DeviceStore` (APNs/FCM device tokens for the offline bridge) and
-:class:`PushOutbox` (the offline bridge's durable queue and per-user delivery acks).
+:class:`PushOutbox` (the offline bridge's durable queue and per-user delivery acks) and
+:class:`ReportStore` (delivery reports: per-send counters and per-user status).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
@@ -75,6 +76,8 @@ class NewEvent:
     body: bytes
     ttl_s: int
     id: str | None = None
+    report: str | None = None  # the delivery report it counts in (ReportStore)
+    marks: int = 0  # DELIVERED when the sender already knows a live session will get it
 
 
 def check_new_event(event: NewEvent) -> None:
@@ -173,7 +176,9 @@ class EventStore(Protocol):
     async def cleanup_expired(self, now: float, batch: int) -> int:
         """Delete up to ``batch`` events with ``expires_at <= now`` in one short
         transaction, keeping ``live``, ``unread`` and the read bitmap exact. Returns
-        the number deleted (0 when nothing is left). Safe to interrupt at any point."""
+        the number deleted (0 when nothing is left). When no expired event is left, a
+        store that keeps delivery reports deletes expired reports instead (counted in
+        the result). Safe to interrupt at any point."""
         ...
 
 
@@ -336,4 +341,92 @@ class PushOutbox(Protocol):
 
     async def pending_pushes(self) -> int:
         """Number of stored jobs, claimed or not (jobs, not rows)."""
+        ...
+
+
+REPORT_COUNTERS = ("addressed", "stored", "duplicates", "delivered", "acked", "pushed",
+                   "push_failed", "read")
+MAX_REASON_LEN = 64
+DELIVERED, ACKED = 1, 2  # bits of an event's ``marks``
+
+
+@dataclass(slots=True)
+class ReportDelta:
+    """Counter deltas of one report from one process since its last flush.
+    ``expires_at``: the latest expiry of the report's events seen (0 = none)."""
+
+    addressed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    delivered: int = 0
+    acked: int = 0
+    pushed: int = 0
+    push_failed: int = 0
+    read: int = 0
+    expires_at: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A delivery report: what happened to one send, summed over every process."""
+
+    report: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    addressed: int
+    stored: int
+    duplicates: int
+    delivered: int
+    acked: int
+    pushed: int
+    push_failed: int
+    read: int
+    failed_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportUser:
+    """One user's status in a report, from the user's event row and read bitmap."""
+
+    report: str
+    user: str
+    seq: int
+    created_at: float
+    expires_at: float
+    delivered: bool
+    acked: bool
+    read: bool
+
+
+class ReportStore(Protocol):
+    """Delivery reports. Counting is batched: each process sums deltas in memory and
+    writes them with :meth:`record_reports` (one transaction per flush, never one per
+    delivery). All methods raise :class:`StoreError`."""
+
+    async def record_reports(self, deltas: Mapping[str, ReportDelta],
+                             delivered: Sequence[tuple[str, int, bool]],
+                             acked: Sequence[tuple[str, int]]) -> None:
+        """In one transaction: add ``deltas`` to their reports (a report row is created
+        by its first delta; ``expires_at`` only grows); set (``True``) or clear the
+        DELIVERED mark of the events ``(user, seq, delivered)`` (per-user status only:
+        delivered *counts* come in ``deltas``); and set the ACKED mark of the events
+        ``(user, seq)`` of ``acked``, each event that carries a report and did not have
+        the mark adding 1 to that report's ``acked`` (so repeats, and the same ack
+        flushed by several processes, count once). Events already cleaned up count
+        nothing."""
+        ...
+
+    async def report(self, report: str) -> Report | None:
+        """The report, ``None`` when unknown (never sent, or expired and cleaned)."""
+        ...
+
+    async def latest_reports(self, limit: int) -> list[Report]:
+        """The ``limit`` most recently created reports, newest first."""
+        ...
+
+    async def report_user(self, report: str, user: str) -> ReportUser | None:
+        """``user``'s status in ``report``: ``None`` when the user has no stored event
+        of that report (not addressed, transient, or expired)."""
         ...

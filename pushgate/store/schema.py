@@ -15,6 +15,15 @@ that they agree with this module.
   last_seq], ...]`` runs of seqs), ``n`` events; primary key ``(expires_at, user_id,
   seq)`` (the first member's key, unique since every event is in one row), so the rows
   are kept in expiry order and no secondary index is needed.
+* ``events.report``: the delivery report the event counts in (the send's ``id``, or
+  one the router made); ``events.marks``: bits of what happened to it (1 delivered
+  live, 2 acknowledged), written by the report flush (``reports.py``).
+* ``reports``: one row per report id, the counters of a send summed over every
+  process that flushed deltas into it; ``expires_at`` = the latest expiry of its
+  events (cleaned with them). ``report_reasons``: push failures per reason.
+  ``report_expiries``: the cleanup's index of reports, like ``expiries``: one row per
+  flush (up to 1,000 reports) with the latest ``expires_at`` it set, primary key
+  ``(expires_at, first report)``, ``members`` (orjson list of report ids).
 * ``leases``: one row per lease name (e.g. ``cleanup``): who holds it until when.
 * ``devices``: APNs/FCM tokens; ``(platform, token)`` primary key (a token belongs to
   one app install), ``(user_id, app)`` indexed for the offline bridge's lookups.
@@ -74,6 +83,8 @@ events = Table(
     Column("body", Blob, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
+    Column("report", Key, nullable=True),
+    Column("marks", Integer, nullable=False, server_default="0"),
     # SQLite: only the events with an id (migration 0006); MySQL has no partial indexes
     Index("uq_events_user_id_msg_id", "user_id", "msg_id", unique=True,
           sqlite_where=text("msg_id IS NOT NULL")),
@@ -144,6 +155,46 @@ push_acks = Table(
     Column("user_id", Key, primary_key=True),
     Column("acked_seq", BigInteger, nullable=False),
     Column("updated_at", Double, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("report", Key, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("addressed", BigInteger, nullable=False, server_default="0"),
+    Column("stored", BigInteger, nullable=False, server_default="0"),
+    Column("duplicates", BigInteger, nullable=False, server_default="0"),
+    Column("delivered", BigInteger, nullable=False, server_default="0"),
+    Column("acked", BigInteger, nullable=False, server_default="0"),
+    Column("pushed", BigInteger, nullable=False, server_default="0"),
+    Column("push_failed", BigInteger, nullable=False, server_default="0"),
+    Column("read_n", BigInteger, nullable=False, server_default="0"),
+    Index("ix_reports_created_at", "created_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+report_expiries = Table(
+    "report_expiries",
+    metadata,
+    Column("expires_at", Double, primary_key=True),
+    Column("report", Key, primary_key=True),
+    Column("members", Blob, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+report_reasons = Table(
+    "report_reasons",
+    metadata,
+    Column("report", Key, primary_key=True),
+    Column("reason", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

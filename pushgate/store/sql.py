@@ -1,7 +1,8 @@
 """The SQL store: SQLAlchemy async Core on SQLite (aiosqlite, embedded mode) or
 MySQL/MariaDB (asyncmy, cluster). Implements :class:`~pushgate.store.base.EventStore`,
 :class:`~pushgate.store.base.Leases`, :class:`~pushgate.store.base.DeviceStore` and
-:class:`~pushgate.store.base.PushOutbox` (in ``outbox.py``).
+:class:`~pushgate.store.base.PushOutbox` (in ``outbox.py``) and
+:class:`~pushgate.store.base.ReportStore` (in ``_sql/reports.py``).
 
 Every method runs in one transaction. Writes read-modify-write the user's inbox row
 under a write lock: on SQLite one write transaction at a time per store (an asyncio
@@ -48,6 +49,7 @@ from ._sql.devices import SqlDevices
 from ._sql.leases import SqlLeases
 from ._sql.read_state import SqlReadState
 from ._sql.reads import SqlReads
+from ._sql.reports import SqlReports
 from ._sql.tx import _describe, _mapped_errors
 from ._sqlite_append import OneHopAppender
 from ._sqlite_read import OneHopReader
@@ -60,12 +62,15 @@ from .schema import inboxes as inboxes_t
 from .schema import leases as leases_t
 from .schema import push_acks as push_acks_t
 from .schema import push_outbox as push_outbox_t
+from .schema import report_expiries as report_expiries_t
+from .schema import report_reasons as report_reasons_t
+from .schema import reports as reports_t
 
 
 async def _check_schema(conn: AsyncConnection) -> None:
     try:
         for table in (inboxes_t, events_t, expiries_t, leases_t, devices_t, push_outbox_t,
-                      push_acks_t):
+                      push_acks_t, reports_t, report_reasons_t, report_expiries_t):
             # every column: a database a migration behind (e.g. 0003 without the outbox's
             # group columns of 0004) fails here, not at its first claim
             await conn.execute(select(*table.columns).limit(0))
@@ -75,8 +80,8 @@ async def _check_schema(conn: AsyncConnection) -> None:
         ) from exc
 
 
-class SqlEventStore(SqlAppend, SqlReads, SqlReadState, SqlCleanup, SqlDevices, SqlLeases,
-                    SqlOutbox):
+class SqlEventStore(SqlAppend, SqlReads, SqlReports, SqlReadState, SqlCleanup, SqlDevices,
+                    SqlLeases, SqlOutbox):  # SqlReports first: it implements their hooks
     """The store on a SQLAlchemy async engine.
 
     ``url``: ``sqlite+aiosqlite:///path/events.db`` or ``mysql+asyncmy://...`` (a bare

@@ -28,13 +28,14 @@ from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 
 from pushgate.auth import Identity
-from pushgate.errors import AckTimeout, NotFound
+from pushgate.errors import AckTimeout, InvalidRequest, NotFound
 from pushgate.hub.node import HubNode
 from pushgate.hub.session import Session
 from pushgate.router.base import RoutingCore
 from pushgate.router.node import RouterNode
 from pushgate.router.requests import Limits, parse_send
 from pushgate.settings import Settings
+from pushgate.store.base import Report
 from tests.support.waiting import wait_for
 
 TIMEOUT = 10.0
@@ -141,8 +142,9 @@ async def test_a_stored_send_is_fetched_with_its_seq_head_and_read_state(core: C
     second = await core.send(users=["alice"], body={"n": 2})
     assert first == {"results": [{"user": "alice", "seq": 1, "sessions": 0},
                                            {"user": "bob", "seq": 1, "sessions": 0}],
-                               "sessions": 0}
+                               "sessions": 0, "report": "m1"}
     assert second["results"][0]["seq"] == 2
+    assert str(second["report"]).startswith("r-")  # generated: the send had no id
 
     events, head, more = await core.router.fetch("alice", 0, 10)
     assert [(e.seq, e.id, orjson.loads(e.body)) for e in events] == [(1, "m1", {"n": 1}),
@@ -261,3 +263,34 @@ async def test_devices_register_list_and_remove(core: Core) -> None:
     assert await core.router.remove_device("hank", "chat", "apns", "tok-1") is True
     assert await core.router.remove_device("hank", "chat", "apns", "tok-1") is False
     assert await core.router.devices("hank") == []
+
+
+async def test_delivery_reports_through_the_core(core: Core) -> None:
+    """Both sides of the seam answer the report calls the same way: the counts once
+    flushed, one user's status, the latest reports, and the errors naming the field."""
+    sent = await core.send(users=["rita", "sam"], body={"n": 1}, id="rep-1")
+    assert sent["report"] == "rep-1"
+    await core.router.mark_read("rita", [1], [])
+
+    async def flushed() -> Report | None:
+        try:
+            r = await core.router.report("rep-1")
+        except NotFound:
+            return None
+        return r if (r.addressed, r.stored, r.read) == (2, 2, 1) else None
+
+    r = await wait_for(flushed, 15, "the report of rep-1")
+    assert (r.duplicates, r.delivered, r.acked, r.pushed, r.push_failed) == (0, 0, 0, 0, 0)
+    user = await core.router.report_user("rep-1", "rita")
+    assert (user.user, user.seq, user.delivered, user.acked, user.read) == \
+        ("rita", 1, False, False, True)
+    assert "rep-1" in [x.report for x in await core.router.latest_reports(10)]
+    with pytest.raises(NotFound) as missing:
+        await core.router.report("never")
+    assert (missing.value.code, missing.value.field) == ("unknown_report", "report")
+    with pytest.raises(NotFound) as no_user:
+        await core.router.report_user("rep-1", "zed")
+    assert no_user.value.code == "unknown_report_user"
+    with pytest.raises(InvalidRequest) as bad:
+        await core.router.latest_reports(0)
+    assert bad.value.field == "limit"

@@ -12,6 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pyroaring import BitMap
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushgate.store import (
@@ -20,6 +21,7 @@ from pushgate.store import (
     StoreError,
     StoreUnavailable,
     alembic_config,
+    bitmap,
     migrate,
     open_store,
 )
@@ -161,13 +163,14 @@ async def test_sqlite_upgrade_to_0006_keeps_ids_unique_and_indexes_only_events_w
     url = f"sqlite+aiosqlite:///{path}"
     cfg = alembic_config(url)
     await asyncio.to_thread(command.upgrade, cfg, "0005")
-    store = open_store(url, clock=clock)
-    await store.start()
-    try:
-        await store.append([NewEvent("a", b"1", TTL, "m1"), NewEvent("a", b"2", TTL),
-                            NewEvent("b", b"3", TTL)])
-    finally:
-        await store.close()
+    # rows as a 0005-era store wrote them (today's store writes the columns of 0007)
+    now, empty = clock.now, bitmap.serialize(BitMap())
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany("INSERT INTO inboxes VALUES (?, ?, ?, ?, ?)",
+                       [("a", 2, 2, empty, now), ("b", 1, 1, empty, now)])
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                       [("a", 1, "m1", b"1", now, now + TTL), ("a", 2, None, b"2", now, now + TTL),
+                        ("b", 1, None, b"3", now, now + TTL)])
     await migrate(url)  # 0005 -> head
     with contextlib.closing(sqlite3.connect(path)) as db:
         [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = "

@@ -62,7 +62,7 @@ def schema(srv: ServerProcess) -> Any:
 
 
 def test_every_http_operation_is_fuzzed() -> None:
-    assert len(OPERATIONS) == 18, OPERATIONS  # 19 paths and methods less the websocket
+    assert len(OPERATIONS) == 21, OPERATIONS  # 22 paths and methods less the websocket
 
 
 def check_response(label: str, response: requests.Response) -> None:

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from tests.sdk.conftest import make_server
+from tests.support.browser import browser
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "clients" / "js"
-CHROMIUM = "/usr/bin/chromium"
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
@@ -69,74 +69,6 @@ def page_server(srv: ServerProcess) -> Iterator[str]:
         t.join(5)
 
 
-class Browser:
-    """The Node driver process: ``await b.eval("expr")`` runs in the page."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.console: list[str] = []
-        self._id = 0
-
-    async def _line(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not raw:
-            raise RuntimeError("browser driver exited:\n" + "\n".join(self.console[-30:]))
-        msg: dict[str, Any] = json.loads(raw)
-        if "console" in msg:
-            self.console.append(msg["console"])
-        return msg
-
-    async def ready(self, timeout: float = 60) -> dict[str, Any]:
-        while True:
-            msg = await self._line(timeout)
-            if msg.get("ready"):
-                return msg
-
-    async def call(self, op: str, timeout: float = 30, **kw: Any) -> Any:
-        assert self.proc.stdin is not None
-        self._id += 1
-        self.proc.stdin.write((json.dumps({"id": self._id, "op": op, **kw}) + "\n").encode())
-        await self.proc.stdin.drain()
-        while True:
-            msg = await self._line(timeout)
-            if msg.get("id") == self._id:
-                if not msg["ok"]:
-                    raise AssertionError(f"{op} failed: {msg['error']}\nconsole:\n"
-                                         + "\n".join(self.console[-30:]))
-                return msg.get("value")
-
-    async def eval(self, expr: str, timeout: float = 30) -> Any:
-        return await self.call("eval", timeout, expr=expr)
-
-
-def _check_setup() -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (./scripts/test does)")
-    if not (JS / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("clients/js/node_modules is missing: (cd clients/js && npm ci)")
-
-
-@contextlib.asynccontextmanager
-async def browser() -> AsyncIterator[Browser]:
-    _check_setup()
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(JS / "test" / "browser-driver.mjs"), cwd=str(JS),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    b = Browser(proc)
-    try:
-        await b.ready()
-        yield b
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 async def post(srv: ServerProcess, user: str, body: Any, **fields: Any) -> httpx.Response:
     async with srv.http() as http:
         return await http.post("/v1/notifications", json={"users": [user], "body": body, **fields})
@@ -174,6 +106,7 @@ async def test_js_sdk_in_headless_chromium(tmp_path: Path) -> None:
                 assert state["read"] == [[1, 2], [4, 4]] and state["unread"] == 1
                 sent = await b.eval("harness.client.send({hi: 1}, {users: ['other']})")
                 assert sent["results"][0]["user"] == "other" and sent["results"][0]["seq"] == 1
+                assert sent["report"].startswith("r-")  # the send's delivery report id
                 err = await b.eval("harness.client.fetch({limit: 100000}).catch(e => [e.name, e.code, e.field])")
                 assert err == ["RequestError", "invalid_request", "limit"]
                 assert (await post(srv, user, "typing", ttl=0)).status_code == 200

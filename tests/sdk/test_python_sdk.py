@@ -240,6 +240,9 @@ async def test_requests_gaps_large_and_transient_events(server: ServerProcess) -
         assert [e.seq for e in page.events] == [1, 2] and page.more and page.head == 6
         sent = await client.send({"hi": 1}, users=["bob"])
         assert sent.results[0]["user"] == "bob" and sent.results[0]["seq"] == 1
+        assert sent.report is not None and sent.report.startswith("r-")  # its delivery report
+        tagged = await client.send({"hi": 2}, users=["bob"], id="sdk-note-1")
+        assert tagged.report == "sdk-note-1"
         with pytest.raises(RequestError) as err:
             await client.fetch(limit=100000)
         assert err.value.code == "invalid_request" and err.value.field == "limit"

@@ -693,7 +693,7 @@ export class PushgateClient {
    * @param {any} body @param {{users?: string[], filter?: object, timeoutMs?: number, [k: string]: any}} [o] */
   async send(body, { timeoutMs, ...fields } = {}) {
     const r = await this.request({ type: 'send', body, ...fields }, timeoutMs);
-    return { results: r.results ?? [], sessions: r.sessions ?? 0 };
+    return { results: r.results ?? [], sessions: r.sessions ?? 0, report: r.report ?? null };
   }
 
   /** Round trip in ms. @param {{timeoutMs?: number}} [o] */

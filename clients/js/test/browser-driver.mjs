@@ -2,6 +2,10 @@
 // Protocol: one JSON command per stdin line, one JSON answer per stdout line:
 //   {"id": 1, "op": "goto", "url": "..."}        -> {"id": 1, "ok": true}
 //   {"id": 2, "op": "eval", "expr": "1 + 1"}     -> {"id": 2, "ok": true, "value": 2}
+//   {"op": "fill", "selector": "#key", "value": "..."}, {"op": "click", "selector": "..."}:
+//   typing and clicking as a user does (the page may navigate: the op waits for it);
+//   {"op": "waitFor", "expr": "...", "ms": 30000}: until `expr` is truthy in the page;
+//   {"op": "screenshot", "path": "...", "width": 1280, "height": 900}.
 // Promises returned by `expr` are awaited. Page console output and errors are reported
 // as {"console": "..."} lines. EOF on stdin closes the browser.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,6 +40,28 @@ for await (const line of rl) {
     } else if (cmd.op === 'eval') {
       const value = await page.evaluate(cmd.expr);
       out({ id: cmd.id, ok: true, value: value ?? null });
+    } else if (cmd.op === 'fill') {
+      await page.fill(cmd.selector, cmd.value);
+      out({ id: cmd.id, ok: true });
+    } else if (cmd.op === 'click') {
+      await page.click(cmd.selector);
+      await page.waitForLoadState('load');
+      out({ id: cmd.id, ok: true });
+    } else if (cmd.op === 'waitFor') {
+      // polled with page.evaluate (waitForFunction evaluates strings in the page, which a
+      // strict Content-Security-Policy forbids)
+      const deadline = Date.now() + (cmd.ms ?? 30000);
+      let value = await page.evaluate(cmd.expr);
+      while (!value) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${cmd.expr}`);
+        await new Promise((r) => setTimeout(r, 100));
+        value = await page.evaluate(cmd.expr);
+      }
+      out({ id: cmd.id, ok: true, value });
+    } else if (cmd.op === 'screenshot') {
+      await page.setViewportSize({ width: cmd.width ?? 1280, height: cmd.height ?? 900 });
+      await page.screenshot({ path: cmd.path, fullPage: true });
+      out({ id: cmd.id, ok: true });
     } else {
       out({ id: cmd.id, ok: false, error: `unknown op ${cmd.op}` });
     }

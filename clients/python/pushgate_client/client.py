@@ -330,7 +330,8 @@ class Client:
         if filter is not None:
             frame["filter"] = filter
         r = await self.request(frame, timeout)
-        return SendResult(list(r.get("results", [])), int(r.get("sessions") or 0))
+        return SendResult(list(r.get("results", [])), int(r.get("sessions") or 0),
+                          r.get("report"))
 
     async def ping(self, *, timeout: float | None = None) -> float:
         """Round trip to the gateway in seconds."""

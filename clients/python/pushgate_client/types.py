@@ -98,11 +98,13 @@ class ReadState:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """Answer to ``send``: per-user results (``user``, ``seq``, ``sessions``, ...) and the
-    total of live sessions reached."""
+    """Answer to ``send``: per-user results (``user``, ``seq``, ``sessions``, ...), the
+    total of live sessions reached and the send's delivery report id (``GET
+    /v1/notifications/{report}`` on the server side)."""
 
     results: list[dict[str, Any]]
     sessions: int
+    report: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

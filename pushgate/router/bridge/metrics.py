@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class BridgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry(auto_describe=True)
         self.registry = r
+        self.providers = Gauge("pushgate_push_providers",
+                               "Providers this process's bridge worker sends to (1 each).",
+                               ["provider"], registry=r)
         self.sent = Counter("pushgate_push_sent_total", "Pushes the provider accepted.",
                             ["provider"], registry=r)
         self.failed = Counter("pushgate_push_failed_total",

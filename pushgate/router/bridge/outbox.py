@@ -23,6 +23,8 @@ from pushgate.store.base import PushJob, PushOutbox, StoreError
 
 log = get_logger("pushgate.bridge")
 
+REPORT_KEY = "_report"  # not a push field (parse_push refuses unknown fields)
+
 
 @dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above pushgate.store.base.NewEvent
 class OfflinePush:
@@ -34,9 +36,11 @@ class OfflinePush:
 
 
 class OfflineSink(Protocol):
-    async def enqueue(self, push: dict[str, Any], events: Sequence[OfflinePush]) -> set[str]:
+    async def enqueue(self, push: dict[str, Any], events: Sequence[OfflinePush],
+                      report: str | None = None) -> set[str]:
         """Queue ``push`` for ``events`` as the policy says (durable when it returns);
-        returns the users a push was queued for. Raises :class:`StoreError`."""
+        returns the users a push was queued for. ``report``: the send's delivery report,
+        which the bridge's pushes count in. Raises :class:`StoreError`."""
         ...
 
     def on_ack(self, user: str, seq: int) -> None:
@@ -57,9 +61,12 @@ class Outbox:
         self._pending = asyncio.Event()  # acks wait: an idle gateway does not wake up
         self._task: asyncio.Task[None] | None = None
 
-    async def enqueue(self, push: dict[str, Any], events: Sequence[OfflinePush]) -> set[str]:
+    async def enqueue(self, push: dict[str, Any], events: Sequence[OfflinePush],
+                      report: str | None = None) -> set[str]:
         now = self.clock()
-        payload = orjson.dumps(push)
+        # the report travels in the payload (one per send, shared by a campaign's group
+        # rows): the worker counts each push without a lookup
+        payload = orjson.dumps(push if report is None else {**push, REPORT_KEY: report})
         jobs = []
         for e in events:
             due = policy.due_at(now, e.online, self.ack_window_ms)

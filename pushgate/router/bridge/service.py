@@ -16,6 +16,7 @@ from pushgate.router.bridge import setup
 from pushgate.router.bridge.base import BridgeConfigError
 from pushgate.router.bridge.metrics import BridgeMetrics
 from pushgate.router.bridge.worker import Worker
+from pushgate.router.reports import ReportCounter
 from pushgate.settings import Settings
 from pushgate.store import migrate, open_store
 
@@ -33,8 +34,11 @@ async def run_bridge(settings: Settings, metrics_port: int | None = None) -> Non
     store = open_store(url)
     await store.start()
     metrics = BridgeMetrics()
-    worker = Worker(store, providers, setup.worker_config(settings), metrics)  # type: ignore[arg-type]
+    reports = ReportCounter(store, settings.report_flush_interval_s)  # type: ignore[arg-type]
+    worker = Worker(store, providers, setup.worker_config(settings), metrics,  # type: ignore[arg-type]
+                    reports=reports)
     try:
+        await reports.start()
         await worker.start()
         if metrics_port is not None:
             from prometheus_client import start_http_server
@@ -51,4 +55,5 @@ async def run_bridge(settings: Settings, metrics_port: int | None = None) -> Non
         log.info("bridge stopping", holder=worker.holder)
     finally:
         await worker.close()
+        await reports.close()
         await store.close()

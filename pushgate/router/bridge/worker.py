@@ -37,6 +37,8 @@ from pushgate.ratelimit import Buckets
 from pushgate.router.bridge import policy
 from pushgate.router.bridge.base import Outcome, Provider, Result
 from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.outbox import REPORT_KEY
+from pushgate.router.reports import Reports
 from pushgate.store.base import ClaimedBatch, Device, PushJob, StoreError
 
 log = get_logger("pushgate.bridge")
@@ -65,8 +67,10 @@ class Worker:
     def __init__(self, store: WorkerStore, providers: Mapping[str, Provider],
                  config: WorkerConfig, metrics: BridgeMetrics, *, holder: str | None = None,
                  clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 reports: Reports | None = None) -> None:
         self.store = store
+        self.reports = reports  # delivery reports: pushed / failed by reason per send
         self.providers = dict(providers)
         self.config = config
         self.metrics = metrics
@@ -82,6 +86,8 @@ class Worker:
         self._latency: dict[str, Histogram] = {}
         self._sent: dict[str, Counter] = {}
         self.batches = 0
+        for name in self.providers:  # the dashboard lists this process as a bridge
+            metrics.providers.labels(name).set(1)
 
     async def start(self) -> None:
         """Start the providers (:class:`BridgeConfigError` on bad credentials), then the loops."""
@@ -148,22 +154,37 @@ class Worker:
             by_user[d.user].append(d)
         sends: list[tuple[PushJob, Device, dict[str, Any]]] = []
         parsed: dict[bytes, dict[str, Any]] = {}  # a campaign's batch shares one payload
+        report_of: dict[int, str] = {}  # id(push) -> its send's delivery report
+        reports = self.reports
         for c in wanted:
             push = parsed.get(c.job.payload)
             if push is None:
                 push = parsed[c.job.payload] = orjson.loads(c.job.payload)
+                report = push.pop(REPORT_KEY, None)
+                if report is not None:
+                    report_of[id(push)] = report
             targets = [d for d in by_user.get(c.job.user, ())
                        if (c.job.token is None or (d.platform, d.token) == (c.job.platform,
                                                                              c.job.token))
                        and ("app" not in push or d.app == push["app"])]
             if not targets:
                 self.metrics.skipped.labels("no_device").inc()
+                if reports is not None and id(push) in report_of:
+                    reports.push_failed(report_of[id(push)], "no_device")
             sends += [(c.job, d, push) for d in targets]
         results = await self._send_all(sends)
         retries: list[PushJob] = []
         dead: list[tuple[str, str]] = []
         now = self.clock()
-        for (job, d, _push), result in zip(sends, results, strict=True):
+        for (job, d, push), result in zip(sends, results, strict=True):
+            report = report_of.get(id(push)) if reports is not None else None
+            if report is not None and reports is not None:
+                if result.outcome is Outcome.OK:
+                    reports.pushed(report)
+                elif result.outcome is not Outcome.RETRY:
+                    reports.push_failed(report, result.reason)
+                elif job.attempts + 1 >= self.config.max_attempts:
+                    reports.push_failed(report, "max_attempts")
             if result.outcome is Outcome.DEAD:
                 dead.append((d.platform, d.token))
                 self.metrics.dropped.labels(d.platform, result.reason).inc()

@@ -36,6 +36,14 @@ class MemoryDirectory:
             del self._by_user[user]
         return True
 
+    def reaches(self, user: str, device: str | None) -> bool:
+        """Whether ``user`` has a live session (of ``device``, when given) right now
+        (synchronous: the routing core marks events delivered before storing them)."""
+        current = self._by_user.get(user)
+        if not current:
+            return False
+        return device is None or any(s.device == device for s in current.values())
+
     async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
         out: dict[str, list[SessionInfo]] = {}
         for u in users:

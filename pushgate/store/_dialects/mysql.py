@@ -68,12 +68,14 @@ class _Literals:
         return "(" + ",".join([self(x) for x in row]) + ")"
 
     def event_row(self, row: tuple[Any, ...]) -> str:
-        """An ``events`` row: ``(user, seq, id | None, body, created_at, expires_at)``."""
-        user, seq, msg_id, body, created_at, expires_at = row
+        """An ``events`` row: ``(user, seq, id | None, body, created_at, expires_at,
+        report | None, marks)``."""
+        user, seq, msg_id, body, created_at, expires_at, report, marks = row
         msg = "NULL" if msg_id is None else self.text(msg_id)
+        rep = "NULL" if report is None else self.text(report)
         return (
             f"({self.text(user)},{int(seq)},{msg},X'{body.hex()}',"
-            f"{self.number(created_at)},{self.number(expires_at)})"
+            f"{self.number(created_at)},{self.number(expires_at)},{rep},{int(marks)})"
         )
 
     def inbox_row(self, row: tuple[Any, ...]) -> str:

@@ -160,7 +160,7 @@ def _event_rows(
             continue
         seq = next_seq[ev.user]
         next_seq[ev.user] = seq + 1
-        rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s))
+        rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s, ev.report, ev.marks))
         results.append(Appended(ev.user, seq, ev.id, now))
     rows.sort(key=_pk)  # primary-key order: fewer B-tree page switches
     return rows, results
@@ -205,6 +205,6 @@ def _allocate(
         touched[ev.user] = None
         if ev.id is not None:
             seen[(ev.user, ev.id)] = (seq, now)
-        rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s))
+        rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s, ev.report, ev.marks))
         results.append(Appended(ev.user, seq, ev.id, now))
     return results, rows, list(touched)

@@ -25,19 +25,24 @@ log = logging.getLogger("pushgate.store")
 class SqlCleanup(SqlTransactions):
     """``cleanup_expired``."""
 
+    async def cleanup_reports(self, conn: AsyncConnection, now: float, batch: int) -> int:
+        raise NotImplementedError  # SqlReports
+
     async def cleanup_expired(self, now: float, batch: int) -> int:
         """See :meth:`EventStore.cleanup_expired`. Reads the soonest-expired
         ``expiries`` rows (primary-key order = expiry order; locked, skipping rows another
         cleaner holds), takes their events up to ``batch`` (a row it takes only part of is
         replaced by one listing the rest), deletes those events by primary key and fixes
-        each affected inbox's ``live`` and read bitmap, all in one transaction."""
+        each affected inbox's ``live`` and read bitmap, all in one transaction. When no
+        expired event is left, deletes up to ``batch`` expired delivery reports instead
+        (counted in the result, so that a cleaner loops until both are done)."""
         if batch <= 0:
             return 0
 
         async def body(conn: AsyncConnection) -> int:
             taken = await self._expired_groups(conn, now, batch)
-            if not taken:
-                return 0
+            if not taken:  # the events are gone: then their reports
+                return await self.cleanup_reports(conn, now, batch)
             d = self._dialect
             x = expiries_t.c
             keys: list[tuple[str, int]] = []

@@ -22,7 +22,11 @@ from .tx import SqlTransactions, _sqlite_errors
 
 
 class SqlReadState(SqlTransactions):
-    """``read_state`` and ``mark_read``."""
+    """``read_state`` and ``mark_read`` (which counts new reads in their delivery
+    reports: ``count_reads`` of :class:`~pushgate.store._sql.reports.SqlReports`)."""
+
+    async def count_reads(self, conn: AsyncConnection, user: str, found: BitMap) -> None:
+        raise NotImplementedError
 
     _state_waiters: dict[str, list[asyncio.Future[ReadState | None]]]
     _state_flush_scheduled: bool
@@ -117,6 +121,7 @@ class SqlReadState(SqlTransactions):
             if found:
                 read |= found
                 blob = bitmap.serialize(read)
+                await self.count_reads(conn, user, found)
                 await conn.execute(
                     update(inboxes_t)
                     .where(ib.user_id == user)

@@ -1,0 +1,225 @@
+"""The live admin dashboard at ``/admin`` (only when ``admin_key`` is set; else 404).
+
+Login: ``POST /admin/login`` with the form field ``key`` = ``admin_key`` (compared in
+constant time). The answer sets the cookie ``pushgate_admin`` — HttpOnly,
+SameSite=Strict, Path=/admin, Secure when the request came over HTTPS, Max-Age
+``admin_session_ttl_s`` — holding a random session id, its expiry and an HMAC of both
+under a key derived from ``admin_key``: any hub of a cluster accepts it (no shared
+session store), changing ``admin_key`` logs everybody out, and a logout revokes the id
+on the hub that served it (and clears the cookie). The page holds no secret; every
+``/admin/api/*`` call checks the cookie (401 ``unauthorized`` without it).
+
+- ``GET /admin``: the dashboard (or the login form); ``/admin/static/*`` its assets
+  (packaged, no CDN: works offline).
+- ``GET /admin/api/stream``: server-sent events, one ``sample`` a second (nodes,
+  sessions per hub, rates, latency; see :mod:`pushgate.hub.adminstats`), after one
+  ``history`` event with the last minutes' chart points.
+- ``GET /admin/api/users/{user}``: the user's live sessions, read state and devices.
+- ``GET /admin/api/reports?limit=``, ``GET /admin/api/reports/{report}``: the latest
+  sends' delivery reports, one report (as ``GET /v1/notifications...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pushgate.auth import check_id
+from pushgate.errors import NotFound, Unauthorized
+from pushgate.hub import bodies
+from pushgate.hub.adminstats import Sampler
+from pushgate.hub.api import query_int
+from pushgate.hub.node import HubNode
+from pushgate.hub.responses import (
+    device_payload,
+    json_response,
+    read_state_payload,
+    report_payload,
+)
+
+COOKIE = "pushgate_admin"
+STATIC = Path(str(resources.files("pushgate.hub") / "static" / "admin"))
+LOGIN_MAX_BYTES = 4096
+LATEST_SENDS_MAX = 100
+
+
+class AdminAuth:
+    """Signed admin session cookies (see the module docstring)."""
+
+    def __init__(self, admin_key: str, ttl_s: int) -> None:
+        self._admin_key = admin_key.encode()
+        self._mac_key = hashlib.sha256(b"pushgate admin cookie\0" + self._admin_key).digest()
+        self.ttl_s = ttl_s
+        self._revoked: dict[str, float] = {}  # session id -> its expiry
+
+    def key_ok(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self._admin_key)
+
+    def _mac(self, sid: str, expires: int) -> str:
+        return hmac.new(self._mac_key, f"{sid}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, now: float | None = None) -> str:
+        expires = int((now or time.time()) + self.ttl_s)
+        sid = secrets.token_urlsafe(18)
+        return f"{sid}.{expires}.{self._mac(sid, expires)}"
+
+    def session(self, cookie: str | None, now: float | None = None) -> str | None:
+        """The session id of a valid, unexpired, unrevoked cookie; else None."""
+        if not cookie or cookie.count(".") != 2:
+            return None
+        sid, expires_s, mac = cookie.split(".")
+        if not expires_s.isdigit() or not hmac.compare_digest(mac, self._mac(sid, int(expires_s))):
+            return None
+        if int(expires_s) < (now or time.time()) or sid in self._revoked:
+            return None
+        return sid
+
+    def revoke(self, cookie: str | None) -> None:
+        sid = self.session(cookie)
+        if sid is not None:
+            now = time.time()
+            self._revoked = {s: e for s, e in self._revoked.items() if e > now}
+            self._revoked[sid] = int(cookie.split(".")[1])  # type: ignore[union-attr]
+
+
+class Admin:
+    """The dashboard's endpoints for one hub."""
+
+    def __init__(self, node: HubNode, admin_key: str) -> None:
+        self.node = node
+        self.auth = AdminAuth(admin_key, node.settings.admin_session_ttl_s)
+        self.sampler = Sampler(node)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/admin", self.page, methods=["GET"]),
+            Route("/admin/", self.page, methods=["GET"]),
+            Route("/admin/login", self.login, methods=["POST"]),
+            Route("/admin/logout", self.logout, methods=["POST"]),
+            Route("/admin/api/stream", self.stream, methods=["GET"]),
+            Route("/admin/api/users/{user}", self.user, methods=["GET"]),
+            Route("/admin/api/reports", self.reports, methods=["GET"]),
+            Route("/admin/api/reports/{report}", self.report, methods=["GET"]),
+            Mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static"),
+        ]
+
+    def _check(self, request: Request) -> None:
+        if self.auth.session(request.cookies.get(COOKIE)) is None:
+            raise Unauthorized("log in to the admin dashboard first (POST /admin/login)",
+                               field="cookie")
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        logged_in = self.auth.session(request.cookies.get(COOKIE)) is not None
+        return _html("dashboard.html" if logged_in else "login.html")
+
+    async def login(self, request: Request) -> Response:
+        bodies.check_length(request.headers.get("content-length"), LOGIN_MAX_BYTES)
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > LOGIN_MAX_BYTES:
+                raise bodies.too_large(LOGIN_MAX_BYTES)
+        given = parse_qs(raw.decode("utf-8", "replace")).get("key", [""])[0]
+        if not self.auth.key_ok(given):
+            self.node.metrics.error("unauthorized")
+            await asyncio.sleep(0.5)  # a guess costs the guesser time
+            return _html("login.html", 401, error="Wrong admin key.")
+        response = RedirectResponse("/admin", status_code=303)
+        response.set_cookie(COOKIE, self.auth.issue(), max_age=self.auth.ttl_s, path="/admin",
+                            secure=request.url.scheme == "https", httponly=True,
+                            samesite="strict")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        self.auth.revoke(request.cookies.get(COOKIE))
+        response = RedirectResponse("/admin", status_code=303)
+        response.delete_cookie(COOKIE, path="/admin", secure=request.url.scheme == "https",
+                               httponly=True, samesite="strict")
+        return response
+
+    # -- data --------------------------------------------------------------------------------
+
+    async def stream(self, request: Request) -> Response:
+        self._check(request)
+        sampler, node = self.sampler, self.node
+        queue = sampler.subscribe()
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield _event("history", {"points": list(sampler.history)})
+                while not node.shutting_down:
+                    try:
+                        sample = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield _event("sample", sample)
+            finally:
+                sampler.unsubscribe(queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def user(self, request: Request) -> Response:
+        self._check(request)
+        user = check_id(request.path_params["user"], "user")
+        router = self.node.router
+        sessions, devices = await asyncio.gather(router.sessions(user), router.devices(user))
+        try:
+            read_state: dict[str, Any] | None = read_state_payload(await router.read_state(user))
+        except NotFound:  # no inbox yet (nothing was ever sent to the user)
+            read_state = None
+        return json_response({
+            "user": user,
+            "sessions": [{"session": s.session_id, "hub": s.hub, "connected_at": s.connected_at,
+                          "workspace": s.workspace, "device": s.device,
+                          "application": s.application} for s in sessions],
+            "read_state": read_state,
+            "devices": [device_payload(d) for d in devices]})
+
+    async def reports(self, request: Request) -> Response:
+        self._check(request)
+        limit = query_int(request.query_params.get("limit"), "limit", 20, 1, LATEST_SENDS_MAX)
+        found = await self.node.router.latest_reports(limit)
+        return json_response({"reports": [report_payload(r) for r in found]})
+
+    async def report(self, request: Request) -> Response:
+        self._check(request)
+        report = check_id(request.path_params["report"], "report")
+        return json_response(report_payload(await self.node.router.report(report)))
+
+    async def close(self) -> None:
+        await self.sampler.close()
+
+
+def _event(name: str, data: object) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _html(name: str, status: int = 200, error: str = "") -> Response:
+    text = (STATIC / name).read_text()
+    text = text.replace("<!--error-->", f'<p class="error" role="alert">{error}</p>' if error
+                        else "")
+    return HTMLResponse(text, status, headers={
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                   "frame-ancestors 'none'",
+        "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})
+

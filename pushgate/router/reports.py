@@ -1,0 +1,172 @@
+"""Delivery reports: the per-process counter of what happened to each send.
+
+Every process that sees a send's events happen (the routing core: addressed, stored,
+duplicates, delivered; the acks reaching a router; the offline bridge: pushed, failed)
+adds to a :class:`ReportCounter`; it keeps deltas in memory, keyed by report id, and
+writes them every ``report_flush_interval_s`` in one store transaction
+(:meth:`~pushgate.store.base.ReportStore.record_reports`). The hot path costs a dict
+update per send; no database round trip per delivery. Delivered is counted by the
+routing core when it hands an event to live sessions (once per user and send; the
+event row's DELIVERED mark, for the per-user status, is written with the event when the
+core knew the sessions before storing, else by the flush); acks are counted from the
+events' ACKED mark in the store (so a user counts once however many sessions, hubs or
+routers acked); read marks are counted by the store's ``mark_read`` itself.
+
+Report ids: a send's ``id`` when it has one, else a new one (:func:`new_report_id`).
+A flush that fails keeps its deltas for the next one (counts arrive late, not lost);
+a process that dies loses at most one interval of counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from pushgate.logs import get_logger
+from pushgate.store.base import ReportDelta, ReportStore, StoreError
+
+log = get_logger("pushgate.reports")
+
+_prefix = os.urandom(4).hex()
+_counter = 0
+
+
+def new_report_id() -> str:
+    """A report id for a send without ``id``: ``r-<ms>-<process>-<n>`` (hex, 32
+    characters: unix milliseconds, a random process prefix, a counter), unique across
+    processes and sortable by time within a process."""
+    global _counter
+    _counter = (_counter + 1) & 0xFFFFFFFF
+    # %-formatting: half the cost of the f-string here (0.6 against 1.2 µs, once per send)
+    return "r-%012x-%s-%08x" % (time.time_ns() // 1_000_000, _prefix, _counter)  # noqa: UP031
+
+
+class Reports(Protocol):
+    """What the routing core and the bridge call (synchronous, never raise)."""
+
+    def sent(self, report: str, addressed: int, stored: int, duplicates: int,
+             delivered: int, expires_at: float) -> None: ...
+
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
+        """Set (or clear) the DELIVERED mark of a stored event whose row was written
+        without (with) it: per-user status only, counts come with :meth:`sent`."""
+        ...
+
+    def acked_event(self, user: str, seq: int) -> None: ...
+
+    def pushed(self, report: str, n: int = 1) -> None: ...
+
+    def push_failed(self, report: str, reason: str) -> None: ...
+
+
+class ReportCounter(Reports):
+    """Counter deltas of this process, flushed to ``store`` every ``interval_s``."""
+
+    def __init__(self, store: ReportStore, interval_s: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.clock = clock
+        self.deltas: dict[str, ReportDelta] = {}
+        self.delivered: list[tuple[str, int, bool]] = []
+        self.acked: list[tuple[str, int]] = []
+        self.flushes = 0
+        self._pending = asyncio.Event()  # nothing counted: an idle process does not wake up
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def _delta(self, report: str) -> ReportDelta:
+        d = self.deltas.get(report)
+        if d is None:
+            d = self.deltas[report] = ReportDelta()
+            self._pending.set()
+        return d
+
+    def sent(self, report: str, addressed: int, stored: int, duplicates: int,
+             delivered: int, expires_at: float) -> None:
+        d = self._delta(report)
+        d.addressed += addressed
+        d.stored += stored
+        d.duplicates += duplicates
+        d.delivered += delivered
+        if expires_at > d.expires_at:
+            d.expires_at = expires_at
+
+    def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
+        if not self.delivered:
+            self._pending.set()
+        self.delivered.append((user, seq, delivered))
+
+    def acked_event(self, user: str, seq: int) -> None:
+        if not self.acked:
+            self._pending.set()
+        self.acked.append((user, seq))
+
+    def pushed(self, report: str, n: int = 1) -> None:
+        self._delta(report).pushed += n
+
+    def push_failed(self, report: str, reason: str) -> None:
+        d = self._delta(report)
+        d.push_failed += 1
+        d.reasons[reason] = d.reasons.get(reason, 0) + 1
+
+    async def flush(self) -> None:
+        """Write what was counted since the last flush (one store transaction). On a
+        store error the deltas are kept for the next flush."""
+        async with self._lock:
+            deltas, self.deltas = self.deltas, {}
+            delivered, self.delivered = self.delivered, []
+            acked, self.acked = self.acked, []
+            if not deltas and not delivered and not acked:
+                return
+            try:
+                await self.store.record_reports(deltas, delivered, acked)
+                self.flushes += 1
+            except StoreError as e:
+                log.warning("recording delivery reports failed; will retry", error=str(e))
+                self._keep(deltas, delivered, acked)
+
+    def _keep(self, deltas: dict[str, ReportDelta], delivered: list[tuple[str, int, bool]],
+              acked: list[tuple[str, int]]) -> None:
+        for report, old in deltas.items():
+            d = self._delta(report)
+            d.addressed += old.addressed
+            d.stored += old.stored
+            d.duplicates += old.duplicates
+            d.delivered += old.delivered
+            d.acked += old.acked
+            d.read += old.read
+            d.pushed += old.pushed
+            d.push_failed += old.push_failed
+            d.expires_at = max(d.expires_at, old.expires_at)
+            for reason, n in old.reasons.items():
+                d.reasons[reason] = d.reasons.get(reason, 0) + n
+        self.delivered[:0] = delivered
+        self.acked[:0] = acked
+        self._pending.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._pending.wait()
+            await asyncio.sleep(self.interval_s)  # gather an interval's counts
+            self._pending.clear()
+            try:
+                await self.flush()
+            except Exception:  # never stop counting; the next flush retries
+                log.exception("delivery report flush failed")
+
+    async def close(self) -> None:
+        """Stop the timer and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

@@ -1,0 +1,117 @@
+"""The ReportStore contract: batched counter deltas, delivered/acked marks counted once,
+read marks, per-user status, latest reports and cleanup with the events' TTL; run on
+every backend of conftest.py."""
+
+from __future__ import annotations
+
+from pushgate.store import NewEvent, ReportDelta, SqlEventStore
+from pushgate.store.base import DELIVERED
+
+from .conftest import TTL, FakeClock, StoreFactory
+
+
+def rev(user: str, report: str, id: str | None = None, ttl: int = TTL) -> NewEvent:
+    return NewEvent(user=user, body=b'{"n":1}', ttl_s=ttl, id=id, report=report)
+
+
+async def test_deltas_add_up_and_acks_count_once(store: SqlEventStore, clock: FakeClock) -> None:
+    appended = await store.append([rev(u, "r1") for u in ("a", "b", "c")])
+    seqs = {a.user: a.seq for a in appended}
+    await store.record_reports({"r1": ReportDelta(addressed=3, stored=3, delivered=2,
+                                                  expires_at=clock.now + TTL)}, [], [])
+    # two processes flush the same ack (two sessions, a second router): counted once
+    await store.record_reports({}, [], [("a", seqs["a"]), ("a", seqs["a"])])
+    await store.record_reports({"r1": ReportDelta(addressed=1, duplicates=1)},
+                               [], [("a", seqs["a"]), ("zz", 9)])
+
+    r = await store.report("r1")
+    assert r is not None
+    assert (r.addressed, r.stored, r.duplicates, r.delivered, r.acked, r.read) == (4, 3, 1, 2, 1, 0)
+    assert r.expires_at == clock.now + TTL and r.created_at == clock.now
+    assert await store.report("nope") is None
+
+
+async def test_user_status_from_the_event_marks(store: SqlEventStore) -> None:
+    # a written with the DELIVERED mark (the sender knew its session), b without
+    (a,) = await store.append([NewEvent("a", b"1", TTL, None, "r2", DELIVERED)])
+    (b,) = await store.append([rev("b", "r2")])
+    (c,) = await store.append([NewEvent("c", b"1", TTL, None, "r2", DELIVERED)])
+    # the flush corrects marks: b was delivered after all, c was not
+    await store.record_reports({}, [("b", b.seq, True), ("c", c.seq, False)], [("a", a.seq)])
+
+    r = await store.report("r2")
+    assert r is not None and (r.delivered, r.acked) == (0, 1)  # delivered comes in deltas
+    status = {u: await store.report_user("r2", u) for u in ("a", "b", "c")}
+    assert {u: (s.delivered, s.acked, s.read) for u, s in status.items() if s} == {
+        "a": (True, True, False), "b": (True, False, False), "c": (False, False, False)}
+    assert status["a"] is not None and status["a"].seq == a.seq
+    assert await store.report_user("r2", "d") is None
+    assert await store.report_user("other", "a") is None
+
+
+async def test_read_marks_count_per_report(store: SqlEventStore) -> None:
+    await store.append([rev("a", "r3"), rev("a", "r4"), NewEvent("a", b"1", TTL)])
+    await store.mark_read("a", [1, 3], [])
+    await store.mark_read("a", [1, 2], [])  # 1 again: counted once
+
+    r3, r4 = await store.report("r3"), await store.report("r4")
+    assert r3 is not None and r3.read == 1
+    assert r4 is not None and r4.read == 1
+    u = await store.report_user("r3", "a")
+    assert u is not None and u.read
+
+
+async def test_push_failures_by_reason_and_latest(store: SqlEventStore, clock: FakeClock) -> None:
+    await store.record_reports({"old": ReportDelta(addressed=1, expires_at=clock.now + TTL)}, [], [])
+    clock.advance(1)
+    await store.record_reports({"new": ReportDelta(
+        pushed=2, push_failed=3, reasons={"Unregistered": 1, "BadDeviceToken": 2},
+        expires_at=clock.now + TTL)}, [], [])
+    await store.record_reports({"new": ReportDelta(push_failed=1, reasons={"Unregistered": 1})},
+                               [], [])
+
+    new = await store.report("new")
+    assert new is not None and (new.pushed, new.push_failed) == (2, 4)
+    assert new.failed_by_reason == {"Unregistered": 2, "BadDeviceToken": 2}
+    assert [r.report for r in await store.latest_reports(10)] == ["new", "old"]
+    assert [r.report for r in await store.latest_reports(1)] == ["new"]
+
+
+async def test_reports_survive_a_restart_and_go_with_their_events(
+        make_store: StoreFactory, clock: FakeClock) -> None:
+    store = await make_store()
+    await store.append([rev("a", "r5", ttl=10)])
+    await store.record_reports({"r5": ReportDelta(addressed=1, stored=1,
+                                                  expires_at=clock.now + 10)}, [], [])
+    await store.close()
+    again = await make_store()
+    r = await again.report("r5")
+    assert r is not None and r.stored == 1
+
+    clock.advance(10)
+    while await again.cleanup_expired(clock.now, 100):
+        pass
+    assert await again.report("r5") is None
+    assert await again.report_user("r5", "a") is None
+
+
+async def test_a_report_kept_alive_by_a_later_send_outlives_the_first_expiry(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([rev("a", "long", ttl=10), rev("a", "short", ttl=10)])
+    await store.record_reports({"long": ReportDelta(addressed=1, expires_at=clock.now + 10),
+                                "short": ReportDelta(addressed=1, expires_at=clock.now + 10)},
+                               [], [])
+    clock.advance(5)
+    await store.append([rev("b", "long", ttl=100)])  # the same id again, later, longer
+    await store.record_reports({"long": ReportDelta(addressed=1, expires_at=clock.now + 100)},
+                               [], [])
+    clock.advance(5)
+    while await store.cleanup_expired(clock.now, 100):
+        pass
+    assert await store.report("short") is None
+    kept = await store.report("long")
+    assert kept is not None and kept.addressed == 2
+    clock.advance(100)
+    while await store.cleanup_expired(clock.now, 100):
+        pass
+    assert await store.report("long") is None
