@@ -42,11 +42,8 @@ class HubStream:
         self.last_rx = time.monotonic()
         self.closed = False
         self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
-<<<<<<< HEAD
         self.resync_due = False  # a Resync is scheduled (resync_later)
-=======
         self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
->>>>>>> main
 
     def send(self, msg: pb.RouterMessage) -> None:
         if not self.closed:
