@@ -163,13 +163,15 @@ async def test_directory_redis_failover_under_load(
             t_churn_end = time.monotonic()
 
             async with api(hubs[0]) as http:
-                async def converged() -> bool:
+                async def differences() -> dict[str, Any]:
+                    """user -> (live sessions, what the directory lists) where they differ"""
                     found = await asyncio.gather(*(sessions_of(http, u) for u in live))
-                    return all(f == set(live[u].items())
-                               for u, f in zip(live, found, strict=True))
+                    return {u: (set(live[u].items()), f)
+                            for u, f in zip(live, found, strict=True)
+                            if f != set(live[u].items())}
 
-                await wait_for(converged, CONVERGE_S, "the directory: every live session "
-                               "findable, no ghost", interval=0.05)
+                await wait_for(differences, CONVERGE_S, "the directory: every live session "
+                               "findable, no ghost", until=lambda d: not d, interval=0.05)
             t_converged = time.monotonic()
             stop_sends.set()
             await asyncio.gather(*tasks[len(CHURN):])
