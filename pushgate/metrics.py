@@ -109,6 +109,22 @@ class GatewayMetrics:
                                "Expired events deleted by the TTL cleanup (and, once no "
                                "expired event is left, expired delivery reports).",
                                registry=r)
+        self.gaps_held = Counter(
+            "pushgate_gaps_held_total",
+            "Stored events held on a connection because an earlier seq was missing.",
+            registry=r)
+        self.gap_fetches = Counter(
+            "pushgate_gap_fetches_total",
+            "Store fetches for seqs missing after gap_hold_ms (one per user and round).",
+            registry=r)
+        self.gap_seqs_fetched = Counter(
+            "pushgate_gap_seqs_fetched_total",
+            "Events those fetches brought (sent to the connections that missed them).",
+            registry=r)
+        self.gap_seqs_passed = Counter(
+            "pushgate_gap_seqs_passed_total",
+            "Missing seqs passed over (expired, or beyond one fetch: the client fetches).",
+            registry=r)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
 
     def count_router_links(self, links: Callable[[], float]) -> None:

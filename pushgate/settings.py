@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # backends
     store_url: str | None = Field(
         None, description="Event store URL; default sqlite+aiosqlite:///<data_dir>/pushgate.db.")
+    store_session_idle_timeout_s: float = Field(
+        60.0, ge=0, description="MySQL: a pooled connection idle longer than this is "
+        "closed instead of reused (a stopped or restarted server's dead connection is not "
+        "handed out again); 0 = no limit.")
     directory_url: str = Field(
         "memory://", description="Session directory: memory:// (embedded); for cluster "
         "routers one Redis (redis://host:port/db, unix://path), Redis Cluster "
@@ -83,8 +87,13 @@ class Settings(BaseSettings):
         None, description="host:port where `pushgate router` serves Prometheus /metrics "
         "(unset = no metrics endpoint).")
     hub_heartbeat_ttl_s: float = Field(
-        10.0, gt=0, description="A hub whose HubLink is silent this long is dead; its "
-        "sessions leave the directory.")
+        10.0, gt=0, description="HubLink liveness, both ways: heartbeats every ttl / 3; a "
+        "hub silent this long is dropped (its sessions leave the directory), a router "
+        "silent this long gets no new work from the hub.")
+    gap_hold_ms: int = Field(
+        100, ge=0, le=10_000, description="A stored event that reaches a connection past a "
+        "gap waits this long for the missing seqs (in flight from another router), then "
+        "they are fetched from the store and everything goes out in seq order.")
 
     # auth
     jwt_secret: str | None = Field(

@@ -348,7 +348,8 @@ class WsConnection(asyncio.Protocol):
             self.send_close(e.close_code, e.message[:120])
             return
         s = self.session = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                                   node.metrics.delivery_latency.observe, token.expires_at)
+                                   node.metrics.delivery_latency.observe, token.expires_at,
+                                   node.gaps)
         node.registry.add(s)
         node.metrics.connects.inc()
         node.metrics.sessions.inc()

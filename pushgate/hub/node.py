@@ -28,6 +28,7 @@ from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
 from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
+from pushgate.hub.gaps import GapFiller
 from pushgate.hub.limits import ConnectionLimits
 from pushgate.hub.registry import LocalHubs, Registry
 from pushgate.hub.remote import RemoteRouter
@@ -76,6 +77,8 @@ class HubNode:
         else:
             self.backend = RoutingBackend(settings, LocalHubs(self.registry), self.metrics)
             self.router = self.backend.router
+        self.gaps = GapFiller(self.router, settings.gap_hold_ms, settings.fetch_max_limit,
+                              settings.inline_event_max_bytes, self.metrics, self.spawn)
         self.send_limits = Limits.of(settings)
         self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.limits
         self.limits = {

@@ -58,6 +58,7 @@ class RouterConn:
         self.hublink: Any = None
         self.up = False
         self.leaving = False  # the router is stopping: nothing new goes to it
+        self.last_rx = 0.0  # monotonic time of the last message from the router
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
         self._acks: list[pb.Ack] = []
         self._sends: list[pb.SendRequest] = []
@@ -110,7 +111,8 @@ class RouterConn:
             asyncio.get_running_loop().call_soon(self._flush_sends)
         self._sends.append(m)
         try:
-            return await asyncio.wait_for(fut, deadline_s)
+            async with asyncio.timeout(deadline_s):  # (cheaper than wait_for: no waiter)
+                return await fut
         except TimeoutError:
             raise Overloaded(f"router {self.address} did not answer a send in time; retry "
                              "with the same id", code="router_unavailable") from None
@@ -144,6 +146,8 @@ class RouterConn:
             except aio.AioRpcError as e:
                 log.warning("router link lost", router=self.address, code=e.code().name,
                             details=e.details())
+            except ConnectionError as e:
+                log.warning("router link lost", router=self.address, error=str(e))
             except Exception:
                 log.exception("router link failed", router=self.address)
             finally:
@@ -169,22 +173,51 @@ class RouterConn:
 
     async def _session(self) -> None:
         call = self.hublink.Link(metadata=self.routers.metadata)
-        await call.write(self.routers.hello())
-        self.up = True
-        self.routers.changed()
-        log.info("router linked", router=self.address)
-        writer = asyncio.create_task(self._write(call))
-        heartbeat = asyncio.create_task(self._heartbeat())
+        ttl = self.routers.heartbeat_ttl_s
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # the router answers Hello with a heartbeat: only then is it up (a stopped
+            # router accepts the TCP connection and then says nothing)
+            try:
+                async with asyncio.timeout(ttl):
+                    await call.write(self.routers.hello())
+                    first = await self._read(call)
+            except TimeoutError:
+                raise ConnectionError(f"router {self.address} did not answer Hello within "
+                                      f"{ttl:g} s") from None
+            self.up = True
+            self.routers.changed()
+            log.info("router linked", router=self.address)
+            self._handle(first)
+            self.last_rx = time.monotonic()
+            reader = asyncio.create_task(self._read_all(call))
+            tasks = [reader, asyncio.create_task(self._write(call)),
+                     asyncio.create_task(self._heartbeat())]
+            # the router heartbeats every ttl / 3: a stream silent for ttl is a router that
+            # stopped answering (SIGSTOP, a partition); the link goes down and new work
+            # goes to the other routers (checked here, not with a timer per read)
             while True:
-                msg = await call.read()
-                if msg is aio.EOF:
-                    raise ConnectionError(f"router {self.address} ended the link")
-                self._handle(msg)
+                await asyncio.wait((reader,), timeout=ttl / 3)
+                if reader.done():
+                    reader.result()  # its error, or EOF
+                if time.monotonic() - self.last_rx > ttl:
+                    raise ConnectionError(f"router {self.address} silent for {ttl:g} s")
         finally:
-            writer.cancel()
-            heartbeat.cancel()
+            for t in tasks:
+                t.cancel()
             call.cancel()
+
+    async def _read_all(self, call: Any) -> None:
+        while True:
+            msg = await self._read(call)
+            self.last_rx = time.monotonic()
+            self._handle(msg)
+
+    async def _read(self, call: Any) -> pb.RouterMessage:
+        msg = await call.read()
+        if msg is aio.EOF:
+            raise ConnectionError(f"router {self.address} ended the link")
+        return msg  # type: ignore[no-any-return]
 
     async def _write(self, call: Any) -> None:
         out = self._out
@@ -221,6 +254,8 @@ class RouterConn:
                 f = self._replies.get(r.tag)
                 if f is not None and not f.done():
                     f.set_result(r)
+        elif kind == "heartbeat":
+            pass  # (reading it was the point)
         elif kind == "resync":
             self.send(self.routers.hello())
         elif kind == "leaving":  # new work goes to the other routers from now on
@@ -240,6 +275,7 @@ class Routers:
         self.registry = registry
         self.hub_id = registry.hub_id
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self.heartbeat_ttl_s = heartbeat_ttl_s  # a router silent this long is down
         self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)
         self.metrics: GatewayMetrics | None = None  # set by the HubNode: heartbeat stats
         self.conns = [RouterConn(a, self) for a in addresses]

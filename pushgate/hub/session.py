@@ -9,6 +9,15 @@ otherwise it waits in the queue, which the outlet drains when the transport resu
 writing. A queue over ``max_queue`` closes the session as a slow consumer
 (:data:`CloseCode.SLOW`); the client resumes from the store, so nothing stored is lost.
 
+Order (docs/protocol.md): each stored seq reaches a connection at most once and in
+increasing order. ``last_seq`` is the highest seq the connection carried; a frame at or
+below it is dropped. A frame past a gap (seq 9 when 7 is the next expected) is held for
+the missing seqs, which may be in flight from another router, for at most the gap
+source's ``hold_s`` (setting ``gap_hold_ms``); then the gap source
+(:class:`pushgate.hub.gaps.GapFiller`) fetches them from the store and :meth:`fill`
+delivers everything held in seq order. An empty frame with a seq (a *skip*: an event
+for another device of the user) carries nothing and only moves ``last_seq`` on.
+
 States: CATCHING_UP (registered; live frames are held while ``hello`` and the backlog
 are queued) → OPEN → CLOSING (the close frame goes out after what is queued; nothing
 new is taken) → CLOSED (the connection is gone). A session leaves the hub's registry and
@@ -18,6 +27,7 @@ receiving or on its way out with its close code; nothing reopens a closing sessi
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -40,6 +50,20 @@ class State(Enum):
 
 
 Observe = Callable[[float], None]
+
+
+class GapSource(Protocol):
+    """Fills a connection's gaps from the store (:class:`pushgate.hub.gaps.GapFiller`)."""
+
+    @property
+    def hold_s(self) -> float:
+        """How long a frame past a gap waits for the missing seqs before a fetch."""
+
+    def held(self) -> None:
+        """A frame started waiting for a gap (metrics)."""
+
+    def request(self, session: Session) -> None:
+        """Fetch ``session.gap()`` and hand the events to ``session.fill``."""
 
 
 class Outlet(Protocol):
@@ -80,10 +104,14 @@ class Session:
     __slots__ = (
         "_close_reason",
         "_final",
+        "_floor",
+        "_gap_timer",
+        "_gaps",
         "_held",
         "_observe",
         "_out",
         "_queue",
+        "_waiting",
         "acked_seq",
         "close_code",
         "connected_at",
@@ -99,7 +127,8 @@ class Session:
     )
 
     def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
-                 observe: Observe | None = None, expires_at: float = float("inf")):
+                 observe: Observe | None = None, expires_at: float = float("inf"),
+                 gaps: GapSource | None = None):
         self.id = uuid.uuid4().hex
         self.expires_at = expires_at  # token expiry (unix time): closed with TOKEN_EXPIRED then
         self.last_rx = time.monotonic()  # last frame received from the client
@@ -119,6 +148,11 @@ class Session:
         self._observe = observe
         self._out = out
         self.paused_at = 0.0  # monotonic time the outlet paused with frames waiting (0: not)
+        # seqs up to the floor (the head at connect) are not gaps: the client fetches them
+        self._floor = 0
+        self._gaps = gaps  # None: frames past a gap go out at once (nothing is held)
+        self._waiting: dict[int, tuple[str, float]] | None = None  # held past a gap, by seq
+        self._gap_timer: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
@@ -127,25 +161,28 @@ class Session:
     # -- producers (sync, called from the router / registry) --------------------------
 
     def push(self, frame: str, seq: int = 0, t0: float = 0.0, again: bool = False) -> bool:
-        """Send ``frame`` (an encoded server frame; ``seq`` > 0 for stored events).
-        Returns False if the session did not take it: closing, just closed as slow, or
-        a stored event at or below the highest seq this connection already took (each
-        seq at most once per connection, in increasing order; a client that sees a gap
-        fetches it). ``again``: a send-with-ack's event, delivered even then so that it
-        can be acknowledged."""
+        """Send ``frame`` (an encoded server frame; ``seq`` > 0 for stored events; an
+        empty frame with a seq is a skip). Returns False if the session did not take it:
+        closing, just closed as slow, a skip, or a stored event at or below the highest
+        seq this connection already took (each seq at most once per connection, in
+        increasing order). A stored event past a gap is held (see the module docstring).
+        ``again``: a send-with-ack's event, delivered even below that seq so that it can
+        be acknowledged."""
         state = self.state
         if state is State.OPEN:
             if seq:
-                if seq > self.last_seq:
-                    self.last_seq = seq
-                elif not again:
+                last = self.last_seq
+                if seq <= last:
+                    if not again or not frame:
+                        return False
+                    return self._write(frame, t0)
+                gaps = self._gaps
+                if gaps is not None and (self._waiting or seq > max(last, self._floor) + 1):
+                    return self._hold(gaps, frame, seq, t0)
+                self.last_seq = seq
+                if not frame:
                     return False
-            if not self._queue and not self._out.paused:
-                self._out.write(wire_text_frame(frame))
-                if t0 and self._observe is not None:
-                    self._observe(time.perf_counter() - t0)
-                return True
-            return self._enqueue(frame, t0)
+            return self._write(frame, t0)
         if state is State.CATCHING_UP:
             held = self._held
             if held is None:
@@ -156,6 +193,96 @@ class Session:
                 return False
             return True
         return False
+
+    def _write(self, frame: str, t0: float) -> bool:
+        if not self._queue and not self._out.paused:
+            self._out.write(wire_text_frame(frame))
+            if t0 and self._observe is not None:
+                self._observe(time.perf_counter() - t0)
+            return True
+        return self._enqueue(frame, t0)
+
+    # -- gaps ----------------------------------------------------------------------------
+
+    def _hold(self, gaps: GapSource, frame: str, seq: int, t0: float) -> bool:
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = {}
+        if seq in waiting:
+            return False
+        waiting[seq] = (frame, t0)
+        self._release()
+        if not self._waiting:
+            return bool(frame)
+        if len(waiting) > 2 * self.max_queue:
+            self.close(CloseCode.SLOW, "send queue overflow while a gap is filled")
+            return False
+        timer = self._gap_timer
+        if timer is None:
+            gaps.held()
+            self._gap_timer = asyncio.get_running_loop().call_later(
+                gaps.hold_s, self._hold_expired)
+        elif len(waiting) == self.max_queue + 1:  # too much to wait for: fetch now
+            timer.cancel()
+            self._gap_timer = asyncio.get_running_loop().call_later(0, self._hold_expired)
+        return bool(frame)
+
+    def _release(self) -> None:
+        """Send the held frames that follow on without a gap."""
+        waiting = self._waiting
+        while waiting:
+            nxt = max(self.last_seq, self._floor) + 1
+            item = waiting.pop(nxt, None)
+            if item is None:
+                break
+            self.last_seq = nxt
+            if item[0]:
+                self._write(*item)
+            if self.state is not State.OPEN:
+                return
+        if not waiting:
+            self._stop_holding()
+
+    def _stop_holding(self) -> None:
+        self._waiting = None
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _hold_expired(self) -> None:
+        self._gap_timer = None
+        if self.state is State.OPEN and self._waiting and self._gaps is not None:
+            self._gaps.request(self)
+
+    def gap(self) -> tuple[int, int] | None:
+        """The seqs a fill should fetch, ``(after, last)``; None: nothing is held."""
+        if self.state is not State.OPEN or not self._waiting:
+            return None
+        return max(self.last_seq, self._floor), max(self._waiting)
+
+    def fill(self, events: list[tuple[int, str]]) -> int:
+        """The store's events of the gap (``(seq, frame)``, any order; empty when the
+        fetch failed): send them and every held frame in seq order; a seq neither
+        brought is passed over (expired, or beyond what one fetch returns: the client
+        sees the gap and fetches). Returns how many seqs were passed over."""
+        waiting = self._waiting
+        if self.state is not State.OPEN or not waiting:
+            return 0
+        floor = max(self.last_seq, self._floor)
+        for seq, frame in events:
+            if seq > floor and seq not in waiting:
+                waiting[seq] = (frame, 0.0)
+        self._stop_holding()
+        passed = 0
+        for seq in sorted(waiting):
+            passed += seq - max(self.last_seq, self._floor) - 1
+            self.last_seq = seq
+            frame, t0 = waiting[seq]
+            if frame:
+                self._write(frame, t0)
+            if self.state is not State.OPEN:
+                break
+        return passed
 
     def _enqueue(self, frame: str, t0: float) -> bool:
         queue = self._queue
@@ -184,13 +311,16 @@ class Session:
                 queue = self._queue = deque()
             queue.append((frame, 0.0))
 
-    def open(self, backlog_last_seq: int) -> None:
+    def open(self, backlog_last_seq: int, head: int = 0) -> None:
         """End catch-up: the backlog up to ``backlog_last_seq`` was sent or queued;
         release held live frames, dropping stored events the backlog already carried.
-        A session that started closing meanwhile stays closing."""
+        Seqs up to ``head`` (the user's head at connect) that the backlog did not carry
+        are not gaps the hub fills: the client fetches them (docs/protocol.md). A
+        session that started closing meanwhile stays closing."""
         if self.state is not State.CATCHING_UP:
             return
         self.last_seq = max(self.last_seq, backlog_last_seq)
+        self._floor = head
         held, self._held = self._held, None
         self.state = State.OPEN
         for frame, t0, seq in held or ():  # (a negative seq: held with again=True)
@@ -252,6 +382,7 @@ class Session:
             self._final = None
 
     def _begin_close(self, code: int, reason: str) -> None:
+        self._stop_holding()
         self.state = State.CLOSING
         self.close_code = code
         self._close_reason = reason[:120]
@@ -301,3 +432,4 @@ class Session:
         self.state = State.CLOSED
         self._queue = None
         self._held = None
+        self._stop_holding()

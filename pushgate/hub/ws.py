@@ -60,7 +60,7 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
     inline_max = node.settings.inline_event_max_bytes
     for ev in events:
         s.push_backlog(p.event_frame(ev.seq, ev.id, ev.body, ev.created_at, inline_max), ev.seq)
-    s.open(events[-1].seq if events else 0)
+    s.open(events[-1].seq if events else 0, head)
 
 
 class Requests:

@@ -39,7 +39,8 @@ QUEUE_SAMPLE_S = 5.0
 class RoutingBackend:
     def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics) -> None:
         self.store_url = settings.effective_store_url
-        self.store = open_store(self.store_url)
+        self.store = open_store(self.store_url,
+                                session_idle_timeout_s=settings.store_session_idle_timeout_s)
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
                                         linger_s=settings.commit_linger_ms / 1000,
                                         max_pending=settings.commit_max_pending)

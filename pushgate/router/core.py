@@ -154,15 +154,24 @@ class Router(RoutingCore):
 
     def _deliver(self, sessions: Sequence[SessionInfo], frame: str, seq: int, t0: float,
                  device: str | None, want_ack: bool = False) -> int:
-        if len(sessions) <= 1:  # the common case (one session or none): no grouping
-            if not sessions or (device is not None and sessions[0].device != device):
+        """Hand ``frame`` to the hubs of ``sessions`` (of ``device`` only, when given).
+        A stored event for one device reaches the user's other sessions as a *skip* (an
+        empty frame with the seq): it moves their seq on, so that they do not wait for
+        it as a gap (docs/protocol.md, order)."""
+        if len(sessions) <= 1 and device is None:  # the common case: no grouping
+            if not sessions:
                 return 0
             s = sessions[0]
             return self.hubs.deliver(s.hub, [s.session_id], frame, seq, t0, want_ack)
         by_hub: dict[str, list[str]] = {}
+        skips: dict[str, list[str]] = {}
         for s in sessions:
             if device is None or s.device == device:
                 by_hub.setdefault(s.hub, []).append(s.session_id)
+            elif seq:
+                skips.setdefault(s.hub, []).append(s.session_id)
+        for hub, ids in skips.items():
+            self.hubs.deliver(hub, ids, "", seq, t0)
         return sum(self.hubs.deliver(hub, ids, frame, seq, t0, want_ack)
                    for hub, ids in by_hub.items())
 

@@ -43,6 +43,7 @@ class HubStream:
         self.closed = False
         self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
         self.resync_due = False  # a Resync is scheduled (resync_later)
+        self.ended = asyncio.Event()  # closed here: the HubLink call ends
         self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
 
     def send(self, msg: pb.RouterMessage) -> None:
@@ -74,6 +75,7 @@ class HubStream:
         self.closed = True
         self.pending.clear()
         self.left.set()
+        self.ended.set()
         self.queue.put_nowait(None)
 
 
@@ -191,6 +193,17 @@ class LinkedHubs(Hubs):
         if queues:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*queues), timeout_s)
+
+    def heartbeat(self, ttl_s: float) -> None:
+        """Send a heartbeat on every stream; drop the streams silent for ``ttl_s`` (a
+        stopped hub: its sessions leave the directory once its key expires)."""
+        now = time.monotonic()
+        for s in list(self.hubs.values()):
+            if now - s.last_rx > ttl_s:
+                log.warning("hub link silent; dropping it", hub=s.hub_id)
+                self.detach(s)
+            else:
+                s.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))
 
     def resync_all(self) -> None:
         for s in list(self.hubs.values()):

@@ -9,7 +9,9 @@ stop:  liveness loop → gRPC server (``grace_s`` for calls in flight) → metri
 Liveness: every ``hub_heartbeat_ttl_s / 3`` the router refreshes the heartbeat key of
 each hub linked to it, removes the sessions of hubs whose heartbeat expired, and asks
 all hubs to re-sync when the directory's epoch marker is gone (Redis lost its data).
-A hub stream silent for ``hub_heartbeat_ttl_s`` is dropped.
+Heartbeats: every ``hub_heartbeat_ttl_s / 3`` (a task of its own, not waiting on Redis)
+the router sends ``Heartbeat`` on each HubLink stream and drops the streams silent for
+``hub_heartbeat_ttl_s`` (a stopped hub); hubs do the same (a stopped router).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 from typing import Any
 
 from grpc import aio
@@ -67,6 +68,7 @@ class RouterNode:
         self.port = 0
         self._liveness: asyncio.Task[None] | None = None
         self._topology: str | None = None  # the directory's primaries, last seen
+        self._heartbeats: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -84,6 +86,7 @@ class RouterNode:
             raise OSError(f"cannot listen on {self.settings.router_listen}")
         await self.server.start()
         self._liveness = asyncio.create_task(self._liveness_loop())
+        self._heartbeats = asyncio.create_task(self._heartbeat_loop())
         if self.settings.router_metrics_listen:
             from prometheus_client import start_http_server
 
@@ -96,10 +99,11 @@ class RouterNode:
         """Drain, then stop: every linked hub is told (``Leaving``) and routes new work to
         the other routers once it answered ``Left``; the sends in flight are answered;
         then the streams end and the server stops (all within ``grace_s``)."""
-        if self._liveness is not None:
-            self._liveness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness
+        for task in (self._liveness, self._heartbeats):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         if self.server is not None and grace_s > 0:
@@ -118,15 +122,19 @@ class RouterNode:
 
     # -- liveness ----------------------------------------------------------------------------
 
+    async def _heartbeat_loop(self) -> None:
+        """Heartbeats to the hubs and the check for silent ones: on their own, so that a
+        Redis that stops answering (the liveness loop waits for it) does not make the
+        hubs think this router stopped."""
+        ttl = self.settings.hub_heartbeat_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            self.hubs.heartbeat(ttl)
+
     async def _liveness_loop(self) -> None:
         ttl = self.settings.hub_heartbeat_ttl_s
         redis_dir = hasattr(self.directory, "heartbeat")
         while True:
-            now = time.monotonic()
-            for stream in list(self.hubs.hubs.values()):
-                if now - stream.last_rx > ttl:
-                    log.warning("hub link silent; dropping it", hub=stream.hub_id)
-                    self.hubs.detach(stream)
             if redis_dir:
                 # each step on its own: a primary that is down (its keys' slots not yet
                 # failed over) does not stop the heartbeats kept on the others

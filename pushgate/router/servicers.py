@@ -236,18 +236,21 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             await _abort(context, Internal("a HubLink stream starts with Hello"))
         hub = first.hello.hub_id
         stream = deps.hubs.attach(hub)
+        stream.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))  # the hub counts us up now
         log.info("hub linked", hub=hub, sessions=len(first.hello.sessions))
         writer = asyncio.create_task(self._write(context, stream))
         reader = asyncio.create_task(self._read(context, stream, first.hello))
+        ended = asyncio.create_task(stream.ended.wait())
         try:
-            # the hub ends the stream (reader), or this router does (the writer ends when
-            # the stream is closed: a newer link of the hub, a silent hub, the drain)
-            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            # the hub ends the stream (reader), or this router does (the stream is closed:
+            # a newer link of the hub, a silent hub, the drain), even while a write to a
+            # stopped hub is stuck
+            await asyncio.wait((reader, writer, ended), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             pass
         finally:
             deps.hubs.detach(stream)
-            for t in (reader, writer):
+            for t in (reader, writer, ended):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
@@ -255,14 +258,36 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _read(self, context: aio.ServicerContext, stream: HubStream,
                     hello: pb.Hello) -> None:
-        with contextlib.suppress(aio.AioRpcError):
-            await self._hello(stream, hello)
-            while True:
-                msg = await context.read()
-                if msg is aio.EOF:
-                    return
-                stream.last_rx = time.monotonic()
-                await self._handle(stream, msg)
+        """Read the hub's messages. What waits on Redis (Hello, Online, Offline) is done
+        in order by a task of this stream, so the reader keeps reading (the heartbeats
+        that keep the link up arrive) while Redis is slow or stopped."""
+        directory_work: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
+        directory_work.put_nowait(pb.HubMessage(hello=hello))
+        worker = asyncio.create_task(self._directory_worker(stream, directory_work))
+        try:
+            with contextlib.suppress(aio.AioRpcError):
+                while True:
+                    msg = await context.read()
+                    if msg is aio.EOF:
+                        return
+                    stream.last_rx = time.monotonic()
+                    if msg.WhichOneof("kind") in ("hello", "online", "offline"):
+                        directory_work.put_nowait(msg)
+                    else:
+                        self._handle(stream, msg)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def _directory_worker(self, stream: HubStream,
+                                work: asyncio.Queue[pb.HubMessage]) -> None:
+        while True:
+            msg = await work.get()
+            try:
+                await self._directory(stream, msg)
+            except Exception:
+                log.exception("hub message failed", hub=stream.hub_id)
 
     async def drained(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until the sends in flight are answered."""
@@ -298,16 +323,12 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             log.warning("hub re-sync failed; asking again later", hub=stream.hub_id, error=str(e))
             stream.resync_later()
 
-    async def _handle(self, stream: HubStream, msg: pb.HubMessage) -> None:
+    async def _directory(self, stream: HubStream, msg: pb.HubMessage) -> None:
         kind = msg.WhichOneof("kind")
-        router = self.deps.router
-        if kind == "acks":
-            for a in msg.acks.acks:
-                router.on_ack(Identity(a.user, device=a.device), a.session_id, a.seq)
-        elif kind == "online":
+        if kind == "online":
             done = pb.OnlineDone(rid=msg.online.rid)
             try:
-                kicked = await router.connect(wire.session_from_pb(msg.online.session))
+                kicked = await self.deps.router.connect(wire.session_from_pb(msg.online.session))
                 done.kicked = len(kicked)
             except PushgateError as e:
                 done.error.CopyFrom(wire.error_to_pb(e))
@@ -319,6 +340,15 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             except DirectoryUnavailable as e:  # a ghost until the hub's re-sync drops it
                 log.warning("session removal failed; hub asked to re-sync", error=str(e))
                 stream.resync_later()
+        elif kind == "hello":
+            await self._hello(stream, msg.hello)
+
+    def _handle(self, stream: HubStream, msg: pb.HubMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "acks":
+            router = self.deps.router
+            for a in msg.acks.acks:
+                router.on_ack(Identity(a.user, device=a.device), a.session_id, a.seq)
         elif kind == "sends":
             for m in msg.sends.items:
                 t = asyncio.create_task(self._send(stream, m))
@@ -328,7 +358,5 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             self.deps.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
         elif kind == "left":
             stream.left.set()
-        elif kind == "hello":
-            await self._hello(stream, msg.hello)
         elif kind == "heartbeat" and msg.heartbeat.HasField("stats"):
             stream.stats = msg.heartbeat.stats  # for Status (last_rx already updated)

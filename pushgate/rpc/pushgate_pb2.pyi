@@ -402,7 +402,7 @@ class BroadcastDone(_message.Message):
     def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class RouterMessage(_message.Message):
-    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving")
+    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving", "heartbeat")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     KICK_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +410,7 @@ class RouterMessage(_message.Message):
     RESYNC_FIELD_NUMBER: _ClassVar[int]
     REPLIES_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     deliveries: Deliveries
     kick: Kick
     broadcast: Broadcast
@@ -417,7 +418,8 @@ class RouterMessage(_message.Message):
     resync: Resync
     replies: SendReplies
     leaving: Leaving
-    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ...) -> None: ...
+    heartbeat: Heartbeat
+    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Leaving(_message.Message):
     __slots__ = ()

@@ -178,13 +178,14 @@ async def test_router_sigterm_with_another_router_up_fails_no_send(
             done.set()
             await asyncio.gather(*tasks)
             assert failed == []
-            # finn's connection: strictly increasing seqs (each at most once; a seq
-            # overtaken by a later one from the other router is left to a fetch), up to
-            # the last accepted one
+            # finn's connection: strictly increasing seqs, each at most once, and none
+            # missing (a seq overtaken by a later one from the other router is waited
+            # for, or fetched by the hub), up to the last accepted one
             got: list[int] = []
             while not got or got[-1] < max(accepted):
                 got.append((await finn.recv_type("event"))["seq"])
             assert all(a < b for a, b in itertools.pairwise(got))
+            assert set(accepted) <= set(got)
             stored: set[int] = set()
             async with api(h0) as http:  # and every accepted send is stored
                 more, after = True, 0

@@ -66,10 +66,15 @@ class Core:
     async def connect(self, user: str, device: str = "") -> Client:
         client = Client(None, closed=asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
         out = _Outlet(client, self.node)
-        s = client.session = Session(Identity(user, device=device), self.node.hub_id, 64, out)
+        s = client.session = Session(Identity(user, device=device), self.node.hub_id, 64, out,
+                                     gaps=self.node.gaps)
         self.node.registry.add(s)
         await self.router.connect(s.info)
-        s.open(0)
+        try:
+            head = (await self.router.read_state(user)).head
+        except NotFound:
+            head = 0
+        s.open(0, head)
         return client
 
     async def disconnect(self, client: Client) -> None:
@@ -198,6 +203,44 @@ async def test_live_sessions_get_the_event_frame_and_are_listed(core: Core) -> N
     await core.disconnect(laptop)  # the cluster forgets it asynchronously
     await wait_for(lambda: _devices(core, "alice"), TIMEOUT, "the closed session unlisted",
                    until=lambda devices: devices == ["phone"])
+
+
+async def test_an_event_for_one_device_is_no_gap_for_the_others(core: Core) -> None:
+    phone = await core.connect("alice", device="phone")
+    laptop = await core.connect("alice", device="laptop")
+    await core.send(users=["alice"], body={"n": 1}, device="phone")
+    await core.send(users=["alice"], body={"n": 2})
+    assert [(await phone.next())["seq"] for _ in range(2)] == [1, 2]
+    assert (await laptop.next())["seq"] == 2
+    assert _counter(core, "pushgate_gaps_held_total") == 0  # seq 2 was not held
+
+
+async def test_a_seq_that_never_arrives_is_fetched_and_sent_in_order(core: Core) -> None:
+    alice = await core.connect("alice")
+    await core.send(users=["alice"], body={"n": 1})
+    assert (await alice.next())["seq"] == 1
+    # the directory forgets the session (as when a router's delivery is lost): seqs 2
+    # and 3 are stored but not delivered; then 3 arrives late, as from another router
+    await core.router.disconnect(alice.session.info)
+    await wait_for(lambda: core.router.sessions("alice"), TIMEOUT, "the session unlisted",
+                   until=lambda found: not found)
+    await core.send(users=["alice"], body={"n": 2})
+    await core.send(users=["alice"], body={"n": 3})
+    events, _, _ = await core.router.fetch("alice", 2, 1)
+    frame3 = orjson.dumps({"type": "event", "seq": 3, "late": True}).decode()
+    assert core.node.registry.deliver([alice.session.id], frame3, 3, 0.0) == 1
+    assert alice.frames.empty()  # held: seq 2 is missing
+    two, three = await alice.next(), await alice.next()
+    assert (two["seq"], two["body"], three) == (2, {"n": 2}, {"type": "event", "seq": 3,
+                                                               "late": True})
+    assert [e.seq for e in events] == [3]
+    assert core.node.registry.deliver([alice.session.id], frame3, 3, 0.0) == 0  # a 2nd copy
+    assert _counter(core, "pushgate_gap_fetches_total") == 1
+    assert _counter(core, "pushgate_gap_seqs_fetched_total") == 1
+
+
+def _counter(core: Core, name: str) -> float:
+    return core.node.metrics.registry.get_sample_value(name) or 0.0
 
 
 async def _devices(core: Core, user: str) -> list[str]:

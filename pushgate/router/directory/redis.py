@@ -4,7 +4,8 @@ One Redis, a Sentinel-managed primary or Redis Cluster (:mod:`.engines`, chosen 
 URL), with one key layout (:mod:`.keys`): every multi-key change is one Lua script whose
 keys share one bucket's hash tag, so quota check + insert, compare-and-delete, hub
 removal and hub re-sync are atomic per user and never cross a cluster slot. Calls retry
-connection errors with exponential backoff and jitter; when Redis stays down they raise
+connection errors with exponential backoff and jitter; when Redis stays down, or does
+not answer within :data:`DEADLINE_S` (a stopped process), they raise
 :class:`DirectoryUnavailable` (retryable, 503 / close 4003 at the edge).
 """
 
@@ -24,6 +25,9 @@ from pushgate.router.directory.base import DirectoryUnavailable
 from pushgate.router.directory.keys import BUCKETS, SEP, Keys, bucket, member, pack, unpack
 from pushgate.router.directory.quota import SessionInfo, age_key
 
+# every call (its retries included) ends within this: a Redis that stops answering gives
+# a retryable error (503 / close 4003), never a hang (docs/cluster.md, failures)
+DEADLINE_S = 3.0
 CHUNK = 500  # sessions per restore / prune script call (keeps each script short)
 PARALLEL = 32  # script calls in flight at once during a hub's cleanup or re-sync
 LISTED_S = 1.0  # add() re-asserts its hub in the hub list at most this often
@@ -35,7 +39,8 @@ def _script(name: str) -> str:
 
 class RedisDirectory:
     def __init__(self, url: str, prefix: str = "pushgate:", *, timeout_s: float = 2.0,
-                 retries: int = 3) -> None:
+                 retries: int = 3, deadline_s: float = DEADLINE_S) -> None:
+        self.deadline_s = deadline_s
         self.keys = Keys(prefix)
         self.prefix = prefix
         self.engine = engines.parse(url)
@@ -52,8 +57,13 @@ class RedisDirectory:
         self._listed: dict[str, float] = {}  # hub -> when add() last put it in the hub list
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
+        """``coro`` (one Redis call, retries included) within :data:`DEADLINE_S`."""
         try:
-            return await coro
+            async with asyncio.timeout(self.deadline_s):
+                return await coro
+        except TimeoutError:
+            raise DirectoryUnavailable(
+                f"redis: no answer within {self.deadline_s:g} s") from None
         except RedisError as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
         except OSError as e:
@@ -231,8 +241,9 @@ class RedisDirectory:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(self.deadline_s):
+                return bool(await self.redis.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:

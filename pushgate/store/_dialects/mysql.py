@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, select, tuple_
+from sqlalchemy import Insert, Select, Table, bindparam, event, func, select, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .base import Dialect, chunks
 
@@ -106,9 +107,13 @@ class MySQL(Dialect):
         read_timeout_s: float = 30.0,
         lock_wait_timeout_s: int = 10,
         pool_recycle_s: int = 1800,
+        session_idle_timeout_s: float = 60.0,
         **_ignored: Any,  # options of other dialects (busy_timeout_ms)
     ) -> None:
         super().__init__()
+        if session_idle_timeout_s < 0:
+            raise ValueError("session_idle_timeout_s must be >= 0")
+        self.session_idle_timeout_s = session_idle_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.lock_wait_timeout_s = lock_wait_timeout_s
@@ -136,6 +141,28 @@ class MySQL(Dialect):
                 ),
             },
         }
+
+    def configure(self, engine: AsyncEngine) -> None:
+        """A pooled connection idle for more than ``session_idle_timeout_s`` is closed at
+        checkout and a new one is made (SQLAlchemy's ``DisconnectionError`` in a checkout
+        hook): what a stopped, restarted or partitioned server left behind is not
+        handed out again after a quiet spell, and its pre-ping cannot hang a call for
+        ``read_timeout``. 0: no limit."""
+        limit = self.session_idle_timeout_s
+        if not limit:
+            return
+        pool = engine.sync_engine.pool
+
+        def checkin(dbapi_conn: Any, record: Any) -> None:
+            record.info["idle_since"] = time.monotonic()
+
+        def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+            since = record.info.pop("idle_since", None)
+            if since is not None and time.monotonic() - since > limit:
+                raise sa_exc.DisconnectionError(f"pooled connection idle over {limit:g} s")
+
+        event.listen(pool, "checkin", checkin)
+        event.listen(pool, "checkout", checkout)
 
     def lock(self, stmt: Select[Any], table: Table) -> Select[Any]:
         # Forced to the primary key: a table scan (the optimizer's choice for small tables)

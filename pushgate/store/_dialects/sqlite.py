@@ -19,7 +19,7 @@ class SQLite(Dialect):
     name = "sqlite"
     exclusive_writer = True
 
-    def __init__(self, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, busy_timeout_ms: int = 5000, **_ignored: Any) -> None:
         super().__init__()
         self.busy_timeout_ms = busy_timeout_ms
 
