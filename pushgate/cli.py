@@ -81,8 +81,18 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
     return settings
 
 
+def _raise_limits() -> None:
+    """Soft open-file limit up to the hard one: a descriptor per websocket (rlimits.py)."""
+    from pushgate import rlimits
+    from pushgate.logs import get_logger
+
+    before, after = rlimits.raise_nofile()
+    get_logger("pushgate.rlimits").info("open-file limit", soft_before=before, soft=after)
+
+
 def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
+    _raise_limits()
     from pushgate.router.bridge.base import BridgeConfigError
     from pushgate.server import run
 
@@ -94,6 +104,7 @@ def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
 
 def _router(config: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
+    _raise_limits()
     from pushgate.router.bridge.base import BridgeConfigError
     from pushgate.router.node import run
 
@@ -197,6 +208,7 @@ def bridge(config: str | None, metrics_port: int | None) -> None:
 
     s = _settings(config)
     logs.configure(s.log_level, s.log_format)
+    _raise_limits()
     try:
         run_async(run_bridge(s, metrics_port))
     except BridgeConfigError as e:

@@ -69,10 +69,13 @@ class Settings(BaseSettings):
         "closed instead of reused (a stopped or restarted server's dead connection is not "
         "handed out again); 0 = no limit.")
     directory_url: str = Field(
-        "memory://", description="Session directory: memory:// (embedded) or "
-        "redis://host:port/db (cluster routers).")
+        "memory://", description="Session directory: memory:// (embedded); for cluster "
+        "routers one Redis (redis://host:port/db, unix://path), Redis Cluster "
+        "(redis+cluster://host:port[,host:port...]) or a Sentinel-managed primary "
+        "(redis+sentinel://host:port[,host:port...]/service_name); see docs/cluster.md.")
     directory_prefix: str = Field(
-        "pushgate:", description="Prefix of every Redis key the directory writes.")
+        "pushgate:", description="Prefix of every Redis key the directory writes (no '{' "
+        "or '}': the keys carry Redis Cluster hash tags).")
 
     # cluster
     routers: Annotated[list[str], NoDecode] = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,42 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
     prefix = redis_service.new_prefix()
     yield prefix
     redis_service.delete_prefix(redis_server, prefix)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_engine() -> Iterator[Any]:
+    """A 3-master 3-replica Redis Cluster of this test run, started on first use and
+    stopped at the end (``tests/redis_engines.py``). A test that kills a node heals it."""
+    from tests import redis_engines
+
+    engine = services.require("Redis Cluster tests", lambda: redis_engines.start_with_retries(
+        redis_engines.RedisClusterEngine))
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_engine() -> Iterator[Any]:
+    """A primary + replica + 3 Sentinels of this test run (``tests/redis_engines.py``)."""
+    from tests import redis_engines
+
+    engine = services.require("Redis Sentinel tests", lambda: redis_engines.start_with_retries(
+        redis_engines.SentinelEngine))
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_engine: Any) -> str:
+    """URL (``redis+cluster://``) of the run's Redis Cluster."""
+    return str(redis_cluster_engine.url)
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinel_engine: Any) -> str:
+    """URL (``redis+sentinel://``) of the run's Sentinel-managed primary."""
+    return str(redis_sentinel_engine.url)

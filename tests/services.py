@@ -11,9 +11,10 @@ mariadb-server`` and start it. Each test run then works in its own database
 (``pushgate_test_<pid>_<random>``), dropped at the end.
 
 nginx and redis-server (for the local cluster of ``deploy/local``, which runs private
-instances of both) are installed with apt-get as root when missing, without starting
-the packages' system services (:func:`provision_binary`); so is promtool (Debian's
-``prometheus`` package) for the alert rule tests.
+instances of both), redis-sentinel and redis-cli (for the Redis Cluster and Sentinel
+engines of ``tests/redis_engines.py``) are installed with apt-get as root when missing,
+without starting the packages' system services (:func:`provision_binary`); so is
+promtool (Debian's ``prometheus`` package) for the alert rule tests.
 
 Tests that kill and restart the server run a throw-away one of their own
 (:class:`deploy.local.mariadb.PrivateMariaDB`).
@@ -265,6 +266,11 @@ def main() -> int:
              lambda: repr(make_url(provision_mysql()))),
             ("nginx", "cluster tests", provision_nginx),
             ("redis-server", "cluster tests", provision_redis_server),
+            # the Redis Cluster and Sentinel engines of tests/redis_engines.py
+            ("redis-sentinel", "Redis Sentinel tests",
+             lambda: provision_binary("redis-sentinel", "redis-sentinel")),
+            ("redis-cli", "Redis Cluster tests",
+             lambda: provision_binary("redis-cli", "redis-tools")),
             ("promtool", "alert rule tests", provision_promtool)):
         try:
             found = provide()

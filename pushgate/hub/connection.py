@@ -382,6 +382,10 @@ class WsConnection(asyncio.Protocol):
             node.metrics.error(e.code)
             s.close(e.close_code, e.message[:120])
             s.end_catch_up(None)
+            # the router may still record it (a reply lost, or this hub's wait ran out
+            # while the directory was failing over): the compare-and-delete that follows
+            # the Online on the same stream leaves no ghost
+            node.forget(s)
             return
         self._connected = True
         if s.state is not State.CATCHING_UP and s.state is not State.OPEN:

@@ -42,12 +42,26 @@ class HubStream:
         self.last_rx = time.monotonic()
         self.closed = False
         self.left = asyncio.Event()  # the hub answered Leaving (or the stream ended)
+        self.resync_due = False  # a Resync is scheduled (resync_later)
         self.ended = asyncio.Event()  # closed here: the HubLink call ends
         self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
 
     def send(self, msg: pb.RouterMessage) -> None:
         if not self.closed:
             self.queue.put_nowait(msg)
+
+    def resync_later(self, delay_s: float = 1.0) -> None:
+        """Ask the hub to re-sync in ``delay_s`` (once, however often this is called
+        meanwhile): the directory missed a change of its sessions."""
+        if self.resync_due or self.closed:
+            return
+        self.resync_due = True
+
+        def ask() -> None:
+            self.resync_due = False
+            self.send(pb.RouterMessage(resync=pb.Resync()))
+
+        asyncio.get_running_loop().call_later(delay_s, ask)
 
     def flush(self) -> None:
         while self.pending:

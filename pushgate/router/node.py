@@ -67,6 +67,7 @@ class RouterNode:
         self.server: aio.Server | None = None
         self.port = 0
         self._liveness: asyncio.Task[None] | None = None
+        self._topology: str | None = None  # the directory's primaries, last seen
         self._heartbeats: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
 
@@ -134,22 +135,42 @@ class RouterNode:
         ttl = self.settings.hub_heartbeat_ttl_s
         redis_dir = hasattr(self.directory, "heartbeat")
         while True:
-            try:
-                if redis_dir:
-                    d: Any = self.directory
-                    if await d.claim_epoch(self.node_id):
-                        log.info("directory is new or lost its data: hubs re-sync")
-                        self.hubs.resync_all()
-                    await d.heartbeat(self.hubs.hubs.keys(), ttl)
-                    for hub in await d.dead_hubs():
-                        if hub not in self.hubs.hubs:
-                            n = await d.remove_hub(hub)
-                            log.info("hub is dead: sessions removed", hub=hub, sessions=n)
-            except DirectoryUnavailable as e:
-                log.warning("directory unavailable", error=str(e))
-            except Exception:  # keep the loop alive whatever happens
-                log.exception("liveness round failed")
+            if redis_dir:
+                # each step on its own: a primary that is down (its keys' slots not yet
+                # failed over) does not stop the heartbeats kept on the others
+                for step in (self._heartbeat, self._check_directory, self._sweep_dead_hubs):
+                    try:
+                        await step(ttl)
+                    except DirectoryUnavailable as e:
+                        log.warning("directory unavailable", step=step.__name__, error=str(e))
+                    except Exception:  # keep the loop alive whatever happens
+                        log.exception("liveness step failed", step=step.__name__)
             await asyncio.sleep(ttl / 3)
+
+    async def _heartbeat(self, ttl: float) -> None:
+        d: Any = self.directory
+        await d.heartbeat(self.hubs.hubs.keys(), ttl)
+
+    async def _check_directory(self, ttl: float) -> None:
+        """Ask every hub to re-sync when the directory may have lost writes: its
+        primaries changed (a failover, a restart) or its epoch marker is gone (data lost)."""
+        d: Any = self.directory
+        topology = await d.topology()
+        if self._topology is not None and topology != self._topology:
+            log.info("directory primaries changed: hubs re-sync", before=self._topology,
+                     now=topology)
+            self.hubs.resync_all()
+        self._topology = topology
+        if await d.claim_epoch(self.node_id):
+            log.info("directory is new or lost its data: hubs re-sync")
+            self.hubs.resync_all()
+
+    async def _sweep_dead_hubs(self, ttl: float) -> None:
+        d: Any = self.directory
+        for hub in await d.dead_hubs():
+            if hub not in self.hubs.hubs:
+                n = await d.remove_hub(hub)
+                log.info("hub is dead: sessions removed", hub=hub, sessions=n)
 
     def check_auth(self, context: aio.ServicerContext) -> None:
         md = dict(context.invocation_metadata() or ())

@@ -321,8 +321,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 log.info("hub re-synced", hub=stream.hub_id, added=added, removed=removed)
         except DirectoryUnavailable as e:
             log.warning("hub re-sync failed; asking again later", hub=stream.hub_id, error=str(e))
-            loop = asyncio.get_running_loop()
-            loop.call_later(1.0, stream.send, pb.RouterMessage(resync=pb.Resync()))
+            stream.resync_later()
 
     async def _directory(self, stream: HubStream, msg: pb.HubMessage) -> None:
         kind = msg.WhichOneof("kind")
@@ -338,8 +337,9 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             info = msg.offline
             try:
                 await self.deps.directory.remove(info.user, info.session_id, stream.hub_id)
-            except DirectoryUnavailable as e:  # the hub's next re-sync drops it
-                log.warning("session removal failed", error=str(e))
+            except DirectoryUnavailable as e:  # a ghost until the hub's re-sync drops it
+                log.warning("session removal failed; hub asked to re-sync", error=str(e))
+                stream.resync_later()
         elif kind == "hello":
             await self._hello(stream, msg.hello)
 

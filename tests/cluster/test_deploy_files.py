@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import kubernetes_validate
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
 from deploy.local.nginx import TEMPLATE, PrivateNginx, RenderError, nginx_binary, render, tags
+from pushgate.router.directory.engines import parse as parse_directory_url
 from pushgate.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,6 +287,39 @@ def port_number(container: dict[str, Any], port: int | str) -> int:
     return int(next(p["containerPort"] for p in container["ports"] if p["name"] == port))
 
 
+@pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.latest_version()])
+def test_k8s_manifests_are_valid_kubernetes_objects(version: str) -> None:
+    """Every object of deploy/k8s against the Kubernetes OpenAPI schemas bundled by
+    kubernetes-validate (strict: an unknown or misspelt field is an error)."""
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{path.name}: {doc['kind']} {doc['metadata']['name']}: "
+                            f"{e.message} at {'.'.join(map(str, e.path))}")
+
+
+def test_k8s_node_tuning_sets_the_plans_kernel_settings(
+        k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The sysctls docs/deploy.md's 1M-session plan asks for, as the DaemonSet writes them."""
+    pod = k8s[("DaemonSet", "pushgate-node-tuning")]["spec"]["template"]["spec"]
+    script = pod["initContainers"][0]["command"][-1]
+    values = dict(line.split(" ", 2)[2].split("=", 1) for line in script.splitlines()
+                  if line.strip().startswith("sysctl -w"))
+    assert int(values["net.core.somaxconn"]) >= 4096  # the hub's listen backlog
+    assert int(values["net.netfilter.nf_conntrack_max"]) >= 2 * 1_000_000
+    low, high = map(int, values["net.ipv4.ip_local_port_range"].strip('"').split())
+    assert high - low >= 60000
+    assert int(values["fs.nr_open"]) >= 1_048_576
+    hub = k8s[("Deployment", "pushgate-hub")]["spec"]
+    assert hub["replicas"] * 40_000 >= 1_000_000
+    memory = hub["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert memory.endswith("Mi") and int(memory[:-2]) * 1024 >= 48_000 * 31.2 + 100 * 1024
+
+
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
@@ -340,7 +375,7 @@ def test_k8s_router(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
     assert s.router_listen == f"0.0.0.0:{grpc}"
     assert s.router_metrics_listen == f"0.0.0.0:{port_number(container, 'metrics')}"
     assert s.store_url and make_url(s.store_url).drivername == "mysql+asyncmy"
-    assert s.directory_url.startswith("redis://")
+    assert parse_directory_url(s.directory_url).mode == "cluster"  # the 1M plan's engine
     for probe in ("readinessProbe", "livenessProbe"):
         check = container[probe]
         target = check.get("tcpSocket") or check.get("grpc")

@@ -1,6 +1,7 @@
-"""The session directory contract, on every backend: memory (embedded) and Redis (cluster).
+"""The session directory contract, on every backend: memory (embedded) and Redis (cluster
+mode) on each engine: one Redis, a Sentinel-managed primary, Redis Cluster.
 
-Both apply the same quota rule atomically with the insert, compare-and-delete on
+All apply the same quota rule atomically with the insert, compare-and-delete on
 removal, hub removal and hub re-sync. Every case runs on both; the few that differ on
 purpose (what close() leaves behind) and Redis' own liveness keys are at the end.
 """
@@ -13,9 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pushgate.router.directory import Directory, DirectoryUnavailable, open_directory
+from pushgate.router.directory.keys import bucket
 from pushgate.router.directory.memory import MemoryDirectory
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.directory.redis import RedisDirectory
+from tests import redis_service
 from tests.support.ports import refused_port
 from tests.support.waiting import wait_for
 
@@ -28,15 +31,38 @@ def ids(sessions: list[SessionInfo]) -> list[str]:
     return [x.session_id for x in sessions]
 
 
-@pytest.fixture(params=["memory", "redis"])
+ENGINES = {"redis": "redis_server", "sentinel": "redis_sentinel_url",
+           "cluster": "redis_cluster_url"}
+
+
+@pytest.fixture(params=["memory", *ENGINES])
 async def d(request: pytest.FixtureRequest) -> AsyncIterator[Directory]:
     if request.param == "memory":
         directory = open_directory("memory://")
-    else:
-        url = request.getfixturevalue("redis_server")
-        directory = open_directory(url, request.getfixturevalue("redis_prefix"))
+        yield directory
+        await directory.close()
+        return
+    url = request.getfixturevalue(ENGINES[request.param])
+    directory = open_directory(url, redis_service.new_prefix())
     yield directory
+    await delete_keys(directory)
     await directory.close()
+
+
+@pytest.fixture(params=list(ENGINES))
+def engine_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(ENGINES[request.param])
+    return url
+
+
+async def delete_keys(directory: Directory) -> None:
+    """Remove every key of the directory's prefix (on each master of a cluster)."""
+    assert isinstance(directory, RedisDirectory)
+    r = directory.redis  # a cluster client scans every master
+    keys = [k async for k in r.scan_iter(match=f"{directory.prefix}*", count=1000)]
+    for k in keys:
+        await r.delete(k)
+    assert [k async for k in r.scan_iter(match=f"{directory.prefix}*")] == []
 
 
 async def test_sessions_round_trip_every_field_oldest_first(d: Directory) -> None:
@@ -189,23 +215,66 @@ async def test_memory_close_forgets_everything() -> None:
     assert await d.sessions(["alice"]) == {}
 
 
-async def test_redis_close_keeps_the_sessions_for_the_next_router(
-        redis_server: str, redis_prefix: str) -> None:
+async def test_redis_close_keeps_the_sessions_for_the_next_router(engine_url: str) -> None:
     """Redis is shared: a router that closes (restarts) leaves the sessions to the others."""
-    first = RedisDirectory(redis_server, redis_prefix)
+    prefix = redis_service.new_prefix()
+    first = RedisDirectory(engine_url, prefix)
     await first.add(s("a", 1), 5)
     await first.close()
-    second = RedisDirectory(redis_server, redis_prefix)
+    second = RedisDirectory(engine_url, prefix)
     try:
         assert ids((await second.sessions(["alice"]))["alice"]) == ["a"]
         assert await second.count() == 1
     finally:
+        await delete_keys(second)
         await second.close()
 
 
-async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) -> None:
-    d = RedisDirectory(redis_server, redis_prefix)
+async def test_every_users_keys_share_one_cluster_slot(redis_cluster_url: str) -> None:
+    """What makes the scripts legal on Redis Cluster: a user's hash and the hub sets its
+    sessions are listed in hash to one slot, for any user id."""
+    d = RedisDirectory(redis_cluster_url, redis_service.new_prefix())
     try:
+        for user in ("alice", "bob", "{x}", "}{", "ü" * 50):
+            slots = {await d.redis.cluster_keyslot(k) for k in (
+                d.keys.user(user), d.keys.hub("h1", bucket(user)),
+                d.keys.hub("{h2}", bucket(user)))}
+            assert len(slots) == 1, (user, slots)
+            await d.add(s("a", 1, user=user, hub="{h2}"), 5)
+            assert ids((await d.sessions([user]))[user]) == ["a"]
+        assert await d.remove_hub("{h2}") == 5
+    finally:
+        await delete_keys(d)
+        await d.close()
+
+
+async def test_a_restore_landing_behind_a_dead_hub_sweep_is_swept_next_round(
+        engine_url: str) -> None:
+    """A hub dying during its re-sync (docs/cluster.md): the late restore leaves the hub
+    listed without a heartbeat, so the next sweep removes what it re-added."""
+    d = RedisDirectory(engine_url, redis_service.new_prefix())
+    try:
+        await d.add(s("a", 1, hub="h1"), 5)
+        await d.heartbeat(["h2"], ttl_s=30)
+        assert await d.remove_hub("h1") == 1
+        assert await d.dead_hubs() == []
+        await d.sync_hub("h1", [s("a", 1, hub="h1"), s("b", 2, user="bob", hub="h1")], 0.0)
+        assert await d.dead_hubs() == ["h1"]
+        assert await d.remove_hub("h1") == 2
+        assert await d.sessions(["alice", "bob"]) == {}
+        assert await d.dead_hubs() == []
+        assert await d.count() == 0
+    finally:
+        await delete_keys(d)
+        await d.close()
+
+
+async def test_redis_liveness_epoch_and_topology(engine_url: str) -> None:
+    d = RedisDirectory(engine_url, redis_service.new_prefix())
+    try:
+        topology = await d.topology()
+        assert topology and topology == await d.topology()  # stable while nothing fails
+        assert len(topology.split(",")) == (3 if d.engine.mode == "cluster" else 1)
         await d.add(s("a", 1, hub="h1"), 5)
         await d.add(s("b", 1, user="bob", hub="h2"), 5)
         await d.heartbeat(["h2"], ttl_s=30)
@@ -221,6 +290,7 @@ async def test_redis_liveness_and_epoch(redis_server: str, redis_prefix: str) ->
         await d.redis.delete(d.keys.epoch)  # what a Redis restart without data looks like
         assert await d.claim_epoch("r2") is True
     finally:
+        await delete_keys(d)
         await d.close()
 
 

@@ -1,4 +1,5 @@
-"""Session directory backends, chosen by URL (``memory://``; ``redis://`` in the cluster)."""
+"""Session directory backends, chosen by URL (``memory://``; ``redis://``,
+``redis+cluster://``, ``redis+sentinel://`` in the cluster: see ``engines.py``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ def open_directory(url: str, prefix: str = "pushgate:") -> Directory:
         from pushgate.router.directory.memory import MemoryDirectory
 
         return MemoryDirectory()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    from pushgate.router.directory.engines import SCHEMES
+
+    if url.startswith(SCHEMES):
         from pushgate.router.directory.redis import RedisDirectory
 
         return RedisDirectory(url, prefix)
-    raise ValueError(f"directory_url {url!r}: unsupported scheme (use memory:// or redis://)")
+    raise ValueError(f"directory_url {url!r}: unsupported scheme (use memory://, redis://, "
+                     "redis+cluster:// or redis+sentinel://)")
 
 
 __all__ = ["Directory", "DirectoryUnavailable", "open_directory"]

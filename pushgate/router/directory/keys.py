@@ -1,37 +1,62 @@
 """The Redis key schema of the session directory, in one place (all under one prefix).
 
-=====================  ====  ==========================================================
-key                    type  holds
-=====================  ====  ==========================================================
-``<p>u:<user>``        hash  session id -> ``hub TAB connected_at TAB ws TAB dev TAB app``
-``<p>h:<hub>``         set   ``user TAB session id`` of every session the hub holds
-``<p>hubs``            set   hub ids that have (had) sessions
-``<p>hb:<hub>``        str   heartbeat: exists while the hub is alive (TTL)
-``<p>epoch``           str   set once per Redis lifetime; missing = Redis lost its data
-=====================  ====  ==========================================================
+The same layout serves a single Redis, a Sentinel-managed primary and Redis Cluster.
+Every key a script touches carries the hash tag of one *bucket* (``{b<n>}``, ``n`` in
+0..1023, from the user id), so each script runs in one cluster slot:
 
-Ids never contain control characters (:func:`pushgate.auth.check_id`), so TAB is a
-safe separator. The Lua scripts in ``lua/`` build the same keys from the prefix.
+=========================  ====  ========================================================
+key                        type  holds
+=========================  ====  ========================================================
+``<p>{b<n>}:u:<user>``     hash  session id -> ``hub TAB connected_at TAB ws TAB dev TAB app``
+``<p>{b<n>}:h:<hub>``      set   ``user TAB session id`` of the hub's sessions whose user
+                                 falls in bucket ``n`` (a hub's membership is 1024 sets)
+``<p>hubs``                set   hub ids that have (had) sessions
+``<p>hb:<hub>``            str   heartbeat: exists while the hub is alive (TTL)
+``<p>epoch:b1024``         str   set once per data set; missing = Redis lost its data (or
+                                 holds an older key layout)
+=========================  ====  ========================================================
+
+A user's hash and the hub sets its sessions are listed in share the bucket's tag, so
+the quota check + insert + kick list and the compare-and-delete are one-slot scripts; a
+dead hub's cleanup and a hub re-sync run one script per bucket. Ids never contain
+control characters (:func:`pushgate.auth.check_id`), so TAB is a safe separator. The
+prefix may not contain ``{`` or ``}`` (it would move the hash tag).
 """
 
 from __future__ import annotations
 
+import binascii
+
 from pushgate.router.directory.quota import SessionInfo
 
 SEP = "\t"
+BUCKETS = 1024  # a power of two
+
+
+def bucket(user: str) -> int:
+    """The user's bucket: CRC16 (the one Redis Cluster hashes keys with) modulo 1024."""
+    return binascii.crc_hqx(user.encode(), 0) & (BUCKETS - 1)
 
 
 class Keys:
     __slots__ = ("prefix",)
 
     def __init__(self, prefix: str) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"directory_prefix {prefix!r}: '{{' and '}}' are not allowed "
+                             "(they would change the Redis Cluster hash tag)")
         self.prefix = prefix
 
-    def user(self, user: str) -> str:
-        return f"{self.prefix}u:{user}"
+    def base(self, b: int) -> str:
+        """What every key of bucket ``b`` starts with (the scripts append ``u:`` / ``h:``)."""
+        return f"{self.prefix}{{b{b}}}:"
 
-    def hub(self, hub: str) -> str:
-        return f"{self.prefix}h:{hub}"
+    def user(self, user: str) -> str:
+        return f"{self.base(bucket(user))}u:{user}"
+
+    def hub(self, hub: str, b: int) -> str:
+        """The set of ``hub``'s sessions whose users fall in bucket ``b``."""
+        return f"{self.base(b)}h:{hub}"
 
     @property
     def hubs(self) -> str:
@@ -42,7 +67,7 @@ class Keys:
 
     @property
     def epoch(self) -> str:
-        return f"{self.prefix}epoch"
+        return f"{self.prefix}epoch:b{BUCKETS}"
 
 
 def pack(s: SessionInfo) -> str:

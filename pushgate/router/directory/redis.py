@@ -1,37 +1,36 @@
 """Session directory in Redis (cluster mode): shared by every router.
 
-Every multi-key change is one Lua script (``lua/*.lua``), so quota check + insert,
-compare-and-delete and hub removal are atomic. Calls retry connection errors with
-exponential backoff and jitter; when Redis stays down, or does not answer within
-:data:`DEADLINE_S` (a stopped process), they raise :class:`DirectoryUnavailable`
-(retryable, 503 / close 4003 at the edge).
-
-Needs a single Redis (or a Sentinel-managed primary): the scripts touch a user's hash
-and hub sets together, which Redis Cluster would put in different slots.
+One Redis, a Sentinel-managed primary or Redis Cluster (:mod:`.engines`, chosen by the
+URL), with one key layout (:mod:`.keys`): every multi-key change is one Lua script whose
+keys share one bucket's hash tag, so quota check + insert, compare-and-delete, hub
+removal and hub re-sync are atomic per user and never cross a cluster slot. Calls retry
+connection errors with exponential backoff and jitter; when Redis stays down, or does
+not answer within :data:`DEADLINE_S` (a stopped process), they raise
+:class:`DirectoryUnavailable` (retryable, 503 / close 4003 at the edge).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pushgate.router.directory import engines
 from pushgate.router.directory.base import DirectoryUnavailable
-from pushgate.router.directory.keys import SEP, Keys, member, pack, unpack
+from pushgate.router.directory.keys import BUCKETS, SEP, Keys, bucket, member, pack, unpack
 from pushgate.router.directory.quota import SessionInfo, age_key
 
 # every call (its retries included) ends within this: a Redis that stops answering gives
 # a retryable error (503 / close 4003), never a hang (docs/cluster.md, failures)
 DEADLINE_S = 3.0
 CHUNK = 500  # sessions per restore / prune script call (keeps each script short)
+PARALLEL = 32  # script calls in flight at once during a hub's cleanup or re-sync
+LISTED_S = 1.0  # add() re-asserts its hub in the hub list at most this often
 
 
 def _script(name: str) -> str:
@@ -44,11 +43,10 @@ class RedisDirectory:
         self.deadline_s = deadline_s
         self.keys = Keys(prefix)
         self.prefix = prefix
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, health_check_interval=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError])
+        self.engine = engines.parse(url)
+        self.redis: Any
+        self.redis, self._others = engines.connect(self.engine, timeout_s=timeout_s,
+                                                   retries=retries)
         self._add = self.redis.register_script(_script("add"))
         self._remove = self.redis.register_script(_script("remove"))
         self._restore = self.redis.register_script(_script("restore"))
@@ -56,8 +54,9 @@ class RedisDirectory:
         self._remove_hub = self.redis.register_script(_script("remove_hub"))
         self._lookups: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listed: dict[str, float] = {}  # hub -> when add() last put it in the hub list
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, coro: Awaitable[Any]) -> Any:
         """``coro`` (one Redis call, retries included) within :data:`DEADLINE_S`."""
         try:
             async with asyncio.timeout(self.deadline_s):
@@ -70,24 +69,58 @@ class RedisDirectory:
         except OSError as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
 
+    async def _each(self, calls: list[Awaitable[Any]]) -> list[Any]:
+        """Run script calls of different buckets, at most PARALLEL at once."""
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def one(c: Awaitable[Any]) -> Any:
+            async with gate:
+                return await self._call(c)
+
+        return list(await asyncio.gather(*(one(c) for c in calls)))
+
+    async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Single-key commands in one non-transactional pipeline (split per node by the
+        cluster client)."""
+        if not commands:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return list(await self._call(pipe.execute()))
+
+    async def _hub_members(self, hub: str) -> dict[int, list[str]]:
+        """The hub's recorded members, by bucket (non-empty buckets only)."""
+        found = await self._pipelined([("smembers", (self.keys.hub(hub, b),))
+                                       for b in range(BUCKETS)])
+        return {b: list(m) for b, m in enumerate(found) if m}
+
     # -- Directory ---------------------------------------------------------------------
 
     async def add(self, info: SessionInfo, limit: int) -> list[SessionInfo]:
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        b = bucket(info.user)
         raw = await self._call(self._add(
-            keys=[self.keys.user(info.user)],
-            args=[self.prefix, info.user, info.session_id, pack(info), info.hub,
+            keys=[self.keys.user(info.user), self.keys.hub(info.hub, b)],
+            args=[self.keys.base(b), info.user, info.session_id, pack(info), info.hub,
                   repr(info.connected_at), limit]))
+        # after the script, never before it: a dead-hub cleanup that ran in between
+        # finds the hub listed again and sweeps this session on its next round
+        now = time.monotonic()
+        if now - self._listed.get(info.hub, -LISTED_S) >= LISTED_S:
+            await self._call(self.redis.sadd(self.keys.hubs, info.hub))
+            self._listed[info.hub] = now
         return [unpack(info.user, raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
     async def remove(self, user: str, session_id: str, hub: str) -> bool:
         return bool(await self._call(self._remove(
-            keys=[self.keys.user(user)], args=[self.prefix, user, session_id, hub])))
+            keys=[self.keys.user(user), self.keys.hub(hub, bucket(user))],
+            args=[user, session_id, hub])))
 
     async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
         """Lookups made in the same event-loop turn share one pipelined round trip (a
-        burst of sends costs one Redis call, not one each)."""
+        burst of sends costs one Redis call per node, not one each)."""
         users = list(dict.fromkeys(users))
         if not users:
             return {}
@@ -110,11 +143,8 @@ class RedisDirectory:
 
     async def _lookup(self, batch: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]]) -> None:
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for users, _ in batch:
-                for u in users:
-                    pipe.hgetall(self.keys.user(u))
-            found = await self._call(pipe.execute())
+            found = await self._pipelined([("hgetall", (self.keys.user(u),))
+                                           for users, _ in batch for u in users])
         except BaseException as e:
             for _, fut in batch:
                 if not fut.done():
@@ -130,37 +160,55 @@ class RedisDirectory:
             i += len(users)
 
     async def remove_hub(self, hub: str) -> int:
-        return int(await self._call(self._remove_hub(args=[self.prefix, hub])))
+        """Sweep the hub's sessions bucket by bucket, take it off the hub list, then look
+        again: sessions that a re-sync of that hub still running elsewhere restored
+        meanwhile put it back on the list (``sync_hub`` lists the hub after its last
+        restore too), so the next dead-hub sweep removes them. A sweep that fails half
+        way leaves the hub listed, to be swept again."""
+        self._listed.pop(hub, None)
+        buckets = await self._hub_members(hub)
+        removed = await self._each([
+            self._remove_hub(keys=[self.keys.hub(hub, b)], args=[self.keys.base(b), hub])
+            for b in buckets])
+        await self._call(self.redis.srem(self.keys.hubs, hub))
+        if await self._hub_members(hub):
+            await self._call(self.redis.sadd(self.keys.hubs, hub))
+        await self._call(self.redis.delete(self.keys.heartbeat(hub)))
+        return sum(int(n) for n in removed)
 
     async def sync_hub(self, hub: str, sessions: Sequence[SessionInfo], before: float) -> tuple[int, int]:
         """Make the directory hold exactly ``sessions`` for ``hub``: re-record them, and
         drop the hub's other sessions connected before ``before`` (the hub's snapshot
         time; later ones were announced after the snapshot). Returns (added, removed)."""
-        added = 0
-        for i in range(0, len(sessions), CHUNK):
-            args: list[Any] = [self.prefix, hub]
-            for s in sessions[i:i + CHUNK]:
-                args += [s.user, s.session_id, pack(s)]
-            added += int(await self._call(self._restore(args=args)))
+        by_bucket: dict[int, list[SessionInfo]] = defaultdict(list)
+        for s in sessions:
+            by_bucket[bucket(s.user)].append(s)
+        calls = []
+        for b, group in by_bucket.items():
+            for i in range(0, len(group), CHUNK):
+                args: list[Any] = [self.keys.base(b)]
+                for s in group[i:i + CHUNK]:
+                    args += [s.user, s.session_id, pack(s)]
+                calls.append(self._restore(keys=[self.keys.hub(hub, b)], args=args))
+        added = sum(int(n) for n in await self._each(calls))
         held = {member(s.user, s.session_id) for s in sessions}
-        recorded = await self._call(self.redis.smembers(self.keys.hub(hub)))
-        stale = [m.split(SEP, 1) for m in recorded if m not in held]
-        removed = 0
-        for i in range(0, len(stale), CHUNK):
-            args = [self.prefix, hub, repr(before)]
-            for user, sid in stale[i:i + CHUNK]:
-                args += [user, sid]
-            removed += int(await self._call(self._prune(args=args)))
+        calls = []
+        for b, recorded in (await self._hub_members(hub)).items():
+            stale = [m.split(SEP, 1) for m in recorded if m not in held]
+            for i in range(0, len(stale), CHUNK):
+                args = [self.keys.base(b), hub, repr(before)]
+                for user, sid in stale[i:i + CHUNK]:
+                    args += [user, sid]
+                calls.append(self._prune(keys=[self.keys.hub(hub, b)], args=args))
+        removed = sum(int(n) for n in await self._each(calls))
+        await self._call(self.redis.sadd(self.keys.hubs, hub))
         return added, removed
 
     async def count(self) -> int:
-        hubs = await self._call(self.redis.smembers(self.keys.hubs))
-        if not hubs:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for h in hubs:
-            pipe.scard(self.keys.hub(h))
-        return sum(await self._call(pipe.execute()))
+        hubs = sorted(await self._call(self.redis.smembers(self.keys.hubs)))
+        counts = await self._pipelined([("scard", (self.keys.hub(h, b),))
+                                        for h in hubs for b in range(BUCKETS)])
+        return sum(counts)
 
     # -- hub liveness (routers) -----------------------------------------------------------
 
@@ -178,18 +226,18 @@ class RedisDirectory:
     async def dead_hubs(self) -> list[str]:
         """Hubs that have sessions recorded but no live heartbeat."""
         hubs = sorted(await self._call(self.redis.smembers(self.keys.hubs)))
-        if not hubs:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for h in hubs:
-            pipe.exists(self.keys.heartbeat(h))
-        alive = await self._call(pipe.execute())
+        alive = await self._pipelined([("exists", (self.keys.heartbeat(h),)) for h in hubs])
         return [h for h, a in zip(hubs, alive, strict=True) if not a]
 
     async def claim_epoch(self, value: str) -> bool:
         """Set the epoch marker if it is missing. True = Redis was empty (new, flushed or
         restarted without data): every hub must re-sync its sessions."""
         return bool(await self._call(self.redis.set(self.keys.epoch, value, nx=True)))
+
+    async def topology(self) -> str:
+        """The primaries serving now (:func:`engines.topology`); another value than last
+        time = a failover or a restart: every hub must re-sync its sessions."""
+        return str(await self._call(engines.topology(self.redis, self.engine)))
 
     async def ping(self) -> bool:
         try:
@@ -199,4 +247,4 @@ class RedisDirectory:
             return False
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await engines.close(self.redis, self._others)

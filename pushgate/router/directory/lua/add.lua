@@ -1,11 +1,11 @@
 -- Record a session and, in the same atomic step, remove the user's oldest sessions
--- that no longer fit in the quota (the same rule as pushgate.hub.quota.sessions_to_kick:
--- oldest connected_at first, ties by session id).
--- KEYS[1] = <p>u:<user>
--- ARGV = prefix, user, session id, packed value, hub, connected_at, limit
+-- that no longer fit in the quota (the same rule as quota.sessions_to_kick: oldest
+-- connected_at first, ties by session id). One slot: every key has the bucket's tag.
+-- KEYS[1] = <base>u:<user>, KEYS[2] = <base>h:<hub>
+-- ARGV = base (<p>{b<n>}:), user, session id, packed value, hub, connected_at, limit
 -- returns {kicked id 1, kicked value 1, kicked id 2, ...}
-local ukey = KEYS[1]
-local prefix, user, sid, value, hub = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ukey, hkey = KEYS[1], KEYS[2]
+local base, user, sid, value, hub = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit = tonumber(ARGV[7])
 local all = redis.call('HGETALL', ukey)
 local others = {}
@@ -14,7 +14,7 @@ for i = 1, #all, 2 do
   local h, at = string.match(v, '^([^\t]*)\t([^\t]*)')
   if id == sid then
     if h ~= hub then  -- the same session id re-announced by another hub
-      redis.call('SREM', prefix .. 'h:' .. h, user .. '\t' .. id)
+      redis.call('SREM', base .. 'h:' .. h, user .. '\t' .. id)
     end
   else
     others[#others + 1] = {id, v, h, tonumber(at)}
@@ -30,12 +30,11 @@ if excess > 0 then
   for i = 1, excess do
     local o = others[i]
     redis.call('HDEL', ukey, o[1])
-    redis.call('SREM', prefix .. 'h:' .. o[3], user .. '\t' .. o[1])
+    redis.call('SREM', base .. 'h:' .. o[3], user .. '\t' .. o[1])
     kicked[#kicked + 1] = o[1]
     kicked[#kicked + 1] = o[2]
   end
 end
 redis.call('HSET', ukey, sid, value)
-redis.call('SADD', prefix .. 'h:' .. hub, user .. '\t' .. sid)
-redis.call('SADD', prefix .. 'hubs', hub)
+redis.call('SADD', hkey, user .. '\t' .. sid)
 return kicked
