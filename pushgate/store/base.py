@@ -176,9 +176,14 @@ class EventStore(Protocol):
     async def cleanup_expired(self, now: float, batch: int) -> int:
         """Delete up to ``batch`` events with ``expires_at <= now`` in one short
         transaction, keeping ``live``, ``unread`` and the read bitmap exact. Returns
-        the number deleted (0 when nothing is left). When no expired event is left, a
-        store that keeps delivery reports deletes expired reports instead (counted in
-        the result). Safe to interrupt at any point."""
+        the number deleted (0 when nothing is left). Safe to interrupt at any point."""
+        ...
+
+    async def cleanup_expired_reports(self, now: float, batch: int) -> int:
+        """Delete about ``batch`` delivery reports whose events have all expired (their
+        ``expires_at <= now``) in one short transaction; returns the number of rows
+        deleted (0 when nothing is left). The TTL cleanup calls it once the events are
+        done. Safe to interrupt at any point."""
         ...
 
 

@@ -2,7 +2,8 @@
 
 Each round takes one timestamp and calls ``store.cleanup_expired(now, batch)`` until it
 returns fewer than ``batch``, yielding to the event loop between batches so appends
-and reads interleave. Store errors are logged and retried at the next interval; the
+and reads interleave, then ``store.cleanup_expired_reports`` the same way for the
+delivery reports whose events are gone. Store errors are logged and retried at the next interval; the
 task never dies of them.
 
 One cleaner per cluster: with a ``lease`` (normally the store itself, see
@@ -126,7 +127,22 @@ class Cleaner:
                 renewed = time.monotonic()
         if total:
             log.info("deleted %d expired events", total)
+        if not self._stop.is_set() and (self.lease is None or self.holding):
+            await self._reports(now)
         return total
+
+    async def _reports(self, now: float) -> None:
+        """The delivery reports whose events are gone, batch by batch (not counted as
+        events: ``on_deleted`` and the result are events only)."""
+        reports = 0
+        while True:
+            n = await self.store.cleanup_expired_reports(now, self.batch)
+            reports += n
+            if n < self.batch or self._stop.is_set():
+                break
+            await asyncio.sleep(self.pause_s)
+        if reports:
+            log.info("deleted %d rows of expired delivery reports", reports)
 
     async def start(self) -> None:
         """Start the background task (idempotent)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pushgate.store import NewEvent, ReportDelta, SqlEventStore
 from pushgate.store.base import DELIVERED
+from pushgate.store.cleanup import Cleaner
 
 from .conftest import TTL, FakeClock, StoreFactory
 
@@ -91,6 +92,9 @@ async def test_reports_survive_a_restart_and_go_with_their_events(
     clock.advance(10)
     while await again.cleanup_expired(clock.now, 100):
         pass
+    assert await again.report("r5") is not None  # the events are gone, the reports next
+    while await again.cleanup_expired_reports(clock.now, 100):
+        pass
     assert await again.report("r5") is None
     assert await again.report_user("r5", "a") is None
 
@@ -106,12 +110,30 @@ async def test_a_report_kept_alive_by_a_later_send_outlives_the_first_expiry(
     await store.record_reports({"long": ReportDelta(addressed=1, expires_at=clock.now + 100)},
                                [], [])
     clock.advance(5)
-    while await store.cleanup_expired(clock.now, 100):
+    while await store.cleanup_expired(clock.now, 100) + await store.cleanup_expired_reports(
+            clock.now, 100):
         pass
     assert await store.report("short") is None
     kept = await store.report("long")
     assert kept is not None and kept.addressed == 2
     clock.advance(100)
-    while await store.cleanup_expired(clock.now, 100):
+    while await store.cleanup_expired(clock.now, 100) + await store.cleanup_expired_reports(
+            clock.now, 100):
         pass
     assert await store.report("long") is None
+
+
+async def test_the_ttl_cleaner_deletes_the_reports_after_their_events_counting_events_only(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    await store.append([rev(u, "r9", ttl=10) for u in ("a", "b", "c")])
+    await store.record_reports({"r9": ReportDelta(addressed=3, stored=3,
+                                                  expires_at=clock.now + 10)}, [], [])
+    counted: list[int] = []
+    cleaner = Cleaner(store, batch=2, on_deleted=counted.append, clock=clock)
+    assert await cleaner.run_once() == 0
+    assert await store.report("r9") is not None  # not expired yet
+    clock.advance(10)
+    assert await cleaner.run_once() == 3  # the events; the report is not counted as one
+    assert sum(counted) == 3
+    assert await store.report("r9") is None
+    assert await store.report_user("r9", "a") is None

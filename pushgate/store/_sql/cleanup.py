@@ -33,16 +33,14 @@ class SqlCleanup(SqlTransactions):
         ``expiries`` rows (primary-key order = expiry order; locked, skipping rows another
         cleaner holds), takes their events up to ``batch`` (a row it takes only part of is
         replaced by one listing the rest), deletes those events by primary key and fixes
-        each affected inbox's ``live`` and read bitmap, all in one transaction. When no
-        expired event is left, deletes up to ``batch`` expired delivery reports instead
-        (counted in the result, so that a cleaner loops until both are done)."""
+        each affected inbox's ``live`` and read bitmap, all in one transaction."""
         if batch <= 0:
             return 0
 
         async def body(conn: AsyncConnection) -> int:
             taken = await self._expired_groups(conn, now, batch)
-            if not taken:  # the events are gone: then their reports
-                return await self.cleanup_reports(conn, now, batch)
+            if not taken:
+                return 0
             d = self._dialect
             x = expiries_t.c
             keys: list[tuple[str, int]] = []
@@ -86,6 +84,16 @@ class SqlCleanup(SqlTransactions):
             if changed:
                 await d.set_read_bitmaps(conn, inboxes_t, changed, now)
             return deleted
+
+        return await self._write(body)
+
+    async def cleanup_expired_reports(self, now: float, batch: int) -> int:
+        """See :meth:`EventStore.cleanup_expired_reports`."""
+        if batch <= 0:
+            return 0
+
+        async def body(conn: AsyncConnection) -> int:
+            return await self.cleanup_reports(conn, now, batch)
 
         return await self._write(body)
 
