@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import socket
 import sys
@@ -18,6 +17,7 @@ from pushgate.hub.guard import guarded_http
 from pushgate.hub.node import HubNode
 from pushgate.logs import get_logger
 from pushgate.settings import Settings
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.server")
 
@@ -57,10 +57,7 @@ class HubServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         task = getattr(self, "_gc_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for server in self.servers:
             server.close()  # stop accepting first
         await self.node.begin_shutdown()

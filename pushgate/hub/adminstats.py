@@ -27,6 +27,7 @@ from grpc import aio
 from pushgate.logs import get_logger
 from pushgate.metrics import VERSION
 from pushgate.rpc import pushgate_pb2 as pb
+from pushgate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from pushgate.hub.node import HubNode
@@ -154,11 +155,8 @@ class Sampler:
 
     async def close(self) -> None:
         self._viewers.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

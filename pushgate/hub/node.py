@@ -42,6 +42,7 @@ from pushgate.router.backend import RoutingBackend
 from pushgate.router.base import RoutingCore, SendResult
 from pushgate.router.requests import Limits, parse_send
 from pushgate.settings import Settings
+from pushgate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from pushgate.hub.connection import WsConnection
@@ -145,9 +146,7 @@ class HubNode:
         await self.begin_shutdown()
         await self.wheel.stop()
         for t in list(self._tasks):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            await cancel_and_wait(t)
         if self.routers is not None:
             await self.routers.close()
         if self.backend is not None:

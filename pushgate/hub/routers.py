@@ -10,7 +10,6 @@ the stream and the ``Gateway`` stubs serve :class:`pushgate.hub.remote.RemoteRou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import time
@@ -27,6 +26,7 @@ from pushgate.router import wire
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.hub.routers")
 
@@ -78,10 +78,7 @@ class RouterConn:
             if not self.up or self._out.empty():
                 break
             await asyncio.sleep(0.05)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self.channel is not None:
             await self.channel.close()
 

@@ -10,12 +10,12 @@ check fires at most one period late. With 100,000 sessions and a 5 s period that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from typing import Generic, Protocol, TypeVar
 
 from pushgate.logs import get_logger
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.hub.wheel")
 
@@ -54,11 +54,8 @@ class TimerWheel(Generic[M]):
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,7 +14,6 @@ close: committer (flush) → push worker (batches in flight finish) → outbox (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
@@ -30,6 +29,7 @@ from pushgate.router.reports import ReportCounter
 from pushgate.settings import Settings
 from pushgate.store import GroupCommitter, Leases, migrate, open_store
 from pushgate.store.cleanup import Cleaner
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.router")
 
@@ -101,10 +101,7 @@ class RoutingBackend:
                 raise
 
     async def close(self) -> None:
-        if self._queue_task is not None:
-            self._queue_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._queue_task
+        await cancel_and_wait(self._queue_task)
         await self.committer.close()
         if self.push_worker is not None:
             await self.push_worker.close()

@@ -17,7 +17,6 @@ the router sends ``Heartbeat`` on each HubLink stream and drops the streams sile
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
@@ -36,6 +35,7 @@ from pushgate.router.hubs import LinkedHubs
 from pushgate.router.requests import Limits
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 from pushgate.settings import Settings
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.router")
 
@@ -100,10 +100,7 @@ class RouterNode:
         the other routers once it answered ``Left``; the sends in flight are answered;
         then the streams end and the server stops (all within ``grace_s``)."""
         for task in (self._liveness, self._heartbeats):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         if self.server is not None and grace_s > 0:

@@ -20,7 +20,6 @@ a process that dies loses at most one interval of counts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Protocol
 
 from pushgate.logs import get_logger
 from pushgate.store.base import ReportDelta, ReportStore, StoreError
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.reports")
 
@@ -164,9 +164,6 @@ class ReportCounter(Reports):
 
     async def close(self) -> None:
         """Stop the timer and write what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()

@@ -210,6 +210,12 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    return "?"
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -286,8 +292,8 @@ def test_cli_up_serves_and_leaves_nothing_behind(cluster_binaries: None, mysql_s
             proc.stdout.close()
     assert code == (0 if how == "ctrl-c" else -signal.SIGKILL)
     # after SIGKILL: parent-death signal, the hub drains
-    wait_for_sync(lambda: [p for p in children if _alive(p)], 20, "every child gone",
-                  until=lambda alive: not alive)
+    wait_for_sync(lambda: [f"{p}: {_cmdline(p)}" for p in children if _alive(p)], 20,
+                  "every child gone", until=lambda alive: not alive)
     # cluster.json stays behind, stale: the commands say there is no launcher
     code, out = _cli("status", "--workdir", str(tmp_path / "cli"))
     assert code == 2 and "no running launcher" in out and "stale" in out, out

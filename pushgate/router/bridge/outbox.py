@@ -9,7 +9,6 @@ in memory (per user, the highest seq) and written in one statement every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import orjson
 from pushgate.logs import get_logger
 from pushgate.router.bridge import policy
 from pushgate.store.base import PushJob, PushOutbox, StoreError
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.bridge")
 
@@ -104,9 +104,6 @@ class Outbox:
             await self.flush()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()

@@ -1,0 +1,98 @@
+"""Stopping background loops whose cancellation a driver swallowed (pushgate.tasks).
+
+The shape of the bug: a router stopped with SIGTERM never exited, because the delivery
+report flusher was cancelled while its flush was inside the MySQL driver, the driver
+finished the flush and returned normally, and the ``while True`` loop then waited for
+the next counts for ever (tests/cluster/test_launcher.py saw the router outlive its
+killed launcher)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from pushgate.router.reports import ReportCounter
+from pushgate.store.base import ReportDelta
+from pushgate.tasks import cancel_and_wait
+
+
+async def _swallows_once(entered: asyncio.Event, wake: asyncio.Event) -> None:
+    """A loop whose first cancellation is lost (as inside a driver), then waits."""
+    swallowed = False
+    while True:
+        try:
+            entered.set()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed = True
+        await wake.wait()  # nobody sets it: a plain cancel + await would hang here
+
+
+async def test_a_task_that_swallowed_a_cancel_is_cancelled_again_until_done() -> None:
+    entered, wake = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(_swallows_once(entered, wake))
+    await entered.wait()
+    assert await asyncio.wait_for(cancel_and_wait(task, timeout_s=5), 2) is True
+    assert task.cancelled()
+
+
+async def test_a_task_that_never_ends_is_given_up_after_the_deadline() -> None:
+    done = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not done.is_set():
+            try:
+                await done.wait()
+            except asyncio.CancelledError:
+                pass
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(cancel_and_wait(task, timeout_s=0.2), 2) is False
+    assert not task.done()
+    done.set()  # leave nothing running
+    await asyncio.wait_for(task, 2)
+
+
+async def test_a_task_that_failed_is_reported_done_without_raising() -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    assert await cancel_and_wait(task) is True
+    assert await cancel_and_wait(None) is True
+
+
+class _DriverStore:
+    """A report store whose write, like asyncmy under SQLAlchemy, finishes the write and
+    returns normally when cancelled in the middle of it."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+        self.written: list[dict[str, ReportDelta]] = []
+
+    async def record_reports(self, deltas: Mapping[str, ReportDelta],
+                             delivered: Sequence[tuple[str, int, bool]],
+                             acked: Sequence[tuple[str, int]]) -> None:
+        self.writing.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            pass  # the driver finishes the statement; the cancellation is lost
+        self.written.append(dict(deltas))
+
+
+async def test_the_report_counter_closes_when_its_flush_swallowed_the_cancel() -> None:
+    store = _DriverStore()
+    counter = ReportCounter(store, interval_s=0.01)  # type: ignore[arg-type]
+    await counter.start()
+    counter.sent("r-1", addressed=2, stored=2, duplicates=0, delivered=1, expires_at=1e12)
+    await asyncio.wait_for(store.writing.wait(), 5)  # the timer's flush is in the driver
+    counter.sent("r-1", addressed=1, stored=1, duplicates=0, delivered=0, expires_at=1e12)
+    await asyncio.wait_for(counter.close(), 5)  # used to wait for ever
+    # both flushes wrote: the timer's (cut short by nothing) and close()'s, the rest
+    assert [d["r-1"].addressed for d in store.written] == [2, 1]
