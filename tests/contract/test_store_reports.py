@@ -32,6 +32,23 @@ async def test_deltas_add_up_and_acks_count_once(store: SqlEventStore, clock: Fa
     assert await store.report("nope") is None
 
 
+async def test_sends_counts_add_up_with_repeats_and_deltas_in_one_flush(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    """A flush carries the sends as they came (a retried send's id twice, the bridge's
+    delta of the same report beside them): every count adds up, the expiry is the
+    latest."""
+    exp = clock.now + TTL
+    await store.record_reports({"s1": ReportDelta(pushed=2, expires_at=exp)}, [], [], [
+        ("s1", 3, 3, 0, 2, exp), ("s2", 1, 0, 0, 1, exp + 5), ("s1", 3, 0, 3, 1, exp + 9)])
+    await store.record_reports({}, [], [], [("s2", 2, 2, 0, 0, exp)])
+    s1, s2 = await store.report("s1"), await store.report("s2")
+    assert s1 is not None and s2 is not None
+    assert (s1.addressed, s1.stored, s1.duplicates, s1.delivered, s1.pushed) == (6, 3, 3, 3, 2)
+    assert s1.expires_at == exp + 9
+    assert (s2.addressed, s2.stored, s2.delivered, s2.expires_at) == (3, 2, 1, exp + 5)
+    assert {r.report for r in await store.latest_reports(10)} == {"s1", "s2"}
+
+
 async def test_user_status_from_the_event_marks(store: SqlEventStore) -> None:
     # a written with the DELIVERED mark (the sender knew its session), b without
     (a,) = await store.append([NewEvent("a", b"1", TTL, None, "r2", DELIVERED)])
