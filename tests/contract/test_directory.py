@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
 from pushgate.router.directory import Directory, DirectoryUnavailable, open_directory
 from pushgate.router.directory.keys import bucket
@@ -264,6 +266,46 @@ async def test_a_restore_landing_behind_a_dead_hub_sweep_is_swept_next_round(
         assert await d.sessions(["alice", "bob"]) == {}
         assert await d.dead_hubs() == []
         assert await d.count() == 0
+    finally:
+        await delete_keys(d)
+        await d.close()
+
+
+async def test_a_failed_re_sync_leaves_no_restore_running(engine_url: str) -> None:
+    """A re-sync whose first restore fails (Redis failing over) raises, and nothing of
+    it runs afterwards: a restore still in flight or queued behind the failed one would
+    land after the hub's sessions were announced gone and leave ghosts."""
+    d = RedisDirectory(engine_url, redis_service.new_prefix())
+    restore = d._restore
+    running = 0
+    started = 0
+
+    async def failing_first(**kw: Any) -> Any:
+        nonlocal running, started
+        started += 1
+        first = started == 1
+        running += 1
+        try:
+            await asyncio.sleep(0)  # the other calls start meanwhile
+            if first:
+                raise RedisError("connection lost during failover")
+            return await restore(**kw)
+        finally:
+            running -= 1
+
+    d._restore = failing_first  # type: ignore[method-assign]
+    users = [f"u{i}" for i in range(400)]
+    assert len({bucket(u) for u in users}) > 64  # more bucket calls than run at once
+    try:
+        with pytest.raises(DirectoryUnavailable):
+            await d.sync_hub("h1", [s(f"s{i}", 1, user=u, hub="h1")
+                                    for i, u in enumerate(users)], 0.0)
+        assert running == 0
+        seen = started
+        assert await d.remove_hub("h1") >= 0  # the hub's Offline, after the failure
+        assert await d.sessions(users) == {}
+        assert await d.count() == 0
+        assert started == seen  # no call began after the re-sync had failed
     finally:
         await delete_keys(d)
         await d.close()

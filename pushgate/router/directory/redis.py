@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -69,15 +69,28 @@ class RedisDirectory:
         except OSError as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
 
-    async def _each(self, calls: list[Awaitable[Any]]) -> list[Any]:
-        """Run script calls of different buckets, at most PARALLEL at once."""
+    async def _each(self, calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+        """Run script calls of different buckets, at most PARALLEL at once. When one
+        fails, the others are cancelled and waited for before the error is raised: a
+        re-sync that failed half way must not go on restoring sessions behind the
+        caller's back, after the hub's sessions were already announced gone."""
         gate = asyncio.Semaphore(PARALLEL)
 
-        async def one(c: Awaitable[Any]) -> Any:
+        async def one(c: Coroutine[Any, Any, Any]) -> Any:
             async with gate:
                 return await self._call(c)
 
-        return list(await asyncio.gather(*(one(c) for c in calls)))
+        tasks = [asyncio.ensure_future(one(c)) for c in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            for c in calls:  # the ones cancelled before they started
+                c.close()
 
     async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Single-key commands in one non-transactional pipeline (split per node by the
