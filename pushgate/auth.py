@@ -19,11 +19,41 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
 
 from pushgate.errors import Forbidden, InvalidRequest, TokenExpired, Unauthorized
 from pushgate.models import MAX_ID_LEN
 
 PUSHCA_SCOPE = "pushca"
+
+
+class _KeptHMAC(HMACAlgorithm):
+    """PyJWT's HMAC algorithm, keeping what ``prepare_key`` made of a secret: PyJWT
+    prepares the key on every decode (a PEM, SSH, DER and JSON probe of the secret,
+    ~26 of a token's ~66 µs here), the same work for the same one or two secrets on
+    every connect. A key PyJWT refuses raises as before and is not kept."""
+
+    def __init__(self, hash_alg: Any) -> None:
+        super().__init__(hash_alg)
+        self._kept: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._kept.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)
+            if len(self._kept) >= 16:  # secrets rotate rarely; never grows unbounded
+                self._kept.clear()
+            self._kept[key] = prepared
+        return prepared
+
+
+# PyJWT's public registry of the module-level jwt.encode / jwt.decode (which pushgate
+# uses); the algorithms verify exactly as PyJWT's own (tests/unit/test_auth.py)
+for _alg, _hash in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA384),
+                    ("HS512", HMACAlgorithm.SHA512)):
+    if not isinstance(jwt.get_algorithm_by_name(_alg), _KeptHMAC):
+        jwt.unregister_algorithm(_alg)
+        jwt.register_algorithm(_alg, _KeptHMAC(_hash))
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f]").search  # ~4x a per-character scan (campaigns)
 
 

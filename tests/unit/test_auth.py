@@ -211,6 +211,33 @@ def test_hs256_token_forged_with_the_rsa_public_key_is_rejected(rsa_keys: tuple[
     rejected(codec, (signing_input + b"." + sig).decode())
 
 
+def test_hmac_keys_kept_between_decodes_verify_as_pyjwts_own(rsa_keys: tuple[str, str]) -> None:
+    """pushgate keeps PyJWT's prepared HMAC keys between decodes (connect cost): tokens
+    verify and fail exactly as with PyJWT's own algorithm, and a key that PyJWT refuses
+    as an HMAC secret (a PEM public key) is refused on every call, never kept."""
+    from jwt.algorithms import HMACAlgorithm
+
+    stock = HMACAlgorithm(HMACAlgorithm.SHA256)
+    secrets_ = [SECRET, SECRET + "x", b"\x00" * 40, "é" * 40]
+    for key in secrets_ * 2:  # the second round decodes with kept keys
+        for other in secrets_:
+            token = jwt.encode(claims(), other, algorithm="HS256")
+            signing_input, _, sig = token.encode().rpartition(b".")
+            expected = stock.verify(signing_input, stock.prepare_key(key),
+                                    base64.urlsafe_b64decode(sig + b"=" * (-len(sig) % 4)))
+            try:
+                jwt.decode(token, key, algorithms=["HS256"])
+                verified = True
+            except jwt.InvalidSignatureError:
+                verified = False
+            assert verified is expected is (key == other)
+    _, pub = rsa_keys
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError, match="asymmetric key"):
+            jwt.decode(jwt.encode(claims(), SECRET, algorithm="HS256"), pub,
+                       algorithms=["HS256"])
+
+
 def test_hs_token_is_rejected_when_only_asymmetric_keys_are_configured(
     rsa_keys: tuple[str, str],
 ) -> None:
