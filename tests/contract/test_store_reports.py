@@ -67,6 +67,21 @@ async def test_user_status_from_the_event_marks(store: SqlEventStore) -> None:
     assert await store.report_user("other", "a") is None
 
 
+async def test_a_flush_marks_many_events_of_many_users(store: SqlEventStore) -> None:
+    """Cluster mode: every delivered event's mark comes with the flush (one statement
+    per chunk, not one per event); a repeat is harmless, off is applied after on."""
+    users = [f"u{i}" for i in range(200)]
+    appended = await store.append([rev(u, "r9") for u in users])
+    on = [(a.user, a.seq, True) for a in appended]
+    await store.record_reports({}, on + on[:10] + [("u0", appended[0].seq, False)], [])
+    delivered = {}
+    for u in users:
+        st = await store.report_user("r9", u)
+        assert st is not None
+        delivered[u] = st.delivered
+    assert delivered == {u: u != "u0" for u in users}
+
+
 async def test_read_marks_count_per_report(store: SqlEventStore) -> None:
     await store.append([rev("a", "r3"), rev("a", "r4"), NewEvent("a", b"1", TTL)])
     await store.mark_read("a", [1, 3], [])

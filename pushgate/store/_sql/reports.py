@@ -71,16 +71,18 @@ class SqlReports(SqlTransactions):
         async def body(conn: AsyncConnection) -> None:
             rows = list(values)
             if delivered:
+                # one statement per chunk, not one per event: in cluster mode every
+                # delivered event is here (the router looks its sessions up after the
+                # commit), and an executemany UPDATE is a round trip per row
                 ev = events_t.c
-                key = (ev.user_id == bindparam("u"), ev.seq == bindparam("s"))
-                on = [{"u": u, "s": s} for u, s, d in delivered if d]
-                off = [{"u": u, "s": s} for u, s, d in delivered if not d]
-                if on:
-                    await conn.execute(update(events_t).where(*key)
-                                       .values(marks=ev.marks.op("|")(DELIVERED)), on)
-                if off:
-                    await conn.execute(update(events_t).where(*key)
-                                       .values(marks=ev.marks.op("&")(~DELIVERED)), off)
+                key = tuple_(ev.user_id, ev.seq)
+                for mark, keys in ((ev.marks.op("|")(DELIVERED),
+                                    sorted({(u, s) for u, s, d in delivered if d})),
+                                   (ev.marks.op("&")(~DELIVERED),
+                                    sorted({(u, s) for u, s, d in delivered if not d}))):
+                    for part in chunks(keys, self._dialect.max_params // 2):
+                        await conn.execute(update(events_t).where(key.in_(part))
+                                           .values(marks=mark))
             if acked:
                 rows += _report_rows(await self._apply_acks(conn, acked), now)
             if rows:
