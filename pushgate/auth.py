@@ -54,6 +54,7 @@ for _alg, _hash in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA
     if not isinstance(jwt.get_algorithm_by_name(_alg), _KeptHMAC):
         jwt.unregister_algorithm(_alg)
         jwt.register_algorithm(_alg, _KeptHMAC(_hash))
+
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f]").search  # ~4x a per-character scan (campaigns)
 
 
