@@ -55,6 +55,7 @@ class OneHopAppender(OneHopConnection):
         self.insert_sql = insert
         self.expiry_sql = insert_expiries
         self.max_params = max_params
+
     def _run(self, alloc: list[tuple[Any, ...]], make_rows: Any) -> Any:
         """In the worker thread: one transaction. ``make_rows(heads)`` returns the event
         rows to insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
