@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deploy.local import _http
-from deploy.local.processes import Child, StartError
+from deploy.local.processes import Child, StartError, children, socket_links
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "nginx" / "pushgate.conf"
 TEMP_PATHS = ("client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path",
@@ -189,15 +189,15 @@ class PrivateNginx:
         self.upstreams = list(upstreams)
         self.write_conf()
         assert self.child is not None and self.child.pid is not None
-        old = _children(self.child.pid)
+        old = children(self.child.pid)
         self.child.send_signal(signal.SIGHUP)
         self.child.wait_until(self._serves_generation, f"reloaded (generation "
                               f"{self.generation})", timeout)
         # an old worker accepts on the shared socket until it has handled the master's
         # QUIT (then it only finishes its open connections): until then a new connection
         # may still get the old upstreams
-        listener = _socket_inode(self.child.pid, self._listen_fd)
-        self.child.wait_until(lambda: not any(_holds(pid, listener) for pid in old),
+        listener = os.readlink(f"/proc/{self.child.pid}/fd/{self._listen_fd}")
+        self.child.wait_until(lambda: not any(listener in socket_links(pid) for pid in old),
                               "old workers stopped accepting", timeout)
 
     def _serves_generation(self) -> bool:
@@ -208,40 +208,6 @@ class PrivateNginx:
         if self.child is not None:
             self.child.stop(signal.SIGTERM, timeout=10)  # fast shutdown: workers exit now
             self.child = None
-
-
-def _children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_bytes()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _socket_inode(pid: int, fd: int) -> str:
-    """``socket:[inode]`` of descriptor ``fd`` of process ``pid``."""
-    return os.readlink(f"/proc/{pid}/fd/{fd}")
-
-
-def _holds(pid: int, link: str) -> bool:
-    """Whether process ``pid`` (gone: no) has a descriptor on ``link``."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def _hard_nofile() -> int:

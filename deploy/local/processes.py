@@ -165,13 +165,7 @@ class Child:
         if self.proc is None:
             return set()
         pid = self.proc.pid
-        sockets = set()
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:["):
-                        sockets.add(target[len("socket:["):-1])
+        sockets = {link[len("socket:["):-1] for link in socket_links(pid)}
         ports = set()
         for table in ("tcp", "tcp6"):
             with contextlib.suppress(OSError):
@@ -190,3 +184,30 @@ class Child:
     def log_tail(self, chars: int = 3000) -> str:
         text = self.log_text()
         return f"\n--- {self.log_path} (tail) ---\n{text[-chars:]}" if text else ""
+
+
+def socket_links(pid: int) -> set[str]:
+    """The sockets ``pid`` has open, as their ``/proc/<pid>/fd`` links
+    (``socket:[inode]``); empty when the process is gone."""
+    links = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    links.add(target)
+    return links
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
+                found.append(int(entry))
+    return found
