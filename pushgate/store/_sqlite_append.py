@@ -1,4 +1,4 @@
-"""SQLite appends in one thread hop.
+"""SQLite appends in one call: on the event loop when small, else one thread hop.
 
 Through SQLAlchemy + aiosqlite a group commit makes ~6 hand-offs between the event
 loop and the driver's thread (BEGIN, allocate, insert, cursor closes, COMMIT), each a
@@ -7,19 +7,24 @@ unicast load) that was a quarter of the event loop's CPU. :class:`OneHopAppender
 one plain ``sqlite3`` connection (same PRAGMAs) on one worker thread and runs a whole
 append transaction (``BEGIN IMMEDIATE``, allocate with ``RETURNING``, insert the events
 and their ``expiries`` rows, ``COMMIT``)
-in a single call to that thread. SQLite serializes it with every other writer of the
-file exactly as before (``BEGIN IMMEDIATE`` + busy timeout; the store's write lock in
-the process).
+in a single call to that thread, or, for a batch of at most ``inline_max`` events that
+finds the write lock free, right away on the loop's own connection (:mod:`._sqlite_hop`).
+SQLite serializes it with every other writer of the file exactly as before (``BEGIN
+IMMEDIATE`` + busy timeout; the store's write lock in the process).
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from ._dialects import chunks, multi_row
 from ._sqlite_hop import OneHopConnection
 from .expiry import expiry_rows
+
+log = logging.getLogger("pushgate.store")
 
 
 def insert_many(conn: Any, sql: str, row: str, rows: Sequence[tuple[Any, ...]],
@@ -47,6 +52,16 @@ def insert_many(conn: Any, sql: str, row: str, rows: Sequence[tuple[Any, ...]],
 class OneHopAppender(OneHopConnection):
     thread_name = "pushgate-sqlite-append"
     pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+    # the inline connection never checkpoints on commit (a checkpoint copies pages into
+    # the database file and syncs it): the worker thread does, under the store's write
+    # lock, before the append that follows ~CHECKPOINT_PAGES pages written inline
+    # (SQLite's own default threshold), estimated as PAGES_PER_COMMIT for a commit (the
+    # inbox, index and expiry pages it touches anyway) and PAGES_PER_EVENT per event
+    # (its user's inbox row and events index entry, on pages of their own)
+    inline_pragmas = ("PRAGMA wal_autocheckpoint=0",)
+    CHECKPOINT_PAGES = 1000
+    PAGES_PER_COMMIT = 4
+    PAGES_PER_EVENT = 2
 
     def __init__(self, path: str, busy_timeout_ms: int, allocate: tuple[str, str],
                  insert: str, insert_expiries: str, max_params: int) -> None:
@@ -55,11 +70,13 @@ class OneHopAppender(OneHopConnection):
         self.insert_sql = insert
         self.expiry_sql = insert_expiries
         self.max_params = max_params
+        self.checkpoints = 0
+        self._since_checkpoint = 0  # pages (estimated) written inline since the last
 
-    def _run(self, alloc: list[tuple[Any, ...]], make_rows: Any) -> Any:
-        """In the worker thread: one transaction. ``make_rows(heads)`` returns the event
-        rows to insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
-        conn = self._connect()
+    def _append(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
+                make_rows: Any) -> Any:
+        """One transaction on ``conn``. ``make_rows(heads)`` returns the event rows to
+        insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             heads: dict[str, int] = {}
@@ -79,11 +96,18 @@ class OneHopAppender(OneHopConnection):
                 conn.execute("ROLLBACK")
             raise
 
-    async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any) -> Any:
-        return await self._call(self._run, list(alloc), make_rows)
+    async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any,
+                     events: int) -> Any:
+        """Allocate ``alloc`` and insert ``make_rows``' rows (``events`` of them) in one
+        transaction: on the loop when small (see :mod:`._sqlite_hop`). The caller holds
+        the store's write lock."""
+        inline = self.inline_calls
+        result = await self._submit(events, self._append, list(alloc), make_rows)
+        if self.inline_calls != inline:
+            self._since_checkpoint += self.PAGES_PER_COMMIT + self.PAGES_PER_EVENT * events
+        return result
 
-    def _run_tx(self, fn: Any, *args: Any) -> Any:
-        conn = self._connect()
+    def _tx(self, conn: sqlite3.Connection, fn: Any, *args: Any) -> Any:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn, *args)
@@ -95,6 +119,28 @@ class OneHopAppender(OneHopConnection):
             raise
 
     async def transaction(self, fn: Any, *args: Any) -> Any:
-        """``fn(conn, *args)`` in one write transaction on this thread's connection (the
-        caller holds the store's write lock)."""
-        return await self._call(self._run_tx, fn, *args)
+        """``fn(conn, *args)`` in one write transaction on the worker thread's connection
+        (the caller holds the store's write lock)."""
+        self.thread_calls += 1
+        return await self._call(self._on_thread, self._tx, (fn, *args))
+
+    # -- checkpoints of the inline commits -------------------------------------------
+
+    def checkpoint_due(self) -> bool:
+        return self._since_checkpoint >= self.CHECKPOINT_PAGES
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database on the worker thread. The caller holds the
+        store's write lock, as in SQLite's own checkpoint-on-commit: with no commit
+        running meanwhile the checkpoint completes and the next commit starts the WAL
+        file over, so it stays at a few MB."""
+        self._since_checkpoint = 0
+        try:
+            await self._call(self._checkpoint)
+        except Exception as exc:  # the next one tries again
+            log.warning("sqlite WAL checkpoint failed: %r", exc)
+        else:
+            self.checkpoints += 1
+
+    def _checkpoint(self) -> None:
+        self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

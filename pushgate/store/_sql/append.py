@@ -81,9 +81,11 @@ class SqlAppend(SqlTransactions):
         async with self._write_lock:
             if self._engine is None:
                 raise StoreUnavailable("event store is not started or already closed")
+            if hop.checkpoint_due():  # on the worker thread, as SQLite's own would be
+                await hop.checkpoint()  # in the commit that made it due
             with _sqlite_errors():
                 try:
-                    results: list[Appended] = await hop.append(alloc, make_rows)
+                    results: list[Appended] = await hop.append(alloc, make_rows, len(events))
                 except sqlite3.IntegrityError as exc:
                     if not first:
                         raise StoreError(f"IntegrityError: {exc}") from exc
