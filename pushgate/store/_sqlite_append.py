@@ -56,12 +56,14 @@ class OneHopAppender(OneHopConnection):
     # the database file and syncs it): the worker thread does, under the store's write
     # lock, before the append that follows ~CHECKPOINT_PAGES pages written inline
     # (SQLite's own default threshold), estimated as PAGES_PER_COMMIT for a commit (the
-    # inbox, index and expiry pages it touches anyway) and PAGES_PER_EVENT per event
-    # (its user's inbox row and events index entry, on pages of their own)
+    # inbox, index and expiry pages it touches anyway), PAGES_PER_EVENT per event (its
+    # user's inbox row and events index entry, on pages of their own) and the bodies'
+    # bytes in pages of PAGE_BYTES (large bodies take overflow pages)
     inline_pragmas = ("PRAGMA wal_autocheckpoint=0",)
     CHECKPOINT_PAGES = 1000
     PAGES_PER_COMMIT = 4
     PAGES_PER_EVENT = 2
+    PAGE_BYTES = 4096
 
     def __init__(self, path: str, busy_timeout_ms: int, allocate: tuple[str, str],
                  insert: str, insert_expiries: str, max_params: int) -> None:
@@ -97,14 +99,15 @@ class OneHopAppender(OneHopConnection):
             raise
 
     async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any,
-                     events: int) -> Any:
-        """Allocate ``alloc`` and insert ``make_rows``' rows (``events`` of them) in one
-        transaction: on the loop when small (see :mod:`._sqlite_hop`). The caller holds
-        the store's write lock."""
+                     events: int, body_bytes: int) -> Any:
+        """Allocate ``alloc`` and insert ``make_rows``' rows (``events`` of them, their
+        bodies ``body_bytes`` long in all) in one transaction: on the loop when small
+        (see :mod:`._sqlite_hop`). The caller holds the store's write lock."""
         inline = self.inline_calls
         result = await self._submit(events, self._append, list(alloc), make_rows)
         if self.inline_calls != inline:
-            self._since_checkpoint += self.PAGES_PER_COMMIT + self.PAGES_PER_EVENT * events
+            self._since_checkpoint += (self.PAGES_PER_COMMIT + self.PAGES_PER_EVENT * events
+                                       + body_bytes // self.PAGE_BYTES)
         return result
 
     def _tx(self, conn: sqlite3.Connection, fn: Any, *args: Any) -> Any:

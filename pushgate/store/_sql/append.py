@@ -85,7 +85,8 @@ class SqlAppend(SqlTransactions):
                 await hop.checkpoint()  # in the commit that made it due
             with _sqlite_errors():
                 try:
-                    results: list[Appended] = await hop.append(alloc, make_rows, len(events))
+                    results: list[Appended] = await hop.append(
+                        alloc, make_rows, len(events), sum(len(ev.body) for ev in events))
                 except sqlite3.IntegrityError as exc:
                     if not first:
                         raise StoreError(f"IntegrityError: {exc}") from exc
