@@ -73,7 +73,7 @@ class OneHopAppender(OneHopConnection):
         self.expiry_sql = insert_expiries
         self.max_params = max_params
         self.checkpoints = 0
-        self._since_checkpoint = 0  # pages (estimated) written inline since the last
+        self._since_checkpoint = 0  # pages (estimated) written inline since a checkpoint
 
     def _append(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
                 make_rows: Any) -> Any:
