@@ -72,7 +72,6 @@ class OneHopAppender(OneHopConnection):
         self.insert_sql = insert
         self.expiry_sql = insert_expiries
         self.max_params = max_params
-        self.checkpoints = 0
         self._since_checkpoint = 0  # pages (estimated) written inline since a checkpoint
 
     def _append(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
@@ -103,11 +102,12 @@ class OneHopAppender(OneHopConnection):
         """Allocate ``alloc`` and insert ``make_rows``' rows (``events`` of them, their
         bodies ``body_bytes`` long in all) in one transaction: on the loop when small
         (see :mod:`._sqlite_hop`). The caller holds the store's write lock."""
-        inline = self.inline_calls
-        result = await self._submit(events, self._append, list(alloc), make_rows)
-        if self.inline_calls != inline:
-            self._since_checkpoint += (self.PAGES_PER_COMMIT + self.PAGES_PER_EVENT * events
-                                       + body_bytes // self.PAGE_BYTES)
+        args = (list(alloc), make_rows)
+        done, result = self._try_inline(events, self._append, args)
+        if not done:
+            return await self._call(self._on_thread, self._append, args)
+        self._since_checkpoint += (self.PAGES_PER_COMMIT + self.PAGES_PER_EVENT * events
+                                   + body_bytes // self.PAGE_BYTES)
         return result
 
     def _tx(self, conn: sqlite3.Connection, fn: Any, *args: Any) -> Any:
@@ -124,7 +124,6 @@ class OneHopAppender(OneHopConnection):
     async def transaction(self, fn: Any, *args: Any) -> Any:
         """``fn(conn, *args)`` in one write transaction on the worker thread's connection
         (the caller holds the store's write lock)."""
-        self.thread_calls += 1
         return await self._call(self._on_thread, self._tx, (fn, *args))
 
     # -- checkpoints of the inline commits -------------------------------------------
@@ -142,8 +141,6 @@ class OneHopAppender(OneHopConnection):
             await self._call(self._checkpoint)
         except Exception as exc:  # the next one tries again
             log.warning("sqlite WAL checkpoint failed: %r", exc)
-        else:
-            self.checkpoints += 1
 
     def _checkpoint(self) -> None:
         self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -45,9 +45,6 @@ class OneHopConnection:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=self.thread_name)
         self._conn: sqlite3.Connection | None = None
         self._inline_conn: sqlite3.Connection | None = None
-        self.inline_calls = 0  # operations run on the loop
-        self.thread_calls = 0  # operations run on the worker thread
-        self.busy_fallbacks = 0  # inline attempts that found a lock and took the thread
 
     def _open(self, busy_timeout_ms: int, extra: tuple[str, ...]) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -71,21 +68,26 @@ class OneHopConnection:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _try_inline(self, items: int, fn: Callable[..., Any],
+                    args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """``(True, fn(conn, *args))`` on the loop's connection, or ``(False, None)`` when
+        ``items`` is too many or a lock is in the way. ``fn`` must leave nothing behind
+        when it raises (roll back), since a busy attempt is run again on the thread."""
+        if items > self.inline_max:
+            return False, None
+        try:
+            return True, fn(self._inline(), *args)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return False, None
+
     async def _submit(self, items: int, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(conn, *args)``: on the loop when ``items`` is small and no lock is in the
-        way, else on the worker thread. ``fn`` must leave nothing behind when it raises
-        (roll back), since a busy inline attempt is run again on the thread."""
-        if items <= self.inline_max:
-            try:
-                result = fn(self._inline(), *args)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-                self.busy_fallbacks += 1
-            else:
-                self.inline_calls += 1
-                return result
-        self.thread_calls += 1
+        way, else on the worker thread."""
+        done, result = self._try_inline(items, fn, args)
+        if done:
+            return result
         return await self._call(self._on_thread, fn, args)
 
     def _on_thread(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
