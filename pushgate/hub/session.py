@@ -28,8 +28,8 @@ receiving or on its way out with its close code; nothing reopens a closing sessi
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -129,7 +129,7 @@ class Session:
     def __init__(self, identity: Identity, hub: str, max_queue: int, out: Outlet,
                  observe: Observe | None = None, expires_at: float = float("inf"),
                  gaps: GapSource | None = None):
-        self.id = uuid.uuid4().hex
+        self.id = os.urandom(16).hex()  # uuid4().hex's shape and randomness, a quarter of its cost
         self.expires_at = expires_at  # token expiry (unix time): closed with TOKEN_EXPIRED then
         self.last_rx = time.monotonic()  # last frame received from the client
         self.identity = identity

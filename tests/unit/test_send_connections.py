@@ -235,5 +235,34 @@ async def test_a_websocket_upgrade_on_a_send_connection_goes_through_uvicorn(
         f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
     ws = transport.get_protocol()
     assert type(ws).__name__ == "HubWsConnection"
-    assert b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out
+    # the 101 goes out with hello, from the connect task
+    await wait_for(lambda: b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out, 5, "the 101")
+    assert b'"type":"hello"' in transport.out
     ws.connection_lost(None)
+
+
+async def test_the_101_does_not_wait_for_a_slow_hello(node: HubNode, monkeypatch: Any) -> None:
+    """The 101 normally leaves with hello in one write; when hello waits (a cluster's
+    router, the store's thread) the 101 goes alone at once and hello follows."""
+    from deploy.local.cluster import client_token
+
+    gate = asyncio.Event()
+    real = node.router.read_state
+
+    async def slow(user: str) -> Any:
+        await gate.wait()
+        return await real(user)
+
+    monkeypatch.setattr(node.router, "read_state", slow)
+    protocol, transport = guard_on(node)
+    token = client_token("s" * 32, "w")
+    protocol.data_received(
+        f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    await wait_for(lambda: b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out, 5, "the 101")
+    assert b"hello" not in transport.out
+    gate.set()
+    await wait_for(lambda: b'"type":"hello"' in transport.out, 5, "hello after the 101")
+    assert transport.out.index(b"hello") > transport.out.index(b"\r\n\r\n")
+    transport.get_protocol().connection_lost(None)

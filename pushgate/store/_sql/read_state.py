@@ -1,5 +1,6 @@
 """Read state (mixed into :class:`~pushgate.store.sql.SqlEventStore`): ``read_state``,
-coalesced (the calls of one event-loop iteration share one ``IN`` query), and
+coalesced on a server database (the calls of one event-loop iteration share one ``IN``
+query), and
 ``mark_read``, which adds stored, unexpired seqs to the user's read bitmap under the
 inbox row lock.
 """
@@ -36,7 +37,15 @@ class SqlReadState(SqlTransactions):
         """See :meth:`EventStore.read_state`. Concurrent calls (a reconnect storm: every
         new session reads its user's state for ``hello``) are coalesced: the calls made
         in one event-loop iteration share one ``IN`` query, which starts after all of
-        them were made (so each sees every commit that preceded its call)."""
+        them were made (so each sees every commit that preceded its call). On a SQLite
+        file there is nothing to coalesce: a read runs on the event loop's own connection
+        at once (a WAL reader never waits for a writer) and costs less than the
+        coalescing's future and task."""
+        if self._reader is not None:
+            state = (await self._read_states([user])).get(user)
+            if state is None:
+                raise KeyError(user)
+            return state
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[ReadState | None] = loop.create_future()
         self._state_waiters.setdefault(user, []).append(fut)
