@@ -100,7 +100,7 @@ class WsConnection(asyncio.Protocol):
 
     node: ClassVar[HubNode]
     releases_connection_limits: ClassVar[bool] = True  # see pushgate.hub.guard
-    __slots__ = ("_binary", "_connected", "_frags", "_head", "_requests", "_server_conns", "_timer",
+    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "_timer",
                  "awaiting_pong", "close_sent_at", "paused", "ping_sent_at", "proto", "session",
                  "slot", "transport")
 
@@ -124,8 +124,6 @@ class WsConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._requests: ws.Requests | PushcaCommands | None = None
         self._connected = False
-        # the 101 of a native session, held until hello (or a close) joins it in one write
-        self._head: bytes | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -208,10 +206,6 @@ class WsConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.close_sent_at:  # nothing after the close frame
-            head = self._head
-            if head is not None:
-                self._head = None
-                data = head + data
             self.transport.write(data)  # type: ignore[union-attr]
 
     def send_close(self, code: int, reason: str) -> None:
@@ -261,7 +255,7 @@ class WsConnection(asyncio.Protocol):
                 and self.transport is not None:
             self.ping_sent_at = now_mono
             self.awaiting_pong = True
-            self.write(PING)
+            self.transport.write(PING)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -302,10 +296,6 @@ class WsConnection(asyncio.Protocol):
             return
         proto = self.proto
         for data in proto.data_to_send():
-            head = self._head
-            if head is not None:  # the held 101 goes first, with whatever follows it
-                self._head = None
-                data = head + data
             if data:
                 transport.write(data)
             else:  # end of stream: the close handshake is over (or the handshake failed)
@@ -346,15 +336,7 @@ class WsConnection(asyncio.Protocol):
                                         "invalid_request", f"not a websocket upgrade: {exc}"))
             return
         self.proto.send_response(response)
-        if pushca_token is None:
-            # a native session's first frame is hello (or a close): the 101 waits for it
-            # and both go out in one write, one system call and one wake-up of the client
-            # fewer per connect — when hello is ready in the connect task's first step
-            # (embedded); else the 101 goes alone right after that step (_write_head).
-            # A Pushca session is open at once: its 101 goes now.
-            self._head = b"".join(self.proto.data_to_send())
-        else:
-            self._flush()
+        self._flush()
         if _ACCESS_LOG.isEnabledFor(logging.INFO):
             peer = self.transport.get_extra_info("peername") if self.transport else None
             _ACCESS_LOG.info('%s - "WebSocket %s" [accepted]', _addr(peer),
@@ -391,15 +373,6 @@ class WsConnection(asyncio.Protocol):
         node.metrics.connects.inc()
         node.metrics.sessions.inc()
         node.spawn(self._connect(s, after))
-        if self._head is not None:  # runs after the task's first step (FIFO ready queue)
-            asyncio.get_running_loop().call_soon(self._write_head)
-
-    def _write_head(self) -> None:
-        """The connect task waits (a router's reply, a store thread): the 101 goes alone."""
-        head = self._head
-        if head is not None and self.transport is not None and not self.transport.is_closing():
-            self._head = None
-            self.transport.write(head)
 
     async def _connect(self, s: Session, after: int | None) -> None:
         node = self.node

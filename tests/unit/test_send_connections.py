@@ -235,15 +235,13 @@ async def test_a_websocket_upgrade_on_a_send_connection_goes_through_uvicorn(
         f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
     ws = transport.get_protocol()
     assert type(ws).__name__ == "HubWsConnection"
-    # the 101 goes out with hello, from the connect task
-    await wait_for(lambda: b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out, 5, "the 101")
-    assert b'"type":"hello"' in transport.out
+    assert b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out
     ws.connection_lost(None)
 
 
 async def test_the_101_does_not_wait_for_a_slow_hello(node: HubNode, monkeypatch: Any) -> None:
-    """The 101 normally leaves with hello in one write; when hello waits (a cluster's
-    router, the store's thread) the 101 goes alone at once and hello follows."""
+    """The 101 does not wait for hello: while the inbox read (a cluster's router, the
+    store's thread) is slow the client has its 101, and hello follows it."""
     from deploy.local.cluster import client_token
 
     gate = asyncio.Event()
