@@ -15,6 +15,8 @@ IMMEDIATE`` + busy timeout; the store's write lock in the process).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -53,8 +55,8 @@ class OneHopAppender(OneHopConnection):
     thread_name = "pushgate-sqlite-append"
     pragmas = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
     # the inline connection never checkpoints on commit (a checkpoint copies pages into
-    # the database file and syncs it): the worker thread does, under the store's write
-    # lock, before the append that follows ~CHECKPOINT_PAGES pages written inline
+    # the database file and syncs it): the worker thread does, in two steps (see
+    # checkpoint_step), after ~CHECKPOINT_PAGES pages written inline
     # (SQLite's own default threshold), estimated as PAGES_PER_COMMIT for a commit (the
     # inbox, index and expiry pages it touches anyway), PAGES_PER_EVENT per event (its
     # user's inbox row and events index entry, on pages of their own) and the bodies'
@@ -73,6 +75,9 @@ class OneHopAppender(OneHopConnection):
         self.expiry_sql = insert_expiries
         self.max_params = max_params
         self._since_checkpoint = 0  # pages (estimated) written inline since a checkpoint
+        # the background step of a checkpoint; a thread's future: done as soon as the thread
+        # finished, even while a run of inline appends keeps the loop from its callbacks
+        self._bulk: concurrent.futures.Future[None] | None = None
 
     def _append(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
                 make_rows: Any) -> Any:
@@ -128,15 +133,36 @@ class OneHopAppender(OneHopConnection):
 
     # -- checkpoints of the inline commits -------------------------------------------
 
-    def checkpoint_due(self) -> bool:
-        return self._since_checkpoint >= self.CHECKPOINT_PAGES
+    async def checkpoint_step(self) -> None:
+        """Called before each append, under the store's write lock. A checkpoint copies the
+        WAL into the database file in two steps, so that appends do not wait for the copy:
+
+        1. once ~CHECKPOINT_PAGES pages were written inline, a passive checkpoint starts on
+           the worker thread and this returns at once: appends go on meanwhile (a
+           checkpoint does not block writers in WAL mode), the bulk of the WAL is copied;
+        2. at the first append after it finished, a second passive checkpoint runs on the
+           thread while the caller holds the write lock: it copies only what was committed
+           during step 1, reaches the WAL's end with no commit in between, and the next
+           commit starts the WAL file over (so it stays at a few MB; a checkpoint that
+           always runs beside commits never reaches the end, and the WAL only grows).
+        """
+        bulk = self._bulk
+        if bulk is None:
+            if self._since_checkpoint >= self.CHECKPOINT_PAGES:
+                self._since_checkpoint = 0
+                self._bulk = self._pool.submit(self._checkpoint)
+            return
+        if not bulk.done():
+            return
+        self._bulk = None
+        if bulk.exception() is not None:  # the next round tries again
+            log.warning("sqlite WAL checkpoint failed: %r", bulk.exception())
+            return
+        await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the database on the worker thread. The caller holds the
-        store's write lock, as in SQLite's own checkpoint-on-commit: with no commit
-        running meanwhile the checkpoint completes and the next commit starts the WAL
-        file over, so it stays at a few MB."""
-        self._since_checkpoint = 0
+        """Copy the WAL into the database on the worker thread (the caller holds the
+        store's write lock)."""
         try:
             await self._call(self._checkpoint)
         except Exception as exc:  # the next one tries again
@@ -144,3 +170,9 @@ class OneHopAppender(OneHopConnection):
 
     def _checkpoint(self) -> None:
         self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    async def close(self) -> None:
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:  # (its failure does not matter any more)
+            await asyncio.wait((asyncio.wrap_future(bulk),))
+        await super().close()

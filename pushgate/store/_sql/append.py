@@ -81,8 +81,7 @@ class SqlAppend(SqlTransactions):
         async with self._write_lock:
             if self._engine is None:
                 raise StoreUnavailable("event store is not started or already closed")
-            if hop.checkpoint_due():  # on the worker thread, as SQLite's own would be
-                await hop.checkpoint()  # in the commit that made it due
+            await hop.checkpoint_step()  # the WAL's checkpoints (design-notes.md §17)
             with _sqlite_errors():
                 try:
                     results: list[Appended] = await hop.append(
