@@ -130,16 +130,32 @@ def guard_on(node: HubNode, state: ServerState | None = None) -> tuple[Any, Paus
     return protocol, transport
 
 
+def hold(monkeypatch: pytest.MonkeyPatch, router: Any, method: str) -> asyncio.Event:
+    """``router.<method>`` waits until the returned event is set, then runs as before."""
+    gate = asyncio.Event()
+    real = getattr(router, method)
+
+    async def held(*args: Any) -> Any:
+        await gate.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(router, method, held)
+    return gate
+
+
+def upgrade(user: str) -> bytes:
+    """A websocket upgrade of ``user`` (a token of the tests' secret)."""
+    from deploy.local.cluster import client_token
+
+    return (f"GET /v1/ws?token={client_token('s' * 32, user)} HTTP/1.1\r\nHost: t\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+
+
 async def test_pipelined_sends_stop_the_reading_while_more_than_a_few_wait(
         node: HubNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = asyncio.Event()
-    real = node.router.send
-
-    async def held(request: Any) -> Any:
-        await gate.wait()
-        return await real(request)
-
-    monkeypatch.setattr(node.router, "send", held)
+    gate = hold(monkeypatch, node.router, "send")
     protocol, transport = guard_on(node)
     protocol.data_received(b"".join(send("p") for _ in range(MAX_WAITING)))
     assert transport.reading
@@ -172,14 +188,7 @@ async def test_shutdown_closes_an_idle_send_connection_and_waits_for_one_in_flig
     busy, busy_transport = guard_on(node, state)
     idle.data_received(send("s1"))
     await wait_for(lambda: idle_transport.replies(), 5, "the first reply")
-    gate = asyncio.Event()
-    real = node.router.send
-
-    async def held(request: Any) -> Any:
-        await gate.wait()
-        return await real(request)
-
-    monkeypatch.setattr(node.router, "send", held)
+    gate = hold(monkeypatch, node.router, "send")
     busy.data_received(send("s2"))
     await asyncio.sleep(0.01)
     assert state.connections == {idle, busy} and len(state.tasks) == 1
@@ -197,14 +206,7 @@ async def test_another_route_in_a_new_read_waits_for_the_sends_then_goes_to_uvic
         node: HubNode, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its head in two reads while a send is in flight: held (reading stopped), then
     uvicorn gets it from its first byte once the send is answered."""
-    gate = asyncio.Event()
-    real = node.router.send
-
-    async def held(request: Any) -> Any:
-        await gate.wait()
-        return await real(request)
-
-    monkeypatch.setattr(node.router, "send", held)
+    gate = hold(monkeypatch, node.router, "send")
     protocol, transport = guard_on(node)
     protocol.data_received(send("h"))
     get = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -223,16 +225,10 @@ async def test_another_route_in_a_new_read_waits_for_the_sends_then_goes_to_uvic
 
 async def test_a_websocket_upgrade_on_a_send_connection_goes_through_uvicorn(
         node: HubNode) -> None:
-    from deploy.local.cluster import client_token
-
     protocol, transport = guard_on(node)
     protocol.data_received(send("w"))
     await wait_for(lambda: transport.replies(), 5, "the reply")
-    token = client_token("s" * 32, "w")
-    protocol.data_received(
-        f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    protocol.data_received(upgrade("w"))
     ws = transport.get_protocol()
     assert type(ws).__name__ == "HubWsConnection"
     assert b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out
@@ -242,22 +238,9 @@ async def test_a_websocket_upgrade_on_a_send_connection_goes_through_uvicorn(
 async def test_the_101_does_not_wait_for_a_slow_hello(node: HubNode, monkeypatch: Any) -> None:
     """The 101 does not wait for hello: while the inbox read (a cluster's router, the
     store's thread) is slow the client has its 101, and hello follows it."""
-    from deploy.local.cluster import client_token
-
-    gate = asyncio.Event()
-    real = node.router.read_state
-
-    async def slow(user: str) -> Any:
-        await gate.wait()
-        return await real(user)
-
-    monkeypatch.setattr(node.router, "read_state", slow)
+    gate = hold(monkeypatch, node.router, "read_state")
     protocol, transport = guard_on(node)
-    token = client_token("s" * 32, "w")
-    protocol.data_received(
-        f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    protocol.data_received(upgrade("w"))
     await wait_for(lambda: b"HTTP/1.1 101 Switching Protocols\r\n" in transport.out, 5, "the 101")
     assert b"hello" not in transport.out
     gate.set()
