@@ -83,24 +83,21 @@ class OneHopAppender(OneHopConnection):
                 make_rows: Any) -> Any:
         """One transaction on ``conn``. ``make_rows(heads)`` returns the event rows to
         insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            heads: dict[str, int] = {}
-            returning = " RETURNING user_id, head_seq"
-            per = max(1, self.max_params // len(alloc[0]))
-            for part in chunks(alloc, per):
-                params = tuple(x for r in part for x in r)
-                sql = multi_row(self.allocate_sql, self.allocate_row, len(part)) + returning
-                heads.update(conn.execute(sql, params).fetchall())
-            rows, result = make_rows(heads)
-            conn.executemany(self.insert_sql, rows)
-            conn.executemany(self.expiry_sql, expiry_rows(rows))
-            conn.execute("COMMIT")
-            return result
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        return self._tx(conn, self._write_events, alloc, make_rows)
+
+    def _write_events(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
+                      make_rows: Any) -> Any:
+        heads: dict[str, int] = {}
+        returning = " RETURNING user_id, head_seq"
+        per = max(1, self.max_params // len(alloc[0]))
+        for part in chunks(alloc, per):
+            params = tuple(x for r in part for x in r)
+            sql = multi_row(self.allocate_sql, self.allocate_row, len(part)) + returning
+            heads.update(conn.execute(sql, params).fetchall())
+        rows, result = make_rows(heads)
+        conn.executemany(self.insert_sql, rows)
+        conn.executemany(self.expiry_sql, expiry_rows(rows))
+        return result
 
     async def append(self, alloc: Sequence[tuple[Any, ...]], make_rows: Any,
                      events: int, body_bytes: int) -> Any:
