@@ -144,6 +144,7 @@ class PrivateNginx:
             "access_log": (f"{self.base / 'access.log'} pushgate" if self.access_log else "off"),
             **temp,
             "hub": self.upstreams,
+            "send_hub": self.upstreams,
             "listen": [f"127.0.0.1:{self.port}"],
             "limit_conn": f"pushgate_perip {self.limit_conn}",
             "health": f'200 "generation {self.generation}\\n"',

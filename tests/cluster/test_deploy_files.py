@@ -240,7 +240,8 @@ def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
         assert grace > 2 * s.shutdown_grace_s - 0.001 and grace > s.shutdown_grace_s
         assert seconds(one(TEMPLATE.read_text(), "proxy_read_timeout")[0]) > \
             s.ping_interval_s + s.idle_timeout_s
-    assert {args.split()[0] for args in tags(TEMPLATE.read_text())["hub"]} == upstreams
+    for tag in ("hub", "send_hub"):  # both upstream blocks list every hub
+        assert {args.split()[0] for args in tags(TEMPLATE.read_text())[tag]} == upstreams
     assert "/readyz" in app_paths()
 
 
