@@ -157,14 +157,18 @@ async def _http_phase(cluster: Any, receivers: list[str], rate: float, duration:
     return n, sorted(lat), failed, len(unrouted), span
 
 
+#: HubLink transports (docs/cluster.md): the router's env for each
+LINKS = {"framed": {}, "grpc": {"PUSHGATE_ROUTER_LINK_LISTEN": "off"}}
+
+
 async def run_once(pairs: int, c2c_rates: list[float], http_rates: list[float], duration: float,
-                   load_procs: int, log: Any) -> list[dict[str, Any]]:
+                   load_procs: int, log: Any, link: str = "framed") -> list[dict[str, Any]]:
     from deploy.local.cluster import LocalCluster
 
     rows: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="pushgate-s6-"))
     cluster = LocalCluster(hubs=2, routers=1, workdir=workdir, nginx_access_log=False,
-                           log_level="warning")
+                           log_level="warning", router_env=LINKS[link])
     await asyncio.to_thread(cluster.start)
     workers = Workers(load_procs)
     try:
@@ -357,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-procs", type=int, default=2)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the rows (median) here")
+    ap.add_argument("--links", default="framed", help="HubLink transports to run, "
+                    "alternating within each run (framed, grpc: docs/cluster.md)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -364,16 +370,26 @@ def main(argv: list[str] | None = None) -> int:
 
     c2c = [float(x) for x in args.c2c_rates.split(",") if x]
     http = [float(x) for x in args.http_rates.split(",") if x]
-    runs = []
+    links = [x for x in args.links.split(",") if x]
+    unknown = sorted(set(links) - set(LINKS))
+    if unknown:
+        ap.error(f"--links: unknown transport {unknown[0]!r} (known: {', '.join(LINKS)})")
+    runs: dict[str, list[list[dict[str, Any]]]] = {link: [] for link in links}
     for i in range(args.runs):
-        log(f"== S6 run {i + 1}/{args.runs}")
-        runs.append(asyncio.run(run_once(args.pairs, c2c, http, args.duration,
-                                         args.load_procs, log)))
-    rows = median_rows(runs)
-    print(table(rows))
+        for link in links:
+            log(f"== S6 run {i + 1}/{args.runs}, HubLink {link}")
+            runs[link].append(asyncio.run(run_once(args.pairs, c2c, http, args.duration,
+                                                   args.load_procs, log, link)))
+    out = {}
+    for link in links:
+        rows = median_rows(runs[link])
+        print(f"HubLink {link}:\n{table(rows)}")
+        out[link] = {"rows": rows, "runs": runs[link]}
     if args.json:
-        Path(args.json).write_text(orjson.dumps({"scenario": "S6", "date": time.strftime(
-            "%Y-%m-%d"), "rows": rows, "runs": runs}, option=orjson.OPT_INDENT_2).decode())
+        Path(args.json).write_text(orjson.dumps(
+            {"scenario": "S6", "date": time.strftime("%Y-%m-%d"), **(
+                out[links[0]] if len(links) == 1 else {"links": out})},
+            option=orjson.OPT_INDENT_2).decode())
     return 0
 
 

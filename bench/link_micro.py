@@ -1,6 +1,7 @@
-"""What a HubLink message costs on its transport: grpc.aio's bidirectional stream (what
-the cluster uses today) against the same protobuf messages, length-prefixed, on a plain
-asyncio stream.
+"""What a HubLink message costs on its transport: grpc.aio's bidirectional stream (the
+``grpc`` transport), the same protobuf messages length-prefixed on a plain asyncio stream
+(``tcp``, the yardstick), and on :class:`pushgate.rpc.framed.FramedLink` (``framed``, what
+hubs and routers use by default: docs/cluster.md, "HubLink transports").
 
     .venv/bin/python -m bench.link_micro [--rate 2000] [--seconds 10] [--rounds 2]
 
@@ -24,14 +25,17 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grpc import aio
 
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.rpc.framed import FramedLink
 
 _LEN = struct.Struct(">I")
+MODES = ("grpc", "tcp", "framed")
 
 
 def _request(tag: int) -> pb.HubMessage:
@@ -83,6 +87,19 @@ async def _serve(mode: str) -> None:
             out = _reply(msg).SerializeToString()
             w.write(_LEN.pack(len(out)) + out)
 
+    if mode == "framed":
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> FramedLink[pb.HubMessage]:
+            link = FramedLink(pb.HubMessage.FromString)
+            link.set_handler(lambda msg: link.send(_reply(msg)))
+            return link
+
+        framed = await loop.create_server(protocol, "127.0.0.1", 0)
+        print(framed.sockets[0].getsockname()[1], flush=True)
+        await framed.serve_forever()
+        return
+
     tcp = await asyncio.start_server(handle, "127.0.0.1", 0)
     print(tcp.sockets[0].getsockname()[1], flush=True)
     await tcp.serve_forever()
@@ -98,6 +115,8 @@ async def _drive(mode: str, port: int, server_pid: int, rate: int, seconds: floa
     tasks: list[asyncio.Task[None]] = []
     channel: Any = None
     writer: asyncio.StreamWriter | None = None
+    link: FramedLink[pb.RouterMessage] | None = None
+    send: Callable[[pb.HubMessage], None]
     if mode == "grpc":
         channel = aio.insecure_channel(f"127.0.0.1:{port}")
         call = pb_grpc.HubLinkStub(channel).Link()  # type: ignore[no-untyped-call]
@@ -117,6 +136,17 @@ async def _drive(mode: str, port: int, server_pid: int, rate: int, seconds: floa
 
         tasks += [asyncio.create_task(read_grpc()), asyncio.create_task(write_grpc())]
         send = out.put_nowait
+    elif mode == "framed":
+        def count(msg: pb.RouterMessage) -> None:
+            nonlocal got
+            got += len(msg.replies.items)
+            if got >= n:
+                done.set()
+
+        _, link = await asyncio.get_running_loop().create_connection(
+            lambda: FramedLink(pb.RouterMessage.FromString), "127.0.0.1", port)
+        link.set_handler(count)
+        send = link.send
     else:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
@@ -128,14 +158,18 @@ async def _drive(mode: str, port: int, server_pid: int, rate: int, seconds: floa
                            .replies.items)
             done.set()
 
-        def send(msg: pb.HubMessage) -> None:
+        def send_tcp(msg: pb.HubMessage) -> None:
             data = msg.SerializeToString()
             writer.write(_LEN.pack(len(data)) + data)
+
+        send = send_tcp
 
         tasks.append(asyncio.create_task(read_tcp()))
     try:
         return await _paced(n, rate, send, done, server_pid)
     finally:
+        if link is not None:
+            link.close()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=int, default=2000, help="round trips per second")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--serve", choices=("grpc", "tcp"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
         import uvloop
@@ -187,9 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(_serve(args.serve))
         return
     for r in range(args.rounds):
-        for mode in ("grpc", "tcp"):
+        for mode in MODES:
             us = measure(mode, args.rate, args.seconds)
-            print(f"round {r + 1} {mode:4}: {us:7.1f} µs CPU per round trip (2 messages, both "
+            print(f"round {r + 1} {mode:6}: {us:7.1f} µs CPU per round trip (2 messages, both "
                   f"processes) at {args.rate}/s", flush=True)
 
 

@@ -138,7 +138,8 @@ def _router_command() -> click.Command:
         "router", callback=_router, params=params,
         help="Run a cluster router: gRPC Gateway + HubLink services on --router-listen, "
         "events in --store-url (MySQL), sessions in --directory-url (Redis). Prints "
-        "'PUSHGATE_ROUTER_LISTENING host:port' when serving.")
+        "'PUSHGATE_ROUTER_LISTENING host:port [link=host:port] [metrics=host:port]' when "
+        "serving (gRPC, the framed HubLink, Prometheus).")
 
 
 @app.command()

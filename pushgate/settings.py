@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         "cluster mode (no local store or directory).")
     router_listen: str = Field(
         "127.0.0.1:7700", description="gRPC address `pushgate router` listens on (port 0 = any).")
+    router_link_listen: str | None = Field(
+        None, description="Where `pushgate router` listens for HubLink's framed transport "
+        "(the hub link as length-prefixed protobuf on plain TCP; hubs learn the port over "
+        "gRPC and use it instead of the gRPC stream). Unset = the host of router_listen, any "
+        "free port; `off` = none (hubs link over gRPC).")
     router_metrics_listen: str | None = Field(
         None, description="host:port where `pushgate router` serves Prometheus /metrics "
         "(unset = no metrics endpoint).")
@@ -340,6 +345,15 @@ class Settings(BaseSettings):
         # explicit arguments (CLI flags) > environment > config file (passed as init kwargs
         # with lower priority by load_settings) > defaults
         return (init_settings, env_settings)
+
+    def router_link_address(self) -> str | None:
+        """``host:port`` of the router's framed HubLink listener; ``None`` = off."""
+        value = (self.router_link_listen or "").strip()
+        if value.lower() == "off":
+            return None
+        if not value:
+            return f"{self.router_listen.rpartition(':')[0]}:0"
+        return value
 
     @property
     def effective_store_url(self) -> str:

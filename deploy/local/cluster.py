@@ -357,10 +357,11 @@ class LocalCluster:
         except StartError:
             self.routers[i] = None
             raise
-        self.router_ports[i] = int(addr.rsplit(":", 1)[1])
-        # the router does not announce its metrics port: the one other port it listens on
-        others = child.listening_ports() - {self.router_ports[i]}
-        self.router_metrics_ports[i] = min(others) if others else None
+        # "host:port link=host:port metrics=host:port"
+        grpc_addr, *named = addr.split()
+        ports = {k: int(v.rpartition(":")[2]) for k, _, v in (x.partition("=") for x in named)}
+        self.router_ports[i] = int(grpc_addr.rsplit(":", 1)[1])
+        self.router_metrics_ports[i] = ports.get("metrics")
 
     def stop_router(self, i: int, sig: int = signal.SIGTERM) -> None:
         with self._lock:

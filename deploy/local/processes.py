@@ -8,8 +8,8 @@ exits, hence main thread only.)
 
 Servers here never get a port picked for them in advance (binding a free port, closing
 it and passing the number on races with every other process): they bind port 0 and
-announce what they got (:meth:`Child.wait_line`), inherit a socket bound by the
-launcher (``pass_fds``), or are found listening (:meth:`Child.listening_ports`).
+announce what they got (:meth:`Child.wait_line`), or inherit a socket bound by the
+launcher (``pass_fds``).
 """
 
 from __future__ import annotations
@@ -158,22 +158,6 @@ class Child:
 
     def kill(self) -> int | None:
         return self.stop(signal.SIGKILL, timeout=10)
-
-    def listening_ports(self) -> set[int]:
-        """TCP ports the process listens on (Linux ``/proc``): the way to find a server
-        that binds port 0 without announcing it."""
-        if self.proc is None:
-            return set()
-        pid = self.proc.pid
-        sockets = {link[len("socket:["):-1] for link in socket_links(pid)}
-        ports = set()
-        for table in ("tcp", "tcp6"):
-            with contextlib.suppress(OSError):
-                for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                    fields = row.split()
-                    if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-        return ports
 
     def log_text(self) -> str:
         try:

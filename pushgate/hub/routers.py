@@ -1,8 +1,10 @@
 """The hub's side of the cluster: :class:`Routers`, one :class:`RouterConn` per router.
 
-Each :class:`RouterConn` keeps a HubLink stream open (reconnecting with exponential
-backoff and jitter); on every (re)connect it sends ``Hello`` with all sessions of this
-hub, so the directory is rebuilt whatever happened to the router or to Redis. Incoming
+Each :class:`RouterConn` keeps a HubLink open (reconnecting with exponential backoff and
+jitter): on the router's framed transport (:mod:`pushgate.rpc.framed`, a plain TCP
+connection to the port ``HubLink.Transport`` names) when it has one, else as gRPC's
+``Link`` stream. On every (re)connect it sends ``Hello`` with all sessions of this hub,
+so the directory is rebuilt whatever happened to the router or to Redis. Incoming
 deliveries, kicks and broadcasts go straight to the :class:`Registry`. Sends batched on
 the stream and the ``Gateway`` stubs serve :class:`pushgate.hub.remote.RemoteRouter`.
 """
@@ -13,9 +15,10 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from pushgate.errors import Overloaded
@@ -26,6 +29,7 @@ from pushgate.router import wire
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.rpc.framed import FramedLink
 from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.hub.routers")
@@ -60,6 +64,9 @@ class RouterConn:
         self.leaving = False  # the router is stopping: nothing new goes to it
         self.last_rx = 0.0  # monotonic time of the last message from the router
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
+        # where send() puts a message: the gRPC call's queue, or the framed link's write
+        self._sink: Callable[[pb.HubMessage], None] = self._out.put_nowait
+        self.transport = ""  # of the current link: "framed" or "grpc"
         self._acks: list[pb.Ack] = []
         self._sends: list[pb.SendRequest] = []
         self._online: dict[int, asyncio.Future[pb.OnlineDone]] = {}
@@ -84,7 +91,7 @@ class RouterConn:
 
     def send(self, msg: pb.HubMessage) -> None:
         if self.up:
-            self._out.put_nowait(msg)
+            self._sink(msg)
 
     def ack(self, a: pb.Ack) -> None:
         if not self.up:
@@ -158,6 +165,7 @@ class RouterConn:
         was_up, self.up = self.up, False
         self.leaving = False
         self._out = asyncio.Queue()  # the Hello of the next stream re-syncs everything
+        self._sink = self._out.put_nowait
         self._acks = []
         self._sends = []
         futures: list[asyncio.Future[Any]] = [*self._online.values(), *self._replies.values()]
@@ -169,8 +177,62 @@ class RouterConn:
             self.routers.changed()
 
     async def _session(self) -> None:
-        call = self.hublink.Link(metadata=self.routers.metadata)
+        """One link to the router, on its framed transport when it offers one (asked
+        each time: the router may have restarted elsewhere), else on gRPC's stream."""
         ttl = self.routers.heartbeat_ttl_s
+        port = 0
+        if self.routers.framed:
+            try:
+                reply = await self.hublink.Transport(pb.TransportRequest(),
+                                                     metadata=self.routers.metadata, timeout=ttl)
+                port = reply.framed_port
+            except aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # (a router of before 0.x)
+                    raise
+        if port:
+            await self._framed_session(port, ttl)
+        else:
+            await self._grpc_session(ttl)
+
+    async def _framed_session(self, port: int, ttl: float) -> None:
+        host = self.address.rpartition(":")[0].strip("[]")
+        link: FramedLink[pb.RouterMessage] | None = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            # the router answers Hello with a heartbeat: only then is it up
+            try:
+                async with asyncio.timeout(ttl):
+                    _, link = await asyncio.get_running_loop().create_connection(
+                        lambda: FramedLink(pb.RouterMessage.FromString), host, port)
+                    hello = self.routers.hello()
+                    hello.hello.authorization = self.routers.authorization
+                    link.send(hello)
+                    first = await link.next_message()
+            except TimeoutError:
+                raise ConnectionError(f"router {self.address} did not answer Hello within "
+                                      f"{ttl:g} s (framed link, port {port})") from None
+            if first.WhichOneof("kind") == "refused":
+                raise ConnectionError(f"router {self.address} refused the link: "
+                                      f"{first.refused.message}")
+            self._sink = link.send
+            self._up("framed")
+            self._handle(first)
+
+            def handle(msg: pb.RouterMessage) -> None:
+                self.last_rx = time.monotonic()
+                self._handle(msg)
+
+            link.set_handler(handle)
+            tasks = [asyncio.create_task(self._heartbeat())]
+            await self._watch(link.lost, ttl)
+        finally:
+            for t in tasks:
+                t.cancel()
+            if link is not None:
+                link.close()
+
+    async def _grpc_session(self, ttl: float) -> None:
+        call = self.hublink.Link(metadata=self.routers.metadata)
         tasks: list[asyncio.Task[None]] = []
         try:
             # the router answers Hello with a heartbeat: only then is it up (a stopped
@@ -182,27 +244,36 @@ class RouterConn:
             except TimeoutError:
                 raise ConnectionError(f"router {self.address} did not answer Hello within "
                                       f"{ttl:g} s") from None
-            self.up = True
-            self.routers.changed()
-            log.info("router linked", router=self.address)
+            self._up("grpc")
             self._handle(first)
-            self.last_rx = time.monotonic()
             reader = asyncio.create_task(self._read_all(call))
             tasks = [reader, asyncio.create_task(self._write(call)),
                      asyncio.create_task(self._heartbeat())]
-            # the router heartbeats every ttl / 3: a stream silent for ttl is a router that
-            # stopped answering (SIGSTOP, a partition); the link goes down and new work
-            # goes to the other routers (checked here, not with a timer per read)
-            while True:
-                await asyncio.wait((reader,), timeout=ttl / 3)
-                if reader.done():
-                    reader.result()  # its error, or EOF
-                if time.monotonic() - self.last_rx > ttl:
-                    raise ConnectionError(f"router {self.address} silent for {ttl:g} s")
+            await self._watch(reader, ttl)
         finally:
             for t in tasks:
                 t.cancel()
             call.cancel()
+
+    def _up(self, transport: str) -> None:
+        self.up = True
+        self.transport = transport
+        self.last_rx = time.monotonic()
+        self.routers.changed()
+        log.info("router linked", router=self.address, transport=transport)
+
+    async def _watch(self, reading: asyncio.Future[None], ttl: float) -> None:
+        """Until ``reading`` ends (its error, or EOF) or the router is silent for ``ttl``:
+        it heartbeats every ttl / 3, so a silent link is a router that stopped answering
+        (SIGSTOP, a partition); the link goes down and new work goes to the other routers
+        (checked here, not with a timer per read)."""
+        while True:
+            await asyncio.wait((reading,), timeout=ttl / 3)
+            if reading.done():
+                reading.result()
+                raise ConnectionError(f"router {self.address} ended the link")
+            if time.monotonic() - self.last_rx > ttl:
+                raise ConnectionError(f"router {self.address} silent for {ttl:g} s")
 
     async def _read_all(self, call: Any) -> None:
         while True:
@@ -266,12 +337,14 @@ class Routers:
     """All routers of the cluster, as seen from one hub."""
 
     def __init__(self, addresses: Sequence[str], registry: Registry, api_key: str | None,
-                 heartbeat_ttl_s: float) -> None:
+                 heartbeat_ttl_s: float, *, framed: bool = True) -> None:
         if not addresses:
             raise ValueError("cluster mode needs at least one router address")
         self.registry = registry
         self.hub_id = registry.hub_id
-        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self.authorization = f"Bearer {api_key}" if api_key else ""
+        self.metadata = (("authorization", self.authorization),) if api_key else ()
+        self.framed = framed  # use a router's framed HubLink transport when it has one
         self.heartbeat_ttl_s = heartbeat_ttl_s  # a router silent this long is down
         self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)
         self.metrics: GatewayMetrics | None = None  # set by the HubNode: heartbeat stats

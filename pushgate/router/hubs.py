@@ -2,7 +2,7 @@
 
 :class:`LinkedHubs` is the routing core's :class:`~pushgate.router.base.Hubs` in a
 router process: ``deliver`` and ``kick`` only enqueue; the queue of each hub is flushed
-once per event loop turn as one ``RouterMessage`` (so a burst of sends costs one gRPC
+once per event loop turn as one ``RouterMessage`` (so a burst of sends costs one HubLink
 message per hub, not one per event). Broadcasts ask every hub and sum their answers.
 """
 
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pushgate.logs import get_logger
 from pushgate.router.base import Hubs
@@ -32,11 +32,16 @@ def wall_time(t0: float) -> float:
 
 
 class HubStream:
-    """The outgoing half of one hub's stream, plus what the router knows of that hub."""
+    """The outgoing half of one hub's stream, plus what the router knows of that hub.
 
-    def __init__(self, hub_id: str) -> None:
+    ``write``: on the framed transport, the connection's synchronous write (messages go
+    out at once); without it (gRPC) they wait in :attr:`queue` for the call's writer."""
+
+    def __init__(self, hub_id: str,
+                 write: Callable[[pb.RouterMessage], None] | None = None) -> None:
         self.hub_id = hub_id
         self.queue: asyncio.Queue[pb.RouterMessage | None] = asyncio.Queue()
+        self._write = write
         self.pending: list[pb.Delivery] = []
         self.replies: list[pb.SendReply] = []
         self.last_rx = time.monotonic()
@@ -47,7 +52,11 @@ class HubStream:
         self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
 
     def send(self, msg: pb.RouterMessage) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if self._write is not None:
+            self._write(msg)
+        else:
             self.queue.put_nowait(msg)
 
     def resync_later(self, delay_s: float = 1.0) -> None:
@@ -91,11 +100,12 @@ class LinkedHubs(Hubs):
 
     # -- streams -----------------------------------------------------------------------------
 
-    def attach(self, hub_id: str) -> HubStream:
+    def attach(self, hub_id: str,
+               write: Callable[[pb.RouterMessage], None] | None = None) -> HubStream:
         old = self.hubs.get(hub_id)
         if old is not None:  # the hub reconnected before its old stream ended
             old.close()
-        stream = self.hubs[hub_id] = HubStream(hub_id)
+        stream = self.hubs[hub_id] = HubStream(hub_id, write)
         return stream
 
     def detach(self, stream: HubStream) -> None:

@@ -1,10 +1,13 @@
 """``pushgate router``: one router process — the routing core behind a ``grpc.aio``
 server (the servicers are in :mod:`pushgate.router.servicers`).
 
-start: backend (store, committer, cleaner, directory, bridge) → gRPC server → liveness
-       loop → metrics endpoint → ``PUSHGATE_ROUTER_LISTENING host:port`` on stdout
-stop:  liveness loop → gRPC server (``grace_s`` for calls in flight) → metrics endpoint
-       → the HubLink streams → backend
+start: backend (store, committer, cleaner, directory, bridge) → gRPC server → HubLink's
+       framed listener (:mod:`pushgate.router.framedlink`; unless ``router_link_listen``
+       is ``off``) → liveness loop → metrics endpoint → ``PUSHGATE_ROUTER_LISTENING
+       host:port`` on stdout
+stop:  liveness loop → framed listener (no new links) → the drain (Leaving, sends in
+       flight answered, the links end) → gRPC server (``grace_s`` for calls in flight) →
+       framed links left → metrics endpoint → backend
 
 Liveness: every ``hub_heartbeat_ttl_s / 3`` the router refreshes the heartbeat key of
 each hub linked to it, removes the sessions of hubs whose heartbeat expired, and asks
@@ -31,6 +34,7 @@ from pushgate.metrics import GatewayMetrics
 from pushgate.router import servicers
 from pushgate.router.backend import RoutingBackend
 from pushgate.router.directory import DirectoryUnavailable
+from pushgate.router.framedlink import FramedLinkServer
 from pushgate.router.hubs import LinkedHubs
 from pushgate.router.requests import Limits
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
@@ -66,6 +70,8 @@ class RouterNode:
         self.fetch_max_limit = settings.fetch_max_limit
         self.server: aio.Server | None = None
         self.port = 0
+        self.framed: FramedLinkServer | None = None  # HubLink's framed listener
+        self.framed_port = 0
         self._liveness: asyncio.Task[None] | None = None
         self._topology: str | None = None  # the directory's primaries, last seen
         self._heartbeats: asyncio.Task[None] | None = None
@@ -85,6 +91,12 @@ class RouterNode:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.router_listen}")
         await self.server.start()
+        link_listen = self.settings.router_link_address()
+        if link_listen is not None:
+            self.framed = FramedLinkServer(self.link_service, self.check_authorization,
+                                           self.settings.hub_heartbeat_ttl_s)
+            host, _, port = link_listen.rpartition(":")
+            self.framed_port = await self.framed.start(host.strip("[]"), int(port))
         self._liveness = asyncio.create_task(self._liveness_loop())
         self._heartbeats = asyncio.create_task(self._heartbeat_loop())
         if self.settings.router_metrics_listen:
@@ -93,7 +105,8 @@ class RouterNode:
             host, _, port = self.settings.router_metrics_listen.rpartition(":")
             self._metrics_server, _ = start_http_server(
                 int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
-        log.info("router started", node=self.node_id, port=self.port)
+        log.info("router started", node=self.node_id, port=self.port,
+                 framed_link_port=self.framed_port or None)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Drain, then stop: every linked hub is told (``Leaving``) and routes new work to
@@ -103,6 +116,8 @@ class RouterNode:
             await cancel_and_wait(task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
+        if self.framed is not None:
+            self.framed.stop_listening()  # hubs that link now go to the other routers
         if self.server is not None and grace_s > 0:
             await self.hubs.leave(grace_s)
             await self.link_service.drained(max(0.0, deadline - loop.time()))
@@ -111,6 +126,8 @@ class RouterNode:
             log.info("router drained", node=self.node_id)
         if self.server is not None:
             await self.server.stop(max(0.0, deadline - loop.time()))
+        if self.framed is not None:
+            await self.framed.close(max(0.0, deadline - loop.time()))
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.hubs.close()
@@ -173,6 +190,23 @@ class RouterNode:
         md = dict(context.invocation_metadata() or ())
         self.api_keys.check(md.get("authorization"))
 
+    def listening(self) -> str:
+        """``host:port`` of the gRPC server, then ``link=host:port`` (the framed HubLink)
+        and ``metrics=host:port`` when those run: the rest of the announcement line."""
+        s = self.settings
+        parts = [f"{s.router_listen.rpartition(':')[0]}:{self.port}"]
+        link = s.router_link_address()
+        if link is not None and self.framed_port:
+            parts.append(f"link={link.rpartition(':')[0]}:{self.framed_port}")
+        if self._metrics_server is not None and s.router_metrics_listen:
+            host = s.router_metrics_listen.rpartition(":")[0] or "127.0.0.1"
+            parts.append(f"metrics={host}:{self._metrics_server.server_port}")
+        return " ".join(parts)
+
+    def check_authorization(self, authorization: str | None) -> None:
+        """The framed HubLink's credential (its first Hello's ``authorization``)."""
+        self.api_keys.check(authorization)
+
 
 def run(settings: Settings) -> None:
     """Run a router until SIGTERM / SIGINT (the ``pushgate router`` command)."""
@@ -192,8 +226,7 @@ async def _main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
-    host = settings.router_listen.rsplit(":", 1)[0]
-    print(f"PUSHGATE_ROUTER_LISTENING {host}:{node.port}", file=sys.stdout, flush=True)
+    print(f"PUSHGATE_ROUTER_LISTENING {node.listening()}", file=sys.stdout, flush=True)
     await stop.wait()
     log.info("router stopping", pid=os.getpid())
     await node.stop(settings.shutdown_grace_s)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
 import grpc
@@ -50,6 +50,7 @@ class Deps(Protocol):
     node_id: str
     send_limits: Limits
     fetch_max_limit: int
+    framed_port: int  # HubLink's framed listener (0: none)
 
     def check_auth(self, context: aio.ServicerContext) -> None: ...
 
@@ -221,9 +222,21 @@ def _user(user: str) -> str:
 
 
 class HubLinkService(pb_grpc.HubLinkServicer):
+    """The router's end of every HubLink, whichever its transport: gRPC's ``Link`` stream
+    here, the framed connections of :mod:`pushgate.router.framedlink`; both run
+    :meth:`run_link` once the hub's first ``Hello`` is in."""
+
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def Transport(self, request: pb.TransportRequest,
+                        context: aio.ServicerContext) -> pb.TransportReply:
+        try:
+            self.deps.check_auth(context)
+        except Unauthorized as e:
+            await _abort(context, e)
+        return pb.TransportReply(framed_port=self.deps.framed_port)
 
     async def Link(self, request_iterator: Any, context: aio.ServicerContext) -> None:
         deps = self.deps
@@ -234,51 +247,64 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         first = await context.read()
         if first is aio.EOF or first.WhichOneof("kind") != "hello":
             await _abort(context, Internal("a HubLink stream starts with Hello"))
-        hub = first.hello.hub_id
-        stream = deps.hubs.attach(hub)
+
+        async def read_all(handle: Callable[[pb.HubMessage], None]) -> None:
+            with contextlib.suppress(aio.AioRpcError):
+                while (msg := await context.read()) is not aio.EOF:
+                    handle(msg)
+
+        async def write_all(stream: HubStream) -> None:
+            while (msg := await stream.queue.get()) is not None:
+                await context.write(msg)
+                stream.queue.task_done()  # (LinkedHubs.sent waits on it)
+
+        await self.run_link(first.hello, read_all, write_all=write_all, transport="grpc")
+
+    async def run_link(self, hello: pb.Hello,
+                       read_all: Callable[[Callable[[pb.HubMessage], None]], Coroutine[Any, Any, None]],
+                       *, write: Callable[[pb.RouterMessage], None] | None = None,
+                       write_all: Callable[[HubStream], Coroutine[Any, Any, None]] | None = None,
+                       transport: str) -> None:
+        """One hub's link after its ``Hello``: ``read_all(handle)`` passes each message
+        of the hub to ``handle`` until the hub ends the link; messages to the hub go to
+        ``write`` at once, or wait in the stream's queue for ``write_all``. Returns when
+        the hub ended the link or this router did (the stream is closed: a newer link of
+        the hub, a silent hub, the drain), even while a write to a stopped hub is stuck.
+
+        What waits on Redis (Hello, Online, Offline) is done in order by a task of this
+        link, so the reader keeps reading (the heartbeats that keep the link up arrive)
+        while Redis is slow or stopped."""
+        deps = self.deps
+        hub = hello.hub_id
+        stream = deps.hubs.attach(hub, write)
         stream.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))  # the hub counts us up now
-        log.info("hub linked", hub=hub, sessions=len(first.hello.sessions))
-        writer = asyncio.create_task(self._write(context, stream))
-        reader = asyncio.create_task(self._read(context, stream, first.hello))
-        ended = asyncio.create_task(stream.ended.wait())
+        log.info("hub linked", hub=hub, sessions=len(hello.sessions), transport=transport)
+        directory_work: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
+        directory_work.put_nowait(pb.HubMessage(hello=hello))
+        directory_kinds = ("hello", "online", "offline")
+
+        def handle(msg: pb.HubMessage) -> None:
+            stream.last_rx = time.monotonic()
+            if msg.WhichOneof("kind") in directory_kinds:
+                directory_work.put_nowait(msg)
+            else:
+                self._handle(stream, msg)
+
+        tasks = [asyncio.create_task(read_all(handle)), asyncio.create_task(stream.ended.wait())]
+        if write_all is not None:
+            tasks.append(asyncio.create_task(write_all(stream)))
+        worker = asyncio.create_task(self._directory_worker(stream, directory_work))
         try:
-            # the hub ends the stream (reader), or this router does (the stream is closed:
-            # a newer link of the hub, a silent hub, the drain), even while a write to a
-            # stopped hub is stuck
-            await asyncio.wait((reader, writer, ended), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             pass
         finally:
             deps.hubs.detach(stream)
-            for t in (reader, writer, ended):
+            for t in (*tasks, worker):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             log.info("hub unlinked", hub=hub)
-
-    async def _read(self, context: aio.ServicerContext, stream: HubStream,
-                    hello: pb.Hello) -> None:
-        """Read the hub's messages. What waits on Redis (Hello, Online, Offline) is done
-        in order by a task of this stream, so the reader keeps reading (the heartbeats
-        that keep the link up arrive) while Redis is slow or stopped."""
-        directory_work: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
-        directory_work.put_nowait(pb.HubMessage(hello=hello))
-        worker = asyncio.create_task(self._directory_worker(stream, directory_work))
-        try:
-            with contextlib.suppress(aio.AioRpcError):
-                while True:
-                    msg = await context.read()
-                    if msg is aio.EOF:
-                        return
-                    stream.last_rx = time.monotonic()
-                    if msg.WhichOneof("kind") in ("hello", "online", "offline"):
-                        directory_work.put_nowait(msg)
-                    else:
-                        self._handle(stream, msg)
-        finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
 
     async def _directory_worker(self, stream: HubStream,
                                 work: asyncio.Queue[pb.HubMessage]) -> None:
@@ -306,11 +332,6 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
                 Internal(f"internal error: {type(e).__name__}")))
         self.deps.hubs.reply(stream, reply)
-
-    async def _write(self, context: aio.ServicerContext, stream: HubStream) -> None:
-        while (msg := await stream.queue.get()) is not None:
-            await context.write(msg)
-            stream.queue.task_done()  # (LinkedHubs.sent waits on it)
 
     async def _hello(self, stream: HubStream, hello: pb.Hello) -> None:
         sessions = [wire.session_from_pb(s) for s in hello.sessions]

@@ -313,6 +313,16 @@ class DevicesReply(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     def __init__(self, devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
 
+class TransportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TransportReply(_message.Message):
+    __slots__ = ("framed_port",)
+    FRAMED_PORT_FIELD_NUMBER: _ClassVar[int]
+    framed_port: int
+    def __init__(self, framed_port: _Optional[int] = ...) -> None: ...
+
 class HubMessage(_message.Message):
     __slots__ = ("hello", "online", "offline", "acks", "heartbeat", "broadcast_done", "sends", "left")
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -344,14 +354,16 @@ class SendBatch(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("hub_id", "sessions", "snapshot_at")
+    __slots__ = ("hub_id", "sessions", "snapshot_at", "authorization")
     HUB_ID_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_AT_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     hub_id: str
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     snapshot_at: float
-    def __init__(self, hub_id: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., snapshot_at: _Optional[float] = ...) -> None: ...
+    authorization: str
+    def __init__(self, hub_id: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., snapshot_at: _Optional[float] = ..., authorization: _Optional[str] = ...) -> None: ...
 
 class Online(_message.Message):
     __slots__ = ("rid", "session")
@@ -402,7 +414,7 @@ class BroadcastDone(_message.Message):
     def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class RouterMessage(_message.Message):
-    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving", "heartbeat")
+    __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving", "heartbeat", "refused")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     KICK_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +423,7 @@ class RouterMessage(_message.Message):
     REPLIES_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     deliveries: Deliveries
     kick: Kick
     broadcast: Broadcast
@@ -419,7 +432,8 @@ class RouterMessage(_message.Message):
     replies: SendReplies
     leaving: Leaving
     heartbeat: Heartbeat
-    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    refused: Error
+    def __init__(self, deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., kick: _Optional[_Union[Kick, _Mapping]] = ..., broadcast: _Optional[_Union[Broadcast, _Mapping]] = ..., online_done: _Optional[_Union[OnlineDone, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., replies: _Optional[_Union[SendReplies, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., refused: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class Leaving(_message.Message):
     __slots__ = ()

@@ -5,7 +5,7 @@ import warnings
 
 from pushgate.rpc import pushgate_pb2 as pushgate_dot_rpc_dot_pushgate__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -628,6 +628,11 @@ class Gateway:
 class HubLinkStub:
     """---------------------------------------------------------------- hub <-> router
 
+    The link between a hub and a router: HubMessage up, RouterMessage down, in order. It
+    runs as Link's gRPC stream, or (cheaper: no HTTP/2 framing, no hand-off to gRPC's
+    poller thread) as the same messages on a plain TCP connection of the router's framed
+    listener, which Transport names: each message a 4-byte big-endian length and its
+    serialized bytes (docs/cluster.md, "HubLink transports").
     """
 
     def __init__(self, channel):
@@ -641,14 +646,30 @@ class HubLinkStub:
                 request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.HubMessage.SerializeToString,
                 response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.RouterMessage.FromString,
                 _registered_method=True)
+        self.Transport = channel.unary_unary(
+                '/pushgate.v1.HubLink/Transport',
+                request_serializer=pushgate_dot_rpc_dot_pushgate__pb2.TransportRequest.SerializeToString,
+                response_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.TransportReply.FromString,
+                _registered_method=True)
 
 
 class HubLinkServicer:
     """---------------------------------------------------------------- hub <-> router
 
+    The link between a hub and a router: HubMessage up, RouterMessage down, in order. It
+    runs as Link's gRPC stream, or (cheaper: no HTTP/2 framing, no hand-off to gRPC's
+    poller thread) as the same messages on a plain TCP connection of the router's framed
+    listener, which Transport names: each message a 4-byte big-endian length and its
+    serialized bytes (docs/cluster.md, "HubLink transports").
     """
 
     def Link(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Transport(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -662,6 +683,11 @@ def add_HubLinkServicer_to_server(servicer, server):
                     request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.HubMessage.FromString,
                     response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.RouterMessage.SerializeToString,
             ),
+            'Transport': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transport,
+                    request_deserializer=pushgate_dot_rpc_dot_pushgate__pb2.TransportRequest.FromString,
+                    response_serializer=pushgate_dot_rpc_dot_pushgate__pb2.TransportReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pushgate.v1.HubLink', rpc_method_handlers)
@@ -673,6 +699,11 @@ def add_HubLinkServicer_to_server(servicer, server):
 class HubLink:
     """---------------------------------------------------------------- hub <-> router
 
+    The link between a hub and a router: HubMessage up, RouterMessage down, in order. It
+    runs as Link's gRPC stream, or (cheaper: no HTTP/2 framing, no hand-off to gRPC's
+    poller thread) as the same messages on a plain TCP connection of the router's framed
+    listener, which Transport names: each message a 4-byte big-endian length and its
+    serialized bytes (docs/cluster.md, "HubLink transports").
     """
 
     @staticmethod
@@ -692,6 +723,33 @@ class HubLink:
             '/pushgate.v1.HubLink/Link',
             pushgate_dot_rpc_dot_pushgate__pb2.HubMessage.SerializeToString,
             pushgate_dot_rpc_dot_pushgate__pb2.RouterMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushgate.v1.HubLink/Transport',
+            pushgate_dot_rpc_dot_pushgate__pb2.TransportRequest.SerializeToString,
+            pushgate_dot_rpc_dot_pushgate__pb2.TransportReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -375,6 +375,10 @@ def test_k8s_router(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
     grpc = port_number(container, "grpc")
     assert s.router_listen == f"0.0.0.0:{grpc}"
     assert s.router_metrics_listen == f"0.0.0.0:{port_number(container, 'metrics')}"
+    link = port_number(container, "link")  # HubLink's framed transport, named by the Service
+    assert s.router_link_address() == f"0.0.0.0:{link}"
+    headless = k8s[("Service", statefulset["spec"]["serviceName"])]
+    assert {p["targetPort"] for p in headless["spec"]["ports"]} >= {"grpc", "link"}
     assert s.store_url and make_url(s.store_url).drivername == "mysql+asyncmy"
     assert parse_directory_url(s.directory_url).mode == "cluster"  # the 1M plan's engine
     for probe in ("readinessProbe", "livenessProbe"):

@@ -4,9 +4,12 @@ of the embedded/cluster seam, with the same cases:
 * ``embedded`` — a :class:`~pushgate.hub.node.HubNode` with the in-process
   :class:`~pushgate.router.core.Router` (memory directory, SQLite);
 * ``cluster`` — a :class:`~pushgate.hub.node.HubNode` with
-  :class:`~pushgate.hub.remote.RemoteRouter`, linked over real gRPC to a
-  :class:`~pushgate.router.node.RouterNode` (Redis directory, SQLite), both in this
-  test's event loop.
+  :class:`~pushgate.hub.remote.RemoteRouter`, linked to a
+  :class:`~pushgate.router.node.RouterNode` (Redis directory, SQLite) over the framed
+  HubLink (the default; the rest of the API over real gRPC), both in this test's event
+  loop;
+* ``cluster-grpc`` — the same with a router that offers no framed transport: the
+  HubLink runs as gRPC's stream.
 
 Sessions are real :class:`~pushgate.hub.session.Session` objects registered in the
 hub's registry; what their writer would put on the socket is collected, so the cases
@@ -116,14 +119,17 @@ def _settings(tmp_path: Path, name: str, **kw: object) -> Settings:
                     gc_freeze_interval_s=0, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["embedded", "cluster"])
+@pytest.fixture(params=["embedded", "cluster", "cluster-grpc"])
 async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Core]:
     router_node: RouterNode | None = None
     if request.param == "embedded":
         settings = _settings(tmp_path, "hub")
     else:
+        # cluster: the HubLink on the router's framed transport (the default);
+        # cluster-grpc: a router without it, so the hub links over gRPC's stream
+        link = "off" if request.param == "cluster-grpc" else None
         router_node = RouterNode(_settings(
-            tmp_path, "router", router_listen="127.0.0.1:0",
+            tmp_path, "router", router_listen="127.0.0.1:0", router_link_listen=link,
             store_url=f"sqlite+aiosqlite:///{tmp_path}/router/events.db",
             directory_url=request.getfixturevalue("redis_server"),
             directory_prefix=request.getfixturevalue("redis_prefix")))
@@ -135,6 +141,7 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     try:
         if node.routers is not None:
             await asyncio.wait_for(node.routers.any_up.wait(), TIMEOUT)
+            assert node.routers.conns[0].transport == (request.param.partition("-")[2] or "framed")
         yield c
     finally:
         await node.stop()
