@@ -45,6 +45,7 @@ from websockets.server import ServerProtocol
 from pushgate.auth import bearer
 from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
 from pushgate.hub import ws
+from pushgate.hub.handshake import Upgrade, plain_upgrade
 from pushgate.hub.node import HubNode
 from pushgate.hub.pushca import PushcaCommands, PushcaSession, event_fetcher
 from pushgate.hub.session import Session, State
@@ -72,11 +73,11 @@ def _first(headers: Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _token(query: dict[str, str], headers: Headers) -> str:
+def _token(query: dict[str, str], authorization: str | None) -> str:
     token = query.get("token")
     if token:
         return token
-    return bearer(_first(headers, "Authorization")) or ""
+    return bearer(authorization) or ""
 
 
 def _addr(peer: Any) -> str:
@@ -109,8 +110,9 @@ class WsConnection(asyncio.Protocol):
         # uvicorn's call (config, server_state, app_state): its shutdown closes the
         # connections in server_state.connections and waits for them
         self._server_conns: set[Any] | None = getattr(server_state, "connections", None)
-        self.proto = ServerProtocol(max_size=self.node.settings.max_frame_bytes,
-                                    logger=_PROTOCOL_LOG)
+        # made at the first bytes: open at once when they are a plain upgrade
+        # (pushgate.hub.handshake), else in the handshake state, fed the request
+        self.proto: ServerProtocol | None = None
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.paused = False
@@ -136,6 +138,15 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto
+        if proto is None:
+            upgrade = plain_upgrade(data)
+            if upgrade is not None and self._plain_handshake(upgrade):
+                data = data[upgrade.rest:]
+                proto = self.proto
+                if not data or proto is None:
+                    return
+            else:
+                proto = self._protocol()
         proto.receive_data(data)
         for event in proto.events_received():
             if isinstance(event, Frame):
@@ -145,7 +156,7 @@ class WsConnection(asyncio.Protocol):
         self._flush()
 
     def eof_received(self) -> bool | None:
-        self.proto.receive_eof()
+        (self.proto or self._protocol()).receive_eof()
         self._flush()
         return None  # the transport closes itself
 
@@ -214,10 +225,11 @@ class WsConnection(asyncio.Protocol):
         if self.close_sent_at or self.transport is None:
             return
         self._closing_started()
-        if self.proto.state is WsState.OPEN:
-            self.proto.send_close(code, reason)
+        proto = self.proto
+        if proto is not None and proto.state is WsState.OPEN:
+            proto.send_close(code, reason)
             self._flush()
-        elif self.proto.state is not WsState.CLOSED:
+        elif proto is None or proto.state is not WsState.CLOSED:
             self.transport.close()
 
     def closing(self, session: Session) -> None:
@@ -232,7 +244,7 @@ class WsConnection(asyncio.Protocol):
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the websocket connection (RFC 6455 7.1.7): close frame, then end."""
-        if self.proto.state is WsState.OPEN:
+        if self.proto is not None and self.proto.state is WsState.OPEN:
             self.proto.fail(code, reason)
             self._flush()
 
@@ -292,9 +304,9 @@ class WsConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         transport = self.transport
-        if transport is None:
-            return
         proto = self.proto
+        if transport is None or proto is None:
+            return
         for data in proto.data_to_send():
             if data:
                 transport.write(data)
@@ -311,49 +323,79 @@ class WsConnection(asyncio.Protocol):
 
     def _ended_code(self) -> int:
         proto = self.proto
+        if proto is None:
+            return 1006
         if proto.close_sent is not None:
             return proto.close_sent.code
         if proto.close_rcvd is not None:
             return proto.close_rcvd.code
         return 1006
 
+    def _protocol(self, state: WsState = WsState.CONNECTING) -> ServerProtocol:
+        proto = self.proto = ServerProtocol(max_size=self.node.settings.max_frame_bytes,
+                                            logger=_PROTOCOL_LOG, state=state)
+        return proto
+
     def _reject(self, response: Response) -> None:
+        assert self.proto is not None
         self.proto.send_response(response)
         self._flush()
 
+    def _plain_handshake(self, upgrade: Upgrade) -> bool:
+        """Open the connection on a plain upgrade to a websocket endpoint (the 101 goes
+        out, the protocol starts open); ``False`` (nothing done): ``websockets`` takes
+        the request, as for every other one."""
+        url = urlsplit(upgrade.path)
+        pushca_token = None if url.path == PATH else connection_token(url.path)
+        if (url.path != PATH and pushca_token is None) or self.transport is None:
+            return False
+        self._protocol(WsState.OPEN)
+        self.transport.write(upgrade.response)
+        self._opened(upgrade.path, url.query, pushca_token, upgrade.origin,
+                     upgrade.authorization)
+        return True
+
     def _on_handshake(self, request: Request) -> None:
-        node = self.node
+        proto = self.proto
+        assert proto is not None
         url = urlsplit(request.path)
         pushca_token = None if url.path == PATH else connection_token(url.path)
         if url.path != PATH and pushca_token is None:
             self._reject(_json_response(404, "Not Found", "not_found",
                                         f"no websocket endpoint at {url.path}; use {PATH}"))
             return
-        response = self.proto.accept(request)
+        response = proto.accept(request)
         if response.status_code != 101:
-            exc = self.proto.handshake_exc
+            exc = proto.handshake_exc
             self._reject(_json_response(response.status_code, response.reason_phrase,
                                         "invalid_request", f"not a websocket upgrade: {exc}"))
             return
-        self.proto.send_response(response)
+        proto.send_response(response)
         self._flush()
+        self._opened(request.path, url.query, pushca_token, _first(request.headers, "Origin"),
+                     _first(request.headers, "Authorization"))
+
+    def _opened(self, path: str, query_string: str, pushca_token: str | None,
+                origin: str | None, authorization: str | None) -> None:
+        """The 101 went out: check the connect (a 41xx close when refused), then the
+        session starts."""
+        node = self.node
         if _ACCESS_LOG.isEnabledFor(logging.INFO):
             peer = self.transport.get_extra_info("peername") if self.transport else None
             _ACCESS_LOG.info('%s - "WebSocket %s" [accepted]', _addr(peer),
-                             "/{jwt}" if pushca_token is not None else request.path)
+                             "/{jwt}" if pushca_token is not None else path)
         self.node.wheel.add(self)
-        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
         try:
             if node.shutting_down:
                 raise ShuttingDown("server is shutting down; reconnect later")
-            origin = _first(request.headers, "Origin")
             if not _origin_allowed(origin, node.settings.allowed_origins):
                 raise Forbidden(f"origin {origin} is not allowed", field="Origin")
             if pushca_token is not None:  # Pushca's connection string: no catch-up
                 token = node.tokens.verify(pushca_token)
                 after = None
             else:
-                token = node.tokens.verify(_token(query, request.headers))
+                token = node.tokens.verify(_token(query, authorization))
                 token.require_native()
                 after = parse_after(query.get("after"))
         except PushgateError as e:

@@ -292,3 +292,72 @@ async def test_half_open_upgrades_do_not_block_a_real_user(tmp_path: Path) -> No
         finally:
             for ws in held:
                 ws.abort()
+
+
+# -- the opening handshake (pushgate/hub/handshake.py) --------------------------------------
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def library_101(request: bytes) -> bytes:
+    """What ``websockets``' own ``ServerProtocol`` answers to ``request`` (Date aside)."""
+    from websockets.server import ServerProtocol
+
+    proto = ServerProtocol()
+    proto.receive_data(request)
+    (req,) = proto.events_received()
+    proto.send_response(proto.accept(req))
+    return b"".join(proto.data_to_send())
+
+
+def without_date(head: bytes) -> bytes:
+    return b"\r\n".join(x for x in head.split(b"\r\n") if not x.startswith(b"Date: "))
+
+
+@pytest.mark.parametrize("extra", [
+    "",  # the plain upgrade: answered without websockets' HTTP parser
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",  # declined
+    "Connection: keep-alive\r\n",  # a second Connection header: websockets' path
+    "Sec-WebSocket-Protocol: chat\r\n",  # a subprotocol offered (none chosen): same
+    "Content-Length: 0\r\n",  # an empty body announced: the plain path too
+], ids=["plain", "extensions-offered", "two-connection-headers", "subprotocol-offered",
+        "content-length-0"])
+async def test_an_upgrade_gets_the_librarys_101_and_the_frames_behind_it(
+        srv: ServerProcess, extra: str) -> None:
+    """Whichever path answers the handshake, the 101 is byte for byte the one
+    ``websockets`` writes for the same request (no extension or subprotocol chosen), and
+    a frame in the same write as the head is handled after it."""
+    ws = await RawWs.open(srv.port)
+    try:
+        request = ws.upgrade_request(f"/v1/ws?token={srv.token('hs')}", "t", KEY, extra)
+        ws.write(request + frame(OP_PING, b"behind"))
+        hello = await ws.recv_json()
+        assert hello["type"] == "hello"
+        assert ws.head is not None
+        assert without_date(ws.head) == without_date(library_101(request))
+        assert b"\r\nDate: " in ws.head
+        # (the pong is written at once, hello once the session is registered)
+        assert [f.payload for f in ws.frames if f.opcode == OP_PONG] == [b"behind"]
+    finally:
+        ws.abort()
+
+
+@pytest.mark.parametrize(("extra", "status", "message"), [
+    (f"Sec-WebSocket-Key: {KEY}\r\n", 400,
+     "not a websocket upgrade: invalid Sec-WebSocket-Key header: multiple values"),
+    ("Origin: http://a\r\nOrigin: http://b\r\n", 400,
+     "not a websocket upgrade: invalid Origin header: multiple values"),
+], ids=["two-keys", "two-origins"])
+async def test_an_upgrade_the_library_refuses_is_refused_with_its_reason(
+        srv: ServerProcess, extra: str, status: int, message: str) -> None:
+    """What the plain path leaves to ``websockets`` keeps its checks and messages."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(RawWs.upgrade_request(f"/v1/ws?token={srv.token('hs')}", "t", KEY, extra))
+        reply = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply
+        assert json.loads(body)["error"] == {"code": "invalid_request", "message": message,
+                                             "retryable": False}
+    finally:
+        writer.close()
