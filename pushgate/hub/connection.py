@@ -4,7 +4,10 @@ per socket, driven by callbacks — no task and no ASGI call per idle session.
 The HTTP guard (:mod:`pushgate.hub.guard`) hands a connection whose first request is an
 upgrade straight to this class (:func:`connection_class`); an upgrade that reaches
 uvicorn later on a connection comes the same way, as ``uvicorn.Config(ws=...)``. From
-then on every byte goes through this module. Frames
+then on every byte goes through this module. A plain upgrade (a whole head with
+nothing to negotiate) is answered by :mod:`pushgate.hub.handshake` with the 101
+``websockets`` would write, and the connection's ``ServerProtocol`` starts open; any
+other request is ``ServerProtocol``'s to accept or refuse. Frames
 are parsed by ``websockets``' sans-I/O :class:`~websockets.server.ServerProtocol` (which
 also answers pings, echoes close frames and fails the connection with 1002 / 1007 /
 1009 on protocol errors); server frames are serialized by ``websockets.frames`` and

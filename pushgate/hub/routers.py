@@ -190,20 +190,27 @@ class RouterConn:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # (a router of before 0.x)
                     raise
         if port:
-            await self._framed_session(port, ttl)
-        else:
-            await self._grpc_session(ttl)
+            host = self.address.rpartition(":")[0].strip("[]")
+            try:
+                async with asyncio.timeout(ttl):
+                    _, link = await asyncio.get_running_loop().create_connection(
+                        lambda: FramedLink(pb.RouterMessage.FromString), host, port)
+            except (OSError, TimeoutError) as e:
+                # a firewall or a Service that passes only the gRPC port: link over that
+                log.warning("router's framed HubLink port unreachable; linking over gRPC",
+                            router=self.address, port=port, error=str(e) or "timeout")
+            else:
+                await self._framed_session(link, port, ttl)
+                return
+        await self._grpc_session(ttl)
 
-    async def _framed_session(self, port: int, ttl: float) -> None:
-        host = self.address.rpartition(":")[0].strip("[]")
-        link: FramedLink[pb.RouterMessage] | None = None
+    async def _framed_session(self, link: FramedLink[pb.RouterMessage], port: int,
+                              ttl: float) -> None:
         tasks: list[asyncio.Task[None]] = []
         try:
             # the router answers Hello with a heartbeat: only then is it up
             try:
                 async with asyncio.timeout(ttl):
-                    _, link = await asyncio.get_running_loop().create_connection(
-                        lambda: FramedLink(pb.RouterMessage.FromString), host, port)
                     hello = self.routers.hello()
                     hello.hello.authorization = self.routers.authorization
                     link.send(hello)
@@ -228,8 +235,7 @@ class RouterConn:
         finally:
             for t in tasks:
                 t.cancel()
-            if link is not None:
-                link.close()
+            link.close()
 
     async def _grpc_session(self, ttl: float) -> None:
         call = self.hublink.Link(metadata=self.routers.metadata)

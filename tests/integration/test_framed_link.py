@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc import aio
 
+from pushgate.hub.node import HubNode
 from pushgate.router.node import RouterNode
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
@@ -149,6 +150,52 @@ async def test_silence_garbage_and_oversize_frames_are_cut_without_linking(
     finally:
         for _, writer in (silent, oversize, garbage):
             writer.close()
+
+
+async def test_a_hub_that_cannot_reach_the_framed_port_links_over_grpc(
+        router: RouterNode, tmp_path: Path) -> None:
+    """A firewall or a Service that passes only the gRPC port: the router names its
+    framed port, connecting to it fails, the hub links over gRPC's stream instead."""
+    assert router.framed is not None
+    router.framed.stop_listening()  # Transport still names the port; connects are refused
+    node = HubNode(Settings(  # type: ignore[call-arg]
+        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "hub", gc_freeze_interval_s=0,
+        routers=[f"127.0.0.1:{router.port}"], hub_heartbeat_ttl_s=TTL))
+    await node.start()
+    try:
+        assert node.routers is not None
+        await asyncio.wait_for(node.routers.any_up.wait(), 10)
+        assert node.routers.conns[0].transport == "grpc"
+        assert list(router.hubs.hubs) == [node.hub_id]
+    finally:
+        await node.stop()
+
+
+async def test_a_hub_links_over_grpc_to_a_router_that_does_not_know_transport(
+        tmp_path: Path, redis_server: str, redis_prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A router of an older release (rolling upgrade): ``HubLink.Transport`` answers
+    UNIMPLEMENTED, as gRPC's generated base class does."""
+    from pushgate.router.servicers import HubLinkService
+
+    monkeypatch.setattr(HubLinkService, "Transport", pb_grpc.HubLinkServicer.Transport)
+    old = RouterNode(Settings(  # type: ignore[call-arg]
+        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "router",
+        router_listen="127.0.0.1:0",  # its framed listener runs: only Transport is missing
+        store_url=f"sqlite+aiosqlite:///{tmp_path}/events.db", directory_url=redis_server,
+        directory_prefix=redis_prefix, hub_heartbeat_ttl_s=TTL, gc_freeze_interval_s=0))
+    await old.start()
+    node = HubNode(Settings(  # type: ignore[call-arg]
+        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "hub", gc_freeze_interval_s=0,
+        routers=[f"127.0.0.1:{old.port}"], hub_heartbeat_ttl_s=TTL))
+    await node.start()
+    try:
+        assert node.routers is not None
+        await asyncio.wait_for(node.routers.any_up.wait(), 10)
+        assert node.routers.conns[0].transport == "grpc"
+    finally:
+        await node.stop()
+        await old.stop(0)
 
 
 async def test_a_peer_that_stops_reading_is_cut_at_the_buffer_bound() -> None:
