@@ -4,9 +4,11 @@ over the routing core:
 * ``Gateway`` (business servers, and hubs forwarding their HTTP API): the same
   validation and errors as the HTTP API (errors travel in the ``pushgate-error-bin``
   trailer, see :mod:`pushgate.router.wire`).
-* ``HubLink``: one stream per hub. The hub's ``Hello`` re-syncs its sessions into the
-  directory; ``Online`` runs the cluster-wide quota (kicks travel back as ``Kick``);
-  deliveries go out batched (:class:`pushgate.router.hubs.LinkedHubs`).
+* ``HubLink``: one link per hub, as this service's ``Link`` stream or on the framed
+  transport (:mod:`pushgate.router.framedlink`, whose port ``Transport`` names); both
+  run :meth:`HubLinkService.run_link`. The hub's ``Hello`` re-syncs its sessions into
+  the directory; ``Online`` runs the cluster-wide quota (kicks travel back as
+  ``Kick``); deliveries go out batched (:class:`pushgate.router.hubs.LinkedHubs`).
 
 The servicers get what they use as :class:`Deps` (the router process,
 :class:`pushgate.router.node.RouterNode`, is one).
