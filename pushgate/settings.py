@@ -282,6 +282,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"{alg!r} is not allowed; choose from {', '.join(ALLOWED_JWT_ALGORITHMS)}")
         return v
 
+    @field_validator("router_link_listen")
+    @classmethod
+    def _check_link_listen(cls, v: str | None) -> str | None:
+        value = (v or "").strip()
+        if not value or value.lower() == "off":
+            return value or None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} must be host:port (port 0-65535, 0 = any) or 'off'")
+        return value
+
     @field_validator("allowed_origins")
     @classmethod
     def _check_origins(cls, v: list[str]) -> list[str]:

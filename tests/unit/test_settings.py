@@ -133,6 +133,9 @@ def test_each_load_reads_the_current_environment(
         ("PUSHGATE_JWT_ALGORITHMS", '["HS1"]'),
         ("PUSHGATE_JWT_ALGORITHMS", "[]"),
         ("PUSHGATE_ALLOWED_ORIGINS", '["example.com"]'),
+        ("PUSHGATE_ROUTER_LINK_LISTEN", "7702"),
+        ("PUSHGATE_ROUTER_LINK_LISTEN", "0.0.0.0:http"),
+        ("PUSHGATE_ROUTER_LINK_LISTEN", "0.0.0.0:70000"),
     ],
 )
 def test_bad_environment_value_fails_naming_the_variable(
@@ -230,3 +233,13 @@ def test_keyless_pushca_open_connection_needs_its_allow_lists() -> None:
                       pushca_public_applications='["chat"]')
     assert s.pushca_public_workspaces == ["w1", "w2"] and s.pushca_public_applications == ["chat"]
     assert not load_settings().pushca_public_open_connection  # off by default
+
+
+@pytest.mark.parametrize(("value", "address"), [
+    (None, "127.0.0.1:0"), ("", "127.0.0.1:0"), ("off", None), ("OFF", None),
+    ("0.0.0.0:7702", "0.0.0.0:7702"), ("[::]:7702", "[::]:7702"),
+])
+def test_the_routers_framed_link_address(value: str | None, address: str | None) -> None:
+    """Unset: router_listen's host, any port; ``off``: no framed listener."""
+    s = Settings(router_listen="127.0.0.1:7700", router_link_listen=value)  # type: ignore[call-arg]
+    assert s.router_link_address() == address
