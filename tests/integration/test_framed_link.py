@@ -6,6 +6,7 @@ protobuf message — as a hub, a stranger or a broken peer would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,13 +27,32 @@ KEY = "framed-key"
 TTL = 1.0  # hub_heartbeat_ttl_s: also how long the router waits for a first Hello
 
 
+def router_settings(path: Path, redis_server: str, redis_prefix: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        jwt_secret="s" * 32, api_keys=[KEY], data_dir=path, router_listen="127.0.0.1:0",
+        store_url=f"sqlite+aiosqlite:///{path}/events.db", directory_url=redis_server,
+        directory_prefix=redis_prefix, hub_heartbeat_ttl_s=TTL, gc_freeze_interval_s=0)
+
+
+@contextlib.asynccontextmanager
+async def linked_hub(path: Path, router: RouterNode) -> AsyncIterator[HubNode]:
+    """A hub of ``router``, once its HubLink is up."""
+    node = HubNode(Settings(  # type: ignore[call-arg]
+        jwt_secret="s" * 32, api_keys=[KEY], data_dir=path, gc_freeze_interval_s=0,
+        routers=[f"127.0.0.1:{router.port}"], hub_heartbeat_ttl_s=TTL))
+    await node.start()
+    try:
+        assert node.routers is not None
+        await asyncio.wait_for(node.routers.any_up.wait(), 10)
+        yield node
+    finally:
+        await node.stop()
+
+
 @pytest.fixture
 async def router(tmp_path: Path, redis_server: str, redis_prefix: str
                  ) -> AsyncIterator[RouterNode]:
-    node = RouterNode(Settings(  # type: ignore[call-arg]
-        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path, router_listen="127.0.0.1:0",
-        store_url=f"sqlite+aiosqlite:///{tmp_path}/events.db", directory_url=redis_server,
-        directory_prefix=redis_prefix, hub_heartbeat_ttl_s=TTL, gc_freeze_interval_s=0))
+    node = RouterNode(router_settings(tmp_path, redis_server, redis_prefix))
     await node.start()
     try:
         yield node
@@ -158,17 +178,9 @@ async def test_a_hub_that_cannot_reach_the_framed_port_links_over_grpc(
     framed port, connecting to it fails, the hub links over gRPC's stream instead."""
     assert router.framed is not None
     router.framed.stop_listening()  # Transport still names the port; connects are refused
-    node = HubNode(Settings(  # type: ignore[call-arg]
-        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "hub", gc_freeze_interval_s=0,
-        routers=[f"127.0.0.1:{router.port}"], hub_heartbeat_ttl_s=TTL))
-    await node.start()
-    try:
-        assert node.routers is not None
-        await asyncio.wait_for(node.routers.any_up.wait(), 10)
-        assert node.routers.conns[0].transport == "grpc"
+    async with linked_hub(tmp_path / "hub", router) as node:
+        assert node.routers is not None and node.routers.conns[0].transport == "grpc"
         assert list(router.hubs.hubs) == [node.hub_id]
-    finally:
-        await node.stop()
 
 
 async def test_a_hub_links_over_grpc_to_a_router_that_does_not_know_transport(
@@ -179,22 +191,13 @@ async def test_a_hub_links_over_grpc_to_a_router_that_does_not_know_transport(
     from pushgate.router.servicers import HubLinkService
 
     monkeypatch.setattr(HubLinkService, "Transport", pb_grpc.HubLinkServicer.Transport)
-    old = RouterNode(Settings(  # type: ignore[call-arg]
-        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "router",
-        router_listen="127.0.0.1:0",  # its framed listener runs: only Transport is missing
-        store_url=f"sqlite+aiosqlite:///{tmp_path}/events.db", directory_url=redis_server,
-        directory_prefix=redis_prefix, hub_heartbeat_ttl_s=TTL, gc_freeze_interval_s=0))
+    # its framed listener runs: only Transport is missing
+    old = RouterNode(router_settings(tmp_path / "router", redis_server, redis_prefix))
     await old.start()
-    node = HubNode(Settings(  # type: ignore[call-arg]
-        jwt_secret="s" * 32, api_keys=[KEY], data_dir=tmp_path / "hub", gc_freeze_interval_s=0,
-        routers=[f"127.0.0.1:{old.port}"], hub_heartbeat_ttl_s=TTL))
-    await node.start()
     try:
-        assert node.routers is not None
-        await asyncio.wait_for(node.routers.any_up.wait(), 10)
-        assert node.routers.conns[0].transport == "grpc"
+        async with linked_hub(tmp_path / "hub", old) as node:
+            assert node.routers is not None and node.routers.conns[0].transport == "grpc"
     finally:
-        await node.stop()
         await old.stop(0)
 
 
