@@ -22,7 +22,7 @@ from pushgate.hub import api
 from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
-from pushgate.hub.responses import error_response, json_response
+from pushgate.hub.responses import error_response, json_response, unexpected_error
 from pushgate.settings import Settings
 
 
@@ -40,6 +40,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:  # 405: Allow (RFC 9110 15.5.6)
         response.headers.update(exc.headers)
     return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """Starlette's ``ServerErrorMiddleware`` sends this, then re-raises ``exc``: uvicorn
+    logs it and closes the connection."""
+    request.app.state.node.metrics.error("internal")
+    return unexpected_error()
 
 
 def _pushca_open_connection(settings: Settings) -> Route:
@@ -92,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
         routes += admin.routes()
     app = Starlette(
         routes=routes, lifespan=lifespan,
-        exception_handlers={PushgateError: _pushgate_error, HTTPException: _http_error})
+        exception_handlers={PushgateError: _pushgate_error, HTTPException: _http_error,
+                            Exception: _unexpected_error})
     app.state.node = node
     return app

@@ -4,8 +4,8 @@ Starlette's request path (error middlewares, router matching, ``Request`` and
 ``Response`` objects) costs several tens of µs per request, a large share of a send
 (see docs/benchmarks.md). :class:`FastSend` wraps the Starlette app: that one route
 is served here, with the steps and replies of :mod:`pushgate.hub.sendpath` (the same
-as :func:`pushgate.hub.api.send_notification`'s; an unexpected exception gives
-Starlette's plain ``500 Internal Server Error`` and is re-raised for the server's log).
+as :func:`pushgate.hub.api.send_notification`'s; an unexpected exception gives the
+app's JSON ``500 internal`` and is re-raised for the server's log).
 Everything else (other routes, other methods, websockets, lifespan) goes to the
 Starlette app unchanged.
 
@@ -71,6 +71,7 @@ class FastSend:
             return
         except Exception:
             if not started:
+                node.metrics.error("internal")
                 error = sendpath.INTERNAL_ERROR
                 await send({"type": "http.response.start", "status": error.status,
                             "headers": error.headers})

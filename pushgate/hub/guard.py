@@ -37,8 +37,8 @@ On every connection it
     :mod:`pushgate.hub.sendpath` — the steps, status codes, bodies and headers of
     ``FastSend`` behind uvicorn, byte for byte (uvicorn's status line and default
     ``date`` / ``server`` headers, ``100 Continue`` when the body is first wanted,
-    ``connection: close`` for ``Connection: close`` / HTTP/1.0 / shutdown, Starlette's
-    plain 500 then close on an unexpected exception, logged as uvicorn logs it). One
+    ``connection: close`` for ``Connection: close`` / HTTP/1.0 / shutdown, the app's
+    JSON 500 then close on an unexpected exception, logged as uvicorn logs it). One
     task per request; pipelined requests are answered in order, one after the other,
     and reading stops while more than :data:`~pushgate.hub.sendconn.MAX_WAITING` wait
     or the transport's buffer is full. Idle keep-alive connections close after uvicorn's

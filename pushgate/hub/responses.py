@@ -3,7 +3,8 @@
 :func:`error_response` is the one place where a
 :class:`~pushgate.errors.PushgateError` becomes an HTTP answer:
 ``{"error": {"code", "message", "field", "retryable"}}`` with the status of
-:data:`pushgate.errors.KINDS` (and ``Retry-After`` on a 503).
+:data:`pushgate.errors.KINDS` (and ``Retry-After`` on a 503); :func:`unexpected_error`
+the same body for an unexpected exception (a 500).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from pushgate import protocol as p
-from pushgate.errors import PushgateError
+from pushgate.errors import Internal, PushgateError
 from pushgate.store import bitmap
 from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
@@ -30,6 +31,17 @@ def error_response(e: PushgateError) -> Response:
     if e.http_status == 503:
         resp.headers["Retry-After"] = "1"
     return resp
+
+
+#: the message of the 500 for an unexpected exception (a bug: the traceback is logged)
+UNEXPECTED_MESSAGE = ("unexpected server error (logged); retry (a send with the same id is "
+                      "not stored twice)")
+
+
+def unexpected_error() -> Response:
+    """The answer to an unexpected exception: ``500 internal`` in the documented error
+    body (``retryable``); the caller logs the exception and closes the connection."""
+    return error_response(Internal(UNEXPECTED_MESSAGE))
 
 
 def events_payload(events: Sequence[Event], head: int, more: bool) -> dict[str, Any]:

@@ -149,6 +149,7 @@ class SendConnection:
             reply = await respond(self.node, body)
         except Exception as e:
             _SERVER_LOG.error("Exception in ASGI application\n", exc_info=e)
+            self.node.metrics.error("internal")
             reply = INTERNAL_ERROR
             send.fatal = True
         send.reply = reply

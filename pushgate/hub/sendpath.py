@@ -15,7 +15,7 @@ length (413, before any of the body is read), the body's growth over
 :func:`~pushgate.router.requests.parse_send` (400 / 413), the router (503, ...). Every
 error is :func:`~pushgate.hub.responses.error_response`'s body and counted in
 ``node.metrics.error``. An unexpected exception propagates: the caller answers
-:data:`INTERNAL_ERROR` (Starlette's plain ``500``), logs it and closes the connection.
+:data:`INTERNAL_ERROR` (the app's ``500 internal``), logs it and closes the connection.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import orjson
 
 from pushgate.errors import PushgateError
 from pushgate.hub import bodies
-from pushgate.hub.responses import error_response
+from pushgate.hub.responses import error_response, unexpected_error
 from pushgate.router.requests import parse_send
 
 if TYPE_CHECKING:
@@ -47,10 +47,14 @@ class Reply(NamedTuple):
     body: bytes
 
 
-#: Starlette's answer to an unexpected exception (the connection is closed after it)
-INTERNAL_ERROR = Reply(500, [(b"content-length", b"21"),
-                             (b"content-type", b"text/plain; charset=utf-8")],
-                       b"Internal Server Error")
+def _unexpected() -> Reply:
+    response = unexpected_error()
+    return Reply(response.status_code, response.raw_headers, bytes(response.body))
+
+
+#: the answer to an unexpected exception, as the Starlette app's (the connection is
+#: closed after it)
+INTERNAL_ERROR = _unexpected()
 
 
 def is_send_target(target: bytes) -> bool:

@@ -118,8 +118,10 @@ def test_the_file_sets_the_hubs_limits() -> None:
     _, size = one(conf, "large_client_header_buffers")
     assert int(size.removesuffix("k")) * 1024 == DEFAULTS.max_header_bytes
     pages = {args[-1]: args[:-1] for n, args in directives(conf) if n == "error_page"}
-    assert pages == {"/_pushgate/400": ["400"], "/_pushgate/413": ["413"],
-                     "/_pushgate/429": ["429"], "/_pushgate/431": ["414", "494", "=431"],
+    assert pages == {"/_pushgate/400": ["400", "501", "505", "=400"],
+                     "/_pushgate/404": ["404"], "/_pushgate/405": ["405"],
+                     "/_pushgate/413": ["413"], "/_pushgate/429": ["429"],
+                     "/_pushgate/431": ["414", "494", "=431"], "/_pushgate/500": ["500"],
                      "/_pushgate/502": ["502", "503"], "/_pushgate/504": ["504"]}
 
 
@@ -210,7 +212,15 @@ async def test_open_connection_rate_is_a_json_429_rate_limited(
      "header_too_large"),
     (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413,
      "payload_too_large"),
-], ids=["cl-and-te", "two-content-lengths", "garbage", "header-line", "request-line", "body"])
+    # refused by nginx itself: an unknown transfer coding (501), an HTTP version above 1.x
+    # (505), TRACE (405), a request for the internal error locations (404)
+    (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400,
+     "invalid_request"),
+    (b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 400, "invalid_request"),
+    (b"TRACE / HTTP/1.1\r\nHost: t\r\n\r\n", 405, "method_not_allowed"),
+    (b"GET /_pushgate/502 HTTP/1.1\r\nHost: t\r\n\r\n", 404, "not_found"),
+], ids=["cl-and-te", "two-content-lengths", "garbage", "header-line", "request-line", "body",
+        "unknown-transfer-coding", "http-version", "trace", "internal-location"])
 async def test_nginx_refusals_have_the_json_error_body(
         edge: tuple[QuickNginx, ServerProcess], request_head: bytes, status: int, code: str) -> None:
     nginx, _ = edge

@@ -71,10 +71,11 @@ async def exchange(port: int, data: bytes, first: bytes = b"") -> tuple[bytes, b
         writer.close()
 
 
-async def test_an_unexpected_exception_is_the_same_500_on_both_paths(
+async def test_an_unexpected_exception_is_the_same_json_500_on_every_path(
         node: HubNode, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starlette's plain 500 (no connection: close header), the connection closed after
-    it and the traceback logged, on a send connection as on the ASGI path."""
+    """The documented JSON error body, 500 ``internal`` and retryable (no connection:
+    close header), the connection closed after it and the traceback logged, on a send
+    connection as on the ASGI path; counted in the error metric."""
     ws = connection_class(node)
     config = uvicorn.Config(FastSend(node.app, node), host="127.0.0.1",  # type: ignore[attr-defined]
                             port=0, http=guarded_http(node, ws), ws=ws, lifespan="off",
@@ -88,21 +89,29 @@ async def test_an_unexpected_exception_is_the_same_500_on_both_paths(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(node.router, "send", boom)
+    monkeypatch.setattr(node.router, "read_state", boom)
     try:
         with caplog.at_level(logging.ERROR, logger="uvicorn.error"):
             fast = await exchange(port, send("u1"))
             asgi = await exchange(port, send("u1"), first=b"GET /healthz HTTP/1.1\r\n\r\n")
+            # any other route: the Starlette app's handler gives the same answer
+            other = await exchange(port, b"GET /v1/users/u1/read-state HTTP/1.1\r\nHost: t\r\n"
+                                   b"Authorization: Bearer " + KEY.encode() + b"\r\n\r\n")
     finally:
         server.should_exit = True
         await serving
+    body = (b'{"error":{"code":"internal","message":"unexpected server error (logged); retry '
+            b'(a send with the same id is not stored twice)","retryable":true}}')
     expected = (b"HTTP/1.1 500 Internal Server Error\r\nserver: uvicorn\r\n"
-                b"content-length: 21\r\ncontent-type: text/plain; charset=utf-8\r\n\r\n"
-                b"Internal Server Error")
+                b"content-length: %d\r\ncontent-type: application/json\r\n\r\n" % len(body)
+                + body)
     assert fast == (expected, True)
     assert asgi[0].endswith(expected) and asgi[1]
+    assert other == (expected, True)
+    assert node.metrics.snapshot()['pushgate_errors_total{code="internal"}'] == 3
     failures = [r for r in caplog.records if r.getMessage().startswith(
         "Exception in ASGI application")]
-    assert len(failures) == 2 and all(r.exc_info and "boom" in str(r.exc_info[1])
+    assert len(failures) == 3 and all(r.exc_info and "boom" in str(r.exc_info[1])
                                       for r in failures)
 
 
