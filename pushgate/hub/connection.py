@@ -98,6 +98,22 @@ def _json_response(status: int, reason: str, code: str, message: str) -> Respons
     return Response(status, reason, headers, body)
 
 
+
+#: the longest close reason sent, in UTF-8 bytes (a close frame's payload is at most 125
+#: bytes, 2 of them the code); reasons may echo client input (a token's ``alg``, an
+#: ``Origin``) in any script
+CLOSE_REASON_BYTES = 120
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to at most :data:`CLOSE_REASON_BYTES` UTF-8 bytes, at a character
+    boundary."""
+    data = reason.encode()
+    if len(data) <= CLOSE_REASON_BYTES:
+        return reason
+    return data[:CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
 class WsConnection(asyncio.Protocol):
     """One websocket connection (see the module docstring). It is the session's
     :class:`~pushgate.hub.session.Outlet`."""
@@ -230,7 +246,7 @@ class WsConnection(asyncio.Protocol):
         self._closing_started()
         proto = self.proto
         if proto is not None and proto.state is WsState.OPEN:
-            proto.send_close(code, reason)
+            proto.send_close(code, close_reason(reason))
             self._flush()
         elif proto is None or proto.state is not WsState.CLOSED:
             self.transport.close()

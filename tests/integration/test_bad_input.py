@@ -3,7 +3,9 @@ and nothing accepted before is lost."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.rawws import RawWs
 from tests.support.server import ServerProcess, running_server
 from tests.support.ws import ws_client
 
@@ -69,6 +72,29 @@ async def test_bad_tokens_close_with_documented_code(srv: ServerProcess, stored:
     got_code, reason = await close_of(srv, make_token(srv))
     assert got_code == code
     assert words in reason
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def test_close_reasons_echoing_non_ascii_input_fit_the_close_frame(
+        srv: ServerProcess, stored: list[int]) -> None:
+    """A reason quotes client input (a token's alg, an Origin): cut to 120 UTF-8 bytes,
+    so the close frame (at most 125 bytes) is still sent with its code."""
+    header = _b64(json.dumps({"alg": "é" * 100, "typ": "JWT"}).encode())
+    token = f"{header}.{_b64(b'{}')}.{_b64(b'sig')}"
+    code, reason = await close_of(srv, token)
+    assert code == 4100 and "algorithm" in reason and len(reason.encode()) <= 120
+    # (the websockets client sends no such header: a raw one does)
+    ws = await RawWs.connect(srv.port, f"/v1/ws?token={srv.token('u')}",
+                             extra_headers="Origin: https://" + "€" * 60 + ".example\r\n")
+    try:
+        code, reason = (await ws.next_frame()).close
+    finally:
+        ws.abort()
+    assert code == 4103 and "origin" in reason and 100 < len(reason.encode()) <= 120
+    assert "control frame too long" not in srv.log_text()
 
 
 async def test_foreign_origin(srv: ServerProcess, stored: list[int]) -> None:
