@@ -216,7 +216,7 @@ async def user_devices(request: Request) -> Response:
     """``GET`` / ``PUT`` / ``DELETE /v1/users/{user}/devices`` (API key)."""
     node = await _server(request)
     user = _user(request)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # (Starlette serves HEAD where GET is)
         return json_response({"devices": [device_payload(d) for d in
                                           await node.router.devices(user)]})
     platform, token, app = await _device_body(request, node)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
@@ -40,6 +40,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:  # 405: Allow (RFC 9110 15.5.6)
         response.headers.update(exc.headers)
     return response
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed (or the guard ended a body that came too slowly, with its 408)
+    while its body was read: nobody to answer, nothing to log."""
+    return Response(status_code=400)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -100,6 +106,6 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes, lifespan=lifespan,
         exception_handlers={PushgateError: _pushgate_error, HTTPException: _http_error,
-                            Exception: _unexpected_error})
+                            ClientDisconnect: _client_gone, Exception: _unexpected_error})
     app.state.node = node
     return app

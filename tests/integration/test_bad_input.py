@@ -3,6 +3,7 @@ and nothing accepted before is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -193,3 +194,31 @@ async def test_bad_send_bodies_name_the_field(srv: ServerProcess, stored: list[i
         r = await http.post("/v1/notifications", content=b"{oops",
                             headers={"content-type": "application/json"})
         assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+async def test_head_reads_and_never_writes(srv: ServerProcess, stored: list[int]) -> None:
+    """HEAD is GET without the body: on the devices route (GET, PUT, DELETE) a HEAD with
+    a device in its body registers nothing."""
+    async with srv.http() as http:
+        device = {"platform": "fcm", "token": "from-head", "app": "a"}
+        r = await http.request("HEAD", "/v1/users/hd/devices", json=device)
+        assert r.status_code == 200 and r.content == b""
+        assert (await http.get("/v1/users/hd/devices")).json() == {"devices": []}
+        assert (await http.head("/v1/users/hd/devices")).status_code == 200
+
+
+async def test_a_client_gone_mid_body_is_not_logged_as_a_failure(
+        srv: ServerProcess, stored: list[int]) -> None:
+    """A client that closes while the server reads its body: nothing to answer, and no
+    ``Exception in ASGI application`` traceback per such request in the server's log."""
+    for path in (b"/v1/users/gone/read", b"/v1/open-connection", b"/send-notification"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     + srv.api_key.encode() + b"\r\nContent-Length: 100\r\n\r\n{")
+        writer.write_eof()
+        # the server saw the end (its request task is woken before any later request)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # and did not answer
+        writer.close()
+    async with srv.http() as http:  # served after those requests ended
+        assert (await http.get("/healthz")).status_code == 200
+    assert "Exception in ASGI application" not in srv.log_text()
