@@ -55,7 +55,7 @@ for _alg, _hash in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA
         jwt.unregister_algorithm(_alg)
         jwt.register_algorithm(_alg, _KeptHMAC(_hash))
 
-_CONTROL_CHAR = re.compile(r"[\x00-\x1f]").search  # ~4x a per-character scan (campaigns)
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f]").search  # C0, DEL, C1 (~4x a per-character scan)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ MAX_SEQ = 2**63 - 1
 #: for the schema.
 MAX_DEVICE_TOKEN_LEN = 512
 
-_NO_CONTROL = r"^[^\x00-\x1f]*$"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"  # C0, DEL and C1
 _ID_TEXT = "1..255 characters, no control characters."
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN, pattern=_NO_CONTROL),
