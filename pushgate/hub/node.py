@@ -22,12 +22,21 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
-from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
+from pushgate.errors import (
+    CloseCode,
+    Forbidden,
+    InvalidRequest,
+    NotConfigured,
+    PayloadTooLarge,
+    PushgateError,
+)
 from pushgate.hub.gaps import GapFiller
 from pushgate.hub.limits import ConnectionLimits
 from pushgate.hub.public_open import PublicOpen
@@ -207,11 +216,24 @@ class HubNode:
                 raise InvalidRequest("a client may only send inside its own workspace",
                                      field="filter.workspace")
             body = {**body, "filter": {**flt, "workspace": sender.workspace}}
-        wrapped = {**body, "body": {"from": {"user": sender.user, "workspace": sender.workspace,
-                                             "device": sender.device,
-                                             "application": sender.application},
-                                    "body": body["body"]}}
-        return await self.router.send(parse_send(wrapped, self.send_limits))
+        sender_ref = {"user": sender.user, "workspace": sender.workspace,
+                      "device": sender.device, "application": sender.application}
+        wrapped = {**body, "body": {"from": sender_ref, "body": body["body"]}}
+        # max_body_bytes is the limit of the sender's body, as over HTTP: the wrapper's
+        # bytes come on top (orjson's compact output: the wrapped body is exactly the
+        # wrapper around the body's own bytes)
+        limits = self.send_limits
+        overhead = len(orjson.dumps({"from": sender_ref, "body": None})) - len(b"null")
+        try:
+            request = parse_send(wrapped, replace(limits,
+                                                  max_body_bytes=limits.max_body_bytes + overhead))
+        except PayloadTooLarge as e:
+            if e.field != "body":
+                raise
+            size = len(orjson.dumps(body["body"]))
+            raise PayloadTooLarge(f"'body' is {size} bytes; the limit is {limits.max_body_bytes}",
+                                  field="body") from None
+        return await self.router.send(request)
 
 
 def wheel_period(settings: Settings) -> float:

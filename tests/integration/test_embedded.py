@@ -150,6 +150,26 @@ async def test_idempotent_send_and_transient_filters(server: ServerProcess) -> N
         assert (await frank.recv())["type"] == "pong"
 
 
+async def test_client_send_body_limit_is_the_senders_body_as_over_http(tmp_path: Path) -> None:
+    """``max_body_bytes`` limits the body the client sent, as over HTTP; the ``from``
+    wrapper's bytes (ids of up to 255 characters each) come on top."""
+    sender, device = "s" * 255, "d" * 255
+    limit = 65536  # max_body_bytes, default
+    with running_server(tmp_path, "--max-frame-bytes", "200000") as server:
+        async with ws_client(server, sender, dev=device) as s:
+            body = "x" * (limit - 2)  # exactly the limit as JSON
+            reply = await s.request({"type": "send", "users": ["ian"], "body": body})
+            assert reply["type"] == "reply", reply
+            over = await s.request({"type": "send", "users": ["ian"], "body": body + "x"})
+            assert (over["type"], over["code"], over["field"]) == \
+                ("error", "payload_too_large", "body")
+            assert over["message"] == f"'body' is {limit + 1} bytes; the limit is {limit}"
+        async with server.http() as http:
+            events = (await http.get("/v1/users/ian/events")).json()["events"]
+            assert len(events) == 1 and events[0]["body"]["body"] == body
+            assert events[0]["body"]["from"]["user"] == sender
+
+
 async def test_client_to_client_send_and_read_state(server: ServerProcess) -> None:
     async with ws_client(server, "gina", dev="d1") as gina, ws_client(server, "hal") as hal:
         reply = await gina.request({"type": "send", "users": ["hal"], "body": {"text": "yo"}})
