@@ -28,7 +28,8 @@ from pushgate.store.base import Event, ReadState
 
 log = get_logger("pushgate.hub.ws")
 EMPTY_STATE = ReadState(head=0, live=0, unread=0)
-MAX_PENDING = 32  # requests waiting per session before its socket stops being read
+MAX_PENDING = 32  # requests (and, apart, sends) waiting per session before its socket
+# stops being read
 
 
 async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
@@ -66,7 +67,8 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
 class Requests:
     """One session's client frames (see the module docstring)."""
 
-    __slots__ = ("_pending", "_tasks", "_transport", "_worker", "node", "session")
+    __slots__ = ("_paused", "_pending", "_sends", "_tasks", "_transport", "_worker", "node",
+                 "session")
 
     def __init__(self, node: HubNode, session: Session, transport: Any) -> None:
         self.node = node
@@ -75,6 +77,8 @@ class Requests:
         self._pending: deque[p.ClientFrame] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sends = 0  # sends being served (each in a task of its own)
+        self._paused = False  # reading paused here: too many requests or sends waiting
 
     def on_text(self, text: str) -> None:
         s, node = self.session, self.node
@@ -95,13 +99,26 @@ class Requests:
         elif isinstance(frame, p.Ping):
             s.push(p.encode_pong(frame.rid))
         elif isinstance(frame, p.Send):
-            self._spawn(self._serve(frame))
+            self._sends += 1
+            self._spawn(self._serve_send(frame))
+            self._check_flood()
         else:
             self._pending.append(frame)
             if self._worker is None:
                 self._worker = self._spawn(self._serve_pending())
-            elif len(self._pending) >= MAX_PENDING:
-                self._transport.pause_reading()  # backpressure on a request flood
+            else:
+                self._check_flood()
+
+    def _check_flood(self) -> None:
+        """Backpressure on a flood: the socket is not read while :data:`MAX_PENDING`
+        requests, or as many sends, wait; read again once both are below."""
+        flood = len(self._pending) >= MAX_PENDING or self._sends >= MAX_PENDING
+        if flood != self._paused and not self._transport.is_closing():
+            self._paused = flood
+            if flood:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
 
     def cancel(self) -> None:
         for t in list(self._tasks):
@@ -119,10 +136,18 @@ class Requests:
         try:
             while pending:
                 await self._serve(pending.popleft())
-                if len(pending) == MAX_PENDING - 1 and not self._transport.is_closing():
-                    self._transport.resume_reading()
+                if self._paused:
+                    self._check_flood()
         finally:
             self._worker = None
+
+    async def _serve_send(self, frame: p.ClientFrame) -> None:
+        try:
+            await self._serve(frame)
+        finally:
+            self._sends -= 1
+            if self._paused:
+                self._check_flood()
 
     def _reply_error(self, e: PushgateError, rid: p.Rid) -> None:
         self.node.metrics.error(e.code)

@@ -185,3 +185,29 @@ async def test_client_to_client_send_and_read_state(server: ServerProcess) -> No
         assert (r["head"], r["unread"], r["live"]) == (4, 1, 4)
         st = await hal.request({"type": "read_state"})
         assert st["read"] == [[1, 1], [3, 4]] and st["unread"] == 1
+
+
+async def test_a_flood_of_waiting_sends_stops_the_reading_of_its_socket(
+        server: ServerProcess) -> None:
+    """docs/protocol.md, flow control: with 32 sends waiting (each for its ack here), the
+    sender's socket is not read further until some are answered: its ping is answered
+    only after a send was."""
+    sends = 40
+    async with ws_client(server, "flooder") as s, ws_client(server, "acker") as r:
+        for i in range(sends):
+            await s.send({"type": "send", "rid": i, "users": ["acker"], "body": i, "ack": True,
+                          "ack_timeout_ms": 30000})
+        seqs = [(await r.recv_type("event"))["seq"] for _ in range(32)]  # 32 sends read
+        await s.send({"type": "ping", "rid": "after"})
+        for seq in seqs:  # answers the sends, one by one
+            await r.send({"type": "ack", "seq": seq})
+        replies = 0
+        while (frame := await s.recv())["type"] != "pong":
+            assert frame["type"] == "reply", frame
+            replies += 1
+        assert replies >= 1  # the ping was read once fewer than 32 sends waited
+        for _ in range(sends - 32):  # the rest were read too: ack them as they come
+            await r.send({"type": "ack", "seq": (await r.recv_type("event"))["seq"]})
+        while replies < sends:
+            assert (await s.recv())["type"] == "reply"
+            replies += 1
