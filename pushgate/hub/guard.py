@@ -18,7 +18,9 @@ On every connection it
   - llhttp rejects the request: conflicting ``Content-Length`` /
     ``Transfer-Encoding``, a duplicate ``Content-Length``, a malformed line (``400``,
     ``field`` naming the header when llhttp names one) — instead of uvicorn's
-    plain-text ``400 Invalid HTTP request received.``;
+    plain-text ``400 Invalid HTTP request received.``; on a send connection the ``400``
+    and ``431`` come after the replies of the complete sends before them (a send whose
+    body was under way is part of what is refused);
 - routes the connection by its **first request** (until then it holds that request's
   raw bytes: the chunks of its head, at most ``max_header_bytes``; no copy when the
   head comes in one read):
@@ -29,7 +31,12 @@ On every connection it
     Its handshake is its business: a path other than ``/v1/ws`` (or Pushca's
     connection string ``/{jwt}``) gets its JSON 404,
     what is not a websocket upgrade (``h2c``, ``CONNECT``, HTTP/1.0) a JSON 4xx, and
-    the connection ends. It releases the connection's per-IP slot itself
+    the connection ends. An upgrade with a body (``Content-Length`` other than 0,
+    ``Transfer-Encoding``; llhttp reads the body before the upgrade, and that class
+    closes on such a request without a reply) is answered by the guard as that class
+    answers the same head without a body: ``404`` off the websocket paths, ``405``
+    for another method than ``GET``, else ``400``. The websocket class releases the
+    connection's per-IP slot itself
     (``releases_connection_limits``; any other class gets
     :class:`~pushgate.hub.limits.ReleaseOnLost`).
   - **``POST /v1/notifications``** (the path as uvicorn decodes it, any query): a
@@ -46,7 +53,9 @@ On every connection it
     whose head begins a read (the normal case) hands the connection to uvicorn from
     that head on, once the sends before it are answered; one pipelined behind a send
     in the same read gets ``400 invalid_request`` and the connection ends (its raw
-    bytes cannot be told apart: llhttp does not say where a request begins).
+    bytes cannot be told apart: llhttp does not say where a request begins). So do
+    malformed bytes, and a request held for uvicorn before them is dropped (never
+    served); the replies of the sends before them are written first.
   - **anything else**: uvicorn's ``HttpToolsProtocol``, made then, gets every byte
     from the first on (and ``FastSend`` serves ``POST /v1/notifications`` there); an
     upgrade on such a connection is uvicorn's to hand over, as before.
@@ -68,10 +77,12 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pushgate.hub.connection import PATH as WS_PATH
 from pushgate.hub.guardstate import (
     BODY,
     CLOSED,
@@ -92,6 +103,7 @@ from pushgate.hub.limits import ConnectionLimits, ReleaseOnLost, peer_ip
 from pushgate.hub.sendconn import QueuedSend, SendConnection
 from pushgate.hub.sendpath import body_too_large, is_send_target
 from pushgate.logs import get_logger
+from pushgate.pushca_protocol import connection_token
 
 if TYPE_CHECKING:
     from pushgate.hub.node import HubNode
@@ -127,8 +139,8 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
     ws_class: type[asyncio.Protocol]
 
     # (and those of SendConnection)
-    __slots__ = ("chunk_fresh", "counted", "head_bytes", "head_fresh", "inner", "parser",
-                 "piece_began", "piece_done", "url")
+    __slots__ = ("chunk_fresh", "coded", "counted", "head_bytes", "head_fresh", "inner",
+                 "parser", "piece_began", "piece_done", "url")
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -152,6 +164,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.auth: bytes | None = None  # the first Authorization of the head under way
         self.length: bytes | None = None  # its first Content-Length
         self.expect = False  # its Expect: 100-continue
+        self.coded = False  # it has a Transfer-Encoding
         self.stopping = False  # uvicorn's shutdown: close after the reply in flight
         self.read_paused = False
         self.write_paused = False
@@ -342,7 +355,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.head_fresh = self.chunk_fresh
         self.held = None
         self.auth = self.length = None
-        self.expect = False
+        self.expect = self.coded = False
         self._set_deadline(self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -361,6 +374,8 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         elif size == 6 and name.lower() == b"expect" and \
                 value.rstrip(b" \t").lower() == b"100-continue":
             self.expect = True
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self.coded = True
 
     def on_headers_complete(self) -> None:
         url, self.url = self.url, b""
@@ -376,6 +391,11 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         assert parser is not None
         if parser.should_upgrade():
             if mode == FIRST:  # HttpParserUpgrade follows: the websocket class takes it
+                method = parser.get_method()
+                if method != b"CONNECT" and (self.coded or (
+                        self.length is not None and self.length.strip(b" \t") != b"0")):
+                    self._refuse_upgrade_with_body(url, method)
+                    raise Abort
                 self.handover, self.held = self.held, None
                 return
             send = False
@@ -543,23 +563,40 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         if ip is not None and not getattr(protocol, "releases_connection_limits", False):
             transport.set_protocol(ReleaseOnLost(protocol, self.limits, ip))
 
+    def _refuse_upgrade_with_body(self, url: bytes, method: bytes) -> None:
+        """The first request is an upgrade with a body, which the websocket class cannot
+        read (llhttp reads the body before the upgrade, and ``websockets`` drops a
+        request with one without a reply): the guard gives the answer that class gives
+        the same head without a body — ``404`` off the websocket endpoints, ``405`` for
+        another method than ``GET`` — or a ``400``."""
+        path = urlsplit(url.decode("latin-1")).path
+        if path != WS_PATH and connection_token(path) is None:
+            self._reject(404, "not_found", f"no websocket endpoint at {path}; use {WS_PATH}",
+                         retryable=False)
+        elif method != b"GET":
+            self._reject(405, "invalid_request", f"not a websocket upgrade: unsupported HTTP "
+                         f"method: {method.decode('latin-1')}", retryable=False)
+        else:
+            self._reject(400, "invalid_request", "not a websocket upgrade: unsupported "
+                         "request body", retryable=False)
+
     def _head_too_large(self) -> None:
-        self._reject(431, "header_too_large", f"the request head is over {self.max_head} "
-                     f"bytes (max_header_bytes)", retryable=False)
+        self._refuse_after_sends(431, "header_too_large", f"the request head is over "
+                                 f"{self.max_head} bytes (max_header_bytes)")
 
     def _bad_request(self, e: httptools.HttpParserError) -> None:
         cause = e.__context__
         if isinstance(e, httptools.HttpParserCallbackError):
             if isinstance(cause, httptools.HttpParserInvalidURLError):
-                self._reject(400, "invalid_request", "malformed HTTP request: invalid request "
-                             "target (URL)", retryable=False)
+                self._refuse_after_sends(400, "invalid_request", "malformed HTTP request: "
+                                         "invalid request target (URL)")
                 return
             log.error("HTTP guard callback failed", exc_info=cause)
         reason = str(e) or "malformed request"
         named = [(reason.find(h), h) for h in _HEADER_NAMES if h in reason]
         field = min(named)[1] if named else None
-        self._reject(400, "invalid_request", f"malformed HTTP request: {reason}",
-                     retryable=False, field=field)
+        self._refuse_after_sends(400, "invalid_request", f"malformed HTTP request: {reason}",
+                                 field)
 
     def _reject(self, status: int, code: str, message: str, *, retryable: bool,
                 field: str | None = None) -> None:

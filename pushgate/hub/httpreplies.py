@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 429: b"Too Many Requests",
+_REASONS = {400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            408: b"Request Timeout", 429: b"Too Many Requests",
             431: b"Request Header Fields Too Large"}
 
 

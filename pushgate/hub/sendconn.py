@@ -53,7 +53,9 @@ class QueuedSend:
         self.complete = False  # the whole body arrived
         self.started = False  # its turn came (the head of the queue)
         self.fatal = False  # closed after the reply (a 500)
-        self.refusal: str | None = None  # not a send: the 400 that ends the connection
+        #: not a send: the error reply (status, code, message, field) that ends the
+        #: connection, once the replies before it are written
+        self.refusal: tuple[int, str, str, str | None] | None = None
 
 
 class SendConnection:
@@ -116,16 +118,32 @@ class SendConnection:
         """Another route pipelined behind a send, in the same chunk: its raw bytes cannot
         be told apart for uvicorn, so it gets a 400 (after the replies before it) and
         the connection ends."""
-        refused = QueuedSend(False, False, None)
-        refused.refusal = (
+        self._refuse_after_sends(
+            400, "invalid_request",
             f"{method.decode('latin-1')} request pipelined behind POST {PATH} on the same "
             f"connection; a connection that begins with POST {PATH} may pipeline only more "
             f"of those: send other requests after the replies, or on another connection")
+        raise Abort
+
+    def _refuse_after_sends(self, status: int, code: str, message: str,
+                            field: str | None = None) -> None:
+        """End the connection with this error reply (non-retryable), written after the
+        replies of the complete sends before it. A send whose body was under way is part
+        of what is refused (never served). Nothing more is read; requests held for
+        uvicorn are dropped."""
+        queue = self.queue
+        parsing, self.parsing = self.parsing, None
+        if queue and parsing is not None and queue[-1] is parsing:
+            del queue[-1]
+        if not queue:
+            self._reject(status, code, message, retryable=False, field=field)
+            return
+        refused = QueuedSend(False, False, None)
+        refused.refusal = (status, code, message, field)
         self.mode = CLOSED
-        self.parsing = None
+        self.handover = self.held = None
         self.deadline = None
         self._enqueue(refused)
-        raise Abort
 
     def _enqueue(self, send: QueuedSend) -> None:
         queue = self.queue
@@ -168,7 +186,8 @@ class SendConnection:
             if not send.started:
                 send.started = True
                 if send.refusal is not None:
-                    self._reject(400, "invalid_request", send.refusal, retryable=False)
+                    status, code, message, field = send.refusal
+                    self._reject(status, code, message, retryable=False, field=field)
                     return
                 if send.expect and not transport.is_closing():
                     transport.write(CONTINUE)  # as uvicorn: when the body is first wanted

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -401,6 +402,46 @@ async def test_another_route_pipelined_behind_a_send_is_a_400_and_the_connection
     assert len(await events_of(srv, user)) == before
 
 
+def _bad_second_send(user: str) -> bytes:
+    """A second send whose chunked body is malformed (after its head)."""
+    return CHUNKED_HEAD + b"zz\r\n" + note(user)
+
+
+@pytest.mark.parametrize(("behind", "message", "field"), [
+    (lambda user: b"GARBAGE\r\n\r\n", "malformed HTTP request: Invalid method encountered",
+     None),
+    (lambda user: post(note(user)).replace(b"Content-Length: ", b"Content-Length: x"),
+     "malformed HTTP request: Invalid character in Content-Length", "Content-Length"),
+    (_bad_second_send, "malformed HTTP request: Invalid character in chunk size", None),
+], ids=["garbage", "bad-content-length", "bad-chunked-body"])
+@pytest.mark.parametrize("before", [1, 2])
+async def test_malformed_bytes_pipelined_behind_sends_are_a_400_after_their_replies(
+        srv: ServerProcess, behind: Any, message: str, field: str | None,
+        before: int) -> None:
+    """Complete sends, then bytes llhttp rejects, in one write: each send's 200 first
+    (the sends are stored), then the JSON 400 for the malformed part, then the close;
+    the malformed request is not served."""
+    user = f"k-bad-behind-{before}-{len(message)}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(b"".join(post(note(user)) for _ in range(before)) + behind(user))
+        for i in range(before):
+            status, headers, body = await read_reply(reader)
+            assert (status, seqs(body)) == (200, [i + 1])
+            assert "connection" not in headers
+        status, headers, body = await read_reply(reader)
+        assert (status, headers["connection"], headers["content-type"]) == \
+            (400, "close", "application/json")
+        error = {"code": "invalid_request", "message": message, "retryable": False}
+        if field is not None:
+            error["field"] = field
+        assert orjson.loads(body) == {"error": error}
+        assert await at_eof(reader, 5)
+    finally:
+        writer.close()
+    assert len(await events_of(srv, user)) == before
+
+
 async def test_an_idle_send_connection_is_closed_after_http_keepalive(
         srv: ServerProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
@@ -514,6 +555,47 @@ async def test_a_first_request_that_is_not_a_websocket_upgrade_gets_a_json_error
         assert await at_eof(reader, 5)
     finally:
         writer.close()
+
+
+
+_UPGRADE_H2C = b"Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n"
+_UPGRADE_WS = b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code", "message"), [
+    (post(note("k-up-h2c"), extra=_UPGRADE_H2C), 404, "not_found",
+     "no websocket endpoint at /v1/notifications; use /v1/ws"),
+    (post(note("k-up-ws"), extra=_UPGRADE_WS), 404, "not_found",
+     "no websocket endpoint at /v1/notifications; use /v1/ws"),
+    (CHUNKED_HEAD[:-2] + _UPGRADE_H2C + b"\r\n" + chunked(note("k-up-chunked")), 404,
+     "not_found", "no websocket endpoint at /v1/notifications; use /v1/ws"),
+    (post(b"{}", path=b"/v1/users/k-up-read/read", extra=_UPGRADE_H2C), 404, "not_found",
+     "no websocket endpoint at /v1/users/k-up-read/read; use /v1/ws"),
+    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS), 405, "invalid_request",
+     "not a websocket upgrade: unsupported HTTP method: POST"),
+    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS).replace(b"POST", b"GET", 1), 400,
+     "invalid_request", "not a websocket upgrade: unsupported request body"),
+], ids=["send-h2c", "send-websocket", "send-chunked-h2c", "read-h2c", "post-v1-ws",
+        "get-v1-ws-with-a-body"])
+async def test_a_first_request_that_is_an_upgrade_with_a_body_gets_a_json_error(
+        srv: ServerProcess, request_bytes: bytes, status: int, code: str,
+        message: str) -> None:
+    """The websocket class cannot read a request with a body (it closed without a
+    reply): the guard answers what that class answers the same head without a body,
+    and nothing is served (the send is not stored)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(request_bytes)
+        got, headers, body = await read_reply(reader)
+        assert (got, headers["connection"], headers["content-type"]) == \
+            (status, "close", "application/json")
+        assert orjson.loads(body) == {"error": {"code": code, "message": message,
+                                                "retryable": False}}
+        assert await at_eof(reader, 5)
+    finally:
+        writer.close()
+    for user in ("k-up-h2c", "k-up-ws", "k-up-chunked"):
+        assert await events_of(srv, user) == []
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerating GOLDEN: see the docstring

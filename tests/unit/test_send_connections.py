@@ -178,6 +178,31 @@ async def test_pipelined_sends_stop_the_reading_while_more_than_a_few_wait(
         list(range(1, MAX_WAITING + 2))
 
 
+@pytest.mark.parametrize(("later", "status", "code"), [
+    (b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+    (b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"p" * 20000, 431, "header_too_large"),
+], ids=["malformed", "head-too-large"])
+async def test_an_error_in_a_later_read_waits_for_the_replies_of_the_sends_in_flight(
+        node: HubNode, monkeypatch: pytest.MonkeyPatch, later: bytes, status: int,
+        code: str) -> None:
+    """A send still in flight when bad bytes come in a later read: its reply first,
+    then the error reply, then the half-close; nothing after the bad bytes is read."""
+    gate = hold(monkeypatch, node.router, "send")
+    protocol, transport = guard_on(node)
+    protocol.data_received(send("e") + send("e"))
+    protocol.data_received(later)
+    protocol.data_received(send("e"))  # not read any more
+    await asyncio.sleep(0.05)
+    assert transport.out == b"" and not transport.eof
+    gate.set()
+    await wait_for(lambda: transport.eof, 5, "the error reply")
+    replies = transport.replies()
+    assert [s for s, _ in replies] == [200, 200, status]
+    assert [orjson.loads(b)["results"][0]["seq"] for _, b in replies[:2]] == [1, 2]
+    error = orjson.loads(replies[2][1])["error"]
+    assert (error["code"], error["retryable"]) == (code, False)
+
+
 async def test_a_client_that_does_not_read_its_replies_is_not_read_either(
         node: HubNode) -> None:
     protocol, transport = guard_on(node)
