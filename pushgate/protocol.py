@@ -90,8 +90,11 @@ class UnknownType(InvalidRequest):
 def _int(obj: dict[str, Any], key: str, *, default: int | None = None, minimum: int = 0,
          maximum: int = MAX_SEQ) -> int:
     """An integer field in ``minimum..maximum`` (bools and floats such as ``1.0`` or the
-    ``1e+30`` that a too large JSON integer decodes to are not integers)."""
-    value = obj.get(key, default)
+    ``1e+30`` that a too large JSON integer decodes to are not integers); ``null`` or
+    absent: ``default`` (required when there is none)."""
+    value = obj.get(key)
+    if value is None:
+        value = default
     if value is None:
         raise InvalidRequest(f"'{key}' is required", field=key)
     if isinstance(value, bool) or not isinstance(value, int):

@@ -60,6 +60,14 @@ def test_fetch_frame_with_explicit_fields() -> None:
 
 def test_fetch_defaults_to_after_0_and_limit_100() -> None:
     assert parse({"type": "fetch"}) == Fetch(0, 100, None)
+    # null is "not given" (serializers that write every optional field)
+    assert parse({"type": "fetch", "after": None, "limit": None}) == Fetch(0, 100, None)
+
+
+def test_a_required_integer_given_as_null_is_named_as_missing() -> None:
+    with pytest.raises(InvalidRequest, match="'seq' is required") as info:
+        parse({"type": "ack", "seq": None})
+    assert info.value.field == "seq"
 
 
 def test_fetch_default_limit_is_capped_by_the_server_maximum() -> None:
