@@ -38,12 +38,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pushgate.auth import check_id
 from pushgate.errors import NotFound, Unauthorized
 from pushgate.hub import bodies
 from pushgate.hub.adminstats import Sampler
 from pushgate.hub.api import query_int
 from pushgate.hub.node import HubNode
+from pushgate.hub.pathids import path_id
 from pushgate.hub.responses import (
     device_payload,
     json_response,
@@ -111,9 +111,9 @@ class Admin:
             Route("/admin/login", self.login, methods=["POST"]),
             Route("/admin/logout", self.logout, methods=["POST"]),
             Route("/admin/api/stream", self.stream, methods=["GET"]),
-            Route("/admin/api/users/{user}", self.user, methods=["GET"]),
+            Route("/admin/api/users/{user:path}", self.user, methods=["GET"]),
             Route("/admin/api/reports", self.reports, methods=["GET"]),
-            Route("/admin/api/reports/{report}", self.report, methods=["GET"]),
+            Route("/admin/api/reports/{report:path}", self.report, methods=["GET"]),
             Mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static"),
         ]
 
@@ -179,7 +179,7 @@ class Admin:
 
     async def user(self, request: Request) -> Response:
         self._check(request)
-        user = check_id(request.path_params["user"], "user")
+        user = path_id(request, "user", 4)
         router = self.node.router
         sessions, devices = await asyncio.gather(router.sessions(user), router.devices(user))
         try:
@@ -202,7 +202,7 @@ class Admin:
 
     async def report(self, request: Request) -> Response:
         self._check(request)
-        report = check_id(request.path_params["report"], "report")
+        report = path_id(request, "report", 4)
         return json_response(report_payload(await self.node.router.report(report)))
 
     async def close(self) -> None:

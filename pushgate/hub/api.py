@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pushgate import models
-from pushgate.auth import PUSHCA_SCOPE, Identity, bearer, check_id
+from pushgate.auth import PUSHCA_SCOPE, Identity, bearer
 from pushgate.errors import InvalidRequest, PushgateError, Unauthorized
 from pushgate.hub import bodies
 from pushgate.hub.limits import rate_limited_response
 from pushgate.hub.node import HubNode
+from pushgate.hub.pathids import path_id, raw_segments
 from pushgate.hub.responses import (
     device_payload,
     error_response,
@@ -73,7 +74,8 @@ def query_int(raw: str | None, name: str, default: int, minimum: int, maximum: i
 
 
 def _user(request: Request) -> str:
-    return check_id(request.path_params["user"], "user")
+    """``/v1/users/{user}/…`` (and ``/v1/notifications/{report}/users/{user}``)"""
+    return path_id(request, "user", 5 if "report" in request.path_params else 3)
 
 
 async def _server(request: Request) -> HubNode:
@@ -136,14 +138,17 @@ async def list_reports(request: Request) -> Response:
 async def get_report(request: Request) -> Response:
     """``GET /v1/notifications/{report}``: one send's delivery report."""
     node = await _server(request)
-    report = check_id(request.path_params["report"], "report")
+    report = path_id(request, "report", 3)
     return json_response(report_payload(await node.router.report(report)))
 
 
 async def get_report_user(request: Request) -> Response:
     """``GET /v1/notifications/{report}/users/{user}``: one user's status in a report."""
+    segments = raw_segments(request)
+    if segments is not None and len(segments) == 4:  # a report id holding "/users/"
+        return await get_report(request)
     node = await _server(request)
-    report = check_id(request.path_params["report"], "report")
+    report = path_id(request, "report", 3)
     return json_response(report_user_payload(
         await node.router.report_user(report, _user(request))))
 

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.rawws import RawWs
 from tests.support.server import ServerProcess, running_server
+from tests.support.waiting import wait_for
 from tests.support.ws import ws_client
 
 
@@ -222,3 +224,34 @@ async def test_a_client_gone_mid_body_is_not_logged_as_a_failure(
     async with srv.http() as http:  # served after those requests ended
         assert (await http.get("/healthz")).status_code == 200
     assert "Exception in ASGI application" not in srv.log_text()
+
+
+async def test_ids_holding_a_slash_are_reachable_percent_encoded(
+        srv: ServerProcess, stored: list[int]) -> None:
+    """Ids may hold "/" (docs/http-api.md): sent as %2F in a path, they name the same
+    inbox and report as in the send that created them."""
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications",
+                            json={"users": ["org/ann", "x/users/y"], "body": 1, "id": "ord/1"})
+        assert r.status_code == 200, r.text
+        assert r.json()["report"] == "ord/1"
+        r = await http.post("/v1/notifications",
+                            json={"users": ["org/ann"], "body": 2, "id": "a/users/b"})
+        assert r.status_code == 200, r.text
+        events = (await http.get("/v1/users/org%2Fann/events")).json()["events"]
+        assert [e["id"] for e in events] == ["ord/1", "a/users/b"]
+        r = await http.post("/v1/users/org%2Fann/read", json={"seqs": [1]})
+        assert r.json()["unread"] == 1
+        assert (await http.get("/v1/users/org%2Fann/read-state")).json()["read"] == [[1, 1]]
+        assert (await http.get("/v1/users/org%2Fann/sessions")).json() == {"sessions": []}
+        assert (await http.get("/v1/users/org%2Fann/devices")).json() == {"devices": []}
+        for encoded, report in (("ord%2F1", "ord/1"), ("a%2Fusers%2Fb", "a/users/b")):
+            async def found(encoded: str = encoded) -> Any:  # (reports are written in batches)
+                r = await http.get(f"/v1/notifications/{encoded}")
+                return r.status_code == 200 and r.json()
+            assert (await wait_for(found, 10, f"report {report}"))["report"] == report
+        user = (await http.get("/v1/notifications/ord%2F1/users/x%2Fusers%2Fy")).json()
+        assert (user["report"], user["user"], user["seq"]) == ("ord/1", "x/users/y", 1)
+        # the decoded path alone would name other ids
+        r = await http.get("/v1/users/org/ann/events")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"

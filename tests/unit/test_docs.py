@@ -25,6 +25,9 @@ def test_openapi_document_is_valid_and_covers_every_route() -> None:
 
     validate(SPEC)  # type: ignore[arg-type]
     app = create_app(Settings(jwt_secret="s" * 32, api_keys=["k"]))
-    paths = {r.path for r in app.routes if isinstance(r, Route)} | {"/v1/ws"}
+    # (ids in paths may hold "/" as %2F: the routes match them with Starlette's path
+    # converter, the document names them as plain parameters)
+    paths = {r.path.replace(":path}", "}") for r in app.routes if isinstance(r, Route)}
+    paths |= {"/v1/ws"}
     documented = set(SPEC["paths"])
     assert paths <= documented, paths - documented
