@@ -11,13 +11,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
-from pushgate.errors import PushgateError
+from pushgate.errors import InvalidRequest, PushgateError
 from pushgate.hub import api
 from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
@@ -55,12 +56,35 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return unexpected_error()
 
 
+#: the request header to blame for each of Starlette's preflight refusals
+_PREFLIGHT_FIELDS = {"origin": "Origin", "method": "Access-Control-Request-Method",
+                     "headers": "Access-Control-Request-Headers",
+                     "private-network": "Access-Control-Request-Private-Network"}
+
+
+class _JsonCORS(CORSMiddleware):
+    """Starlette's CORS, its refused preflight (a plain-text 400) in the documented error
+    body: ``400 invalid_request`` naming the header to blame, with the same headers."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        message = bytes(response.body).decode()
+        failure = message.removeprefix("Disallowed CORS ").split(", ")[0]
+        error = error_response(InvalidRequest(message, field=_PREFLIGHT_FIELDS.get(failure)))
+        for name, value in response.headers.items():
+            if name not in ("content-type", "content-length"):
+                error.headers[name] = value
+        return error
+
+
 def _pushca_open_connection(settings: Settings) -> Route:
     """Pushca's ``/open-connection``; in the keyless mode browsers call it from their
     pages, so it answers CORS (preflight included) for ``allowed_origins``."""
     if not settings.pushca_public_open_connection:
         return Route("/open-connection", api.pushca_open_connection, methods=["POST"])
-    cors = CORSMiddleware(request_response(api.pushca_open_connection),
+    cors = _JsonCORS(request_response(api.pushca_open_connection),
                           allow_origins=settings.allowed_origins, allow_methods=["POST"],
                           allow_headers=["Content-Type", "Authorization"], max_age=600)
     return Route("/open-connection", cors, methods=["POST", "OPTIONS"])

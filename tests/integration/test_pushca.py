@@ -419,7 +419,9 @@ async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Pat
             assert r.headers["access-control-allow-origin"] == "http://app.example"
             r = await http.options("/open-connection", headers={
                 "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
-            assert r.status_code == 400
+            assert r.status_code == 400 and r.json() == {"error": {
+                "code": "invalid_request", "message": "Disallowed CORS origin",
+                "field": "Origin", "retryable": False}}
             # 1: allowed workspace and application, no key: a Pushca token
             r = await http.post("/open-connection", json={"client": client_obj("pub")},
                                 headers={"Origin": "http://app.example"})
