@@ -85,8 +85,8 @@ def _pushca_open_connection(settings: Settings) -> Route:
     if not settings.pushca_public_open_connection:
         return Route("/open-connection", api.pushca_open_connection, methods=["POST"])
     cors = _JsonCORS(request_response(api.pushca_open_connection),
-                          allow_origins=settings.allowed_origins, allow_methods=["POST"],
-                          allow_headers=["Content-Type", "Authorization"], max_age=600)
+                     allow_origins=settings.allowed_origins, allow_methods=["POST"],
+                     allow_headers=["Content-Type", "Authorization"], max_age=600)
     return Route("/open-connection", cors, methods=["POST", "OPTIONS"])
 
 

@@ -28,8 +28,9 @@ from pushgate.store.base import Event, ReadState
 
 log = get_logger("pushgate.hub.ws")
 EMPTY_STATE = ReadState(head=0, live=0, unread=0)
-MAX_PENDING = 32  # requests (and, apart, sends) waiting per session before its socket
-# stops being read
+#: requests (and, counted apart, sends) waiting per session before its socket stops
+#: being read
+MAX_PENDING = 32
 
 
 async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
