@@ -386,8 +386,9 @@ class WsConnection(asyncio.Protocol):
         response = proto.accept(request)
         if response.status_code != 101:
             exc = proto.handshake_exc
+            code = "method_not_allowed" if response.status_code == 405 else "invalid_request"
             self._reject(_json_response(response.status_code, response.reason_phrase,
-                                        "invalid_request", f"not a websocket upgrade: {exc}"))
+                                        code, f"not a websocket upgrade: {exc}"))
             return
         proto.send_response(response)
         self._flush()

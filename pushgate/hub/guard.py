@@ -574,7 +574,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self._reject(404, "not_found", f"no websocket endpoint at {path}; use {WS_PATH}",
                          retryable=False)
         elif method != b"GET":
-            self._reject(405, "invalid_request", f"not a websocket upgrade: unsupported HTTP "
+            self._reject(405, "method_not_allowed", f"not a websocket upgrade: unsupported HTTP "
                          f"method: {method.decode('latin-1')}", retryable=False)
         else:
             self._reject(400, "invalid_request", "not a websocket upgrade: unsupported "

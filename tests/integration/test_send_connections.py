@@ -539,7 +539,8 @@ async def test_a_websocket_upgrade_in_pieces_with_a_frame_behind_it(srv: ServerP
     (b"GET /v1/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
      426, "invalid_request"),
     (WS_UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"), 505, "invalid_request"),
-], ids=["h2c-elsewhere", "h2c-on-v1-ws", "websocket-over-http-1.0"])
+    (WS_UPGRADE.replace(b"GET ", b"CONNECT ", 1), 405, "method_not_allowed"),
+], ids=["h2c-elsewhere", "h2c-on-v1-ws", "websocket-over-http-1.0", "connect-v1-ws"])
 async def test_a_first_request_that_is_not_a_websocket_upgrade_gets_a_json_error(
         srv: ServerProcess, request_head: bytes, status: int, code: str) -> None:
     """Any upgrade as a connection's first request goes to the hub's websocket class,
@@ -571,7 +572,7 @@ _UPGRADE_WS = b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
      "not_found", "no websocket endpoint at /v1/notifications; use /v1/ws"),
     (post(b"{}", path=b"/v1/users/k-up-read/read", extra=_UPGRADE_H2C), 404, "not_found",
      "no websocket endpoint at /v1/users/k-up-read/read; use /v1/ws"),
-    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS), 405, "invalid_request",
+    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS), 405, "method_not_allowed",
      "not a websocket upgrade: unsupported HTTP method: POST"),
     (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS).replace(b"POST", b"GET", 1), 400,
      "invalid_request", "not a websocket upgrade: unsupported request body"),
