@@ -29,14 +29,7 @@ import orjson
 from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
-from pushgate.errors import (
-    CloseCode,
-    Forbidden,
-    InvalidRequest,
-    NotConfigured,
-    PayloadTooLarge,
-    PushgateError,
-)
+from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
 from pushgate.hub.gaps import GapFiller
 from pushgate.hub.limits import ConnectionLimits
 from pushgate.hub.public_open import PublicOpen
@@ -216,24 +209,13 @@ class HubNode:
                 raise InvalidRequest("a client may only send inside its own workspace",
                                      field="filter.workspace")
             body = {**body, "filter": {**flt, "workspace": sender.workspace}}
-        sender_ref = {"user": sender.user, "workspace": sender.workspace,
-                      "device": sender.device, "application": sender.application}
-        wrapped = {**body, "body": {"from": sender_ref, "body": body["body"]}}
-        # max_body_bytes is the limit of the sender's body, as over HTTP: the wrapper's
-        # bytes come on top (orjson's compact output: the wrapped body is exactly the
-        # wrapper around the body's own bytes)
-        limits = self.send_limits
-        overhead = len(orjson.dumps({"from": sender_ref, "body": None})) - len(b"null")
-        try:
-            request = parse_send(wrapped, replace(limits,
-                                                  max_body_bytes=limits.max_body_bytes + overhead))
-        except PayloadTooLarge as e:
-            if e.field != "body":
-                raise
-            size = len(orjson.dumps(body["body"]))
-            raise PayloadTooLarge(f"'body' is {size} bytes; the limit is {limits.max_body_bytes}",
-                                  field="body") from None
-        return await self.router.send(request)
+        # validated as over HTTP (max_body_bytes limits the sender's body), then the
+        # encoded body wrapped: the bytes orjson gives {"from": ..., "body": <body>}
+        request = parse_send(body, self.send_limits)
+        sender_ref = orjson.dumps({"user": sender.user, "workspace": sender.workspace,
+                                   "device": sender.device, "application": sender.application})
+        wrapped = b'{"from":' + sender_ref + b',"body":' + request.body + b"}"
+        return await self.router.send(replace(request, body=wrapped))
 
 
 def wheel_period(settings: Settings) -> float:

@@ -32,6 +32,8 @@ from pushgate.hub.responses import error_response, unexpected_error
 from pushgate.router.requests import parse_send
 
 if TYPE_CHECKING:
+    from starlette.responses import Response
+
     from pushgate.hub.node import HubNode
 
 PATH = "/v1/notifications"
@@ -47,14 +49,13 @@ class Reply(NamedTuple):
     body: bytes
 
 
-def _unexpected() -> Reply:
-    response = unexpected_error()
+def _reply(response: Response) -> Reply:
     return Reply(response.status_code, response.raw_headers, bytes(response.body))
 
 
 #: the answer to an unexpected exception, as the Starlette app's (the connection is
 #: closed after it)
-INTERNAL_ERROR = _unexpected()
+INTERNAL_ERROR = _reply(unexpected_error())
 
 
 def is_send_target(target: bytes) -> bool:
@@ -75,8 +76,7 @@ def is_send_target(target: bytes) -> bool:
 def error_reply(node: HubNode, e: PushgateError) -> Reply:
     """The documented error body of ``e`` (counted in the metrics)."""
     node.metrics.error(e.code)
-    response = error_response(e)
-    return Reply(response.status_code, response.raw_headers, bytes(response.body))
+    return _reply(error_response(e))
 
 
 def head_error(node: HubNode, authorization: str | None, length: str | None) -> Reply | None:
