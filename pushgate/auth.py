@@ -120,9 +120,16 @@ _CHECKED_AFTER_ALG = (
 )
 
 
-def _refusal(e: jwt.PyJWTError) -> Unauthorized:
+def _refusal(e: jwt.PyJWTError, token: str) -> Unauthorized:
     """The error a client sees for a token PyJWT refused."""
     if isinstance(e, jwt.ExpiredSignatureError):
+        # PyJWT reads a boolean ``exp`` as 0 or 1 (1970): not an expiry but a bad claim,
+        # which a fresh token of the same kind would repeat (verified: PyJWT checks the
+        # signature before the claims)
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        if isinstance(exp, bool):
+            return Unauthorized("token claim 'exp' must be a number (NumericDate)",
+                                field="token")
         return TokenExpired("token has expired", field="token")
     if isinstance(e, jwt.InvalidSignatureError):
         return Unauthorized("token signature is invalid", field="token")
@@ -193,7 +200,7 @@ class TokenCodec:
                     token, self._single_key, algorithms=self.algorithms, **self._decode_args
                 )
             except _CHECKED_AFTER_ALG as e:  # the header and its alg were fine
-                raise _refusal(e) from None
+                raise _refusal(e, token) from None
             except jwt.PyJWTError:
                 pass
             else:
@@ -208,7 +215,7 @@ class TokenCodec:
         try:
             claims = jwt.decode(token, self._verify_key(alg), algorithms=[alg], **self._decode_args)
         except jwt.PyJWTError as e:
-            raise _refusal(e) from None
+            raise _refusal(e, token) from None
         return self._token(claims)
 
     def _token(self, claims: dict[str, Any]) -> ClientToken:

@@ -24,7 +24,10 @@ On every connection it
 - routes the connection by its **first request** (until then it holds that request's
   raw bytes: the chunks of its head, at most ``max_header_bytes``; no copy when the
   head comes in one read):
-  - **an upgrade** (any ``Connection: upgrade``, and ``CONNECT``): the websocket class
+  - **an upgrade** (``Connection: upgrade`` with an ``Upgrade`` naming websocket, any
+    upgrade to ``/v1/ws`` or a Pushca connection string, and ``CONNECT``; an upgrade to
+    another protocol elsewhere — ``h2c`` — is ignored: the request is parsed again
+    with its ``Upgrade`` field renamed and routed as below): the websocket class
     (``ws_class``, the hub's :class:`~pushgate.hub.connection.WsConnection`) is made
     with uvicorn's arguments and takes the transport with the head's raw bytes (what
     followed the head in the same read comes next, after the handshake was answered).
@@ -32,7 +35,7 @@ On every connection it
     connection string ``/{jwt}``) gets its JSON 404,
     what is not a websocket upgrade (``h2c``, ``CONNECT``, HTTP/1.0) a JSON 4xx, and
     the connection ends. An upgrade with a body (``Content-Length`` other than 0,
-    ``Transfer-Encoding``; llhttp reads the body before the upgrade, and that class
+    ``Transfer-Encoding``; llhttp stops at the head of an upgrade, and that class
     closes on such a request without a reply) is answered by the guard as that class
     answers the same head without a body: ``404`` off the websocket paths, ``405``
     for another method than ``GET``, else ``400``. The websocket class releases the
@@ -140,7 +143,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
 
     # (and those of SendConnection)
     __slots__ = ("chunk_fresh", "coded", "counted", "head_bytes", "head_fresh", "inner",
-                 "parser", "piece_began", "piece_done", "url")
+                 "parser", "piece_began", "piece_done", "upgrade", "url")
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -165,6 +168,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.length: bytes | None = None  # its first Content-Length
         self.expect = False  # its Expect: 100-continue
         self.coded = False  # it has a Transfer-Encoding
+        self.upgrade: bytes | None = None  # the first request's Upgrade header
         self.stopping = False  # uvicorn's shutdown: close after the reply in flight
         self.read_paused = False
         self.write_paused = False
@@ -192,13 +196,17 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             return
         if not self.limits.exempt(ip):
             self.counted = ip
-        parser = self.parser = httptools.HttpRequestParser(self)
+        self.parser = self._new_parser()
+        self.server_state.connections.add(self)  # uvicorn's shutdown: see shutdown()
+        self._set_deadline(self.header_timeout)
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
         try:  # accept what uvicorn's own parser accepts
             parser.set_dangerous_leniencies(lenient_data_after_close=True)
         except AttributeError:  # pragma: no cover - httptools < 0.6.3
             pass
-        self.server_state.connections.add(self)  # uvicorn's shutdown: see shutdown()
-        self._set_deadline(self.header_timeout)
+        return parser
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -214,7 +222,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
                 self.handover.append(data)  # type: ignore[union-attr]
                 return
         self.chunk_fresh = True
-        upgraded = False
+        upgraded = plain = False
         try:
             if state == BODY or len(data) + self.head_bytes <= self.max_head:
                 self.piece_began = self.piece_done = False
@@ -228,8 +236,14 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             upgraded = True
             head_end = e.args[0]  # where the upgrade's head ends in data
         except httptools.HttpParserError as e:
-            if not isinstance(e.__context__, Abort):
-                self._bad_request(e)
+            cause = e.__context__
+            if not isinstance(cause, _PlainUpgrade):
+                if not isinstance(cause, Abort):
+                    self._bad_request(e)
+                return
+            plain = True
+        if plain:  # outside the handler: what parsing it again raises has its own context
+            self._as_plain_http(data)
             return
         mode = self.mode
         if mode == UVICORN:
@@ -376,6 +390,8 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self.expect = True
         elif size == 17 and name.lower() == b"transfer-encoding":
             self.coded = True
+        elif size == 7 and self.mode == FIRST and name.lower() == b"upgrade":
+            self.upgrade = value
 
     def on_headers_complete(self) -> None:
         url, self.url = self.url, b""
@@ -392,6 +408,9 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         if parser.should_upgrade():
             if mode == FIRST:  # HttpParserUpgrade follows: the websocket class takes it
                 method = parser.get_method()
+                if method != b"CONNECT" and not _is_websocket(self.upgrade) \
+                        and not _websocket_path(url):
+                    raise _PlainUpgrade  # served as plain HTTP: _as_plain_http
                 if method != b"CONNECT" and (self.coded or (
                         self.length is not None and self.length.strip(b" \t") != b"0")):
                     self._refuse_upgrade_with_body(url, method)
@@ -473,6 +492,26 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             inner.data_received(chunk)
         if upgraded:
             self._upgraded()
+
+    def _as_plain_http(self, data: bytes) -> None:
+        """The first request asks for another protocol than websocket (``Upgrade: h2c``:
+        Java's ``HttpClient`` by default, ``curl --http2``) off the websocket endpoints:
+        the upgrade is ignored, as RFC 9110 §7.8 lets a server do, and the request is
+        served as HTTP/1.1. Its head is parsed again from its first byte with its
+        ``Upgrade`` field renamed (same length), so that neither llhttp here nor
+        uvicorn's stops at it: keep-alive and the body work as for any request."""
+        raw = b"".join((*self.held, data)) if self.held else data
+        plain = _renamed_upgrade(raw)
+        if plain == raw:  # pragma: no cover - llhttp saw an Upgrade field that is not there
+            self._reject(400, "invalid_request", "malformed HTTP request: unreadable Upgrade "
+                         "header", retryable=False, field="Upgrade")
+            return
+        self.held = None
+        self.upgrade = None
+        self.state = CONNECTED
+        self.head_bytes = 0
+        self.parser = self._new_parser()
+        self.data_received(plain)
 
     def _to_websocket(self, data: bytes, head_end: int) -> None:
         """The first request is an upgrade (its head ends at ``head_end`` in ``data``):
@@ -565,7 +604,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
 
     def _refuse_upgrade_with_body(self, url: bytes, method: bytes) -> None:
         """The first request is an upgrade with a body, which the websocket class cannot
-        read (llhttp reads the body before the upgrade, and ``websockets`` drops a
+        read (llhttp stops at the head of an upgrade, and ``websockets`` drops a
         request with one without a reply): the guard gives the answer that class gives
         the same head without a body — ``404`` off the websocket endpoints, ``405`` for
         another method than ``GET`` — or a ``400``."""
@@ -621,6 +660,38 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
         self._set_deadline(LINGER_S)
+
+
+class _PlainUpgrade(Exception):
+    """Raised in ``on_headers_complete``: the first request's upgrade is not a websocket
+    one; :meth:`GuardedHttp._as_plain_http` serves it as plain HTTP."""
+
+
+def _is_websocket(upgrade: bytes | None) -> bool:
+    return upgrade is not None and b"websocket" in upgrade.lower()
+
+
+def _websocket_path(url: bytes) -> bool:
+    """``/v1/ws`` or a Pushca connection string: there an upgrade that is not a
+    websocket one gets the websocket class's ``426``."""
+    path = urlsplit(url.decode("latin-1")).path
+    return path == WS_PATH or connection_token(path) is not None
+
+
+def _renamed_upgrade(raw: bytes) -> bytes:
+    """``raw`` (from a request head's first byte) with the name of every ``Upgrade``
+    field of that head replaced by ``X-Upgrd`` (same length: the bytes after it keep
+    their places). A field name follows a line feed; a value cannot hold one (obs-fold
+    continues with a space), so ``\nupgrade:`` is a field name."""
+    lower = raw.lower()
+    start = len(raw) - len(raw.lstrip(b"\r\n"))
+    end = lower.find(b"\r\n\r\n", start)
+    out = bytearray(raw)
+    at = lower.find(b"\nupgrade:", start, end + 1)
+    while at != -1:
+        out[at + 1:at + 8] = b"X-Upgrd"
+        at = lower.find(b"\nupgrade:", at + 8, end + 1)
+    return bytes(out)
 
 
 def guarded_http(node: HubNode, ws_class: type[asyncio.Protocol]) -> type[asyncio.Protocol]:

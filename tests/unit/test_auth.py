@@ -138,6 +138,15 @@ def test_expired_token_is_token_expired() -> None:
     assert err.code == "token_expired"
 
 
+@pytest.mark.parametrize("exp", [True, False])
+def test_boolean_exp_is_a_bad_token_not_an_expired_one(exp: bool) -> None:
+    # PyJWT reads true as 1 (1970): a client told "expired" would fetch a new token of
+    # the same kind and loop; "invalid" (4100 / 401 unauthorized) stops it
+    err = rejected(HS, hs(exp=exp))
+    assert not isinstance(err, TokenExpired)
+    assert err.code == "unauthorized" and "'exp'" in err.message
+
+
 def test_token_just_expired_is_accepted_within_the_leeway() -> None:
     assert HS.verify(hs(exp=int(time.time()) - 2)).identity.user == "alice"
 

@@ -492,17 +492,43 @@ async def test_a_non_websocket_upgrade_after_a_request_is_served_then_closed_at_
     assert [s for s, _ in transport.replies()] == [200, 200]
 
 
-async def test_a_first_request_that_is_any_upgrade_goes_to_the_websocket_class() -> None:
-    """The websocket class answers it (the hub's: a JSON 4xx for a non-websocket
-    upgrade); uvicorn's protocol is never made."""
+@pytest.mark.parametrize("request_head", [
+    b"GET /h2 HTTP/1.1\r\nHost: t\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET /v1/ws HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    b"CONNECT /h2 HTTP/1.1\r\nHost: t\r\n\r\n",
+], ids=["websocket-elsewhere", "h2c-on-v1-ws", "connect"])
+async def test_a_first_request_that_is_a_websocket_upgrade_goes_to_the_websocket_class(
+        request_head: bytes) -> None:
+    """The websocket class answers it (the hub's: a JSON 4xx off /v1/ws, or for what is
+    not a websocket upgrade there); uvicorn's protocol is never made."""
     guard = Guard(ws=ReleasingWs)
     protocol, transport = guard.connect()
-    request = (b"GET /h2 HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
-               b"PRI * HTTP/2.0")
+    request = request_head + b"PRI * HTTP/2.0"
     protocol.data_received(request)
     ws = transport.get_protocol()
     assert isinstance(ws, ReleasingWs) and ws.received == request
     assert protocol.inner is None and seen == []
+
+
+H2C_FIRST = (b"POST /h2 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+             b"upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+             b"Content-Length: 4\r\n\r\nbody")
+
+
+@pytest.mark.parametrize("step", [0, 1, 7, 40], ids=lambda n: f"pieces-of-{n}" if n else "one")
+async def test_a_first_request_asking_for_h2c_is_served_as_plain_http(step: int) -> None:
+    """Java's HttpClient and ``curl --http2`` ask to upgrade to h2c: the upgrade is
+    ignored, uvicorn serves the request with its body, and the connection stays a
+    keep-alive HTTP/1.1 one (the next request is served too)."""
+    guard = Guard(ws=ReleasingWs)
+    protocol, transport = guard.connect()
+    data = H2C_FIRST + b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
+    for i in range(0, len(data), step or len(data)):
+        protocol.data_received(data[i:i + (step or len(data))])
+    await wait_for(lambda: len(seen) == 2, 2, "both requests served")
+    assert seen == [("/h2", b"body"), ("/next", b"")]
+    assert [s for s, _ in transport.replies()] == [200, 200]
+    assert transport.get_protocol() is protocol and not transport.closed
 
 
 def limits_section() -> str:
