@@ -230,7 +230,11 @@ PATHS: dict[str, Any] = {
     },
     "/v1/ws": {"get": _op(
         "sessions", "websocket", "Websocket upgrade for clients (see docs/protocol.md)",
-        {"101": {"description": "Switching protocols; the first frame is `hello`."}},
+        {"101": {"description": "Switching protocols; the first frame is `hello`."},
+         "426": {"description": "Not a websocket upgrade (no `Upgrade: websocket` and "
+                                "`Connection: Upgrade`, e.g. a proxy dropped them); "
+                                "`invalid_request`, `field` `Upgrade`.",
+                 **json_content(ref("Error"))}},
         description=(
             "Client connection (JSON text frames). Authenticated with a client token (query "
             "`token` or `Authorization: Bearer <token>`), not an API key. Authentication, "

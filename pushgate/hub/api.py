@@ -290,6 +290,18 @@ async def pushca_send_ack(request: Request) -> Response:
 # -- operations -----------------------------------------------------------------------------
 
 
+async def websocket_over_http(request: Request) -> Response:
+    """``GET /v1/ws`` without a websocket upgrade (opened in a browser tab, or through a
+    proxy that drops ``Upgrade`` / ``Connection``): ``426`` naming what is missing."""
+    resp = json_response({"error": {
+        "code": "invalid_request", "retryable": False, "field": "Upgrade",
+        "message": "not a websocket upgrade: /v1/ws needs 'Upgrade: websocket' and "
+                   "'Connection: Upgrade' (a proxy in front must pass both: see "
+                   "docs/deploy.md)"}}, 426)
+    resp.headers["Upgrade"] = "websocket"
+    return resp
+
+
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 

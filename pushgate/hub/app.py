@@ -122,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
         _pushca_open_connection(settings),
         Route("/send-notification", api.pushca_send, methods=["POST"]),
         Route("/send-notification-with-acknowledge", api.pushca_send_ack, methods=["POST"]),
+        Route("/v1/ws", api.websocket_over_http, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),

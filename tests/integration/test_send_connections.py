@@ -556,6 +556,19 @@ async def test_a_first_request_that_is_not_a_websocket_upgrade_gets_a_json_error
 
 
 
+async def test_a_get_of_v1_ws_without_an_upgrade_is_426_naming_the_headers(
+        srv: ServerProcess) -> None:
+    """Through a proxy that drops Upgrade/Connection (or in a browser tab) the endpoint
+    says what is missing, instead of a 404 that suggests a wrong path."""
+    async with srv.http() as http:
+        r = await http.get("/v1/ws")
+    assert (r.status_code, r.headers["upgrade"]) == (426, "websocket")
+    error = r.json()["error"]
+    assert (error["code"], error["field"], error["retryable"]) == \
+        ("invalid_request", "Upgrade", False)
+    assert "'Upgrade: websocket'" in error["message"]
+
+
 # what Java's java.net.http.HttpClient adds to every request over http:// by default
 # (HTTP/2 preferred), and `curl --http2`
 _UPGRADE_H2C = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
