@@ -110,13 +110,6 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def _max_length(schema: dict[str, Any], n: int) -> None:
-    """Add ``maxLength`` to the string branch of a nullable string's schema."""
-    for branch in schema.get("anyOf", [schema]):
-        if branch.get("type") == "string":
-            branch["maxLength"] = n
-
-
 def _omittable(**kwargs: Any) -> Any:
     """A field that may be omitted but not null (the attribute is None when omitted)."""
     return Field(None, json_schema_extra=_no_default, **kwargs)
@@ -193,7 +186,7 @@ class Push(_Body):
     collapse_id: PushText | None = Field(None, description=(
         f"At most {MAX_COLLAPSE_ID_BYTES} bytes (UTF-8); default `pushgate-<seq>`. APNs "
         "`apns-collapse-id`, FCM `android.collapse_key`."))
-    app: PushText | None = Field(None, description="Only devices of this app.")
+    app: Id | None = Field(None, description="Only devices of this app: " + _ID_TEXT)
     category: PushText | None = None
     thread_id: PushText | None = None
     content_available: bool | None = Field(None, description="Background (silent) push.")
@@ -331,9 +324,9 @@ class DeviceBody(_Body):
     token: Annotated[str, StringConstraints(min_length=1)] = Field(
         description="The provider's device token.", json_schema_extra={
             "maxLength": MAX_DEVICE_TOKEN_LEN, "pattern": "^[ -~]*$"})
-    app: Annotated[str, StringConstraints(min_length=1)] | None = Field(None, description=(
+    app: Id | None = Field(None, description=(
         "Application id; default: the client token's `app` claim (`POST /v1/devices`), "
-        "else `default`."), json_schema_extra=lambda schema: _max_length(schema, MAX_ID_LEN))
+        "else `default`. " + _ID_TEXT))
 
 
 def _ordered(value: list[int]) -> list[int]:

@@ -27,6 +27,7 @@ implements :class:`Leases` (cluster-wide leases, e.g. "one TTL cleaner at a time
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -58,6 +59,7 @@ class StoreOverloaded(StoreError):
 
 
 MAX_KEY_LEN = 255  # users, idempotency ids, apps and lease names are VARCHAR(255)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: refused in ids
 MAX_TOKEN_LEN = 512  # device tokens: printable ASCII
 PLATFORMS = ("apns", "fcm")
 
@@ -204,6 +206,8 @@ def check_device(user: str, app: str, platform: str, token: str) -> None:
     for name, value in (("user", user), ("app", app)):
         if not value or len(value) > MAX_KEY_LEN:
             raise ValueError(f"{name} must be 1..{MAX_KEY_LEN} characters, got {len(value)}")
+        if _CONTROL.search(value):
+            raise ValueError(f"{name} contains control characters")
     if platform not in PLATFORMS:
         raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
     if not 0 < len(token) <= MAX_TOKEN_LEN or not (token.isascii() and token.isprintable()):
@@ -325,6 +329,12 @@ class PushOutbox(Protocol):
         """:meth:`claim_pushes`, and in the same transaction the claimed users' acked
         seqs (:meth:`acked_seqs`) and devices (``devices``): one round of the bridge
         worker in one database transaction."""
+        ...
+
+    async def renew_pushes(self, holder: str, ids: Sequence[int], lease_s: float) -> int:
+        """Extend the lease of the rows ``ids`` still claimed by ``holder`` to now +
+        ``lease_s`` (a batch whose sending outlasts a lease is not claimed again while
+        its worker lives). Returns how many rows were renewed."""
         ...
 
     async def finish_pushes(self, holder: str, done: Sequence[int], retries: Sequence[PushJob],

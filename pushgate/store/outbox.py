@@ -146,6 +146,24 @@ class SqlOutbox:
                         for user, seq in orjson.loads(r.members)]
         return claimed
 
+    async def renew_pushes(self, holder: str, ids: Sequence[int], lease_s: float) -> int:
+        """See :meth:`PushOutbox.renew_pushes`."""
+        c = outbox_t.c
+        renew = (update(outbox_t).where(c.id.in_(bindparam("ids", expanding=True)),
+                                        c.holder == holder)
+                 .values(due_at=bindparam("due")))
+        rows = sorted(set(ids))  # sorted: one lock order
+
+        async def body(conn: AsyncConnection) -> int:
+            due = self._clock() + lease_s
+            renewed = 0
+            for part in chunks(rows, self._dialect.max_params):
+                result = await conn.execute(renew, {"ids": list(part), "due": due})
+                renewed += result.rowcount
+            return renewed
+
+        return await self._write(body)
+
     async def finish_pushes(self, holder: str, done: Sequence[int], retries: Sequence[PushJob],
                             dead_tokens: Sequence[tuple[str, str]]) -> int:
         """See :meth:`PushOutbox.finish_pushes`."""

@@ -17,6 +17,7 @@ from pushgate.router.bridge.base import OK, Outcome, Result
 from pushgate.router.bridge.metrics import BridgeMetrics
 from pushgate.router.bridge.worker import Worker, WorkerConfig
 from pushgate.store.base import ClaimedBatch, ClaimedPush, Device, PushJob
+from tests.support.waiting import wait_for
 
 
 class ScrambledProvider:
@@ -54,9 +55,14 @@ class ScrambledProvider:
 class RecordingStore:
     def __init__(self) -> None:
         self.finished: list[tuple[list[int], list[PushJob], list[tuple[str, str]]]] = []
+        self.renewed: list[tuple[list[int], float]] = []
 
     async def claim_batch(self, holder: str, limit: int, lease_s: float) -> ClaimedBatch:
         return ClaimedBatch([], {}, [])
+
+    async def renew_pushes(self, holder: str, ids: list[int], lease_s: float) -> int:
+        self.renewed.append((ids, lease_s))
+        return len(ids)
 
     async def finish_pushes(self, holder: str, done: list[int], retries: list[PushJob],
                             dead_tokens: list[tuple[str, str]]) -> int:
@@ -106,3 +112,62 @@ async def test_a_batch_of_one_push() -> None:
                                       [Device("u", "app", "apns", "abcdefk", 0.0)]))
     assert provider.sent == [("abcdefk", 5)]
     assert store.finished == [([3], [], [])]
+
+
+class HeldProvider:
+    """Answers ``ok`` at once for tokens ending in ``k``; others wait for ``release``."""
+
+    platform = "apns"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
+        self.sent.append(token)
+        if not token.endswith("k"):
+            await self.release.wait()
+        return OK
+
+
+class CountingReports:
+    def __init__(self) -> None:
+        self.pushed_to: list[str] = []
+
+    def pushed(self, report: str, n: int = 1) -> None:
+        self.pushed_to += [report] * n
+
+    def push_failed(self, report: str, reason: str) -> None:
+        raise AssertionError(f"{report}: {reason}")
+
+
+async def test_a_batch_sent_longer_than_its_lease_keeps_it_and_counts_each_push_at_once(
+        ) -> None:
+    """A slow provider: while the batch is sent its rows' lease is renewed every third of
+    ``lease_s`` (no other pipeline or worker takes them: no duplicate pushes), and a push
+    the provider accepted counts in its report at once, not at the end of the batch (a
+    worker killed meanwhile has counted it)."""
+    provider, store, reports = HeldProvider(), RecordingStore(), CountingReports()
+    worker = Worker(store, {"apns": provider}, WorkerConfig(lease_s=0.15), BridgeMetrics(),
+                    reports=reports)  # type: ignore[arg-type]
+    payload = orjson.dumps({"title": "t", "_report": "r-1"})
+    batch = ClaimedBatch(
+        [ClaimedPush(3, PushJob("u", 5, payload, 0.0)), ClaimedPush(4, PushJob("v", 6, payload,
+                                                                                0.0))], {},
+        [Device("u", "app", "apns", "fastk", 0.0), Device("v", "app", "apns", "slow", 0.0)])
+    task = asyncio.create_task(worker.process(batch))
+    await wait_for(lambda: len(store.renewed) >= 2, 5, "two renewals of the lease")
+    assert store.renewed[:2] == [([3, 4], 0.15), ([3, 4], 0.15)]
+    assert reports.pushed_to == ["r-1"]  # the fast push, before the batch is over
+    assert store.finished == []
+    provider.release.set()
+    await asyncio.wait_for(task, 5)
+    assert reports.pushed_to == ["r-1", "r-1"]
+    assert store.finished == [([3, 4], [], [])]
+    renewals = len(store.renewed)
+    await asyncio.sleep(0.2)  # more than a third of the lease: no renewal after the batch
+    assert len(store.renewed) == renewals

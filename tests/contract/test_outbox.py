@@ -46,6 +46,26 @@ async def test_claim_takes_due_jobs_soonest_first_and_hides_them_for_the_lease(
     assert await store.pending_pushes() == 3
 
 
+async def test_renewing_keeps_a_claimed_batch_from_being_claimed_again(
+    store: SqlEventStore, clock: FakeClock
+) -> None:
+    """A batch still being sent when its lease would end is renewed by its holder and
+    no one else takes it; another holder's renewal changes nothing."""
+    now = clock.now
+    await store.enqueue_pushes([job("a", 1, now), job("b", 1, now - 1)])  # two rows
+    claimed = await store.claim_pushes("w1", 10, lease_s=30)
+    ids = [c.id for c in claimed]
+    clock.advance(20)
+    assert await store.renew_pushes("w1", ids + ids, lease_s=30) == 2  # now + 30
+    assert await store.renew_pushes("w2", ids, lease_s=300) == 0  # not its rows
+    clock.advance(20)  # 40 s after the claim: past the first lease, inside the renewed one
+    assert await store.claim_pushes("w2", 10, lease_s=30) == []
+    clock.advance(11)  # the renewed lease is over: its worker died
+    assert sorted(c.job.user for c in await store.claim_pushes("w2", 10, lease_s=30)) == \
+        ["a", "b"]
+    assert await store.renew_pushes("w1", ids, lease_s=30) == 0  # w2 holds them now
+
+
 async def test_finish_deletes_own_jobs_stores_retries_and_forgets_dead_tokens(
     store: SqlEventStore, clock: FakeClock
 ) -> None:

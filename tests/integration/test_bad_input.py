@@ -198,6 +198,27 @@ async def test_bad_send_bodies_name_the_field(srv: ServerProcess, stored: list[i
         assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("app", ["com.\x01app", "com.app\x1f", "com.\x85app", "x" * 256],
+                         ids=["c0", "c0-last", "c1", "256-characters"])
+async def test_a_device_app_is_an_id_on_every_path(srv: ServerProcess, stored: list[int],
+                                                   app: str) -> None:
+    """Control characters (and over 255 characters) in a device's ``app`` are refused as in
+    every other id — PUT (API key), POST /v1/devices (client token), the websocket's
+    ``register_device`` — and nothing is stored."""
+    device = {"platform": "fcm", "token": "tok-app-check", "app": app}
+    async with srv.http() as http:
+        r = await http.put("/v1/users/dev-app/devices", json=device)
+        assert (r.status_code, r.json()["error"]["field"]) == (400, "app"), r.text
+        r = await http.post("/v1/devices", json=device,
+                            headers={"authorization": f"Bearer {srv.token('dev-app')}"})
+        assert (r.status_code, r.json()["error"]["field"]) == (400, "app"), r.text
+    async with ws_client(srv, "dev-app") as c:
+        err = await c.request({"type": "register_device", **device})
+        assert (err["type"], err["code"], err["field"]) == ("error", "invalid_request", "app")
+    async with srv.http() as http:
+        assert (await http.get("/v1/users/dev-app/devices")).json() == {"devices": []}
+
+
 async def test_head_reads_and_never_writes(srv: ServerProcess, stored: list[int]) -> None:
     """HEAD is GET without the body: on the devices route (GET, PUT, DELETE) a HEAD with
     a device in its body registers nothing."""

@@ -224,7 +224,9 @@ def test_the_schema_states_the_stores_device_checks() -> None:
     assert models.MAX_DEVICE_TOKEN_LEN == MAX_TOKEN_LEN and models.MAX_ID_LEN == MAX_KEY_LEN
     props = models.DeviceBody.model_json_schema()["properties"]
     assert props["token"]["maxLength"] == MAX_TOKEN_LEN
-    assert {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN} in props["app"]["anyOf"]
+    app = props["app"]["anyOf"][0]
+    assert (app["type"], app["minLength"], app["maxLength"], app["pattern"]) == \
+        ("string", 1, MAX_KEY_LEN, r"^[^\x00-\x1f\x7f-\x9f]*$")
 
 
 async def test_the_served_document_bounds_limit_by_the_setting() -> None:

@@ -163,6 +163,9 @@ SEND_BAD: list[tuple[Any, str]] = [
     (with_push({"title": "t", "subtitle": 5}), "push.subtitle"),
     (with_push({"title": "t", "sound": ""}), "push.sound"),
     (with_push({"title": "t", "app": ["a"]}), "push.app"),
+    (with_push({"title": "t", "app": "x" * 256}), "push.app"),  # an id: never a device's
+    (with_push({"title": "t", "app": "com.\x01app"}), "push.app"),
+    (with_push({"title": "t", "app": "com.\x85app"}), "push.app"),
     (with_push({"title": "t", "category": True}), "push.category"),
     (with_push({"title": "t", "thread_id": "x" * 2049}), "push.thread_id"),
     (with_push({"title": "t", "collapse_id": "é" * 33}), "push.collapse_id"),

@@ -15,10 +15,19 @@ Every push also carries ``pushgate: {"seq": n}`` (APNs payload) / ``pushgate_seq
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pushgate.errors import InvalidRequest
-from pushgate.models import MAX_BADGE, MAX_COLLAPSE_ID_BYTES, MAX_PUSH_STR, MAX_PUSH_TTL_S
+from pushgate.models import (
+    MAX_BADGE,
+    MAX_COLLAPSE_ID_BYTES,
+    MAX_ID_LEN,
+    MAX_PUSH_STR,
+    MAX_PUSH_TTL_S,
+)
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1, as in every id
 
 STR_FIELDS = ("title", "subtitle", "body", "sound", "collapse_id", "app", "category", "thread_id")
 BOOL_FIELDS = ("content_available", "mutable_content")
@@ -46,6 +55,11 @@ def parse_push(obj: Any) -> dict[str, Any]:
             raise InvalidRequest(f"'push.{name}' must be a string of 1..{MAX_PUSH_STR} characters",
                                  field=f"push.{name}")
         out[name] = value
+    app = out.get("app")
+    if app is not None and (len(app) > MAX_ID_LEN or _CONTROL.search(app)):
+        # an application id, matched against the devices' (which are ids)
+        raise InvalidRequest(f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no "
+                             "control characters", field="push.app")
     if "collapse_id" in out and len(out["collapse_id"].encode()) > MAX_COLLAPSE_ID_BYTES:
         raise InvalidRequest(f"'push.collapse_id' must be at most {MAX_COLLAPSE_ID_BYTES} bytes",
                              field="push.collapse_id")

@@ -11,9 +11,11 @@ delete the jobs, queue one retry job per device that should be retried, and remo
 dead tokens. Memory stays bounded by ``pipelines x batch`` jobs whatever the backlog:
 a million-user campaign waits in the database, not in the worker.
 
-Delivery is at-least-once: a worker killed after a provider accepted a push and
-before the transaction commits leaves the job to be sent again when its lease ends
-(same collapse id, so the device shows it once).
+The batch's lease is renewed every third of ``lease_s`` while it is sent, so no other
+pipeline or worker claims it meanwhile. Delivery is at-least-once: a worker killed
+after a provider accepted a push and before the transaction commits leaves the job to
+be sent again when its lease ends (same collapse id, so the device shows it once); each
+push counts in its delivery report as soon as it is answered.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ from pushgate.store.base import ClaimedBatch, Device, PushJob, StoreError
 
 log = get_logger("pushgate.bridge")
 
+#: one push to send: its job, the device, the parsed push block, its delivery report
+_Send = tuple[PushJob, Device, dict[str, Any], str | None]
+
 
 class WorkerStore(Protocol):
     async def claim_batch(self, holder: str, limit: int, lease_s: float) -> ClaimedBatch: ...
+    async def renew_pushes(self, holder: str, ids: list[int], lease_s: float) -> int: ...
     async def finish_pushes(self, holder: str, done: list[int], retries: list[PushJob],
                             dead_tokens: list[tuple[str, str]]) -> int: ...
 
@@ -152,7 +158,7 @@ class Worker:
         by_user: dict[str, list[Device]] = defaultdict(list)
         for d in batch.devices:
             by_user[d.user].append(d)
-        sends: list[tuple[PushJob, Device, dict[str, Any]]] = []
+        sends: list[_Send] = []
         parsed: dict[bytes, dict[str, Any]] = {}  # a campaign's batch shares one payload
         report_of: dict[int, str] = {}  # id(push) -> its send's delivery report
         reports = self.reports
@@ -167,24 +173,27 @@ class Worker:
                        if (c.job.token is None or (d.platform, d.token) == (c.job.platform,
                                                                              c.job.token))
                        and ("app" not in push or d.app == push["app"])]
+            report = report_of.get(id(push)) if reports is not None else None
             if not targets:
                 self.metrics.skipped.labels("no_device").inc()
-                if reports is not None and id(push) in report_of:
-                    reports.push_failed(report_of[id(push)], "no_device")
-            sends += [(c.job, d, push) for d in targets]
-        results = await self._send_all(sends)
+                if report is not None and reports is not None:
+                    reports.push_failed(report, "no_device")
+            sends += [(c.job, d, push, report) for d in targets]
+        # the rows stay leased while they are sent, however long that takes (a slow
+        # provider, a low push_rate_per_app): no other pipeline or worker claims them
+        rows = list(dict.fromkeys(c.id for c in claimed))  # a group row's id: once
+        renewing = asyncio.create_task(self._renew(rows)) if sends else None
+        try:
+            results = await self._send_all(sends)
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
         retries: list[PushJob] = []
         dead: list[tuple[str, str]] = []
         now = self.clock()
-        for (job, d, push), result in zip(sends, results, strict=True):
-            report = report_of.get(id(push)) if reports is not None else None
-            if report is not None and reports is not None:
-                if result.outcome is Outcome.OK:
-                    reports.pushed(report)
-                elif result.outcome is not Outcome.RETRY:
-                    reports.push_failed(report, result.reason)
-                elif job.attempts + 1 >= self.config.max_attempts:
-                    reports.push_failed(report, "max_attempts")
+        for (job, d, _push, _report), result in zip(sends, results, strict=True):
             if result.outcome is Outcome.DEAD:
                 dead.append((d.platform, d.token))
                 self.metrics.dropped.labels(d.platform, result.reason).inc()
@@ -202,27 +211,51 @@ class Worker:
                 retries.append(PushJob(job.user, job.seq, job.payload, now + delay, d.platform,
                                        d.token, attempt))
                 self.metrics.retried.labels(d.platform).inc()
-        # the pushes of a group row share its id: each row once
-        await self.store.finish_pushes(self.holder, list(dict.fromkeys(c.id for c in claimed)),
-                                       retries, list(dict.fromkeys(dead)))
+        await self.store.finish_pushes(self.holder, rows, retries, list(dict.fromkeys(dead)))
 
-    async def _send_all(self, sends: list[tuple[PushJob, Device, dict[str, Any]]]) -> list[Result]:
+    async def _renew(self, rows: list[int]) -> None:
+        """Renew the lease of the batch's rows every third of ``lease_s`` until cancelled."""
+        lease = self.config.lease_s
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.store.renew_pushes(self.holder, rows, lease)
+            except StoreError as e:  # tried again a third of a lease later
+                log.warning("renewing the lease of a push batch failed", error=str(e),
+                            rows=len(rows))
+
+    async def _send_all(self, sends: list[_Send]) -> list[Result]:
         """Every send's result, in order. Without a rate limit, ``concurrency`` lanes
         take the sends in turn (a task per send was ~10 % of the bridge's CPU); with one,
         a task per send, so that pushes of an app over its rate do not hold up others."""
         if self.config.rate_per_app > 0 or len(sends) <= 1:
-            return list(await asyncio.gather(*(self._send(d, push, job.seq)
-                                               for job, d, push in sends)))
+            return list(await asyncio.gather(*(self._send_counted(s) for s in sends)))
         results: list[Result | None] = [None] * len(sends)
         todo = iter(enumerate(sends))
 
         async def lane() -> None:
-            for i, (job, d, push) in todo:
-                results[i] = await self._send(d, push, job.seq)
+            for i, send in todo:
+                results[i] = await self._send_counted(send)
 
         lanes = min(len(sends), self.config.concurrency)
         await asyncio.gather(*(lane() for _ in range(lanes)))
         return cast(list[Result], results)
+
+    async def _send_counted(self, send: _Send) -> Result:
+        """:meth:`_send`, counted in its send's delivery report as soon as it is answered
+        (a worker killed later in the batch has its accepted pushes counted: they are
+        counted again when its batch is sent again, at-least-once)."""
+        job, device, push, report = send
+        result = await self._send(device, push, job.seq)
+        reports = self.reports
+        if report is not None and reports is not None:
+            if result.outcome is Outcome.OK:
+                reports.pushed(report)
+            elif result.outcome is not Outcome.RETRY:
+                reports.push_failed(report, result.reason)
+            elif job.attempts + 1 >= self.config.max_attempts:
+                reports.push_failed(report, "max_attempts")
+        return result
 
     async def _send(self, device: Device, push: dict[str, Any], seq: int) -> Result:
         provider = self.providers.get(device.platform)
