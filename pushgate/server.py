@@ -108,4 +108,10 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         timeout_keep_alive=max(1, int(settings.http_keepalive_s)),
         backlog=4096,
     )
-    HubServer(config, app.state.node, port_file).run()
+    node = app.state.node
+    try:
+        HubServer(config, node, port_file).run()
+    except SystemExit:  # uvicorn's exit after a failed start
+        if node.startup_error is not None:
+            raise node.startup_error from None  # the CLI words it (exit code 2)
+        raise

@@ -24,6 +24,7 @@ from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.responses import error_response, json_response, unexpected_error
+from pushgate.router.bridge.base import BridgeConfigError
 from pushgate.settings import Settings
 
 
@@ -97,7 +98,11 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await node.start()
+        try:
+            await node.start()
+        except BridgeConfigError as e:  # worded by the CLI, without a traceback
+            node.startup_error = e
+            raise
         try:
             yield
         finally:

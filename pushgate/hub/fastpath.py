@@ -45,8 +45,23 @@ class FastSend:
         if (scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST"
                 and not scope.get("root_path")):
             await self._send_notification(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
         else:
             await self.app(scope, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """A start refused for a configuration error (``node.startup_error``) fails
+        without the traceback Starlette puts in the message (uvicorn logs it): the CLI
+        prints the error on one line."""
+        node = self.node
+
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") == "lifespan.startup.failed" and node.startup_error:
+                message = {**message, "message": ""}
+            await send(message)
+
+        return lifespan_send
 
     async def _send_notification(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self.node

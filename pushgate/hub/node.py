@@ -98,6 +98,8 @@ class HubNode:
         }
         self.started = False
         self.shutting_down = False
+        # a bad offline-push credential found at start: the CLI's message (exit code 2)
+        self.startup_error: Exception | None = None
         self.connections: set[WsConnection] = set()  # open websocket connections
         self.no_connections = asyncio.Event()  # set while there are none (shutdown waits)
         self.no_connections.set()

@@ -123,12 +123,15 @@ async def test_dead_tokens_are_removed_and_failures_retried(fakes: Fakes, tmp_pa
 
 
 def start_fails(tmp_path: Path, **env: str) -> str:
-    """Run ``pushgate serve`` expecting it to refuse to start; return its output."""
+    """Run ``pushgate serve`` expecting it to refuse to start as documented (exit code 2,
+    no traceback); return its ``pushgate: …`` line."""
     cmd = [pushgate_bin(), "serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=server_env(**env), capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0 and time.monotonic() - t0 < 30
-    return proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and time.monotonic() - t0 < 30, out
+    assert "Traceback" not in out, out
+    return proc.stderr.strip().splitlines()[-1]
 
 
 async def test_bad_credentials_fail_at_start_naming_the_problem(
@@ -137,12 +140,13 @@ async def test_bad_credentials_fail_at_start_naming_the_problem(
     env = fakes.settings_env()
     out = await asyncio.to_thread(start_fails, tmp_path,
                                   **{**env, "PUSHGATE_APNS_KEY_FILE": str(tmp_path / "no.p8")})
-    assert "apns_key_file: cannot read" in out, out
+    assert out.startswith("pushgate: apns_key_file: cannot read"), out
     out = await asyncio.to_thread(start_fails, tmp_path,
                                   **{**env, "PUSHGATE_APNS_TEAM_ID": "OTHERTEAM1"})
-    assert "InvalidProviderToken" in out and "apns_team_id" in out, out
+    assert out.startswith("pushgate: APNs refused the provider token (InvalidProviderToken)")
+    assert "apns_team_id" in out, out
     bad = tmp_path / "sa.json"
     bad.write_text('{"type": "service_account"')
     out = await asyncio.to_thread(start_fails, tmp_path,
                                   **{**env, "PUSHGATE_FCM_SERVICE_ACCOUNT_FILE": str(bad)})
-    assert "fcm_service_account_file" in out and "not JSON" in out, out
+    assert out.startswith("pushgate: fcm_service_account_file") and "not JSON" in out, out
