@@ -572,6 +572,9 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self._reject(408, "request_timeout", f"the request head was not complete within "
                          f"{self.header_timeout:g} s", retryable=True)
         elif state == BODY:
+            if self._answered():  # a second reply would be read as the next request's
+                self._end(None)
+                return
             self._reject(408, "request_timeout", f"the request body was not complete within "
                          f"{self.request_timeout:g} s of its head", retryable=True)
         elif state == LINGER:
@@ -637,14 +640,31 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self._refuse_after_sends(400, "invalid_request", f"malformed HTTP request: {reason}",
                                  field)
 
+    def _answered(self) -> bool:
+        """The request whose body is under way was answered already (from its head: a
+        401, a 404, a body over the limit), and every reply is written."""
+        inner = self.inner
+        if inner is not None:
+            cycle = inner.cycle
+            return cycle is not None and cycle.response_started
+        if self.mode != SEND:
+            return False
+        send = self.parsing  # None: the head had an error reply, its body is skipped
+        return (send is None or send.reply is not None) and not self.queue
+
     def _reject(self, status: int, code: str, message: str, *, retryable: bool,
                 field: str | None = None) -> None:
         """Answer with the error body, half-close, and drop the connection when the
         client has closed its side (at most :data:`LINGER_S` later). Replies of sends
         still in flight are dropped (the sends themselves complete)."""
+        self.node.metrics.error(code)
+        self._end(raw_reply(status, error_body(code, message, retryable=retryable,
+                                               field=field)), message)
+
+    def _end(self, reply: bytes | None, message: str = "request ended") -> None:
+        """Write ``reply`` (if any), half-close, linger (see :meth:`_reject`)."""
         transport = self.transport
         assert transport is not None
-        self.node.metrics.error(code)
         self.state = LINGER
         self.parser = None
         self.queue = self.parsing = self.held = self.handover = None
@@ -655,8 +675,8 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         inner, self.inner = self.inner, None
         if inner is not None:  # the app (if a request is under way) sees a disconnect
             inner.connection_lost(ConnectionAbortedError(message))
-        transport.write(raw_reply(status, error_body(code, message, retryable=retryable,
-                                                     field=field)))
+        if reply is not None:
+            transport.write(reply)
         if transport.can_write_eof():
             transport.write_eof()
         self._set_deadline(LINGER_S)

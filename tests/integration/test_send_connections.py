@@ -471,6 +471,29 @@ async def test_a_slow_body_of_a_later_send_is_408(srv: ServerProcess) -> None:
         writer.close()
 
 
+@pytest.mark.parametrize("head", [
+    b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n",  # no key
+    b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n",
+    b"POST /v1/users/k-early/read HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n",
+], ids=["send-401", "unknown-path-404", "read-401"])
+async def test_a_request_answered_before_its_body_gets_no_second_reply(
+        srv: ServerProcess, head: bytes) -> None:
+    """Answered from its head (401, 404) while its body never completes: at the body
+    deadline the connection just ends — a 408 behind the first reply would be read as the
+    answer to the client's next request on the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(head + b'{"a"')
+        status, _headers, _body = await read_reply(reader)
+        assert status in (401, 404)
+        started = time.monotonic()
+        rest = await asyncio.wait_for(reader.read(), REQUEST_TIMEOUT + 5)  # up to EOF
+        assert rest == b"", rest
+        assert time.monotonic() - started >= REQUEST_TIMEOUT - 0.5  # the deadline ended it
+    finally:
+        writer.close()
+
+
 # -- graceful shutdown -------------------------------------------------------------------------
 
 
