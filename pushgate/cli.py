@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, NoReturn, cast, get_args, get_origin
 
 import click
 
@@ -24,9 +24,28 @@ def app() -> None:
     pass
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     click.echo(f"pushgate: {e}", err=True)
     sys.exit(2)
+
+
+def _secrets(ensure: Any, settings: Settings) -> Settings:
+    """``ensure_secrets``' settings; its errors worded as the settings' (exit code 2)."""
+    try:
+        s, _ = ensure(settings)
+    except SettingsError as e:
+        _fail(e)
+    return cast(Settings, s)
+
+
+def _masked(url: str) -> str:
+    """``url`` without its password (as the logs show store URLs)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
 
 
 def _settings(config: str | None, **overrides: Any) -> Settings:
@@ -147,11 +166,18 @@ def _router_command() -> click.Command:
 @click.option("--config", default=None, help="TOML settings file.")
 def migrate(url: str | None, config: str | None) -> None:
     """Create or upgrade the event store schema (Alembic head)."""
+    from pushgate.store import StoreError
     from pushgate.store import migrate as run_migrations
 
     target = url or _settings(config).effective_store_url
-    asyncio.run(run_migrations(target))
-    click.echo(f"migrated {target}")
+    try:
+        asyncio.run(run_migrations(target))
+    except (ValueError, StoreError, OSError) as e:  # a bad URL, an unreachable database
+        _fail(RuntimeError(f"migrate {_masked(target)}: {e}"))
+    except Exception as e:  # the driver's own (SQLAlchemy's OperationalError, …)
+        cause = getattr(e, "orig", None) or e  # the DBAPI error, without SQLAlchemy's links
+        _fail(RuntimeError(f"migrate {_masked(target)}: {type(cause).__name__}: {cause}"))
+    click.echo(f"migrated {_masked(target)}")
 
 
 @app.command()
@@ -168,7 +194,7 @@ def token(user: str, workspace: str, device: str, application: str, ttl: int,
     from pushgate.auth import Identity, TokenCodec
     from pushgate.credentials import ensure_secrets
 
-    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
+    s = _secrets(ensure_secrets, _settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
                        public_key=s.jwt_public_key, private_key=s.jwt_private_key,
                        audience=s.jwt_audience, issuer=s.jwt_issuer)
@@ -186,7 +212,7 @@ def api_key(config: str | None, data_dir: str | None) -> None:
     """Print the first API key (generated into data_dir on first use)."""
     from pushgate.credentials import ensure_secrets
 
-    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
+    s = _secrets(ensure_secrets, _settings(config, data_dir=data_dir))
     click.echo(s.api_keys[0])
 
 
@@ -305,7 +331,7 @@ def listen(user: str, workspace: str, device: str, application: str, url: str,
     from pushgate.auth import Identity, TokenCodec
     from pushgate.credentials import ensure_secrets
 
-    s, _ = ensure_secrets(_settings(config, data_dir=data_dir))
+    s = _secrets(ensure_secrets, _settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
                        public_key=s.jwt_public_key, private_key=s.jwt_private_key,
                        audience=s.jwt_audience, issuer=s.jwt_issuer)

@@ -25,16 +25,24 @@ def ensure_secrets(settings: Settings) -> tuple[Settings, bool]:
         stored = json.loads(path.read_text())
     except FileNotFoundError:
         stored = {"jwt_secret": new_secret(), "api_key": new_secret()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(stored, f)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(stored, f)
+        except OSError as e:
+            raise SettingsError(f"data_dir: cannot write {path}: {e.strerror or e}") from None
         created = True
     except (OSError, ValueError) as e:
-        raise SettingsError(f"data_dir: cannot read {path}: {e}") from e
+        raise SettingsError(f"data_dir: cannot read {path}: {e}") from None
     update: dict[str, object] = {}
-    if need_secret:
-        update["jwt_secret"] = stored["jwt_secret"]
-    if need_key:
-        update["api_keys"] = [stored["api_key"]]
+    for name, wanted, setting in (("jwt_secret", need_secret, "jwt_secret"),
+                                  ("api_key", need_key, "api_keys")):
+        value = stored.get(name) if isinstance(stored, dict) else None
+        if not wanted:
+            continue
+        if not isinstance(value, str) or not value:
+            raise SettingsError(f"data_dir: {path} has no {name!r} string: set {setting}, or "
+                                f"delete the file to generate new secrets")
+        update[setting] = value if name == "jwt_secret" else [value]
     return settings.model_copy(update=update), created

@@ -293,6 +293,34 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} must be host:port (port 0-65535, 0 = any) or 'off'")
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(_STORE_SCHEMES):
+            raise ValueError(f"{v.split('://')[0]!r} is not a supported store: use "
+                             "sqlite+aiosqlite:///path or mysql+asyncmy://user:pw@host/db")
+        return v
+
+    @field_validator("directory_url")
+    @classmethod
+    def _check_directory_url(cls, v: str) -> str:
+        if not v.startswith(_DIRECTORY_SCHEMES):
+            raise ValueError(f"{v.split('://')[0]!r} is not a supported directory: use "
+                             "memory://, redis://, rediss://, unix://, redis+cluster:// or "
+                             "redis+sentinel://")
+        return v
+
+    @field_validator("jwt_public_key", "jwt_private_key")
+    @classmethod
+    def _check_pem(cls, v: str | None) -> str | None:
+        if v is not None and "-----BEGIN" not in v:  # a path: it must be readable
+            try:
+                Path(v).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"neither a PEM key nor a readable PEM file: {v}: "
+                                 f"{getattr(e, 'strerror', None) or e}") from None
+        return v
+
     @field_validator("allowed_origins")
     @classmethod
     def _check_origins(cls, v: list[str]) -> list[str]:
@@ -386,6 +414,13 @@ def _read_file(path: Path) -> dict[str, Any]:
     return section
 
 
+_STORE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "mysql://", "mysql+asyncmy://",
+                  "mariadb://", "mariadb+asyncmy://")
+# memory:// (embedded) and pushgate.router.directory.engines.SCHEMES (checked by a test)
+_DIRECTORY_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "redis+cluster://",
+                      "redis+sentinel://")
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from (highest first) ``overrides``, the environment, the TOML
     ``config_file`` (or ``$PUSHGATE_CONFIG``), then defaults. Raises :class:`SettingsError`."""
@@ -400,6 +435,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         lines = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "settings"
-            where = f"PUSHGATE_{key.upper()}" if key in env_keys else key
+            from_env = key in env_keys and overrides.get(key) is None  # a flag wins
+            where = f"PUSHGATE_{key.upper()}" if from_env else key
             lines.append(f"{where}: {err['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

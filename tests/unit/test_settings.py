@@ -101,7 +101,8 @@ def test_data_dir_decides_the_default_store_url(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_asymmetric_algorithms_with_public_key_are_accepted() -> None:
-    s = load_settings(jwt_algorithms=["RS256", "ES256"], jwt_public_key="/keys/pub.pem")
+    pem = "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"
+    s = load_settings(jwt_algorithms=["RS256", "ES256"], jwt_public_key=pem)
     assert s.jwt_algorithms == ["RS256", "ES256"]
 
 
@@ -243,3 +244,46 @@ def test_the_routers_framed_link_address(value: str | None, address: str | None)
     """Unset: router_listen's host, any port; ``off``: no framed listener."""
     s = Settings(router_listen="127.0.0.1:7700", router_link_listen=value)  # type: ignore[call-arg]
     assert s.router_link_address() == address
+
+
+def test_a_bad_flag_value_is_named_as_the_setting_not_the_valid_environment_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PUSHGATE_PORT=9000 pushgate serve --port 70000``: the flag's value is the bad one."""
+    monkeypatch.setenv("PUSHGATE_PORT", "9000")
+    message = error(port=70000)
+    assert "port:" in message and "PUSHGATE_PORT" not in message
+    monkeypatch.setenv("PUSHGATE_PORT", "70000")
+    assert "PUSHGATE_PORT:" in error()  # the environment's value is the bad one
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), [
+    ({"store_url": "foo://bar"}, "store_url", "sqlite+aiosqlite"),
+    ({"store_url": "postgresql://h/db"}, "store_url", "mysql+asyncmy"),
+    ({"directory_url": "foo://x"}, "directory_url", "redis+sentinel://"),
+    ({"jwt_public_key": "/nonexistent.pem", "jwt_algorithms": ["RS256"]}, "jwt_public_key",
+     "No such file"),
+    ({"jwt_private_key": "/nonexistent.pem"}, "jwt_private_key", "No such file"),
+], ids=["store-scheme", "store-postgres", "directory-scheme", "public-key-file",
+        "private-key-file"])
+def test_unusable_backend_urls_and_key_files_are_settings_errors(
+        overrides: dict[str, object], key: str, words: str) -> None:
+    """Refused when the settings load (exit code 2 and the key's name), not by a traceback
+    when the store, the directory or the token codec is made."""
+    message = error(**overrides)
+    assert f"{key}:" in message and words in message, message
+
+
+def test_every_directory_scheme_the_engines_take_is_accepted() -> None:
+    from pushgate.router.directory.engines import SCHEMES
+
+    for scheme in (*SCHEMES, "memory://"):
+        assert load_settings(directory_url=scheme + "h").directory_url == scheme + "h"
+    for url in ("sqlite:///x.db", "sqlite+aiosqlite:///x.db", "mysql://u@h/d",
+                "mysql+asyncmy://u@h/d", "mariadb+asyncmy://u@h/d"):
+        assert load_settings(store_url=url).store_url == url
+
+
+def test_a_pem_key_file_is_accepted(tmp_path: Path) -> None:
+    pem = tmp_path / "key.pem"
+    pem.write_text("-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n")
+    assert load_settings(jwt_public_key=str(pem)).jwt_public_key == str(pem)
