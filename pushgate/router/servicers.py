@@ -3,7 +3,11 @@ over the routing core:
 
 * ``Gateway`` (business servers, and hubs forwarding their HTTP API): the same
   validation and errors as the HTTP API (errors travel in the ``pushgate-error-bin``
-  trailer, see :mod:`pushgate.router.wire`).
+  trailer, see :mod:`pushgate.router.wire`): sends through ``parse_send``, read marks
+  and devices through the HTTP API's models (:mod:`pushgate.models`), integers in the
+  bounds (and with the messages) of the HTTP query parameters. A ``limit`` of 0 (unset)
+  is the HTTP default; other scalar fields are checked as given (empty ``body`` bytes:
+  no body, an empty ``app``: refused like ``"app": ""``).
 * ``HubLink``: one link per hub, as this service's ``Link`` stream or on the framed
   transport (:mod:`pushgate.router.framedlink`, whose port ``Transport`` names); both
   run :meth:`HubLinkService.run_link`. The hub's ``Hello`` re-syncs its sessions into
@@ -25,11 +29,13 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
+from pushgate import models
 from pushgate.auth import Identity, check_id
 from pushgate.errors import Internal, InvalidRequest, PushgateError, Unauthorized
 from pushgate.logs import get_logger
 from pushgate.metrics import VERSION, GatewayMetrics
 from pushgate.router import wire
+from pushgate.router.base import MAX_REPORTS_LIMIT
 from pushgate.router.core import Router
 from pushgate.router.directory import Directory, DirectoryUnavailable
 from pushgate.router.hubs import HubStream, LinkedHubs
@@ -40,6 +46,7 @@ from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 log = get_logger("pushgate.router")
 
 DEFAULT_REPORTS = 20  # ListReports without a limit
+DEFAULT_FETCH = 100  # FetchEvents without a limit (at most fetch_max_limit)
 
 
 class Deps(Protocol):
@@ -122,21 +129,26 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def FetchEvents(self, request: pb.FetchRequest, context: aio.ServicerContext) -> pb.FetchReply:
         async def op() -> pb.FetchReply:
+            # GET /v1/users/{user}/events: the user, then after, then limit
             user = _user(request.user)
-            limit = request.limit or 100
-            if not 1 <= limit <= self.deps.fetch_max_limit:
-                raise InvalidRequest(f"'limit' must be in 1..{self.deps.fetch_max_limit}",
-                                     field="limit")
-            events, head, more = await self.deps.router.fetch(user, max(0, request.after), limit)
+            after = _bounded(request.after, "after", 0, models.MAX_SEQ)
+            max_limit = self.deps.fetch_max_limit
+            limit = _bounded(request.limit or min(DEFAULT_FETCH, max_limit), "limit", 1,
+                             max_limit)
+            events, head, more = await self.deps.router.fetch(user, after, limit)
             return pb.FetchReply(events=[wire.event_to_pb(e) for e in events], head=head, more=more)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
 
     async def MarkRead(self, request: pb.MarkReadRequest, context: aio.ServicerContext) -> pb.ReadStateReply:
         async def op() -> pb.ReadStateReply:
+            # POST /v1/users/{user}/read: the user, then the body's model
+            user = _user(request.user)
+            body = models.parse(models.ReadRequest, {
+                "seqs": list(request.seqs),
+                "ranges": [[r.first, r.last] for r in request.ranges]})
             rs = await self.deps.router.mark_read(
-                _user(request.user), list(request.seqs),
-                [(r.first, r.last) for r in request.ranges])
+                user, tuple(body.seqs), tuple((first, last) for first, last in body.ranges))
             return wire.read_state_to_pb(rs)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
@@ -156,8 +168,7 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def RegisterDevice(self, request: pb.DeviceRequest, context: aio.ServicerContext) -> pb.Device:
         async def op() -> pb.Device:
-            d = await self.deps.router.register_device(
-                _user(request.user), request.app, request.platform, request.token)
+            d = await self.deps.router.register_device(*_device(request))
             return wire.device_to_pb(d)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
@@ -165,8 +176,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def RemoveDevice(self, request: pb.DeviceRequest,
                            context: aio.ServicerContext) -> pb.RemoveDeviceReply:
         async def op() -> pb.RemoveDeviceReply:
-            removed = await self.deps.router.remove_device(
-                _user(request.user), request.app, request.platform, request.token)
+            removed = await self.deps.router.remove_device(*_device(request))
             return pb.RemoveDeviceReply(removed=removed)
 
         return await self._run(context, op)  # type: ignore[no-any-return]
@@ -205,7 +215,8 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def ListReports(self, request: pb.ListReportsRequest,
                           context: aio.ServicerContext) -> pb.ReportsReply:
         async def op() -> pb.ReportsReply:
-            found = await self.deps.router.latest_reports(request.limit or DEFAULT_REPORTS)
+            limit = _bounded(request.limit or DEFAULT_REPORTS, "limit", 1, MAX_REPORTS_LIMIT)
+            found = await self.deps.router.latest_reports(limit)
             return pb.ReportsReply(reports=[wire.report_to_pb(r) for r in found])
 
         return await self._run(context, op)  # type: ignore[no-any-return]
@@ -221,6 +232,25 @@ class GatewayService(pb_grpc.GatewayServicer):
 
 def _user(user: str) -> str:
     return check_id(user, "user")
+
+
+def _bounded(value: int, name: str, minimum: int, maximum: int) -> int:
+    """``value`` in ``minimum..maximum``, refused as the HTTP API refuses its query
+    parameter ``name`` (:func:`pushgate.hub.api.query_int`): same message, same field."""
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(f"'{name}' must be between {minimum} and {maximum}", field=name)
+    return value
+
+
+def _device(request: pb.DeviceRequest) -> tuple[str, str, str, str]:
+    """``(user, app, platform, token)`` of a device call, checked as ``PUT`` / ``DELETE
+    /v1/users/{user}/devices`` checks them: the user, then the body's model (``app`` as
+    given: an empty one is refused like ``"app": ""``); the store's limits follow in the
+    routing core."""
+    user = _user(request.user)
+    body = models.parse(models.DeviceBody, {"platform": request.platform,
+                                            "token": request.token, "app": request.app})
+    return user, request.app, body.platform, body.token
 
 
 class HubLinkService(pb_grpc.HubLinkServicer):

@@ -93,8 +93,9 @@ def _json(raw: bytes, field: str) -> Any:
 
 
 def send_to_dict(m: pb.SendRequest) -> dict[str, Any]:
-    """The HTTP-shaped body of a wire send, for :func:`parse_send` to validate."""
-    out: dict[str, Any] = {"body": _json(m.body, "body") if m.body else None}
+    """The HTTP-shaped body of a wire send, for :func:`parse_send` to validate. Empty
+    ``body`` bytes are no body at all ('body' is required); JSON null is ``b"null"``."""
+    out: dict[str, Any] = {"body": _json(m.body, "body")} if m.body else {}
     if m.users:
         out["users"] = list(m.users)
     if m.HasField("filter"):
