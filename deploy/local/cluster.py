@@ -196,8 +196,11 @@ class LocalCluster:
 
     def pids(self) -> dict[str, int]:
         """Name -> pid of every running process (nginx: the master; its workers are its
-        children), e.g. for CPU accounting in benchmarks."""
-        return {name: c.pid for name, c in self.children() if c is not None and c.pid}
+        children), e.g. for CPU accounting in benchmarks. A process that died (killed
+        from outside, crashed) is not listed, although its slot is kept until it is
+        stopped or restarted: its PID may belong to another process by now."""
+        return {name: c.pid for name, c in self.children()
+                if c is not None and c.pid and c.alive()}
 
     def children(self) -> list[tuple[str, Child | None]]:
         """Every process slot by name (``None``: not running)."""
@@ -468,25 +471,16 @@ class LocalCluster:
                 with contextlib.suppress(OSError):
                     os.killpg(old, signal.SIGKILL)  # orphaned workers hold the socket
             nginx.upstreams = self._upstreams()
+            # started as the first time (PrivateNginx.start), which also records the new
+            # socket for the reloads of later hub (re)starts
             with self._bind_again(nginx.port) as listener:
-                listener.listen(4096)
-                listener.setblocking(False)  # as PrivateNginx.start: nginx wants it so
-                nginx.write_conf()
-                fd = listener.fileno()
-                nginx.child = Child("nginx", nginx.command("-g", "daemon off;"),
-                                    nginx.base / "nginx.log",
-                                    env={**os.environ, "NGINX": f"{fd};"}, pass_fds=(fd,))
-                nginx.child.start()
-            body = f"generation {nginx.generation}"
-            nginx.child.wait_until(
-                lambda: (_http.get(f"{nginx.url}/nginx-health") or b"").decode().strip() == body,
-                "serving", self.start_timeout)
+                nginx.start(self.start_timeout, listener)
 
     def _bind_again(self, port: int) -> socket.socket:
         """A socket bound to 127.0.0.1:``port`` again. Connections the old nginx closed
         stay in TIME_WAIT for up to a minute, and block the port unless the listening
-        socket they came from had SO_REUSEADDR (the first one, from PrivateNginx.start,
-        does not): wait for them then."""
+        socket they came from had SO_REUSEADDR (PrivateNginx.start sets it; a socket
+        bound otherwise may not have): wait for them then."""
         deadline = time.monotonic() + max(self.start_timeout, 65.0)
         while True:
             listener = socket.socket()

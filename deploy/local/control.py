@@ -10,12 +10,16 @@ address, log) and rewrites it whenever something changes. The commands read it:
   gRPC port (it answers the HTTP/2 handshake; the router has no gRPC health service), nginx's
   ``/nginx-health``, Redis' ``PING``. Exit code 0 when every process is healthy, 1 if not.
 * ``kill`` signals the process itself, as an operator's ``kill`` would (nginx: its
-  whole process group, master and workers), and waits until the signal took effect.
+  whole process group, master and workers), and waits until the signal took effect;
+  after a process is gone, also until the launcher has written that into ``cluster.json``
+  and ``cluster.env`` (whose PID for it is then empty). Exit code 0 once the signal took
+  effect, 1 if it did not in time or the process was not running.
 * ``restart`` / ``start`` are done by the launcher, which owns the children (they die
   with it; a restarted router gets its old port back, a restarted hub is put into
   nginx's upstreams): the command writes ``<workdir>/control/<id>.request.json``,
   sends the launcher SIGUSR1 and waits for ``<id>.reply.json``, then until the new
-  process is healthy.
+  process is healthy. Exit code 0 then, 1 if it failed, was refused (``start`` of a
+  running process) or is not healthy in time.
 
 Errors the command cannot act on (no ``cluster.json``, its launcher not running, an
 unknown name) exit with code 2 and a message naming the problem.
@@ -341,11 +345,37 @@ def kill(workdir: Path, name: str, signame: str = "KILL", *, wait: bool = True,
         return EXIT_OK
     else:
         goal, done = "gone", lambda: process_state(pid, started) == "dead"
-    if _wait(done, timeout):
-        print(f"{what}; {goal}", file=out)
+    started_at = time.monotonic()
+    if not _wait(done, timeout):
+        print(f"{what}; not {goal} after {timeout:g} s", file=out)
+        return EXIT_UNHEALTHY
+    if goal == "gone" and not _published_gone(
+            workdir, name, pid, max(1.0, timeout - (time.monotonic() - started_at))):
+        print(f"{what}; gone (the launcher has not updated {STATE_FILE} and cluster.env "
+              f"yet)", file=out)
         return EXIT_OK
-    print(f"{what}; not {goal} after {timeout:g} s", file=out)
-    return EXIT_UNHEALTHY
+    print(f"{what}; {goal}", file=out)
+    return EXIT_OK
+
+
+def _published_gone(workdir: Path, name: str, pid: int, timeout: float) -> bool:
+    """Wake the launcher (SIGUSR1: it looks at its children at once) and wait until its
+    ``cluster.json`` (and ``cluster.env``, written before it) no longer has ``pid``
+    running as ``name``. ``True`` too when the launcher is gone (nothing to wait for)."""
+    try:
+        launcher_pid = load(workdir)["launcher"]["pid"]
+        os.kill(launcher_pid, signal.SIGUSR1)
+    except (ControlError, OSError):
+        return True
+
+    def published() -> bool:
+        try:
+            rec = find(load(workdir), name)
+        except ControlError:
+            return True
+        return rec.get("pid") != pid or not rec.get("running")
+
+    return _wait(published, timeout)
 
 
 def request(workdir: Path, action: str, name: str, *, timeout: float = 90.0,
@@ -423,10 +453,13 @@ class Supervisor:
                 path.unlink(missing_ok=True)
 
     def publish(self, *, stopped: bool = False) -> None:
-        write_state(self.cluster, describe(self.cluster, self.exit_codes, self.busy),
-                    stopped=stopped)
+        """Write ``cluster.json`` (and what ``on_change`` writes, the launcher's
+        ``cluster.env``, first: a command that saw ``cluster.json`` change finds that
+        current too)."""
         if self.on_change is not None:
             self.on_change()
+        write_state(self.cluster, describe(self.cluster, self.exit_codes, self.busy),
+                    stopped=stopped)
 
     def poll(self) -> None:
         """Report children that exited since the last call (and publish the change)."""

@@ -12,6 +12,7 @@ instead of binding the ``listen`` address itself. A reload keeps the socket.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -115,7 +116,9 @@ class PrivateNginx:
         self.template = template
         self.generation = 0
         self.child: Child | None = None
-        self._listen_fd = -1
+        # the listening socket nginx inherited, as /proc/<pid>/fd links name it
+        # (``socket:[inode]``): the same in the launcher and in every nginx it started
+        self._listener = ""
 
     @property
     def conf_path(self) -> Path:
@@ -162,19 +165,26 @@ class PrivateNginx:
         return [nginx_binary(), "-p", str(self.base), "-e", str(self.base / "error.log"),
                 "-c", str(self.conf_path), *extra]
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, listener: socket.socket | None = None) -> None:
+        """Start nginx on ``listener`` (a socket bound to 127.0.0.1:``port``; by
+        default one bound here) and return once it serves this configuration. The
+        socket is nginx's then: the caller may close its own descriptor."""
         self.base.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as listener:
-            # a restart on the same port must not wait for the old connections' TIME_WAIT
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", self.port))
+        with contextlib.ExitStack() as stack:
+            if listener is None:
+                listener = stack.enter_context(socket.socket())
+                # a restart on the same port must not wait for the old connections'
+                # TIME_WAIT
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(("127.0.0.1", self.port))
             listener.listen(4096)
             # nginx takes inherited sockets as non-blocking (as its own are); a blocking
             # one hangs a worker in accept() (multi_accept accepts until EAGAIN)
             listener.setblocking(False)
             self.port = listener.getsockname()[1]
             self.write_conf()
-            fd = self._listen_fd = listener.fileno()  # the same number in nginx
+            fd = listener.fileno()  # the same number in nginx
+            self._listener = os.readlink(f"/proc/self/fd/{fd}")
             self.child = Child("nginx", self.command("-g", "daemon off;"),
                                self.base / "nginx.log", env={**os.environ, "NGINX": f"{fd};"},
                                pass_fds=(fd,))
@@ -196,8 +206,9 @@ class PrivateNginx:
                               f"{self.generation})", timeout)
         # an old worker accepts on the shared socket until it has handled the master's
         # QUIT (then it only finishes its open connections): until then a new connection
-        # may still get the old upstreams
-        listener = os.readlink(f"/proc/{self.child.pid}/fd/{self._listen_fd}")
+        # may still get the old upstreams. (The socket is known by its inode: its
+        # descriptor number in the launcher was free again once nginx started.)
+        listener = self._listener
         self.child.wait_until(lambda: not any(listener in socket_links(pid) for pid in old),
                               "old workers stopped accepting", timeout)
 

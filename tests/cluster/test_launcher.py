@@ -182,6 +182,38 @@ async def test_async_use_and_redis_restart(cluster_binaries: None, mysql_server:
     assert not [p for p in pids.values() if _alive(p)]
 
 
+def _fill_descriptor_gaps() -> list[int]:
+    """Take every free descriptor number below the highest one open (returned, to be
+    closed): a socket opened next gets a number no earlier (now closed) one had."""
+    top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    held: list[int] = []
+    while (fd := os.open(os.devnull, os.O_RDONLY)) <= top:
+        held.append(fd)
+    os.close(fd)
+    return held
+
+
+def test_hubs_start_after_nginx_restarted(cluster_binaries: None, shared: dict[str, Any],
+                                         tmp_path: Path) -> None:
+    """restart_nginx binds a new listening socket, at whatever descriptor number is free
+    then (the launcher opens and closes files meanwhile); a later hub (re)start reloads
+    that nginx with the hub's new port, and waits for its old workers, as before."""
+    with LocalCluster(hubs=2, routers=0, workdir=tmp_path / "cluster", **shared) as c:
+        held = _fill_descriptor_gaps()
+        try:
+            c.restart_nginx()
+        finally:
+            for fd in held:
+                os.close(fd)
+        for i in (0, 1, 0):
+            c.stop_hub(i)
+            c.start_hub(i)
+            conf = (c.workdir / "nginx" / "nginx.conf").read_text()
+            assert f"server 127.0.0.1:{c.hub_ports[i]} " in conf
+        with httpx.Client(base_url=c.url, timeout=TIMEOUT) as http:
+            assert http.get("/readyz").status_code == 200
+
+
 def test_failed_start_says_why_and_leaves_nothing(cluster_binaries: None, tmp_path: Path) -> None:
     with refused_port() as port:
         c = LocalCluster(hubs=1, routers=0, workdir=tmp_path,
@@ -459,3 +491,70 @@ def test_cli_without_a_running_launcher(tmp_path: Path) -> None:
         code, out = _cli(*args, "--workdir", str(tmp_path))
         assert code == 2, out
         assert f"launcher, pid {gone.pid}, is not running" in out and "stale" in out, out
+
+
+# these change PIDs the summary printed: after the tests that compare with it
+
+
+def _env_file(workdir: Path) -> dict[str, str]:
+    return dict(line.removeprefix("export ").split("=", 1)
+                for line in (workdir / "cluster.env").read_text().splitlines())
+
+
+def test_cli_env_file_empties_the_pid_of_a_process_not_running(operated: Operated) -> None:
+    """cluster.env never keeps the PID of a dead process (a later `kill -STOP
+    $PUSHGATE_HUB_1_PID` could hit a reused PID): `kill` returns once both files say it
+    is not running; a process that dies otherwise is emptied once the launcher sees it;
+    a restart writes the new PID. `kill` of a process that is not running exits 1."""
+    _, before = operated.status()
+    old = before["hub-1"]["pid"]
+    assert _env_file(operated.workdir)["PUSHGATE_HUB_1_PID"] == str(old)
+    code, out = operated.run("kill", "hub-1")
+    assert code == 0 and "gone" in out, out
+    assert _env_file(operated.workdir)["PUSHGATE_HUB_1_PID"] == ""
+    code, out = operated.run("kill", "hub-1")
+    assert code == 1 and "hub-1 is not running" in out, out
+
+    # the process dies without the command (as when it crashes): the launcher notices
+    other = before["hub-0"]["pid"]
+    os.kill(other, signal.SIGKILL)  # a child of our launcher
+    wait_for_sync(lambda: _env_file(operated.workdir)["PUSHGATE_HUB_0_PID"], TIMEOUT,
+                  "hub-0's PID emptied in cluster.env", until=lambda pid: pid == "")
+    state = json.loads((operated.workdir / "cluster.json").read_text())
+    assert {p["name"]: p["running"] for p in state["processes"]}["hub-0"] is False
+
+    for name in ("hub-0", "hub-1"):
+        code, out = operated.run("restart", name)
+        assert code == 0, out
+    code, procs = operated.status()
+    assert code == 0, procs
+    env = _env_file(operated.workdir)
+    for name in ("hub-0", "hub-1"):
+        assert env[f"PUSHGATE_{name.upper().replace('-', '_')}_PID"] == str(procs[name]["pid"])
+    assert {procs["hub-0"]["pid"], procs["hub-1"]["pid"]}.isdisjoint({old, other})
+
+
+def test_cli_restart_nginx_then_hubs(operated: Operated) -> None:
+    """After `restart nginx`, restarting and starting hubs still works (the new nginx
+    has the listening socket at another descriptor than the first): exit 0, the new
+    PID printed, nginx reloaded with the hub's new port, requests served."""
+    # a hub restarted first takes the launcher's descriptor numbers that nginx's first
+    # listening socket had: the new nginx gets its socket at another number
+    code, out = operated.run("restart", "hub-1")
+    assert code == 0, out
+    code, out = operated.run("restart", "nginx")
+    assert code == 0 and "nginx restarted" in out, out
+    for _ in range(2):  # the second reload waits for the first's workers too
+        code, out = operated.run("restart", "hub-0")
+        assert code == 0 and "hub-0 restarted" in out and "healthy" in out, out
+    code, out = operated.run("kill", "hub-1")
+    assert code == 0, out
+    code, out = operated.run("start", "hub-1")
+    assert code == 0 and "hub-1 started" in out, out
+    code, procs = operated.status()
+    assert code == 0, procs
+    conf = (operated.workdir / "nginx" / "nginx.conf").read_text()
+    for name in ("hub-0", "hub-1"):
+        assert f"server {procs[name]['address']} " in conf, conf
+    with operated.http() as http:
+        assert _sends(http) == [200] * 6
