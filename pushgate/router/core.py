@@ -238,7 +238,7 @@ class Router(RoutingCore):
                             result.sessions += r.sessions
             if self.offline is not None and req.push is not None:
                 await self._queue_pushes(self.offline, req.push, result, report)
-            self.metrics.sent("stored", stored)
+            self.metrics.sent("stored", len(appended))  # duplicates included (accepted)
         else:
             live = await self.sessions_of(req.users)
             frame = encode_event(None, req.id, req.body, now)

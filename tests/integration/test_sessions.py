@@ -89,6 +89,13 @@ async def test_metrics_count_sessions_sends_and_deliveries(server: ServerProcess
         assert 'pushgate_sends_total{kind="stored"} 1.0' in text
         assert "pushgate_deliveries_total 1.0" in text
         assert "pushgate_delivery_latency_seconds_count 1.0" in text
+        for _ in range(2):  # accepted duplicates count as stored sends (operations.md)
+            r = await http.post("/v1/notifications",
+                                json={"users": ["m1", "m2"], "body": 2, "id": "m-dup"})
+            assert r.status_code == 200
+        await m1.recv_type("event")
+        after = (await http.get("/metrics")).text
+        assert 'pushgate_sends_total{kind="stored"} 5.0' in after
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         assert (await http.get("/readyz")).json()["status"] == "ready"
         spec = (await http.get("/openapi.json")).json()
