@@ -155,6 +155,22 @@ async def test_a_report_kept_alive_by_a_later_send_outlives_the_first_expiry(
     assert await store.report("long") is None
 
 
+async def test_a_short_report_flushed_with_a_long_one_goes_with_its_own_events(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    """One flush holding a report of ttl 10 and one of ttl 100,000: the short one is
+    removed at its own expiry (plus the cleanup's bounded lateness), not the long one's."""
+    await store.append([rev("a", "brief", ttl=10), rev("a", "lasting", ttl=100_000)])
+    await store.record_reports({
+        "brief": ReportDelta(addressed=1, expires_at=clock.now + 10),
+        "lasting": ReportDelta(addressed=1, expires_at=clock.now + 100_000)}, [], [])
+    clock.advance(10 + 60)
+    while await store.cleanup_expired(clock.now, 100) + await store.cleanup_expired_reports(
+            clock.now, 100):
+        pass
+    assert await store.report("brief") is None
+    assert await store.report("lasting") is not None
+
+
 async def test_the_ttl_cleaner_deletes_the_reports_after_their_events_counting_events_only(
         store: SqlEventStore, clock: FakeClock) -> None:
     await store.append([rev(u, "r9", ttl=10) for u in ("a", "b", "c")])

@@ -257,17 +257,28 @@ def _report_rows(deltas: Mapping[str, ReportDelta], now: float) -> list[tuple[An
 
 
 EXPIRY_GROUP = 1000  # reports per report_expiries row
+#: the expiries within one report_expiries row span at most this much (the row is due at
+#: its latest): a report is removed at most this long after its own expiry
+EXPIRY_SPREAD_S = 60.0
 
 
 def _expiry_rows(values: list[tuple[Any, ...]]) -> list[tuple[float, str, bytes]]:
     """``report_expiries`` rows listing the reports of ``values`` whose expiry was set
-    (groups of up to EXPIRY_GROUP, each keyed by its latest expiry and first report)."""
+    (groups of up to EXPIRY_GROUP whose expiries lie within EXPIRY_SPREAD_S, each keyed
+    by its latest expiry and first report)."""
     dated = sorted((v[3], v[0]) for v in values if v[3] > 0)
     out = []
-    for i in range(0, len(dated), EXPIRY_GROUP):
-        part = dated[i:i + EXPIRY_GROUP]
+    i = 0
+    while i < len(dated):
+        first = dated[i][0]
+        end = i + 1
+        while end < len(dated) and end - i < EXPIRY_GROUP and \
+                dated[end][0] - first <= EXPIRY_SPREAD_S:
+            end += 1
+        part = dated[i:end]
         ids = [r for _, r in part]
         out.append((part[-1][0], min(ids), orjson.dumps(ids)))
+        i = end
     return out
 
 
