@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 log = get_logger("pushgate.router")
 
 DEFAULT_REPORTS = 20  # ListReports without a limit
+#: a link's Online/Offline messages waiting on the directory at once
+DIRECTORY_CONCURRENCY = 64
 DEFAULT_FETCH = 100  # FetchEvents without a limit (at most fetch_max_limit)
 
 
@@ -303,9 +306,10 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         the hub ended the link or this router did (the stream is closed: a newer link of
         the hub, a silent hub, the drain), even while a write to a stopped hub is stuck.
 
-        What waits on Redis (Hello, Online, Offline) is done in order by a task of this
-        link, so the reader keeps reading (the heartbeats that keep the link up arrive)
-        while Redis is slow or stopped."""
+        What waits on Redis (Hello, Online, Offline) is done by a task of this link
+        (:meth:`_directory_worker`: in order per session, sessions side by side), so the
+        reader keeps reading (the heartbeats that keep the link up arrive) while Redis is
+        slow or stopped."""
         deps = self.deps
         hub = hello.hub_id
         stream = deps.hubs.attach(hub, write)
@@ -340,12 +344,53 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _directory_worker(self, stream: HubStream,
                                 work: asyncio.Queue[pb.HubMessage]) -> None:
-        while True:
-            msg = await work.get()
-            try:
-                await self._directory(stream, msg)
-            except Exception:
-                log.exception("hub message failed", hub=stream.hub_id)
+        """The link's directory messages: a ``Hello`` alone, after everything before it;
+        ``Online`` / ``Offline`` concurrently across sessions (at most
+        :data:`DIRECTORY_CONCURRENCY`), in order per session (an ``Offline`` never
+        overtakes its ``Online``). While Redis does not answer, every session waiting
+        then fails at the directory's own deadline, not one deadline after another."""
+        running: dict[str, asyncio.Task[None]] = {}  # session id -> its latest message
+        slots = asyncio.Semaphore(DIRECTORY_CONCURRENCY)
+
+        def finished(sid: str, task: asyncio.Task[None]) -> None:
+            if running.get(sid) is task:
+                del running[sid]
+
+        try:
+            while True:
+                msg = await work.get()
+                kind = msg.WhichOneof("kind")
+                if kind == "hello":
+                    if running:
+                        await asyncio.wait(list(running.values()))
+                    await self._directory_logged(stream, msg)
+                    continue
+                sid = (msg.online.session.session_id if kind == "online"
+                       else msg.offline.session_id)
+                await slots.acquire()
+                task = asyncio.create_task(
+                    self._directory_after(stream, msg, running.get(sid), slots))
+                running[sid] = task
+                task.add_done_callback(functools.partial(finished, sid))
+        finally:
+            for task in list(running.values()):
+                task.cancel()
+
+    async def _directory_after(self, stream: HubStream, msg: pb.HubMessage,
+                               before: asyncio.Task[None] | None,
+                               slot: asyncio.Semaphore) -> None:
+        try:
+            if before is not None:  # the same session's previous message first
+                await asyncio.wait([before])
+            await self._directory_logged(stream, msg)
+        finally:
+            slot.release()
+
+    async def _directory_logged(self, stream: HubStream, msg: pb.HubMessage) -> None:
+        try:
+            await self._directory(stream, msg)
+        except Exception:
+            log.exception("hub message failed", hub=stream.hub_id)
 
     async def drained(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until the sends in flight are answered."""
