@@ -143,9 +143,10 @@ def test_nginx_directives_keep_websockets_open_and_spread_without_stickiness() -
     assert one(conf, "proxy_buffering") == ["off"]
     assert one(conf, "proxy_http_version") == ["1.1"]
     headers = {args[0]: args[1] for n, args in directives(conf) if n == "proxy_set_header"}
-    assert headers["Upgrade"] == "$http_upgrade"
+    assert headers["Upgrade"] == "$pushgate_upgrade"
     assert headers["Connection"] == "$connection_upgrade"
     assert "map $http_upgrade $connection_upgrade" in conf
+    assert "map $http_upgrade $pushgate_upgrade" in conf
     assert headers["X-Forwarded-For"] == "$remote_addr"  # edge: overwrite, not append
 
     zone = one(conf, "limit_conn_zone")

@@ -277,3 +277,40 @@ async def _expect_502(nginx: QuickNginx) -> None:
         error = error_of(headers, body)
         assert error["code"] == "hub_unavailable" and error["retryable"] is True
         assert headers["retry-after"] == "1"
+
+
+_H2C = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n")
+
+
+async def test_an_h2c_upgrade_through_nginx_is_served_as_http_1_1_with_keep_alive(
+        edge: tuple[QuickNginx, ServerProcess]) -> None:
+    """Java's HttpClient asks every first request over http:// to upgrade to h2c: nginx
+    forwards no upgrade but a websocket one, so the send is answered and the client's
+    connection (and nginx's upstream one) serves the next sends; a websocket endpoint
+    asked for h2c says 426."""
+    from tests.support.rawhttp import read_reply
+
+    nginx, hub = edge
+    body = b'{"users": ["h2c-user"], "body": 1}'
+    send = (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+            + hub.api_key.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n" % len(body))
+    reader, writer = await asyncio.open_connection("127.0.0.1", nginx.port,
+                                                   local_addr=("127.0.0.40", 0))
+    try:
+        writer.write(send + _H2C + b"\r\n" + body)
+        seqs = []
+        for i in range(4):
+            status, headers, reply = await read_reply(reader)
+            assert status == 200 and headers.get("connection") != "close", reply
+            seqs.append(orjson.loads(reply)["results"][0]["seq"])
+            if i < 3:
+                writer.write(send + b"\r\n" + body)
+        assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    finally:
+        writer.close()
+    status, headers, reply, _ = await exchange(
+        nginx.port, get("/v1/ws", _H2C), "127.0.0.40")
+    assert (status, headers.get("upgrade")) == (426, "websocket")
+    assert error_of(headers, reply)["field"] == "Upgrade"
