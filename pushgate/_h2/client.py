@@ -32,7 +32,13 @@ __all__ = ["H2Client", "H2Error", "Response"]
 
 
 class H2Error(Exception):
-    """The request may or may not have reached the server; retry it."""
+    """The request may or may not have reached the server; retry it. ``kind`` is a
+    short fixed word for metrics labels and report reasons (the message has details:
+    addresses, OS errors)."""
+
+    def __init__(self, message: str, kind: str = "connection_error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(slots=True)
@@ -109,12 +115,12 @@ class _Connection(H2Protocol):
 
     def on_reset(self, sid: int, code: int) -> None:
         what = "a bad WINDOW_UPDATE" if code < 0 else f"code {code}"
-        self._end(sid, H2Error(f"stream reset by the server ({what})"))
+        self._end(sid, H2Error(f"stream reset by the server ({what})", "stream_reset"))
 
     def on_goaway(self, last_sid: int, code: int) -> None:
         # no new streams; the streams above its last id were not processed
         for sid in [sid for sid in self.streams if sid > last_sid]:
-            self._end(sid, H2Error(f"server sent GOAWAY (code {code})"))
+            self._end(sid, H2Error(f"server sent GOAWAY (code {code})", "goaway"))
         self._wake()
         self._close_when_idle()
 
@@ -183,10 +189,10 @@ class _Connection(H2Protocol):
         now = self.loop.time()
         for sid in [sid for sid, s in self.streams.items() if s.deadline <= now]:
             self.reset(sid, CANCEL)
-            self._end(sid, H2Error("timeout"))
+            self._end(sid, H2Error("timeout", "timeout"))
         for w, deadline in list(self._waiters):
             if deadline <= now and not w.done():
-                w.set_exception(H2Error("timeout"))
+                w.set_exception(H2Error("timeout", "timeout"))
         self.flush()
         if self.streams or self._waiters:
             self._arm()
@@ -282,7 +288,7 @@ class H2Client:
             async with asyncio.timeout(self.timeout_s):
                 return await self._open(i)
         except TimeoutError:
-            raise H2Error(f"timeout connecting to {self.authority}") from None
+            raise H2Error(f"timeout connecting to {self.authority}", "connect_timeout") from None
 
     async def _open(self, i: int) -> _Connection:
         async with self._opening[i]:
@@ -294,7 +300,8 @@ class H2Client:
                         lambda: _Connection(self.max_streams, self.timeout_s, self.not_indexed),
                         self.host, self.port, ssl=self.ssl, server_hostname=self.host)
                 except (OSError, ssl.SSLError) as e:
-                    raise H2Error(f"cannot connect to {self.authority}: {e}") from None
+                    raise H2Error(f"cannot connect to {self.authority}: {e}",
+                                  "connect_failed") from None
                 proto = transport.get_extra_info("ssl_object")
                 if proto is not None and proto.selected_alpn_protocol() != "h2":
                     transport.close()

@@ -124,3 +124,21 @@ async def test_fcm_bad_credentials_fail_at_start(fakes: Fakes, tmp_path: Path) -
     with pytest.raises(BridgeConfigError, match="token endpoint refused"):
         await p.start()
     await p.close()
+
+
+@pytest.mark.parametrize("make", [apns, fcm], ids=["apns", "fcm"])
+async def test_an_unreachable_provider_is_a_retry_with_a_fixed_reason(
+        fakes: Fakes, make: object) -> None:
+    """The reason of a transport failure is a fixed word (it labels
+    ``pushgate_push_failed_total`` and counts in reports), not the OS error's text with
+    an address in it: a provider down for a campaign adds one label value, not many."""
+    from tests.support.ports import refused_port
+
+    with refused_port() as port:
+        p = make(fakes, url=f"https://127.0.0.1:{port}")  # type: ignore[operator]
+        await p.start()  # unreachable at start: only logged
+        try:
+            r = await p.send(IOS, {"body": "x"}, 1)
+        finally:
+            await p.close()
+    assert (r.outcome, r.reason) == (Outcome.RETRY, "connect_failed")

@@ -137,7 +137,7 @@ class ApnsProvider:
         try:
             resp = await self._client.request("POST", f"/3/device/{token}", headers, body)
         except H2Error as e:
-            return Result(Outcome.RETRY, str(e))
+            return Result(Outcome.RETRY, e.kind)  # (a fixed word: metrics label)
         if resp.status == 200:
             return OK
         try:

@@ -172,7 +172,7 @@ class FcmProvider:
                 "POST", self._path, {"authorization": f"Bearer {bearer}",
                                      "content-type": "application/json"}, body)
         except H2Error as e:
-            return Result(Outcome.RETRY, str(e))
+            return Result(Outcome.RETRY, e.kind)  # (a fixed word: metrics label)
         status = resp.status
         if status == 200:
             return OK
