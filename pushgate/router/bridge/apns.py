@@ -28,6 +28,7 @@ from pushgate.router.bridge.base import (
     BridgeConfigError,
     Outcome,
     Result,
+    TransportLog,
     parse_retry_after,
     tls_context,
 )
@@ -92,6 +93,7 @@ class ApnsProvider:
         self._token: tuple[str, float] | None = None
         self._verify = tls_context(config.ca_file, "push_ca_file")
         self._client: H2Client | None = None
+        self._transport_log = TransportLog(log, "APNs")
 
     def provider_token(self, force: bool = False) -> str:
         now = self._clock()
@@ -137,6 +139,7 @@ class ApnsProvider:
         try:
             resp = await self._client.request("POST", f"/3/device/{token}", headers, body)
         except H2Error as e:
+            self._transport_log(e)
             return Result(Outcome.RETRY, e.kind)  # (a fixed word: metrics label)
         if resp.status == 200:
             return OK

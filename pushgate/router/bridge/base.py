@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,28 @@ from typing import Any, Protocol
 class BridgeConfigError(Exception):
     """Bad provider configuration (unreadable key, wrong team id, bad service-account
     JSON, credentials the provider refuses). The message names the setting."""
+
+
+class TransportLog:
+    """Logs a provider's transport failures (the details its results leave out) at most
+    once every ``every_s``, with how many came since the last line: a provider down
+    during a campaign writes a line every few seconds, not one per push."""
+
+    def __init__(self, log: Any, provider: str, every_s: float = 10.0) -> None:
+        self.log = log
+        self.provider = provider
+        self.every_s = every_s
+        self.last = -every_s
+        self.count = 0
+
+    def __call__(self, error: Exception) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.log.warning(f"{self.provider} request failed; it will be retried",
+                             error=str(error), failures=self.count)
+            self.last = now
+            self.count = 0
 
 
 class Outcome(enum.Enum):

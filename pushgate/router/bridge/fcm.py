@@ -31,6 +31,7 @@ from pushgate.router.bridge.base import (
     BridgeConfigError,
     Outcome,
     Result,
+    TransportLog,
     parse_retry_after,
     tls_context,
 )
@@ -125,6 +126,7 @@ class FcmProvider:
         self._request = HttpxRequest(self._verify, config.timeout_s)
         self._lock = asyncio.Lock()
         self._client: H2Client | None = None
+        self._transport_log = TransportLog(log, "FCM")
         self._path = f"/v1/projects/{self.project_id}/messages:send"
 
     async def _token(self, force: bool = False) -> str:
@@ -172,6 +174,7 @@ class FcmProvider:
                 "POST", self._path, {"authorization": f"Bearer {bearer}",
                                      "content-type": "application/json"}, body)
         except H2Error as e:
+            self._transport_log(e)
             return Result(Outcome.RETRY, e.kind)  # (a fixed word: metrics label)
         status = resp.status
         if status == 200:
