@@ -15,6 +15,7 @@ import pytest
 
 from pushgate.router.bridge.base import OK, Outcome, Result
 from pushgate.router.bridge.metrics import BridgeMetrics
+from pushgate.router.bridge.outbox import OfflinePush, Outbox
 from pushgate.router.bridge.worker import Worker, WorkerConfig
 from pushgate.store.base import ClaimedBatch, ClaimedPush, Device, PushJob
 from tests.support.waiting import wait_for
@@ -171,3 +172,59 @@ async def test_a_batch_sent_longer_than_its_lease_keeps_it_and_counts_each_push_
     renewals = len(store.renewed)
     await asyncio.sleep(0.2)  # more than a third of the lease: no renewal after the batch
     assert len(store.renewed) == renewals
+
+
+class KeepingProvider:
+    """Answers ``ok`` and keeps the push blocks it was asked to send."""
+
+    platform = "apns"
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, dict[str, Any]]] = []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
+        self.pushes.append((token, dict(push)))
+        return OK
+
+
+class FailedReasons(CountingReports):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: list[tuple[str, str]] = []
+
+    def push_failed(self, report: str, reason: str) -> None:
+        self.failed.append((report, reason))
+
+
+async def test_a_push_ttl_counts_from_the_send_not_from_each_attempt() -> None:
+    """A ``ttl: 60`` push sent at t=1000: an attempt at t=1030 carries the 30 s left (APNs
+    ``apns-expiration`` / FCM ``android.ttl`` are made from it); at t=1060 it is not sent
+    and counts ``expired``; a retry of a ``ttl: 0`` push (now or never) is not sent."""
+    queued: list[PushJob] = []
+
+    class Queue:
+        async def enqueue_pushes(self, jobs: list[PushJob]) -> None:
+            queued.extend(jobs)
+
+    outbox = Outbox(Queue(), 0, clock=lambda: 1000.0)  # type: ignore[arg-type]
+    await outbox.enqueue({"title": "t", "ttl": 60}, [OfflinePush("u", 5, False)], "r-7")
+    await outbox.enqueue({"title": "t", "ttl": 0}, [OfflinePush("v", 6, False)], "r-8")
+    first, zero = queued
+    retried = PushJob(zero.user, zero.seq, zero.payload, zero.due_at, attempts=1)
+    devices = [Device("u", "app", "apns", "tok-u", 0.0), Device("v", "app", "apns", "tok-v",
+                                                                  0.0)]
+    for now, sent in ((1030.0, [("tok-u", 30)]), (1060.0, [])):
+        provider, store, reports = KeepingProvider(), RecordingStore(), FailedReasons()
+        worker = Worker(store, {"apns": provider}, WorkerConfig(), BridgeMetrics(),
+                        clock=lambda now=now: now, reports=reports)  # type: ignore[arg-type]
+        await worker.process(ClaimedBatch([ClaimedPush(1, first), ClaimedPush(2, retried)],
+                                          {}, devices))
+        assert [(token, push["ttl"]) for token, push in provider.pushes] == sent
+        assert all("_expires" not in push for _, push in provider.pushes)
+        expired = [] if sent else [("r-7", "expired")]
+        assert reports.failed == [*expired, ("r-8", "expired")]
+        assert store.finished == [([1, 2], [], [])]  # done either way

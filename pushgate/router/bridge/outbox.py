@@ -24,6 +24,9 @@ from pushgate.tasks import cancel_and_wait
 log = get_logger("pushgate.bridge")
 
 REPORT_KEY = "_report"  # not a push field (parse_push refuses unknown fields)
+#: when a push with a ``ttl`` stops being worth sending (unix s): a retry sends what is
+#: left of its ttl, and none once it passed
+EXPIRES_KEY = "_expires"
 
 
 @dataclass(slots=True, unsafe_hash=True)  # not frozen: see the note above pushgate.store.base.NewEvent
@@ -66,7 +69,12 @@ class Outbox:
         now = self.clock()
         # the report travels in the payload (one per send, shared by a campaign's group
         # rows): the worker counts each push without a lookup
-        payload = orjson.dumps(push if report is None else {**push, REPORT_KEY: report})
+        extra: dict[str, Any] = {}
+        if report is not None:
+            extra[REPORT_KEY] = report
+        if push.get("ttl"):  # counted from the send, not from each attempt
+            extra[EXPIRES_KEY] = now + push["ttl"]
+        payload = orjson.dumps({**push, **extra} if extra else push)
         jobs = []
         for e in events:
             due = policy.due_at(now, e.online, self.ack_window_ms)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import random
 import time
 import uuid
@@ -39,7 +40,7 @@ from pushgate.ratelimit import Buckets
 from pushgate.router.bridge import policy
 from pushgate.router.bridge.base import Outcome, Provider, Result
 from pushgate.router.bridge.metrics import BridgeMetrics
-from pushgate.router.bridge.outbox import REPORT_KEY
+from pushgate.router.bridge.outbox import EXPIRES_KEY, REPORT_KEY
 from pushgate.router.reports import Reports
 from pushgate.store.base import ClaimedBatch, Device, PushJob, StoreError
 
@@ -161,7 +162,9 @@ class Worker:
         sends: list[_Send] = []
         parsed: dict[bytes, dict[str, Any]] = {}  # a campaign's batch shares one payload
         report_of: dict[int, str] = {}  # id(push) -> its send's delivery report
+        expired: set[int] = set()  # id(push) of payloads whose ttl has passed
         reports = self.reports
+        now = self.clock()
         for c in wanted:
             push = parsed.get(c.job.payload)
             if push is None:
@@ -169,6 +172,19 @@ class Worker:
                 report = push.pop(REPORT_KEY, None)
                 if report is not None:
                     report_of[id(push)] = report
+                expires = push.pop(EXPIRES_KEY, None)
+                if expires is not None:  # what is left of the ttl, counted from the send
+                    left = math.ceil(expires - now)
+                    if left > 0:
+                        push["ttl"] = min(push["ttl"], left)
+                    else:
+                        expired.add(id(push))
+            if id(push) in expired or (push.get("ttl") == 0 and c.job.attempts):
+                # past its ttl (ttl 0: now or never, not retried)
+                self.metrics.skipped.labels("expired").inc()
+                if reports is not None and id(push) in report_of:
+                    reports.push_failed(report_of[id(push)], "expired")
+                continue
             targets = [d for d in by_user.get(c.job.user, ())
                        if (c.job.token is None or (d.platform, d.token) == (c.job.platform,
                                                                              c.job.token))
@@ -192,7 +208,7 @@ class Worker:
                     await renewing
         retries: list[PushJob] = []
         dead: list[tuple[str, str]] = []
-        now = self.clock()
+        now = self.clock()  # (after the sends)
         for (job, d, _push, _report), result in zip(sends, results, strict=True):
             if result.outcome is Outcome.DEAD:
                 dead.append((d.platform, d.token))
