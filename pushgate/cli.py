@@ -305,6 +305,25 @@ def _sdk() -> Any:
     return pushgate_client
 
 
+def _stopped(e: Exception) -> NoReturn:
+    """``listen`` must not reconnect (kicked, token refused, ...): exit 1 with the reason
+    (bad arguments and settings exit 2, through :func:`_fail`)."""
+    click.echo(f"pushgate: {e}", err=True)
+    sys.exit(1)
+
+
+def _why_disconnected(client: Any) -> str:
+    """What ended the latest attempt: the close frame's code and reason, or the error of
+    a connection attempt that got no socket (refused, timed out, ...)."""
+    err = client.connect_error
+    if err is not None:
+        return f" (connect failed: {str(err) or type(err).__name__})"
+    info = client.last_close
+    if info is None:
+        return ""
+    return f" ({info.code} {info.reason})".replace(" )", ")")
+
+
 @app.command()
 @click.option("--user", required=True, help="User id (the token's 'sub').")
 @click.option("--workspace", default="default", show_default=True, help="Workspace ('ws').")
@@ -312,9 +331,10 @@ def _sdk() -> Any:
 @click.option("--app", "application", default="", help="Application id ('app' claim).")
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="PUSHGATE_URL",
               help="Gateway base URL.  [env: PUSHGATE_URL]")
-@click.option("--after", type=int, default=None,
+@click.option("--after", type=click.IntRange(min=0), default=None,
               help="Print the stored events after this seq first (0 = all); default: new only.")
-@click.option("--count", type=int, default=None, help="Exit after this many events.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Exit after this many events.")
 @click.option("--no-ack", is_flag=True, help="Do not ack events (send-with-ack senders time out).")
 @click.option("--config", default=None, help="TOML settings file (for the JWT secret).")
 @click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
@@ -324,10 +344,16 @@ def listen(user: str, workspace: str, device: str, application: str, url: str,
     """Connect as USER and print events as JSON lines (reconnects, never skips one).
 
     Tokens are minted with the secret `serve` uses (as `pushgate token` does) and
-    refreshed before they expire. Connection changes go to stderr."""
+    refreshed before they expire. Connection changes go to stderr. Exits 1 with the
+    reason when it must not reconnect (e.g. kicked by a newer session), 2 on bad
+    arguments or settings."""
     import json
 
     sdk = _sdk()
+    try:
+        sdk.ws_url(url)
+    except ValueError as e:
+        _fail(e)
     from pushgate.auth import Identity, TokenCodec
     from pushgate.credentials import ensure_secrets
 
@@ -344,8 +370,8 @@ def listen(user: str, workspace: str, device: str, application: str, url: str,
 
     def on_state(state: Any) -> None:
         note = f" (session {client.session})" if state is sdk.State.CONNECTED else ""
-        if state is sdk.State.DISCONNECTED and client.last_close is not None:
-            note = f" ({client.last_close.code} {client.last_close.reason})".rstrip()
+        if state is sdk.State.DISCONNECTED:
+            note = _why_disconnected(client)
         click.echo(f"pushgate: {state.value}{note}", err=True)
 
     client = sdk.Client(url, token_provider=token, after=after, auto_ack=not no_ack,
@@ -366,7 +392,7 @@ def listen(user: str, workspace: str, device: str, application: str, url: str,
     except KeyboardInterrupt:
         pass
     except sdk.StoppedError as e:
-        _fail(e)
+        _stopped(e)
 
 
 @app.command()

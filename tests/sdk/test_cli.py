@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 from pathlib import Path
+
+from pushgate_client import Client
 
 from deploy.local.cluster import pushgate_bin
 from tests.support.server import ServerProcess, server_env
@@ -54,4 +57,80 @@ async def test_listen_prints_what_send_sends(tmp_path: Path) -> None:
                          "--data-dir", str(srv.data_dir))
         assert down.returncode != 0 and "cannot reach" in down.stderr
     finally:
+        srv.stop()
+
+
+async def test_listen_bad_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = server_env()
+    bad = await cli(env, "listen", "--user", "a", "--url", "foo://x",
+                    "--data-dir", str(tmp_path / "data"))
+    assert bad.returncode == 2, bad
+    assert bad.stderr.startswith("pushgate: url must start with"), bad.stderr
+    assert len(bad.stderr.splitlines()) == 1, bad.stderr
+    negative = await cli(env, "listen", "--user", "a", "--after", "-1",
+                         "--data-dir", str(tmp_path / "data"))
+    assert negative.returncode == 2 and "Traceback" not in negative.stderr, negative
+
+
+async def test_listen_exits_1_when_its_token_is_refused(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", server_env())
+    srv.start()
+    try:
+        other = server_env()  # another JWT secret: the server refuses the tokens (4100)
+        refused = await cli(other, "listen", "--user", "a", "--url", srv.base_url,
+                            "--data-dir", str(tmp_path / "other"))
+        assert refused.returncode == 1, refused
+        assert "pushgate: disconnected (4100 " in refused.stderr, refused.stderr
+        assert refused.stderr.rstrip().endswith("(not reconnecting)"), refused.stderr
+    finally:
+        srv.stop()
+
+
+async def test_listen_reports_each_disconnect_and_exits_1_when_kicked(tmp_path: Path) -> None:
+    env = server_env()  # the CLI mints its tokens with the server's secret
+    srv = ServerProcess(tmp_path / "data", env)
+    srv.start()
+    listener = await asyncio.create_subprocess_exec(
+        pushgate_bin(), "listen", "--user", "kim", "--url", srv.base_url,
+        "--data-dir", str(srv.data_dir), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    assert listener.stderr is not None
+    lines: list[str] = []
+
+    async def line_with(text: str, timeout: float = 20) -> str:
+        assert listener.stderr is not None
+        while True:
+            raw = await asyncio.wait_for(listener.stderr.readline(), timeout)
+            assert raw, f"stderr ended before a {text!r} line: {lines}"
+            lines.append(raw.decode().rstrip("\n"))
+            if text in lines[-1]:
+                return lines[-1]
+
+    others: list[Client] = []
+    try:
+        await line_with("pushgate: connected (session ")
+        await asyncio.to_thread(srv.stop, signal.SIGTERM)
+        # the close that happened, not a bare "disconnected"
+        assert await line_with("pushgate: disconnected") == \
+            "pushgate: disconnected (4000 server shutting down; reconnect)"
+        # the server is gone: no close frame, the connect error (not the old 4000 again)
+        refused = await line_with("pushgate: disconnected")
+        assert refused.startswith("pushgate: disconnected (connect failed: "), lines
+        await asyncio.to_thread(srv.start)
+        await line_with("pushgate: connected (session ")
+        others = [Client(srv.base_url, token=srv.token("kim")) for _ in range(5)]
+        for c in others:  # the 6th session of kim kicks the listener
+            await c.wait_connected(10)
+        assert (await line_with("pushgate: disconnected")).startswith(
+            "pushgate: disconnected (4102 "), lines
+        assert await asyncio.wait_for(listener.wait(), 20) == 1  # kicked: must not reconnect
+        assert listener.stderr is not None
+        rest = (await listener.stderr.read()).decode()
+        assert "connection closed with 4102" in rest and "(not reconnecting)" in rest, rest
+    finally:
+        if listener.returncode is None:
+            listener.kill()
+            await listener.wait()
+        for c in others:
+            await c.close()
         srv.stop()

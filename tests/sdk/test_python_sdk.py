@@ -19,6 +19,7 @@ from pushgate_client import (
     State,
     TokenExpired,
     Unauthorized,
+    token_expiry,
 )
 
 from tests.sdk.conftest import Sender, http_head, make_server, stored_seqs
@@ -269,3 +270,100 @@ async def test_close_ends_iteration(server: ServerProcess) -> None:
     assert client.closed and client.state is State.DISCONNECTED
     with contextlib.suppress(Exception):
         await client.wait_closed()
+
+
+async def test_wait_closed_can_be_timed_out_and_cancelled(server: ServerProcess) -> None:
+    client = Client(server.base_url, token=server.token("pia"))
+    try:
+        await client.wait_connected(10)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.wait_closed(), 0.3)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await client.wait_closed()
+        waiter = asyncio.create_task(client.wait_closed())
+        await asyncio.sleep(0)  # let it start waiting
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert waiter.cancelled()
+        # none of that stopped the client
+        assert client.state is State.CONNECTED and not client.closed
+        assert await client.ping() < 5
+        waiter = asyncio.create_task(client.wait_closed())
+        await client.close()
+        assert await asyncio.wait_for(waiter, 5) is None  # closed by the application
+    finally:
+        await client.close()
+
+
+async def test_token_is_never_refreshed_before_half_its_life(server: ServerProcess) -> None:
+    # (obtained, exp) of each token, and when the provider was asked for the next one
+    tokens: list[tuple[float, float]] = []
+    asked: list[float] = []
+    refreshed = asyncio.Event()
+
+    def provider() -> str:
+        asked.append(time.time())
+        token = server.token("rae", ttl=4)
+        tokens.append((time.time(), float(token_expiry(token) or 0)))
+        if len(tokens) >= 4:
+            refreshed.set()
+        return token
+
+    # a margin longer than the life: the refresh comes at half the life, never earlier
+    async with Client(server.base_url, token_provider=provider, refresh_margin=30) as client:
+        await asyncio.wait_for(refreshed.wait(), 20)
+        assert client.last_close is not None and client.last_close.code == 1000
+    for (obtained, exp), at in zip(tokens, asked[1:], strict=False):
+        assert at >= obtained + (exp - obtained) / 2, (
+            f"refreshed {at - obtained:.2f} s into a {exp - obtained:.2f} s token")
+
+
+async def test_last_seq_counts_only_events_the_app_has_taken(server: ServerProcess) -> None:
+    async with server.http() as http:
+        for n in range(1, 51):
+            r = await http.post("/v1/notifications", json={"users": ["lou"], "body": {"n": n}})
+            assert r.json()["results"][0]["seq"] == n
+    client = Client(server.base_url, token=server.token("lou"), after=0)
+    assert client.last_seq == 0
+    async with client:
+        assert (await asyncio.wait_for(anext(client), 10)).seq == 1
+        await client.ping()  # the whole backlog came before the pong: it is buffered
+        assert client.last_seq == 1
+        for n in range(2, 11):
+            assert (await asyncio.wait_for(anext(client), 10)).seq == n
+        assert client.last_seq == 10
+    # resuming from the persisted last_seq: the 40 events the app never took
+    async with Client(server.base_url, token=server.token("lou"), after=client.last_seq) as again:
+        got = [(await asyncio.wait_for(anext(again), 10)).seq for _ in range(40)]
+        assert got == list(range(11, 51))
+        assert again.last_seq == 50
+        await again.ping()
+        assert again.last_seq == 50
+
+
+async def test_state_listeners_see_the_close_that_caused_the_change(tmp_path: Path) -> None:
+    srv = make_server(tmp_path)
+    srv.start()
+    seen: list[tuple[State, int | None, str | None]] = []
+
+    def on_state(s: State) -> None:
+        close = client.last_close
+        seen.append((s, close.code if close else None,
+                     type(client.connect_error).__name__ if client.connect_error else None))
+
+    client = Client(srv.base_url, token=srv.token("sue"), backoff_base=0.05, backoff_cap=0.2,
+                    on_state=on_state)
+    try:
+        await client.wait_connected(10)
+        await asyncio.to_thread(srv.stop, signal.SIGTERM)
+        await wait_for(lambda: sum(s is State.DISCONNECTED for s, _, _ in seen) >= 2, 10,
+                       "a close and a refused attempt")
+        disconnects = [(code, err) for s, code, err in seen if s is State.DISCONNECTED]
+        assert disconnects[0] == (4000, None)  # the server's close, set before the listeners
+        assert disconnects[1][1] is not None  # a refused attempt: its error, no close frame
+        assert client.connect_error is not None
+    finally:
+        await client.close()
+        srv.stop()

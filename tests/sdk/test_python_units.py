@@ -8,7 +8,8 @@ import random
 
 import pytest
 from pushgate_client import Backoff, Event, Inbox, should_reconnect, token_expiry, ws_url
-from pushgate_client.token import refresh_at
+from pushgate_client.client import _Buffer
+from pushgate_client.token import refresh_at, refresh_window
 
 
 def ev(seq: int) -> Event:
@@ -108,6 +109,28 @@ def test_token_expiry_is_read_without_verifying() -> None:
     assert token_expiry("garbage") is None
     assert refresh_at(1000, 2800, 30) == 2770  # 30 s before a 30 min token expires
     assert refresh_at(1000, 1010, 30) == 1005  # never before half its life
+
+
+def test_refresh_window_is_margin_to_1_5_margin_before_exp_never_before_half_life() -> None:
+    assert refresh_window(1000, 2800, 30) == (2755, 2770)  # a 30 min token: 45 s to 30 s
+    assert refresh_window(1000, 1080, 30) == (1040, 1050)  # the early end moved to half
+    assert refresh_window(1000, 1010, 30) == (1005, 1005)  # shorter than 2 margins: half
+    assert refresh_window(1000, 1000, 30) == (1000, 1000)
+
+
+async def test_the_apps_resume_point_counts_only_events_it_took() -> None:
+    buf = _Buffer(10, 0)
+    await buf.put(ev(1))
+    await buf.put(ev(2))
+    buf.advance(2)
+    await buf.put(Event(None, None, "typing", 0.0))  # transient
+    buf.advance(5)  # 3-5 expired (a fetch reply said so)
+    assert buf.position == 0  # nothing taken yet
+    assert (await buf.get()).seq == 1 and buf.position == 1
+    assert (await buf.get()).seq == 2 and buf.position == 2
+    assert (await buf.get()).seq is None and buf.position == 5
+    buf.advance(7)  # nothing buffered: at once
+    assert buf.position == 7
 
 
 def test_close_code_rule_and_urls() -> None:

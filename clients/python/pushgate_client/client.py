@@ -51,7 +51,7 @@ from pushgate_client.errors import (
     stopped_error,
 )
 from pushgate_client.inbox import Inbox
-from pushgate_client.token import refresh_at, token_expiry
+from pushgate_client.token import refresh_at, refresh_window, token_expiry
 from pushgate_client.types import (
     CloseInfo,
     Event,
@@ -92,12 +92,26 @@ def should_reconnect(code: int) -> bool:
     return True
 
 
-class _Buffer:
-    """Events for the application: bounded, ends with the client (with its error)."""
+class _Item:
+    __slots__ = ("event", "position")
 
-    def __init__(self, size: int) -> None:
-        self._items: deque[Event] = deque()
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.position = event.seq  # the application's resume point once it took this
+
+
+class _Buffer:
+    """Events for the application: bounded, ends with the client (with its error).
+
+    It also keeps the application's resume point, :attr:`position`: each item carries the
+    seq the position moves to once the application has taken it (its own seq; the last
+    item also any later advance of the reader's cursor over expired seqs), so that it
+    never counts an event that still waits here."""
+
+    def __init__(self, size: int, position: int | None = None) -> None:
+        self._items: deque[_Item] = deque()
         self._size = size
+        self.position = position
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -108,8 +122,18 @@ class _Buffer:
         while self._size and len(self._items) >= self._size and not self.ended:
             self._writable.clear()
             await self._writable.wait()
-        self._items.append(e)
+        self._items.append(_Item(e))
         self._readable.set()
+
+    def advance(self, position: int) -> None:
+        """The reader's cursor is at ``position``: every stored event up to it was put
+        here (or has expired). The application's position follows once it has taken
+        what is buffered."""
+        if self._items:
+            tail = self._items[-1]
+            tail.position = position if tail.position is None else max(tail.position, position)
+        elif self.position is None or position > self.position:
+            self.position = position
 
     async def get(self) -> Event:
         while not self._items:
@@ -119,9 +143,11 @@ class _Buffer:
                 raise StopAsyncIteration
             self._readable.clear()
             await self._readable.wait()
-        e = self._items.popleft()
+        item = self._items.popleft()
+        if item.position is not None and (self.position is None or item.position > self.position):
+            self.position = item.position
         self._writable.set()
-        return e
+        return item.event
 
     def end(self, error: BaseException | None) -> None:
         self.ended = True
@@ -177,7 +203,8 @@ class Client:
         self.ping_interval = ping_interval
         self.watchdog_pings = watchdog_pings
         self.fetch_limit = fetch_limit
-        self.backoff = Backoff(backoff_base, backoff_cap, rng)
+        self._rng = rng or random.Random()
+        self.backoff = Backoff(backoff_base, backoff_cap, self._rng)
         self.connect_options = {
             "compression": None, "max_size": 64 * 1024 * 1024, "close_timeout": 2.0,
             **(connect_options or {})}
@@ -194,10 +221,13 @@ class Client:
         self.fetches = 0  # fetches sent to fill gaps (diagnostics)
         self.attempted_at = 0.0  # time.monotonic() of the latest connection attempt
         self.error: StoppedError | None = None  # why the client stopped, if it did
+        # why the latest connection attempt got no connection (refused, handshake
+        # refused, timed out, token provider failed); None once a socket was open
+        self.connect_error: Exception | None = None
         self._listeners: list[StateListener] = [on_state] if on_state else []
         self._state_changed = asyncio.Event()
 
-        self._buffer = _Buffer(buffer_size)
+        self._buffer = _Buffer(buffer_size, after)
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -239,10 +269,13 @@ class Client:
 
     async def wait_closed(self) -> None:
         """Wait until the client stops; raises the :class:`StoppedError` that stopped it."""
-        self.start()
-        assert self._task is not None
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._task)
+        if not self.closed:
+            self.start()
+        task = self._task
+        if task is not None and not task.done():
+            # not `shield`: the caller's own cancellation (a timeout) must propagate, and
+            # it must not cancel the client
+            await asyncio.wait([task])
         if self.error is not None:
             raise self.error
 
@@ -252,9 +285,11 @@ class Client:
 
     @property
     def last_seq(self) -> int | None:
-        """Every stored event up to this seq was handed to the application (None before
-        the first ``hello`` when started without ``after``)."""
-        return self._inbox.last_seq if self._inbox is not None else None
+        """Every stored event up to this seq was handed to the application (taken from
+        ``async for``; events still buffered do not count), or has expired. Persist it and
+        pass it back as ``after``. None before the first ``hello`` when started without
+        ``after``."""
+        return self._buffer.position
 
     @property
     def session(self) -> str | None:
@@ -433,12 +468,14 @@ class Client:
                 if delay > 0:
                     self._set_state(State.DISCONNECTED)
                     await asyncio.sleep(delay)
+                self.connect_error = None
                 self._set_state(State.CONNECTING)
                 try:
                     token, fresh = await self._token_for_connect(force_token)
                     force_token = False
                 except Exception as e:  # the application's backend may be down: retry
                     log.warning("token provider failed: %r", e)
+                    self.connect_error = e
                     delay = self.backoff.next()
                     continue
                 self.attempted_at = time.monotonic()
@@ -447,11 +484,11 @@ class Client:
                                        **self.connect_options)
                 except (OSError, TimeoutError, InvalidHandshake) as e:
                     log.info("connect to %s failed: %r", self.url, e)
+                    self.connect_error = e
                     delay = self.backoff.next()
                     continue
                 started = time.monotonic()
-                info = await self._serve(ws)
-                self.last_close = info
+                info = await self._serve(ws)  # sets last_close before the state changes
                 if self._closing:
                     break
                 if time.monotonic() - started >= self.stable_after:
@@ -516,6 +553,8 @@ class Client:
                     await self._on_frame(ws, frame)
                 except (KeyError, ValueError, TypeError) as e:
                     log.warning("ignoring a malformed %r frame: %r", frame.get("type"), e)
+                if self._inbox is not None:
+                    self._buffer.advance(self._inbox.last_seq)
         except ConnectionClosed:
             pass
         finally:
@@ -526,8 +565,10 @@ class Client:
             if self._inbox is not None:
                 self._inbox.on_disconnect()
             self._fail_pending(ConnectionLost("connection closed"))
+            # before the state listeners run: they report why the connection ended
+            self.last_close = info = self._close_info(ws)
             self._set_state(State.DISCONNECTED)
-        return self._close_info(ws)
+        return info
 
     def _close_info(self, ws: ClientConnection) -> CloseInfo:
         code = ws.close_code if ws.close_code is not None else 1006
@@ -544,6 +585,7 @@ class Client:
         self.hello = hello
         if self._inbox is None:
             self._inbox = Inbox(hello.head)  # no `after`: start at the current head
+            self._buffer.advance(hello.head)
         elif hello.head < self._inbox.last_seq:
             log.warning("server head %d is below the last seq %d: was its store reset?",
                         hello.head, self._inbox.last_seq)
@@ -574,12 +616,15 @@ class Client:
         exp = token_expiry(self._token)
         if exp is None:
             return
-        at = refresh_at(self._token_obtained, exp, self.refresh_margin)
-        if at - self._token_obtained < 1.0:
+        lo, hi = refresh_window(self._token_obtained, exp, self.refresh_margin)
+        if hi - self._token_obtained < 1.0:
             return  # too short-lived to replace early: the 4101 path handles it
-        # spread refreshes of clients whose tokens were minted together
-        wait = (at - time.time()) - random.uniform(0, 0.2) * max(0.0, at - self._token_obtained)
-        await asyncio.sleep(max(0.0, wait))
+        # a random moment in the window spreads the refreshes of clients whose tokens
+        # were minted together; never before half the token's life
+        at = self._rng.uniform(lo, hi)
+        await asyncio.sleep(max(0.0, at - time.time()))
+        if (left := at - time.time()) > 0:  # the loop's clock is not time.time()
+            await asyncio.sleep(left)
         try:
             await self._refresh_token()
         except Exception as e:
