@@ -1,7 +1,9 @@
 """The JS SDK in a real headless Chromium (Debian's chromium, driven by playwright-core
 through clients/js/test/browser-driver.mjs) against the live gateway: connect, receive,
-ack, read, send, reconnect after the server restarts (SIGTERM and SIGKILL). Also the
-JS unit tests (node --test) and a Node 20 run with its built-in WebSocket."""
+ack, read, send, reconnect after the server restarts (SIGTERM and SIGKILL), back off
+when nothing listens. Also the JS SDK's own tests (node --test, as ``npm test``: a fake
+gateway, and refused connects with Node 20's built-in WebSocket and ``ws``) and a Node 20
+run with its built-in WebSocket against the gateway."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import functools
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -167,19 +170,63 @@ async def test_js_sdk_kicked_in_chromium(tmp_path: Path) -> None:
         srv.stop()
 
 
+def _refused_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@needs_node
+async def test_js_sdk_refused_connects_back_off_in_chromium(tmp_path: Path) -> None:
+    """Nothing listens: a browser fires `error` and then `close` for each refused connect.
+    Each attempt is handled once (one `disconnected`) and the next one follows the
+    backoff window (random fixed at 0.9: 0.9 × 100, 200, 400, 800, 800 ms)."""
+    srv = make_server(tmp_path)  # never started: the page server only serves files here
+    port = _refused_port()
+    with page_server(srv) as base:
+        async with browser() as b:
+            await b.call("goto", url=f"{base}/test/harness.html")
+            result = await b.eval(
+                "import('/src/index.js').then(({PushgateClient}) => new Promise((resolve, reject) => {"
+                " const started = [], closes = [];"
+                " class Recording extends WebSocket {"
+                "   constructor(...a) { started.push(performance.now()); super(...a); } }"
+                f" const c = new PushgateClient({{url: 'http://127.0.0.1:{port}',"
+                "   token: 'a.eyJleHAiOjk5OTk5OTk5OTl9.b', WebSocket: Recording,"
+                "   backoff: {base: 100, cap: 800}, random: () => 0.9, connectTimeoutMs: 3000});"
+                " const timer = setTimeout(() => c.close().then(() =>"
+                "   reject(new Error('only ' + JSON.stringify(closes)))), 8000);"
+                " c.on('disconnected', (i) => {"
+                "   closes.push([i.code, i.byClient, started.length]);"
+                "   if (closes.length === 6) {"
+                "     clearTimeout(timer);"
+                "     c.close().then(() => resolve({started, closes}));"
+                "   } });"
+                " c.start(); }))")
+    closes, started = result["closes"], result["started"]
+    assert closes == [[1006, False, n] for n in range(1, 7)], closes  # one per attempt
+    for k, window in enumerate((100, 200, 400, 800, 800)):
+        gap = started[k + 1] - started[k]
+        assert 0.9 * window - 2 <= gap <= 0.9 * window + 600, (k, gap, started)
+
+
 @needs_node
 async def test_js_unit_tests_and_node_websocket(tmp_path: Path) -> None:
+    # what `npm test` runs (package.json)
     proc = await asyncio.create_subprocess_exec(
-        "node", "--test", "test/units.test.js", cwd=str(JS), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        "node", "--experimental-websocket", "--no-warnings", "--test", "test/units.test.js",
+        "test/client.test.js", cwd=str(JS), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode == 0, out.decode()
+    assert b"# skipped 0" in out, out.decode()  # built-in WebSocket and ws both tested
 
     srv = make_server(tmp_path)
     srv.start()
     try:
         async with srv.http() as http:
-            await http.post("/v1/notifications", json={"users": ["nod"], "body": "first"})
+            for body in ("first", "second", "third"):
+                await http.post("/v1/notifications", json={"users": ["nod"], "body": body})
         proc = await asyncio.create_subprocess_exec(
             "node", "--experimental-websocket", "--no-warnings", "test/node-smoke.mjs",
             srv.base_url, srv.token("nod"), cwd=str(JS), stdout=subprocess.PIPE,
@@ -187,6 +234,8 @@ async def test_js_unit_tests_and_node_websocket(tmp_path: Path) -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, out.decode()
         result = json.loads(out.decode().strip().splitlines()[-1])
-        assert result["seqs"] == [1] and result["body"] == "first" and result["pingMs"] >= 0
+        assert result["seqs"] == [1, 2, 3] and result["body"] == "first" and result["pingMs"] >= 0
+        # lastSeq is what the for-await consumer has seen, not what the SDK received
+        assert result["lastSeqs"] == [1, 3]
     finally:
         srv.stop()

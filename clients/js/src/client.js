@@ -4,15 +4,18 @@
  * Same behaviour as the Python SDK (docs/protocol.md, "How a client should behave"):
  *
  * - connects with a token, or a token provider asked again shortly before the token
- *   expires and whenever the server closes with 4101;
+ *   expires (`refreshAt`: never before half its life) and whenever the server closes
+ *   with 4101;
  * - reconnects after anything but a "do not reconnect" close, waiting
  *   random(0, min(cap, base * 2 ** attempt)) (exponential backoff, full jitter); the
  *   attempt count resets once a connection stayed up `stableAfterMs`;
  * - stops on 4100 (after one retry with a fresh token), 4102 (kicked), 4103, 4104,
  *   other 41xx-49xx codes and 1009, and reports a StoppedError (`error` event, the async
  *   iterator throws it, `closed` rejects with it);
- * - resumes with `after=<lastSeq>` and fetches every gap: the application gets each
- *   stored event exactly once, in seq order; transient events (seq null) pass through;
+ * - resumes with `after=<the last seq it received>` and fetches every gap: the
+ *   application gets each stored event exactly once, in seq order; transient events
+ *   (seq null) pass through. `lastSeq` is what the application was handed (events held
+ *   for an iterator do not count): persist it, pass it back as `after`;
  * - acks every stored event it receives (`autoAck`);
  * - sends a `ping` frame every idle_timeout_s / 3 and treats a link that brought nothing
  *   for `watchdogPings` ping intervals as dead.
@@ -75,10 +78,24 @@ export function tokenExpiry(token) {
   }
 }
 
-/** When to replace a token: `margin` ms before expiry, never before half its life.
- * @param {number} obtainedAt @param {number} expiresAt @param {number} margin */
-export function refreshAt(obtainedAt, expiresAt, margin) {
-  return expiresAt - Math.min(margin, Math.max(0, expiresAt - obtainedAt) / 2);
+/**
+ * When to replace a token: `margin` ms before expiry minus a jitter, never before half
+ * its life: max(obtainedAt + life / 2, expiresAt - margin - jitter), where life =
+ * expiresAt - obtainedAt and jitter = `random` * min(margin, life / 10). The jitter
+ * spreads the refreshes of clients whose tokens were minted together; its bound keeps a
+ * long-lived token from being replaced minutes early. `random` in [0, 1) (0: no jitter).
+ * @param {number} obtainedAt @param {number} expiresAt @param {number} margin
+ * @param {number} [random]
+ */
+export function refreshAt(obtainedAt, expiresAt, margin, random = 0) {
+  // the Python SDK's refresh_window: uniform from 1.5 x margin to margin before exp,
+  // both ends moved up to half the token's life (docs/clients.md)
+  const life = expiresAt - obtainedAt;
+  if (life <= 0) return expiresAt;
+  const half = obtainedAt + life / 2;
+  const lo = Math.max(half, expiresAt - 1.5 * margin);
+  const hi = Math.max(half, expiresAt - margin);
+  return hi - random * (hi - lo);
 }
 
 /** @param {any} d @returns {PushEvent} */
@@ -116,8 +133,10 @@ export class PushgateClient {
     this._token = o.token ?? null;
     this._tokenObtained = now();
     this._provider = o.tokenProvider ?? null;
-    /** @type {Inbox|null} */
+    /** @type {Inbox|null} the SDK's own cursor: what it resumes from (`after`) */
     this._inbox = o.after == null ? null : new Inbox(o.after);
+    /** @type {number|null} seq of the last stored event handed to the application */
+    this._handedSeq = o.after ?? null;
 
     /** @type {string} */
     this.state = State.DISCONNECTED;
@@ -188,12 +207,19 @@ export class PushgateClient {
     }
   }
 
+  /** `e` reaches the application (an 'event' listener, or an iterator yields it).
+   * @param {PushEvent} e */
+  _handed(e) {
+    if (e.seq !== null && (this._handedSeq === null || e.seq > this._handedSeq)) this._handedSeq = e.seq;
+  }
+
   /** @param {PushEvent} e */
   _deliver(e) {
     if (!this._listeners.get('event')?.size && this._iterators.size === 0) {
       this._early.push(e); // nobody listens yet: keep it for the first consumer
       return;
     }
+    if (this._listeners.get('event')?.size) this._handed(e);
     this._emit('event', e);
     for (const it of this._iterators) it.push(e);
   }
@@ -226,8 +252,9 @@ export class PushgateClient {
         if (waiter) {
           const w = waiter;
           waiter = null;
+          client._handed(e);
           w.resolve({ value: e, done: false });
-        } else queue.push(e);
+        } else queue.push(e); // not handed yet: lastSeq waits until next() yields it
       },
       end() {
         ended = true;
@@ -239,7 +266,11 @@ export class PushgateClient {
     this._flushEarly();
     return {
       next() {
-        if (queue.length) return Promise.resolve({ value: queue.shift(), done: false });
+        if (queue.length) {
+          const e = /** @type {PushEvent} */ (queue.shift());
+          client._handed(e);
+          return Promise.resolve({ value: e, done: false });
+        }
         if (ended) {
           return client.error ? Promise.reject(client.error)
             : Promise.resolve({ value: undefined, done: true });
@@ -258,8 +289,12 @@ export class PushgateClient {
 
   // -- lifecycle ---------------------------------------------------------------------------
 
+  /** The resume point: seq of the last stored event handed to the application (given to
+   * an 'event' listener or yielded by an iterator); `after`, or the head the first `hello`
+   * reported, until one is. Events the SDK received but still holds for an iterator are
+   * not counted. (The SDK itself resumes from what it received: those are kept.) */
   get lastSeq() {
-    return this._inbox ? this._inbox.lastSeq : null;
+    return this._handedSeq;
   }
 
   get session() {
@@ -482,10 +517,17 @@ export class PushgateClient {
         }
       }
     };
+    ws.onopen = () => { conn.opened = true; };
     ws.onclose = (/** @type {{code: number, reason: string}} */ e) => {
       this._endConnection(conn, null, e.code || 1006, e.reason || '');
     };
-    ws.onerror = () => {}; // a close event follows
+    ws.onerror = (/** @type {any} */ e) => {
+      // Browsers and `ws` follow an error with a close event (handled once: the first one
+      // ends `conn`). Node 20's built-in WebSocket fires only `error` when the connection
+      // is refused, so a connect that fails before `open` ends here, not at the connect
+      // timeout. After `open` the close event carries the code (the watchdog backs it up).
+      if (!conn.opened) this._endConnection(conn, null, 1006, e?.message || 'connection failed');
+    };
     return conn;
   }
 
@@ -498,7 +540,7 @@ export class PushgateClient {
     for (const t of conn.timers) { clearTimeout(t); clearInterval(t); }
     const ws = conn.ws;
     if (ws) {
-      ws.onmessage = ws.onclose = null;
+      ws.onopen = ws.onmessage = ws.onclose = null; // onerror stays: `ws` throws unhandled errors
       if (cause) {
         try {
           ws.close(1000, String(cause).slice(0, 100));
@@ -577,8 +619,10 @@ export class PushgateClient {
       unread: Number(f.unread) || 0, v: f.v ?? 1, limits: f.limits ?? {} };
     this.hello = hello;
     conn.helloAt = now();
-    if (!this._inbox) this._inbox = new Inbox(hello.head); // no `after`: start at the head
-    else if (hello.head < this._inbox.lastSeq) {
+    if (!this._inbox) { // no `after`: start at the head
+      this._inbox = new Inbox(hello.head);
+      if (this._handedSeq === null) this._handedSeq = hello.head;
+    } else if (hello.head < this._inbox.lastSeq) {
       console.warn(`pushgate: server head ${hello.head} is below the last seq ${this._inbox.lastSeq}`);
     }
     this._send(conn, JSON.stringify({ type: 'ping', rid: SYNC }));
@@ -604,10 +648,13 @@ export class PushgateClient {
     if (!this._provider || this.refreshMarginMs == null || !this._token) return;
     const exp = tokenExpiry(this._token);
     if (exp == null) return;
-    const at = refreshAt(this._tokenObtained, exp, this.refreshMarginMs);
-    if (at - this._tokenObtained < 1000) return; // too short-lived: the 4101 path handles it
-    const spread = this._random() * 0.2 * Math.max(0, at - this._tokenObtained);
-    const wait = Math.min(2 ** 31 - 1, Math.max(0, at - now() - spread));
+    if (refreshAt(this._tokenObtained, exp, this.refreshMarginMs) - this._tokenObtained < 1000) {
+      return; // too short-lived: the 4101 path handles it
+    }
+    // jittered (clients whose tokens were minted together refresh spread out), never
+    // before half the token's life
+    const at = refreshAt(this._tokenObtained, exp, this.refreshMarginMs, this._random());
+    const wait = Math.min(2 ** 31 - 1, Math.max(0, at - now()));
     conn.timers.push(setTimeout(async () => {
       try {
         await this._refreshToken();
