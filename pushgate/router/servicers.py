@@ -49,6 +49,8 @@ log = get_logger("pushgate.router")
 DEFAULT_REPORTS = 20  # ListReports without a limit
 #: a link's Online/Offline messages waiting on the directory at once
 DIRECTORY_CONCURRENCY = 64
+#: how long a link's end waits for its tasks to finish after cancelling them
+LINK_END_S = 5.0
 DEFAULT_FETCH = 100  # FetchEvents without a limit (at most fetch_max_limit)
 
 
@@ -338,8 +340,12 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             deps.hubs.detach(stream)
             for t in (*tasks, worker):
                 t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            # bounded: a task that swallowed its cancel must not hold the link (or the
+            # router's stop) forever
+            done, _ = await asyncio.wait([*tasks, worker], timeout=LINK_END_S)
+            for t in done:  # retrieved: their errors ended the link, nothing to log twice
+                if not t.cancelled():
+                    t.exception()
             log.info("hub unlinked", hub=hub)
 
     async def _directory_worker(self, stream: HubStream,
@@ -356,8 +362,12 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             if running.get(sid) is task:
                 del running[sid]
 
+        me = asyncio.current_task()
+        assert me is not None
         try:
             while True:
+                if me.cancelling():  # a cancel a Redis call swallowed (3.11's timeout)
+                    raise asyncio.CancelledError
                 msg = await work.get()
                 kind = msg.WhichOneof("kind")
                 if kind == "hello":
