@@ -181,7 +181,7 @@ def _refused_port() -> int:
 async def test_js_sdk_refused_connects_back_off_in_chromium(tmp_path: Path) -> None:
     """Nothing listens: a browser fires `error` and then `close` for each refused connect.
     Each attempt is handled once (one `disconnected`) and the next one follows the
-    backoff window (random fixed at 0.9: 0.9 × 100, 200, 400, 800, 800 ms)."""
+    backoff window (random fixed at 0.9: 0.9 x 100, 200, 400, 800, 800 ms)."""
     srv = make_server(tmp_path)  # never started: the page server only serves files here
     port = _refused_port()
     with page_server(srv) as base:
