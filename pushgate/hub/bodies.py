@@ -34,4 +34,8 @@ def decode(body: bytes | bytearray) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
+        if body[:2] == b"\x1f\x8b" or body[:4] == b"\x28\xb5\x2f\xfd":  # gzip, zstd
+            raise InvalidRequest("request body is compressed (gzip or zstd): Content-Encoding "
+                                 "is not supported; send the JSON uncompressed",
+                                 field="body") from None
         raise InvalidRequest(f"request body is not valid JSON: {e}", field="body") from None

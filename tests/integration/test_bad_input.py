@@ -219,6 +219,23 @@ async def test_a_device_app_is_an_id_on_every_path(srv: ServerProcess, stored: l
         assert (await http.get("/v1/users/dev-app/devices")).json() == {"devices": []}
 
 
+@pytest.mark.parametrize("path", ["/v1/notifications", "/v1/users/gz/read"])
+async def test_a_compressed_body_is_refused_saying_so(srv: ServerProcess, stored: list[int],
+                                                      path: str) -> None:
+    """A client that gzips its body (``Content-Encoding: gzip``) is told that, not that
+    its JSON has bad UTF-8; nothing is stored."""
+    import gzip
+
+    async with srv.http() as http:
+        r = await http.post(path, content=gzip.compress(b'{"users": ["gz"], "body": 1}'),
+                            headers={"content-encoding": "gzip"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["field"] == "body" and "compressed" in error["message"]
+        assert "Content-Encoding" in error["message"]
+        assert (await http.get("/v1/users/gz/events")).status_code == 404  # no inbox
+
+
 async def test_head_reads_and_never_writes(srv: ServerProcess, stored: list[int]) -> None:
     """HEAD is GET without the body: on the devices route (GET, PUT, DELETE) a HEAD with
     a device in its body registers nothing."""
