@@ -79,17 +79,16 @@ export function tokenExpiry(token) {
 }
 
 /**
- * When to replace a token: `margin` ms before expiry minus a jitter, never before half
- * its life: max(obtainedAt + life / 2, expiresAt - margin - jitter), where life =
- * expiresAt - obtainedAt and jitter = `random` * min(margin, life / 10). The jitter
- * spreads the refreshes of clients whose tokens were minted together; its bound keeps a
- * long-lived token from being replaced minutes early. `random` in [0, 1) (0: no jitter).
+ * When to replace a token (the Python SDK's `refresh_window`, docs/clients.md): in the
+ * window from 1.5 x `margin` to `margin` ms before expiry, both ends moved up to half
+ * the token's life, at the point `random` in [0, 1) picks (0: the window's end, `margin`
+ * before expiry). The spread keeps clients whose tokens were minted together from
+ * refreshing together; a token that lives 2 x `margin` or less is replaced at half its
+ * life.
  * @param {number} obtainedAt @param {number} expiresAt @param {number} margin
  * @param {number} [random]
  */
 export function refreshAt(obtainedAt, expiresAt, margin, random = 0) {
-  // the Python SDK's refresh_window: uniform from 1.5 x margin to margin before exp,
-  // both ends moved up to half the token's life (docs/clients.md)
   const life = expiresAt - obtainedAt;
   if (life <= 0) return expiresAt;
   const half = obtainedAt + life / 2;
