@@ -168,7 +168,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.length: bytes | None = None  # its first Content-Length
         self.expect = False  # its Expect: 100-continue
         self.coded = False  # it has a Transfer-Encoding
-        self.upgrade: bytes | None = None  # the first request's Upgrade header
+        self.upgrade: bytes | None = None  # the Upgrade header of the head under way
         self.stopping = False  # uvicorn's shutdown: close after the reply in flight
         self.read_paused = False
         self.write_paused = False
@@ -368,7 +368,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.piece_began = True
         self.head_fresh = self.chunk_fresh
         self.held = None
-        self.auth = self.length = None
+        self.auth = self.length = self.upgrade = None
         self.expect = self.coded = False
         self._set_deadline(self.header_timeout)
 
@@ -376,8 +376,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.mode > SEND:
-            return  # only a send's headers are looked at (uvicorn reads the others)
+        # a send's headers; on uvicorn's connections the body's (an upgrade with one)
         size = len(name)
         if size == 13:
             if self.auth is None and name.lower() == b"authorization":
@@ -390,7 +389,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self.expect = True
         elif size == 17 and name.lower() == b"transfer-encoding":
             self.coded = True
-        elif size == 7 and self.mode == FIRST and name.lower() == b"upgrade":
+        elif size == 7 and name.lower() == b"upgrade":
             self.upgrade = value
 
     def on_headers_complete(self) -> None:
@@ -401,10 +400,17 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.head_bytes = 0
         self._set_deadline(self.request_timeout)
         mode = self.mode
-        if mode >= HANDING:
-            return
         parser = self.parser
         assert parser is not None
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":  # llhttp takes 2.0 (h2's preface) too
+            self._refuse_after_sends(400, "invalid_request", f"malformed HTTP request: "
+                                     f"unsupported HTTP version {version}")
+            raise Abort
+        if mode >= HANDING:
+            if parser.should_upgrade():
+                self._late_upgrade(url, parser, version)
+            return
         if parser.should_upgrade():
             if mode == FIRST:  # HttpParserUpgrade follows: the websocket class takes it
                 method = parser.get_method()
@@ -605,6 +611,24 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         if ip is not None and not getattr(protocol, "releases_connection_limits", False):
             transport.set_protocol(ReleaseOnLost(protocol, self.limits, ip))
 
+    def _late_upgrade(self, url: bytes, parser: httptools.HttpRequestParser,
+                      version: str) -> None:
+        """An upgrade after other requests on the connection (nginx reuses its upstream
+        connections): uvicorn hands a websocket one to the websocket class, except what
+        that class cannot answer — one with a body (it would close without a reply:
+        nginx's 502, and the hub out of its rotation for a while) and one over HTTP/1.0
+        (uvicorn rebuilds the head as HTTP/1.1): refused here, as on a first request."""
+        method = parser.get_method()
+        if method == b"CONNECT":
+            return
+        if self.coded or (self.length is not None and self.length.strip(b" \t") != b"0"):
+            self._refuse_upgrade_with_body(url, method)
+            raise Abort
+        if version != "1.1" and _is_websocket(self.upgrade):
+            self._refuse_after_sends(505, "invalid_request", "not a websocket upgrade: "
+                                     f"unsupported HTTP version: HTTP/{version}")
+            raise Abort
+
     def _refuse_upgrade_with_body(self, url: bytes, method: bytes) -> None:
         """The first request is an upgrade with a body, which the websocket class cannot
         read (llhttp stops at the head of an upgrade, and ``websockets`` drops a
@@ -613,14 +637,14 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         another method than ``GET`` — or a ``400``."""
         path = urlsplit(url.decode("latin-1")).path
         if path != WS_PATH and connection_token(path) is None:
-            self._reject(404, "not_found", f"no websocket endpoint at {path}; use {WS_PATH}",
-                         retryable=False)
+            self._refuse_after_sends(404, "not_found",
+                                     f"no websocket endpoint at {path}; use {WS_PATH}")
         elif method != b"GET":
-            self._reject(405, "method_not_allowed", f"not a websocket upgrade: unsupported HTTP "
-                         f"method: {method.decode('latin-1')}", retryable=False)
+            self._refuse_after_sends(405, "method_not_allowed", "not a websocket upgrade: "
+                                     f"unsupported HTTP method: {method.decode('latin-1')}")
         else:
-            self._reject(400, "invalid_request", "not a websocket upgrade: unsupported "
-                         "request body", retryable=False)
+            self._refuse_after_sends(400, "invalid_request", "not a websocket upgrade: "
+                                     "unsupported request body")
 
     def _head_too_large(self) -> None:
         self._refuse_after_sends(431, "header_too_large", f"the request head is over "

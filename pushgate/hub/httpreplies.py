@@ -13,7 +13,7 @@ import orjson
 
 _REASONS = {400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             408: b"Request Timeout", 429: b"Too Many Requests",
-            431: b"Request Header Fields Too Large"}
+            431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
 
 
 def error_body(code: str, message: str, *, retryable: bool, field: str | None = None) -> bytes:

@@ -314,3 +314,21 @@ async def test_an_h2c_upgrade_through_nginx_is_served_as_http_1_1_with_keep_aliv
         nginx.port, get("/v1/ws", _H2C), "127.0.0.40")
     assert (status, headers.get("upgrade")) == (426, "websocket")
     assert error_of(headers, reply)["field"] == "Upgrade"
+
+
+async def test_upgrades_with_a_body_through_nginx_get_their_json_refusal_and_no_502(
+        edge: tuple[QuickNginx, ServerProcess]) -> None:
+    """nginx sends them on pooled hub connections: each gets the hub's 405 (not nginx's
+    502 for a hub that closed without a reply), and the hub stays in the rotation."""
+    nginx, _hub = edge
+    body = b"{}"
+    refused = (b"POST /v1/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket"
+               b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    for _ in range(6):
+        status, headers, reply, _ = await exchange(nginx.port, get(), "127.0.0.41")
+        assert status == 200  # a pooled upstream connection for the next one
+        status, headers, reply, _ = await exchange(nginx.port, refused, "127.0.0.41")
+        assert status == 405, reply
+        assert error_of(headers, reply)["code"] == "method_not_allowed"
+    status, _, _, _ = await exchange(nginx.port, get(), "127.0.0.41")
+    assert status == 200

@@ -592,6 +592,52 @@ async def test_a_get_of_v1_ws_without_an_upgrade_is_426_naming_the_headers(
     assert "'Upgrade: websocket'" in error["message"]
 
 
+_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+_UPGRADE_WS_LATE = b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS_LATE), 405, "method_not_allowed"),
+    (post(note("k-late"), extra=_UPGRADE_WS_LATE), 404, "not_found"),
+    (post(b"{}", path=b"/v1/ws", extra=_UPGRADE_WS_LATE).replace(b"POST", b"GET", 1), 400,
+     "invalid_request"),
+    (WS_UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"), 505, "invalid_request"),
+    (b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 400, "invalid_request"),
+], ids=["post-v1-ws-with-a-body", "send-with-websocket-upgrade", "get-v1-ws-with-a-body",
+        "websocket-over-http-1.0", "http-2.0-request-line"])
+async def test_an_upgrade_after_other_requests_is_refused_as_a_first_one(
+        srv: ServerProcess, request_bytes: bytes, status: int, code: str) -> None:
+    """nginx reuses its connections to a hub, so an upgrade is often not a connection's
+    first request: it gets the same JSON refusal as a first one (it was closed without a
+    reply — nginx's 502 and the hub out of its rotation — or, over HTTP/1.0, opened)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(_HEALTHZ)
+        assert (await read_reply(reader))[0] == 200
+        writer.write(request_bytes)
+        got, headers, body = await read_reply(reader)
+        assert (got, headers["content-type"]) == (status, "application/json"), body
+        assert orjson.loads(body)["error"]["code"] == code
+        assert await at_eof(reader, 5)
+    finally:
+        writer.close()
+    assert await events_of(srv, "k-late") == []
+
+
+async def test_a_websocket_upgrade_after_other_requests_opens_a_session(
+        srv: ServerProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(_HEALTHZ)
+        assert (await read_reply(reader))[0] == 200
+        writer.write(WS_UPGRADE.replace(b"GET /v1/ws ", b"GET /v1/ws?token=%s " %
+                                        srv.token("k-late-ws").encode()))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101 ")
+    finally:
+        writer.close()
+
+
 # what Java's java.net.http.HttpClient adds to every request over http:// by default
 # (HTTP/2 preferred), and `curl --http2`
 _UPGRADE_H2C = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
