@@ -65,6 +65,10 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
     s.open(events[-1].seq if events else 0, head)
 
 
+#: websocket sends in flight: not cancelled with their connection (see Requests.cancel)
+_SENDS: set[asyncio.Task[None]] = set()
+
+
 class Requests:
     """One session's client frames (see the module docstring)."""
 
@@ -101,7 +105,7 @@ class Requests:
             s.push(p.encode_pong(frame.rid))
         elif isinstance(frame, p.Send):
             self._sends += 1
-            self._spawn(self._serve_send(frame))
+            self._spawn(self._serve_send(frame), keep=True)
             self._check_flood()
         else:
             self._pending.append(frame)
@@ -122,14 +126,18 @@ class Requests:
                 self._transport.resume_reading()
 
     def cancel(self) -> None:
+        """The connection ended: requests are dropped; sends run to their end (as over
+        HTTP and in the cluster, where the router has them: a send the client saw no reply
+        to is stored or not whatever the mode, not dropped because it closed first)."""
         for t in list(self._tasks):
             t.cancel()
         self._pending.clear()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def _spawn(self, coro: Any, keep: bool = False) -> asyncio.Task[None]:
         t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        tasks = _SENDS if keep else self._tasks
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
         return t
 
     async def _serve_pending(self) -> None:

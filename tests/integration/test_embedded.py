@@ -187,6 +187,26 @@ async def test_client_to_client_send_and_read_state(server: ServerProcess) -> No
         assert st["read"] == [[1, 1], [3, 4]] and st["unread"] == 1
 
 
+async def test_a_websocket_send_runs_to_its_end_when_its_connection_closes(
+        server: ServerProcess) -> None:
+    """A client that writes ``send`` frames and closes at once gets no replies, but the
+    sends are stored — as over HTTP and in the cluster (they were dropped here)."""
+    from tests.support.waiting import wait_for
+
+    async with ws_client(server, "ida") as ida:
+        for i in range(5):
+            await ida.send({"type": "send", "users": ["ivo"], "body": i, "rid": i})
+        await ida.ws.close()
+
+    async def stored() -> list[object]:
+        async with server.http() as http:
+            r = await http.get("/v1/users/ivo/events")
+        return [e["body"]["body"] for e in r.json()["events"]] if r.status_code == 200 else []
+
+    assert await wait_for(stored, 10, "the 5 sends stored",
+                          until=lambda bodies: len(bodies) == 5) == list(range(5))
+
+
 async def test_a_flood_of_waiting_sends_stops_the_reading_of_its_socket(
         server: ServerProcess) -> None:
     """docs/protocol.md, flow control: with 32 sends waiting (each for its ack here), the
