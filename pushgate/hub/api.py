@@ -243,6 +243,8 @@ async def pushca_open_connection(request: Request) -> Response:
     (:mod:`pushgate.hub.public_open`). Errors are answered here, not by the app's
     handler, so that the CORS wrapper of the keyless mode adds its headers to them."""
     node = _node(request)
+    if request.method == "OPTIONS":  # no Origin: not a CORS preflight, nothing to count
+        return Response(status_code=204, headers={"Allow": "POST, OPTIONS"})
     try:
         return await _pushca_open_connection(request, node)
     except PushgateError as e:

@@ -411,6 +411,11 @@ async def test_keyless_open_connection_restricted_and_rate_limited(tmp_path: Pat
                         PUSHGATE_TRUSTED_PROXIES="127.0.0.1",
                         PUSHGATE_ALLOWED_ORIGINS="http://app.example") as srv:
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=TIMEOUT) as http:
+            # a plain OPTIONS (no Origin: no preflight) says what is allowed and takes
+            # nothing from the keyless rate (the burst of 4 is used below)
+            for _ in range(10):
+                r = await http.options("/open-connection")
+                assert (r.status_code, r.headers["allow"]) == (204, "POST, OPTIONS")
             # CORS preflight, as a browser on the allowed origin sends it
             r = await http.options("/open-connection", headers={
                 "Origin": "http://app.example", "Access-Control-Request-Method": "POST",
