@@ -423,6 +423,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
                     raise Abort
                 self.handover, self.held = self.held, None
                 return
+            self._late_upgrade(url, parser, version)  # after sends: refused here, or uvicorn's
             send = False
         else:
             send = parser.get_method() == b"POST" and is_send_target(url)

@@ -320,15 +320,25 @@ async def test_upgrades_with_a_body_through_nginx_get_their_json_refusal_and_no_
         edge: tuple[QuickNginx, ServerProcess]) -> None:
     """nginx sends them on pooled hub connections: each gets the hub's 405 (not nginx's
     502 for a hub that closed without a reply), and the hub stays in the rotation."""
-    nginx, _hub = edge
-    body = b"{}"
-    refused = (b"POST /v1/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket"
-               b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    nginx, hub = edge
+    body = b'{"users": ["late-upgrade"], "body": 1}'
+    key = b"Authorization: Bearer " + hub.api_key.encode() + b"\r\n"
+    upgrade = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+
+    def post(path: bytes, extra: bytes) -> bytes:
+        return (b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + key + extra
+                + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
     for _ in range(6):
-        status, headers, reply, _ = await exchange(nginx.port, get(), "127.0.0.41")
-        assert status == 200  # a pooled upstream connection for the next one
-        status, headers, reply, _ = await exchange(nginx.port, refused, "127.0.0.41")
-        assert status == 405, reply
-        assert error_of(headers, reply)["code"] == "method_not_allowed"
+        # a pooled upstream connection for the next one: the general pool, the sends' pool
+        assert (await exchange(nginx.port, get(), "127.0.0.41"))[0] == 200
+        status, headers, reply, _ = await exchange(nginx.port, post(b"/v1/ws", upgrade),
+                                                   "127.0.0.41")
+        assert (status, error_of(headers, reply)["code"]) == (405, "method_not_allowed")
+        assert (await exchange(nginx.port, post(b"/v1/notifications", b""),
+                               "127.0.0.41"))[0] == 200
+        status, headers, reply, _ = await exchange(
+            nginx.port, post(b"/v1/notifications", upgrade), "127.0.0.41")
+        assert (status, error_of(headers, reply)["code"]) == (404, "not_found"), reply
     status, _, _, _ = await exchange(nginx.port, get(), "127.0.0.41")
     assert status == 200
