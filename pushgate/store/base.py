@@ -59,7 +59,7 @@ class StoreOverloaded(StoreError):
 
 
 MAX_KEY_LEN = 255  # users, idempotency ids, apps and lease names are VARCHAR(255)
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: refused in ids
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: refused in ids
 MAX_TOKEN_LEN = 512  # device tokens: printable ASCII
 PLATFORMS = ("apns", "fcm")
 
@@ -206,7 +206,7 @@ def check_device(user: str, app: str, platform: str, token: str) -> None:
     for name, value in (("user", user), ("app", app)):
         if not value or len(value) > MAX_KEY_LEN:
             raise ValueError(f"{name} must be 1..{MAX_KEY_LEN} characters, got {len(value)}")
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise ValueError(f"{name} contains control characters")
     if platform not in PLATFORMS:
         raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")

@@ -15,7 +15,6 @@ Every push also carries ``pushgate: {"seq": n}`` (APNs payload) / ``pushgate_seq
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pushgate.errors import InvalidRequest
@@ -26,8 +25,7 @@ from pushgate.models import (
     MAX_PUSH_STR,
     MAX_PUSH_TTL_S,
 )
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1, as in every id
+from pushgate.store.base import CONTROL_CHARS  # as in every id
 
 STR_FIELDS = ("title", "subtitle", "body", "sound", "collapse_id", "app", "category", "thread_id")
 BOOL_FIELDS = ("content_available", "mutable_content")
@@ -56,7 +54,7 @@ def parse_push(obj: Any) -> dict[str, Any]:
                                  field=f"push.{name}")
         out[name] = value
     app = out.get("app")
-    if app is not None and (len(app) > MAX_ID_LEN or _CONTROL.search(app)):
+    if app is not None and (len(app) > MAX_ID_LEN or CONTROL_CHARS.search(app)):
         # an application id, matched against the devices' (which are ids)
         raise InvalidRequest(f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no "
                              "control characters", field="push.app")
