@@ -62,8 +62,19 @@ _PROTOCOL_LOG.setLevel(logging.WARNING)
 _ACCESS_LOG = logging.getLogger("pushgate.hub.websocket")
 
 PING = Frame(Opcode.PING, b"").serialize(mask=False, extensions=[])
+#: the first two bytes of the client's answer to PING: FIN + pong, masked, no payload
+#: (four mask bytes follow)
+EMPTY_PONG_HEAD = Frame(Opcode.PONG, b"").serialize(mask=True, extensions=[])[:2]
 PATH = "/v1/ws"
 KEEPALIVE_TIMEOUT = 1011
+
+
+def client_frame_bytes(payload: int) -> int:
+    """The size on the wire of a client frame with ``payload`` bytes (masked, the
+    shortest length field, no extension). A longer length field than needed only makes
+    the count too small, never too large: the connection then never counts a pong
+    without ``websockets`` again (:meth:`WsConnection.data_received`)."""
+    return payload + (6 if payload < 126 else 8 if payload < 65536 else 14)
 
 
 def connection_class(node: HubNode) -> type[WsConnection]:
@@ -120,8 +131,8 @@ class WsConnection(asyncio.Protocol):
 
     node: ClassVar[HubNode]
     releases_connection_limits: ClassVar[bool] = True  # see pushgate.hub.guard
-    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_server_conns", "_timer",
-                 "awaiting_pong", "close_sent_at", "paused", "ping_sent_at", "proto", "session",
+    __slots__ = ("_binary", "_connected", "_frags", "_requests", "_rx_pending", "_server_conns",
+                 "_timer", "awaiting_pong", "close_sent_at", "paused", "ping_sent_at", "proto", "session",
                  "slot", "transport")
 
     def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None,
@@ -145,6 +156,10 @@ class WsConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._requests: ws.Requests | PushcaCommands | None = None
         self._connected = False
+        # bytes handed to websockets' parser that no frame has accounted for yet (-1: not
+        # known — the connection went through websockets' handshake): 0 means the parser
+        # holds no partial frame, the condition of the keepalive pong's short cut
+        self._rx_pending = -1
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -157,6 +172,14 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto
+        pending = self._rx_pending
+        if pending == 0 and len(data) == 6 and data[:2] == EMPTY_PONG_HEAD \
+                and proto is not None and proto.state is WsState.OPEN:
+            # the keepalive's answer, alone in its read, at a frame boundary: the exact
+            # bytes of an empty masked pong, which websockets would turn into a PONG
+            # event and nothing else (design-notes.md §12, "The keepalive pong")
+            self._on_pong()
+            return
         if proto is None:
             upgrade = plain_upgrade(data)
             if upgrade is not None and self._plain_handshake(upgrade):
@@ -166,12 +189,18 @@ class WsConnection(asyncio.Protocol):
                     return
             else:
                 proto = self._protocol()
+            pending = self._rx_pending
+        if pending >= 0:
+            pending += len(data)
         proto.receive_data(data)
         for event in proto.events_received():
             if isinstance(event, Frame):
+                if pending >= 0:
+                    pending -= client_frame_bytes(len(event.data))
                 self._on_frame(event)
             elif isinstance(event, Request):
                 self._on_handshake(event)
+        self._rx_pending = pending
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -353,6 +382,9 @@ class WsConnection(asyncio.Protocol):
     def _protocol(self, state: WsState = WsState.CONNECTING) -> ServerProtocol:
         proto = self.proto = ServerProtocol(max_size=self.node.settings.max_frame_bytes,
                                             logger=_PROTOCOL_LOG, state=state)
+        # open from its first byte: every byte it gets is frames (no extension is ever
+        # negotiated, so a frame's size on the wire follows from its payload)
+        self._rx_pending = 0 if state is WsState.OPEN else -1
         return proto
 
     def _reject(self, response: Response) -> None:
@@ -473,10 +505,13 @@ class WsConnection(asyncio.Protocol):
                 self._frags = None
                 self._on_message(b"".join(frags), self._binary)
         elif op is Opcode.PONG:
-            self.awaiting_pong = False
-            s = self.session
-            if isinstance(s, PushcaSession):  # Pushca clients send no ping of their own:
-                s.last_rx = time.monotonic()  # answering the server's pings keeps them
+            self._on_pong()
+
+    def _on_pong(self) -> None:
+        self.awaiting_pong = False
+        s = self.session
+        if isinstance(s, PushcaSession):  # Pushca clients send no ping of their own:
+            s.last_rx = time.monotonic()  # answering the server's pings keeps them
 
     def _on_message(self, data: bytes, binary: bool) -> None:
         s = self.session

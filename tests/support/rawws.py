@@ -297,6 +297,10 @@ class RawWs(asyncio.Protocol):
             except TimeoutError:
                 pass
 
+    async def wait_until(self, cond: Any, timeout: float, what: str) -> None:
+        """Wait until ``cond()`` holds, looking again whenever something arrives."""
+        await self._wait(cond, timeout, what)
+
     async def next_frame(self, timeout: float = TIMEOUT) -> Frame:
         """The next frame not handed out yet (control frames included)."""
         await self._wait(lambda: self._read < len(self.frames) or self.ended, timeout,
