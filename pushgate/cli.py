@@ -40,12 +40,9 @@ def _secrets(ensure: Any, settings: Settings) -> Settings:
 
 def _masked(url: str) -> str:
     """``url`` without its password (as the logs show store URLs)."""
-    try:
-        from sqlalchemy.engine import make_url
+    from pushgate.store import masked_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return masked_url(url)
 
 
 def _settings(config: str | None, **overrides: Any) -> Settings:
@@ -112,24 +109,24 @@ def _raise_limits() -> None:
 def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
     _raise_limits()
-    from pushgate.router.bridge.base import BridgeConfigError
+    from pushgate.errors import StartupError
     from pushgate.server import run
 
     try:
         run(settings, Path(port_file) if port_file else None)
-    except BridgeConfigError as e:
+    except StartupError as e:
         _fail(e)
 
 
 def _router(config: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
     _raise_limits()
-    from pushgate.router.bridge.base import BridgeConfigError
+    from pushgate.errors import StartupError
     from pushgate.router.node import run
 
     try:
         run(settings)
-    except BridgeConfigError as e:
+    except StartupError as e:
         _fail(e)
 
 

@@ -89,6 +89,11 @@ KINDS: dict[str, Kind] = {
 }
 
 
+class StartupError(Exception):
+    """A start refused for its configuration or environment (bad provider credentials,
+    an unreachable store): the CLI prints the message on one line, exit code 2."""
+
+
 class PushgateError(Exception):
     """Base of every error pushgate reports to a client.
 

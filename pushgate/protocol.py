@@ -197,8 +197,9 @@ def parse_client_frame(text: str | bytes, *, fetch_max_limit: int) -> ClientFram
         limit = _int(obj, "limit", default=min(100, fetch_max_limit), minimum=1,
                      maximum=fetch_max_limit)
         return Fetch(_int(obj, "after", default=0), limit, rid)
-    if kind == "read":
-        seqs, ranges = parse_read(obj)
+    if kind == "read":  # (a null list is not given here; HTTP's body refuses it)
+        seqs, ranges = parse_read({k: obj[k] for k in ("seqs", "ranges")
+                                   if obj.get(k) is not None})
         return Read(seqs, ranges, rid)
     if kind == "read_state":
         return ReadStateRequest(rid)

@@ -179,7 +179,7 @@ class Admin:
 
     async def user(self, request: Request) -> Response:
         self._check(request)
-        user = path_id(request, "user", 4)
+        user = path_id(request, "user", 4, 5)
         router = self.node.router
         sessions, devices = await asyncio.gather(router.sessions(user), router.devices(user))
         try:
@@ -202,7 +202,7 @@ class Admin:
 
     async def report(self, request: Request) -> Response:
         self._check(request)
-        report = path_id(request, "report", 4)
+        report = path_id(request, "report", 4, 5)
         return json_response(report_payload(await self.node.router.report(report)))
 
     async def close(self) -> None:

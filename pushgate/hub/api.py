@@ -75,7 +75,9 @@ def query_int(raw: str | None, name: str, default: int, minimum: int, maximum: i
 
 def _user(request: Request) -> str:
     """``/v1/users/{user}/…`` (and ``/v1/notifications/{report}/users/{user}``)"""
-    return path_id(request, "user", 5 if "report" in request.path_params else 3)
+    if "report" in request.path_params:
+        return path_id(request, "user", 5, 6)
+    return path_id(request, "user", 3, 5)
 
 
 async def _server(request: Request) -> HubNode:
@@ -138,7 +140,7 @@ async def list_reports(request: Request) -> Response:
 async def get_report(request: Request) -> Response:
     """``GET /v1/notifications/{report}``: one send's delivery report."""
     node = await _server(request)
-    report = path_id(request, "report", 3)
+    report = path_id(request, "report", 3, 4)
     return json_response(report_payload(await node.router.report(report)))
 
 
@@ -148,7 +150,7 @@ async def get_report_user(request: Request) -> Response:
     if segments is not None and len(segments) == 4:  # a report id holding "/users/"
         return await get_report(request)
     node = await _server(request)
-    report = path_id(request, "report", 3)
+    report = path_id(request, "report", 3, 6)
     return json_response(report_user_payload(
         await node.router.report_user(report, _user(request))))
 

@@ -18,13 +18,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 
-from pushgate.errors import InvalidRequest, PushgateError
+from pushgate.errors import InvalidRequest, PushgateError, StartupError
 from pushgate.hub import api
 from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.responses import error_response, json_response, unexpected_error
-from pushgate.router.bridge.base import BridgeConfigError
 from pushgate.settings import Settings
 
 
@@ -37,6 +36,7 @@ async def _pushgate_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    request.app.state.node.metrics.error(code)
     response = json_response({"error": {"code": code, "message": str(exc.detail),
                                             "retryable": False}}, exc.status_code)
     if exc.headers:  # 405: Allow (RFC 9110 15.5.6)
@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             await node.start()
-        except BridgeConfigError as e:  # worded by the CLI, without a traceback
+        except StartupError as e:  # worded by the CLI, without a traceback
             node.startup_error = e
             raise
         try:

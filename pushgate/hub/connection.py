@@ -412,6 +412,7 @@ class WsConnection(asyncio.Protocol):
         url = urlsplit(request.path)
         pushca_token = None if url.path == PATH else connection_token(url.path)
         if url.path != PATH and pushca_token is None:
+            self.node.metrics.error("not_found")
             self._reject(_json_response(404, "Not Found", "not_found",
                                         f"no websocket endpoint at {url.path}; use {PATH}"))
             return
@@ -419,6 +420,7 @@ class WsConnection(asyncio.Protocol):
         if response.status_code != 101:
             exc = proto.handshake_exc
             code = "method_not_allowed" if response.status_code == 405 else "invalid_request"
+            self.node.metrics.error(code)
             self._reject(_json_response(response.status_code, response.reason_phrase,
                                         code, f"not a websocket upgrade: {exc}"))
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from pushgate.auth import check_id
@@ -26,12 +27,17 @@ def raw_segments(request: Request) -> list[bytes] | None:
     return bytes(raw).split(b"?", 1)[0].split(b"/")
 
 
-def path_id(request: Request, name: str, index: int) -> str:
+def path_id(request: Request, name: str, index: int, count: int) -> str:
     """The id ``name``: segment ``index`` of the received path, percent-decoded (UTF-8),
-    checked as an id (400 naming ``name``)."""
+    checked as an id (400 naming ``name``). A received path of another number of
+    segments than the route's ``count`` is an unknown path (404 ``not_found``, as for
+    any other): ``/v1/notifications/r/extra`` is not the report ``r``, and an id that
+    holds ``/`` is sent as ``%2F``."""
     segments = raw_segments(request)
-    if segments is None or len(segments) <= index:
+    if segments is None:
         return check_id(request.path_params[name], name)
+    if len(segments) != count:
+        raise HTTPException(404, "Not Found")
     try:
         value = unquote_to_bytes(segments[index]).decode()
     except UnicodeDecodeError:

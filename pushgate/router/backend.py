@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pushgate.errors import StartupError
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router.base import Hubs
@@ -27,7 +28,7 @@ from pushgate.router.core import Router, RouterConfig
 from pushgate.router.directory import open_directory
 from pushgate.router.reports import ReportCounter
 from pushgate.settings import Settings
-from pushgate.store import GroupCommitter, Leases, migrate, open_store
+from pushgate.store import GroupCommitter, Leases, StoreError, masked_url, migrate, open_store
 from pushgate.store.cleanup import Cleaner
 from pushgate.tasks import cancel_and_wait
 
@@ -84,9 +85,12 @@ class RoutingBackend:
             await asyncio.sleep(QUEUE_SAMPLE_S)
 
     async def start(self) -> None:
-        if self.store_url.startswith("sqlite"):
-            await migrate(self.store_url)
-        await self.store.start()
+        try:
+            if self.store_url.startswith("sqlite"):
+                await migrate(self.store_url)
+            await self.store.start()
+        except (StoreError, OSError) as e:  # unreachable, refused, not migrated
+            raise StartupError(f"store_url {masked_url(self.store_url)}: {e}") from None
         await self.committer.start()
         await self.cleaner.start()
         await self.reports.start()

@@ -222,8 +222,9 @@ class Router(RoutingCore):
                             reports.delivered_event(a.user, a.seq, n > 0)  # mark != fact
                     result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
                     result.sessions += n
+                # the report lives as long as its events: a duplicate's is the stored one's
                 reports.sent(report, len(appended), stored, len(appended) - stored, delivered,
-                             now + req.ttl_s)
+                             max(a.expires_at for a in appended))
             finally:
                 mine.set_result(None)
                 if self._last_delivery is mine:

@@ -32,7 +32,7 @@ from grpc import aio
 
 from pushgate import models
 from pushgate.auth import Identity, check_id
-from pushgate.errors import Internal, InvalidRequest, PushgateError, Unauthorized
+from pushgate.errors import Internal, InvalidRequest, Overloaded, PushgateError, Unauthorized
 from pushgate.logs import get_logger
 from pushgate.metrics import VERSION, GatewayMetrics
 from pushgate.router import wire
@@ -51,6 +51,10 @@ DEFAULT_REPORTS = 20  # ListReports without a limit
 DIRECTORY_CONCURRENCY = 64
 #: how long a link's end waits for its tasks to finish after cancelling them
 LINK_END_S = 5.0
+#: an ``Online`` is answered within this from its arrival, whatever it waits for (a
+#: re-sync in progress, the directory): a new connection is closed with 4003 within 3 s
+#: while Redis does not answer (docs/cluster.md, failures; the directory's own deadline)
+ONLINE_DEADLINE_S = 3.0
 DEFAULT_FETCH = 100  # FetchEvents without a limit (at most fetch_max_limit)
 
 
@@ -317,14 +321,15 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         stream = deps.hubs.attach(hub, write)
         stream.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))  # the hub counts us up now
         log.info("hub linked", hub=hub, sessions=len(hello.sessions), transport=transport)
-        directory_work: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
-        directory_work.put_nowait(pb.HubMessage(hello=hello))
+        # (arrival time, message): an Online's deadline counts from its arrival
+        directory_work: asyncio.Queue[tuple[float, pb.HubMessage]] = asyncio.Queue()
+        directory_work.put_nowait((time.monotonic(), pb.HubMessage(hello=hello)))
         directory_kinds = ("hello", "online", "offline")
 
         def handle(msg: pb.HubMessage) -> None:
-            stream.last_rx = time.monotonic()
+            stream.last_rx = now = time.monotonic()
             if msg.WhichOneof("kind") in directory_kinds:
-                directory_work.put_nowait(msg)
+                directory_work.put_nowait((now, msg))
             else:
                 self._handle(stream, msg)
 
@@ -348,15 +353,19 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                     t.exception()
             log.info("hub unlinked", hub=hub)
 
-    async def _directory_worker(self, stream: HubStream,
-                                work: asyncio.Queue[pb.HubMessage]) -> None:
-        """The link's directory messages: a ``Hello`` alone, after everything before it;
-        ``Online`` / ``Offline`` concurrently across sessions (at most
-        :data:`DIRECTORY_CONCURRENCY`), in order per session (an ``Offline`` never
-        overtakes its ``Online``). While Redis does not answer, every session waiting
-        then fails at the directory's own deadline, not one deadline after another."""
+    async def _directory_worker(
+            self, stream: HubStream,
+            work: asyncio.Queue[tuple[float, pb.HubMessage]]) -> None:
+        """The link's directory messages: a ``Hello`` (a re-sync) after everything before
+        it and before everything after it; ``Online`` / ``Offline`` concurrently across
+        sessions (at most :data:`DIRECTORY_CONCURRENCY`), in order per session (an
+        ``Offline`` never overtakes its ``Online``). While Redis does not answer, every
+        session waiting then fails at the directory's own deadline, not one deadline
+        after another, and an ``Online`` is answered within :data:`ONLINE_DEADLINE_S` of
+        its arrival even when it waits behind a re-sync (refused, nothing recorded)."""
         running: dict[str, asyncio.Task[None]] = {}  # session id -> its latest message
         slots = asyncio.Semaphore(DIRECTORY_CONCURRENCY)
+        resync: asyncio.Task[None] | None = None  # the latest Hello: later ones wait for it
 
         def finished(sid: str, task: asyncio.Task[None]) -> None:
             if running.get(sid) is task:
@@ -368,37 +377,60 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             while True:
                 if me.cancelling():  # a cancel a Redis call swallowed (3.11's timeout)
                     raise asyncio.CancelledError
-                msg = await work.get()
+                arrived, msg = await work.get()
                 kind = msg.WhichOneof("kind")
                 if kind == "hello":
-                    if running:
-                        await asyncio.wait(list(running.values()))
-                    await self._directory_logged(stream, msg)
+                    before = [t for t in (*running.values(), resync) if t is not None]
+                    resync = asyncio.create_task(self._directory_after(
+                        stream, msg, before, None, arrived))
                     continue
                 sid = (msg.online.session.session_id if kind == "online"
                        else msg.offline.session_id)
                 await slots.acquire()
+                before = [t for t in (running.get(sid), resync)
+                          if t is not None and not t.done()]
                 task = asyncio.create_task(
-                    self._directory_after(stream, msg, running.get(sid), slots))
+                    self._directory_after(stream, msg, before, slots, arrived))
                 running[sid] = task
                 task.add_done_callback(functools.partial(finished, sid))
         finally:
-            for task in list(running.values()):
+            for task in (*running.values(), *([resync] if resync is not None else [])):
                 task.cancel()
 
     async def _directory_after(self, stream: HubStream, msg: pb.HubMessage,
-                               before: asyncio.Task[None] | None,
-                               slot: asyncio.Semaphore) -> None:
+                               before: list[asyncio.Task[None]],
+                               slot: asyncio.Semaphore | None, arrived: float) -> None:
+        """``msg`` once ``before`` (the same session's previous message, a re-sync in
+        progress) are done; an ``Online`` that would wait past its deadline is refused."""
         try:
-            if before is not None:  # the same session's previous message first
-                await asyncio.wait([before])
-            await self._directory_logged(stream, msg)
+            if msg.WhichOneof("kind") == "online":
+                left = arrived + ONLINE_DEADLINE_S - time.monotonic()
+                if before:
+                    _, late = await asyncio.wait(before, timeout=max(0.0, left))
+                    if late:
+                        self._online_refused(stream, msg, "a hub re-sync is still waiting "
+                                             "for it")
+                        return
+                await self._directory_logged(stream, msg, arrived)
+            else:
+                if before:
+                    await asyncio.wait(before)
+                await self._directory_logged(stream, msg, arrived)
         finally:
-            slot.release()
+            if slot is not None:
+                slot.release()
 
-    async def _directory_logged(self, stream: HubStream, msg: pb.HubMessage) -> None:
+    def _online_refused(self, stream: HubStream, msg: pb.HubMessage, why: str) -> None:
+        error = Overloaded(f"session directory unavailable: {why} (no answer within "
+                           f"{ONLINE_DEADLINE_S:g} s)", code="directory_unavailable")
+        done = pb.OnlineDone(rid=msg.online.rid)
+        done.error.CopyFrom(wire.error_to_pb(error))
+        stream.send(pb.RouterMessage(online_done=done))
+
+    async def _directory_logged(self, stream: HubStream, msg: pb.HubMessage,
+                                arrived: float) -> None:
         try:
-            await self._directory(stream, msg)
+            await self._directory(stream, msg, arrived)
         except Exception:
             log.exception("hub message failed", hub=stream.hub_id)
 
@@ -431,15 +463,21 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             log.warning("hub re-sync failed; asking again later", hub=stream.hub_id, error=str(e))
             stream.resync_later()
 
-    async def _directory(self, stream: HubStream, msg: pb.HubMessage) -> None:
+    async def _directory(self, stream: HubStream, msg: pb.HubMessage, arrived: float) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "online":
             done = pb.OnlineDone(rid=msg.online.rid)
+            left = arrived + ONLINE_DEADLINE_S - time.monotonic()
             try:
-                kicked = await self.deps.router.connect(wire.session_from_pb(msg.online.session))
+                async with asyncio.timeout(max(0.0, left)):
+                    kicked = await self.deps.router.connect(
+                        wire.session_from_pb(msg.online.session))
                 done.kicked = len(kicked)
             except PushgateError as e:
                 done.error.CopyFrom(wire.error_to_pb(e))
+            except TimeoutError:
+                self._online_refused(stream, msg, "redis")
+                return
             stream.send(pb.RouterMessage(online_done=done))
         elif kind == "offline":
             info = msg.offline

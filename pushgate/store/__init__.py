@@ -72,6 +72,7 @@ __all__ = [
     "StoreOverloaded",
     "StoreUnavailable",
     "alembic_config",
+    "masked_url",
     "migrate",
     "open_store",
 ]
@@ -86,6 +87,16 @@ def open_store(url: str, **opts: Any) -> EventStore:
     ``ValueError`` for an unsupported scheme. Call ``await store.start()`` next."""
     for_url(normalize_url(url))  # validates the scheme
     return SqlEventStore(url, **opts)
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password hidden (``***``), as logs and errors show store URLs."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: nothing to hide in it
+        return url
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -107,6 +107,8 @@ class Appended:
     id: str | None
     created_at: float  # unix seconds
     duplicate: bool = False
+    # when the stored event expires (a duplicate: the stored one's, which it leaves as is)
+    expires_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,15 @@ async def test_a_stopped_redis_gives_retryable_errors_within_the_deadline(
                     assert code == 4003, closes
                     assert reason.startswith("session directory unavailable"), closes
                     assert took < REDIS_DEADLINE + SLACK, closes
+                # ...and so are the ones that keep coming while it stays stopped, also
+                # while the hubs' re-syncs (asked for by the failed removals of those
+                # sessions) wait on the directory in the routers
+                for i in range(5):
+                    t0 = time.monotonic()
+                    code, reason, took = await refused(f"rita-{i}")
+                    assert code == 4003 and took < REDIS_DEADLINE + SLACK, (i, code, reason,
+                                                                           took)
+                    assert reason.startswith("session directory unavailable"), reason
             # SIGCONT: live delivery again; rose's connection gets what it missed, in order
             r, _ = await timed_post(http, {"users": ["rose"], "body": 3})
             assert r.status_code == 200, r.text

@@ -9,7 +9,7 @@ import pytest
 
 from pushgate.store import Appended, GroupCommitter, NewEvent, SqlEventStore
 
-from .conftest import FakeClock, StoreFactory, ev
+from .conftest import TTL, FakeClock, StoreFactory, ev
 
 # -- seqs ----------------------------------------------------------------------------
 
@@ -99,7 +99,10 @@ async def test_same_id_across_calls_returns_the_stored_seq(
     clock.advance(5)
     again = await store.append([ev("a", "m1"), ev("a", "m2")])
 
-    assert again[0] == Appended("a", 1, "m1", first.created_at, duplicate=True)
+    # the stored event's times, not the retry's: it is that event
+    assert again[0] == Appended("a", 1, "m1", first.created_at, True, first.expires_at)
+    assert first.expires_at == first.created_at + TTL
+    assert again[1].expires_at == again[1].created_at + TTL
     assert (again[1].seq, again[1].duplicate) == (2, False)
     assert (await store.read_state("a")).live == 2
     assert [e.id for e in await store.fetch("a", 0, 10)] == ["m1", "m2"]

@@ -290,6 +290,27 @@ async def test_ids_holding_a_slash_are_reachable_percent_encoded(
             assert (await wait_for(found, 10, f"report {report}"))["report"] == report
         user = (await http.get("/v1/notifications/ord%2F1/users/x%2Fusers%2Fy")).json()
         assert (user["report"], user["user"], user["seq"]) == ("ord/1", "x/users/y", 1)
-        # the decoded path alone would name other ids
-        r = await http.get("/v1/users/org/ann/events")
-        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"
+        # an id is one segment: a path of other segments is not one of these routes
+        # (it would name other ids if its decoded form were routed)
+        for path in ("/v1/users/org/ann/events", "/v1/notifications/ord%2F1/extra",
+                     "/v1/notifications/ord%2F1/users", "/v1/notifications/ord/1",
+                     "/v1/notifications/ord%2F1/users/x%2Fusers%2Fy/extra"):
+            r = await http.get(path)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found"), path
+
+
+async def test_unknown_paths_and_methods_are_counted_as_errors(srv: ServerProcess) -> None:
+    """docs/operations.md: pushgate_errors_total counts the errors reported to callers,
+    by code: the 404 of an unknown path and the 405 of a wrong method too."""
+    def count(text: str, code: str) -> float:
+        line = f'pushgate_errors_total{{code="{code}"}} '
+        return sum(float(x[len(line):]) for x in text.splitlines() if x.startswith(line))
+
+    async with srv.http() as http:
+        before = (await http.get("/metrics")).text
+        assert (await http.get("/v1/nothing")).status_code == 404
+        assert (await http.delete("/v1/notifications")).status_code == 405
+        assert (await http.post("/healthz")).status_code == 405
+        after = (await http.get("/metrics")).text
+    assert count(after, "not_found") == count(before, "not_found") + 1
+    assert count(after, "method_not_allowed") == count(before, "method_not_allowed") + 2

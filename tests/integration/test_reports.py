@@ -125,3 +125,20 @@ async def test_report_survives_a_restart(server: ServerProcess) -> None:
     assert counts(await report(server, "r-restart"))["delivered"] == 1
     await send(server, {"users": ["bob"], "body": 1, "id": "r-restart"})
     await wait_counts(server, "r-restart", addressed=3, stored=2, duplicates=1, delivered=1)
+
+
+async def test_a_duplicate_leaves_the_reports_expiry_at_its_events(server: ServerProcess) -> None:
+    """The report lives as long as its events: a retried send (a duplicate, stored
+    nothing) with a longer ttl, or later, does not move ``expires_at``."""
+    first = await send(server, {"users": ["exp"], "body": 1, "id": "r-exp", "ttl": 30})
+    rep = await wait_counts(server, "r-exp", addressed=1, stored=1)
+    async with server.http() as http:
+        r = await http.get("/v1/notifications/r-exp/users/exp")
+    assert r.status_code == 200, r.text
+    event_expiry = r.json()["expires_at"]
+    assert rep["expires_at"] == event_expiry
+    again = await send(server, {"users": ["exp"], "body": 1, "id": "r-exp", "ttl": 600})
+    assert again["results"][0]["duplicate"] is True
+    assert again["results"][0]["seq"] == first["results"][0]["seq"]
+    rep = await wait_counts(server, "r-exp", addressed=2, stored=1, duplicates=1)
+    assert rep["expires_at"] == event_expiry

@@ -84,6 +84,16 @@ def test_read_frame_with_seqs_and_ranges() -> None:
     assert frame == Read((3, 1), ((5, 9), (10, 10)), 4)
 
 
+def test_read_frame_null_lists_are_not_given() -> None:
+    """protocol.md, Client frames: a null field counts as not given."""
+    assert parse({"type": "read", "seqs": None, "ranges": [[1, 1]]}) == \
+        parse({"type": "read", "ranges": [[1, 1]]})
+    assert parse({"type": "read", "seqs": [1], "ranges": None}) == \
+        parse({"type": "read", "seqs": [1]})
+    with pytest.raises(InvalidRequest, match="give 'seqs' and/or 'ranges'"):
+        parse({"type": "read", "seqs": None, "ranges": None})
+
+
 def test_read_state_and_ping_frames_keep_their_rid() -> None:
     assert parse({"type": "read_state", "rid": "x"}) == ReadStateRequest("x")
     assert parse({"type": "ping", "rid": 0}) == Ping(0)

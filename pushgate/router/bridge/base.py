@@ -22,8 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pushgate.errors import StartupError
 
-class BridgeConfigError(Exception):
+
+class BridgeConfigError(StartupError):
     """Bad provider configuration (unreadable key, wrong team id, bad service-account
     JSON, credentials the provider refuses). The message names the setting."""
 

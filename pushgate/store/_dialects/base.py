@@ -176,9 +176,9 @@ class Dialect:
         self, conn: AsyncConnection, table: Table, pairs: Sequence[tuple[str, str]]
     ) -> list[tuple[Any, ...]]:
         """Stored events matching ``(user_id, msg_id)`` pairs, as
-        ``(user_id, msg_id, seq, created_at)`` tuples."""
+        ``(user_id, msg_id, seq, created_at, expires_at)`` tuples."""
         c = table.c
-        stmt = select(c.user_id, c.msg_id, c.seq, c.created_at).where(
+        stmt = select(c.user_id, c.msg_id, c.seq, c.created_at, c.expires_at).where(
             tuple_(c.user_id, c.msg_id).in_(bindparam("pairs", expanding=True))
         )
         found: list[tuple[Any, ...]] = []

@@ -79,7 +79,7 @@ class SQLite(Dialect):
             # CROSS JOIN fixes the loop order: one unique-index probe per pair.
             sql = (
                 f"WITH v(u, m) AS (VALUES {values}) "
-                f"SELECT e.user_id, e.msg_id, e.seq, e.created_at "
+                f"SELECT e.user_id, e.msg_id, e.seq, e.created_at, e.expires_at "
                 f"FROM v CROSS JOIN {table.name} AS e ON e.user_id = v.u AND e.msg_id = v.m"
             )
             params = tuple(x for pair in part for x in pair)

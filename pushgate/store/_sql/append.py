@@ -102,7 +102,7 @@ class SqlAppend(SqlTransactions):
         if not d.exclusive_writer:  # rows must exist to be locked
             await d.ensure_inboxes(conn, inboxes_t, [_new_inbox(u, now) for u in users])
         counters = await self._counters(conn, users)
-        seen = {(r[0], r[1]): (r[2], r[3]) for r in await d.find_ids(conn, events_t, pairs)}
+        seen = {(r[0], r[1]): (r[2], r[3], r[4]) for r in await d.find_ids(conn, events_t, pairs)}
         results, rows, touched = _allocate(events, counters, seen, now)
         if rows:
             upserts = [(u, counters[u][0], counters[u][1], _EMPTY, now) for u in touched]
@@ -158,12 +158,13 @@ def _event_rows(
     results: list[Appended] = []
     for i, ev in enumerate(events):
         if i in dup_of:
-            results.append(Appended(ev.user, results[dup_of[i]].seq, ev.id, now, duplicate=True))
+            first = results[dup_of[i]]
+            results.append(Appended(ev.user, first.seq, ev.id, now, True, first.expires_at))
             continue
         seq = next_seq[ev.user]
         next_seq[ev.user] = seq + 1
         rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s, ev.report, ev.marks))
-        results.append(Appended(ev.user, seq, ev.id, now))
+        results.append(Appended(ev.user, seq, ev.id, now, False, now + ev.ttl_s))
     rows.sort(key=_pk)  # primary-key order: fewer B-tree page switches
     return rows, results
 
@@ -187,7 +188,7 @@ def _new_inbox(user: str, now: float) -> dict[str, Any]:
 def _allocate(
     events: Sequence[NewEvent],
     counters: dict[str, list[int]],
-    seen: dict[tuple[str, str], tuple[int, float]],
+    seen: dict[tuple[str, str], tuple[int, float, float]],
     now: float,
 ) -> tuple[list[Appended], list[tuple[Any, ...]], list[str]]:
     """Give each new event the next seq of its user, in input order; duplicates of ``seen``
@@ -197,8 +198,8 @@ def _allocate(
     touched: dict[str, None] = {}
     for ev in events:
         if ev.id is not None and (ev.user, ev.id) in seen:
-            seq, created_at = seen[(ev.user, ev.id)]
-            results.append(Appended(ev.user, seq, ev.id, created_at, duplicate=True))
+            seq, created_at, expires_at = seen[(ev.user, ev.id)]
+            results.append(Appended(ev.user, seq, ev.id, created_at, True, expires_at))
             continue
         counter = counters.setdefault(ev.user, [0, 0])
         counter[0] += 1
@@ -206,7 +207,7 @@ def _allocate(
         seq = counter[0]
         touched[ev.user] = None
         if ev.id is not None:
-            seen[(ev.user, ev.id)] = (seq, now)
+            seen[(ev.user, ev.id)] = (seq, now, now + ev.ttl_s)
         rows.append((ev.user, seq, ev.id, ev.body, now, now + ev.ttl_s, ev.report, ev.marks))
-        results.append(Appended(ev.user, seq, ev.id, now))
+        results.append(Appended(ev.user, seq, ev.id, now, False, now + ev.ttl_s))
     return results, rows, list(touched)
