@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench.wsload import WsClient
+from bench.wsload import Stats, WsClient
 
 PAD = "x" * 40
 
@@ -75,7 +75,7 @@ async def _worker(pipe: Any) -> None:
     loop = asyncio.get_running_loop()
     rx = Rx()
     conns: dict[str, C2CClient] = {}
-    stats_stub: Any = None
+    stats_stub = Stats()  # counts closes (a close before hello fails the connect, naming it)
 
     async def open_one(host: str, port: int, user: str, token: str) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -51,9 +51,11 @@ DEFAULT_REPORTS = 20  # ListReports without a limit
 DIRECTORY_CONCURRENCY = 64
 #: how long a link's end waits for its tasks to finish after cancelling them
 LINK_END_S = 5.0
-#: an ``Online`` is answered within this from its arrival, whatever it waits for (a
-#: re-sync in progress, the directory): a new connection is closed with 4003 within 3 s
-#: while Redis does not answer (docs/cluster.md, failures; the directory's own deadline)
+#: an ``Online`` that arrives while a hub's re-sync is in progress is answered within
+#: this of its arrival (refused when the re-sync or the directory takes longer): a new
+#: connection is closed with 4003 within 3 s while Redis does not answer, also when the
+#: failed removals of refused sessions made the hub re-sync (docs/cluster.md, failures;
+#: the directory's own per-call deadline is the same)
 ONLINE_DEADLINE_S = 3.0
 DEFAULT_FETCH = 100  # FetchEvents without a limit (at most fetch_max_limit)
 
@@ -382,15 +384,19 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 if kind == "hello":
                     before = [t for t in (*running.values(), resync) if t is not None]
                     resync = asyncio.create_task(self._directory_after(
-                        stream, msg, before, None, arrived))
+                        stream, msg, before, None, None))
                     continue
                 sid = (msg.online.session.session_id if kind == "online"
                        else msg.offline.session_id)
                 await slots.acquire()
                 before = [t for t in (running.get(sid), resync)
                           if t is not None and not t.done()]
+                # behind a re-sync, an Online has its own deadline (counted from its
+                # arrival); otherwise the directory's per-call deadline is the bound
+                deadline = (arrived + ONLINE_DEADLINE_S
+                            if kind == "online" and resync in before else None)
                 task = asyncio.create_task(
-                    self._directory_after(stream, msg, before, slots, arrived))
+                    self._directory_after(stream, msg, before, slots, deadline))
                 running[sid] = task
                 task.add_done_callback(functools.partial(finished, sid))
         finally:
@@ -399,23 +405,18 @@ class HubLinkService(pb_grpc.HubLinkServicer):
 
     async def _directory_after(self, stream: HubStream, msg: pb.HubMessage,
                                before: list[asyncio.Task[None]],
-                               slot: asyncio.Semaphore | None, arrived: float) -> None:
+                               slot: asyncio.Semaphore | None, deadline: float | None) -> None:
         """``msg`` once ``before`` (the same session's previous message, a re-sync in
-        progress) are done; an ``Online`` that would wait past its deadline is refused."""
+        progress) are done; an ``Online`` with a ``deadline`` that it would wait past is
+        refused."""
         try:
-            if msg.WhichOneof("kind") == "online":
-                left = arrived + ONLINE_DEADLINE_S - time.monotonic()
-                if before:
-                    _, late = await asyncio.wait(before, timeout=max(0.0, left))
-                    if late:
-                        self._online_refused(stream, msg, "a hub re-sync is still waiting "
-                                             "for it")
-                        return
-                await self._directory_logged(stream, msg, arrived)
-            else:
-                if before:
-                    await asyncio.wait(before)
-                await self._directory_logged(stream, msg, arrived)
+            if before:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                _, late = await asyncio.wait(before, timeout=left)
+                if late:
+                    self._online_refused(stream, msg, "a hub re-sync is still waiting for it")
+                    return
+            await self._directory_logged(stream, msg, deadline)
         finally:
             if slot is not None:
                 slot.release()
@@ -428,9 +429,9 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         stream.send(pb.RouterMessage(online_done=done))
 
     async def _directory_logged(self, stream: HubStream, msg: pb.HubMessage,
-                                arrived: float) -> None:
+                                deadline: float | None) -> None:
         try:
-            await self._directory(stream, msg, arrived)
+            await self._directory(stream, msg, deadline)
         except Exception:
             log.exception("hub message failed", hub=stream.hub_id)
 
@@ -463,13 +464,14 @@ class HubLinkService(pb_grpc.HubLinkServicer):
             log.warning("hub re-sync failed; asking again later", hub=stream.hub_id, error=str(e))
             stream.resync_later()
 
-    async def _directory(self, stream: HubStream, msg: pb.HubMessage, arrived: float) -> None:
+    async def _directory(self, stream: HubStream, msg: pb.HubMessage,
+                         deadline: float | None) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "online":
             done = pb.OnlineDone(rid=msg.online.rid)
-            left = arrived + ONLINE_DEADLINE_S - time.monotonic()
             try:
-                async with asyncio.timeout(max(0.0, left)):
+                async with asyncio.timeout(None if deadline is None
+                                           else max(0.0, deadline - time.monotonic())):
                     kicked = await self.deps.router.connect(
                         wire.session_from_pb(msg.online.session))
                 done.kicked = len(kicked)

@@ -346,3 +346,19 @@ async def test_redis_down_raises_a_retryable_error() -> None:
                 await d.add(s("a", 1), 5)
         finally:
             await d.close()
+
+
+async def test_more_calls_at_once_than_the_default_pool_all_succeed(engine_url: str) -> None:
+    """A reconnect storm: a router runs up to 64 session announcements per linked hub at
+    once. redis-py 8's default pool (100 connections) failed the 101st call at once
+    ("Too many connections", a 4003 for that session); none may fail."""
+    directory = open_directory(engine_url, redis_service.new_prefix())
+    try:
+        added = await asyncio.gather(*(directory.add(s(f"s{i}", 1.0 + i, user=f"u{i}"), 5)
+                                       for i in range(300)))
+        assert added == [[]] * 300
+        found = await directory.sessions([f"u{i}" for i in range(300)])
+        assert sorted(len(v) for v in found.values()) == [1] * 300
+    finally:
+        await delete_keys(directory)
+        await directory.close()

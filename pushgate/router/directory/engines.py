@@ -91,23 +91,38 @@ def parse(url: str) -> Engine:
                      "redis+cluster:// or redis+sentinel://)")
 
 
+#: connections a router's directory client opens to one Redis node at most
+MAX_CONNECTIONS = 1024
+
+
 def connect(engine: Engine, *, timeout_s: float, retries: int) -> tuple[Any, list[Any]]:
     """A redis-py asyncio client for ``engine`` (``decode_responses``), and the other
-    clients it made (the Sentinels') that :func:`close` must close with it."""
+    clients it made (the Sentinels') that :func:`close` must close with it.
+
+    Connections: at most :data:`MAX_CONNECTIONS` (per node of a cluster). redis-py 8's
+    pools default to 100 and *fail* a call beyond it ("Too many connections"): a router
+    runs up to 64 session announcements per linked hub at once, so a reconnect storm
+    over two hubs refused sessions with 4003. One Redis waits for a free connection
+    instead (a blocking pool, within the call's deadline); Sentinel's and the cluster's
+    pools cannot wait, so their bound is the same, far above what a router uses."""
     common: dict[str, Any] = dict(
         decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError])
     if engine.mode == "single":
-        return aioredis.Redis.from_url(engine.url, health_check_interval=10, **common), []
+        pool = aioredis.BlockingConnectionPool.from_url(
+            engine.url, max_connections=MAX_CONNECTIONS, timeout=timeout_s,
+            health_check_interval=10, **common)
+        return aioredis.Redis.from_pool(pool), []  # closed with the client
     auth: dict[str, Any] = {"username": engine.username, "password": engine.password}
     if engine.mode == "cluster":
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in engine.nodes],
-                            **auth, **common), []
+                            max_connections=MAX_CONNECTIONS, **auth, **common), []
     sentinel = Sentinel(engine.nodes, sentinel_kwargs={
         "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
         "decode_responses": True})
-    master = sentinel.master_for(engine.service, health_check_interval=10, **auth, **common)
+    master = sentinel.master_for(engine.service, health_check_interval=10,
+                                 max_connections=MAX_CONNECTIONS, **auth, **common)
     return master, list(sentinel.sentinels)
 
 
