@@ -134,8 +134,13 @@ async def migrate(url: str) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
+    from alembic.util import CommandError
+
     try:
         async with dialect.write_engine(engine).begin() as conn:
             await conn.run_sync(upgrade)
+    except CommandError as e:  # e.g. a revision this version does not know: a newer schema
+        raise StoreError(f"cannot migrate: {e} (a schema newer than this version of "
+                         f"pushgate? run the version that wrote it)") from None
     finally:
         await engine.dispose()

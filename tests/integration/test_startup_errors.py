@@ -4,6 +4,7 @@ naming the setting (the password masked), exit code 2, no traceback."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -26,3 +27,25 @@ def test_serve_with_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) 
     assert lines[-1].startswith(
         "pushgate: store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb: OperationalError"), out
     assert "Can't connect" in lines[-1]
+
+
+def test_serve_on_a_schema_newer_than_its_own_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A data dir migrated by a newer version (a revision this one does not know): the
+    refusal names the revision, no Alembic traceback; the database is left as it was."""
+    data = tmp_path / "data"
+    db = data / "pushgate.db"
+    env = server_env()
+    subprocess.run([pushgate_bin(), "migrate", "--url", f"sqlite+aiosqlite:///{db}"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    proc = subprocess.run([pushgate_bin(), "serve", "--port", "0", "--data-dir", str(data)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("pushgate: store_url sqlite+aiosqlite:///") and \
+        "Can't locate revision identified by '0099'" in line, out
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
