@@ -51,7 +51,10 @@ class RoutingBackend:
                                duty=settings.cleanup_duty,
                                lease=self.store if isinstance(self.store, Leases) else None,
                                lease_ttl_s=settings.cleanup_lease_ttl_s)
-        self.directory = open_directory(settings.directory_url, settings.directory_prefix)
+        try:
+            self.directory = open_directory(settings.directory_url, settings.directory_prefix)
+        except ValueError as e:  # a URL of a known scheme that is not one (names the key)
+            raise StartupError(str(e)) from None
         # offline push: sends queue pushes in the store's outbox (push_enabled, or implied by
         # configured providers); this process sends them when it has providers and
         # push_worker is on, else `pushgate bridge` processes do

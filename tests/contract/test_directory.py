@@ -348,6 +348,28 @@ async def test_redis_down_raises_a_retryable_error() -> None:
             await d.close()
 
 
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_redis_down_raises_a_retryable_error_on_every_engine(scheme: str) -> None:
+    """Also a cluster none of whose nodes answers: redis-py's cluster client raises
+    RedisClusterUnreachableError there, which is no RedisError; it escaped as an
+    unexpected error (stored sends answered 503, the router's loops logging tracebacks
+    at full CPU)."""
+    with refused_port() as port:
+        path = "/0" if scheme == "redis" else ""
+        d = RedisDirectory(f"{scheme}://127.0.0.1:{port}{path}", "x:", timeout_s=0.2,
+                           retries=1)
+        try:
+            with pytest.raises(DirectoryUnavailable):
+                await d.sessions(["alice"])
+            with pytest.raises(DirectoryUnavailable):
+                await d.add(s("a", 1), 5)
+            with pytest.raises(DirectoryUnavailable):
+                await d.topology()
+            assert await d.ping() is False
+        finally:
+            await d.close()
+
+
 async def test_more_calls_at_once_than_the_default_pool_all_succeed(engine_url: str) -> None:
     """A reconnect storm: a router runs up to 64 session announcements per linked hub at
     once. redis-py 8's default pool (100 connections) failed the 101st call at once

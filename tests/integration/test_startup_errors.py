@@ -49,3 +49,19 @@ def test_serve_on_a_schema_newer_than_its_own_is_one_line_and_exit_2(tmp_path: P
         "Can't locate revision identified by '0099'" in line, out
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
+
+
+def test_a_malformed_sentinel_or_cluster_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """docs/cluster.md, Directory (Redis): such a URL is refused at start with a message
+    naming directory_url and what is wrong (it was a traceback and exit code 1)."""
+    for url, what in (("redis+sentinel://127.0.0.1:26379", "service name is missing"),
+                      ("redis+cluster://127.0.0.1:7000/0", "no database or service path"),
+                      ("redis+cluster://", "no host:port")):
+        proc = subprocess.run(
+            [pushgate_bin(), "router", "--router-listen", "127.0.0.1:0",
+             "--store-url", "mysql+asyncmy://root@127.0.0.1:1/nodb", "--directory-url", url],
+            env=server_env(), capture_output=True, text=True, timeout=60)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"pushgate: directory_url {url!r}: ") and what in line, out

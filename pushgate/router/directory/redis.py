@@ -18,12 +18,16 @@ from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from pushgate.router.directory import engines
 from pushgate.router.directory.base import DirectoryUnavailable
 from pushgate.router.directory.keys import BUCKETS, SEP, Keys, bucket, member, pack, unpack
 from pushgate.router.directory.quota import SessionInfo, age_key
+
+# what a Redis call raises when Redis (or the whole cluster) cannot be reached: redis-py's
+# cluster client raises RedisClusterUnreachableError, which is not a RedisError
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 # every call (its retries included) ends within this: a Redis that stops answering gives
 # a retryable error (503 / close 4003), never a hang (docs/cluster.md, failures)
@@ -64,9 +68,7 @@ class RedisDirectory:
         except TimeoutError:
             raise DirectoryUnavailable(
                 f"redis: no answer within {self.deadline_s:g} s") from None
-        except RedisError as e:
-            raise DirectoryUnavailable(f"redis: {e}") from e
-        except OSError as e:
+        except REDIS_ERRORS as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
 
     async def _each(self, calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:
@@ -256,7 +258,7 @@ class RedisDirectory:
         try:
             async with asyncio.timeout(self.deadline_s):
                 return bool(await self.redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        except (*REDIS_ERRORS, TimeoutError):
             return False
 
     async def close(self) -> None:
