@@ -387,9 +387,11 @@ class WsConnection(asyncio.Protocol):
         self._rx_pending = 0 if state is WsState.OPEN else -1
         return proto
 
-    def _reject(self, response: Response) -> None:
+    def _reject(self, status: int, reason: str, code: str, message: str) -> None:
+        """Refuse the handshake with the JSON error body, counted as an error."""
         assert self.proto is not None
-        self.proto.send_response(response)
+        self.node.metrics.error(code)
+        self.proto.send_response(_json_response(status, reason, code, message))
         self._flush()
 
     def _plain_handshake(self, upgrade: Upgrade) -> bool:
@@ -412,17 +414,15 @@ class WsConnection(asyncio.Protocol):
         url = urlsplit(request.path)
         pushca_token = None if url.path == PATH else connection_token(url.path)
         if url.path != PATH and pushca_token is None:
-            self.node.metrics.error("not_found")
-            self._reject(_json_response(404, "Not Found", "not_found",
-                                        f"no websocket endpoint at {url.path}; use {PATH}"))
+            self._reject(404, "Not Found", "not_found",
+                         f"no websocket endpoint at {url.path}; use {PATH}")
             return
         response = proto.accept(request)
         if response.status_code != 101:
             exc = proto.handshake_exc
             code = "method_not_allowed" if response.status_code == 405 else "invalid_request"
-            self.node.metrics.error(code)
-            self._reject(_json_response(response.status_code, response.reason_phrase,
-                                        code, f"not a websocket upgrade: {exc}"))
+            self._reject(response.status_code, response.reason_phrase, code,
+                         f"not a websocket upgrade: {exc}")
             return
         proto.send_response(response)
         self._flush()

@@ -24,7 +24,6 @@ from .base import Dialect, chunks
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_LOCK_DEADLOCK = 1213
 
-
 _NEEDS_ESCAPE = re.compile(r"[\x00\n\r\x1a\\'\"]").search
 
 
