@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     # sessions
     max_sessions_per_user: int = Field(5, ge=1, description="Live sessions per user; the "
                                        "oldest is kicked when a new one exceeds it.")
-    send_queue_size: int = Field(1024, ge=1, description="Frames buffered per session before "
-                                 "it is closed as a slow consumer.")
+    send_queue_size: int = Field(2048, ge=1, description="Frames buffered per session before "
+                                 "it is closed as a slow consumer; half of it bounds the "
+                                 "connect backlog.")
     write_deadline_s: float = Field(
         10.0, gt=0, description="A session whose socket takes no data for this long while "
         "frames wait (the client stopped reading) is closed as a slow consumer (4001).")

@@ -231,3 +231,29 @@ async def test_a_flood_of_waiting_sends_stops_the_reading_of_its_socket(
         while replies < sends:
             assert (await s.recv())["type"] == "reply"
             replies += 1
+
+
+async def test_connect_backlog_with_the_default_limits_is_fetch_max_limit(
+        server: ServerProcess) -> None:
+    """protocol.md: the backlog carries up to ``limits.fetch_max_limit`` events (and half
+    of ``send_queue_size``; with the defaults, the former), then live frames."""
+    stored = 1200
+    async with server.http() as http:
+        sem = asyncio.Semaphore(16)
+
+        async def one(n: int) -> None:
+            async with sem:
+                r = await http.post("/v1/notifications",
+                                    json={"users": ["backlog"], "body": {"n": n}})
+                assert r.status_code == 200, r.text
+
+        await asyncio.gather(*(one(n) for n in range(stored)))
+    async with ws_client(server, "backlog", after=0, max_queue=None) as c:
+        limit = c.hello["limits"]["fetch_max_limit"]
+        assert c.hello["head"] == stored and limit == 1000
+        await c.send({"type": "ping", "rid": "end"})
+        seqs = []
+        while (frame := await c.recv())["type"] != "pong":
+            assert frame["type"] == "event", frame
+            seqs.append(frame["seq"])
+        assert seqs == list(range(1, limit + 1))
