@@ -57,6 +57,11 @@ class Registry:
         s.kick(encode_kicked("quota", by), "kicked: session quota reached by a newer session")
         return True
 
+    def matching(self, flt: Filter) -> list[str]:
+        """The ids of the sessions held here that match ``flt`` (its target and
+        exclusions), sorted: what a :meth:`broadcast` with ``find_any`` rotates over."""
+        return sorted(s.info.session_id for s in self._sessions.values() if flt.matches(s.info))
+
     def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
         """Queue ``frame`` on the sessions held here that match ``flt``."""
         if flt.find_any:

@@ -316,9 +316,13 @@ class RouterConn:
             registry.kick(msg.kick.session_id, msg.kick.by or None)
         elif kind == "broadcast":
             b = msg.broadcast
-            n = registry.broadcast(wire.filter_from_pb(b.filter), b.frame, b.counter,
-                                   local_t0(b.sent_at))
-            self.send(pb.HubMessage(broadcast_done=pb.BroadcastDone(rid=b.rid, sessions=n)))
+            if b.match_only:  # a find_any's first step: who would match, in id order
+                ids = registry.matching(wire.filter_from_pb(b.filter))
+                done = pb.BroadcastDone(rid=b.rid, sessions=len(ids), session_ids=ids)
+            else:
+                done = pb.BroadcastDone(rid=b.rid, sessions=registry.broadcast(
+                    wire.filter_from_pb(b.filter), b.frame, b.counter, local_t0(b.sent_at)))
+            self.send(pb.HubMessage(broadcast_done=done))
         elif kind == "online_done":
             fut = self._online.get(msg.online_done.rid)
             if fut is not None and not fut.done():
@@ -385,7 +389,7 @@ class Routers:
 
     def hello(self) -> pb.HubMessage:
         return pb.HubMessage(hello=pb.Hello(
-            hub_id=self.hub_id, snapshot_at=time.time(),
+            hub_id=self.hub_id, snapshot_at=time.time(), match_only=True,
             sessions=[wire.session_to_pb(s.info) for s in self.registry]))
 
     def primary(self) -> RouterConn:

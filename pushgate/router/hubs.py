@@ -50,6 +50,7 @@ class HubStream:
         self.resync_due = False  # a Resync is scheduled (resync_later)
         self.ended = asyncio.Event()  # closed here: the HubLink call ends
         self.stats: pb.NodeStats | None = None  # the hub's last heartbeat (Status)
+        self.match_only = False  # it answers Broadcast.match_only (its Hello says so)
 
     def send(self, msg: pb.RouterMessage) -> None:
         if self.closed:
@@ -96,7 +97,7 @@ class LinkedHubs(Hubs):
         self._dirty: set[HubStream] = set()
         self._flush_scheduled = False
         self._rids = itertools.count(1)
-        self._broadcasts: dict[int, asyncio.Future[int]] = {}
+        self._broadcasts: dict[int, asyncio.Future[pb.BroadcastDone]] = {}
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -153,36 +154,57 @@ class LinkedHubs(Hubs):
         streams = [s for s in self.hubs.values() if not s.closed]
         if not streams:
             return 0
-        if flt.find_any:  # one session in the cluster: ask hubs in turn, from a rotating start
+        if flt.find_any:
+            if all(s.match_only for s in streams):
+                return await self._find_any(streams, flt, frame, counter, t0)
+            # a hub of an older version among them: ask hubs in turn, from a rotating start
             start = counter % len(streams)
             for s in streams[start:] + streams[:start]:
-                if await self._ask(s, flt, frame, counter, t0):
+                done = await self._ask(s, flt, frame, counter, t0)
+                if done is not None and done.sessions:
                     return 1
             return 0
-        counts = await asyncio.gather(*(self._ask(s, flt, frame, counter, t0) for s in streams))
-        return sum(counts)
+        answers = await asyncio.gather(*(self._ask(s, flt, frame, counter, t0) for s in streams))
+        return sum(done.sessions for done in answers if done is not None)
+
+    async def _find_any(self, streams: list[HubStream], flt: Filter, frame: str, counter: int,
+                        t0: float) -> int:
+        """One session of the whole cluster, rotating with ``counter`` over every
+        matching session in id order (as one hub rotates over its own): each hub names
+        its matches, then the chosen session's hub gets the ``find_any`` broadcast with
+        the counter that picks that session among its own."""
+        named = await asyncio.gather(*(self._ask(s, flt, "", 0, t0, match_only=True)
+                                       for s in streams))
+        ids = [list(done.session_ids) if done is not None else [] for done in named]
+        everyone = sorted((sid, i) for i, own in enumerate(ids) for sid in own)
+        if not everyone:
+            return 0
+        sid, i = everyone[counter % len(everyone)]
+        done = await self._ask(streams[i], flt, frame, ids[i].index(sid), t0)
+        return done.sessions if done is not None else 0
 
     async def _ask(self, stream: HubStream, flt: Filter, frame: str, counter: int,
-                   t0: float) -> int:
+                   t0: float, match_only: bool = False) -> pb.BroadcastDone | None:
+        """The hub's answer to a broadcast; ``None`` if it does not answer in time."""
         rid = next(self._rids)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[pb.BroadcastDone] = asyncio.get_running_loop().create_future()
         self._broadcasts[rid] = fut
         stream.flush()
         stream.send(pb.RouterMessage(broadcast=pb.Broadcast(
             rid=rid, filter=filter_to_pb(flt), frame=frame, counter=counter,
-            sent_at=wall_time(t0))))
+            sent_at=wall_time(t0), match_only=match_only)))
         try:
             return await asyncio.wait_for(fut, BROADCAST_TIMEOUT_S)
         except TimeoutError:
             log.warning("hub did not answer a broadcast", hub=stream.hub_id)
-            return 0
+            return None
         finally:
             self._broadcasts.pop(rid, None)
 
-    def broadcast_done(self, rid: int, sessions: int) -> None:
-        fut = self._broadcasts.get(rid)
+    def broadcast_done(self, done: pb.BroadcastDone) -> None:
+        fut = self._broadcasts.get(done.rid)
         if fut is not None and not fut.done():
-            fut.set_result(sessions)
+            fut.set_result(done)
 
     async def leave(self, timeout_s: float) -> None:
         """Tell every linked hub this router is stopping and wait (at most
@@ -222,6 +244,6 @@ class LinkedHubs(Hubs):
     async def close(self) -> None:
         for s in list(self.hubs.values()):
             self.detach(s)
-        for fut in self._broadcasts.values():
+        for fut in self._broadcasts.values():  # (answered: no session took it)
             with contextlib.suppress(asyncio.InvalidStateError):
-                fut.set_result(0)
+                fut.set_result(pb.BroadcastDone(sessions=0))

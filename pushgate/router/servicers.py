@@ -321,6 +321,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         deps = self.deps
         hub = hello.hub_id
         stream = deps.hubs.attach(hub, write)
+        stream.match_only = hello.match_only
         stream.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))  # the hub counts us up now
         log.info("hub linked", hub=hub, sessions=len(hello.sessions), transport=transport)
         # (arrival time, message): an Online's deadline counts from its arrival
@@ -503,7 +504,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
         elif kind == "broadcast_done":
-            self.deps.hubs.broadcast_done(msg.broadcast_done.rid, msg.broadcast_done.sessions)
+            self.deps.hubs.broadcast_done(msg.broadcast_done)
         elif kind == "left":
             stream.left.set()
         elif kind == "heartbeat" and msg.heartbeat.HasField("stats"):

@@ -354,16 +354,18 @@ class SendBatch(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("hub_id", "sessions", "snapshot_at", "authorization")
+    __slots__ = ("hub_id", "sessions", "snapshot_at", "authorization", "match_only")
     HUB_ID_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_AT_FIELD_NUMBER: _ClassVar[int]
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    MATCH_ONLY_FIELD_NUMBER: _ClassVar[int]
     hub_id: str
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     snapshot_at: float
     authorization: str
-    def __init__(self, hub_id: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., snapshot_at: _Optional[float] = ..., authorization: _Optional[str] = ...) -> None: ...
+    match_only: bool
+    def __init__(self, hub_id: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., snapshot_at: _Optional[float] = ..., authorization: _Optional[str] = ..., match_only: _Optional[bool] = ...) -> None: ...
 
 class Online(_message.Message):
     __slots__ = ("rid", "session")
@@ -406,12 +408,14 @@ class Heartbeat(_message.Message):
     def __init__(self, stats: _Optional[_Union[NodeStats, _Mapping]] = ...) -> None: ...
 
 class BroadcastDone(_message.Message):
-    __slots__ = ("rid", "sessions")
+    __slots__ = ("rid", "sessions", "session_ids")
     RID_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     rid: int
     sessions: int
-    def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rid: _Optional[int] = ..., sessions: _Optional[int] = ..., session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouterMessage(_message.Message):
     __slots__ = ("deliveries", "kick", "broadcast", "online_done", "resync", "replies", "leaving", "heartbeat", "refused")
@@ -474,18 +478,20 @@ class Kick(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
 
 class Broadcast(_message.Message):
-    __slots__ = ("rid", "filter", "frame", "counter", "sent_at")
+    __slots__ = ("rid", "filter", "frame", "counter", "sent_at", "match_only")
     RID_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     COUNTER_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    MATCH_ONLY_FIELD_NUMBER: _ClassVar[int]
     rid: int
     filter: Filter
     frame: str
     counter: int
     sent_at: float
-    def __init__(self, rid: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., frame: _Optional[str] = ..., counter: _Optional[int] = ..., sent_at: _Optional[float] = ...) -> None: ...
+    match_only: bool
+    def __init__(self, rid: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., frame: _Optional[str] = ..., counter: _Optional[int] = ..., sent_at: _Optional[float] = ..., match_only: _Optional[bool] = ...) -> None: ...
 
 class OnlineDone(_message.Message):
     __slots__ = ("rid", "kicked", "error")

@@ -41,6 +41,40 @@ async def session_count(hub: Endpoint, user: str) -> int:
     return len(r.json()["sessions"]) if r.status_code == 200 else -1
 
 
+async def test_find_any_rotates_over_the_sessions_of_every_hub_in_id_order(
+        cluster: LocalCluster) -> None:
+    """http-api.md: ``find_any`` delivers to exactly one matching session, rotating over
+    the matching sessions in session-id order from one call to the next — over the
+    whole cluster, not hub by hub (three workers on hub 0 and one on hub 1: each gets a
+    quarter, not the lone one half)."""
+    h0, h1 = cluster.hub(0), cluster.hub(1)
+    async with contextlib.AsyncExitStack() as stack:
+        workers = [await stack.enter_async_context(ws_client(hub, f"w{i}", ws="rr", app="worker"))
+                   for i, hub in enumerate((h0, h0, h0, h1))]
+        await stack.enter_async_context(ws_client(h1, "other", ws="rr-not", app="worker"))
+        by_id = {w.hello["session"]: w for w in workers}
+        order = [by_id[sid] for sid in sorted(by_id)]
+        got = []
+        waiting = {w: asyncio.create_task(w.recv_type("event", 60)) for w in workers}
+        try:
+            for i in range(8):
+                r = await post((h0, h1)[i % 2], "/v1/notifications", {
+                    "filter": {"workspace": "rr", "find_any": True}, "body": {"i": i}})
+                assert r.status_code == 200 and r.json()["sessions"] == 1, r.text
+                done, _ = await asyncio.wait(waiting.values(), timeout=10,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                assert len(done) == 1, f"send {i}: {len(done)} workers got it"
+                receiver = next(w for w, t in waiting.items() if t in done)
+                assert done.pop().result()["body"] == {"i": i}  # (not an extra copy)
+                got.append(receiver)
+                waiting[receiver] = asyncio.create_task(receiver.recv_type("event", 60))
+        finally:
+            for t in waiting.values():
+                t.cancel()
+        start = order.index(got[0])
+        assert got == [order[(start + k) % 4] for k in range(8)]
+
+
 async def test_users_on_different_hubs_reach_each_other(cluster: LocalCluster) -> None:
     h0, h1 = cluster.hub(0), cluster.hub(1)
     async with ws_client(h0, "alice") as alice, ws_client(h1, "bob") as bob:
