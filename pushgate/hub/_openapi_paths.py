@@ -199,15 +199,16 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "devices", "registerOwnDevice", "A client registers the push token of its app install",
             {"200": {"description": "Stored.", **json_content(ref("Device"), DEVICE_EXAMPLE)},
-             **_API},
+             **_API, "403": "Forbidden"},
             description=("Authenticated with the client's own JWT (not an API key); the token "
                          "is stored for the JWT's user. A token already known moves to this "
-                         "user and app."),
+                         "user and app. 403 for a token of the keyless `/open-connection`."),
             body="DeviceBody", example={"platform": "fcm", "token": "dGhpcyBpcyBhbiBGQ00gdG9rZW4"},
             security=[{"clientToken": []}]),
         "delete": _op(
             "devices", "removeOwnDevice", "A client removes its push token (logout)",
-            {"200": _REMOVED, **_API}, body="DeviceBody", security=[{"clientToken": []}]),
+            {"200": _REMOVED, **_API, "403": "Forbidden"}, body="DeviceBody",
+            security=[{"clientToken": []}]),
     },
     "/v1/users/{user}/devices": {
         "get": _op(

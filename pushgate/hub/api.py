@@ -113,6 +113,14 @@ def _pushca_identity(body: Any) -> Identity:
                     client.applicationId or "")
 
 
+async def notifications(request: Request) -> Response:
+    """``/v1/notifications``: ``POST`` a send (when the guard did not serve it itself),
+    ``GET`` the latest reports."""
+    if request.method == "POST":
+        return await send_notification(request)
+    return await list_reports(request)
+
+
 async def send_notification(request: Request) -> Response:
     node = await _server(request)
     body = await read_json(request, node.settings.max_request_bytes)

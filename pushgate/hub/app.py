@@ -41,6 +41,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                             "retryable": False}}, exc.status_code)
     if exc.headers:  # 405: Allow (RFC 9110 15.5.6)
         response.headers.update(exc.headers)
+        if "allow" in response.headers:  # Starlette joins a set: the same order every time
+            response.headers["allow"] = ", ".join(sorted(response.headers["allow"].split(", ")))
     return response
 
 
@@ -112,8 +114,8 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/v1/open-connection", api.open_connection, methods=["POST"]),
-        Route("/v1/notifications", api.send_notification, methods=["POST"]),
-        Route("/v1/notifications", api.list_reports, methods=["GET"]),
+        # one route for both methods: a 405 says "allow: GET, HEAD, POST"
+        Route("/v1/notifications", api.notifications, methods=["GET", "POST"]),
         # (ids may hold "/", sent as %2F: pushgate.hub.pathids)
         Route("/v1/notifications/{report:path}/users/{user:path}", api.get_report_user,
               methods=["GET"]),
@@ -139,5 +141,6 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes, lifespan=lifespan,
         exception_handlers={PushgateError: _pushgate_error, HTTPException: _http_error,
                             ClientDisconnect: _client_gone, Exception: _unexpected_error})
+    app.router.redirect_slashes = False  # "/healthz/" is an unknown path (404), no redirect
     app.state.node = node
     return app

@@ -142,7 +142,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
     ws_class: type[asyncio.Protocol]
 
     # (and those of SendConnection)
-    __slots__ = ("chunk_fresh", "coded", "counted", "head_bytes", "head_fresh", "inner",
+    __slots__ = ("chunk_fresh", "coded", "codings", "counted", "head_bytes", "head_fresh", "inner",
                  "parser", "piece_began", "piece_done", "upgrade", "url")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -168,6 +168,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.length: bytes | None = None  # its first Content-Length
         self.expect = False  # its Expect: 100-continue
         self.coded = False  # it has a Transfer-Encoding
+        self.codings = b""  # the values of its Transfer-Encoding fields, comma-joined
         self.upgrade: bytes | None = None  # the Upgrade header of the head under way
         self.stopping = False  # uvicorn's shutdown: close after the reply in flight
         self.read_paused = False
@@ -370,6 +371,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.held = None
         self.auth = self.length = self.upgrade = None
         self.expect = self.coded = False
+        self.codings = b""
         self._set_deadline(self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -388,6 +390,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
                 value.rstrip(b" \t").lower() == b"100-continue":
             self.expect = True
         elif size == 17 and name.lower() == b"transfer-encoding":
+            self.codings = self.codings + b"," + value if self.coded else value
             self.coded = True
         elif size == 7 and name.lower() == b"upgrade":
             self.upgrade = value
@@ -406,6 +409,14 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         if version != "1.1" and version != "1.0":  # llhttp takes 2.0 (h2's preface) too
             self._refuse_after_sends(400, "invalid_request", f"malformed HTTP request: "
                                      f"unsupported HTTP version {version}")
+            raise Abort
+        if self.coded and not _only_chunked(self.codings):
+            # llhttp reads "gzip, chunked" as chunked and hands the coded bytes over as the
+            # body: refused instead (no transfer coding but chunked is supported)
+            coding = self.codings.decode("latin-1")[:100]
+            self._refuse_after_sends(400, "invalid_request", "malformed HTTP request: "
+                                     f"unsupported Transfer-Encoding {coding!r} (only "
+                                     "'chunked' is supported)", "Transfer-Encoding")
             raise Abort
         if mode >= HANDING:
             if parser.should_upgrade():
@@ -710,6 +721,11 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
 class _PlainUpgrade(Exception):
     """Raised in ``on_headers_complete``: the first request's upgrade is not a websocket
     one; :meth:`GuardedHttp._as_plain_http` serves it as plain HTTP."""
+
+
+def _only_chunked(codings: bytes) -> bool:
+    """The Transfer-Encoding list is ``chunked`` alone (any case, optional whitespace)."""
+    return [c.strip(b" \t").lower() for c in codings.split(b",")] == [b"chunked"]
 
 
 def _is_websocket(upgrade: bytes | None) -> bool:

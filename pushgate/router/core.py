@@ -415,6 +415,10 @@ class Router(RoutingCore):
         check_id(report, "report")
         with store_errors():
             found = await self._report_store().report(report)
+        if found is None:  # perhaps just sent: its counts are not written yet
+            await self.reports.settle()
+            with store_errors():
+                found = await self._report_store().report(report)
         if found is None:
             raise NotFound(f"no delivery report {report!r} (unknown, or expired with its "
                            "events)", field="report", code="unknown_report")
@@ -455,4 +459,7 @@ class _NoReports(Reports):
         pass
 
     def push_failed(self, report: str, reason: str) -> None:
+        pass
+
+    async def settle(self) -> None:
         pass

@@ -31,6 +31,9 @@ from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.reports")
 
+#: how many flush intervals :meth:`ReportCounter.settle` waits for other processes
+SETTLE_MARGIN = 1.5
+
 _prefix = os.urandom(4).hex()
 _counter = 0
 _ms = -1
@@ -66,6 +69,12 @@ class Reports(Protocol):
     def pushed(self, report: str, n: int = 1) -> None: ...
 
     def push_failed(self, report: str, reason: str) -> None: ...
+
+    async def settle(self) -> None:
+        """Return once the counts of every send accepted before the call (by any process
+        of the deployment) are in the store, barring a store error: a report read
+        after it finds a send that was answered before it."""
+        ...
 
 
 class ReportCounter(Reports):
@@ -155,6 +164,13 @@ class ReportCounter(Reports):
         self.delivered[:0] = delivered
         self.acked[:0] = acked
         self._pending.set()
+
+    async def settle(self) -> None:
+        """This process's counts now; the other processes' within their next flush, at
+        most one interval after they counted (waited out: ``SETTLE_MARGIN`` for the
+        flush's own transaction)."""
+        await self.flush()
+        await asyncio.sleep(self.interval_s * SETTLE_MARGIN)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())

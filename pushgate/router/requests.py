@@ -105,11 +105,18 @@ def _filter(obj: Any) -> Filter:
     return Filter(target, find_any, exclude)
 
 
+#: how deeply a send's ``body`` may nest arrays and objects (orjson encodes no deeper)
+MAX_BODY_DEPTH = 254
+
+
 def encode_body(body: Any, max_bytes: int) -> bytes:
     try:
         raw = orjson.dumps(body)
-    except TypeError as e:  # pragma: no cover - input came from JSON already
-        raise InvalidRequest(f"'body' is not JSON: {e}", field="body") from None
+    except TypeError as e:  # the input came from JSON: only its depth can fail here
+        if "ecursion" in str(e):
+            raise InvalidRequest(f"'body' is nested deeper than {MAX_BODY_DEPTH} levels",
+                                 field="body") from None
+        raise InvalidRequest(f"'body' is not JSON: {e}", field="body") from None  # pragma: no cover
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"'body' is {len(raw)} bytes; the limit is {max_bytes}", field="body")
     return raw

@@ -100,6 +100,10 @@ async def test_counts_from_two_hubs_and_two_routers(tmp_path: Path, shared: dict
                                                        body=orjson.dumps({"n": 2})),
                                         metadata=md, timeout=10)
                 assert g.report.startswith("r-")
+                # read at once through the other router: there, not 404 (its counts were
+                # not flushed yet when the read came)
+                rep = await stubs[1].GetReport(pb.ReportRequest(report=g.report), metadata=md)
+                assert (rep.addressed, rep.stored) == (2, 2)
                 await ben.recv_type("event")
                 await wait_report(h0, g.report, addressed=2, stored=2, delivered=1)
 

@@ -7,7 +7,9 @@ connection within the quiet time).
 
 Updated deliberately for issue 16 (delivery reports): every send reply ends with
 ``"report"`` (the send's ``id``, else a generated 32-character id, compared as
-``r-xxxxxxxxxxxx-xxxxxxxx-xxxxxxxx``); recaptured the same way, nothing else changed."""
+``r-xxxxxxxxxxxx-xxxxxxxx-xxxxxxxx``); recaptured the same way, nothing else changed. And on 2026-12-07: the 405 of another
+method on ``/v1/notifications`` lists every method of the path (``allow: GET, HEAD,
+POST``; it said ``POST`` although ``GET`` lists the reports)."""
 
 from __future__ import annotations
 
@@ -425,7 +427,7 @@ GOLDEN: dict[str, tuple[bytes, bool]] = {
         b'server: uvicorn\r\n'
         b'content-length: 88\r\n'
         b'content-type: application/json\r\n'
-        b'allow: POST\r\n'
+        b'allow: GET, HEAD, POST\r\n'
         b'\r\n'
         b'{"error":{"code":"method_not_allowed","message":"Method Not Allowed","'
         b'retryable":false}}'
@@ -435,7 +437,7 @@ GOLDEN: dict[str, tuple[bytes, bool]] = {
         b'server: uvicorn\r\n'
         b'content-length: 88\r\n'
         b'content-type: application/json\r\n'
-        b'allow: POST\r\n'
+        b'allow: GET, HEAD, POST\r\n'
         b'\r\n'
         b'{"error":{"code":"method_not_allowed","message":"Method Not Allowed","'
         b'retryable":false}}HTTP/1.1 200 OK\r\n'

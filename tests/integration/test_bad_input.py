@@ -169,6 +169,67 @@ async def test_wrong_method_is_405_with_allow(srv: ServerProcess, stored: list[i
         assert r.json()["error"]["code"] == "method_not_allowed"
 
 
+async def test_the_405_of_the_send_path_lists_its_get_too(srv: ServerProcess) -> None:
+    async with srv.http() as http:
+        for method in ("PUT", "DELETE", "PATCH"):
+            r = await http.request(method, "/v1/notifications")
+            assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"
+            assert r.json()["error"]["code"] == "method_not_allowed"
+        assert (await http.get("/v1/notifications", params={"limit": 1})).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/users/u1/events/", "/healthz/", "/v1/users/u1/read-state/"])
+async def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(
+        srv: ServerProcess, path: str) -> None:
+    async with srv.http() as http:
+        r = await http.get(path, headers={"Host": "evil.example"})
+        assert r.status_code == 404 and "location" not in r.headers
+        assert r.json()["error"]["code"] == "not_found"
+        r = await http.post("/v1/users/u1/read/", json={"seqs": [1]})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("method", "path", "field"), [
+    ("GET", "/v1/users/a%0Ab/events", "user"),
+    ("GET", "/v1/users/%0A/read-state", "user"),
+    ("GET", "/v1/users/ab%0A/sessions", "user"),
+    ("POST", "/v1/users/a%0Ab/read", "user"),
+    ("GET", "/v1/notifications/%0Ax", "report"),
+    ("GET", "/v1/notifications/x%0A", "report"),
+    ("GET", "/v1/notifications/r/users/a%0Ab", "user"),
+])
+async def test_a_newline_in_a_path_id_is_a_400_naming_it_like_any_control_character(
+        srv: ServerProcess, method: str, path: str, field: str) -> None:
+    async with srv.http() as http:
+        r = await http.request(method, path, json={"seqs": [1]} if method == "POST" else None)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_request", field)
+        assert "control characters" in error["message"]
+
+
+async def test_body_nesting_limit_is_a_400_that_says_so(srv: ServerProcess) -> None:
+    async with srv.http() as http:
+        ok = "[" * 254 + "1" + "]" * 254
+        r = await http.post("/v1/notifications", content=f'{{"users":["deep"],"body":{ok}}}')
+        assert r.status_code == 200, r.text
+        deep = "[" * 255 + "1" + "]" * 255
+        r = await http.post("/v1/notifications", content=f'{{"users":["deep"],"body":{deep}}}')
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["field"] == "body" and "nested deeper than 254" in error["message"]
+
+
+async def test_an_empty_push_app_is_refused_with_the_rule_of_an_id(srv: ServerProcess) -> None:
+    async with srv.http() as http:
+        for app in ("", "a" * 256):
+            r = await http.post("/v1/notifications", json={
+                "users": ["p"], "body": 1, "push": {"title": "t", "app": app}})
+            assert r.status_code == 400
+            error = r.json()["error"]
+            assert error["field"] == "push.app" and "1..255 characters" in error["message"]
+
+
 async def test_wrong_api_key_is_401(srv: ServerProcess, stored: list[int]) -> None:
     async with srv.http() as http:
         for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):

@@ -126,6 +126,31 @@ async def test_conflicting_body_framing_is_a_json_400_naming_the_header(
     writer.close()
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"x-custom,chunked", b"deflate, chunked",
+                                    b"chunked, chunked"])
+@pytest.mark.parametrize("path", [b"/v1/notifications", b"/v1/users/te-user/read"])
+async def test_a_transfer_coding_other_than_chunked_is_refused_and_nothing_is_done(
+        safety: ServerProcess, coding: bytes, path: bytes) -> None:
+    """llhttp reads ``gzip, chunked`` as chunked: the request must not be served as if its
+    body were not coded (400 naming the header; nothing stored, nothing marked)."""
+    user = "te-" + coding.decode().replace(",", "").replace(" ", "-")
+    body = orjson.dumps({"users": [user], "body": 1} if path == b"/v1/notifications"
+                        else {"seqs": [1]})
+    reader, writer = await open_conn(safety)
+    writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                 + safety.api_key.encode() + b"\r\nTransfer-Encoding: " + coding
+                 + b"\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    status, _, reply = await read_reply(reader)
+    assert status == 400
+    error = error_of(reply)
+    assert (error["code"], error["field"]) == ("invalid_request", "Transfer-Encoding")
+    assert await closed(reader, 5)
+    writer.close()
+    async with safety.http() as http:
+        r = await http.get(f"/v1/users/{user}/events")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"
+
+
 async def test_a_malformed_request_line_is_a_json_400_too(safety: ServerProcess) -> None:
     """What uvicorn alone answers with a text/plain 400 (a URL its parser rejects)."""
     reader, writer = await open_conn(safety)

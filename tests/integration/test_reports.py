@@ -115,6 +115,17 @@ async def test_generated_ids_websocket_pushca_transient_and_latest(server: Serve
         assert r.status_code == 400 and r.json()["error"]["field"] == "report"
 
 
+async def test_a_report_read_right_after_its_send_is_there(server: ServerProcess) -> None:
+    """The reply's ``report`` is readable at once: the read waits for the counts of the
+    sends answered before it (they are written every 0.5 s), not 404 ``unknown_report``."""
+    async with server.http() as http:
+        for i in range(3):
+            out = await send(server, {"users": ["quick", "quick2"], "body": i, "id": f"q-{i}"})
+            r = await http.get(f"/v1/notifications/{out['report']}")
+            assert r.status_code == 200, r.text
+            assert (r.json()["addressed"], r.json()["stored"]) == (2, 2)
+
+
 async def test_report_survives_a_restart(server: ServerProcess) -> None:
     async with ws_client(server, "alice") as alice:
         await send(server, {"users": ["alice", "bob"], "body": 1, "id": "r-restart"})

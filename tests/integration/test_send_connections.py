@@ -236,7 +236,7 @@ def test_every_case_has_its_golden_reply() -> None:
 
 
 GOT_405 = (b"HTTP/1.1 405 Method Not Allowed\r\nserver: uvicorn\r\ncontent-length: 88\r\n"
-           b"content-type: application/json\r\nallow: POST\r\n\r\n"
+           b"content-type: application/json\r\nallow: GET, HEAD, POST\r\n\r\n"
            b'{"error":{"code":"method_not_allowed","message":"Method Not Allowed",'
            b'"retryable":false}}')
 

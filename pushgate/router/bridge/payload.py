@@ -31,6 +31,7 @@ STR_FIELDS = ("title", "subtitle", "body", "sound", "collapse_id", "app", "categ
 BOOL_FIELDS = ("content_available", "mutable_content")
 OBJ_FIELDS = ("data", "apns", "android", "webpush")
 ALLOWED = {*STR_FIELDS, *BOOL_FIELDS, *OBJ_FIELDS, "badge", "priority", "ttl"}
+_APP_RULE = f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no control characters"
 
 
 def parse_push(obj: Any) -> dict[str, Any]:
@@ -50,14 +51,13 @@ def parse_push(obj: Any) -> dict[str, Any]:
         if value is None:
             continue
         if not isinstance(value, str) or not value or len(value) > MAX_PUSH_STR:
-            raise InvalidRequest(f"'push.{name}' must be a string of 1..{MAX_PUSH_STR} characters",
-                                 field=f"push.{name}")
+            raise InvalidRequest(_APP_RULE if name == "app" else f"'push.{name}' must be a "
+                                 f"string of 1..{MAX_PUSH_STR} characters", field=f"push.{name}")
         out[name] = value
     app = out.get("app")
     if app is not None and (len(app) > MAX_ID_LEN or CONTROL_CHARS.search(app)):
         # an application id, matched against the devices' (which are ids)
-        raise InvalidRequest(f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no "
-                             "control characters", field="push.app")
+        raise InvalidRequest(_APP_RULE, field="push.app")
     if "collapse_id" in out and len(out["collapse_id"].encode()) > MAX_COLLAPSE_ID_BYTES:
         raise InvalidRequest(f"'push.collapse_id' must be at most {MAX_COLLAPSE_ID_BYTES} bytes",
                              field="push.collapse_id")
