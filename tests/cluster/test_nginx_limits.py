@@ -7,6 +7,7 @@ launcher's own clients)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from deploy.local.nginx import TEMPLATE, PrivateNginx, Value
 from tests.cluster.test_deploy_files import DEFAULTS, directives, one, seconds
 from tests.support.ports import refused_port
 from tests.support.server import ServerProcess, running_server
+from tests.support.waiting import wait_for
 
 LIMIT_CONN = 150
 HEADER_TIMEOUT = 1.0
@@ -268,6 +270,86 @@ async def test_a_dead_hub_is_a_json_502_not_nginx_html(
             await _expect_502(nginx)
         finally:
             nginx.stop()
+
+
+async def test_a_hub_that_accepts_but_never_answers_is_a_json_504_after_the_read_timeout(
+        cluster_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A stopped hub's kernel still accepts connections (SIGSTOP, a stall): nginx cannot
+    tell, and a request it hands that hub is answered ``504 hub_timeout`` (JSON,
+    retryable) after ``proxy_read_timeout`` — the file's values (60 s, 75 s for sends),
+    shortened here to 2 and 3 s."""
+    base = tmp_path_factory.mktemp("stalled")
+    conf = TEMPLATE.read_text()
+    assert conf.count("proxy_read_timeout 60s;") == 1
+    assert conf.count("proxy_read_timeout 75s;") == 1
+    template = base / "pushgate.conf"
+    template.write_text(conf.replace("proxy_read_timeout 60s;", "proxy_read_timeout 2s;")
+                        .replace("proxy_read_timeout 75s;", "proxy_read_timeout 3s;"))
+    with socket.socket() as stalled:  # listening, never accepting: the kernel does it
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(64)
+        nginx = QuickNginx(base / "nginx", [f"127.0.0.1:{stalled.getsockname()[1]}"],
+                           access_log=False, template=template)
+        nginx.start()
+        try:
+            send = (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                    b"Content-Length: 2\r\n\r\n{}")
+            upgrade = get("/v1/ws?token=t", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Version: 13\r\n"
+                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+            for request, wait in ((send, 3.0), (upgrade, 2.0), (get(), 2.0)):
+                status, headers, body, took = await exchange(nginx.port, request, "127.0.0.30",
+                                                              timeout=20)
+                assert status == 504, body
+                error = error_of(headers, body)
+                assert (error["code"], error["retryable"]) == ("hub_timeout", True)
+                assert headers["retry-after"] == "1"
+                assert wait - 0.5 < took < wait + 5, took
+        finally:
+            nginx.stop()
+
+
+async def test_the_access_log_names_what_the_client_sent_never_the_token(
+        cluster_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """nginx's own replies are internal redirects (``GET /_pushgate/502``): the log still
+    names the client's method and path, without ``?token=`` (and Pushca's ``/{jwt}``)."""
+    base = tmp_path_factory.mktemp("logged")
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0c2lnbmF0dXJl"
+    with refused_port() as port:
+        nginx = QuickNginx(base / "nginx", [f"127.0.0.1:{port}"])
+        nginx.start()
+        try:
+            await _expect_502(nginx)
+            upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13"
+                       b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+            for path in (f"/v1/ws?token={token}", f"/{token}"):
+                status, _, _, _ = await exchange(nginx.port, get(path, upgrade), "127.0.0.28")
+                assert status == 502
+            log = base / "nginx" / "access.log"
+
+            def lines() -> list[str] | None:
+                got = log.read_text().splitlines() if log.exists() else []
+                return got if len(got) >= 4 else None
+
+            logged = await wait_for(lines, 10, "four access log lines")
+        finally:
+            nginx.stop()
+    requests = [line.split('"')[1] for line in logged]
+    assert requests == ["GET /healthz", "POST /v1/notifications", "GET /v1/ws", "GET /{jwt}"]
+    assert all('" 502 ' in line for line in logged)
+    assert not any("_pushgate" in line or "token" in line or token[:20] in line
+                   for line in logged)
+
+
+async def test_a_request_without_host_gets_a_url_of_the_edge_not_of_a_hub(
+        edge: tuple[QuickNginx, ServerProcess]) -> None:
+    nginx, hub = edge
+    body = b'{"user":"nohost"}'
+    request = (b"POST /v1/open-connection HTTP/1.0\r\nAuthorization: Bearer "
+               + hub.api_key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    status, _, reply, _ = await exchange(nginx.port, request, "127.0.0.29")
+    assert status == 200, reply
+    assert orjson.loads(reply)["url"].startswith(f"ws://127.0.0.1:{nginx.port}/v1/ws?token=")
 
 
 async def _expect_502(nginx: QuickNginx) -> None:
