@@ -170,6 +170,29 @@ async def test_token_is_refreshed_before_it_expires(server: ServerProcess) -> No
         assert calls >= 2
 
 
+async def test_a_provider_of_expired_tokens_is_asked_with_backoff_not_in_a_loop(
+        server: ServerProcess) -> None:
+    """Every token the provider gives is refused with 4101 (a stale cache, a skewed
+    clock): the client keeps trying — a later token may be good — but each retry waits
+    one backoff window longer, like a failed connect, instead of ~4 a second forever."""
+    calls = 0
+
+    def stale() -> str:
+        nonlocal calls
+        calls += 1
+        return server.token("stale", ttl=-60)
+
+    client = Client(server.base_url, token_provider=stale, backoff_base=0.02, backoff_cap=10)
+    client.start()
+    try:
+        await wait_for(lambda: calls >= 5, 20, "five tokens asked for")
+        assert client.last_close is not None and client.last_close.code == 4101
+        assert client.backoff.attempt >= calls - 1, (client.backoff.attempt, calls)
+        assert not client.closed and client.error is None  # still trying
+    finally:
+        await client.close()
+
+
 async def test_static_token_expired_or_refused_stops(server: ServerProcess) -> None:
     expired = Client(server.base_url, token=server.token("vic", ttl=-60))
     with pytest.raises(TokenExpired):

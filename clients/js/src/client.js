@@ -223,6 +223,15 @@ export class PushgateClient {
     for (const it of this._iterators) it.push(e);
   }
 
+  /** Events an iterator ended without taking: kept for the next consumer, unless
+   * another one (which got them too) is still there.
+   * @param {PushEvent[]} events */
+  _keepEarly(events) {
+    if (events.length && !this._listeners.get('event')?.size && this._iterators.size === 0) {
+      this._early = events.concat(this._early);
+    }
+  }
+
   _flushEarly() {
     const early = this._early;
     this._early = [];
@@ -276,9 +285,10 @@ export class PushgateClient {
         }
         return new Promise((resolve, reject) => { waiter = { resolve, reject }; });
       },
-      return() {
-        client._iterators.delete(sub);
-        ended = true;
+      return() { // `break` or an exception in a for-await body: what it did not take
+        client._iterators.delete(sub); // goes to the next consumer (the SDK will not
+        ended = true; // fetch it again: it resumes from what it received)
+        client._keepEarly(queue.splice(0));
         return Promise.resolve({ value: undefined, done: true });
       },
       // @ts-ignore - iterable iterator
@@ -462,8 +472,10 @@ export class PushgateClient {
         return;
       }
       if (info.code === 4101 && this._provider) {
+        // expired: refresh, then reconnect — at once (within the first window) after a
+        // stable session; a new token refused again backs off like a failed connect
         forceToken = true;
-        delay = this.backoff.jitter();
+        delay = this.backoff.next();
         continue;
       }
       if (info.code === 4100 && this._provider && !fresh) {

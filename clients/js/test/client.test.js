@@ -97,6 +97,10 @@ class FakeGateway {
     if (ws.readyState !== 0) return;
     ws.readyState = 1;
     ws.onopen?.({});
+    if (this.refuse) { // a refused token: the server's close, no hello
+      this._close(ws, this.refuse, 'token has expired');
+      return;
+    }
     const head = this.stored.length;
     const after = new URL(ws.url).searchParams.get('after');
     ws.hello = true;
@@ -167,7 +171,7 @@ test('lastSeq with an event listener is the seq being handled; without after it 
   await client.close();
 });
 
-test('events kept before the first consumer count once it gets them', async (t) => {
+test('events kept before the first consumer count once it gets them', { timeout: 10000 }, async (t) => {
   const gw = new FakeGateway();
   gw.store(4);
   const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static', after: 1,
@@ -179,11 +183,68 @@ test('events kept before the first consumer count once it gets them', async (t) 
   assert.equal((await it.next()).value.seq, 2);
   assert.equal(client.lastSeq, 2);
   await it.return();
-  assert.equal(client.lastSeq, 2, 'events dropped with the iterator were not handed');
+  assert.equal(client.lastSeq, 2, 'events left in the iterator were not handed');
+  // ...and the next consumer gets them: breaking out of a for-await loses nothing
+  gw.store(1); // 5, live
+  const again = [];
+  for await (const e of client) {
+    again.push(e.seq);
+    if (e.seq === 5) break;
+  }
+  assert.deepEqual(again, [3, 4, 5]);
+  assert.equal(client.lastSeq, 5);
+  await client.close();
+});
+
+test('leaving a for-await loop with events queued behind it loses none of them', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  gw.store(3);
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static', after: 0,
+    WebSocket: gw.WebSocket }));
+  await client.waitConnected(5000);
+  const first = [];
+  for await (const e of client) {
+    first.push(e.seq);
+    gw.store(3); // 4..6 arrive while the loop body runs
+    await client.ping({ timeoutMs: 5000 });
+    break;
+  }
+  assert.deepEqual(first, [1]);
+  assert.equal(client.lastSeq, 1);
+  gw.store(1); // 7
+  const second = [];
+  try {
+    for await (const e of client) {
+      second.push(e.seq);
+      if (e.seq === 4) throw new Error('the body fails once'); // the loop is left too
+    }
+  } catch (e) {
+    assert.equal(/** @type {Error} */ (e).message, 'the body fails once');
+  }
+  for await (const e of client) {
+    second.push(e.seq);
+    if (e.seq === 7) break;
+  }
+  assert.deepEqual(second, [2, 3, 4, 5, 6, 7]);
+  assert.equal(client.lastSeq, 7);
   await client.close();
 });
 
 // -- token refresh ---------------------------------------------------------------------------
+
+test('a provider of tokens refused as expired is asked with backoff, not in a loop', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  gw.refuse = 4101; // every token: a stale cache, a skewed clock
+  let calls = 0;
+  const client = closing(t, new PushgateClient({ url: 'http://gw', WebSocket: gw.WebSocket,
+    tokenProvider: () => { calls += 1; return 'stale'; }, backoff: { base: 5, cap: 5000 } }));
+  client.start();
+  await until(() => calls >= 5, 'five tokens asked for');
+  assert.equal(client.lastClose.code, 4101);
+  assert.ok(client.backoff.attempt >= calls - 1, `${client.backoff.attempt} attempts, ${calls} calls`);
+  assert.equal(client.closed, false); // still trying: a later token may be good
+  await client.close();
+});
 
 test('refreshAt: uniform from 1.5 x margin to margin before exp, never before half the life', () => {
   const s = 1000;

@@ -501,8 +501,11 @@ class Client:
                     self._finish(stopped_error(4102, info.reason, self._kicked))
                     return
                 if info.code == 4101 and self._provider is not None:
-                    force_token = True  # expired: refresh, then reconnect (jitter only)
-                    delay = self.backoff.jitter()
+                    # expired: refresh, then reconnect — at once (within the first window)
+                    # after a stable session; a new token refused again (a stale cache, a
+                    # skewed clock) backs off like any failed connect instead of looping
+                    force_token = True
+                    delay = self.backoff.next()
                     continue
                 if info.code == 4100 and self._provider is not None and not fresh:
                     force_token = True  # revoked or rotated? one more try with a new token
