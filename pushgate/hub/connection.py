@@ -257,9 +257,19 @@ class WsConnection(asyncio.Protocol):
             self.transport is None or self.transport.get_write_buffer_size() == 0)
 
     def end(self) -> None:
-        """Close the TCP connection now (after what is buffered)."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """End the TCP connection (after what is buffered). Once the close frame went
+        out, only our side is closed (FIN) and reading goes on until the client closes
+        too (its close frame or EOF; ``close_grace_s`` at most): closing a socket with
+        unread bytes — an ack or pong the client sent meanwhile — resets it, and a reset
+        throws away what the kernel still holds for a client behind on reading, the close
+        frame included."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.close_sent_at and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
 
     # -- the session's outlet --------------------------------------------------------
 

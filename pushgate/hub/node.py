@@ -142,8 +142,11 @@ class HubNode:
                 c.close_flushed for c in self.connections):
             with contextlib.suppress(TimeoutError):  # queued frames and close frames out
                 await asyncio.wait_for(self.no_connections.wait(), 0.05)
-        for c in list(self.connections):  # no need to wait for the clients' close frames
+        for c in list(self.connections):  # our side ends; theirs within close_grace_s
             c.end()
+        while self.connections and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.no_connections.wait(), deadline - loop.time())
         log.info("sessions closed", closed=len(sessions), left=len(self.connections))
 
     async def stop(self) -> None:
