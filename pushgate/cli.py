@@ -30,11 +30,17 @@ def _fail(e: Exception) -> NoReturn:
 
 
 def _secrets(ensure: Any, settings: Settings) -> Settings:
-    """``ensure_secrets``' settings; its errors worded as the settings' (exit code 2)."""
+    """``ensure_secrets``' settings; its errors worded as the settings' (exit code 2). A
+    client command (token, api-key, listen, send) that had to generate them says so: a
+    gateway whose data dir is another one will not accept what they sign."""
     try:
-        s, _ = ensure(settings)
+        s, created = ensure(settings)
     except SettingsError as e:
         _fail(e)
+    if created:
+        click.echo(f"pushgate: no secrets in {settings.data_dir}: generated new ones into "
+                   f"{settings.data_dir / 'secrets.json'}; a gateway started with another "
+                   "--data-dir does not accept them", err=True)
     return cast(Settings, s)
 
 
@@ -417,7 +423,7 @@ def send(body: str, users: tuple[str, ...], url: str, event_id: str | None, ttl:
     if api_key is None:
         from pushgate.credentials import ensure_secrets
 
-        api_key = ensure_secrets(_settings(config, data_dir=data_dir))[0].api_keys[0]
+        api_key = _secrets(ensure_secrets, _settings(config, data_dir=data_dir)).api_keys[0]
     fields: dict[str, Any] = {k: v for k, v in
                               {"id": event_id, "ttl": ttl, "ack": ack or None}.items()
                               if v is not None}

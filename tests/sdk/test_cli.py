@@ -72,6 +72,28 @@ async def test_listen_bad_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert negative.returncode == 2 and "Traceback" not in negative.stderr, negative
 
 
+async def test_send_from_a_data_dir_without_secrets_says_it_made_new_ones(tmp_path: Path) -> None:
+    """A mistyped --data-dir: the command's generated key is not the gateway's. The 401
+    comes with the reason, not alone."""
+    env = server_env()
+    srv = ServerProcess(tmp_path / "data", env)
+    srv.start()
+    try:
+        bare = {k: v for k, v in env.items() if k not in ("PUSHGATE_JWT_SECRET",
+                                                          "PUSHGATE_API_KEYS")}
+        wrong = tmp_path / "typo"
+        sent = await cli(bare, "send", "--user", "a", "1", "--url", srv.base_url,
+                         "--data-dir", str(wrong))
+        assert sent.returncode != 0, sent
+        assert f"pushgate: no secrets in {wrong}: generated new ones" in sent.stderr, sent.stderr
+        assert "unauthorized" in sent.stderr, sent.stderr
+        again = await cli(bare, "send", "--user", "a", "1", "--url", srv.base_url,
+                          "--data-dir", str(wrong))
+        assert "generated new ones" not in again.stderr, again.stderr  # only when made
+    finally:
+        srv.stop()
+
+
 async def test_listen_exits_1_when_its_token_is_refused(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", server_env())
     srv.start()
