@@ -434,8 +434,9 @@ def send(body: str, users: tuple[str, ...], url: str, event_id: str | None, ttl:
 
     try:
         result = asyncio.run(run())
-    except sdk.PushgateClientError as e:
-        _fail(e)
+    except sdk.PushgateClientError as e:  # refused or failed by the gateway, or unreachable
+        click.echo(f"pushgate: {e}", err=True)
+        sys.exit(1)
     click.echo(json.dumps(result, ensure_ascii=False))
 
 

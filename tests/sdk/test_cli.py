@@ -52,10 +52,10 @@ async def test_listen_prints_what_send_sends(tmp_path: Path) -> None:
         assert "pushgate: connected (session " in err.decode()
 
         bad = await cli(env, "send", "--user", "alice", "--ttl", "-1", "{}", *common)
-        assert bad.returncode != 0 and "invalid_request" in bad.stderr
+        assert bad.returncode == 1 and "invalid_request" in bad.stderr
         down = await cli(env, "send", "--user", "a", "{}", "--url", "http://127.0.0.1:9",
                          "--data-dir", str(srv.data_dir))
-        assert down.returncode != 0 and "cannot reach" in down.stderr
+        assert down.returncode == 1 and "cannot reach" in down.stderr
     finally:
         srv.stop()
 
@@ -84,7 +84,7 @@ async def test_send_from_a_data_dir_without_secrets_says_it_made_new_ones(tmp_pa
         wrong = tmp_path / "typo"
         sent = await cli(bare, "send", "--user", "a", "1", "--url", srv.base_url,
                          "--data-dir", str(wrong))
-        assert sent.returncode != 0, sent
+        assert sent.returncode == 1, sent  # the gateway refused it (2: bad arguments)
         assert f"pushgate: no secrets in {wrong}: generated new ones" in sent.stderr, sent.stderr
         assert "unauthorized" in sent.stderr, sent.stderr
         again = await cli(bare, "send", "--user", "a", "1", "--url", srv.base_url,
