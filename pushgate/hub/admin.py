@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -50,10 +51,16 @@ from pushgate.hub.responses import (
     read_state_payload,
     report_payload,
 )
+from pushgate.ratelimit import Buckets
 
 COOKIE = "pushgate_admin"
 STATIC = Path(str(resources.files("pushgate.hub") / "static" / "admin"))
 LOGIN_MAX_BYTES = 4096
+#: login attempts per client address: a burst of LOGIN_BURST, then one every
+#: 60 / LOGIN_PER_MINUTE s (429 beyond, the right key included): guesses in parallel
+#: gain nothing over guesses in a row
+LOGIN_BURST = 10
+LOGIN_PER_MINUTE = 10
 LATEST_SENDS_MAX = 100
 
 
@@ -103,6 +110,7 @@ class Admin:
         self.node = node
         self.auth = AdminAuth(admin_key, node.settings.admin_session_ttl_s)
         self.sampler = Sampler(node)
+        self.attempts = Buckets(LOGIN_PER_MINUTE / 60, LOGIN_BURST)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -129,6 +137,15 @@ class Admin:
         return _html("dashboard.html" if logged_in else "login.html")
 
     async def login(self, request: Request) -> Response:
+        ip = request.client.host if request.client is not None else ""
+        wait = self.attempts.take(ip, time.monotonic()) if ip else 0.0
+        if wait > 0:  # refused before the key is looked at
+            self.node.metrics.error("rate_limited")
+            retry = max(1, math.ceil(wait))
+            response = _html("login.html", 429, error=f"Too many attempts from this address; "
+                             f"try again in {retry} s.")
+            response.headers["Retry-After"] = str(retry)
+            return response
         bodies.check_length(request.headers.get("content-length"), LOGIN_MAX_BYTES)
         raw = b""
         async for chunk in request.stream():

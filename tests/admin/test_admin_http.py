@@ -87,6 +87,19 @@ async def test_login_cookie_and_api(admin_server: ServerProcess) -> None:
         assert r.status_code == 401
 
 
+async def test_login_attempts_are_rationed_per_address(admin_server: ServerProcess) -> None:
+    """Guessing in parallel gains nothing: after a burst of 10 attempts an address gets
+    429 with Retry-After, without the key being looked at (the right key included)."""
+    async with admin_server.http() as http:
+        wrong = await asyncio.gather(*(login(http, "wrong-key-wrong-key") for _ in range(10)))
+        assert [r.status_code for r in wrong] == [401] * 10
+        limited = await login(http, "wrong-key-wrong-key")
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert "Too many attempts" in limited.text
+        right = await login(http)
+        assert right.status_code == 429 and "pushgate_admin" not in right.cookies
+
+
 async def test_secure_cookie_behind_https_proxy(tmp_path: Path) -> None:
     with running_server(tmp_path, PUSHGATE_ADMIN_KEY=ADMIN_KEY,
                         PUSHGATE_TRUSTED_PROXIES="127.0.0.1") as srv:
