@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.rawws import OP_PING, OP_TEXT, RawWs, frame
 from tests.support.server import ServerProcess, running_server
+from tests.support.tcptable import socket_row
 
 INTERVAL = 0.4  # ping_interval_s
 TIMEOUT = 1.2  # ping_timeout_s
@@ -82,18 +83,9 @@ def _server_read_everything(server_port: int, client_port: int) -> bool:
     """Every byte the client wrote was acknowledged (the client socket's tx_queue in
     /proc/net/tcp is 0: it reached the server's kernel) and the server process has read
     it (the server socket's rx_queue is 0)."""
-    server, client = f":{server_port:04X}", f":{client_port:04X}"
-    queues = {}
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote, (tx, rx) = fields[1], fields[2], fields[4].split(":")
-            if local.endswith(server) and remote.endswith(client):
-                queues["server_rx"] = int(rx, 16)
-            elif local.endswith(client) and remote.endswith(server):
-                queues["client_tx"] = int(tx, 16)
-    assert len(queues) == 2, f"connection not found in /proc/net/tcp: {queues}"
-    return queues["server_rx"] == 0 and queues["client_tx"] == 0
+    server, client = socket_row(server_port, client_port), socket_row(client_port, server_port)
+    assert server is not None and client is not None, "connection not found in /proc/net/tcp"
+    return int(server[4].split(":")[1], 16) == 0 and int(client[4].split(":")[0], 16) == 0
 
 
 async def server_has_read(ws: RawWs, server_port: int) -> None:

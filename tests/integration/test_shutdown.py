@@ -14,6 +14,7 @@ import orjson
 
 from tests.support.rawws import OP_CLOSE, OP_TEXT, RawWs
 from tests.support.server import running_server
+from tests.support.tcptable import socket_row
 
 EVENTS = 12
 BODY = "x" * 900
@@ -22,13 +23,8 @@ BODY = "x" * 900
 def _server_closed_its_side(server_port: int, client_port: int) -> bool:
     """The server's end of the connection sent its FIN (FIN_WAIT1/2, CLOSING, or gone
     from the table when the process let go of it): state in /proc/net/tcp."""
-    server, client = f":{server_port:04X}", f":{client_port:04X}"
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(server) and fields[2].endswith(client):
-                return fields[3] in ("04", "05", "0B", "06")  # FIN_WAIT1/2, CLOSING, TIME_WAIT
-    return True
+    row = socket_row(server_port, client_port)
+    return row is None or row[3] in ("04", "05", "0B", "06")  # FIN_WAIT1/2, CLOSING, TIME_WAIT
 
 
 async def test_a_client_behind_on_reading_and_still_writing_gets_every_frame_and_4000(
