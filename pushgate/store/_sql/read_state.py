@@ -8,6 +8,7 @@ inbox row lock.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 from pyroaring import BitMap
@@ -26,7 +27,8 @@ class SqlReadState(SqlTransactions):
     """``read_state`` and ``mark_read`` (which counts new reads in their delivery
     reports: ``count_reads`` of :class:`~pushgate.store._sql.reports.SqlReports`)."""
 
-    async def count_reads(self, conn: AsyncConnection, user: str, found: BitMap) -> None:
+    async def count_reads(self, conn: AsyncConnection,
+                          reads: Sequence[tuple[str, float]]) -> None:
         raise NotImplementedError
 
     _state_waiters: dict[str, list[asyncio.Future[ReadState | None]]]
@@ -109,28 +111,42 @@ class SqlReadState(SqlTransactions):
             out[user] = ReadState(head=head, live=live, unread=live - n_read, read=raw)
         return out
 
+    # seqs one transaction of ``mark_read`` takes up: a larger request is marked in parts,
+    # each its own transaction, so that one client marking a long inbox read (up to
+    # bitmap.DEFAULT_MAX_SIZE seqs) does not hold the write lock, or the event loop
+    # (the rows it reads), for longer than a part's ~10 ms
+    MARK_READ_PART = 10_000
+
     async def mark_read(
         self, user: str, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]
     ) -> ReadState:
         """See :meth:`EventStore.mark_read`. Seqs are clipped to ``[1, head]`` and kept only
         if stored and unexpired. ``ValueError`` on an inverted range or more than
-        ``bitmap.DEFAULT_MAX_SIZE`` seqs after clipping; ``KeyError(user)`` if no inbox."""
+        ``bitmap.DEFAULT_MAX_SIZE`` seqs after clipping; ``KeyError(user)`` if no inbox.
+        More than :attr:`MARK_READ_PART` seqs are marked in parts of that many, one
+        transaction each (a concurrent ``read_state`` may see a part done before the
+        rest; each part keeps the bitmap's invariant)."""
         now = self._clock()
+        wanted: BitMap | None = None  # built in the first transaction (it needs the head)
 
-        async def body(conn: AsyncConnection) -> ReadState:
+        async def body(conn: AsyncConnection, part: BitMap | None) -> ReadState:
+            nonlocal wanted
             ib = inboxes_t.c
             stmt = select(ib.head_seq, ib.live, ib.read_bitmap).where(ib.user_id == user)
             row = (await conn.execute(self._dialect.lock(stmt, inboxes_t))).first()
             if row is None:
                 raise KeyError(user)
             read = bitmap.deserialize(row.read_bitmap)
-            wanted = bitmap.build(seqs, ranges, hi=row.head_seq) - read
-            found = wanted & await self._live_seqs(conn, user, wanted, now) if wanted else BitMap()
+            if part is None:
+                wanted = bitmap.build(seqs, ranges, hi=row.head_seq)
+                part = wanted[:self.MARK_READ_PART] if len(wanted) > self.MARK_READ_PART \
+                    else wanted
+            part = part - read
+            found = await self._read_live(conn, user, part, now) if part else BitMap()
             blob = row.read_bitmap
             if found:
                 read |= found
                 blob = bitmap.serialize(read)
-                await self.count_reads(conn, user, found)
                 await conn.execute(
                     update(inboxes_t)
                     .where(ib.user_id == user)
@@ -140,17 +156,33 @@ class SqlReadState(SqlTransactions):
                 head=row.head_seq, live=row.live, unread=row.live - len(read), read=blob
             )
 
-        return await self._write(body)
+        state = await self._write(functools.partial(body, part=None))
+        assert wanted is not None
+        for start in range(self.MARK_READ_PART, len(wanted), self.MARK_READ_PART):
+            state = await self._write(functools.partial(
+                body, part=wanted[start:start + self.MARK_READ_PART]))
+        return state
 
-    async def _live_seqs(
+    async def _read_live(
         self, conn: AsyncConnection, user: str, wanted: BitMap, now: float
     ) -> BitMap:
-        """Stored, unexpired seqs of ``user`` among ``wanted``: an ``IN`` list when small,
-        else one primary-key range scan over ``[min, max]``."""
+        """Mark read: the stored, unexpired seqs of ``user`` among ``wanted`` (an ``IN``
+        list when small, else one primary-key range scan over ``[min, max]``), and
+        their reports' ``read`` counts raised by one per seq (one query for both)."""
         ev = events_t.c
-        stmt = select(ev.seq).where(ev.user_id == user, ev.expires_at > now)
+        stmt = select(ev.seq, ev.report, ev.expires_at).where(
+            ev.user_id == user, ev.expires_at > now)
         if len(wanted) <= self._dialect.max_params:
             stmt = stmt.where(ev.seq.in_(list(wanted)))
         else:
             stmt = stmt.where(ev.seq.between(wanted.min(), wanted.max()))
-        return BitMap(await conn.scalars(stmt))
+        found = BitMap()
+        reads: list[tuple[str, float]] = []
+        for seq, report, expires_at in await conn.execute(stmt):
+            if seq in wanted:
+                found.add(seq)
+                if report is not None:
+                    reads.append((report, expires_at))
+        if reads:
+            await self.count_reads(conn, reads)
+        return found

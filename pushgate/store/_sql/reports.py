@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from pyroaring import BitMap
 from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -154,26 +153,20 @@ class SqlReports(SqlTransactions):
                 await conn.execute(insert(report_expiries_t), [
                     {"expires_at": e, "report": r, "members": m} for e, r, m in fresh])
 
-    async def count_reads(self, conn: AsyncConnection, user: str, found: BitMap) -> None:
-        """Add the newly read seqs ``found`` of ``user`` to their reports' ``read_n``
-        (called by ``mark_read`` in its transaction)."""
-        ev = events_t.c
-        stmt = select(ev.seq, ev.report, ev.expires_at).where(
-            ev.user_id == user, ev.report.is_not(None))
-        if len(found) <= self._dialect.max_params:
-            stmt = stmt.where(ev.seq.in_(list(found)))
-        else:
-            stmt = stmt.where(ev.seq.between(found.min(), found.max()))
-        reads: dict[str, ReportDelta] = {}
-        for seq, report, expires_at in await conn.execute(stmt):
-            if seq in found:
-                d = reads.get(report)
-                if d is None:
-                    d = reads[report] = ReportDelta()
-                d.read += 1
-                d.expires_at = max(d.expires_at, expires_at)
-        if reads:
-            await self._upsert_reports(conn, _report_rows(reads, self._clock()), [])
+    async def count_reads(self, conn: AsyncConnection,
+                          reads: Sequence[tuple[str, float]]) -> None:
+        """Add one to ``read`` of the report of each newly read event in ``reads``
+        (``(report, expires_at)`` of the event; called by ``mark_read`` in its
+        transaction)."""
+        deltas: dict[str, ReportDelta] = {}
+        for report, expires_at in reads:
+            d = deltas.get(report)
+            if d is None:
+                d = deltas[report] = ReportDelta()
+            d.read += 1
+            if expires_at > d.expires_at:
+                d.expires_at = expires_at
+        await self._upsert_reports(conn, _report_rows(deltas, self._clock()), [])
 
     async def cleanup_reports(self, conn: AsyncConnection, now: float, batch: int) -> int:
         """Delete the reports listed by expired ``report_expiries`` rows (up to about
