@@ -82,8 +82,8 @@ class RouterNode:
     async def start(self) -> None:
         await self.backend.start()
         self.server = aio.server(options=SERVER_OPTIONS)
-        pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
-            servicers.GatewayService(self), self.server)
+        self.gateway = servicers.GatewayService(self)
+        servicers.add_gateway(self.gateway, self.server)
         self.link_service = servicers.HubLinkService(self)
         pb_grpc.add_HubLinkServicer_to_server(  # type: ignore[no-untyped-call]
             self.link_service, self.server)
@@ -119,12 +119,15 @@ class RouterNode:
         if self.framed is not None:
             self.framed.stop_listening()  # hubs that link now go to the other routers
         if self.server is not None and grace_s > 0:
+            self.gateway.leave()  # SendStreams end once answered: their clients move on
             await self.hubs.leave(grace_s)
             await self.link_service.drained(max(0.0, deadline - loop.time()))
+            await self.gateway.drained(max(0.0, deadline - loop.time()))
             await self.hubs.sent(max(0.0, deadline - loop.time()))  # the last replies
             await self.hubs.close()  # end the HubLink streams: the hubs relink elsewhere
             log.info("router drained", node=self.node_id)
         if self.server is not None:
+            self.gateway.close()  # what still waits is answered shutting_down, not cut
             await self.server.stop(max(0.0, deadline - loop.time()))
         if self.framed is not None:
             await self.framed.close(max(0.0, deadline - loop.time()))

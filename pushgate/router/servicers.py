@@ -7,7 +7,10 @@ over the routing core:
   and devices through the HTTP API's models (:mod:`pushgate.models`), integers in the
   bounds (and with the messages) of the HTTP query parameters. A ``limit`` of 0 (unset)
   is the HTTP default; other scalar fields are checked as given (empty ``body`` bytes:
-  no body, an empty ``app``: refused like ``"app": ""``).
+  no body; ``app`` not set: ``default``, set to ``""``: refused like ``"app": ""``).
+  Bytes that are not a request message are ``invalid_request`` (:func:`add_gateway`); a
+  send outlives a caller that went away, and the drain ends the streams
+  (:class:`GatewayService`).
 * ``HubLink``: one link per hub, as this service's ``Link`` stream or on the framed
   transport (:mod:`pushgate.router.framedlink`, whose port ``Transport`` names); both
   run :meth:`HubLinkService.run_link`. The hub's ``Hello`` re-syncs its sessions into
@@ -25,14 +28,22 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from pushgate import models
 from pushgate.auth import Identity, check_id
-from pushgate.errors import Internal, InvalidRequest, Overloaded, PushgateError, Unauthorized
+from pushgate.errors import (
+    Internal,
+    InvalidRequest,
+    Overloaded,
+    PushgateError,
+    ShuttingDown,
+    Unauthorized,
+)
 from pushgate.logs import get_logger
 from pushgate.metrics import VERSION, GatewayMetrics
 from pushgate.router import wire
@@ -43,10 +54,12 @@ from pushgate.router.hubs import HubStream, LinkedHubs
 from pushgate.router.requests import Limits, parse_send
 from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.router")
 
 DEFAULT_REPORTS = 20  # ListReports without a limit
+DEFAULT_APP = "default"  # a device call without app (as PUT /v1/users/{user}/devices)
 #: a link's Online/Offline messages waiting on the directory at once
 DIRECTORY_CONCURRENCY = 64
 #: how long a link's end waits for its tasks to finish after cancelling them
@@ -75,6 +88,13 @@ class Deps(Protocol):
     def check_auth(self, context: aio.ServicerContext) -> None: ...
 
 
+def _send_done(task: asyncio.Task[Any]) -> None:
+    """Retrieve the outcome of a send nobody waits for any more (its caller went away):
+    its error was the caller's to see, not the log's."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _status(e: PushgateError) -> grpc.StatusCode:
     return grpc.StatusCode[e.mapping.grpc_status]
 
@@ -84,13 +104,108 @@ async def _abort(context: aio.ServicerContext, e: PushgateError) -> None:
         (wire.ERROR_TRAILER, wire.error_to_pb(e).SerializeToString()),))
 
 
+class _Undecodable:
+    """What the Gateway's deserializers give for bytes that are not a valid message of
+    the call's request type (bad UTF-8 in a string field, a truncated or garbled
+    message): the call answers ``invalid_request`` (after the API key is checked), not
+    gRPC's ``UNKNOWN`` with a traceback in the log."""
+
+    __slots__ = ("reason", "type_name")
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name, self.reason = type_name, reason
+
+    def error(self) -> InvalidRequest:
+        return InvalidRequest(f"the request is not a valid {self.type_name} message "
+                              f"({self.reason})")
+
+
+def _decoder(cls: Any) -> Callable[[bytes], Any]:
+    name = cls.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError as e:
+            return _Undecodable(name, str(e) or "cannot decode it")
+
+    return decode
+
+
+def add_gateway(servicer: GatewayService, server: aio.Server) -> None:
+    """``Gateway`` on ``server``: the generated registration's handlers, with request
+    deserializers that turn undecodable bytes into :class:`_Undecodable` (each method
+    refuses it as ``invalid_request``)."""
+    handlers = {}
+    service = pb.DESCRIPTOR.services_by_name["Gateway"]
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        reply_cls = getattr(pb, method.output_type.name)
+        make = (grpc.stream_stream_rpc_method_handler if method.client_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name), request_deserializer=_decoder(request_cls),
+            response_serializer=reply_cls.SerializeToString)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 class GatewayService(pb_grpc.GatewayServicer):
+    """The business servers' API. A send whose caller goes away (deadline, cancel) while
+    it is in progress is carried through: stored, delivered and counted in its report
+    as if the caller had waited (it learns of it by retrying with the same ``id``). While
+    the router drains (:meth:`leave`) it still answers calls (until the server stops
+    taking them), but ends every ``SendStream`` with ``shutting_down`` (retryable) once
+    the requests it read are answered, so that stream clients move to another router;
+    a send still waiting at the drain's end (:meth:`close`: an ``ack`` send, a stalled
+    store) is answered ``shutting_down`` then, not cut by the server."""
+
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self._sends: set[asyncio.Task[Any]] = set()  # sends in progress (callers may be gone)
+        loop = asyncio.get_running_loop()
+        self._leaving: asyncio.Future[None] = loop.create_future()  # done: the drain began
+        self._closed: asyncio.Future[None] = loop.create_future()  # done: the drain's end
 
-    async def _run(self, context: aio.ServicerContext, op: Any) -> Any:
+    def leave(self) -> None:
+        """The drain begins: the ``SendStream`` calls read no more requests."""
+        if not self._leaving.done():
+            self._leaving.set_result(None)
+
+    async def drained(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until the sends in progress are done."""
+        if self._sends:
+            await asyncio.wait(list(self._sends), timeout=timeout_s)
+
+    def close(self) -> None:
+        """The drain's end: calls still waiting for their send (an ``ack`` send, a stalled
+        store) are answered ``shutting_down`` now, before the server cancels them."""
+        self.leave()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def _send(self, req: Any) -> Any:
+        """``router.send(req)`` in a task of its own that the caller's cancellation does
+        not stop (a send that began is finished)."""
+        if self._closed.done():
+            raise ShuttingDown("this router is shutting down; retry on another router "
+                               "(a send with the same 'id')")
+        task = asyncio.create_task(self.deps.router.send(req))
+        self._sends.add(task)
+        task.add_done_callback(_send_done)
+        task.add_done_callback(self._sends.discard)
+        await asyncio.wait((task, self._closed), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            raise ShuttingDown("this router stopped before the send was answered; retry "
+                               "with the same 'id' (it is stored once)")
+        return task.result()
+
+    async def _run(self, context: aio.ServicerContext, op: Any, request: Any = None) -> Any:
         try:
             self.deps.check_auth(context)
+            if isinstance(request, _Undecodable):
+                raise request.error()
             return await op()
         except PushgateError as e:
             self.deps.metrics.error(e.code)
@@ -102,41 +217,76 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def Send(self, request: pb.SendRequest, context: aio.ServicerContext) -> pb.SendReply:
         async def op() -> pb.SendReply:
             req = parse_send(wire.send_to_dict(request), self.deps.send_limits)
-            return wire.result_to_pb(await self.deps.router.send(req), request.tag)
+            return wire.result_to_pb(await self._send(req), request.tag)
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def SendStream(self, request_iterator: AsyncIterator[pb.SendRequest],
                          context: aio.ServicerContext) -> AsyncIterator[pb.SendReply]:
+        """Replies in the order the sends finish, each with its request's ``tag``. An
+        undecodable request ends the stream with ``invalid_request``; the drain ends it
+        with ``shutting_down`` once the requests read before it are answered."""
         try:
             self.deps.check_auth(context)
+            if self._leaving.done():
+                raise ShuttingDown("this router is shutting down; open the stream on "
+                                   "another router")
         except PushgateError as e:
+            self.deps.metrics.error(e.code)
             await _abort(context, e)
-        replies: asyncio.Queue[pb.SendReply | None] = asyncio.Queue()
+        replies: asyncio.Queue[pb.SendReply | PushgateError | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
+        metrics = self.deps.metrics
 
         async def one(m: pb.SendRequest) -> None:
             try:
                 req = parse_send(wire.send_to_dict(m), self.deps.send_limits)
-                await replies.put(wire.result_to_pb(await self.deps.router.send(req), m.tag))
+                reply = wire.result_to_pb(await self._send(req), m.tag)
             except PushgateError as e:
-                await replies.put(pb.SendReply(tag=m.tag, error=wire.error_to_pb(e)))
+                metrics.error(e.code)
+                reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(e))
+            except Exception as e:
+                log.exception("router call failed")
+                reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
+                    Internal(f"internal error: {type(e).__name__}")))
+            replies.put_nowait(reply)
 
-        async def feed() -> None:
+        async def read() -> PushgateError | None:
             async for m in request_iterator:
+                if isinstance(m, _Undecodable):
+                    return cast(_Undecodable, m).error()
                 t = asyncio.create_task(one(m))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
-            while pending:
-                await asyncio.gather(*list(pending))
-            await replies.put(None)
+            return None
+
+        async def feed() -> None:
+            reader = asyncio.create_task(read())
+            try:
+                await asyncio.wait((reader, self._leaving), return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    end = reader.result()
+                else:  # the drain: read no more, answer what was read
+                    await cancel_and_wait(reader)
+                    end = ShuttingDown("this router is shutting down; send the requests not "
+                                       "answered on this stream to another router (with "
+                                       "the same 'id')")
+            finally:
+                if not reader.done():  # (the call ended)
+                    reader.cancel()
+                while pending:  # the sends read so far are answered (they cannot be stopped)
+                    await asyncio.wait(list(pending))
+            replies.put_nowait(end)
 
         feeder = asyncio.create_task(feed())
         try:
-            while (r := await replies.get()) is not None:
+            while isinstance(r := await replies.get(), pb.SendReply):
                 yield r
+            if r is not None:
+                metrics.error(r.code)
+                await _abort(context, r)
         finally:
-            feeder.cancel()
+            feeder.cancel()  # (the sends it started go on)
 
     async def FetchEvents(self, request: pb.FetchRequest, context: aio.ServicerContext) -> pb.FetchReply:
         async def op() -> pb.FetchReply:
@@ -149,7 +299,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             events, head, more = await self.deps.router.fetch(user, after, limit)
             return pb.FetchReply(events=[wire.event_to_pb(e) for e in events], head=head, more=more)
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def MarkRead(self, request: pb.MarkReadRequest, context: aio.ServicerContext) -> pb.ReadStateReply:
         async def op() -> pb.ReadStateReply:
@@ -162,27 +312,27 @@ class GatewayService(pb_grpc.GatewayServicer):
                 user, tuple(body.seqs), tuple((first, last) for first, last in body.ranges))
             return wire.read_state_to_pb(rs)
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def ReadState(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.ReadStateReply:
         async def op() -> pb.ReadStateReply:
             return wire.read_state_to_pb(await self.deps.router.read_state(_user(request.user)))
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def Sessions(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.SessionsReply:
         async def op() -> pb.SessionsReply:
             found = await self.deps.router.sessions(_user(request.user))
             return pb.SessionsReply(sessions=[wire.session_to_pb(s) for s in found])
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def RegisterDevice(self, request: pb.DeviceRequest, context: aio.ServicerContext) -> pb.Device:
         async def op() -> pb.Device:
             d = await self.deps.router.register_device(*_device(request))
             return wire.device_to_pb(d)
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def RemoveDevice(self, request: pb.DeviceRequest,
                            context: aio.ServicerContext) -> pb.RemoveDeviceReply:
@@ -190,14 +340,14 @@ class GatewayService(pb_grpc.GatewayServicer):
             removed = await self.deps.router.remove_device(*_device(request))
             return pb.RemoveDeviceReply(removed=removed)
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def Devices(self, request: pb.UserRequest, context: aio.ServicerContext) -> pb.DevicesReply:
         async def op() -> pb.DevicesReply:
             found = await self.deps.router.devices(_user(request.user))
             return pb.DevicesReply(devices=[wire.device_to_pb(d) for d in found])
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def Status(self, request: pb.StatusRequest,
                      context: aio.ServicerContext) -> pb.StatusReply:
@@ -215,13 +365,13 @@ class GatewayService(pb_grpc.GatewayServicer):
                 reply.hubs.append(hub)
             return reply
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def GetReport(self, request: pb.ReportRequest, context: aio.ServicerContext) -> pb.Report:
         async def op() -> pb.Report:
             return wire.report_to_pb(await self.deps.router.report(request.report))
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def ListReports(self, request: pb.ListReportsRequest,
                           context: aio.ServicerContext) -> pb.ReportsReply:
@@ -230,7 +380,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             found = await self.deps.router.latest_reports(limit)
             return pb.ReportsReply(reports=[wire.report_to_pb(r) for r in found])
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
     async def GetReportUser(self, request: pb.ReportUserRequest,
                             context: aio.ServicerContext) -> pb.ReportUser:
@@ -238,7 +388,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             return wire.report_user_to_pb(
                 await self.deps.router.report_user(request.report, request.user))
 
-        return await self._run(context, op)  # type: ignore[no-any-return]
+        return await self._run(context, op, request)  # type: ignore[no-any-return]
 
 
 def _user(user: str) -> str:
@@ -255,13 +405,15 @@ def _bounded(value: int, name: str, minimum: int, maximum: int) -> int:
 
 def _device(request: pb.DeviceRequest) -> tuple[str, str, str, str]:
     """``(user, app, platform, token)`` of a device call, checked as ``PUT`` / ``DELETE
-    /v1/users/{user}/devices`` checks them: the user, then the body's model (``app`` as
-    given: an empty one is refused like ``"app": ""``); the store's limits follow in the
-    routing core."""
+    /v1/users/{user}/devices`` checks them: the user, then the body's model (``app``
+    not set: ``default``, as a body without it; set to ``""``: refused like
+    ``"app": ""``); the store's limits follow in the routing core."""
     user = _user(request.user)
-    body = models.parse(models.DeviceBody, {"platform": request.platform,
-                                            "token": request.token, "app": request.app})
-    return user, request.app, body.platform, body.token
+    fields = {"platform": request.platform, "token": request.token}
+    if request.HasField("app"):
+        fields["app"] = request.app
+    body = models.parse(models.DeviceBody, fields)
+    return user, body.app or DEFAULT_APP, body.platform, body.token
 
 
 class HubLinkService(pb_grpc.HubLinkServicer):

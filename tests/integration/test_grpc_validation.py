@@ -41,6 +41,7 @@ class Gateways:
     grpc: pb_grpc.GatewayStub
     http: httpx.AsyncClient
     router: RouterNode
+    channel: aio.Channel
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def gw(tmp_path: Path, redis_server: str, redis_prefix: str) -> AsyncItera
                                   headers={"Authorization": f"Bearer {KEY}"},
                                   timeout=10) as http:
             yield Gateways(pb_grpc.GatewayStub(channel),  # type: ignore[no-untyped-call]
-                           http, router)
+                           http, router, channel)
     finally:
         await hub.stop()
         await router.stop(0)
@@ -246,3 +247,82 @@ async def test_a_report_list_without_limit_still_works(gw: Gateways) -> None:
     reply = await gw.grpc.ListReports(pb.ListReportsRequest(), metadata=MD, timeout=10)
     r = await gw.http.get("/v1/notifications")
     assert r.status_code == 200 and len(reply.reports) == len(r.json()["reports"])
+
+
+# -- bytes that are not a message -----------------------------------------------------------
+
+
+def _raw(gw: Gateways, method: str) -> Any:
+    """A call of ``method`` that sends the bytes it is given as they are."""
+    return gw.channel.unary_unary(f"/pushgate.v1.Gateway/{method}",
+                               request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)
+
+
+BAD_UTF8 = pb.SendRequest(users=["ab"], body=b"1").SerializeToString().replace(b"ab", b"\xff\xfe")
+
+
+@pytest.mark.parametrize("data", [b"\x0a\x05ab", BAD_UTF8], ids=["truncated", "bad-utf8"])
+async def test_bytes_that_are_not_a_request_are_an_invalid_request(gw: Gateways,
+                                                                   data: bytes) -> None:
+    # not gRPC's UNKNOWN (and a traceback in the router's log): the HTTP API's malformed
+    # body, after the key was checked
+    with pytest.raises(aio.AioRpcError) as no_key:
+        await _raw(gw, "Send")(data, timeout=10)
+    assert no_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    found = await grpc_refusal(_raw(gw, "Send")(data, metadata=MD, timeout=10))
+    assert found["code"] == "invalid_request" and not found["retryable"]
+    assert found["message"].startswith("the request is not a valid pushgate.v1.SendRequest")
+    found = await grpc_refusal(_raw(gw, "FetchEvents")(data, metadata=MD, timeout=10))
+    assert found["message"].startswith("the request is not a valid pushgate.v1.FetchRequest")
+
+
+async def test_a_stream_with_bytes_that_are_not_a_request_ends_after_the_valid_ones(
+    gw: Gateways,
+) -> None:
+    stream = gw.channel.stream_stream("/pushgate.v1.Gateway/SendStream",
+                                   request_serializer=lambda b: b,
+                                   response_deserializer=pb.SendReply.FromString)
+
+    async def requests() -> AsyncIterator[bytes]:
+        yield pb.SendRequest(users=["ann"], body=b"1", tag=1).SerializeToString()
+        yield b"\x0a\x05ab"
+
+    call = stream(requests(), metadata=MD, timeout=10)
+    replies = []
+    with pytest.raises(aio.AioRpcError) as err:
+        async for r in call:
+            replies.append(r)
+    assert [(r.tag, r.results[0].seq) for r in replies] == [(1, 1)]
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailer = dict(err.value.trailing_metadata() or ()).get(wire.ERROR_TRAILER)
+    assert isinstance(trailer, bytes) and pb.Error.FromString(trailer).code == "invalid_request"
+
+
+async def test_errors_of_stream_requests_are_counted_as_those_of_sends(gw: Gateways) -> None:
+    def refused() -> float:
+        return gw.router.metrics.registry.get_sample_value(
+            "pushgate_errors_total", {"code": "invalid_request"}) or 0.0
+
+    before = refused()
+    await grpc_refusal(gw.grpc.Send(pb.SendRequest(users=["ann"]), metadata=MD, timeout=10))
+    assert refused() == before + 1
+
+    async def requests() -> AsyncIterator[pb.SendRequest]:
+        for tag in range(3):
+            yield pb.SendRequest(users=["ann"], tag=tag)  # no body
+
+    replies = [r async for r in gw.grpc.SendStream(requests(), metadata=MD, timeout=10)]
+    assert sorted(r.error.code for r in replies) == ["invalid_request"] * 3
+    assert refused() == before + 4
+
+
+async def test_a_device_call_without_app_is_the_default_app_as_over_http(gw: Gateways) -> None:
+    r = await gw.http.put("/v1/users/ann/devices", json={"platform": "fcm", "token": "t1"})
+    assert r.status_code == 200 and r.json()["app"] == "default"
+    d = await gw.grpc.RegisterDevice(pb.DeviceRequest(user="bob", platform="fcm", token="t2"),
+                                     metadata=MD, timeout=10)
+    assert (d.user, d.app) == ("bob", "default")
+    removed = await gw.grpc.RemoveDevice(pb.DeviceRequest(user="bob", platform="fcm",
+                                                          token="t2"), metadata=MD, timeout=10)
+    assert removed.removed

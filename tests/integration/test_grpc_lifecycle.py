@@ -1,0 +1,140 @@
+"""The router's ``Gateway`` calls around their callers and the router's own stop: a send
+whose caller goes away while it is being stored is carried through (stored, counted in
+its report, a retry with its id is its duplicate), and a router that drains ends a
+``SendStream`` with the retryable ``shutting_down`` once the requests it read are
+answered, answering a send still in progress at the drain's end ``shutting_down`` too
+(docs/http-api.md, "gRPC API").
+
+One real router (:class:`~pushgate.router.node.RouterNode`: Redis directory, SQLite),
+in this test's event loop: its group committer is held at a gate to catch a send in
+progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+from pushgate.router import wire
+from pushgate.router.node import RouterNode
+from pushgate.rpc import pushgate_pb2 as pb
+from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
+from pushgate.settings import Settings
+from pushgate.store import NewEvent
+
+KEY = "grpc-lifecycle-key"
+MD = (("authorization", f"Bearer {KEY}"),)
+
+
+class Gate:
+    """Holds the router's appends until opened; ``entered`` is set by the first held."""
+
+    def __init__(self, node: RouterNode, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.open, self.entered = asyncio.Event(), asyncio.Event()
+        committer = node.router.committer
+        append = committer.append
+
+        async def held(events: Sequence[NewEvent]) -> Any:
+            self.entered.set()
+            await self.open.wait()
+            return await append(events)
+
+        monkeypatch.setattr(committer, "append", held)
+
+
+@pytest.fixture
+async def node(tmp_path: Path, redis_server: str, redis_prefix: str) -> AsyncIterator[RouterNode]:
+    router = RouterNode(Settings(
+        data_dir=tmp_path / "router", router_listen="127.0.0.1:0", jwt_secret="s" * 32,
+        api_keys=[KEY], store_url=f"sqlite+aiosqlite:///{tmp_path}/events.db",
+        directory_url=redis_server, directory_prefix=redis_prefix, gc_freeze_interval_s=0))
+    await router.start()
+    try:
+        yield router
+    finally:
+        if router.server is not None:
+            await router.stop(0)
+
+
+@pytest.fixture
+async def stub(node: RouterNode) -> AsyncIterator[pb_grpc.GatewayStub]:
+    async with aio.insecure_channel(f"127.0.0.1:{node.port}") as channel:
+        yield pb_grpc.GatewayStub(channel)  # type: ignore[no-untyped-call]
+
+
+async def _report(stub: pb_grpc.GatewayStub, report: str) -> pb.Report:
+    """The report once it exists (counts are flushed every half second)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await stub.GetReport(pb.ReportRequest(report=report), metadata=MD,
+                                            timeout=10)
+            except aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            await asyncio.sleep(0.05)
+
+
+def _trailer_error(e: aio.AioRpcError) -> pb.Error:
+    trailer = dict(e.trailing_metadata() or ()).get(wire.ERROR_TRAILER)
+    assert isinstance(trailer, bytes), f"{e.code()} {e.details()}: no error trailer"
+    return pb.Error.FromString(trailer)
+
+
+async def test_a_send_whose_caller_went_away_is_carried_through(
+    node: RouterNode, stub: pb_grpc.GatewayStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(node, monkeypatch)
+    call = stub.Send(pb.SendRequest(users=["ann"], id="m-1", body=b'{"n": 1}'), metadata=MD,
+                     timeout=10)
+    waiting = asyncio.ensure_future(call)
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    call.cancel()  # the caller gives up while its send is being stored
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    gate.open.set()
+
+    report = await _report(stub, "m-1")
+    assert (report.addressed, report.stored, report.duplicates) == (1, 1, 0)
+    fetched = await stub.FetchEvents(pb.FetchRequest(user="ann"), metadata=MD, timeout=10)
+    assert [(e.seq, e.id, e.body) for e in fetched.events] == [(1, "m-1", b'{"n":1}')]
+    again = await stub.Send(pb.SendRequest(users=["ann"], id="m-1", body=b'{"n": 1}'),
+                            metadata=MD, timeout=10)
+    assert [(r.seq, r.duplicate) for r in again.results] == [(1, True)]
+
+
+async def test_a_draining_router_ends_a_send_stream_with_shutting_down(
+    node: RouterNode, stub: pb_grpc.GatewayStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests: asyncio.Queue[pb.SendRequest | None] = asyncio.Queue()
+
+    async def feed() -> AsyncIterator[pb.SendRequest]:
+        while (m := await requests.get()) is not None:
+            yield m
+
+    call = stub.SendStream(feed(), metadata=MD, timeout=30)
+    requests.put_nowait(pb.SendRequest(users=["ann"], id="m-1", body=b"1", tag=1))
+    first = await call.read()
+    assert first.tag == 1 and first.results[0].seq == 1
+
+    gate = Gate(node, monkeypatch)
+    requests.put_nowait(pb.SendRequest(users=["ann"], id="m-2", body=b"2", tag=2))
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    stopping = asyncio.create_task(node.stop(grace_s=1.0))  # SIGTERM
+    # the send in progress is answered at the drain's end, then the stream ends: both
+    # retryable, with the trailer (not the server's bare "Cancelling all calls")
+    second = await asyncio.wait_for(call.read(), 10)
+    assert (second.tag, second.error.code, second.error.retryable) == (2, "shutting_down", True)
+    with pytest.raises(aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 10)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    err = _trailer_error(ended.value)
+    assert (err.code, err.retryable) == ("shutting_down", True)
+    gate.open.set()
+    requests.put_nowait(None)
+    await asyncio.wait_for(stopping, 10)
