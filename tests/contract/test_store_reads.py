@@ -196,3 +196,43 @@ async def test_a_large_mark_read_lets_other_writers_in_between_its_parts(
     await asyncio.gather(mark(), send())
     assert done == ["send", "mark"]
     assert (await store.read_state("a")).unread == 0
+
+
+async def test_scattered_and_dense_seqs_over_a_long_inbox_are_marked_exactly(
+    store: SqlEventStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # more seqs than one IN list takes (here 8): dense slices are read as a key range,
+    # scattered ones as IN lists; either way exactly the live requested seqs are marked
+    monkeypatch.setattr(store._dialect, "max_params", 8)
+    await store.append([NewEvent("a", b"1", 10 if i % 7 == 0 else TTL, report="r")
+                        for i in range(1, 201)])
+    clock.advance(10)  # every 7th expired
+    wanted = set(range(1, 200, 13)) | set(range(150, 171)) | {200}
+
+    state = await store.mark_read("a", sorted(wanted), [])
+
+    marked = {i for i in wanted if i % 7}
+    assert read_set(state.read) == marked
+    report = await store.report("r")
+    assert report is not None and report.read == len(marked)
+
+
+async def test_a_range_over_a_history_longer_than_a_million_seqs_is_marked(
+    store: SqlEventStore, store_url: str
+) -> None:
+    # "mark all read" of a user whose head passed 1,000,000 (the old events cleaned up):
+    # the range names 2,000,000 seqs, of which the few stored ones are marked
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    await store.append([ev("a") for _ in range(3)])
+    engine = create_async_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("UPDATE inboxes SET head_seq = 2000000")
+    finally:
+        await engine.dispose()
+    await store.append([ev("a")])  # seq 2,000,001
+
+    state = await store.mark_read("a", [], [(1, 2_000_001)])
+    assert read_set(state.read) == {1, 2, 3, 2_000_001}
+    assert (state.head, state.live, state.unread) == (2_000_001, 4, 0)

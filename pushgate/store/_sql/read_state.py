@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pyroaring import BitMap
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import bitmap
@@ -111,26 +112,25 @@ class SqlReadState(SqlTransactions):
             out[user] = ReadState(head=head, live=live, unread=live - n_read, read=raw)
         return out
 
-    # seqs one transaction of ``mark_read`` takes up: a larger request is marked in parts,
-    # each its own transaction, so that one client marking a long inbox read (up to
-    # bitmap.DEFAULT_MAX_SIZE seqs) does not hold the write lock, or the event loop
-    # (the rows it reads), for longer than a part's ~10 ms
+    # not-yet-read seqs one transaction of ``mark_read`` takes up: a larger request is
+    # marked in parts, each its own transaction, so that one client marking a long inbox
+    # read does not hold the write lock, or the event loop (the rows it reads), for
+    # longer than a part's ~10 ms
     MARK_READ_PART = 10_000
 
     async def mark_read(
         self, user: str, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]
     ) -> ReadState:
         """See :meth:`EventStore.mark_read`. Seqs are clipped to ``[1, head]`` and kept only
-        if stored and unexpired. ``ValueError`` on an inverted range or more than
-        ``bitmap.DEFAULT_MAX_SIZE`` seqs after clipping; ``KeyError(user)`` if no inbox.
-        More than :attr:`MARK_READ_PART` seqs are marked in parts of that many, one
-        transaction each (a concurrent ``read_state`` may see a part done before the
-        rest; each part keeps the bitmap's invariant)."""
+        if stored and unexpired. ``ValueError`` on an inverted range; ``KeyError(user)``
+        if no inbox. More than :attr:`MARK_READ_PART` seqs not read yet are marked in
+        parts of that many, one transaction each (a concurrent ``read_state`` may see a
+        part done before the rest; each part keeps the bitmap's invariant)."""
         now = self._clock()
-        wanted: BitMap | None = None  # built in the first transaction (it needs the head)
+        todo: BitMap | None = None  # built in the first transaction (it needs the head)
 
         async def body(conn: AsyncConnection, part: BitMap | None) -> ReadState:
-            nonlocal wanted
+            nonlocal todo
             ib = inboxes_t.c
             stmt = select(ib.head_seq, ib.live, ib.read_bitmap).where(ib.user_id == user)
             row = (await conn.execute(self._dialect.lock(stmt, inboxes_t))).first()
@@ -138,10 +138,16 @@ class SqlReadState(SqlTransactions):
                 raise KeyError(user)
             read = bitmap.deserialize(row.read_bitmap)
             if part is None:
-                wanted = bitmap.build(seqs, ranges, hi=row.head_seq)
-                part = wanted[:self.MARK_READ_PART] if len(wanted) > self.MARK_READ_PART \
-                    else wanted
-            part = part - read
+                # the request clipped to [oldest stored seq, head] (a range over the whole
+                # history costs nothing for the seqs that the cleanup took), minus what
+                # is read already
+                first = await conn.scalar(select(func.min(events_t.c.seq)).where(
+                    events_t.c.user_id == user))
+                todo = bitmap.build(seqs, ranges, lo=first or row.head_seq + 1,
+                                    hi=row.head_seq, max_size=bitmap.MAX_SEQ + 1) - read
+                part = todo[:self.MARK_READ_PART] if len(todo) > self.MARK_READ_PART else todo
+            else:
+                part = part - read  # (a concurrent call may have marked some)
             found = await self._read_live(conn, user, part, now) if part else BitMap()
             blob = row.read_bitmap
             if found:
@@ -157,32 +163,49 @@ class SqlReadState(SqlTransactions):
             )
 
         state = await self._write(functools.partial(body, part=None))
-        assert wanted is not None
-        for start in range(self.MARK_READ_PART, len(wanted), self.MARK_READ_PART):
+        assert todo is not None
+        for start in range(self.MARK_READ_PART, len(todo), self.MARK_READ_PART):
             state = await self._write(functools.partial(
-                body, part=wanted[start:start + self.MARK_READ_PART]))
+                body, part=todo[start:start + self.MARK_READ_PART]))
         return state
+
+    def _seq_clauses(self, wanted: BitMap) -> Iterator[Any]:
+        """``WHERE`` clauses on ``events.seq`` that together select ``wanted`` and read
+        at most about twice as many rows: one ``IN`` list when it fits the driver's
+        parameters, one primary-key range when ``wanted`` fills at least half of its
+        span, else the same for each slice of ``max_params`` seqs (scattered seqs over a
+        long inbox are not scanned row by row)."""
+        seq = events_t.c.seq
+        per = self._dialect.max_params
+        if len(wanted) <= per:
+            yield seq.in_(list(wanted))
+        elif wanted.max() - wanted.min() + 1 <= 2 * len(wanted):
+            yield seq.between(wanted.min(), wanted.max())
+        else:
+            for start in range(0, len(wanted), per):
+                part = wanted[start:start + per]
+                if part.max() - part.min() + 1 <= 2 * len(part):
+                    yield seq.between(part.min(), part.max())
+                else:
+                    yield seq.in_(list(part))
 
     async def _read_live(
         self, conn: AsyncConnection, user: str, wanted: BitMap, now: float
     ) -> BitMap:
-        """Mark read: the stored, unexpired seqs of ``user`` among ``wanted`` (an ``IN``
-        list when small, else one primary-key range scan over ``[min, max]``), and
-        their reports' ``read`` counts raised by one per seq (one query for both)."""
+        """Mark read: the stored, unexpired seqs of ``user`` among ``wanted``, and their
+        reports' ``read`` counts raised by one per seq (one query for both, or a few:
+        :meth:`_seq_clauses`)."""
         ev = events_t.c
-        stmt = select(ev.seq, ev.report, ev.expires_at).where(
-            ev.user_id == user, ev.expires_at > now)
-        if len(wanted) <= self._dialect.max_params:
-            stmt = stmt.where(ev.seq.in_(list(wanted)))
-        else:
-            stmt = stmt.where(ev.seq.between(wanted.min(), wanted.max()))
         found = BitMap()
         reads: list[tuple[str, float]] = []
-        for seq, report, expires_at in await conn.execute(stmt):
-            if seq in wanted:
-                found.add(seq)
-                if report is not None:
-                    reads.append((report, expires_at))
+        for clause in self._seq_clauses(wanted):
+            stmt = select(ev.seq, ev.report, ev.expires_at).where(
+                ev.user_id == user, ev.expires_at > now, clause)
+            for seq, report, expires_at in await conn.execute(stmt):
+                if seq in wanted:
+                    found.add(seq)
+                    if report is not None:
+                        reads.append((report, expires_at))
         if reads:
             await self.count_reads(conn, reads)
         return found
