@@ -288,6 +288,9 @@ class SendRequest(_Body):
     @model_validator(mode="after")
     def _combination(self, info: ValidationInfo) -> SendRequest:
         users = dict.fromkeys(self.users or ())
+        if self.ack and self.filter is not None:
+            raise _fail("'ack' goes with a send to one of 'users', not a filter send", "ack",
+                        sentence=True)
         if self.ack and len(users) != 1:
             raise _fail("must hold exactly one user in a send with 'ack' (and 'device' may "
                         "narrow it to one device)", "users")

@@ -10,6 +10,7 @@ router linked → ``router_unavailable`` (503 / close 4003, retryable).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 CALL_TIMEOUT_S = 10.0
+MIN_RETRY_S = 0.5  # a read is retried on another router only with this much time left
 
 
 def _error(e: aio.AioRpcError, address: str) -> PushgateError:
@@ -47,22 +49,28 @@ class RemoteRouter(RoutingCore):
     def __init__(self, routers: Routers) -> None:
         self.routers = routers
 
-    async def _call(self, method: str, request: Any, deadline_s: float = CALL_TIMEOUT_S,
+    async def _call(self, method: str, request: Any, deadline_s: float | None = None,
                     idempotent: bool = True) -> Any:
         tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        # one deadline for the call, retries included
+        end = loop.time() + (CALL_TIMEOUT_S if deadline_s is None else deadline_s)
         while True:
             conn = self.routers.pick()
             if conn.address in tried:
                 conn = next((c for c in self.routers.conns if c.up and c.address not in tried), conn)
             try:
                 return await getattr(conn.gateway, method)(
-                    request, metadata=self.routers.metadata, timeout=deadline_s)
+                    request, metadata=self.routers.metadata, timeout=end - loop.time())
             except aio.AioRpcError as e:
                 err = _error(e, conn.address)
                 tried.add(conn.address)
-                # a read may go to another router; a send is not retried (it may have been
-                # stored): the caller gets a retryable error and retries with its id
+                # a read may go to another router (one that failed fast: a router that
+                # ran out of the deadline took it all); a send is not retried (it may have
+                # been stored): the caller gets a retryable error and retries with its id
                 if not (idempotent and err.code == "router_unavailable"
+                        and e.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+                        and end - loop.time() > MIN_RETRY_S
                         and any(c.up and c.address not in tried for c in self.routers.conns)):
                     raise err from None
 

@@ -38,7 +38,8 @@ QUEUE_SAMPLE_S = 5.0
 
 
 class RoutingBackend:
-    def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics) -> None:
+    def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics,
+                 store_deadline_s: float | None = None) -> None:
         self.store_url = settings.effective_store_url
         self.store = open_store(self.store_url,
                                 session_idle_timeout_s=settings.store_session_idle_timeout_s)
@@ -72,7 +73,8 @@ class RoutingBackend:
         self.router = Router(
             self.store, self.committer, self.directory, hubs,
             RouterConfig(settings.max_sessions_per_user, settings.inline_event_max_bytes,
-                         settings.fetch_max_bytes, settings.event_ttl_s),
+                         settings.fetch_max_bytes, settings.event_ttl_s,
+                         store_deadline_s=store_deadline_s),
             metrics, offline=self.outbox, reports=self.reports)
 
         self._metrics = metrics

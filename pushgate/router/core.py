@@ -9,10 +9,9 @@ happens right after the group commit resolves, with no await in between.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,15 +46,40 @@ from pushgate.store.base import (
 log = get_logger("pushgate.router")
 
 
-@contextlib.contextmanager
-def store_errors() -> Iterator[None]:
-    """Store failures reach clients as 503 / close 4003 (retryable), never as a 500."""
-    try:
-        yield
-    except StoreError as e:
-        raise Overloaded(f"event store unavailable: {e}", code="store_unavailable") from e
-    except ValueError as e:  # the store's own argument checks (e.g. a too large read range)
-        raise InvalidRequest(str(e)) from e
+class StoreCall:
+    """``async with StoreCall(deadline_s):`` a store call whose failures reach clients as
+    503 / close 4003 ``store_unavailable`` (retryable), never as a 500, and whose
+    argument checks (``ValueError``) as ``invalid_request``; with a deadline (the cluster's routers: under the
+    hubs' own call deadline), a store that does not answer within it is
+    ``store_unavailable`` too, not the hub's ``router_unavailable`` a moment later. A
+    send's events still waiting for their commit are dropped then (nothing stored);
+    those of a commit in progress may be stored (a retry with the same ``id`` tells)."""
+
+    __slots__ = ("_timeout", "deadline_s")
+
+    def __init__(self, deadline_s: float | None) -> None:
+        self.deadline_s = deadline_s
+        self._timeout: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        if self.deadline_s is not None:
+            self._timeout = asyncio.timeout(self.deadline_s)
+            await self._timeout.__aenter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: Any) -> None:
+        if self._timeout is not None:
+            try:
+                await self._timeout.__aexit__(et, e, tb)
+            except TimeoutError as te:
+                raise Overloaded(
+                    f"event store unavailable: no answer within {self.deadline_s:g} s; "
+                    "retry (a send with the same 'id': it is stored once)",
+                    code="store_unavailable") from te
+        if isinstance(e, StoreError):
+            raise Overloaded(f"event store unavailable: {e}", code="store_unavailable") from e
+        if isinstance(e, ValueError):  # the store's own argument checks
+            raise InvalidRequest(str(e)) from e
 
 
 class Committer(Protocol):
@@ -74,6 +98,7 @@ class RouterConfig:
     inline_event_max_bytes: int
     fetch_max_bytes: int = 1 << 20
     report_ttl_s: int = 30 * 86400  # reports of transient sends (no events) live this long
+    store_deadline_s: float | None = None  # see StoreCall (None: the store's own timeouts)
 
 
 class _AckWaiter:
@@ -196,7 +221,7 @@ class Router(RoutingCore):
             # corrects the few that a session opening or closing meanwhile changed)
             local, device = self._local_directory, req.device
             pre = {u for u in req.users if local.reaches(u, device)} if local else ()
-            with store_errors():
+            async with StoreCall(self.config.store_deadline_s):
                 appended = await self.committer.append(
                     [NewEvent(u, req.body, req.ttl_s, req.id, report,
                               DELIVERED if u in pre else 0) for u in req.users])
@@ -286,7 +311,7 @@ class Router(RoutingCore):
                 r.push = "not_queued"
 
     async def _stored_frame(self, user: str, seq: int) -> str | None:
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             events = await self.store.fetch(user, seq - 1, 1)
         if not events or events[0].seq != seq:
             return None  # expired meanwhile
@@ -348,7 +373,7 @@ class Router(RoutingCore):
     async def fetch(self, user: str, after: int, limit: int) -> tuple[list[Event], int, bool]:
         """Events after ``after`` (at most ``limit``, and at most ``fetch_max_bytes`` of
         bodies, but always at least one), the head, and whether more remain."""
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             head = await self.store.head(user)
             if head is None:
                 raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
@@ -363,7 +388,7 @@ class Router(RoutingCore):
     async def mark_read(self, user: str, seqs: Sequence[int],
                         ranges: Sequence[tuple[int, int]]) -> ReadState:
         try:
-            with store_errors():
+            async with StoreCall(self.config.store_deadline_s):
                 return await self.store.mark_read(user, seqs, ranges)
         except KeyError:
             raise NotFound(f"user {user!r} has no inbox", field="user",
@@ -371,7 +396,7 @@ class Router(RoutingCore):
 
     async def read_state(self, user: str) -> ReadState:
         try:
-            with store_errors():
+            async with StoreCall(self.config.store_deadline_s):
                 return await self.store.read_state(user)
         except KeyError:
             raise NotFound(f"user {user!r} has no inbox", field="user",
@@ -393,17 +418,17 @@ class Router(RoutingCore):
     async def register_device(self, user: str, app: str, platform: str, token: str) -> Device:
         """Store a push token for ``(user, app)`` (a known token moves to this user)."""
         self._check_device(user, app, platform, token)
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             return await self._device_store().register_device(user, app, platform, token)
 
     async def remove_device(self, user: str, app: str, platform: str, token: str) -> bool:
         """Remove the token if it belongs to ``(user, app)``; whether it did."""
         self._check_device(user, app, platform, token)
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             return await self._device_store().remove_device(user, app, platform, token)
 
     async def devices(self, user: str) -> list[Device]:
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             return await self._device_store().devices([user])
 
     # -- delivery reports ----------------------------------------------------------------
@@ -413,11 +438,11 @@ class Router(RoutingCore):
 
     async def report(self, report: str) -> Report:
         check_id(report, "report")
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             found = await self._report_store().report(report)
         if found is None:  # perhaps just sent: its counts are not written yet
             await self.reports.settle()
-            with store_errors():
+            async with StoreCall(self.config.store_deadline_s):
                 found = await self._report_store().report(report)
         if found is None:
             raise NotFound(f"no delivery report {report!r} (unknown, or expired with its "
@@ -428,13 +453,13 @@ class Router(RoutingCore):
         if not 1 <= limit <= MAX_REPORTS_LIMIT:
             raise InvalidRequest(f"'limit' must be an integer in 1..{MAX_REPORTS_LIMIT}",
                                  field="limit")
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             return await self._report_store().latest_reports(limit)
 
     async def report_user(self, report: str, user: str) -> ReportUser:
         check_id(report, "report")
         check_id(user, "user")
-        with store_errors():
+        async with StoreCall(self.config.store_deadline_s):
             found = await self._report_store().report_user(report, user)
         if found is None:
             raise NotFound(f"user {user!r} has no stored event of report {report!r}",

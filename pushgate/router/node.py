@@ -43,6 +43,11 @@ from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.router")
 
+#: a store call of this router that has no answer within this is ``store_unavailable``
+#: (:class:`pushgate.router.core.StoreCall`): under the 10 s a hub gives its calls, so
+#: that a stalled store is named as such, not as ``router_unavailable``
+STORE_DEADLINE_S = 8.0
+
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -63,7 +68,8 @@ class RouterNode:
         self.api_keys = ApiKeys(settings.api_keys)
         self.hubs = LinkedHubs()
         self.metrics.count_linked_hubs(lambda: len(self.hubs.hubs))
-        self.backend = RoutingBackend(settings, self.hubs, self.metrics)
+        self.backend = RoutingBackend(settings, self.hubs, self.metrics,
+                                      store_deadline_s=STORE_DEADLINE_S)
         self.router = self.backend.router
         self.directory = self.backend.directory
         self.send_limits = Limits.of(settings)

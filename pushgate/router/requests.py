@@ -174,6 +174,9 @@ def parse_send(obj: Any, limits: Limits) -> SendRequest:
             or not 0 < ack_timeout <= MAX_ACK_TIMEOUT_MS:
         raise InvalidRequest(f"'ack_timeout_ms' must be an integer in 1..{MAX_ACK_TIMEOUT_MS}",
                              field="ack_timeout_ms")
+    if ack and flt is not None:
+        raise InvalidRequest("'ack' goes with a send to one of 'users', not a filter send",
+                             field="ack")
     if ack and len(users) != 1:
         raise InvalidRequest("a send with 'ack' addresses exactly one user (and optionally "
                              "one 'device')", field="users")

@@ -114,7 +114,7 @@ SEND_BAD: list[tuple[Any, str]] = [
     ({"users": ["a"], "body": 1, "ack_timeout_ms": 1.5}, "ack_timeout_ms"),
     ({"users": ["a"], "body": 1, "ack_timeout_ms": True}, "ack_timeout_ms"),
     ({"users": ["a", "b"], "body": 1, "ack": True}, "users"),
-    ({"filter": {"account": "a"}, "body": 1, "ack": True}, "users"),
+    ({"filter": {"account": "a"}, "body": 1, "ack": True}, "ack"),
     ({"filter": {"account": "a"}, "body": 1, "device": "phone"}, "device"),
     ({"filter": "alice", "body": 1}, "filter"),
     ({"filter": {"user": "a"}, "body": 1}, "filter"),
