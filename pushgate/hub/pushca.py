@@ -179,7 +179,9 @@ class PushcaCommands:
             if seq:
                 if seq > s.acked_seq:
                     s.acked_seq = seq
-                node.router.on_ack(s.identity, s.id, seq)
+                node.router.on_ack(s.identity, s.id, seq,
+                                   from_store=s.from_store is not None
+                                   and s.take_from_store(seq))
                 node.metrics.acks.inc()
             self._done(cmd)
         elif cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE:

@@ -97,15 +97,24 @@ class RemoteRouter(RoutingCore):
         reply = await self._call("Sessions", pb.UserRequest(user=user))
         return [wire.session_from_pb(s) for s in reply.sessions]
 
-    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
-        conn = self.routers.ack_routes.pop((session_id, seq), None)
-        if conn is None:
+    def on_ack(self, identity: Identity, session_id: str, seq: int,
+               from_store: bool = False) -> None:
+        """To the routers that pushed ``seq`` to the session asking for its ack (two, when
+        a retried ack-send's copies came through both); to every router when the
+        session got it from the store (a send waiting for it may be on any of them,
+        kept in that router's memory); else to the primary (reports, push policy)."""
+        routes = self.routers.ack_routes.pop((session_id, seq), None)
+        if from_store:
+            routes = [c for c in self.routers.conns if c.up]
+        elif routes is None:
             try:
-                conn = self.routers.primary()
+                routes = [self.routers.primary()]
             except PushgateError:
                 return
-        conn.ack(pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
-                        seq=seq))
+        ack = pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
+                     seq=seq)
+        for conn in routes:
+            conn.ack(ack)
 
     # -- sends and inbox ---------------------------------------------------------------------
 

@@ -310,8 +310,11 @@ class RouterConn:
             for d in msg.deliveries.items:
                 registry.deliver(d.session_ids, d.frame, d.seq, local_t0(d.sent_at), d.want_ack)
                 if d.want_ack:
+                    routes = self.routers.ack_routes
                     for sid in d.session_ids:
-                        self.routers.ack_routes[(sid, d.seq)] = self
+                        known = routes.setdefault((sid, d.seq), [])
+                        if self not in known:
+                            known.append(self)
         elif kind == "kick":
             registry.kick(msg.kick.session_id, msg.kick.by or None)
         elif kind == "broadcast":
@@ -359,7 +362,8 @@ class Routers:
         self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)
         self.metrics: GatewayMetrics | None = None  # set by the HubNode: heartbeat stats
         self.conns = [RouterConn(a, self) for a in addresses]
-        self.ack_routes: dict[tuple[str, int], RouterConn] = {}
+        # (session, seq) of a frame pushed asking for its ack -> the routers that did
+        self.ack_routes: dict[tuple[str, int], list[RouterConn]] = {}
         self.any_up = asyncio.Event()
         self._rr = itertools.count()
         self._rids = itertools.count(1)

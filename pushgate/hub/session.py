@@ -35,6 +35,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
+from pyroaring import BitMap
 from websockets.frames import Frame, Opcode
 
 from pushgate.auth import Identity
@@ -116,6 +117,7 @@ class Session:
         "close_code",
         "connected_at",
         "expires_at",
+        "from_store",
         "id",
         "identity",
         "info",
@@ -137,6 +139,9 @@ class Session:
         self.info = SessionInfo(self.id, identity.user, hub, self.connected_at, identity.workspace,
                                 identity.device, identity.application)
         self.state = State.CATCHING_UP
+        # seqs this session got read from the store (backlog, gap fills, fetch replies),
+        # not pushed by a router: an ack-send waiting for one may be on any router
+        self.from_store: BitMap | None = None
         self.max_queue = max_queue
         self.last_seq = 0  # highest event seq this connection took (written or queued)
         self.acked_seq = 0
@@ -272,6 +277,8 @@ class Session:
         for seq, frame in events:
             if seq > floor and seq not in waiting:
                 waiting[seq] = (frame, 0.0)
+        if events:
+            self.note_from_store(min(e[0] for e in events), max(e[0] for e in events))
         self._stop_holding()
         passed = 0
         for seq in sorted(waiting):
@@ -294,6 +301,22 @@ class Session:
         queue.append((frame, t0))
         if self._out.paused and not self.paused_at:
             self.paused_at = time.monotonic()
+        return True
+
+    def note_from_store(self, first: int, last: int) -> None:
+        """Seqs ``first..last`` reached this session read from the store (see
+        ``from_store``; a span: its holes are never acked)."""
+        if self.from_store is None:
+            self.from_store = BitMap()
+        self.from_store.add_range(first, last + 1)
+
+    def take_from_store(self, seq: int) -> bool:
+        """Whether ``seq`` reached this session read from the store (forgotten now: its
+        ack is passed on once)."""
+        found = self.from_store
+        if found is None or seq not in found:
+            return False
+        found.discard(seq)
         return True
 
     def push_backlog(self, frame: str, seq: int) -> None:

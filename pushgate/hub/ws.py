@@ -62,6 +62,8 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
     inline_max = node.settings.inline_event_max_bytes
     for ev in events:
         s.push_backlog(p.event_frame(ev.seq, ev.id, ev.body, ev.created_at, inline_max), ev.seq)
+    if events:
+        s.note_from_store(events[0].seq, events[-1].seq)
     s.open(events[-1].seq if events else 0, head)
 
 
@@ -99,7 +101,9 @@ class Requests:
         if isinstance(frame, p.Ack):
             if frame.seq > s.acked_seq:
                 s.acked_seq = frame.seq
-            node.router.on_ack(s.identity, s.id, frame.seq)
+            node.router.on_ack(s.identity, s.id, frame.seq,
+                               from_store=s.from_store is not None
+                               and s.take_from_store(frame.seq))
             node.metrics.acks.inc()
         elif isinstance(frame, p.Ping):
             s.push(p.encode_pong(frame.rid))
@@ -183,6 +187,8 @@ class Requests:
                 events, head, more = await node.router.fetch(user, frame.after, frame.limit)
             except NotFound:  # the client's own inbox does not exist yet
                 events, head, more = [], 0, False
+            if events:
+                s.note_from_store(events[0].seq, events[-1].seq)
             return events_payload(events, head, more)
         if isinstance(frame, p.Read):
             try:

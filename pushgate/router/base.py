@@ -90,9 +90,13 @@ class RoutingCore(Protocol):
         """The user's live sessions in the whole deployment, oldest first."""
         ...
 
-    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+    def on_ack(self, identity: Identity, session_id: str, seq: int,
+               from_store: bool = False) -> None:
         """A client acked ``seq``: completes a waiting send-with-ack, feeds the offline
-        push policy. Never blocks, never raises."""
+        push policy. ``from_store``: the session got that seq read from the store
+        (backlog, gap fill, fetch), not pushed by a router (in the cluster the ack then
+        goes to every router: the send waiting for it may be on any). Never blocks, never
+        raises."""
         ...
 
     # -- sends and inbox --------------------------------------------------------------------

@@ -164,7 +164,8 @@ class Router(RoutingCore):
             log.warning("directory unavailable; stored events wait for a fetch", error=str(e))
             return {}
 
-    def on_ack(self, identity: Identity, session_id: str, seq: int) -> None:
+    def on_ack(self, identity: Identity, session_id: str, seq: int,
+               from_store: bool = False) -> None:
         self.reports.acked_event(identity.user, seq)
         if self.offline is not None:
             self.offline.on_ack(identity.user, seq)

@@ -209,3 +209,56 @@ async def test_business_server_uses_the_grpc_api_on_two_routers(
         finally:
             for ch in channels:
                 await ch.close()
+
+
+async def test_an_ack_of_an_event_read_from_the_store_releases_the_send_on_any_router(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    """protocol.md, ``ack``: a sender waiting with send-with-ack is released by the ack
+    of its seq — also when the session got it in its connect backlog or a fetch reply,
+    and whichever of the two routers took the send (its wait is in that router's
+    memory)."""
+    with direct_cluster(tmp_path, shared, hubs=1, routers=2) as c:
+        hub = c.hub(0)
+        for i in range(6):
+            user, by_fetch = f"dora{i}", i % 2 == 1
+            waiting = asyncio.create_task(post(hub, "/v1/notifications", {
+                "users": [user], "body": i, "ack": True, "ack_timeout_ms": 8000}))
+            await wait_for(lambda u=user: get(hub, f"/v1/users/{u}/events?after=0"), 10,
+                           "the ack send stored", until=lambda r: r.status_code == 200)
+            async with ws_client(hub, user, after=None if by_fetch else 0) as client:
+                if by_fetch:
+                    reply = await client.request({"type": "fetch", "after": 0})
+                    seq = reply["events"][0]["seq"]
+                else:
+                    seq = (await client.recv_type("event"))["seq"]
+                await client.send({"type": "ack", "seq": seq})
+                r = await waiting
+                assert r.status_code == 200, (i, r.text)
+                assert r.json()["results"][0]["acked_by"] == client.hello["session"]
+
+
+async def test_two_attempts_of_one_ack_send_through_both_routers_are_both_released(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    """http-api.md: a retried ack send (same ``id``) pushes the stored event again and
+    waits again. Two attempts at once, taken by the two routers: the session acks each
+    copy it gets, and both attempts are answered 200 (each router waits for the ack in
+    its memory)."""
+    with direct_cluster(tmp_path, shared, hubs=1, routers=2) as c:
+        hub = c.hub(0)
+        async with ws_client(hub, "erin") as client:
+            for i in range(5):
+                body = {"users": ["erin"], "body": i, "id": f"twice-{i}", "ack": True,
+                        "ack_timeout_ms": 8000}
+                attempts = [asyncio.create_task(post(hub, "/v1/notifications", body))
+                            for _ in range(2)]
+                acked = 0
+                while not all(a.done() for a in attempts):
+                    try:
+                        ev = await client.recv_type("event", timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    await client.send({"type": "ack", "seq": ev["seq"]})
+                    acked += 1
+                answers = [a.result() for a in attempts]
+                assert [r.status_code for r in answers] == [200, 200], \
+                    (i, acked, [r.text for r in answers])
