@@ -48,10 +48,10 @@ log = get_logger("pushgate.router")
 
 class StoreCall:
     """``async with StoreCall(deadline_s):`` a store call whose failures reach clients as
-    503 / close 4003 ``store_unavailable`` (retryable), never as a 500, and whose
-    argument checks (``ValueError``) as ``invalid_request``; with a deadline (the cluster's routers: under the
-    hubs' own call deadline), a store that does not answer within it is
-    ``store_unavailable`` too, not the hub's ``router_unavailable`` a moment later. A
+    503 / close 4003 ``store_unavailable`` (retryable), never as a 500, and whose argument
+    checks (``ValueError``) as ``invalid_request``. With a deadline (the cluster's
+    routers: under the hubs' own call deadline), a store that does not answer within it
+    is ``store_unavailable`` too, not the hub's ``router_unavailable`` a moment later. A
     send's events still waiting for their commit are dropped then (nothing stored);
     those of a commit in progress may be stored (a retry with the same ``id`` tells)."""
 

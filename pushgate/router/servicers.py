@@ -264,8 +264,9 @@ class GatewayService(pb_grpc.GatewayServicer):
             reader = asyncio.create_task(read())
             try:
                 await asyncio.wait((reader, self._leaving), return_when=asyncio.FIRST_COMPLETED)
-                if reader.done():
-                    end = reader.result()
+                if reader.done():  # the client half-closed, sent garbage or went away
+                    end = None if reader.cancelled() or reader.exception() is not None \
+                        else reader.result()
                 else:  # the drain: read no more, answer what was read
                     await cancel_and_wait(reader)
                     end = ShuttingDown("this router is shutting down; send the requests not "
