@@ -240,6 +240,8 @@ class WsConnection(asyncio.Protocol):
             self._timer = None
         if self.session is not None:
             self.session.drain()
+            if self._requests is not None:
+                self._requests.writable()
 
     def shutdown(self) -> None:
         """uvicorn's shutdown: after the node's own (4000 to every session, see

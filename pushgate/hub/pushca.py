@@ -198,6 +198,10 @@ class PushcaCommands:
             t.cancel()
         self._pending.clear()
 
+    def writable(self) -> None:
+        """The connection resumed writing (Pushca's command replies are small: nothing
+        waits for it)."""
+
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)

@@ -303,6 +303,11 @@ class Session:
             self.paused_at = time.monotonic()
         return True
 
+    @property
+    def backed_up(self) -> bool:
+        """Frames wait for the socket, or its write buffer is over the high-water mark."""
+        return bool(self._queue) or self._out.paused
+
     def note_from_store(self, first: int, last: int) -> None:
         """Seqs ``first..last`` reached this session read from the store (see
         ``from_store``; a span: its holes are never acked)."""

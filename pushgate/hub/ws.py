@@ -13,6 +13,7 @@ session stays open.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -74,8 +75,8 @@ _SENDS: set[asyncio.Task[None]] = set()
 class Requests:
     """One session's client frames (see the module docstring)."""
 
-    __slots__ = ("_paused", "_pending", "_sends", "_tasks", "_transport", "_worker", "node",
-                 "session")
+    __slots__ = ("_paused", "_pending", "_sends", "_tasks", "_transport", "_worker",
+                 "_writable", "node", "session")
 
     def __init__(self, node: HubNode, session: Session, transport: Any) -> None:
         self.node = node
@@ -86,6 +87,8 @@ class Requests:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends = 0  # sends being served (each in a task of its own)
         self._paused = False  # reading paused here: too many requests or sends waiting
+        # the next request waits for this while the session's replies cannot be written
+        self._writable: asyncio.Future[None] | None = None
 
     def on_text(self, text: str) -> None:
         s, node = self.session, self.node
@@ -144,10 +147,30 @@ class Requests:
         t.add_done_callback(tasks.discard)
         return t
 
+    def writable(self) -> None:
+        """The connection resumed writing: a request waiting for it goes on once the
+        session's queued frames are out."""
+        fut = self._writable
+        if fut is not None and not fut.done() and not self.session.backed_up:
+            fut.set_result(None)
+
     async def _serve_pending(self) -> None:
+        """Serve the requests in order. While the session's frames wait for the socket,
+        the next request waits too (and, past :data:`MAX_PENDING`, the socket is not
+        read): a client that asks for fetches without reading the replies holds one
+        reply in server memory, not one per request (up to ``fetch_max_bytes`` each)."""
         pending = self._pending
+        session = self.session
         try:
             while pending:
+                if session.backed_up:
+                    if not session.paused_at:  # a reply waits: the write deadline runs
+                        session.paused_at = time.monotonic()
+                    self._writable = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._writable
+                    finally:
+                        self._writable = None
                 await self._serve(pending.popleft())
                 if self._paused:
                     self._check_flood()

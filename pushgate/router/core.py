@@ -40,6 +40,7 @@ from pushgate.store.base import (
     ReportStore,
     ReportUser,
     StoreError,
+    StoreOverloaded,
     check_device,
 )
 
@@ -76,6 +77,8 @@ class StoreCall:
                     f"event store unavailable: no answer within {self.deadline_s:g} s; "
                     "retry (a send with the same 'id': it is stored once)",
                     code="store_unavailable") from te
+        if isinstance(e, StoreOverloaded):  # commit_max_pending: nothing was queued
+            raise Overloaded(f"too many writes queued: {e}; retry shortly") from e
         if isinstance(e, StoreError):
             raise Overloaded(f"event store unavailable: {e}", code="store_unavailable") from e
         if isinstance(e, ValueError):  # the store's own argument checks

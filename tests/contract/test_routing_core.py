@@ -31,14 +31,15 @@ from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 
 from pushgate.auth import Identity
-from pushgate.errors import AckTimeout, InvalidRequest, NotFound
+from pushgate.errors import AckTimeout, InvalidRequest, NotFound, PushgateError
 from pushgate.hub.node import HubNode
 from pushgate.hub.session import Session
 from pushgate.router.base import RoutingCore
+from pushgate.router.core import Router
 from pushgate.router.node import RouterNode
 from pushgate.router.requests import Limits, parse_send
 from pushgate.settings import Settings
-from pushgate.store.base import Report
+from pushgate.store.base import Report, StoreOverloaded
 from tests.support.waiting import wait_for
 
 TIMEOUT = 10.0
@@ -61,6 +62,7 @@ class Core:
     node: HubNode
     router: RoutingCore
     limits: Limits
+    storing: Router  # the routing core that stores: the hub's own, or the router process's
 
     async def send(self, **body: object) -> dict[str, Any]:
         """A send with the HTTP body's shape; its reply as the HTTP API answers it."""
@@ -137,7 +139,9 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         settings = _settings(tmp_path, "hub", routers=[f"127.0.0.1:{router_node.port}"])
     node = HubNode(settings)
     await node.start()
-    c = Core(node, node.router, Limits.of(settings))
+    storing = node.router if router_node is None else router_node.router
+    assert isinstance(storing, Router)
+    c = Core(node, node.router, Limits.of(settings), storing)
     try:
         if node.routers is not None:
             await asyncio.wait_for(node.routers.any_up.wait(), TIMEOUT)
@@ -344,3 +348,18 @@ async def test_delivery_reports_through_the_core(core: Core) -> None:
     with pytest.raises(InvalidRequest) as bad:
         await core.router.latest_reports(0)
     assert bad.value.field == "limit"
+
+
+async def test_a_full_write_queue_is_overloaded_not_a_store_failure(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # http-api.md: 503 `overloaded` when too many writes are queued (commit_max_pending),
+    # told apart from `store_unavailable` (the database does not answer)
+    async def full(events: object) -> object:
+        raise StoreOverloaded("100000 events already waiting to be stored (max 100000)")
+
+    monkeypatch.setattr(core.storing.committer, "append", full)
+    with pytest.raises(PushgateError) as refused:
+        await core.send(users=["alice"], body=1)
+    assert (refused.value.code, refused.value.retryable) == ("overloaded", True)
+    assert "already waiting to be stored" in refused.value.message

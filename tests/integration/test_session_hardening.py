@@ -192,3 +192,47 @@ async def test_never_reading_client_is_closed_4001_within_the_write_deadline(
         # the events were stored: a reconnecting client sees them all
         async with ws_client(srv, user) as again:
             assert again.hello["head"] == EVENTS
+
+
+FETCHES = 3000
+BIG_EVENTS = 40
+FETCH_RSS_BOUND_KB = 100 * 1024
+
+
+async def test_fetches_a_client_does_not_read_hold_one_reply_not_one_per_request(
+        tmp_path: Path) -> None:
+    """protocol.md, flow control: what one session holds in server memory is bounded. A
+    client that pipelines thousands of `fetch` frames for ~1 MiB of events each and reads
+    nothing gets the replies one after another as its socket takes them: while one waits,
+    the next request waits too (and the socket is not read past 32 of them), so the
+    server holds about one reply, not thousands (which took ~2 GB), and the session ends
+    4001 at the write deadline."""
+    user = "hoarder"
+    with running_server(tmp_path, PUSHGATE_WRITE_DEADLINE_S="4") as srv:
+        assert srv.pid is not None
+        async with srv.http() as http:
+            for i in range(BIG_EVENTS):
+                r = await http.post("/v1/notifications", json={
+                    "users": [user], "body": {"i": i, "pad": "x" * 60_000}})
+                assert r.status_code == 200, r.text
+        base = peak = rss_kb(srv.pid)
+        ws = await RawWs.connect(srv.port, f"/v1/ws?token={srv.token(user)}", rcvbuf=4096)
+        try:
+            ws.pause_reading()  # from now on the client reads nothing
+            for rid in range(FETCHES):
+                ws.send_json({"type": "fetch", "after": 0, "limit": 1000, "rid": rid})
+            async with asyncio.timeout(30):
+                while await listed(srv, user):
+                    peak = max(peak, rss_kb(srv.pid))
+                    await asyncio.sleep(0.1)
+            peak = max(peak, rss_kb(srv.pid))
+            ws.resume_reading()
+            code, _ = await ws.close_code(timeout=20)
+            assert code == 4001
+            replies = [m for m in texts(ws) if m["type"] == "reply"]
+            assert replies and all(m["events"][0]["seq"] == 1 for m in replies)
+            assert [m["rid"] for m in replies] == list(range(len(replies)))
+        finally:
+            ws.abort()
+        print(f"{len(replies)} replies written before 4001; RSS +{(peak - base) // 1024} MB")
+        assert peak - base < FETCH_RSS_BOUND_KB, f"server RSS grew by {(peak - base) // 1024} MB"
