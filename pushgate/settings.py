@@ -252,8 +252,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field("console", description="Log line format.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Drain time on SIGTERM.")
     gc_freeze_interval_s: float = Field(
-        10.0, ge=0, description="Freeze long-lived objects out of the cyclic GC this often "
-        "(one full collection every 90 periods); 0 = CPython defaults.")
+        10.0, ge=0, description="Freeze long-lived objects out of the cyclic GC this often, "
+        "after collecting what is not frozen yet (one full collection every 90 periods); "
+        "0 = CPython defaults.")
 
     @field_validator("jwt_algorithms", "api_keys", "allowed_origins", "trusted_proxies",
                      "routers", "pushca_public_workspaces", "pushca_public_applications",
