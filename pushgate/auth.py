@@ -169,7 +169,10 @@ class TokenCodec:
             "audience": audience,
             "issuer": issuer,
             "leeway": leeway_s,
-            "options": {"require": ["exp", "sub"], "verify_aud": audience is not None},
+            # iat is informational (RFC 7519): a token minted by a host whose clock runs
+            # ahead is not refused for it; nbf is checked (with the leeway)
+            "options": {"require": ["exp", "sub"], "verify_aud": audience is not None,
+                        "verify_iat": False},
         }
         self._single_key: Any = None
         if len(self.algorithms) == 1:
@@ -229,7 +232,12 @@ class TokenCodec:
         except InvalidRequest as e:
             raise Unauthorized(f"token claim {e.message}", field="token") from None
         scope = claims.get("scope")
-        return ClientToken(identity, float(claims["exp"]), scope if isinstance(scope, str) else None)
+        try:  # (PyJWT took it as an int; a float cannot hold every int)
+            exp = float(claims["exp"])
+        except (OverflowError, TypeError, ValueError):
+            raise Unauthorized("token is invalid: 'exp' is not a usable NumericDate",
+                               field="token") from None
+        return ClientToken(identity, exp, scope if isinstance(scope, str) else None)
 
     @property
     def can_mint(self) -> bool:

@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1048576, ge=1024, description="Largest HTTP request body; larger gets 413.")
     max_users_per_send: int = Field(10000, ge=1, description="Largest 'users' list of one send.")
-    event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds).")
+    event_ttl_s: int = Field(30 * 86400, gt=0, description="Default event TTL (seconds); at "
+                             "most max_event_ttl_s.")
     max_event_ttl_s: int = Field(365 * 86400, gt=0, le=100 * 365 * 86400,
                                  description="Largest TTL a sender may set.")
     report_flush_interval_s: float = Field(
@@ -338,6 +339,10 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_public_key is required for algorithms {asym}")
         if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
             raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
+        if self.event_ttl_s > self.max_event_ttl_s:
+            raise ValueError(f"event_ttl_s ({self.event_ttl_s}) must be <= max_event_ttl_s "
+                             f"({self.max_event_ttl_s}): every send without 'ttl' would be "
+                             "refused")
         return self
 
     @field_validator("admin_key")

@@ -147,6 +147,26 @@ def test_boolean_exp_is_a_bad_token_not_an_expired_one(exp: bool) -> None:
     assert err.code == "unauthorized" and "'exp'" in err.message
 
 
+def test_an_exp_too_large_for_a_date_is_a_bad_token_not_a_crash() -> None:
+    # an integer PyJWT accepts, beyond what a float holds: 4100 / 401, not a dropped
+    # connection or a 500 the client retries
+    err = rejected(HS, hs(exp=10**400))
+    assert not isinstance(err, TokenExpired)
+    assert err.code == "unauthorized" and "'exp'" in err.message
+
+
+def test_a_token_minted_by_a_host_whose_clock_runs_ahead_is_accepted() -> None:
+    # iat is informational: hubs whose clocks differ by more than the leeway still take
+    # each other's fresh tokens
+    assert HS.verify(hs(iat=int(time.time()) + 60)).identity.user == "alice"
+
+
+def test_a_token_used_before_its_nbf_is_refused() -> None:
+    err = rejected(HS, hs(nbf=int(time.time()) + 60))
+    assert not isinstance(err, TokenExpired) and err.code == "unauthorized"
+    assert HS.verify(hs(nbf=int(time.time()) + 2)).identity.user == "alice"  # the leeway
+
+
 def test_token_just_expired_is_accepted_within_the_leeway() -> None:
     assert HS.verify(hs(exp=int(time.time()) - 2)).identity.user == "alice"
 

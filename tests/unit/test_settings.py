@@ -206,6 +206,14 @@ def test_ping_timeout_not_below_idle_plus_interval_is_reported(
     assert "ping_timeout_s" in error()
 
 
+def test_a_default_ttl_over_the_maximum_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every send without 'ttl' would get a 400 blaming its caller
+    monkeypatch.setenv("PUSHGATE_EVENT_TTL_S", "100")
+    monkeypatch.setenv("PUSHGATE_MAX_EVENT_TTL_S", "10")
+    message = error()
+    assert "event_ttl_s" in message and "max_event_ttl_s" in message
+
+
 def test_missing_config_file_is_reported_with_its_path(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     assert str(path) in error(path)
