@@ -43,6 +43,9 @@ from pushgate.tasks import cancel_and_wait
 
 log = get_logger("pushgate.router")
 
+#: the end of a drain: sends still waiting this long before its deadline are answered
+#: ``shutting_down`` (their replies and trailers then go out before the server cuts)
+FINAL_S = 0.5
 #: a store call of this router that has no answer within this is ``store_unavailable``
 #: (:class:`pushgate.router.core.StoreCall`): under the 10 s a hub gives its calls, so
 #: that a stalled store is named as such, not as ``router_unavailable``
@@ -115,26 +118,40 @@ class RouterNode:
                  framed_link_port=self.framed_port or None)
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Drain, then stop: every linked hub is told (``Leaving``) and routes new work to
-        the other routers once it answered ``Left``; the sends in flight are answered;
-        then the streams end and the server stops (all within ``grace_s``)."""
+        """Drain, then stop (all within ``grace_s``): every linked hub is told
+        (``Leaving``) and routes new work to the other routers once it answered ``Left``;
+        the hubs' sends in flight are answered; the gRPC server then takes no new calls
+        (callers move to the other routers), and the calls in flight are answered — a
+        send still waiting at the end (an ``ack`` send, a stalled store) with
+        ``shutting_down``, a :data:`FINAL_S` before the deadline, so that its reply and
+        its stream's trailer go out before the server cuts what is left."""
         for task in (self._liveness, self._heartbeats):
             await cancel_and_wait(task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
+        final_s = min(FINAL_S, grace_s / 4)
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - reserve - loop.time())
+
         if self.framed is not None:
             self.framed.stop_listening()  # hubs that link now go to the other routers
+        stopping = None
         if self.server is not None and grace_s > 0:
             self.gateway.leave()  # SendStreams end once answered: their clients move on
             await self.hubs.leave(grace_s)
-            await self.link_service.drained(max(0.0, deadline - loop.time()))
-            await self.gateway.drained(max(0.0, deadline - loop.time()))
-            await self.hubs.sent(max(0.0, deadline - loop.time()))  # the last replies
+            await self.link_service.drained(left())
+            # no new gRPC calls from here on; those in flight run to their end
+            stopping = asyncio.create_task(self.server.stop(max(left(), final_s)))
+            await asyncio.sleep(0)  # (the server stops taking calls at once)
+            await self.gateway.drained(left(final_s))
+            self.gateway.close()  # what still waits is answered shutting_down, not cut
+            await self.hubs.sent(left())  # the last replies
             await self.hubs.close()  # end the HubLink streams: the hubs relink elsewhere
             log.info("router drained", node=self.node_id)
         if self.server is not None:
-            self.gateway.close()  # what still waits is answered shutting_down, not cut
-            await self.server.stop(max(0.0, deadline - loop.time()))
+            self.gateway.close()
+            await (stopping if stopping is not None else self.server.stop(0))
         if self.framed is not None:
             await self.framed.close(max(0.0, deadline - loop.time()))
         if self._metrics_server is not None:

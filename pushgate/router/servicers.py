@@ -168,6 +168,10 @@ class GatewayService(pb_grpc.GatewayServicer):
         self._leaving: asyncio.Future[None] = loop.create_future()  # done: the drain began
         self._closed: asyncio.Future[None] = loop.create_future()  # done: the drain's end
 
+    @property
+    def draining(self) -> bool:
+        return self._leaving.done()
+
     def leave(self) -> None:
         """The drain begins: the ``SendStream`` calls read no more requests."""
         if not self._leaving.done():

@@ -26,6 +26,7 @@ from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.rpc import pushgate_pb2_grpc as pb_grpc
 from pushgate.settings import Settings
 from pushgate.store import NewEvent
+from tests.support.waiting import wait_for
 
 KEY = "grpc-lifecycle-key"
 MD = (("authorization", f"Bearer {KEY}"),)
@@ -123,13 +124,15 @@ async def test_a_draining_router_ends_a_send_stream_with_shutting_down(
     assert first.tag == 1 and first.results[0].seq == 1
 
     gate = Gate(node, monkeypatch)
-    requests.put_nowait(pb.SendRequest(users=["ann"], id="m-2", body=b"2", tag=2))
+    for tag in range(2, 10):
+        requests.put_nowait(pb.SendRequest(users=["ann"], id=f"m-{tag}", body=b"2", tag=tag))
     await asyncio.wait_for(gate.entered.wait(), 10)
     stopping = asyncio.create_task(node.stop(grace_s=1.0))  # SIGTERM
-    # the send in progress is answered at the drain's end, then the stream ends: both
+    # the sends in progress are answered at the drain's end, then the stream ends: all
     # retryable, with the trailer (not the server's bare "Cancelling all calls")
-    second = await asyncio.wait_for(call.read(), 10)
-    assert (second.tag, second.error.code, second.error.retryable) == (2, "shutting_down", True)
+    answered = [await asyncio.wait_for(call.read(), 10) for _ in range(2, 10)]
+    assert sorted((r.tag, r.error.code, r.error.retryable) for r in answered) == [
+        (tag, "shutting_down", True) for tag in range(2, 10)]
     with pytest.raises(aio.AioRpcError) as ended:
         await asyncio.wait_for(call.read(), 10)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -137,4 +140,20 @@ async def test_a_draining_router_ends_a_send_stream_with_shutting_down(
     assert (err.code, err.retryable) == ("shutting_down", True)
     gate.open.set()
     requests.put_nowait(None)
+    await asyncio.wait_for(stopping, 10)
+
+
+async def test_a_send_in_progress_when_the_router_drains_is_answered_with_its_result(
+    node: RouterNode, stub: pb_grpc.GatewayStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(node, monkeypatch)
+    call = asyncio.ensure_future(stub.Send(
+        pb.SendRequest(users=["ann"], id="m-1", body=b"1"), metadata=MD, timeout=10))
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    stopping = asyncio.create_task(node.stop(grace_s=5.0))  # SIGTERM
+    await wait_for(lambda: node.gateway.draining, 10, "the drain")
+    gate.open.set()  # the store answers well within the grace period
+
+    reply = await asyncio.wait_for(call, 10)
+    assert [(r.seq, r.duplicate) for r in reply.results] == [(1, False)]
     await asyncio.wait_for(stopping, 10)

@@ -23,6 +23,10 @@ from .base import Dialect, chunks
 # MySQL error codes worth retrying the whole transaction for (it was rolled back).
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_LOCK_DEADLOCK = 1213
+#: seconds a MariaDB transaction that wrote may send nothing before the server ends it:
+#: below the lock wait (10 s) and a router's store deadline (8 s), so that sends waiting
+#: on the locks of a stopped router get them in time
+IDLE_WRITE_TX_S = 5
 
 _NEEDS_ESCAPE = re.compile(r"[\x00\n\r\x1a\\'\"]").search
 
@@ -141,8 +145,13 @@ class MySQL(Dialect):
                 # A half-open connection (host died, no RST) fails after this instead of
                 # hanging until TCP keepalive gives up.
                 "read_timeout": self.read_timeout_s,
+                # MariaDB (10.3+, an executable comment MySQL skips): a transaction that
+                # holds writes and sends nothing for IDLE_WRITE_TX_S is ended by the
+                # server, so a stopped (SIGSTOP) or partitioned router does not keep its
+                # users' inbox row locks, and the other routers' sends to them, waiting
                 "init_command": (
                     f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_timeout_s)}"
+                    f" /*M!100300 , idle_write_transaction_timeout = {IDLE_WRITE_TX_S} */"
                 ),
             },
         }
