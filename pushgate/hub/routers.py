@@ -356,7 +356,9 @@ class Routers:
         self.registry = registry
         self.hub_id = registry.hub_id
         self.authorization = f"Bearer {api_key}" if api_key else ""
-        self.metadata = (("authorization", self.authorization),) if api_key else ()
+        # the hub names itself: the router leaves the errors of these calls to its count
+        self.metadata = ((("authorization", self.authorization),) if api_key else ()) + (
+            (wire.HUB_METADATA, self.hub_id),)
         self.framed = framed  # use a router's framed HubLink transport when it has one
         self.heartbeat_ttl_s = heartbeat_ttl_s  # a router silent this long is down
         self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)

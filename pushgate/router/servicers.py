@@ -95,6 +95,10 @@ def _send_done(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _from_hub(context: aio.ServicerContext) -> bool:
+    return any(k == wire.HUB_METADATA for k, _ in context.invocation_metadata() or ())
+
+
 def _status(e: PushgateError) -> grpc.StatusCode:
     return grpc.StatusCode[e.mapping.grpc_status]
 
@@ -212,7 +216,8 @@ class GatewayService(pb_grpc.GatewayServicer):
                 raise request.error()
             return await op()
         except PushgateError as e:
-            self.deps.metrics.error(e.code)
+            if not _from_hub(context):  # a hub counts the errors it answers its clients
+                self.deps.metrics.error(e.code)
             await _abort(context, e)
         except Exception as e:
             log.exception("router call failed")
@@ -602,8 +607,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         try:
             req = wire.send_from_hub(m, self.deps.send_limits)
             reply = wire.result_to_pb(await self.deps.router.send(req), m.tag)
-        except PushgateError as e:
-            self.deps.metrics.error(e.code)
+        except PushgateError as e:  # (counted by the hub, which answers its client)
             reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(e))
         except Exception as e:
             log.exception("send failed")

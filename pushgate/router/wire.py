@@ -22,6 +22,9 @@ from pushgate.rpc import pushgate_pb2 as pb
 from pushgate.store.base import Device, Event, ReadState, Report, ReportUser
 
 ERROR_TRAILER = "pushgate-error-bin"
+#: the metadata key a hub's Gateway calls carry (its id): their errors are the hub's to
+#: count (``pushgate_errors_total``), as it answers its client with them
+HUB_METADATA = "x-pushgate-hub"
 
 # -- sessions -------------------------------------------------------------------------------
 

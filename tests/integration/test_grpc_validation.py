@@ -42,6 +42,7 @@ class Gateways:
     http: httpx.AsyncClient
     router: RouterNode
     channel: aio.Channel
+    hub: HubNode
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def gw(tmp_path: Path, redis_server: str, redis_prefix: str) -> AsyncItera
                                   headers={"Authorization": f"Bearer {KEY}"},
                                   timeout=10) as http:
             yield Gateways(pb_grpc.GatewayStub(channel),  # type: ignore[no-untyped-call]
-                           http, router, channel)
+                           http, router, channel, hub)
     finally:
         await hub.stop()
         await router.stop(0)
@@ -326,3 +327,24 @@ async def test_a_device_call_without_app_is_the_default_app_as_over_http(gw: Gat
     removed = await gw.grpc.RemoveDevice(pb.DeviceRequest(user="bob", platform="fcm",
                                                           token="t2"), metadata=MD, timeout=10)
     assert removed.removed
+
+
+async def test_an_error_a_hub_answers_is_counted_once_in_the_cluster(gw: Gateways) -> None:
+    # the hub counts what it answers its client; the router, only its own gRPC callers'
+    # (a cluster-wide sum of pushgate_errors_total is what the clients saw)
+    def counted(registry: Any, code: str) -> float:
+        return registry.get_sample_value("pushgate_errors_total", {"code": code}) or 0.0
+
+    hub_registry = gw.hub.metrics.registry
+    router_registry = gw.router.metrics.registry
+    before = {c: (counted(hub_registry, c), counted(router_registry, c))
+              for c in ("ack_timeout", "unknown_user")}
+    r = await gw.http.post("/v1/notifications", json={
+        "users": ["nobody-online"], "body": 1, "ack": True, "ack_timeout_ms": 1})
+    assert r.status_code == 408, r.text
+    r = await gw.http.get("/v1/users/never-sent-to/events")  # a Gateway call of the hub
+    assert r.status_code == 404, r.text
+    for code in ("ack_timeout", "unknown_user"):
+        hub_before, router_before = before[code]
+        assert (counted(hub_registry, code), counted(router_registry, code)) == (
+            hub_before + 1, router_before), code
