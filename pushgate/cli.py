@@ -226,8 +226,11 @@ app.add_command(_router_command())
 @app.command()
 @click.option("--config", default=None, help="TOML settings file (the same as serve's).")
 @click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port).")
-def bridge(config: str | None, metrics_port: int | None) -> None:
+              help="Serve Prometheus metrics on METRICS_HOST:PORT (0 = any free port).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address of the metrics listener (0.0.0.0: every interface, for a "
+                   "Prometheus on another host or pod).")
+def bridge(config: str | None, metrics_port: int | None, metrics_host: str) -> None:
     """Run an offline-push worker (APNs/FCM) against the configured store.
 
     Settings as for serve (PUSHGATE_* environment or --config): store_url, apns_*,
@@ -240,7 +243,7 @@ def bridge(config: str | None, metrics_port: int | None) -> None:
     logs.configure(s.log_level, s.log_format)
     _raise_limits()
     try:
-        run_async(run_bridge(s, metrics_port))
+        run_async(run_bridge(s, metrics_port, metrics_host))
     except BridgeConfigError as e:
         _fail(e)
 

@@ -246,7 +246,9 @@ def test_compose_settings_exist_and_line_up(compose: dict[str, Any]) -> None:
         health = " ".join(services[name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{s.port}/readyz" in health
         grace = seconds(services[name]["stop_grace_period"])
-        assert grace > 2 * s.shutdown_grace_s - 0.001 and grace > s.shutdown_grace_s
+        # the session drain, then the HTTP drain (each up to shutdown_grace_s), then the
+        # shutdown's own work (measured: a hub with both drains full exits at ~20.3 s)
+        assert grace >= 2 * s.shutdown_grace_s + 5, grace
         assert min(seconds(args[0]) for n, args in directives(TEMPLATE.read_text())
                    if n == "proxy_read_timeout") > s.ping_interval_s + wheel_period(s)
     for tag in ("hub", "send_hub"):  # both upstream blocks list every hub

@@ -6,6 +6,8 @@ the ack of an online client travels hub -> router -> store so no push follows it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ async def cluster(tmp_path: Path, shared: dict[str, Any],
     async with direct_cluster(tmp_path, shared, router_env=PUSH_ENV) as c:
         bridge = BridgeProcess(server_env(PUSHGATE_STORE_URL=c.store_url, **PUSH_ENV,
                                           **fakes.settings_env()),
-                               tmp_path / "bridge.log", "--metrics-port", "0")
+                               tmp_path / "bridge.log", "--metrics-port", "0",
+                               "--metrics-host", "0.0.0.0")
         # from a thread: the fakes live in this event loop and must answer the bridge's
         # start-up credential checks
         await asyncio.to_thread(bridge.start)
@@ -86,3 +89,26 @@ async def test_offline_devices_pushed_online_acker_not(
     assert BOB_IOS not in fakes.apns.state.counts
     assert fakes.apns.state.last[IOS]["payload"]["aps"]["alert"] == {
         "title": "New message", "body": "Hi Alice"}
+
+
+def _outside_address() -> str | None:
+    """An address of this host other than loopback (what a Prometheus elsewhere uses)."""
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            addr = str(info[4][0])
+            if not addr.startswith("127."):
+                return addr
+    return None
+
+
+async def test_the_bridge_metrics_can_be_scraped_from_another_host(
+        cluster: tuple[LocalCluster, BridgeProcess]) -> None:
+    """deploy.md: scrape every bridge's metrics: ``--metrics-host 0.0.0.0`` listens on
+    every interface, not only on loopback."""
+    _, bridge = cluster
+    addr = _outside_address()
+    if addr is None:
+        pytest.skip("this host has no address but loopback")
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"http://{addr}:{bridge.metrics_port}/metrics", timeout=10)
+    assert r.status_code == 200 and "pushgate_push_sent_total" in r.text

@@ -170,6 +170,29 @@ async def test_token_is_refreshed_before_it_expires(server: ServerProcess) -> No
         assert calls >= 2
 
 
+async def test_a_caching_provider_does_not_make_the_client_reconnect_with_the_same_token(
+        server: ServerProcess) -> None:
+    """clients.md, tokens: a provider backed by a cache hands out the token in use until
+    its cache renews it (here 2 s before exp): asked early, it returns the same token,
+    and the client keeps its session (asking again later) instead of reconnecting with
+    it; it reconnects once, with the new token, and is never closed 4101."""
+    minted: list[tuple[str, float]] = []
+
+    def cached() -> str:
+        if not minted or time.time() >= minted[-1][1] - 2:
+            token = server.token("uma", ttl=8)
+            minted.append((token, float(token_expiry(token) or 0)))
+        return minted[-1][0]
+
+    async with Client(server.base_url, token_provider=cached, refresh_margin=10) as client:
+        await wait_for(lambda: len(minted), 15, "a renewed token", until=lambda n: n >= 2)
+        await wait_for(lambda: client.connects, 5, "the reconnect with it",
+                       until=lambda n: n >= 2)
+        assert client.connects == 2, client.connects
+        assert client.last_close is not None
+        assert (client.last_close.code, client.last_close.by_client) == (1000, True)
+
+
 async def test_a_provider_of_expired_tokens_is_asked_with_backoff_not_in_a_loop(
         server: ServerProcess) -> None:
     """Every token the provider gives is refused with 4101 (a stale cache, a skewed

@@ -105,6 +105,8 @@ function toEvent(d) {
 }
 
 const now = () => Date.now();
+/** How often a token refresh asks again when the provider returns the token in use. */
+const SAME_TOKEN_TRIES = 4;
 
 export class PushgateClient {
   /** @param {ClientOptions} options */
@@ -431,8 +433,10 @@ export class PushgateClient {
   async _refreshToken() {
     const token = await /** @type {TokenProvider} */ (this._provider)();
     if (typeof token !== 'string' || !token) throw new TypeError('the token provider must return a non-empty string');
-    this._token = token;
-    this._tokenObtained = now();
+    if (token !== this._token) { // (a provider's cache may hand the same one out again)
+      this._token = token;
+      this._tokenObtained = now();
+    }
   }
 
   async _run() {
@@ -666,15 +670,30 @@ export class PushgateClient {
     // before half the token's life
     const at = refreshAt(this._tokenObtained, exp, this.refreshMarginMs, this._random());
     const wait = Math.min(2 ** 31 - 1, Math.max(0, at - now()));
-    conn.timers.push(setTimeout(async () => {
-      try {
-        await this._refreshToken();
-      } catch (e) {
-        console.warn('pushgate: token refresh failed (will retry on expiry)', e);
-        return;
-      }
+    conn.timers.push(setTimeout(() => this._refreshNow(conn, exp, SAME_TOKEN_TRIES), wait));
+  }
+
+  /** Ask the provider for a new token and reconnect with it. When it returns the token
+   * in use (its cache has not renewed it yet), keep the session and ask again half-way
+   * to the expiry, at most `tries` times in all (a reconnect would change nothing; with
+   * no new token before expiry the server's 4101 leads to the provider again).
+   * @param {any} conn @param {number} exp @param {number} tries */
+  async _refreshNow(conn, exp, tries) {
+    const old = this._token;
+    try {
+      await this._refreshToken();
+    } catch (e) {
+      console.warn('pushgate: token refresh failed (will retry on expiry)', e);
+      return;
+    }
+    if (this._token !== old) {
       this._endConnection(conn, 'refresh', 1000, 'token refresh');
-    }, wait));
+      return;
+    }
+    const wait = (exp - now()) / 2;
+    if (tries > 1 && wait >= 1000 && this._conn === conn) {
+      conn.timers.push(setTimeout(() => this._refreshNow(conn, exp, tries - 1), wait));
+    }
   }
 
   /** @param {any} conn */

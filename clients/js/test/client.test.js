@@ -379,3 +379,26 @@ test('refused connects back off with the ws package', { skip: !wsPackage && 'ws 
   async () => {
     assertBackoff(await refusedAttempts(wsPackage, 6), 6);
   });
+
+test('a caching provider does not make the client reconnect with the same token', { timeout: 15000 }, async (t) => {
+  // the provider's cache renews its token only 1 s before exp: asked early it hands out
+  // the token in use, and the client keeps its session (asking again later) instead of
+  // reconnecting with it; one reconnect, with the renewed token
+  const gw = new FakeGateway();
+  const minted = [];
+  const cached = () => {
+    if (!minted.length || Date.now() >= minted[minted.length - 1].exp - 1000) {
+      const exp = Date.now() + 4000;
+      minted.push({ exp, token: token(exp) });
+    }
+    return minted[minted.length - 1].token;
+  };
+  const client = closing(t, new PushgateClient({ url: 'http://gw', WebSocket: gw.WebSocket,
+    tokenProvider: cached, refreshMarginMs: 10000 }));
+  client.start();
+  await until(() => minted.length >= 2, 'a renewed token', 10000);
+  await until(() => gw.sockets.length >= 2, 'the reconnect with it');
+  assert.equal(gw.sockets.length, 2);
+  assert.ok(gw.ws.url.includes(encodeURIComponent(minted[1].token)) || gw.ws.url.includes(minted[1].token));
+  await client.close();
+});

@@ -64,6 +64,8 @@ from pushgate_client.types import (
 )
 
 log = logging.getLogger("pushgate_client")
+#: how often a token refresh asks again when the provider returns the token in use
+SAME_TOKEN_TRIES = 4
 
 TokenProvider = Callable[[], Awaitable[str] | str]
 StateListener = Callable[[State], None]
@@ -451,8 +453,9 @@ class Client:
         token = await value if inspect.isawaitable(value) else value
         if not isinstance(token, str) or not token:
             raise TypeError("the token provider must return a non-empty string")
-        self._token = token
-        self._token_obtained = time.time()
+        if token != self._token:  # (a provider's cache may hand the same one out again)
+            self._token = token
+            self._token_obtained = time.time()
 
     def _connect_url(self, token: str) -> str:
         url = f"{self.url}?token={quote(token, safe='')}"
@@ -628,13 +631,24 @@ class Client:
         await asyncio.sleep(max(0.0, at - time.time()))
         if (left := at - time.time()) > 0:  # the loop's clock is not time.time()
             await asyncio.sleep(left)
-        try:
-            await self._refresh_token()
-        except Exception as e:
-            log.warning("token refresh failed (will retry on expiry): %r", e)
-            return
-        self._cause = "refresh"
-        await ws.close(1000, "token refresh")
+        old = self._token
+        for _ in range(SAME_TOKEN_TRIES):
+            try:
+                await self._refresh_token()
+            except Exception as e:
+                log.warning("token refresh failed (will retry on expiry): %r", e)
+                return
+            if self._token != old:
+                self._cause = "refresh"
+                await ws.close(1000, "token refresh")
+                return
+            # the provider's cache handed out the token in use: keep the session and ask
+            # again half-way to its expiry (a reconnect would change nothing)
+            wait = (exp - time.time()) / 2
+            if wait < 1.0:
+                break
+            await asyncio.sleep(wait)
+        # no new token before expiry: the server's 4101 leads to the provider again
 
     async def _emit(self, event: Event) -> None:
         self._waiting_app = True

@@ -23,7 +23,8 @@ from pushgate.store import migrate, open_store
 log = get_logger("pushgate.bridge")
 
 
-async def run_bridge(settings: Settings, metrics_port: int | None = None) -> None:
+async def run_bridge(settings: Settings, metrics_port: int | None = None,
+                     metrics_host: str = "127.0.0.1") -> None:
     providers = setup.providers(settings)
     if not providers:
         raise BridgeConfigError("no provider configured: set apns_key_file (with apns_key_id, "
@@ -43,7 +44,7 @@ async def run_bridge(settings: Settings, metrics_port: int | None = None) -> Non
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
-            server, _thread = start_http_server(metrics_port, "127.0.0.1", metrics.registry)
+            server, _thread = start_http_server(metrics_port, metrics_host, metrics.registry)
             metrics_port = server.server_port
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
