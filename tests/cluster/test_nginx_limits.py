@@ -223,8 +223,10 @@ async def test_open_connection_rate_is_a_json_429_rate_limited(
     (b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 400, "invalid_request"),
     (b"TRACE / HTTP/1.1\r\nHost: t\r\n\r\n", 405, "method_not_allowed"),
     (b"GET /_pushgate/502 HTTP/1.1\r\nHost: t\r\n\r\n", 404, "not_found"),
+    # the hubs' metrics (no authentication) are not served at the edge
+    (b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 404, "not_found"),
 ], ids=["cl-and-te", "two-content-lengths", "garbage", "header-line", "request-line", "body",
-        "unknown-transfer-coding", "http-version", "trace", "internal-location"])
+        "unknown-transfer-coding", "http-version", "trace", "internal-location", "metrics"])
 async def test_nginx_refusals_have_the_json_error_body(
         edge: tuple[QuickNginx, ServerProcess], request_head: bytes, status: int, code: str) -> None:
     nginx, _ = edge
