@@ -15,9 +15,9 @@ launcher (``pass_fds``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,17 +27,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-PR_SET_PDEATHSIG = 1
-
 
 class StartError(RuntimeError):
     """A child did not start (or not in time); the message ends with its log tail."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _with_parent_death_signal(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGTERM when this process dies (util-linux's
+    ``setpriv --pdeathsig``, which sets it and execs ``cmd``), where that is available.
+    Not a ``preexec_fn``: that makes ``subprocess`` fork() instead of vfork(), so the
+    fork handlers of a gRPC loaded here run in the child, and gRPC 1.81+ restarts its
+    poller there, whose epoll descriptor ``close_fds`` then closes: the child aborts
+    before its exec (grpc/grpc#43055; seen as "epoll_wait error: Bad file descriptor",
+    exit -6)."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    if setpriv is None:
+        return cmd
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
 
 
 class Child:
@@ -71,11 +77,12 @@ class Child:
         self._log = self.log_path.open("ab", buffering=0)
         self._log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(self.cmd)}\n".encode())
         self._lines = queue.Queue()
+        # the death signal follows the thread that started the child: only the main one's
         main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
-            pass_fds=self.pass_fds, preexec_fn=_die_with_parent if main and sys.platform == "linux" else None)
+            _with_parent_death_signal(self.cmd) if main else self.cmd, env=self.env,
+            cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._log, start_new_session=True, pass_fds=self.pass_fds)
         self._pump = threading.Thread(target=self._copy_stdout, args=(self.proc, self._log),
                                       name=f"{self.name}-stdout", daemon=True)
         self._pump.start()
