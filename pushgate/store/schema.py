@@ -51,7 +51,7 @@ from sqlalchemy import (
     text,
 )
 
-from ._dialects import Blob, Key, Token
+from ._dialects import Blob, Key, Reason, Token
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -193,7 +193,7 @@ report_reasons = Table(
     "report_reasons",
     metadata,
     Column("report", Key, primary_key=True),
-    Column("reason", String(64), primary_key=True),
+    Column("reason", Reason, primary_key=True),
     Column("n", BigInteger, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",

@@ -94,6 +94,19 @@ async def test_read_marks_count_per_report(store: SqlEventStore) -> None:
     assert u is not None and u.read
 
 
+async def test_reasons_that_differ_only_in_case_are_two_reasons(store: SqlEventStore,
+                                                                 clock: FakeClock) -> None:
+    # APNs' Unregistered and FCM's UNREGISTERED: one report, two reasons on every backend
+    await store.record_reports({"r": ReportDelta(
+        push_failed=3, reasons={"Unregistered": 1, "UNREGISTERED": 2},
+        expires_at=clock.now + TTL)}, [], [])
+    await store.record_reports({"r": ReportDelta(push_failed=1, reasons={"Unregistered": 1})},
+                               [], [])
+    report = await store.report("r")
+    assert report is not None
+    assert report.failed_by_reason == {"Unregistered": 2, "UNREGISTERED": 2}
+
+
 async def test_push_failures_by_reason_and_latest(store: SqlEventStore, clock: FakeClock) -> None:
     await store.record_reports({"old": ReportDelta(addressed=1, expires_at=clock.now + TTL)}, [], [])
     clock.advance(1)

@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 
 from .base import Dialect, chunks, compile_positional, multi_row
-from .columns import Blob, Key, KeyType, Token, binary_collation
+from .columns import Blob, Key, KeyType, Reason, Token, binary_collation
 from .mysql import MySQL
 from .sqlite import SQLite
 
@@ -55,6 +55,7 @@ __all__ = [
     "Key",
     "KeyType",
     "MySQL",
+    "Reason",
     "SQLite",
     "Token",
     "binary_collation",

@@ -39,6 +39,24 @@ class KeyType(TypeDecorator[str]):
 
 
 Key = KeyType()
+
+
+class ReasonType(TypeDecorator[str]):
+    """``VARCHAR(64)`` compared as keys are: push failure reasons (APNs' ``Unregistered``
+    and FCM's ``UNREGISTERED`` are two)."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: SADialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(
+                mysql.VARCHAR(64, charset="utf8mb4", collation=binary_collation(dialect))
+            )
+        return dialect.type_descriptor(String(64))
+
+
+Reason = ReasonType()
 Blob = LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 # Device tokens are printable ASCII (checked before any I/O): 1 byte per character.
 Token = String(512).with_variant(
