@@ -87,9 +87,9 @@ class ReportCounter(Reports):
         self.clock = clock
         self.deltas: dict[str, ReportDelta] = {}
         # what sends counted, as they came: (report, addressed, stored, duplicates,
-        # delivered, expires_at); a tuple appended per send is the hot path's whole cost
+        # delivered, expires_at, sent_at); a tuple appended per send is the hot path's whole cost
         # (a ReportDelta in a dict cost 4x that); the store adds repeats of one report up
-        self.sends: list[tuple[str, int, int, int, int, float]] = []
+        self.sends: list[tuple[str, int, int, int, int, float, float]] = []
         self.delivered: list[tuple[str, int, bool]] = []
         self.acked: list[tuple[str, int]] = []
         self.flushes = 0
@@ -106,7 +106,8 @@ class ReportCounter(Reports):
 
     def sent(self, report: str, addressed: int, stored: int, duplicates: int,
              delivered: int, expires_at: float) -> None:
-        self.sends.append((report, addressed, stored, duplicates, delivered, expires_at))
+        self.sends.append((report, addressed, stored, duplicates, delivered, expires_at,
+                           self.clock()))
         self._pending.set()
 
     def delivered_event(self, user: str, seq: int, delivered: bool) -> None:
@@ -145,7 +146,7 @@ class ReportCounter(Reports):
                 self._keep(deltas, sends, delivered, acked)
 
     def _keep(self, deltas: dict[str, ReportDelta],
-              sends: list[tuple[str, int, int, int, int, float]],
+              sends: list[tuple[str, int, int, int, int, float, float]],
               delivered: list[tuple[str, int, bool]], acked: list[tuple[str, int]]) -> None:
         self.sends[:0] = sends
         for report, old in deltas.items():

@@ -426,12 +426,14 @@ class ReportStore(Protocol):
     async def record_reports(self, deltas: Mapping[str, ReportDelta],
                              delivered: Sequence[tuple[str, int, bool]],
                              acked: Sequence[tuple[str, int]],
-                             sends: Sequence[tuple[str, int, int, int, int, float]] = (),
+                             sends: Sequence[tuple[str, int, int, int, int, float, float]] = (),
                              ) -> None:
         """In one transaction: add ``deltas`` and ``sends`` to their reports (a report
         row is created by its first delta; ``expires_at`` only grows; ``sends`` are the
         sends' own counts as ``(report, addressed, stored, duplicates, delivered,
-        expires_at)``, a report possibly more than once, each adding up); set (``True``) or clear the
+        expires_at, sent_at)``, a report possibly more than once, each adding up; a
+        report's ``created_at`` is its earliest ``sent_at``, or the time of its first
+        delta); set (``True``) or clear the
         DELIVERED mark of the events ``(user, seq, delivered)`` (per-user status only:
         delivered *counts* come in ``deltas``); and set the ACKED mark of the events
         ``(user, seq)`` of ``acked``, each event that carries a report and did not have

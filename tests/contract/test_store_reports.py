@@ -38,9 +38,11 @@ async def test_sends_counts_add_up_with_repeats_and_deltas_in_one_flush(
     delta of the same report beside them): every count adds up, the expiry is the
     latest."""
     exp = clock.now + TTL
+    t = clock.now
     await store.record_reports({"s1": ReportDelta(pushed=2, expires_at=exp)}, [], [], [
-        ("s1", 3, 3, 0, 2, exp), ("s2", 1, 0, 0, 1, exp + 5), ("s1", 3, 0, 3, 1, exp + 9)])
-    await store.record_reports({}, [], [], [("s2", 2, 2, 0, 0, exp)])
+        ("s1", 3, 3, 0, 2, exp, t), ("s2", 1, 0, 0, 1, exp + 5, t),
+        ("s1", 3, 0, 3, 1, exp + 9, t)])
+    await store.record_reports({}, [], [], [("s2", 2, 2, 0, 0, exp, t)])
     s1, s2 = await store.report("s1"), await store.report("s2")
     assert s1 is not None and s2 is not None
     assert (s1.addressed, s1.stored, s1.duplicates, s1.delivered, s1.pushed) == (6, 3, 3, 3, 2)
@@ -92,6 +94,21 @@ async def test_read_marks_count_per_report(store: SqlEventStore) -> None:
     assert r4 is not None and r4.read == 1
     u = await store.report_user("r3", "a")
     assert u is not None and u.read
+
+
+async def test_the_latest_reports_are_newest_send_first_within_one_flush(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    # http-api.md: the latest reports, newest first — by when they were sent, also when
+    # one flush carries several sends (created_at is the send's time, not the flush's),
+    # and a report sent again later keeps its first send's time
+    exp, t = clock.now + TTL, clock.now - 5
+    await store.record_reports({}, [], [], [
+        ("z-first", 1, 1, 0, 0, exp, t), ("a-second", 1, 1, 0, 0, exp, t + 1),
+        ("m-third", 1, 1, 0, 0, exp, t + 2)])
+    await store.record_reports({}, [], [], [("z-first", 1, 0, 1, 0, exp, t + 3)])
+    latest = await store.latest_reports(10)
+    assert [r.report for r in latest] == ["m-third", "a-second", "z-first"]
+    assert [r.created_at for r in latest] == [t + 2, t + 1, t]
 
 
 async def test_reasons_that_differ_only_in_case_are_two_reasons(store: SqlEventStore,

@@ -46,7 +46,7 @@ class SqlReports(SqlTransactions):
     async def record_reports(self, deltas: Mapping[str, ReportDelta],
                              delivered: Sequence[tuple[str, int, bool]],
                              acked: Sequence[tuple[str, int]],
-                             sends: Sequence[tuple[str, int, int, int, int, float]] = (),
+                             sends: Sequence[tuple[str, int, int, int, int, float, float]] = (),
                              ) -> None:
         """See :meth:`ReportStore.record_reports`. On a SQLite file: raw ``sqlite3``
         statements in one call to the appender's thread (through SQLAlchemy the upsert
@@ -56,7 +56,9 @@ class SqlReports(SqlTransactions):
         now = self._clock()
         values = _report_rows(deltas, now)
         if sends:
-            values += [(r, now, now, e, a, s, d, n, 0, 0, 0, 0) for r, a, s, d, n, e in sends]
+            # created at the send's own time (the earliest send of the report wins), not
+            # the flush's: the latest reports are listed newest first
+            values += [(r, t, now, e, a, s, d, n, 0, 0, 0, 0) for r, a, s, d, n, e, t in sends]
         reasons = _reason_rows(deltas)
         hop = self._one_hop
         if hop is not None:
@@ -120,6 +122,7 @@ class SqlReports(SqlTransactions):
         if self._dialect.name == "mysql":
             ins = mysql.insert(reports_t)
             stmt = ins.on_duplicate_key_update(
+                created_at=func.least(t.created_at, ins.inserted.created_at),
                 updated_at=ins.inserted.updated_at,
                 expires_at=func.greatest(t.expires_at, ins.inserted.expires_at),
                 **{c: getattr(t, c) + getattr(ins.inserted, c) for c in _COLUMNS})
@@ -129,7 +132,8 @@ class SqlReports(SqlTransactions):
             sins = sqlite.insert(reports_t)
             stmt = sins.on_conflict_do_update(
                 index_elements=[t.report],
-                set_={"updated_at": sins.excluded.updated_at,
+                set_={"created_at": func.min(t.created_at, sins.excluded.created_at),
+                      "updated_at": sins.excluded.updated_at,
                       "expires_at": func.max(t.expires_at, sins.excluded.expires_at),
                       **{c: getattr(t, c) + getattr(sins.excluded, c) for c in _COLUMNS}})
             srins = sqlite.insert(reasons_t)
@@ -292,7 +296,8 @@ _SET = ", ".join(f"{c} = {c} + excluded.{c}" for c in _COLUMNS)
 SQLITE_UPSERT = (
     f"INSERT INTO reports (report, created_at, updated_at, expires_at, {', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (4 + len(_COLUMNS)))}) ON CONFLICT (report) DO UPDATE SET "
-    f"updated_at = excluded.updated_at, expires_at = max(expires_at, excluded.expires_at), "
+    f"created_at = min(created_at, excluded.created_at), updated_at = excluded.updated_at, "
+    f"expires_at = max(expires_at, excluded.expires_at), "
     f"{_SET}")
 SQLITE_ROW = "(" + ", ".join("?" * (4 + len(_COLUMNS))) + ")"
 SQLITE_REASONS = ("INSERT INTO report_reasons (report, reason, n) VALUES (?, ?, ?) "
