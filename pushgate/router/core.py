@@ -259,6 +259,7 @@ class Router(RoutingCore):
                 if self._last_delivery is mine:
                     self._last_delivery = None
             if req.ack:  # a retried ack-send is re-delivered (as stored) to be acked
+                redelivered = 0
                 for r, a in zip(result.results, appended, strict=True):
                     if a.duplicate:
                         again = await self._stored_frame(a.user, a.seq)
@@ -266,6 +267,12 @@ class Router(RoutingCore):
                             r.sessions = self._deliver(live.get(a.user, ()), again, a.seq, t0,
                                                        req.device, True)
                             result.sessions += r.sessions
+                            if r.sessions:  # this send handed it to a live session
+                                redelivered += 1
+                                reports.delivered_event(a.user, a.seq, True)
+                if redelivered:
+                    reports.sent(report, 0, 0, 0, redelivered,
+                                 max(a.expires_at for a in appended))
             if self.offline is not None and req.push is not None:
                 await self._queue_pushes(self.offline, req.push, result, report)
             self.metrics.sent("stored", len(appended))  # duplicates included (accepted)

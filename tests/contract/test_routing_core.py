@@ -310,6 +310,31 @@ async def test_send_with_ack_waits_for_that_seq(core: Core) -> None:
     assert ([e.seq for e in events], head) == ([1, 2], 2)  # the unacked event stays stored
 
 
+async def test_a_retried_ack_send_handed_to_a_live_session_counts_as_delivered(
+        core: Core) -> None:
+    """http-api.md, reports: ``delivered`` counts the users whose event a send handed to a
+    live session. A retried ack send re-delivers the stored event (same seq): that is a
+    delivery of this send, also when the first attempt found the user offline."""
+    with pytest.raises(AckTimeout):  # nobody online: stored, not delivered
+        await core.send(users=["hugo"], body={"call": 1}, id="call-1", ack=True)
+    client = await core.connect("hugo")
+    retry = asyncio.ensure_future(core.send(users=["hugo"], body={"call": 1}, id="call-1",
+                                            ack=True, ack_timeout_ms=5000))
+    frame = await client.next()
+    core.router.on_ack(client.session.identity, client.session.id, frame["seq"])
+    result = await asyncio.wait_for(retry, TIMEOUT)
+    assert result["results"][0]["duplicate"] and result["sessions"] == 1
+
+    async def flushed() -> Report | None:
+        r = await core.router.report("call-1")
+        return r if r.acked == 1 and r.duplicates == 1 else None
+
+    r = await wait_for(flushed, 15, "the report of call-1")
+    assert (r.addressed, r.stored, r.delivered, r.acked) == (2, 1, 1, 1)
+    user = await core.router.report_user("call-1", "hugo")
+    assert (user.delivered, user.acked) == (True, True)
+
+
 async def test_devices_register_list_and_remove(core: Core) -> None:
     d = await core.router.register_device("hank", "chat", "apns", "tok-1")
     assert (d.user, d.app, d.platform, d.token) == ("hank", "chat", "apns", "tok-1")
