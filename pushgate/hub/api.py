@@ -305,6 +305,7 @@ async def pushca_send_ack(request: Request) -> Response:
 async def websocket_over_http(request: Request) -> Response:
     """``GET /v1/ws`` without a websocket upgrade (opened in a browser tab, or through a
     proxy that drops ``Upgrade`` / ``Connection``): ``426`` naming what is missing."""
+    _node(request).metrics.error("invalid_request")
     resp = json_response({"error": {
         "code": "invalid_request", "retryable": False, "field": "Upgrade",
         "message": "not a websocket upgrade: /v1/ws needs 'Upgrade: websocket' and "

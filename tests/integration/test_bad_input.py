@@ -362,7 +362,8 @@ async def test_ids_holding_a_slash_are_reachable_percent_encoded(
 
 async def test_unknown_paths_and_methods_are_counted_as_errors(srv: ServerProcess) -> None:
     """docs/operations.md: pushgate_errors_total counts the errors reported to callers,
-    by code: the 404 of an unknown path and the 405 of a wrong method too."""
+    by code: the 404 of an unknown path, the 405 of a wrong method and the 426 of a
+    GET of /v1/ws without an upgrade too."""
     def count(text: str, code: str) -> float:
         line = f'pushgate_errors_total{{code="{code}"}} '
         return sum(float(x[len(line):]) for x in text.splitlines() if x.startswith(line))
@@ -372,6 +373,8 @@ async def test_unknown_paths_and_methods_are_counted_as_errors(srv: ServerProces
         assert (await http.get("/v1/nothing")).status_code == 404
         assert (await http.delete("/v1/notifications")).status_code == 405
         assert (await http.post("/healthz")).status_code == 405
+        assert (await http.get("/v1/ws")).status_code == 426  # no upgrade
         after = (await http.get("/metrics")).text
     assert count(after, "not_found") == count(before, "not_found") + 1
     assert count(after, "method_not_allowed") == count(before, "method_not_allowed") + 2
+    assert count(after, "invalid_request") == count(before, "invalid_request") + 1
