@@ -46,12 +46,13 @@ from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
 from pushgate.auth import bearer
-from pushgate.errors import CloseCode, Forbidden, PushgateError, ShuttingDown
+from pushgate.errors import CloseCode, Forbidden, NotFound, PushgateError, ShuttingDown
 from pushgate.hub import ws
 from pushgate.hub.handshake import Upgrade, plain_upgrade
 from pushgate.hub.node import HubNode
 from pushgate.hub.pushca import PushcaCommands, PushcaSession, event_fetcher
 from pushgate.hub.session import Session, State
+from pushgate.logs import get_logger
 from pushgate.protocol import parse_after
 from pushgate.pushca_protocol import connection_token
 
@@ -60,6 +61,7 @@ _PROTOCOL_LOG = logging.getLogger("pushgate.hub.websocket.protocol")
 _PROTOCOL_LOG.setLevel(logging.WARNING)
 # one line per handshake, as uvicorn wrote it (tokens are redacted by pushgate.logs)
 _ACCESS_LOG = logging.getLogger("pushgate.hub.websocket")
+log = get_logger("pushgate.hub.websocket")
 
 PING = Frame(Opcode.PING, b"").serialize(mask=False, extensions=[])
 #: the first two bytes of the client's answer to PING: FIN + pong, masked, no payload
@@ -484,6 +486,8 @@ class WsConnection(asyncio.Protocol):
 
     async def _connect(self, s: Session, after: int | None) -> None:
         node = self.node
+        if isinstance(s, PushcaSession) and node.gaps is not None:
+            await self._pushca_order(s)
         try:
             await node.router.connect(s.info)
         except PushgateError as e:  # cluster: no router reachable (retryable close)
@@ -500,6 +504,22 @@ class WsConnection(asyncio.Protocol):
             node.forget(s)  # it closed while the directory took it in
         if not isinstance(s, PushcaSession):
             await ws.catch_up(node, s, after)
+
+    async def _pushca_order(self, s: PushcaSession) -> None:
+        """The user's head before the session is announced: from it on, its stored events
+        go out in seq order, gaps filled (:meth:`PushcaSession.order_from`). Without it
+        (the store does not answer) they go out as they come."""
+        node = self.node
+        try:
+            head = (await node.router.read_state(s.identity.user)).head
+        except NotFound:
+            head = 0
+        except PushgateError as e:
+            log.warning("no head for a Pushca session: its events go out as they come",
+                        error=e.message)
+            return
+        assert node.gaps is not None
+        s.order_from(head, node.gaps)
 
     def _on_frame(self, frame: Frame) -> None:
         op = frame.opcode

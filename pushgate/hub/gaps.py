@@ -82,9 +82,14 @@ class GapFiller:
             events = []
         frames = [(ev.seq, event_frame(ev.seq, ev.id, ev.body, ev.created_at, self.inline_max))
                   for ev in events if ev.seq < last]
+        whole = None  # the same with every body inline, for sessions that need them
         for s in sessions:
             if s.state is State.OPEN:
-                passed = s.fill(frames)
+                if s.whole_events and whole is None:
+                    whole = [(ev.seq, event_frame(ev.seq, ev.id, ev.body, ev.created_at,
+                                                  len(ev.body)))
+                             for ev in events if ev.seq < last]
+                passed = s.fill(whole if s.whole_events and whole is not None else frames)
                 if passed:
                     self.metrics.gap_seqs_passed.inc(passed)
         self.metrics.gap_seqs_fetched.inc(len(frames))

@@ -74,7 +74,13 @@ def event_fetcher(node: HubNode) -> FetchEvent:
 
 class PushcaSession(Session):
     """A session that writes Pushca's messages (see the module docstring). It has no
-    catch-up: it is OPEN from the start."""
+    catch-up: it is OPEN from the start. Its stored events are put in seq order as a
+    native session's are (in a cluster two routers' deliveries can cross): from the
+    user's head read before the session was announced (:meth:`order_from`), a seq past a
+    gap is held and the gap filled from the store, with whole events (a Pushca client
+    cannot fetch)."""
+
+    whole_events = True
 
     __slots__ = ("_awaiting", "_behind", "_fetch", "_fetching")
 
@@ -134,6 +140,21 @@ class PushcaSession(Session):
                 self._behind.extend(behind)
                 break
             self.push(*behind.popleft())
+
+    def order_from(self, head: int, gaps: GapSource) -> None:
+        """Seqs above ``head`` (the user's head before this session was announced: later
+        events reach it live or, when their delivery crossed another's, by a gap fill)
+        go out in order, each once."""
+        self._floor = head
+        self._gaps = gaps
+
+    def fill(self, events: list[tuple[int, str]]) -> int:
+        """The gap's events as Pushca messages (whole events: see ``whole_events``)."""
+        translated = []
+        for seq, frame in events:
+            msg = _message(frame) if frame else None
+            translated.append((seq, msg.body if msg is not None else ""))
+        return super().fill(translated)
 
     def push_reply(self, text: str) -> None:
         """An answer to a command (written as is)."""

@@ -102,6 +102,9 @@ def wire_text_frame(frame: str) -> bytes:
 
 
 class Session:
+    #: gap fills bring whole events (a client that cannot fetch a large one by itself)
+    whole_events = False
+
     __slots__ = (
         "_close_reason",
         "_final",

@@ -185,3 +185,26 @@ async def test_pushca_session_writes_pushca_messages_in_order() -> None:
     s.kick(p.encode_kicked("quota", None), "kicked")
     assert out.close is not None and out.close[0] == CloseCode.KICKED
     assert not any("kicked" in w for w in out.wire)
+
+
+async def test_pushca_session_puts_crossed_deliveries_in_order_and_fills_gaps() -> None:
+    """protocol.md, Pushca: Pushca sessions receive the same sends as native ones. In a
+    cluster two routers' deliveries of one user's events can cross: a seq that comes
+    before the one below it is held (not dropped, as it was), and what does not come is
+    filled from the store as whole Pushca messages — from the head the session started
+    at (no history)."""
+    from tests.unit.test_gaps import Gaps
+
+    out, gaps = Outlet(), Gaps(hold_s=30)
+    s = PushcaSession(Identity("u"), "hub", 8, out)
+    s.order_from(5, gaps)  # the user's head when the session was announced
+    assert s.push(p.encode_event(7, None, b'"seven"', 1.0), 7)  # 6 is still in flight
+    assert out.wire == []
+    assert s.push(p.encode_event(6, None, b'"six"', 1.0), 6)
+    assert out.wire == ["six", "seven"]
+    assert not s.push(p.encode_event(6, None, b'"six"', 1.0), 6)  # once
+    # 8 never comes live: the gap is filled from the store, bodies inline
+    assert s.push(p.encode_event(9, None, b'"nine"', 1.0), 9)
+    assert s.gap() == (7, 9)
+    s.fill([(8, p.encode_event(8, "m-8", b'{"big":"' + b"x" * 10 + b'"}', 1.0))])
+    assert out.wire == ["six", "seven", '{"big":"xxxxxxxxxx"}', "nine"]
