@@ -120,7 +120,14 @@ class RemoteRouter(RoutingCore):
 
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
         deadline = CALL_TIMEOUT_S + (req.ack_timeout_ms / 1000 if req.ack else 0)
-        reply = await self.routers.pick().request_send(
+        # a transient send to one account or user goes to the router its target names, on
+        # every hub: the transient sends to one target then leave from one router, in the
+        # order they came (they have no seq to be put in order by); stored sends spread
+        target = None if req.stored else (
+            req.filter.target.account if req.filter is not None
+            else req.users[0] if len(req.users) == 1 else None)
+        conn = self.routers.pick() if target is None else self.routers.pick_for(target)
+        reply = await conn.request_send(
             wire.send_to_pb(req, self.routers.next_rid()), deadline)
         if reply.HasField("error"):
             raise wire.error_from_pb(reply.error)

@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -403,6 +404,10 @@ class Routers:
 
     def pick(self) -> RouterConn:
         return self._first(next(self._rr))
+
+    def pick_for(self, key: str) -> RouterConn:
+        """The same router for ``key`` on every hub (while the same routers are up)."""
+        return self._first(zlib.crc32(key.encode()) % len(self.conns))
 
     def _first(self, start: int) -> RouterConn:
         """The first linked router from ``start`` on, one that is not leaving if any."""

@@ -122,3 +122,35 @@ async def test_a_pushca_connection_gets_every_send_once_in_order(
                        for _ in range(len(in_order))]
                 assert got == in_order, f"hub {n}: {len(set(in_order) - set(got))} missing"
                 await receiver.no_message()
+
+
+async def test_transient_sends_to_one_account_keep_their_order_across_hubs(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    """protocol.md: what one user receives keeps the send order. Transient sends have no
+    seq to be ordered by: those to one account, one after another through either hub,
+    leave from the same router (they went round-robin over both, and a send could
+    overtake the one before it)."""
+    with direct_cluster(tmp_path, shared, routers=2) as c:
+        hubs = [c.hub(0), c.hub(1)]
+        async with ws_client(hubs[1], "ot") as receiver:
+            got: list[int] = []
+
+            async def read() -> None:
+                while True:
+                    frame = await receiver.recv(timeout=60)
+                    if frame["type"] == "event":
+                        got.append(frame["body"])
+
+            reader = asyncio.create_task(read())
+            async with api(hubs[0]) as h0, api(hubs[1]) as h1:
+                for i in range(SENDS):
+                    http = (h0, h1)[i % 2]
+                    body = {"filter": {"account": "ot"}, "body": i} if i % 3 else \
+                        {"users": ["ot"], "body": i, "ttl": 0}
+                    r = await http.post("/v1/notifications", json=body)
+                    assert r.status_code == 200 and r.json()["sessions"] == 1, r.text
+            await wait_for(lambda: len(got), 20, "every transient send",
+                           until=lambda n: n >= SENDS)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        assert got == list(range(SENDS))
