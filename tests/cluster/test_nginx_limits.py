@@ -113,6 +113,11 @@ def test_the_file_sets_the_hubs_limits() -> None:
                                              "nodelay"]
     assert limit_req["pushgate_open_connection"] == \
         [f"burst={DEFAULTS.open_connection_rate_per_ip:g}", "nodelay"]
+    # the keyless open-connection's limit, over every hub (each hub counts only its own)
+    assert zones["pushgate_keyless_open"][2] == \
+        f"rate={DEFAULTS.pushca_public_rate_per_ip:g}r/s"
+    assert limit_req["pushgate_keyless_open"] == \
+        [f"burst={DEFAULTS.pushca_public_burst:g}", "nodelay"]
     assert one(conf, "limit_conn") == ["pushgate_perip", str(DEFAULTS.max_connections_per_ip)]
     assert one(conf, "limit_req_status") == one(conf, "limit_conn_status") == ["429"]
     assert seconds(one(conf, "client_header_timeout")[0]) == DEFAULTS.header_timeout_s
@@ -283,7 +288,7 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_json_504_after_the_read
     base = tmp_path_factory.mktemp("stalled")
     conf = TEMPLATE.read_text()
     assert conf.count("proxy_read_timeout 60s;") == 1
-    assert conf.count("proxy_read_timeout 75s;") == 1
+    assert conf.count("proxy_read_timeout 75s;") == 2  # sends: native and Pushca's alias
     template = base / "pushgate.conf"
     template.write_text(conf.replace("proxy_read_timeout 60s;", "proxy_read_timeout 2s;")
                         .replace("proxy_read_timeout 75s;", "proxy_read_timeout 3s;"))
@@ -299,7 +304,9 @@ async def test_a_hub_that_accepts_but_never_answers_is_a_json_504_after_the_read
             upgrade = get("/v1/ws?token=t", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                           b"Sec-WebSocket-Version: 13\r\n"
                           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
-            for request, wait in ((send, 3.0), (upgrade, 2.0), (get(), 2.0)):
+            pushca_ack = (b"POST /send-notification-with-acknowledge HTTP/1.1\r\nHost: t\r\n"
+                          b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
+            for request, wait in ((send, 3.0), (pushca_ack, 3.0), (upgrade, 2.0), (get(), 2.0)):
                 status, headers, body, took = await exchange(nginx.port, request, "127.0.0.30",
                                                               timeout=20)
                 assert status == 504, body
