@@ -331,20 +331,21 @@ async def test_the_access_log_names_what_the_client_sent_never_the_token(
             await _expect_502(nginx)
             upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13"
                        b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
-            for path in (f"/v1/ws?token={token}", f"/{token}"):
+            for path in (f"/v1/ws?token={token}", f"/{token}", f"/{token}/"):
                 status, _, _, _ = await exchange(nginx.port, get(path, upgrade), "127.0.0.28")
                 assert status == 502
             log = base / "nginx" / "access.log"
 
             def lines() -> list[str] | None:
                 got = log.read_text().splitlines() if log.exists() else []
-                return got if len(got) >= 4 else None
+                return got if len(got) >= 5 else None
 
-            logged = await wait_for(lines, 10, "four access log lines")
+            logged = await wait_for(lines, 10, "five access log lines")
         finally:
             nginx.stop()
     requests = [line.split('"')[1] for line in logged]
-    assert requests == ["GET /healthz", "POST /v1/notifications", "GET /v1/ws", "GET /{jwt}"]
+    assert requests == ["GET /healthz", "POST /v1/notifications", "GET /v1/ws", "GET /{jwt}",
+                        "GET /{jwt}"]  # (a trailing slash too)
     assert all('" 502 ' in line for line in logged)
     assert not any("_pushgate" in line or "token" in line or token[:20] in line
                    for line in logged)
