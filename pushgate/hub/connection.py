@@ -33,7 +33,11 @@ pongs count as activity for the idle timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import struct
+import termios
 import time
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -134,8 +138,8 @@ class WsConnection(asyncio.Protocol):
     node: ClassVar[HubNode]
     releases_connection_limits: ClassVar[bool] = True  # see pushgate.hub.guard
     __slots__ = ("_binary", "_connected", "_frags", "_requests", "_rx_pending", "_server_conns",
-                 "_timer", "awaiting_pong", "close_sent_at", "paused", "ping_sent_at", "proto", "session",
-                 "slot", "transport")
+                 "_timer", "_unsent", "awaiting_pong", "close_sent_at", "paused", "ping_sent_at",
+                 "proto", "session", "slot", "transport")
 
     def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None,
                  _loop: Any = None) -> None:
@@ -151,6 +155,9 @@ class WsConnection(asyncio.Protocol):
         self.slot = -1
         self.ping_sent_at = time.monotonic()  # the last keepalive ping (or the connect)
         self.awaiting_pong = False
+        # bytes not yet taken by the client when the write deadline or a ping last looked
+        # (see _unsent_bytes): less later means the client is reading
+        self._unsent = 0
         self.close_sent_at = 0.0
         self._frags: list[bytes] | None = None
         self._binary = False
@@ -233,7 +240,29 @@ class WsConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.paused = True
         if not self.close_sent_at:
+            self._unsent = self._unsent_bytes()
             self._arm(self.node.settings.write_deadline_s, self._write_deadline)
+
+    def _unsent_bytes(self) -> int:
+        """What the client has not taken yet: this transport's buffer and the kernel's
+        send queue (``SIOCOUTQ``: bytes the client has not acknowledged). It shrinks
+        while the client reads, however slowly; a frame of 1 MiB takes 10 s to leave at
+        100 KB/s."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        unsent = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                                         b"\0\0\0\0"))[0]
+        return unsent
+
+    def _still_taking(self) -> bool:
+        """Whether the client took data since the last look (and remember this one)."""
+        before, self._unsent = self._unsent, self._unsent_bytes()
+        return self._unsent < before
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -324,12 +353,20 @@ class WsConnection(asyncio.Protocol):
             s.close(CloseCode.IDLE, f"no frame for {settings.idle_timeout_s:g} s")
         elif self.awaiting_pong:
             if now_mono - self.ping_sent_at >= settings.ping_timeout_s:
-                self.fail(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+                # the ping may wait behind data the client is still reading: one more
+                # timeout from now, as long as what it has not taken keeps shrinking
+                unsent = self._unsent_bytes()
+                if unsent and (self._unsent < 0 or unsent < self._unsent):
+                    self._unsent = unsent
+                    self.ping_sent_at = now_mono
+                else:
+                    self.fail(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
         elif now_mono - self.ping_sent_at >= settings.ping_interval_s and not self.paused \
                 and self.transport is not None:
             self.ping_sent_at = now_mono
             self.awaiting_pong = True
             self.transport.write(PING)
+            self._unsent = -1  # (looked at only if the pong is late)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -346,6 +383,8 @@ class WsConnection(asyncio.Protocol):
         if not self.paused or self.close_sent_at or s is None:
             return
         deadline = self.node.settings.write_deadline_s
+        if s.paused_at and self._still_taking():  # slow, but reading: not stopped
+            s.paused_at = time.monotonic()
         waited = time.monotonic() - s.paused_at if s.paused_at else 0.0
         if s.paused_at and waited >= deadline:
             s.close(CloseCode.SLOW, "client stopped reading: write deadline passed; fetch "
