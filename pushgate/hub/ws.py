@@ -68,6 +68,15 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
     s.open(events[-1].seq if events else 0, head)
 
 
+class _Refusal:
+    """A frame refused as it was parsed, answered in its turn among the requests."""
+
+    __slots__ = ("error", "rid")
+
+    def __init__(self, error: PushgateError, rid: p.Rid) -> None:
+        self.error, self.rid = error, rid
+
+
 #: websocket sends in flight: not cancelled with their connection (see Requests.cancel)
 _SENDS: set[asyncio.Task[None]] = set()
 
@@ -82,7 +91,7 @@ class Requests:
         self.node = node
         self.session = session
         self._transport = transport
-        self._pending: deque[p.ClientFrame] = deque()
+        self._pending: deque[p.ClientFrame | _Refusal] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends = 0  # sends being served (each in a task of its own)
@@ -99,7 +108,10 @@ class Requests:
             s.close(e.close_code, e.message)
             return
         except PushgateError as e:
-            self._reply_error(e, _raw_rid(text))
+            if self._worker is None:
+                self._reply_error(e, _raw_rid(text))
+            else:  # answered in turn, after the requests before it
+                self._pending.append(_Refusal(e, _raw_rid(text)))
             return
         if isinstance(frame, p.Ack):
             if frame.seq > s.acked_seq:
@@ -109,7 +121,10 @@ class Requests:
                                and s.take_from_store(frame.seq))
             node.metrics.acks.inc()
         elif isinstance(frame, p.Ping):
-            s.push(p.encode_pong(frame.rid))
+            if self._worker is None:
+                s.push(p.encode_pong(frame.rid))
+            else:  # in turn: a ping after requests is answered after their replies
+                self._pending.append(frame)
         elif isinstance(frame, p.Send):
             self._sends += 1
             self._spawn(self._serve_send(frame), keep=True)
@@ -189,7 +204,13 @@ class Requests:
         self.node.metrics.error(e.code)
         self.session.push(p.encode_error(e, rid))
 
-    async def _serve(self, frame: p.ClientFrame) -> None:
+    async def _serve(self, frame: p.ClientFrame | _Refusal) -> None:
+        if isinstance(frame, _Refusal):
+            self._reply_error(frame.error, frame.rid)
+            return
+        if isinstance(frame, p.Ping):
+            self.session.push(p.encode_pong(frame.rid))
+            return
         rid = getattr(frame, "rid", None)
         try:
             reply = await self._answer(frame)

@@ -257,3 +257,27 @@ async def test_connect_backlog_with_the_default_limits_is_fetch_max_limit(
             assert frame["type"] == "event", frame
             seqs.append(frame["seq"])
         assert seqs == list(range(1, limit + 1))
+
+
+async def test_a_ping_and_a_refused_request_are_answered_after_the_requests_before_them(
+        server: ServerProcess) -> None:
+    """protocol.md: requests are answered in the order they were sent — a ``ping`` (a
+    client's way to know its earlier requests are done) and a request refused as it was
+    parsed too (they were answered at once, ahead of replies still being served)."""
+    for i in range(50):
+        await send(server, ["ivy"], {"n": i, "pad": "x" * 500})
+    async with ws_client(server, "ivy") as ivy:
+        frames = [{"type": "fetch", "after": 0, "limit": 50, "rid": f"f{i}"} for i in range(20)]
+        frames += [{"type": "ping", "rid": "p1"},
+                   {"type": "fetch", "after": 0, "limit": 0, "rid": "bad"},  # limit 0
+                   {"type": "read_state", "rid": "s1"},
+                   {"type": "ping", "rid": "p2"}]
+        for frame in frames:
+            await ivy.send(frame)
+        answers = []
+        while len(answers) < len(frames):
+            m = await ivy.recv()
+            if m["type"] in ("reply", "pong", "error"):
+                answers.append((m["type"], m["rid"]))
+    assert answers == [("reply", f"f{i}") for i in range(20)] + [
+        ("pong", "p1"), ("error", "bad"), ("reply", "s1"), ("pong", "p2")]
