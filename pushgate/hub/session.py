@@ -311,6 +311,14 @@ class Session:
         """Frames wait for the socket, or its write buffer is over the high-water mark."""
         return bool(self._queue) or self._out.paused
 
+    def knows(self, seq: int) -> bool:
+        """Whether ``seq`` existed for this connection: taken by it, at or below the
+        user's head when it opened (history the client may have from elsewhere), or read
+        from the store for it. An ack of any other seq acks nothing."""
+        if seq <= self.last_seq or seq <= self._floor:
+            return True
+        return self.from_store is not None and seq in self.from_store
+
     def note_from_store(self, first: int, last: int) -> None:
         """Seqs ``first..last`` reached this session read from the store (see
         ``from_store``; a span: its holes are never acked)."""

@@ -114,12 +114,14 @@ class Requests:
                 self._pending.append(_Refusal(e, _raw_rid(text)))
             return
         if isinstance(frame, p.Ack):
+            node.metrics.acks.inc()
+            if not s.knows(frame.seq):  # a seq not sent yet: acks nothing (nor later)
+                return
             if frame.seq > s.acked_seq:
                 s.acked_seq = frame.seq
             node.router.on_ack(s.identity, s.id, frame.seq,
                                from_store=s.from_store is not None
                                and s.take_from_store(frame.seq))
-            node.metrics.acks.inc()
         elif isinstance(frame, p.Ping):
             if self._worker is None:
                 s.push(p.encode_pong(frame.rid))

@@ -281,3 +281,4 @@ async def test_a_ping_and_a_refused_request_are_answered_after_the_requests_befo
                 answers.append((m["type"], m["rid"]))
     assert answers == [("reply", f"f{i}") for i in range(20)] + [
         ("pong", "p1"), ("error", "bad"), ("reply", "s1"), ("pong", "p2")]
+

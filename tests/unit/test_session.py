@@ -192,3 +192,15 @@ def test_live_frames_the_backlog_carried_are_dropped_on_open() -> None:
         s.push_backlog(f"backlog-{seq}", seq)
     s.open(5)
     assert out.wire == ["hello", "backlog-3", "backlog-4", "backlog-5", "ack-2"]
+
+
+def test_a_connection_knows_the_seqs_sent_to_it_its_history_and_what_it_fetched() -> None:
+    """protocol.md, ``ack``: an ack counts only for a seq the connection knew of; one
+    above (not sent yet) would mark the event stored later under it as acked."""
+    s = Session(Identity(user="u"), "hub", 8, Outlet())
+    s.open(0, 5)  # the user's head at connect: 5 (history the client may hold)
+    assert s.push("e6", seq=6)
+    assert s.knows(1) and s.knows(5) and s.knows(6)
+    assert not s.knows(7) and not s.knows(100)
+    s.note_from_store(40, 42)  # a fetch reply
+    assert s.knows(41) and not s.knows(43)
