@@ -691,7 +691,7 @@ export class PushgateClient {
       return;
     }
     const wait = (exp - now()) / 2;
-    if (tries > 1 && wait >= 1000 && this._conn === conn) {
+    if (tries > 1 && wait >= 250 && this._conn === conn) {
       conn.timers.push(setTimeout(() => this._refreshNow(conn, exp, tries - 1), wait));
     }
   }

@@ -381,14 +381,14 @@ test('refused connects back off with the ws package', { skip: !wsPackage && 'ws 
   });
 
 test('a caching provider does not make the client reconnect with the same token', { timeout: 15000 }, async (t) => {
-  // the provider's cache renews its token only 1 s before exp: asked early it hands out
+  // the provider's cache renews its token only 2.5 s before exp: asked early it hands out
   // the token in use, and the client keeps its session (asking again later) instead of
   // reconnecting with it; one reconnect, with the renewed token
   const gw = new FakeGateway();
   const minted = [];
   const cached = () => {
-    if (!minted.length || Date.now() >= minted[minted.length - 1].exp - 1000) {
-      const exp = Date.now() + 4000;
+    if (!minted.length || Date.now() >= minted[minted.length - 1].exp - 2500) {
+      const exp = Date.now() + 6000;
       minted.push({ exp, token: token(exp) });
     }
     return minted[minted.length - 1].token;

@@ -645,7 +645,7 @@ class Client:
             # the provider's cache handed out the token in use: keep the session and ask
             # again half-way to its expiry (a reconnect would change nothing)
             wait = (exp - time.time()) / 2
-            if wait < 1.0:
+            if wait < 0.25:
                 break
             await asyncio.sleep(wait)
         # no new token before expiry: the server's 4101 leads to the provider again
