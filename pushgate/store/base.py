@@ -165,7 +165,7 @@ class EventStore(Protocol):
 
     async def mark_read(self, user: str, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]) -> ReadState:
         """Mark ``seqs`` and the inclusive ``ranges`` as read: atomically when they hold
-        at most 10,000 seqs not read yet, else in parts of that many (each atomic).
+        at most 2,000 seqs not read yet, else in parts of that many (each atomic).
 
         Only live seqs are recorded (unknown, expired or future seqs are ignored), so
         that ``unread`` stays exact. Two concurrent calls for the same user both take

@@ -114,9 +114,11 @@ class SqlReadState(SqlTransactions):
 
     # not-yet-read seqs one transaction of ``mark_read`` takes up: a larger request is
     # marked in parts, each its own transaction, so that one client marking a long inbox
-    # read does not hold the write lock, or the event loop (the rows it reads), for
-    # longer than a part's ~10 ms
-    MARK_READ_PART = 10_000
+    # read does not hold the write lock, or the event loop (the rows it reads and the
+    # reports it counts in), for long: 30,000 events each of its own report, SQLite, the
+    # loop stalled up to 141 ms with parts of 10,000, 74 ms with 2,000 (1,000: 58 ms, and
+    # 200,000 contiguous seqs took twice as long)
+    MARK_READ_PART = 2_000
 
     async def mark_read(
         self, user: str, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]
