@@ -33,14 +33,17 @@ MD = (("authorization", f"Bearer {KEY}"),)
 
 
 class Gate:
-    """Holds the router's appends until opened; ``entered`` is set by the first held."""
+    """Holds the router's appends until opened; ``entered`` is set by the first held,
+    ``held`` counts them."""
 
     def __init__(self, node: RouterNode, monkeypatch: pytest.MonkeyPatch) -> None:
         self.open, self.entered = asyncio.Event(), asyncio.Event()
+        self.held = 0
         committer = node.router.committer
         append = committer.append
 
         async def held(events: Sequence[NewEvent]) -> Any:
+            self.held += 1
             self.entered.set()
             await self.open.wait()
             return await append(events)
@@ -126,7 +129,9 @@ async def test_a_draining_router_ends_a_send_stream_with_shutting_down(
     gate = Gate(node, monkeypatch)
     for tag in range(2, 10):
         requests.put_nowait(pb.SendRequest(users=["ann"], id=f"m-{tag}", body=b"2", tag=tag))
-    await asyncio.wait_for(gate.entered.wait(), 10)
+    # all eight read off the stream and being stored (a request the stream had not read
+    # when the drain began is "not answered on this stream": the client resends it)
+    await wait_for(lambda: gate.held == 8, 10, "the eight sends held at the store")
     stopping = asyncio.create_task(node.stop(grace_s=1.0))  # SIGTERM
     # the sends in progress are answered at the drain's end, then the stream ends: all
     # retryable, with the trailer (not the server's bare "Cancelling all calls")
