@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.support.rawws import RawWs
 from tests.support.server import ServerProcess, running_server
 from tests.support.ws import ws_client, ws_connect
 
@@ -78,6 +79,57 @@ async def test_slow_consumer_is_closed_and_resumes_from_the_store(tmp_path: Path
                                              "after": got[-1] if got else 0, "limit": 500})
                 got += [e["seq"] for e in reply["events"]]
             assert got == list(range(1, n + 1))
+
+
+async def test_a_slow_but_steady_reader_keeps_its_session(tmp_path: Path) -> None:
+    """The write deadline (4001) and the keepalive (1011) are for a client that stopped
+    reading (docs/protocol.md): one that takes its frames slowly but steadily keeps its
+    session however long they take. Here 1.6 MB take 5 s, ten write deadlines; the
+    frames wait in the hub's buffer or the kernel's (up to tcp_wmem's 4 MB), the hub's
+    ping behind them (on the old code: 1011 "keepalive ping timeout")."""
+    deadline_s = 0.5
+    with running_server(tmp_path, "--write-deadline-s", str(deadline_s),
+                        "--ping-interval-s", "1", "--ping-timeout-s", "1",
+                        "--max-body-bytes", "400000",
+                        "--inline-event-max-bytes", "400000") as srv:
+        ws = await RawWs.connect(srv.port, f"/v1/ws?token={srv.token('steady')}",
+                                 rcvbuf=16384)
+        try:
+            assert (await ws.recv_json())["type"] == "hello"
+            ws.pause_reading()
+            n = 4  # 400 KB each: 1.25 s per frame at the pace below, 2.5 deadlines
+            async with srv.http() as http:
+                for i in range(n):
+                    r = await http.post("/v1/notifications", json={
+                        "users": ["steady"], "body": {"i": i, "pad": "x" * 399_000}})
+                    assert r.status_code == 200, r.text
+
+            def events() -> list[int]:
+                return [f.json()["seq"] for f in ws.frames
+                        if f.opcode == 1 and f.json()["type"] == "event"]
+
+            loop = asyncio.get_running_loop()
+            started, first = loop.time(), ws.received
+            while len(events()) < n:  # small reads at 320 KB/s on average: 1.6 MB take 5 s
+                assert ws.close_frame is None, ws.close_frame.close
+                target = ws.received + 16384
+                ws.resume_reading()
+                await ws.wait_until(lambda t=target: ws.received >= t or ws.ended, 10, "data")
+                ws.pause_reading()
+                await asyncio.sleep(max(0.0, started + (ws.received - first) / 320_000
+                                        - loop.time()))
+                assert loop.time() - started < 60, "too slow"
+            took = loop.time() - started
+            assert events() == list(range(1, n + 1))
+            # the premise: the client took many deadlines and ping timeouts to read them
+            assert took > 2 * n * deadline_s, took
+            ws.resume_reading()
+            ws.send_json({"type": "ping", "rid": 1})
+            pong = await ws.recv_until(lambda m: m["type"] == "pong")
+            assert pong["rid"] == 1 and ws.close_frame is None
+        finally:  # gone before the server stops (it would wait close_grace_s for it)
+            ws.abort()
+            await ws.wait_ended()
 
 
 async def test_metrics_count_sessions_sends_and_deliveries(server: ServerProcess) -> None:
