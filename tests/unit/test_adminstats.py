@@ -54,3 +54,17 @@ def test_failures_by_reason() -> None:
              "pushgate_sends_total": 9.0}
     assert failures_by_reason(stats.items()) == {"failed: BadTopic": 3.0,
                                                  "dropped: UNREGISTERED": 4.0}
+
+
+def test_push_failures_count_each_failed_attempt_once() -> None:
+    """A dead token is counted both as failed (the attempt) and as dropped (the device
+    gone): the dashboard's push failures/s are the failed attempts, not their sum."""
+    s = Sampler(node=None)  # type: ignore[arg-type]
+    sends = 'pushgate_sends_total{kind="stored"}'
+    failed = 'pushgate_push_failed_total{provider="fcm",reason="UNREGISTERED"}'
+    dropped = 'pushgate_push_dropped_total{provider="fcm",reason="UNREGISTERED"}'
+    s.point([NodeView("b1", "bridge", "0.1.0", 1.0, "ok",
+                      {sends: 0.0, failed: 0.0, dropped: 0.0})], 1000.0)
+    p = s.point([NodeView("b1", "bridge", "0.1.0", 1.0, "ok",
+                          {sends: 10.0, failed: 3.0, dropped: 3.0})], 1001.0)["point"]
+    assert p["sends"] > 0 and p["push_failures"] == pytest.approx(p["sends"] * 3 / 10)
