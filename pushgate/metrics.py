@@ -75,19 +75,25 @@ class LoopCounter:
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    """The metrics of a gateway or hub (``sessions=True``) or of a router
+    (``sessions=False``: no websocket sessions, so the session metrics are not exported
+    — docs/operations.md)."""
+
+    def __init__(self, *, sessions: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.started_at = time.time()
         r = self.registry
         Gauge("pushgate_build_info", "Always 1; the label says which pushgate runs.",
               ["version"], registry=r).labels(VERSION).set(1)
+        # a router's would stay 0 for ever: kept off its registry (never scraped)
+        s = r if sessions else CollectorRegistry(auto_describe=True)
         self.sessions = Gauge("pushgate_sessions", "Live websocket sessions on this hub.",
-                              registry=r)
+                              registry=s)
         self.connects = Counter("pushgate_connects_total", "Websocket sessions opened.",
-                                registry=r)
+                                registry=s)
         self.disconnects = Counter("pushgate_disconnects_total",
                                    "Websocket sessions closed, by close code.", ["code"],
-                                   registry=r)
+                                   registry=s)
         self.sends = Counter("pushgate_sends_total",
                              "Notifications accepted (stored: one per user).", ["kind"], registry=r)
         self.deliveries = Counter("pushgate_deliveries_total",
@@ -95,13 +101,13 @@ class GatewayMetrics:
         self.delivery_latency = LoopHistogram(
             "pushgate_delivery_latency_seconds",
             "From send request received to frame written to the session's socket.",
-            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), r)
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), s)
         self.kicks = Counter("pushgate_kicks_total", "Sessions kicked by the per-user quota.",
                              registry=r)
         self.errors = Counter("pushgate_errors_total", "Errors reported to clients, by code.",
                               ["code"], registry=r)
         self.acks = LoopCounter("pushgate_acks",
-                                "Acks received from clients (one per ack frame).", r)
+                                "Acks received from clients (one per ack frame).", s)
         self.push_queue = Gauge("pushgate_push_queue",
                                 "Pushes waiting in the store's outbox (all bridge workers "
                                 "of the store; sampled every few seconds).", registry=r)
@@ -112,19 +118,19 @@ class GatewayMetrics:
         self.gaps_held = Counter(
             "pushgate_gaps_held_total",
             "Stored events held on a connection because an earlier seq was missing.",
-            registry=r)
+            registry=s)
         self.gap_fetches = Counter(
             "pushgate_gap_fetches_total",
             "Store fetches for seqs missing after gap_hold_ms (one per user and round).",
-            registry=r)
+            registry=s)
         self.gap_seqs_fetched = Counter(
             "pushgate_gap_seqs_fetched_total",
             "Events those fetches brought (sent to the connections that missed them).",
-            registry=r)
+            registry=s)
         self.gap_seqs_passed = Counter(
             "pushgate_gap_seqs_passed_total",
             "Missing seqs passed over (expired, or beyond one fetch: the client fetches).",
-            registry=r)
+            registry=s)
         self._sends = {k: self.sends.labels(k) for k in ("stored", "transient", "filter")}
 
     def count_router_links(self, links: Callable[[], float]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,15 +105,16 @@ class RemoteRouter(RoutingCore):
         session got it from the store (a send waiting for it may be on any of them,
         kept in that router's memory); else to the primary (reports, push policy)."""
         routes = self.routers.ack_routes.pop((session_id, seq), None)
-        if from_store:
+        ack = pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
+                     seq=seq)
+        if from_store:  # (and to a router that links later: Routers.store_acks)
             routes = [c for c in self.routers.conns if c.up]
+            self.routers.store_acks.append((time.monotonic(), ack))
         elif routes is None:
             try:
                 routes = [self.routers.primary()]
             except PushgateError:
                 return
-        ack = pb.Ack(user=identity.user, device=identity.device, session_id=session_id,
-                     seq=seq)
         for conn in routes:
             conn.ack(ack)
 

@@ -16,6 +16,7 @@ import itertools
 import random
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,11 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 ONLINE_TIMEOUT_S = 5.0
+# Acks of seqs a session got from the store go to every router that is up; a router
+# that links later gets those of the last STORE_ACK_REPLAY_S (the longest ack wait): a
+# send with ack waiting on it may have routed the event before this hub linked to it.
+STORE_ACK_REPLAY_S = 60.0
+STORE_ACK_REPLAY_MAX = 10_000
 
 
 def local_t0(sent_at: float) -> float:
@@ -268,6 +274,10 @@ class RouterConn:
         self.last_rx = time.monotonic()
         self.routers.changed()
         log.info("router linked", router=self.address, transport=transport)
+        since = time.monotonic() - STORE_ACK_REPLAY_S
+        for t, a in self.routers.store_acks:
+            if t >= since:
+                self.ack(a)
 
     async def _watch(self, reading: asyncio.Future[None], ttl: float) -> None:
         """Until ``reading`` ends (its error, or EOF) or the router is silent for ``ttl``:
@@ -367,6 +377,8 @@ class Routers:
         self.conns = [RouterConn(a, self) for a in addresses]
         # (session, seq) of a frame pushed asking for its ack -> the routers that did
         self.ack_routes: dict[tuple[str, int], list[RouterConn]] = {}
+        # (when, ack) of seqs sessions got from the store: replayed to a router that links
+        self.store_acks: deque[tuple[float, pb.Ack]] = deque(maxlen=STORE_ACK_REPLAY_MAX)
         self.any_up = asyncio.Event()
         self._rr = itertools.count()
         self._rids = itertools.count(1)

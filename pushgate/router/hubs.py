@@ -24,6 +24,14 @@ log = get_logger("pushgate.router.hubs")
 
 BROADCAST_TIMEOUT_S = 2.0
 MAX_BATCH = 2000  # deliveries per RouterMessage
+# Deliveries and kicks for a hub whose sessions the directory lists but that is not
+# linked to this router (yet): held for it this long after the first one, at most this
+# many, and sent when it links. Hubs link to a router that (re)started one after the
+# other, seconds apart; meanwhile the others route sends through it. After that the hub
+# is taken for gone: its sessions' events wait in the store (the hubs' gap fill, a
+# client's fetch).
+HOLD_S = 10.0
+HOLD_MAX = 5000
 
 
 def wall_time(t0: float) -> float:
@@ -89,11 +97,22 @@ class HubStream:
         self.queue.put_nowait(None)
 
 
+class _Held:
+    """What waits for a hub that is not linked: since when, deliveries and kicks in order."""
+
+    __slots__ = ("items", "since")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.items: list[pb.Delivery | pb.Kick] = []
+
+
 class LinkedHubs(Hubs):
     """Every hub linked to this router, by hub id."""
 
     def __init__(self) -> None:
         self.hubs: dict[str, HubStream] = {}
+        self._held: dict[str, _Held] = {}  # hub id -> what waits for its link (HOLD_S)
         self._dirty: set[HubStream] = set()
         self._flush_scheduled = False
         self._rids = itertools.count(1)
@@ -108,6 +127,42 @@ class LinkedHubs(Hubs):
             old.close()
         stream = self.hubs[hub_id] = HubStream(hub_id, write)
         return stream
+
+    def release_held(self, stream: HubStream) -> int:
+        """Send what waited for this hub's link (after the heartbeat that tells it this
+        router is up); returns how many deliveries and kicks."""
+        held = self._held.pop(stream.hub_id, None)
+        if held is None or time.monotonic() - held.since > HOLD_S:
+            return 0  # given up: the hub's sessions catch up from the store
+        for item in held.items:
+            if isinstance(item, pb.Kick):
+                stream.flush()  # frames routed to that session before it go first
+                stream.send(pb.RouterMessage(kick=item))
+            else:
+                stream.pending.append(item)
+        if stream.pending:
+            self._schedule_flush(stream)
+        if held.items:
+            log.info("sent what waited for the hub's link", hub=stream.hub_id,
+                     items=len(held.items))
+        return len(held.items)
+
+    def _hold(self, hub: str, item: pb.Delivery | pb.Kick) -> bool:
+        """Keep ``item`` for ``hub`` until it links, within :data:`HOLD_S` and
+        :data:`HOLD_MAX`; False when past them (the hub is taken for gone)."""
+        now = time.monotonic()
+        held = self._held.get(hub)
+        if held is None:
+            if len(self._held) >= 64:  # hubs that never came: forget the oldest
+                self._held.pop(next(iter(self._held)))
+            held = self._held[hub] = _Held(now)
+        if now - held.since > HOLD_S or len(held.items) >= HOLD_MAX:
+            # given up: the marker stays until the hub links (no new window)
+            held.items.clear()
+            held.since = min(held.since, now - HOLD_S - 1.0)
+            return False
+        held.items.append(item)
+        return True
 
     def detach(self, stream: HubStream) -> None:
         stream.close()
@@ -132,10 +187,11 @@ class LinkedHubs(Hubs):
     def deliver(self, hub: str, session_ids: Sequence[str], frame: str, seq: int, t0: float,
                 want_ack: bool = False) -> int:
         stream = self.hubs.get(hub)
-        if stream is None or stream.closed:
-            return 0  # the event is stored; the client fetches it when it reconnects
-        stream.pending.append(pb.Delivery(session_ids=session_ids, frame=frame, seq=seq,
-                                          sent_at=wall_time(t0), want_ack=want_ack))
+        delivery = pb.Delivery(session_ids=session_ids, frame=frame, seq=seq,
+                               sent_at=wall_time(t0), want_ack=want_ack)
+        if stream is None or stream.closed:  # not linked (yet): held for its link
+            return len(session_ids) if self._hold(hub, delivery) else 0
+        stream.pending.append(delivery)
         self._schedule_flush(stream)
         return len(session_ids)
 
@@ -146,9 +202,12 @@ class LinkedHubs(Hubs):
 
     def kick(self, hub: str, session_id: str, by: str | None) -> None:
         stream = self.hubs.get(hub)
-        if stream is not None:
-            stream.flush()  # frames already routed to that session go first
-            stream.send(pb.RouterMessage(kick=pb.Kick(session_id=session_id, by=by or "")))
+        kick = pb.Kick(session_id=session_id, by=by or "")
+        if stream is None or stream.closed:  # not linked (yet): held for its link
+            self._hold(hub, kick)
+            return
+        stream.flush()  # frames already routed to that session go first
+        stream.send(pb.RouterMessage(kick=kick))
 
     async def broadcast(self, flt: Filter, frame: str, counter: int, t0: float) -> int:
         streams = [s for s in self.hubs.values() if not s.closed]

@@ -67,7 +67,7 @@ class RouterNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.node_id = f"router-{secrets.token_hex(6)}"
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(sessions=False)
         self.api_keys = ApiKeys(settings.api_keys)
         self.hubs = LinkedHubs()
         self.metrics.count_linked_hubs(lambda: len(self.hubs.hubs))

@@ -485,6 +485,7 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         stream = deps.hubs.attach(hub, write)
         stream.match_only = hello.match_only
         stream.send(pb.RouterMessage(heartbeat=pb.Heartbeat()))  # the hub counts us up now
+        deps.hubs.release_held(stream)  # what other hubs routed to it before it linked
         log.info("hub linked", hub=hub, sessions=len(hello.sessions), transport=transport)
         # (arrival time, message): an Online's deadline counts from its arrival
         directory_work: asyncio.Queue[tuple[float, pb.HubMessage]] = asyncio.Queue()

@@ -138,7 +138,9 @@ class Cleaner:
         while True:
             n = await self.store.cleanup_expired_reports(now, self.batch)
             reports += n
-            if n < self.batch or self._stop.is_set():
+            # (not ``n < batch``: a call takes expiry rows, each listing few reports;
+            # stopping at a short one left all but one row a round, for ever)
+            if n == 0 or self._stop.is_set():
                 break
             await asyncio.sleep(self.pause_s)
         if reports:

@@ -132,6 +132,13 @@ async def test_users_on_different_hubs_reach_each_other(cluster: LocalCluster) -
     stored = next(line for line in text.splitlines()
                   if line.startswith('pushgate_sends_total{kind="stored"}'))
     assert float(stored.split()[-1]) == 3.0
+    # and only that: the session metrics are the hubs' (docs/operations.md); a router's
+    # pushgate_sessions 0 would halve an average over the cluster
+    names = {line.split("{")[0].split()[0] for line in text.splitlines()
+             if line and not line.startswith("#")}
+    assert not names & {"pushgate_sessions", "pushgate_connects_total",
+                        "pushgate_acks_total", "pushgate_delivery_latency_seconds_count",
+                        "pushgate_gaps_held_total"}, sorted(names)
 
 
 async def test_sixth_session_on_another_hub_kicks_the_oldest(cluster: LocalCluster) -> None:

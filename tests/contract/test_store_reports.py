@@ -215,3 +215,21 @@ async def test_the_ttl_cleaner_deletes_the_reports_after_their_events_counting_e
     assert sum(counted) == 3
     assert await store.report("r9") is None
     assert await store.report_user("r9", "a") is None
+
+
+async def test_one_cleanup_round_deletes_every_expired_report_of_many_flushes(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    """Each flush of the counts lists its reports' expiry in rows of its own: a round
+    takes them all, not one row a round (the reports of a busy gateway piled up)."""
+    for i in range(30):  # 30 flushes of 3 reports each
+        names = [f"f{i}-{k}" for k in range(3)]
+        await store.append([rev(f"u{i}", n, ttl=10) for n in names])
+        await store.record_reports({n: ReportDelta(addressed=1, stored=1,
+                                                   expires_at=clock.now + 10)
+                                    for n in names}, [], [])
+    assert await store.report("f0-0") is not None
+    clock.advance(11)
+    await Cleaner(store, batch=1000, clock=clock).run_once()
+    left = [n for i in range(30) for k in range(3)
+            if await store.report(n := f"f{i}-{k}") is not None]
+    assert left == []

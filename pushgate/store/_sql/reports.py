@@ -178,12 +178,21 @@ class SqlReports(SqlTransactions):
         alive is listed again by a later row), and those rows, in the TTL cleanup's
         transaction; returns how many rows and reports were deleted."""
         x, t = report_expiries_t.c, reports_t.c
-        groups = (await conn.execute(self._dialect.lock_skip(
+        # a row lists up to EXPIRY_GROUP reports, usually far fewer (one row per flush
+        # of the counts): rows are taken until they list about ``batch`` reports
+        rows = (await conn.execute(self._dialect.lock_skip(
             select(x.expires_at, x.report, x.members).where(x.expires_at <= now)
-            .order_by(x.expires_at, x.report).limit(max(1, batch // EXPIRY_GROUP))))).all()
-        if not groups:
+            .order_by(x.expires_at, x.report).limit(max(1, batch // 10))))).all()
+        if not rows:
             return 0
-        listed = sorted({r for g in groups for r in orjson.loads(g.members)})
+        groups: list[Any] = []
+        members: set[str] = set()
+        for g in rows:
+            if groups and len(members) >= batch:
+                break
+            groups.append(g)
+            members.update(orjson.loads(g.members))
+        listed = sorted(members)
         gone: list[str] = []
         for part in chunks(listed, self._dialect.max_params):
             gone += await conn.scalars(
