@@ -45,6 +45,9 @@ from pushgate.store.base import (
 )
 
 log = get_logger("pushgate.router")
+# filters whose find_any position is kept (the least recently used is forgotten: it
+# starts again from the first matching session)
+ANY_COUNTERS_MAX = 10_000
 
 
 class StoreCall:
@@ -128,7 +131,8 @@ class Router(RoutingCore):
         self.reports = reports if reports is not None else _NoReports()
         self._local_directory = directory if isinstance(directory, MemoryDirectory) else None
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
-        self._any_counters: dict[tuple[object, ...], int] = defaultdict(int)
+        # find_any's round-robin position per filter, the ANY_COUNTERS_MAX used last
+        self._any_counters: dict[tuple[object, ...], int] = {}
         # deliveries leave in commit order even when directory lookups await (Redis):
         # each stored send waits for the previous one's delivery before its own
         self._last_delivery: asyncio.Future[None] | None = None
@@ -361,8 +365,11 @@ class Router(RoutingCore):
         frame = encode_event(None, req.id, req.body, now)
         counter = 0
         if flt.find_any:
-            counter = self._any_counters[flt.key()]
-            self._any_counters[flt.key()] = counter + 1
+            counters, key = self._any_counters, flt.key()
+            counter = counters.pop(key, 0)
+            counters[key] = counter + 1  # (to the end: the latest used)
+            if len(counters) > ANY_COUNTERS_MAX:  # a filter per account or device: bounded
+                del counters[next(iter(counters))]
         result = SendResult(report=report)
         if flt.target.account is not None:
             user = flt.target.account
