@@ -96,6 +96,9 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
         settings, created = ensure_secrets(settings)
     except SettingsError as e:
         _fail(e)
+    if settings.admin_key and settings.admin_key in settings.api_keys:
+        _fail(SettingsError("admin_key must differ from every API key (also the one "
+                            f"kept in {settings.data_dir / 'secrets.json'})"))
     if created:
         click.echo(f"pushgate: generated a JWT secret and an API key in "
                    f"{settings.data_dir / 'secrets.json'} (show the key: pushgate api-key)",
@@ -114,6 +117,11 @@ def _raise_limits() -> None:
 
 def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
     settings = _prepared(config, raw)
+    if port_file:  # writable, before anything starts (it is written once listening)
+        try:
+            Path(port_file).write_text("")
+        except OSError as e:
+            _fail(SettingsError(f"--port-file {port_file}: {e.strerror or e}"))
     _raise_limits()
     from pushgate.errors import StartupError
     from pushgate.server import run

@@ -37,11 +37,12 @@ class HubServer(uvicorn.Server):
             return
         self._gc_task = asyncio.create_task(gc_policy(self.node.settings.gc_freeze_interval_s))
         host, port = self.servers[0].sockets[0].getsockname()[:2]
-        log.info("pushgate listening", url=f"http://{host}:{port}")
-        # one machine-readable line on stdout for scripts and tests
-        print(f"PUSHGATE_LISTENING http://{host}:{port}", file=sys.stdout, flush=True)
-        if self.port_file is not None:
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        log.info("pushgate listening", url=url)
+        if self.port_file is not None:  # (before the line: a script reading it may look)
             self.port_file.write_text(str(port))
+        # one machine-readable line on stdout for scripts and tests
+        print(f"PUSHGATE_LISTENING {url}", file=sys.stdout, flush=True)
 
     async def main_loop(self) -> None:
         """uvicorn's loop with a 0.5 s tick instead of 0.1 s: an idle hub wakes up 2

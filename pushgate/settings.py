@@ -6,6 +6,7 @@ import time: call :func:`load_settings`. Validation errors name the bad key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -25,7 +26,8 @@ class Settings(BaseSettings):
     """Every option of ``pushgate serve``. Env var = ``PUSHGATE_`` + upper-case name."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PUSHGATE_", extra="forbid", validate_default=True, env_parse_none_str="null"
+        env_prefix="PUSHGATE_", extra="forbid", validate_default=True, env_parse_none_str="null",
+        allow_inf_nan=False,  # inf as a duration: an overflow at start, or a wait for ever
     )
 
     # network
@@ -291,10 +293,52 @@ class Settings(BaseSettings):
         value = (v or "").strip()
         if not value or value.lower() == "off":
             return value or None
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"{value!r} must be host:port (port 0-65535, 0 = any) or 'off'")
-        return value
+        return _host_port(value, "or 'off'")
+
+    @field_validator("router_listen")
+    @classmethod
+    def _check_router_listen(cls, v: str) -> str:
+        return _host_port(v.strip())
+
+    @field_validator("router_metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str | None) -> str | None:
+        value = (v or "").strip()
+        return _host_port(value) if value else None
+
+    @field_validator("routers")
+    @classmethod
+    def _check_routers(cls, v: list[str]) -> list[str]:
+        for address in v:
+            _host_port(address, any_port=False)
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not an address to listen on (e.g. 127.0.0.1, "
+                             "0.0.0.0, ::)")
+        return v.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an address, a CIDR network or "
+                                     "'*'") from None
+        return v
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty (unset it to have one generated into data_dir)")
+        return v
 
     @field_validator("store_url")
     @classmethod
@@ -414,11 +458,29 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"config file {path}: {e}") from e
-    # accept either top-level keys or a [pushgate] table
-    section = data.get("pushgate", data)
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"config file {path}: not UTF-8 text ({e.reason} at byte "
+                            f"{e.start})") from e
+    # top-level keys and a [pushgate] table, both (a key in both is ambiguous: refused)
+    section = data.pop("pushgate", {})
     if not isinstance(section, dict):
         raise SettingsError(f"config file {path}: [pushgate] must be a table")
-    return section
+    both = sorted(set(section) & set(data))
+    if both:
+        raise SettingsError(f"config file {path}: {', '.join(both)} both at the top level "
+                            "and under [pushgate]")
+    return {**data, **section}
+
+
+def _host_port(value: str, alternative: str = "", *, any_port: bool = True) -> str:
+    """``value`` if it is ``host:port`` (an IPv6 host in brackets), else ValueError."""
+    host, _, port = value.rpartition(":")
+    lowest = 0 if any_port else 1
+    if not host or any(c.isspace() for c in host) or not port.isdigit() \
+            or not lowest <= int(port) <= 65535:
+        ports = "port 0-65535, 0 = any" if any_port else "port 1-65535"
+        raise ValueError(f"{value!r} must be host:port ({ports}){' ' + alternative if alternative else ''}")
+    return value
 
 
 _STORE_SCHEMES = ("sqlite://", "sqlite+aiosqlite://", "mysql://", "mysql+asyncmy://",

@@ -29,6 +29,7 @@ from typing import Any
 from grpc import aio
 
 from pushgate.auth import ApiKeys
+from pushgate.errors import StartupError
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router import servicers
@@ -90,32 +91,53 @@ class RouterNode:
 
     async def start(self) -> None:
         await self.backend.start()
+        try:
+            await self._listen()
+        except StartupError:  # what started stops (no gRPC server left to its finalizer)
+            await self.stop(0)
+            raise
+        log.info("router started", node=self.node_id, port=self.port,
+                 framed_link_port=self.framed_port or None)
+
+    async def _listen(self) -> None:
         self.server = aio.server(options=SERVER_OPTIONS)
         self.gateway = servicers.GatewayService(self)
         servicers.add_gateway(self.gateway, self.server)
         self.link_service = servicers.HubLinkService(self)
         pb_grpc.add_HubLinkServicer_to_server(  # type: ignore[no-untyped-call]
             self.link_service, self.server)
-        self.port = self.server.add_insecure_port(self.settings.router_listen)
+        try:
+            self.port = self.server.add_insecure_port(self.settings.router_listen)
+        except RuntimeError:  # grpc's "Failed to bind": in use, or not an address here
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.router_listen}")
+            raise StartupError(f"router_listen {self.settings.router_listen}: cannot listen "
+                               "there (the port is in use or the address is not this "
+                               "machine's)")
         await self.server.start()
         link_listen = self.settings.router_link_address()
         if link_listen is not None:
             self.framed = FramedLinkServer(self.link_service, self.check_authorization,
                                            self.settings.hub_heartbeat_ttl_s)
             host, _, port = link_listen.rpartition(":")
-            self.framed_port = await self.framed.start(host.strip("[]"), int(port))
+            try:
+                self.framed_port = await self.framed.start(host.strip("[]"), int(port))
+            except OSError as e:
+                raise StartupError(f"router_link_listen {link_listen}: {e.strerror or e}") \
+                    from None
         self._liveness = asyncio.create_task(self._liveness_loop())
         self._heartbeats = asyncio.create_task(self._heartbeat_loop())
         if self.settings.router_metrics_listen:
             from prometheus_client import start_http_server
 
             host, _, port = self.settings.router_metrics_listen.rpartition(":")
-            self._metrics_server, _ = start_http_server(
-                int(port), addr=host or "127.0.0.1", registry=self.metrics.registry)
-        log.info("router started", node=self.node_id, port=self.port,
-                 framed_link_port=self.framed_port or None)
+            try:
+                self._metrics_server, _ = start_http_server(
+                    int(port), addr=host.strip("[]") or "127.0.0.1",
+                    registry=self.metrics.registry)
+            except OSError as e:
+                raise StartupError(f"router_metrics_listen {self.settings.router_metrics_listen}"
+                                   f": {e.strerror or e}") from None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Drain, then stop (all within ``grace_s``): every linked hub is told
@@ -251,7 +273,13 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.start()
+    try:
+        await node.start()
+    except StartupError:
+        # the worker thread of a failed aiosqlite connection posts its last result to this
+        # loop: let it, or it prints "Event loop is closed" after the one-line message
+        await asyncio.sleep(0.1)
+        raise
     print(f"PUSHGATE_ROUTER_LISTENING {node.listening()}", file=sys.stdout, flush=True)
     await stop.wait()
     log.info("router stopping", pid=os.getpid())

@@ -135,6 +135,7 @@ async def migrate(url: str) -> None:
         command.upgrade(cfg, "head")
 
     from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         async with dialect.write_engine(engine).begin() as conn:
@@ -142,5 +143,8 @@ async def migrate(url: str) -> None:
     except CommandError as e:  # e.g. a revision this version does not know: a newer schema
         raise StoreError(f"cannot migrate: {e} (a schema newer than this version of "
                          f"pushgate? run the version that wrote it)") from None
+    except SQLAlchemyError as e:  # not a database, a directory, read-only, refused
+        cause = getattr(e, "orig", None) or e
+        raise StoreError(f"{type(e).__name__}: {cause}") from None
     finally:
         await engine.dispose()

@@ -65,3 +65,55 @@ def test_a_malformed_sentinel_or_cluster_url_is_one_line_and_exit_2(tmp_path: Pa
         assert proc.returncode == 2 and "Traceback" not in out, out
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith(f"pushgate: directory_url {url!r}: ") and what in line, out
+
+
+def _one_line_exit_2(args: list[str], tmp_path: Path, **env: str) -> str:
+    proc = subprocess.run([pushgate_bin(), *args], env={**server_env(), **env},
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "PUSHGATE_LISTENING" not in out, out
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_bad_listening_places_and_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """configuration.md: every bad start-up input is one ``pushgate:`` line naming the
+    setting and exit code 2 (these were tracebacks, or a server that printed its
+    listening line and then died)."""
+    data = str(tmp_path / "data")
+    (tmp_path / "afile").write_text("")
+    # the store is a directory, not a database
+    (tmp_path / "adir").mkdir()
+    line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", data, "--store-url",
+                             f"sqlite+aiosqlite:///{tmp_path / 'adir'}"], tmp_path)
+    assert line.startswith("pushgate: store_url sqlite+aiosqlite:///"), line
+    line = _one_line_exit_2(["router", "--data-dir", data, "--router-listen", "127.0.0.1:0",
+                             "--store-url", f"sqlite+aiosqlite:///{tmp_path / 'adir'}"],
+                            tmp_path)
+    assert line.startswith("pushgate: store_url sqlite+aiosqlite:///"), line
+    # an unwritable port file: refused before the server starts
+    line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", data, "--port-file",
+                             str(tmp_path / "afile" / "port")], tmp_path)
+    assert line.startswith("pushgate: --port-file"), line
+    # a router port in use
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _one_line_exit_2(["router", "--data-dir", data, "--router-listen",
+                                 f"127.0.0.1:{port}", "--router-link-listen", "off"], tmp_path)
+        assert line.startswith(f"pushgate: router_listen 127.0.0.1:{port}: cannot listen"), line
+        line = _one_line_exit_2(["router", "--data-dir", data, "--router-listen",
+                                 "127.0.0.1:0", "--router-link-listen", "off",
+                                 "--router-metrics-listen", f"127.0.0.1:{port}"], tmp_path)
+        assert line.startswith(f"pushgate: router_metrics_listen 127.0.0.1:{port}"), line
+    # an admin key that is the API key kept in the data dir
+    env = {k: v for k, v in server_env().items() if k != "PUSHGATE_API_KEYS"}
+    key = subprocess.run([pushgate_bin(), "api-key", "--data-dir", data], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    proc = subprocess.run([pushgate_bin(), "serve", "--port", "0", "--data-dir", data],
+                          env={**env, "PUSHGATE_ADMIN_KEY": key}, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "admin_key must differ" in proc.stderr, proc.stderr

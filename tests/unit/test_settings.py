@@ -69,6 +69,28 @@ def test_toml_file_pushgate_table(tmp_path: Path) -> None:
     assert (s.port, s.log_format) == (9200, "json")
 
 
+def test_toml_file_top_level_keys_and_a_pushgate_table_both_count(tmp_path: Path) -> None:
+    path = write(tmp_path, 'port = 9300\n[pushgate]\nlog_format = "json"\n')
+    s = load_settings(path)
+    assert (s.port, s.log_format) == (9300, "json")
+    assert "port" in error(write(tmp_path, "port = 1\n[pushgate]\nport = 2\n"))
+    assert "no_such_top" in error(write(tmp_path, "no_such_top = 1\n[pushgate]\nport = 2\n"))
+
+
+def test_a_config_file_that_is_not_utf8_is_one_message(tmp_path: Path) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe port = 0")
+    assert "not UTF-8" in error(path)
+
+
+def test_valid_addresses_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHGATE_ROUTERS", "router-0:7700,[::1]:7701")
+    monkeypatch.setenv("PUSHGATE_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1,::1,*")
+    monkeypatch.setenv("PUSHGATE_HOST", "::")
+    s = load_settings()
+    assert s.routers == ["router-0:7700", "[::1]:7701"] and s.host == "::"
+
+
 def test_config_file_from_pushgate_config_env(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUSHGATE_CONFIG", str(write(tmp_path, "port = 9300\n")))
@@ -137,6 +159,23 @@ def test_each_load_reads_the_current_environment(
         ("PUSHGATE_ROUTER_LINK_LISTEN", "7702"),
         ("PUSHGATE_ROUTER_LINK_LISTEN", "0.0.0.0:http"),
         ("PUSHGATE_ROUTER_LINK_LISTEN", "0.0.0.0:70000"),
+        # an infinite or NaN duration (an overflow at start, or a wait for ever)
+        ("PUSHGATE_HTTP_KEEPALIVE_S", "inf"),
+        ("PUSHGATE_SHUTDOWN_GRACE_S", "1e400"),
+        ("PUSHGATE_COMMIT_LINGER_MS", "inf"),
+        ("PUSHGATE_WRITE_DEADLINE_S", "nan"),
+        ("PUSHGATE_HOST", ""),
+        ("PUSHGATE_HOST", "not a host!"),
+        ("PUSHGATE_ROUTER_LISTEN", "garbage"),
+        ("PUSHGATE_ROUTER_LISTEN", "127.0.0.1"),
+        ("PUSHGATE_ROUTER_LISTEN", "127.0.0.1:99999"),
+        ("PUSHGATE_ROUTER_METRICS_LISTEN", "garbage"),
+        ("PUSHGATE_ROUTER_METRICS_LISTEN", "127.0.0.1:99999"),
+        ("PUSHGATE_ROUTERS", "garbage,127.0.0.1:7700"),
+        ("PUSHGATE_ROUTERS", "127.0.0.1:0"),
+        ("PUSHGATE_TRUSTED_PROXIES", "10.0.0.0/99"),
+        ("PUSHGATE_TRUSTED_PROXIES", "not-an-ip"),
+        ("PUSHGATE_JWT_SECRET", ""),
     ],
 )
 def test_bad_environment_value_fails_naming_the_variable(
