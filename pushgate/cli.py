@@ -196,7 +196,8 @@ def migrate(url: str | None, config: str | None) -> None:
 @click.option("--workspace", default="default", show_default=True, help="Workspace ('ws').")
 @click.option("--device", default="", help="Device id ('dev' claim).")
 @click.option("--app", "application", default="", help="Application id ('app' claim).")
-@click.option("--ttl", default=1800, show_default=True, help="Lifetime in seconds.")
+@click.option("--ttl", type=click.IntRange(1, 10**9), default=1800, show_default=True,
+              help="Lifetime in seconds.")
 @click.option("--config", default=None, help="TOML settings file.")
 @click.option("--data-dir", default=None, help="Same as serve's --data-dir (generated secrets).")
 def token(user: str, workspace: str, device: str, application: str, ttl: int,
@@ -204,6 +205,10 @@ def token(user: str, workspace: str, device: str, application: str, ttl: int,
     """Mint a client token (with the same secret `serve` uses) and print it."""
     from pushgate.auth import Identity, TokenCodec
     from pushgate.credentials import ensure_secrets
+
+    if not user.strip():
+        raise click.BadParameter("must not be empty (the gateway refuses such a token)",
+                                 param_hint="--user")
 
     s = _secrets(ensure_secrets, _settings(config, data_dir=data_dir))
     codec = TokenCodec(algorithms=s.jwt_algorithms, secret=s.jwt_secret,
@@ -426,6 +431,9 @@ def send(body: str, users: tuple[str, ...], url: str, event_id: str | None, ttl:
     """Send BODY (JSON; other text is sent as a JSON string) to users and print the reply."""
     import json
 
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL",
+                                 param_hint="--url")
     sdk = _sdk()
     try:
         value = json.loads(body)

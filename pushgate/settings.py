@@ -333,6 +333,21 @@ class Settings(BaseSettings):
                                      "'*'") from None
         return v
 
+    @field_validator("apns_url", "fcm_url")
+    @classmethod
+    def _check_push_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            ok = parts.scheme == "https" and bool(parts.hostname)
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{v!r}: an https:// URL is required")
+        return v
+
     @field_validator("jwt_secret")
     @classmethod
     def _check_jwt_secret(cls, v: str | None) -> str | None:

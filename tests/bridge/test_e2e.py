@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -150,3 +151,31 @@ async def test_bad_credentials_fail_at_start_naming_the_problem(
     out = await asyncio.to_thread(start_fails, tmp_path,
                                   **{**env, "PUSHGATE_FCM_SERVICE_ACCOUNT_FILE": str(bad)})
     assert out.startswith("pushgate: fcm_service_account_file") and "not JSON" in out, out
+
+
+async def test_a_bad_store_or_metrics_place_fails_at_start_naming_it(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """offline-push.md: exit code 2 and one line for bad start-up settings (these were
+    tracebacks with exit code 1)."""
+    env = {**fakes.settings_env(), "PUSHGATE_DATA_DIR": str(tmp_path / "data")}
+
+    def bridge_fails(*args: str, **more: str) -> str:
+        proc = subprocess.run([pushgate_bin(), "bridge", *args],
+                              env=server_env(**{**env, **more}), capture_output=True,
+                              text=True, timeout=30)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        return proc.stderr.strip().splitlines()[-1]
+
+    out = await asyncio.to_thread(bridge_fails,
+                                  PUSHGATE_STORE_URL="mysql://u:pw@127.0.0.1:1/db")
+    assert out.startswith("pushgate: store_url mysql://u:***@127.0.0.1:1/db"), out
+    out = await asyncio.to_thread(bridge_fails, PUSHGATE_FCM_URL="nope")
+    assert "PUSHGATE_FCM_URL" in out and "https:// URL is required" in out, out
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = await asyncio.to_thread(bridge_fails, "--metrics-port", str(port))
+        assert out.startswith(f"pushgate: --metrics-host 127.0.0.1 --metrics-port {port}"), out

@@ -53,3 +53,19 @@ def test_migrate_with_an_unsupported_or_unreachable_url_masks_the_password() -> 
     assert "unsupported store URL" in fails("migrate", "--url", "foo://x")
     line = fails("migrate", "--url", "mysql+asyncmy://root:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in line and "***" in line and "Can't connect" in line
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["token", "--user", ""], "--user"),
+    (["token", "--user", "a", "--ttl", "0"], "--ttl"),
+    (["token", "--user", "a", "--ttl", "-5"], "--ttl"),
+    (["send", "--user", "a", "--url", "not-a-url", "1"], "--url"),
+])
+def test_bad_client_command_arguments_exit_2_naming_the_option(
+        tmp_path: Path, args: list[str], named: str) -> None:
+    """An empty user or a lifetime ≤ 0 made a token the gateway refuses; a URL without
+    a scheme was exit 1 ("cannot reach") for send but 2 for listen (clients.md: bad
+    arguments exit 2)."""
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "Traceback" not in result.output
