@@ -348,6 +348,24 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r}: an https:// URL is required")
         return v
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            ok = parts.scheme in ("ws", "wss", "http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{v!r} must be a ws://, wss://, http:// or https:// URL with "
+                             "a host")
+        return v
+
     @field_validator("jwt_secret")
     @classmethod
     def _check_jwt_secret(cls, v: str | None) -> str | None:
@@ -387,8 +405,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_origins(cls, v: list[str]) -> list[str]:
         for origin in v:
-            if origin != "*" and "://" not in origin:
-                raise ValueError(f"{origin!r} must look like scheme://host[:port] or be '*'")
+            scheme, sep, rest = origin.rstrip("/").partition("://")
+            if origin != "*" and (not sep or not scheme or not rest or "/" in rest
+                                  or "?" in rest or "#" in rest):
+                raise ValueError(f"{origin!r} must look like scheme://host[:port] (no path) "
+                                 "or be '*'")
         return [o.rstrip("/") for o in v]
 
     @model_validator(mode="after")
@@ -519,7 +540,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         lines = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "settings"
-            from_env = key in env_keys and overrides.get(key) is None  # a flag wins
-            where = f"PUSHGATE_{key.upper()}" if from_env else key
+            top = str(err["loc"][0]) if err["loc"] else key  # (api_keys.0: an element)
+            from_env = top in env_keys and overrides.get(top) is None  # a flag wins
+            where = f"PUSHGATE_{top.upper()}{key[len(top):]}" if from_env else key
             lines.append(f"{where}: {err['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

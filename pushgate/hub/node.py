@@ -29,7 +29,14 @@ import orjson
 from starlette.requests import Request
 
 from pushgate.auth import ApiKeys, Identity, TokenCodec
-from pushgate.errors import CloseCode, Forbidden, InvalidRequest, NotConfigured, PushgateError
+from pushgate.errors import (
+    CloseCode,
+    Forbidden,
+    InvalidRequest,
+    NotConfigured,
+    PushgateError,
+    StartupError,
+)
 from pushgate.hub.gaps import GapFiller
 from pushgate.hub.limits import ConnectionLimits
 from pushgate.hub.public_open import PublicOpen
@@ -119,6 +126,11 @@ class HubNode:
         if self.routers is not None:
             self.routers.start()
         if self.backend is not None:
+            if not self.settings.directory_url.startswith("memory://"):
+                raise StartupError(
+                    f"directory_url {_redact(self.settings.directory_url)}: the embedded "
+                    "gateway keeps its sessions in memory (memory://); a Redis directory "
+                    "is for `pushgate router` (set routers to run this hub in a cluster)")
             await self.backend.start()
         self.wheel.start()
         self.started = True

@@ -109,6 +109,11 @@ def test_bad_listening_places_and_files_are_one_line_and_exit_2(tmp_path: Path) 
                                  "127.0.0.1:0", "--router-link-listen", "off",
                                  "--router-metrics-listen", f"127.0.0.1:{port}"], tmp_path)
         assert line.startswith(f"pushgate: router_metrics_listen 127.0.0.1:{port}"), line
+    # a Redis directory for the embedded gateway (configuration.md: memory:// only; it
+    # started and answered transient sends 503 directory_unavailable)
+    line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", data], tmp_path,
+                            PUSHGATE_DIRECTORY_URL="redis://127.0.0.1:1/0")
+    assert line.startswith("pushgate: directory_url redis://127.0.0.1:1/0: the embedded"), line
     # an admin key that is the API key kept in the data dir
     env = {k: v for k, v in server_env().items() if k != "PUSHGATE_API_KEYS"}
     key = subprocess.run([pushgate_bin(), "api-key", "--data-dir", data], env=env,

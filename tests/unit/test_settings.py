@@ -176,6 +176,12 @@ def test_each_load_reads_the_current_environment(
         ("PUSHGATE_TRUSTED_PROXIES", "10.0.0.0/99"),
         ("PUSHGATE_TRUSTED_PROXIES", "not-an-ip"),
         ("PUSHGATE_JWT_SECRET", ""),
+        ("PUSHGATE_API_KEYS", '[1, "a"]'),  # (named as the variable, not api_keys.0)
+        ("PUSHGATE_ALLOWED_ORIGINS", "https://a.example.com/path"),
+        ("PUSHGATE_FCM_URL", "not a url"),
+        ("PUSHGATE_APNS_URL", "http://api.push.apple.com"),
+        ("PUSHGATE_PUBLIC_URL", "not-a-url"),
+        ("PUSHGATE_PUBLIC_URL", "ftp://x"),
     ],
 )
 def test_bad_environment_value_fails_naming_the_variable(
