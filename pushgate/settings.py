@@ -336,35 +336,14 @@ class Settings(BaseSettings):
     @field_validator("apns_url", "fcm_url")
     @classmethod
     def _check_push_url(cls, v: str) -> str:
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(v)
-            ok = parts.scheme == "https" and bool(parts.hostname)
-            parts.port  # noqa: B018 (raises ValueError on a bad port)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{v!r}: an https:// URL is required")
-        return v
+        return _url(v, ("https",), "an https:// URL is required")
 
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(v)
-            ok = parts.scheme in ("ws", "wss", "http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 (raises ValueError on a bad port)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{v!r} must be a ws://, wss://, http:// or https:// URL with "
-                             "a host")
-        return v
+        return None if v is None else _url(
+            v, ("ws", "wss", "http", "https"),
+            "must be a ws://, wss://, http:// or https:// URL with a host")
 
     @field_validator("jwt_secret")
     @classmethod
@@ -506,6 +485,21 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: {', '.join(both)} both at the top level "
                             "and under [pushgate]")
     return {**data, **section}
+
+
+def _url(value: str, schemes: tuple[str, ...], wanted: str) -> str:
+    """``value`` if it is a URL of one of ``schemes`` with a host (and a valid port)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in schemes and bool(parts.hostname)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{value!r}: {wanted}")
+    return value
 
 
 def _host_port(value: str, alternative: str = "", *, any_port: bool = True) -> str:
