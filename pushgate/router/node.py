@@ -273,13 +273,7 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await node.start()
-    except StartupError:
-        # the worker thread of a failed aiosqlite connection posts its last result to this
-        # loop: let it, or it prints "Event loop is closed" after the one-line message
-        await asyncio.sleep(0.1)
-        raise
+    await node.start()
     print(f"PUSHGATE_ROUTER_LISTENING {node.listening()}", file=sys.stdout, flush=True)
     await stop.wait()
     log.info("router stopping", pid=os.getpid())

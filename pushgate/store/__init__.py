@@ -13,6 +13,7 @@ upgrades the schema (Alembic ``upgrade head``). Typical start-up::
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +145,9 @@ async def migrate(url: str) -> None:
         raise StoreError(f"cannot migrate: {e} (a schema newer than this version of "
                          f"pushgate? run the version that wrote it)") from None
     except SQLAlchemyError as e:  # not a database, a directory, read-only, refused
+        # the worker thread of a failed aiosqlite connection still posts its end to this
+        # loop: let it, or a caller that exits now prints "Event loop is closed"
+        await asyncio.sleep(0.1)
         cause = getattr(e, "orig", None) or e
         raise StoreError(f"{type(e).__name__}: {cause}") from None
     finally:

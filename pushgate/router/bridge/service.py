@@ -39,7 +39,6 @@ async def run_bridge(settings: Settings, metrics_port: int | None = None,
         store = open_store(url)
         await store.start()
     except (StoreError, OSError) as e:  # unreachable, refused, not a database
-        await asyncio.sleep(0.1)  # (a failed aiosqlite connection's thread posts its end)
         raise BridgeConfigError(f"store_url {masked_url(url)}: {e}") from None
     metrics = BridgeMetrics()
     reports = ReportCounter(store, settings.report_flush_interval_s)  # type: ignore[arg-type]
