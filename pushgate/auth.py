@@ -93,6 +93,9 @@ def check_id(value: object, field: str, *, required: bool = True) -> str:
         raise InvalidRequest(f"{field} is longer than {MAX_ID_LEN} characters", field=field)
     if _CONTROL_CHAR(value):
         raise InvalidRequest(f"{field} contains control characters", field=field)
+    if value.isspace():  # "  " is a typo, never an id (`listen --user "  "` connected)
+        raise InvalidRequest(f"{field} is blank: an id needs a character other than spaces",
+                             field=field)
     return value
 
 
@@ -107,6 +110,37 @@ def _pem(value: str) -> str:
     if "-----BEGIN" in value:
         return value
     return Path(value).read_text()
+
+
+def check_keys(algorithms: list[str], public_key: str | None,
+               private_key: str | None) -> None:
+    """Raise ``ValueError`` naming the setting when a configured key cannot serve an
+    accepted algorithm (an EC key for RS256, a P-256 key for ES384, a PEM that does not
+    parse) or the private key does not sign what the public key verifies: found at start
+    instead of refusing every client's token with "token is invalid"."""
+    asym = [a for a in algorithms if not a.startswith("HS")]
+    if not asym:
+        return
+    keys = {"jwt_public_key": _pem(public_key) if public_key else None,
+            "jwt_private_key": _pem(private_key) if private_key else None}
+    for alg in asym:
+        for name, key in keys.items():
+            if key is None:
+                continue
+            try:
+                jwt.get_algorithm_by_name(alg).prepare_key(key)
+            except (jwt.PyJWTError, ValueError, TypeError) as e:
+                got = re.search(r"got: (\w+)", str(e))
+                why = f"it is an {got.group(1)}" if got else str(e).rstrip(".")
+                raise ValueError(f"{name} cannot be used with {alg}: {why}") from None
+    if keys["jwt_private_key"] and keys["jwt_public_key"]:
+        alg = asym[0]
+        probe = jwt.encode({"sub": "key-check"}, keys["jwt_private_key"], algorithm=alg)
+        try:
+            jwt.decode(probe, keys["jwt_public_key"], algorithms=[alg])
+        except jwt.PyJWTError:
+            raise ValueError("jwt_private_key does not match jwt_public_key: tokens it "
+                             f"signs ({alg}) would not verify") from None
 
 
 # Raised by PyJWT only once the header parsed and its alg was accepted: with one accepted

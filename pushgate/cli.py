@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, cast, get_args, get_origin
+from typing import Any, Literal, NoReturn, cast, get_args, get_origin
 
 import click
 
@@ -20,12 +20,24 @@ from pushgate.settings import Settings, SettingsError, load_settings
 
 
 @click.group(help="pushgate: websocket push gateway.")
+@click.version_option(package_name="pushgate", prog_name="pushgate")
 def app() -> None:
     pass
 
 
+def _say(message: str, level: str = "warning") -> None:
+    """A message of the CLI's own on stderr: ``pushgate: …``, or a JSON line like every
+    other once logging is configured for JSON (a collector parses each line)."""
+    from pushgate import logs
+
+    if logs.is_json():
+        getattr(logs.get_logger("pushgate.cli"), level)(message)
+    else:
+        click.echo(f"pushgate: {message}", err=True)
+
+
 def _fail(e: Exception) -> NoReturn:
-    click.echo(f"pushgate: {e}", err=True)
+    _say(str(e), "error")
     sys.exit(2)
 
 
@@ -62,7 +74,7 @@ def _settings(config: str | None, **overrides: Any) -> Settings:
 def _option_for(name: str, field: Any) -> click.Option:
     ann = field.annotation
     args = [a for a in get_args(ann) if a is not type(None)]
-    base = args[0] if get_origin(ann) is not None and args and get_origin(ann) is not list else ann
+    base = args[0] if get_origin(ann) not in (None, list, Literal) and args else ann
     default = field.get_default(call_default_factory=True)
     kwargs: dict[str, Any] = {"default": None, "help": (field.description or "")}
     if get_origin(ann) is list:
@@ -78,20 +90,45 @@ def _option_for(name: str, field: Any) -> click.Option:
     return click.Option([f"--{name.replace('_', '-')}"], **kwargs)
 
 
+#: PUSHGATE_* variables that are not settings: the client commands' (send, listen), the
+#: config file's, and what the local cluster launcher exports (cluster.env)
+_OTHER_ENV = {"PUSHGATE_URL", "PUSHGATE_API_KEY", "PUSHGATE_CONFIG", "PUSHGATE_LISTENING",
+              "PUSHGATE_ROUTER_LISTENING"}
+
+
+def _misspelt_env() -> list[tuple[str, str]]:
+    """``PUSHGATE_*`` environment variables that are no setting but look like one
+    (``PUSHGATE_PROT``, ``PUSHGATE_MAX_SESSION_PER_USER``), with the setting they look
+    like: the environment source ignores them silently."""
+    import difflib
+    import os
+
+    names = [f"PUSHGATE_{n.upper()}" for n in Settings.model_fields]
+    out = []
+    for key in sorted(os.environ):
+        if key.startswith("PUSHGATE_") and key not in names and key not in _OTHER_ENV \
+                and not key.endswith("_PID"):
+            like = difflib.get_close_matches(key, names, n=1, cutoff=0.88)
+            if like:
+                out.append((key, like[0]))
+    return out
+
+
 def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
     """Settings from flags + env + file, logging configured, secrets ensured."""
     overrides: dict[str, Any] = {}
     for name, value in raw.items():
         if value is None:
             continue
-        if get_origin(Settings.model_fields[name].annotation) is list:
-            value = [v.strip() for v in str(value).split(",") if v.strip()]
-        overrides[name] = value
+        overrides[name] = value  # lists: split (comma or JSON array) by Settings, as env
     settings = _settings(config, **overrides)
     from pushgate import logs
     from pushgate.credentials import ensure_secrets
 
     logs.configure(settings.log_level, settings.log_format)
+    for name, like in _misspelt_env():
+        click.echo(f"pushgate: warning: {name} is not a setting and is ignored (did you "
+                   f"mean {like}?)", err=True)
     try:
         settings, created = ensure_secrets(settings)
     except SettingsError as e:
@@ -100,9 +137,8 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
         _fail(SettingsError("admin_key must differ from every API key (also the one "
                             f"kept in {settings.data_dir / 'secrets.json'})"))
     if created:
-        click.echo(f"pushgate: generated a JWT secret and an API key in "
-                   f"{settings.data_dir / 'secrets.json'} (show the key: pushgate api-key)",
-                   err=True)
+        _say(f"generated a JWT secret and an API key in {settings.data_dir / 'secrets.json'}"
+             " (show the key: pushgate api-key)", "info")
     return settings
 
 
@@ -130,6 +166,16 @@ def _serve(config: str | None, port_file: str | None, **raw: Any) -> None:
         run(settings, Path(port_file) if port_file else None)
     except StartupError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        # uvicorn raises again the SIGINT it handled, once stopped: end by it (130), as
+        # by SIGTERM (143), not by click's "Aborted!" and exit status 1
+        import os
+        import signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _router(config: str | None, **raw: Any) -> None:

@@ -26,15 +26,15 @@ def ensure_secrets(settings: Settings) -> tuple[Settings, bool]:
     except FileNotFoundError:
         stored = {"jwt_secret": new_secret(), "api_key": new_secret()}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(stored, f)
+            _create_atomically(path, json.dumps(stored).encode())
+        except FileExistsError:  # another command created it meanwhile: use that one
+            return ensure_secrets(settings)
         except OSError as e:
             raise SettingsError(f"data_dir: cannot write {path}: {e.strerror or e}") from None
         created = True
     except (OSError, ValueError) as e:
-        raise SettingsError(f"data_dir: cannot read {path}: {e}") from None
+        raise SettingsError(f"data_dir: cannot read {path}: {e} (delete the file to "
+                            "generate new secrets)") from None
     update: dict[str, object] = {}
     for name, wanted, setting in (("jwt_secret", need_secret, "jwt_secret"),
                                   ("api_key", need_key, "api_keys")):
@@ -46,3 +46,31 @@ def ensure_secrets(settings: Settings) -> tuple[Settings, bool]:
                                 f"delete the file to generate new secrets")
         update[setting] = value if name == "jwt_secret" else [value]
     return settings.model_copy(update=update), created
+
+
+def _create_atomically(path: os.PathLike[str] | str, data: bytes) -> None:
+    """Create ``path`` with ``data`` (mode 0600) whole or not at all: written and synced
+    under a temporary name, then linked into place (``FileExistsError`` if ``path``
+    exists, like ``O_EXCL``). A full disk or a crash leaves no empty or partial file
+    that every later start would refuse."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -8,13 +8,28 @@ import sys
 
 import structlog
 
+_json = False  # configured for JSON lines
+
+
+def is_json() -> bool:
+    """Whether :func:`configure` set JSON lines (the CLI's own messages go as them too)."""
+    return _json
+
 
 def configure(level: str = "info", fmt: str = "console") -> None:
     """Route structlog and stdlib logging (uvicorn, alembic) to stderr in one format."""
+    global _json
+    _json = fmt == "json"
+    # tracebacks: rendered into the JSON line's "exception" (JSONRenderer alone wrote
+    # "exc_info": true, or the repr of the tuple); plain on the console (rich's shows
+    # local variables, which may hold secrets)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=False,
+                                           exception_formatter=structlog.dev.plain_traceback)
     )
+    last: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info] if fmt == "json" else [])
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -31,7 +46,7 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     handler.addFilter(RedactTokens())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last, renderer]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -112,8 +112,7 @@ class GatewayMetrics:
                                 "Pushes waiting in the store's outbox (all bridge workers "
                                 "of the store; sampled every few seconds).", registry=r)
         self.cleaned = Counter("pushgate_events_expired_total",
-                               "Expired events deleted by the TTL cleanup (and, once no "
-                               "expired event is left, expired delivery reports).",
+                               "Expired events deleted by the TTL cleanup.",
                                registry=r)
         self.gaps_held = Counter(
             "pushgate_gaps_held_total",

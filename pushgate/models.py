@@ -21,6 +21,8 @@ in the order those validators check them, so the first error is theirs too.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Container
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import (
@@ -93,6 +95,35 @@ class SendLimits(Protocol):
     def default_ttl_s(self) -> int: ...
     @property
     def max_ttl_s(self) -> int: ...
+
+
+#: ``push.apns.headers``: HTTP/2 field names (RFC 9113 8.2), lowercase on the wire; never
+#: a connection-specific field or ``authorization`` (the provider token)
+APNS_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+APNS_RESERVED_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
+                                   "transfer-encoding", "upgrade", "te", "host",
+                                   "content-length", "authorization"})
+
+
+def apns_header_error(name: str, value: Any, seen: Container[str]) -> str | None:
+    """What is wrong with the ``push.apns.headers`` entry ``name: value`` (a sentence that
+    names it), given the lowercase names before it; None when it is a valid HTTP/2 field:
+    a token name (no pseudo-header: ``:path`` would send the push to another device) and
+    a string or integer value without CR, LF or NUL. APNs resets a stream that breaks
+    this (a push retried ``push_max_attempts`` times for nothing), or the connection."""
+    if not name:
+        return "'push.apns.headers' may not have an empty header name"
+    field = f"push.apns.headers.{name}"
+    low = name.lower()
+    if not APNS_HEADER_NAME.fullmatch(low) or low in APNS_RESERVED_HEADERS:
+        return (f"'{field}' may not be set: a header name is an HTTP token, not a "
+                "pseudo-header (':path'), a connection header or 'authorization'")
+    if low in seen:
+        return f"'{field}' sets {low!r} twice (header names are case-insensitive)"
+    if isinstance(value, bool) or not isinstance(value, str | int) \
+            or any(c in str(value) for c in "\r\n\0"):
+        return f"'{field}' must be a string or an integer, without CR, LF or NUL"
+    return None
 
 
 def _fail(message: str, field: str = "", *, sentence: bool = False,
@@ -170,8 +201,22 @@ class Filter(ClientRef):
 class ApnsOverride(_Body):
     """Merged over the APNs request."""
 
-    headers: dict[str, Any] = _omittable(description="APNs request headers.")
+    headers: dict[str, Any] = _omittable(
+        description="APNs request headers: HTTP token names (sent in lowercase; no "
+                    "pseudo-header, connection header or authorization), string or "
+                    "integer values without CR, LF or NUL.")
     payload: dict[str, Any] = _omittable(description="Merged over the APNs JSON payload.")
+
+    @field_validator("headers")
+    @classmethod
+    def _http2_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for name, v in value.items():
+            problem = apns_header_error(name, v, seen)
+            if problem:
+                raise _fail(problem, name, sentence=True)
+            seen.add(name.lower())
+        return value
 
 
 class Push(_Body):

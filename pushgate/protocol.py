@@ -9,6 +9,7 @@ written to every session that receives it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 
 from pushgate.errors import InvalidRequest, PushgateError
-from pushgate.models import MAX_READ_ITEMS, MAX_SEQ
+from pushgate.models import MAX_ID_LEN, MAX_READ_ITEMS, MAX_SEQ
 
 PROTOCOL_VERSION = 1
 MAX_RID_LEN = 64
@@ -231,9 +232,39 @@ def _dumps(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
+#: A client's send ``id`` is stored under a key of its sender's (:func:`client_key`): it
+#: starts with this control character, which no id a business server sends may contain,
+#: and is shown without its first :data:`_CLIENT_KEY_LEN` characters.
+CLIENT_KEY_MARK = "\x1f"
+_CLIENT_KEY_LEN = 18  # the mark, 16 hex digits of the sender, the mark again
+#: The longest ``id`` a client's send may carry (the key must fit the store's 255).
+MAX_CLIENT_ID_LEN = MAX_ID_LEN - _CLIENT_KEY_LEN
+
+
+def client_key(sender: str, event_id: str) -> str:
+    """The idempotency key of a client's send ``id`` (docs/protocol.md, send): scoped to
+    the sending user, so that no client can take an id the business server (or another
+    client) uses for the same recipient; recipients see the id as the client gave it."""
+    digest = hashlib.blake2b(sender.encode(), digest_size=8, person=b"pushgate-client").hexdigest()
+    return f"{CLIENT_KEY_MARK}{digest}{CLIENT_KEY_MARK}{event_id}"
+
+
+def is_client_key(key: str) -> bool:
+    """Whether ``key`` is a client's send id as stored (:func:`client_key`)."""
+    return key[:1] == CLIENT_KEY_MARK
+
+
+def public_id(key: str | None) -> str | None:
+    """The ``id`` an event shows: a client's send id without its sender scope."""
+    if key is not None and is_client_key(key):
+        return key[_CLIENT_KEY_LEN:]
+    return key
+
+
 def encode_event(seq: int | None, event_id: str | None, body: bytes, created_at: float) -> str:
     """An ``event`` frame; ``body`` is raw JSON embedded as is (not re-parsed)."""
-    return _dumps({"type": "event", "seq": seq, "id": event_id, "body": orjson.Fragment(body),
+    return _dumps({"type": "event", "seq": seq, "id": public_id(event_id),
+                   "body": orjson.Fragment(body),
                    "created_at": created_at})
 
 
@@ -249,7 +280,8 @@ def event_frame(seq: int | None, event_id: str | None, body: bytes, created_at: 
 
 def event_dict(seq: int, event_id: str | None, body: bytes, created_at: float) -> dict[str, Any]:
     """An event as it appears in fetch replies and the HTTP API."""
-    return {"seq": seq, "id": event_id, "body": orjson.Fragment(body), "created_at": created_at}
+    return {"seq": seq, "id": public_id(event_id), "body": orjson.Fragment(body),
+            "created_at": created_at}
 
 
 def encode_head(head: int) -> str:
@@ -266,7 +298,10 @@ def encode_reply(rid: Rid, payload: dict[str, Any]) -> str:
 
 
 def encode_error(err: PushgateError, rid: Rid = None) -> str:
-    return _dumps({"type": "error", "rid": rid, **err.to_dict()})
+    """The ``error`` frame: the HTTP error body flattened, its top-level extras too (an
+    ``ack_timeout`` carries the send's ``results``, ``sessions`` and ``report``: the
+    sender learns the seq that stays stored)."""
+    return _dumps({"type": "error", "rid": rid, **err.to_dict(), **err.extra})
 
 
 def encode_pong(rid: Rid) -> str:

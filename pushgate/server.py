@@ -32,7 +32,16 @@ class HubServer(uvicorn.Server):
         self.port_file = port_file
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn could not bind (it logged the OSError): one line, exit 2
+            if self.node.startup_error is None:
+                from pushgate.errors import StartupError
+
+                self.node.startup_error = StartupError(
+                    f"host {self.config.host}, port {self.config.port}: cannot listen there "
+                    "(the port is in use or the address is not this machine's)")
+            raise
         if not self.servers or self.should_exit:
             return
         self._gc_task = asyncio.create_task(gc_policy(self.node.settings.gc_freeze_interval_s))
@@ -61,8 +70,10 @@ class HubServer(uvicorn.Server):
         await cancel_and_wait(task)
         for server in self.servers:
             server.close()  # stop accepting first
-        await self.node.begin_shutdown()
+        await self.node.begin_shutdown(abort=lambda: self.force_exit)
         await super().shutdown(sockets)
+        if self.force_exit:  # a second Ctrl-C: uvicorn skips the lifespan shutdown, but what
+            await self.lifespan.shutdown()  # the committer holds is committed, the store closed
 
 
 async def gc_policy(interval_s: float, full_every: int = 90) -> None:

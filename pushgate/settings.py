@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pushgate.auth import check_keys
+
 ALLOWED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")
 
 
@@ -58,8 +60,9 @@ class Settings(BaseSettings):
         "X-Forwarded-For address behind trusted_proxies), burst of the same size; over it: "
         "429 rate_limited (0 = no limit).")
     public_url: str | None = Field(
-        None, description="Base URL clients use to reach this gateway (ws://host:port); "
-        "default: derived from the request.")
+        None, description="Base URL clients use to reach this gateway (ws(s)://host:port; "
+        "an http(s):// one is advertised as ws(s):// of the same host); default: derived "
+        "from the request.")
     data_dir: Path = Field(
         Path("pushgate-data"), description="Directory for the SQLite file and generated secrets.")
 
@@ -355,16 +358,28 @@ class Settings(BaseSettings):
     @field_validator("store_url")
     @classmethod
     def _check_store_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(_STORE_SCHEMES):
-            raise ValueError(f"{v.split('://')[0]!r} is not a supported store: use "
+        if v is None:
+            return v
+        if not v.startswith(_STORE_SCHEMES):
+            raise ValueError(f"{_scheme(v)} is not a supported store: use "
                              "sqlite+aiosqlite:///path or mysql+asyncmy://user:pw@host/db")
+        from sqlalchemy.engine import make_url
+
+        try:
+            database = make_url(v).database
+        except Exception as e:  # ArgumentError, ValueError (a port that is not a number);
+            # the URL itself is not shown: it may hold a password
+            raise ValueError(f"not a valid URL ({e})") from None
+        if not database:
+            raise ValueError("the URL names no database: sqlite+aiosqlite:///<file> or "
+                             "mysql+asyncmy://user:pw@host/<database>")
         return v
 
     @field_validator("directory_url")
     @classmethod
     def _check_directory_url(cls, v: str) -> str:
         if not v.startswith(_DIRECTORY_SCHEMES):
-            raise ValueError(f"{v.split('://')[0]!r} is not a supported directory: use "
+            raise ValueError(f"{_scheme(v)} is not a supported directory: use "
                              "memory://, redis://, rediss://, unix://, redis+cluster:// or "
                              "redis+sentinel://")
         return v
@@ -396,6 +411,7 @@ class Settings(BaseSettings):
         asym = [a for a in self.jwt_algorithms if not a.startswith("HS")]
         if asym and not self.jwt_public_key:
             raise ValueError(f"jwt_public_key is required for algorithms {asym}")
+        check_keys(self.jwt_algorithms, self.jwt_public_key, self.jwt_private_key)
         if self.ping_timeout_s >= self.idle_timeout_s + self.ping_interval_s:
             raise ValueError("ping_timeout_s must be below idle_timeout_s + ping_interval_s")
         if self.event_ttl_s > self.max_event_ttl_s:
@@ -485,6 +501,13 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path}: {', '.join(both)} both at the top level "
                             "and under [pushgate]")
     return {**data, **section}
+
+
+def _scheme(url: str) -> str:
+    """The scheme of ``url`` for an error message; never the rest (it may hold a
+    password: ``user:pw@host`` without a scheme)."""
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme!r}" if sep and "@" not in scheme else "a URL without a scheme"
 
 
 def _url(value: str, schemes: tuple[str, ...], wanted: str) -> str:

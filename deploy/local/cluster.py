@@ -303,8 +303,10 @@ class LocalCluster:
             self._database = name
         if not self.migrate:
             return
-        migrate = Child("migrate", [pushgate_bin(), "migrate", "--url", self.store_url],
-                        self.workdir / "migrate.log", env=self._env())
+        # the URL (it may hold a password) in the environment: the log's start line shows
+        # the command line, and the launcher prints that log's tail when migrate fails
+        migrate = Child("migrate", [pushgate_bin(), "migrate"], self.workdir / "migrate.log",
+                        env=self._env({"PUSHGATE_STORE_URL": self.store_url}))
         migrate.start()
         code = migrate.wait_exit(self.start_timeout)
         if code != 0:

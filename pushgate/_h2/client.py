@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pushgate._h2.connection import H2Protocol, ProtocolViolation, StreamBase
-from pushgate._h2.frames import CANCEL, MAX_STREAM_ID, PROTOCOL_ERROR
+from pushgate._h2.frames import CANCEL, MAX_STREAM_ID, PING, PROTOCOL_ERROR, frame
 from pushgate._h2.hpack import NOT_INDEXED
 
 __all__ = ["H2Client", "H2Error", "Response"]
@@ -76,6 +76,11 @@ class _Connection(H2Protocol):
         self._waiters: deque[tuple[asyncio.Future[bool], float]] = deque()
         self._granted = 0
         self._sweep: asyncio.TimerHandle | None = None
+        self.last_recv = self.loop.time()  # when the server last sent anything
+
+    def data_received(self, data: bytes) -> None:
+        self.last_recv = self.loop.time()
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.start(transport, {})
@@ -187,9 +192,20 @@ class _Connection(H2Protocol):
     def _expire(self) -> None:
         self._sweep = None
         now = self.loop.time()
-        for sid in [sid for sid, s in self.streams.items() if s.deadline <= now]:
+        expired = [sid for sid, s in self.streams.items() if s.deadline <= now]
+        for sid in expired:
             self.reset(sid, CANCEL)
             self._end(sid, H2Error("timeout", "timeout"))
+        silent = now - self.last_recv
+        if expired and silent >= self.timeout_s:
+            # not a byte from the server (not even the PING's ACK) for a whole timeout
+            # while requests waited: the connection is dead (half-open, a wedged peer or
+            # middlebox). Fail it, so that the next request opens a new connection
+            # instead of timing out on this one until TCP gives up (~15 min).
+            self.fail(f"no answer from the server for {silent:.0f} s")
+            return
+        if self.streams and silent >= self.timeout_s / 4:
+            self._out.append(frame(PING, 0, 0, b"pushgate"))  # a live server ACKs it
         for w, deadline in list(self._waiters):
             if deadline <= now and not w.done():
                 w.set_exception(H2Error("timeout", "timeout"))

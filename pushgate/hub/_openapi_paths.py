@@ -57,8 +57,10 @@ DEVICE_EXAMPLE = {"user": "alice", "app": "com.example.chat", "platform": "apns"
                   "token": "a1b2c3d4e5f6", "updated_at": 1767225600.5}
 _REMOVED = {"description": "Whether a token was removed.", **json_content(
     {"type": "object", "properties": {"removed": {"type": "boolean"}}}, {"removed": True})}
-_API = {"400": "BadRequest", "401": "Unauthorized"}
-_SEND_ERRORS = {**_API, "413": "PayloadTooLarge", "503": "Unavailable"}
+_AUTH = {"400": "BadRequest", "401": "Unauthorized"}
+#: what every route served by the router or the store can answer too
+_API = {**_AUTH, "503": "Unavailable"}
+_SEND_ERRORS = {**_API, "413": "PayloadTooLarge"}
 _TOKEN_EXAMPLE = {"url": "ws://127.0.0.1:8080/v1/ws?token=eyJhbGciOiJIUzI1NiIs...",
                   "token": "eyJhbGciOiJIUzI1NiIs...", "expires_at": 1767225600.0}
 
@@ -86,7 +88,7 @@ PATHS: dict[str, Any] = {
         "sessions", "openConnection", "Mint a client token and the websocket URL to connect with",
         {"200": {"description": "Token minted.",
                  **json_content(ref("OpenConnectionResponse"), _TOKEN_EXAMPLE)},
-         **_API, "501": "NotConfigured", "413": "PayloadTooLarge", "429": "RateLimited"},
+         **_AUTH, "501": "NotConfigured", "413": "PayloadTooLarge", "429": "RateLimited"},
         description=(
             "Signs a token (lifetime `token_ttl_s`, default 1800 s) for the given identity "
             "with the first algorithm of `jwt_algorithms`. The URL's base is `public_url` when "
@@ -255,7 +257,7 @@ PATHS: dict[str, Any] = {
         "pushca", "pushcaOpenConnection", "Pushca alias of /v1/open-connection",
         {"200": {"description": "Token minted.",
                  **json_content(ref("PushcaOpenConnectionResponse"))},
-         **_API, "403": "Forbidden", "501": "NotConfigured", "413": "PayloadTooLarge",
+         **_AUTH, "403": "Forbidden", "501": "NotConfigured", "413": "PayloadTooLarge",
          "429": "RateLimited"},
         description=(
             "`client.accountId` → `user` (required), `workSpaceId` → `workspace` (default "
@@ -310,7 +312,8 @@ PATHS: dict[str, Any] = {
         "operations", "readyz", "Readiness: started and not shutting down",
         {"200": {"description": "Ready.", **json_content(
             ref("Status"), {"status": "ready", "sessions": 12})},
-         "503": {"description": "`starting` or `stopping`.", **json_content(
+         "503": {"description": "`starting`, `stopping`, or `no_router` (a cluster hub "
+                                "linked to no router).", **json_content(
              ref("Status"), {"status": "stopping"})}},
         security=[])},
     "/metrics": {"get": _op(

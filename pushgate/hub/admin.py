@@ -6,7 +6,8 @@ SameSite=Strict, Path=/admin, Secure when the request came over HTTPS, Max-Age
 ``admin_session_ttl_s`` — holding a random session id, its expiry and an HMAC of both
 under a key derived from ``admin_key``: any hub of a cluster accepts it (no shared
 session store), changing ``admin_key`` logs everybody out, and a logout revokes the id
-on the hub that served it (and clears the cookie). The page holds no secret; every
+on the hub that served it (and clears the cookie). Both forms refuse a post another
+site makes (403, by the browser's ``Sec-Fetch-Site``). The page holds no secret; every
 ``/admin/api/*`` call checks the cookie (401 ``unauthorized`` without it).
 
 - ``GET /admin``: the dashboard (or the login form); ``/admin/static/*`` its assets
@@ -39,7 +40,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pushgate.errors import NotFound, Unauthorized
+from pushgate.errors import Forbidden, NotFound, Unauthorized
 from pushgate.hub import bodies
 from pushgate.hub.adminstats import Sampler
 from pushgate.hub.api import query_int
@@ -55,6 +56,9 @@ from pushgate.ratelimit import Buckets
 
 COOKIE = "pushgate_admin"
 STATIC = Path(str(resources.files("pushgate.hub") / "static" / "admin"))
+# the pages: served by the routes below only (login state, security headers), never as
+# static files
+PAGES = Path(str(resources.files("pushgate.hub") / "templates" / "admin"))
 LOGIN_MAX_BYTES = 4096
 #: login attempts per client address: a burst of LOGIN_BURST, then one every
 #: 60 / LOGIN_PER_MINUTE s (429 beyond, the right key included): guesses in parallel
@@ -89,7 +93,11 @@ class AdminAuth:
         if not cookie or cookie.count(".") != 2:
             return None
         sid, expires_s, mac = cookie.split(".")
-        if not expires_s.isdigit() or not hmac.compare_digest(mac, self._mac(sid, int(expires_s))):
+        # ASCII digits only, and few of them: str.isdigit() also accepts "\u00b2", and
+        # int() refuses 4300+ digits; a non-ASCII mac made compare_digest raise (each was a 500)
+        if not (expires_s.isascii() and expires_s.isdigit() and len(expires_s) <= 12):
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(sid, int(expires_s)).encode()):
             return None
         if int(expires_s) < (now or time.time()) or sid in self._revoked:
             return None
@@ -137,6 +145,7 @@ class Admin:
         return _html("dashboard.html" if logged_in else "login.html")
 
     async def login(self, request: Request) -> Response:
+        _same_origin_form(request)
         ip = request.client.host if request.client is not None else ""
         wait = self.attempts.take(ip, time.monotonic()) if ip else 0.0
         if wait > 0:  # refused before the key is looked at
@@ -164,6 +173,7 @@ class Admin:
         return response
 
     async def logout(self, request: Request) -> Response:
+        _same_origin_form(request)
         self.auth.revoke(request.cookies.get(COOKIE))
         response = RedirectResponse("/admin", status_code=303)
         response.delete_cookie(COOKIE, path="/admin", secure=request.url.scheme == "https",
@@ -174,25 +184,33 @@ class Admin:
 
     async def stream(self, request: Request) -> Response:
         self._check(request)
-        sampler, node = self.sampler, self.node
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":  # no body: never subscribe (a HEAD stream never ends)
+            return Response(headers=headers, media_type="text/event-stream")
+        sampler, node, auth = self.sampler, self.node, self.auth
+        cookie = request.cookies.get(COOKIE)
         queue = sampler.subscribe()
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                yield _event("history", {"points": list(sampler.history)})
+                history = list(sampler.history)
+                shown = history[-1]["t"] if history else 0.0
+                yield _event("history", {"points": history})
                 while not node.shutting_down:
                     try:
                         sample = await asyncio.wait_for(queue.get(), 15.0)
                     except TimeoutError:
+                        sample = None
+                    if auth.session(cookie) is None:  # expired or logged out: the page's
+                        break                         # reconnect gets 401 -> login form
+                    if sample is None:
                         yield b": keep-alive\n\n"
-                        continue
-                    yield _event("sample", sample)
+                    elif sample["t"] > shown:  # (the history may end with this sample)
+                        yield _event("sample", sample)
             finally:
                 sampler.unsubscribe(queue)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store",
-                                          "X-Accel-Buffering": "no"})
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     async def user(self, request: Request) -> Response:
         self._check(request)
@@ -226,12 +244,23 @@ class Admin:
         await self.sampler.close()
 
 
+def _same_origin_form(request: Request) -> None:
+    """Login and logout come from the dashboard's own forms: a form another site posts
+    (a browser says so in ``Sec-Fetch-Site``) is refused, so that no page can log an
+    operator out, or into a session of its own. Clients that send no such header
+    (curl, scripts) are not affected."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden(f"a {site} request to {request.url.path} is refused: use the "
+                        "dashboard's own form", field="Sec-Fetch-Site")
+
+
 def _event(name: str, data: object) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def _html(name: str, status: int = 200, error: str = "") -> Response:
-    text = (STATIC / name).read_text()
+    text = (PAGES / name).read_text()
     text = text.replace("<!--error-->", f'<p class="error" role="alert">{error}</p>' if error
                         else "")
     return HTMLResponse(text, status, headers={

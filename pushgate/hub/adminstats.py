@@ -180,7 +180,8 @@ class Sampler:
 
     def _own(self) -> NodeView:
         node = self.node
-        health = "ok" if node.ready else ("stopping" if node.shutting_down else "down")
+        health = "ok" if node.ready else ("stopping" if node.shutting_down else
+                                          "no_router" if node.started else "down")
         return NodeView(node.hub_id, "hub" if node.cluster else "gateway", VERSION,
                         node.metrics.started_at, health, node.metrics.snapshot())
 

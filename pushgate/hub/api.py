@@ -306,9 +306,11 @@ async def websocket_over_http(request: Request) -> Response:
     """``GET /v1/ws`` without a websocket upgrade (opened in a browser tab, or through a
     proxy that drops ``Upgrade`` / ``Connection``): ``426`` naming what is missing."""
     _node(request).metrics.error("invalid_request")
+    # (a Pushca connection string is named, never echoed: it is a token)
+    where = "/v1/ws" if request.url.path == "/v1/ws" else "a connection string (/{jwt})"
     resp = json_response({"error": {
         "code": "invalid_request", "retryable": False, "field": "Upgrade",
-        "message": "not a websocket upgrade: /v1/ws needs 'Upgrade: websocket' and "
+        "message": f"not a websocket upgrade: {where} needs 'Upgrade: websocket' and "
                    "'Connection: Upgrade' (a proxy in front must pass both: see "
                    "docs/deploy.md)"}}, 426)
     resp.headers["Upgrade"] = "websocket"
@@ -322,7 +324,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     node = _node(request)
     if not node.ready:
-        return json_response({"status": "starting" if not node.shutting_down else "stopping"}, 503)
+        status = ("stopping" if node.shutting_down else "starting" if not node.started
+                  else "no_router")  # (a cluster hub that lost every router link)
+        return json_response({"status": status}, 503)
     return json_response({"status": "ready", "sessions": len(node.registry)})
 
 

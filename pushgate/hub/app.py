@@ -24,6 +24,7 @@ from pushgate.hub.admin import Admin
 from pushgate.hub.node import HubNode
 from pushgate.hub.openapi import openapi_endpoint
 from pushgate.hub.responses import error_response, json_response, unexpected_error
+from pushgate.pushca_protocol import connection_token
 from pushgate.settings import Settings
 
 
@@ -35,6 +36,10 @@ async def _pushgate_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and request.method == "GET" and \
+            connection_token(request.url.path) is not None:
+        # a Pushca connection string opened without the upgrade: what /v1/ws says
+        return await api.websocket_over_http(request)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     request.app.state.node.metrics.error(code)
     response = json_response({"error": {"code": code, "message": str(exc.detail),

@@ -108,13 +108,23 @@ def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
     return origin is None or "*" in allowed or origin.rstrip("/") in allowed
 
 
-def _json_response(status: int, reason: str, code: str, message: str) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message, "retryable": False}})
+def _json_response(status: int, reason: str, code: str, message: str,
+                   field: str | None = None) -> Response:
+    error: dict[str, object] = {"code": code, "message": message, "retryable": False}
+    if field is not None:
+        error["field"] = field
+    body = orjson.dumps({"error": error})
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                        ("Connection", "close")])
+    if status == 426:  # RFC 9110 15.5.22: a 426 names the protocol to upgrade to
+        headers["Upgrade"] = "websocket"
     return Response(status, reason, headers, body)
 
 
+
+#: codes a client's own close is counted under in ``pushgate_disconnects_total``; any
+#: other code it closes with is counted as ``client``
+_CLIENT_CODES = frozenset({1000, 1001, 1005})
 
 #: the longest close reason sent, in UTF-8 bytes (a close frame's payload is at most 125
 #: bytes, 2 of them the code); reasons may echo client input (a token's ``alg``, an
@@ -233,7 +243,14 @@ class WsConnection(asyncio.Protocol):
         s = self.session
         if s is not None:
             s.closed(self._ended_code())
-            node.metrics.disconnects.labels(str(s.close_code)).inc()
+            code = s.close_code
+            proto = self.proto
+            if proto is not None and proto.close_rcvd_then_sent and code not in _CLIENT_CODES:
+                # a code the client chose: counted as the client's, not as the server's
+                # 4001 (the slow-consumer alert) or a new series per code it picks
+                node.metrics.disconnects.labels("client").inc()
+            else:
+                node.metrics.disconnects.labels(str(code)).inc()
         if self._requests is not None:
             self._requests.cancel()
 
@@ -241,7 +258,7 @@ class WsConnection(asyncio.Protocol):
         self.paused = True
         if not self.close_sent_at:
             self._unsent = self._unsent_bytes()
-            self._arm(self.node.settings.write_deadline_s, self._write_deadline)
+            self._arm(self.node.settings.write_deadline_s / 10, self._write_deadline)
 
     def _unsent_bytes(self) -> int:
         """What the client has not taken yet: this transport's buffer and the kernel's
@@ -383,14 +400,19 @@ class WsConnection(asyncio.Protocol):
         if not self.paused or self.close_sent_at or s is None:
             return
         deadline = self.node.settings.write_deadline_s
+        now = time.monotonic()
         if s.paused_at and self._still_taking():  # slow, but reading: not stopped
-            s.paused_at = time.monotonic()
-        waited = time.monotonic() - s.paused_at if s.paused_at else 0.0
+            s.paused_at = now
+        waited = now - s.paused_at if s.paused_at else 0.0
         if s.paused_at and waited >= deadline:
             s.close(CloseCode.SLOW, "client stopped reading: write deadline passed; fetch "
                     "after reconnect")
-        else:  # nothing waits yet, or not for long: look again when it would be due
-            self._arm(deadline - waited, self._write_deadline)
+        else:
+            # look again every tenth of the deadline (the first time a tenth after the
+            # pause): the queue also shrinks for a moment after the client stopped reading
+            # (the kernel fills its receive buffer), and a shrink seen only at the deadline
+            # made the session wait a whole deadline more (closed at about twice it)
+            self._arm(min(deadline - waited, deadline / 10), self._write_deadline)
 
     def _closing_started(self) -> None:
         """The close frame went out (or the connection failed): from now on nothing is
@@ -440,11 +462,12 @@ class WsConnection(asyncio.Protocol):
         self._rx_pending = 0 if state is WsState.OPEN else -1
         return proto
 
-    def _reject(self, status: int, reason: str, code: str, message: str) -> None:
+    def _reject(self, status: int, reason: str, code: str, message: str,
+                field: str | None = None) -> None:
         """Refuse the handshake with the JSON error body, counted as an error."""
         assert self.proto is not None
         self.node.metrics.error(code)
-        self.proto.send_response(_json_response(status, reason, code, message))
+        self.proto.send_response(_json_response(status, reason, code, message, field))
         self._flush()
 
     def _plain_handshake(self, upgrade: Upgrade) -> bool:
@@ -474,8 +497,11 @@ class WsConnection(asyncio.Protocol):
         if response.status_code != 101:
             exc = proto.handshake_exc
             code = "method_not_allowed" if response.status_code == 405 else "invalid_request"
+            # the header at fault (websockets' InvalidHeader and InvalidUpgrade name it)
+            name = getattr(exc, "name", None)
             self._reject(response.status_code, response.reason_phrase, code,
-                         f"not a websocket upgrade: {exc}")
+                         f"not a websocket upgrade: {exc}",
+                         name if isinstance(name, str) else None)
             return
         proto.send_response(response)
         self._flush()
@@ -512,11 +538,15 @@ class WsConnection(asyncio.Protocol):
             return
         observe = node.metrics.delivery_latency.observe
         if pushca_token is None:
+            # the connect's leeway holds for the session too: a token accepted 3 s after
+            # its exp was closed 4101 at the next tick, a session doomed from its hello
             s = Session(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                        observe, token.expires_at, node.gaps)
-        else:  # no gap filling: without hello there is no head to tell gaps from history
+                        observe, token.expires_at + node.tokens.leeway_s, node.gaps)
+        else:  # no gap filling: without hello there is no head to tell gaps from history;
+            # no end at the token's expiry: Pushca's clients cannot refresh it (it only
+            # opens the connection) and get no backlog when they reconnect
             s = PushcaSession(token.identity, node.hub_id, node.settings.send_queue_size, self,
-                              observe, token.expires_at, None, event_fetcher(node))
+                              observe, gaps=None, fetch=event_fetcher(node))
         self.session = s
         node.registry.add(s)
         node.metrics.connects.inc()

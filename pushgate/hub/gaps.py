@@ -11,6 +11,7 @@ session of that user that asked meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,12 +19,16 @@ from pushgate.errors import PushgateError
 from pushgate.hub.session import Session, State
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
+from pushgate.models import MAX_SEQ
 from pushgate.protocol import event_frame
 from pushgate.router.base import RoutingCore
 
 log = get_logger("pushgate.hub.gaps")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+#: gap fetches in flight at once (one per user; a catch-up of the whole hub waits its turn)
+MAX_FETCHES = 32
 
 
 class GapFiller:
@@ -38,6 +43,8 @@ class GapFiller:
         self.metrics = metrics
         self._spawn = spawn
         self._pending: dict[str, set[Session]] = {}  # user -> sessions waiting for a fetch
+        # fetches in flight at once: a HubLink that comes back asks one per user of the hub
+        self._fetches = asyncio.Semaphore(MAX_FETCHES)
 
     @property
     def hold_s(self) -> float:
@@ -69,10 +76,13 @@ class GapFiller:
             return
         after = min(a for a, _ in gaps)
         last = max(b for _, b in gaps)
+        if any(b == 0 for _, b in gaps):  # a catch-up: whatever the store holds after
+            last = MAX_SEQ + 1
         limit = max(1, min(last - after - 1, self.fetch_limit))  # last is held
         self.metrics.gap_fetches.inc()
         try:
-            events, _, _ = await self.router.fetch(user, after, limit)
+            async with self._fetches:
+                events, _, _ = await self.router.fetch(user, after, limit)
         except PushgateError as e:  # the held frames go out; the client fetches the gap
             log.warning("gap fetch failed", user=user, error=e.message)
             self.metrics.error(e.code)

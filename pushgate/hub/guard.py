@@ -142,8 +142,8 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
     ws_class: type[asyncio.Protocol]
 
     # (and those of SendConnection)
-    __slots__ = ("chunk_fresh", "coded", "codings", "counted", "head_bytes", "head_fresh", "inner",
-                 "parser", "piece_began", "piece_done", "upgrade", "url")
+    __slots__ = ("chunk_fresh", "coded", "codings", "content_coding", "counted", "head_bytes",
+                 "head_fresh", "inner", "parser", "piece_began", "piece_done", "upgrade", "url")
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -169,6 +169,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.expect = False  # its Expect: 100-continue
         self.coded = False  # it has a Transfer-Encoding
         self.codings = b""  # the values of its Transfer-Encoding fields, comma-joined
+        self.content_coding: bytes | None = None  # its Content-Encoding, when not identity
         self.upgrade: bytes | None = None  # the Upgrade header of the head under way
         self.stopping = False  # uvicorn's shutdown: close after the reply in flight
         self.read_paused = False
@@ -372,6 +373,7 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         self.auth = self.length = self.upgrade = None
         self.expect = self.coded = False
         self.codings = b""
+        self.content_coding = None
         self._set_deadline(self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -394,6 +396,9 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self.coded = True
         elif size == 7 and name.lower() == b"upgrade":
             self.upgrade = value
+        elif size == 16 and name.lower() == b"content-encoding" and \
+                value.strip(b" \t").lower() not in (b"", b"identity"):
+            self.content_coding = value
 
     def on_headers_complete(self) -> None:
         url, self.url = self.url, b""
@@ -417,6 +422,14 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
             self._refuse_after_sends(400, "invalid_request", "malformed HTTP request: "
                                      f"unsupported Transfer-Encoding {coding!r} (only "
                                      "'chunked' is supported)", "Transfer-Encoding")
+            raise Abort
+        if self.content_coding is not None:
+            # bodies are read as JSON as they are: plain JSON labelled gzip was served, and
+            # a br or deflate body got "not valid JSON: … surrogates not allowed"
+            coding = self.content_coding.decode("latin-1")[:100]
+            self._refuse_after_sends(400, "invalid_request", "Content-Encoding "
+                                     f"{coding!r} is not supported: send the body "
+                                     "uncompressed", "Content-Encoding")
             raise Abort
         if mode >= HANDING:
             if parser.should_upgrade():

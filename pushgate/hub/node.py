@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from pushgate.hub.session import Session
 from pushgate.hub.wheel import TimerWheel
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
+from pushgate.protocol import MAX_CLIENT_ID_LEN, client_key
 from pushgate.router.backend import RoutingBackend
 from pushgate.router.base import RoutingCore, SendResult
 from pushgate.router.requests import Limits, parse_send
@@ -90,6 +91,8 @@ class HubNode:
             self.router = self.backend.router
         self.gaps = GapFiller(self.router, settings.gap_hold_ms, settings.fetch_max_limit,
                               settings.inline_event_max_bytes, self.metrics, self.spawn)
+        if self.routers is not None:
+            self.routers.on_relink = self._catch_up_sessions
         self.send_limits = Limits.of(settings)
         self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.limits
         self.public_open = PublicOpen.of(settings)  # the keyless Pushca /open-connection
@@ -105,6 +108,7 @@ class HubNode:
         }
         self.started = False
         self.shutting_down = False
+        self._stopped = False
         # a bad offline-push credential found at start: the CLI's message (exit code 2)
         self.startup_error: Exception | None = None
         self.connections: set[WsConnection] = set()  # open websocket connections
@@ -140,8 +144,9 @@ class HubNode:
             log.info("gateway started (cluster hub)", hub=self.hub_id,
                      routers=self.settings.routers)
 
-    async def begin_shutdown(self) -> None:
-        """Stop taking sessions and close the live ones with SHUTDOWN (reconnect)."""
+    async def begin_shutdown(self, abort: Callable[[], bool] = lambda: False) -> None:
+        """Stop taking sessions and close the live ones with SHUTDOWN (reconnect).
+        ``abort()`` true (a second Ctrl-C) ends the wait for their connections."""
         if self.shutting_down:
             return
         self.shutting_down = True
@@ -150,18 +155,24 @@ class HubNode:
             s.close(CloseCode.SHUTDOWN, "server shutting down; reconnect")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_grace_s
-        while self.connections and loop.time() < deadline and not all(
+        while self.connections and loop.time() < deadline and not abort() and not all(
                 c.close_flushed for c in self.connections):
             with contextlib.suppress(TimeoutError):  # queued frames and close frames out
                 await asyncio.wait_for(self.no_connections.wait(), 0.05)
+        if self.backend is not None:  # no session of this process can ack any more
+            self.backend.router.release_ack_waiters()
         for c in list(self.connections):  # our side ends; theirs within close_grace_s
             c.end()
-        while self.connections and loop.time() < deadline:
+        while self.connections and loop.time() < deadline and not abort():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.no_connections.wait(), deadline - loop.time())
+                await asyncio.wait_for(self.no_connections.wait(),
+                                       min(0.1, deadline - loop.time()))
         log.info("sessions closed", closed=len(sessions), left=len(self.connections))
 
     async def stop(self) -> None:
+        if self._stopped:  # (after a second Ctrl-C the server stops it)
+            return
+        self._stopped = True
         await self.begin_shutdown()
         await self.wheel.stop()
         for t in list(self._tasks):
@@ -171,6 +182,13 @@ class HubNode:
         if self.backend is not None:
             await self.backend.close()
         log.info("gateway stopped", hub=self.hub_id)
+
+    def _catch_up_sessions(self) -> None:
+        """A HubLink came back after a loss: every open session fetches from the store
+        what it may have missed (Session.catch_up; docs/cluster.md, failures)."""
+        n = sum(1 for s in list(self.registry) if s.catch_up())
+        if n:
+            log.info("router linked again: sessions catch up from the store", sessions=n)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task the node keeps (and cancels at stop); its failure is logged."""
@@ -198,8 +216,9 @@ class HubNode:
     def ws_base(self, request: Request) -> str:
         """``ws(s)://host[:port]`` clients reach this gateway at: ``public_url``, else
         the request's (scheme and client from X-Forwarded-* behind trusted_proxies)."""
-        if self.settings.public_url:
-            return self.settings.public_url.rstrip("/")
+        if self.settings.public_url:  # (an http(s):// one names the same host: ws(s)://)
+            url = self.settings.public_url.rstrip("/")
+            return "ws" + url[4:] if url.startswith("http") else url
         scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
         return f"{scheme}://{request.url.netloc}"
 
@@ -219,6 +238,15 @@ class HubNode:
             raise Forbidden("client sends are disabled on this server", field="type")
         if "body" not in body:
             raise InvalidRequest("'body' is required", field="body")
+        push = body.get("push")
+        if isinstance(push, dict):
+            for name in CLIENT_PUSH_REFUSED:
+                if push.get(name) is not None:
+                    # the raw provider overrides are the business server's: an apns-topic
+                    # of another app made APNs answer DeviceTokenNotForTopic and the
+                    # recipient's device token was removed as dead
+                    raise Forbidden(f"'push.{name}' (a raw provider override) is not "
+                                    "allowed in a client's send", field=f"push.{name}")
         flt = body.get("filter")
         if isinstance(flt, dict):
             ws = flt.get("workspace")
@@ -232,7 +260,23 @@ class HubNode:
         sender_ref = orjson.dumps({"user": sender.user, "workspace": sender.workspace,
                                    "device": sender.device, "application": sender.application})
         wrapped = b'{"from":' + sender_ref + b',"body":' + request.body + b"}"
-        return await self.router.send(replace(request, body=wrapped))
+        return await self.router.send(replace(request, body=wrapped,
+                                              id=client_send_key(sender, request.id)))
+
+
+def client_send_key(sender: Identity, event_id: str | None) -> str | None:
+    """A client's send ``id`` as stored: scoped to the sender (a client that guessed an
+    id the business server will use for a recipient made the server's send a duplicate)."""
+    if event_id is None:
+        return None
+    if len(event_id) > MAX_CLIENT_ID_LEN:
+        raise InvalidRequest(f"id is longer than {MAX_CLIENT_ID_LEN} characters (a "
+                             "client's send)", field="id")
+    return client_key(sender.user, event_id)
+
+
+#: What a client's ``send`` may not put in its ``push`` (the HTTP and gRPC APIs may).
+CLIENT_PUSH_REFUSED = ("apns", "android", "webpush")
 
 
 def wheel_period(settings: Settings) -> float:

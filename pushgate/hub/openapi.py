@@ -215,8 +215,9 @@ RESPONSES: dict[str, Any] = {
             "rate_limited", "too many open-connection requests from this address; retry "
             "later", retryable=True))},
     "Unavailable": {
-        "description": "`overloaded` (store unavailable or too many writes queued; nothing "
-                       "stored) — retry with backoff.",
+        "description": "A backend does not answer — retry with backoff: `overloaded` "
+                       "(too many writes queued; nothing stored), `store_unavailable`, "
+                       "and in the cluster `router_unavailable`, `directory_unavailable`.",
         "headers": {"Retry-After": {"description": "Seconds (always 1).",
                                     "schema": {"type": "integer"}}},
         **json_content(ref("Error"), _error("overloaded", "event store unavailable: ...",

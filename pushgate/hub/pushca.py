@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from pushgate import protocol as p
 from pushgate import pushca_protocol as pp
 from pushgate.auth import Identity
 from pushgate.errors import CloseCode, Forbidden, Internal, InvalidRequest, PushgateError
-from pushgate.hub.node import HubNode
+from pushgate.hub.node import HubNode, client_send_key
 from pushgate.hub.session import GapSource, Observe, Outlet, Session, State
 from pushgate.logs import get_logger
 from pushgate.router.requests import from_pushca, parse_send
@@ -89,8 +90,10 @@ class PushcaSession(Session):
                  gaps: GapSource | None = None, fetch: FetchEvent | None = None):
         super().__init__(identity, hub, max_queue, out, observe, expires_at, gaps)
         self.state = State.OPEN
-        # messageId -> seq of the messages written with an id, waiting for ACKNOWLEDGE
-        self._awaiting: OrderedDict[str, int] = OrderedDict()
+        # messageId -> seqs of the messages written with that id, waiting for ACKNOWLEDGE
+        # (oldest first: two senders may use one id, and an id-less message's id is its
+        # seq, which a numeric id of another message can equal)
+        self._awaiting: OrderedDict[str, list[int]] = OrderedDict()
         self._fetch = fetch
         self._fetching: asyncio.Task[None] | None = None
         # frames that came while a large event is fetched (None: no fetch running)
@@ -119,8 +122,15 @@ class PushcaSession(Session):
         if again and seq:  # a send that waits for the acknowledge
             mid = msg.message_id(seq)
             awaiting = self._awaiting
-            awaiting[mid] = seq
-            awaiting.move_to_end(mid)
+            seqs = awaiting.get(mid)
+            if seqs is None:
+                awaiting[mid] = [seq]
+            else:
+                if seq not in seqs:  # (a retried send is pushed again with its seq)
+                    seqs.append(seq)
+                    if len(seqs) > self.max_queue:
+                        del seqs[0]
+                awaiting.move_to_end(mid)
             if len(awaiting) > self.max_queue:
                 awaiting.popitem(last=False)
             return super().push(pp.with_id(mid, msg.body), seq, t0, again)
@@ -161,8 +171,15 @@ class PushcaSession(Session):
         super().push(text)
 
     def acknowledged(self, message_id: str) -> int:
-        """The seq of the message ``message_id`` (0: none is waiting under that id)."""
-        return self._awaiting.pop(message_id, 0)
+        """The seq of the message ``message_id`` (0: none is waiting under that id); of
+        several waiting under one id, the oldest."""
+        seqs = self._awaiting.get(message_id)
+        if not seqs:
+            return 0
+        seq = seqs.pop(0)
+        if not seqs:
+            del self._awaiting[message_id]
+        return seq
 
     def kick(self, frame: str, reason: str) -> None:
         self.close(CloseCode.KICKED, reason)  # no 'kicked' frame: the close code says it
@@ -172,7 +189,7 @@ class PushcaCommands:
     """One Pushca session's commands (see the module docstring); the connection's
     counterpart of :class:`pushgate.hub.ws.Requests`."""
 
-    __slots__ = ("_pending", "_tasks", "_transport", "_worker", "node", "session")
+    __slots__ = ("_acks", "_pending", "_tasks", "_transport", "_worker", "node", "session")
 
     def __init__(self, node: HubNode, session: PushcaSession, transport: Any) -> None:
         self.node = node
@@ -181,6 +198,7 @@ class PushcaCommands:
         self._pending: deque[pp.Command] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks = 0  # sends with acknowledge waiting (each for up to ack_timeout_ms)
 
     def on_text(self, text: str) -> None:
         s, node = self.session, self.node
@@ -206,7 +224,10 @@ class PushcaCommands:
                 node.metrics.acks.inc()
             self._done(cmd)
         elif cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE:
-            self._spawn(self._serve(cmd))
+            self._acks += 1
+            self._spawn(self._serve_ack(cmd))
+            if self._acks >= MAX_PENDING:
+                self._transport.pause_reading()  # as many as a native session's sends
         else:
             self._pending.append(cmd)
             if self._worker is None:
@@ -229,13 +250,26 @@ class PushcaCommands:
         t.add_done_callback(self._tasks.discard)
         return t
 
+    def _resume(self) -> None:
+        if len(self._pending) < MAX_PENDING and self._acks < MAX_PENDING \
+                and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    async def _serve_ack(self, cmd: pp.Command) -> None:
+        try:
+            await self._serve(cmd)
+        finally:
+            self._acks -= 1
+            if self._acks == MAX_PENDING - 1:
+                self._resume()
+
     async def _serve_pending(self) -> None:
         pending = self._pending
         try:
             while pending:
                 await self._serve(pending.popleft())
-                if len(pending) == MAX_PENDING - 1 and not self._transport.is_closing():
-                    self._transport.resume_reading()
+                if len(pending) == MAX_PENDING - 1:
+                    self._resume()
         finally:
             self._worker = None
 
@@ -278,4 +312,5 @@ class PushcaCommands:
                 raise InvalidRequest("a client may only send inside its own workspace",
                                      field="filter.workSpaceId")
             flt["workspace"] = sender.workspace
-        await node.router.send(parse_send(body, node.send_limits))
+        request = parse_send(body, node.send_limits)
+        await node.router.send(replace(request, id=client_send_key(sender, request.id)))

@@ -69,6 +69,7 @@ class RouterConn:
         self.hublink: Any = None
         self.up = False
         self.leaving = False  # the router is stopping: nothing new goes to it
+        self._orderly = False  # the last link ended with the router's orderly leave
         self.last_rx = 0.0  # monotonic time of the last message from the router
         self._out: asyncio.Queue[pb.HubMessage] = asyncio.Queue()
         # where send() puts a message: the gRPC call's queue, or the framed link's write
@@ -170,6 +171,7 @@ class RouterConn:
 
     def _down(self) -> None:
         was_up, self.up = self.up, False
+        self._orderly = was_up and self.leaving  # (it sent what it had, then Left)
         self.leaving = False
         self._out = asyncio.Queue()  # the Hello of the next stream re-syncs everything
         self._sink = self._out.put_nowait
@@ -274,6 +276,10 @@ class RouterConn:
         self.last_rx = time.monotonic()
         self.routers.changed()
         log.info("router linked", router=self.address, transport=transport)
+        if not self._orderly and self.routers.on_relink is not None:
+            # deliveries on a link that was lost (or to this hub before it linked) are
+            # gone: the sessions fetch what they missed (Session.catch_up)
+            self.routers.on_relink()
         since = time.monotonic() - STORE_ACK_REPLAY_S
         for t, a in self.routers.store_acks:
             if t >= since:
@@ -374,6 +380,7 @@ class Routers:
         self.heartbeat_ttl_s = heartbeat_ttl_s  # a router silent this long is down
         self.heartbeat_s = min(heartbeat_ttl_s / 3, 2.0)
         self.metrics: GatewayMetrics | None = None  # set by the HubNode: heartbeat stats
+        self.on_relink: Callable[[], None] | None = None  # set by the HubNode: catch-ups
         self.conns = [RouterConn(a, self) for a in addresses]
         # (session, seq) of a frame pushed asking for its ack -> the routers that did
         self.ack_routes: dict[tuple[str, int], list[RouterConn]] = {}

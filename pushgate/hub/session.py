@@ -115,6 +115,7 @@ class Session:
         "_observe",
         "_out",
         "_queue",
+        "_relinked",
         "_waiting",
         "acked_seq",
         "close_code",
@@ -161,6 +162,7 @@ class Session:
         self._gaps = gaps  # None: frames past a gap go out at once (nothing is held)
         self._waiting: dict[int, tuple[str, float]] | None = None  # held past a gap, by seq
         self._gap_timer: asyncio.TimerHandle | None = None
+        self._relinked = False  # catching up after a HubLink came back (catch_up)
 
     @property
     def queued(self) -> int:
@@ -262,11 +264,28 @@ class Session:
         if self.state is State.OPEN and self._waiting and self._gaps is not None:
             self._gaps.request(self)
 
+    def catch_up(self) -> bool:
+        """A HubLink came back after it was down: the deliveries that went out on it
+        meanwhile are lost, and a connection that gets no later event would never see
+        the gap. What the store holds past this connection's last seq is fetched like a
+        gap (the first :data:`fetch_limit <pushgate.hub.gaps.GapFiller>` of it; beyond,
+        the client sees the gap at the next event and fetches). False: nothing to do."""
+        if self.state is not State.OPEN or self._gaps is None:
+            return False
+        self._relinked = True
+        self._gaps.request(self)
+        return True
+
     def gap(self) -> tuple[int, int] | None:
-        """The seqs a fill should fetch, ``(after, last)``; None: nothing is held."""
-        if self.state is not State.OPEN or not self._waiting:
+        """The seqs a fill should fetch, ``(after, last)`` (``last`` 0: no bound, a
+        catch-up); None: nothing is held."""
+        if self.state is not State.OPEN:
             return None
-        return max(self.last_seq, self._floor), max(self._waiting)
+        if self._waiting:
+            return max(self.last_seq, self._floor), max(self._waiting)
+        if self._relinked:
+            return max(self.last_seq, self._floor), 0
+        return None
 
     def fill(self, events: list[tuple[int, str]]) -> int:
         """The store's events of the gap (``(seq, frame)``, any order; empty when the
@@ -274,8 +293,11 @@ class Session:
         brought is passed over (expired, or beyond what one fetch returns: the client
         sees the gap and fetches). Returns how many seqs were passed over."""
         waiting = self._waiting
-        if self.state is not State.OPEN or not waiting:
+        relinked, self._relinked = self._relinked, False
+        if self.state is not State.OPEN or not (waiting or relinked):
             return 0
+        if waiting is None:
+            waiting = self._waiting = {}
         floor = max(self.last_seq, self._floor)
         for seq, frame in events:
             if seq > floor and seq not in waiting:

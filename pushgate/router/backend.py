@@ -35,12 +35,20 @@ from pushgate.tasks import cancel_and_wait
 log = get_logger("pushgate.router")
 
 QUEUE_SAMPLE_S = 5.0
+#: a store call that has no answer within this is ``store_unavailable``
+#: (:class:`pushgate.router.core.StoreCall`). A router's: under the 10 s a hub gives its
+#: calls, so that a stalled store is named as such, not as ``router_unavailable``. The
+#: embedded gateway's on MySQL (a stalled server held a send for 60 s, twice the
+#: driver's read timeout); SQLite answers, or fails, within its own busy timeout
+STORE_DEADLINE_S = 8.0
 
 
 class RoutingBackend:
     def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics,
                  store_deadline_s: float | None = None) -> None:
         self.store_url = settings.effective_store_url
+        if store_deadline_s is None and not self.store_url.startswith("sqlite"):
+            store_deadline_s = STORE_DEADLINE_S
         self.store = open_store(self.store_url,
                                 session_idle_timeout_s=settings.store_session_idle_timeout_s)
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
@@ -60,7 +68,9 @@ class RoutingBackend:
         # configured providers); this process sends them when it has providers and
         # push_worker is on, else `pushgate bridge` processes do
         # delivery reports: this process's counts, flushed in one transaction per interval
-        self.reports = ReportCounter(self.store, settings.report_flush_interval_s)  # type: ignore[arg-type]
+        # (memory://: the embedded gateway, the one process that answers sends)
+        self.reports = ReportCounter(self.store, settings.report_flush_interval_s,  # type: ignore[arg-type]
+                                     solo=settings.directory_url.startswith("memory://"))
         providers = bridge_setup.providers(settings)  # BridgeConfigError: bad key files
         self.push_worker = Worker(
             self.store, providers, bridge_setup.worker_config(settings),  # type: ignore[arg-type]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pushgate.auth import Identity, check_id
-from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded
+from pushgate.errors import AckTimeout, InvalidRequest, NotFound, Overloaded, ShuttingDown
 from pushgate.logs import get_logger
-from pushgate.protocol import encode_event, event_frame
+from pushgate.protocol import encode_event, event_frame, is_client_key
 from pushgate.router.base import MAX_REPORTS_LIMIT, Hubs, RoutingCore, SendResult, UserResult
 from pushgate.router.bridge.outbox import OfflinePush, OfflineSink
 from pushgate.router.directory.base import Directory, DirectoryUnavailable
@@ -89,7 +89,8 @@ class StoreCall:
 
 
 class Committer(Protocol):
-    async def append(self, events: Sequence[NewEvent]) -> list[Appended]: ...
+    async def append(self, events: Sequence[NewEvent],
+                     late: Callable[[list[Appended]], None] | None = None) -> list[Appended]: ...
 
 
 class Metrics(Protocol):
@@ -136,6 +137,7 @@ class Router(RoutingCore):
         # deliveries leave in commit order even when directory lookups await (Redis):
         # each stored send waits for the previous one's delivery before its own
         self._last_delivery: asyncio.Future[None] | None = None
+        self._late_tasks: set[asyncio.Task[None]] = set()  # sends committed past their deadline
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -152,6 +154,16 @@ class Router(RoutingCore):
             self.metrics.kicked(len(kicked))
         return kicked
 
+    async def enforce_quota(self, users: Iterable[str]) -> int:
+        """After a hub re-sync: kick the sessions the re-recorded ones push over the
+        quota (:meth:`Directory.enforce_quota`); how many."""
+        kicked = await self.directory.enforce_quota(users, self.config.max_sessions_per_user)
+        for old, by in kicked:
+            self.hubs.kick(old.hub, old.session_id, by)
+        if kicked:
+            self.metrics.kicked(len(kicked))
+        return len(kicked)
+
     async def disconnect(self, info: SessionInfo) -> None:
         await self.directory.remove(info.user, info.session_id, info.hub)
 
@@ -165,8 +177,8 @@ class Router(RoutingCore):
     async def _live_after_commit(self, users: Sequence[str]) -> dict[str, list[SessionInfo]]:
         """Live sessions for events already committed: a directory outage must not turn
         an accepted send into an error (the events are stored; clients fetch them)."""
-        try:
-            return await self.directory.sessions(users)
+        try:  # (on a cluster, the users on a node that does not answer are left out)
+            return await self.directory.sessions(users, partial=True)
         except DirectoryUnavailable as e:
             log.warning("directory unavailable; stored events wait for a fetch", error=str(e))
             return {}
@@ -208,6 +220,66 @@ class Router(RoutingCore):
         return sum(self.hubs.deliver(hub, ids, frame, seq, t0, want_ack)
                    for hub, ids in by_hub.items())
 
+    async def _deliver_stored(self, req: SendRequest, report: str, pre: Collection[str],
+                              appended: list[Appended], t0: float, result: SendResult, *,
+                              wait_ack: bool) -> tuple[dict[str, list[SessionInfo]], Any]:
+        """Deliver a send's newly stored events to the live sessions (after the previous
+        send's delivery: frames leave in commit order), count them in its report and in
+        ``result``; returns the sessions looked up and, with ``wait_ack``, the ack waiter
+        (made before the frames leave)."""
+        reports = self.reports
+        prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
+        self._last_delivery = mine
+        try:
+            live = await self._live_after_commit(req.users)
+            if prev is not None and not prev.done():
+                await prev
+            waiter = self._add_waiter(req, appended[0].seq) if wait_ack else None
+            stored = delivered = 0
+            inline_max = self.config.inline_event_max_bytes
+            for a in appended:
+                n = 0
+                if not a.duplicate:
+                    stored += 1
+                    frame = event_frame(a.seq, a.id, req.body, a.created_at, inline_max)
+                    n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
+                                      req.ack)
+                    if n:
+                        delivered += 1
+                    if (n > 0) is not (a.user in pre):
+                        reports.delivered_event(a.user, a.seq, n > 0)  # mark != fact
+                result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
+                result.sessions += n
+            # the report lives as long as its events: a duplicate's is the stored one's
+            reports.sent(report, len(appended), stored, len(appended) - stored, delivered,
+                         max(a.expires_at for a in appended))
+        finally:
+            mine.set_result(None)
+            if self._last_delivery is mine:
+                self._last_delivery = None
+        return live, waiter
+
+    async def _finish_late(self, req: SendRequest, report: str, pre: Collection[str],
+                           appended: list[Appended], t0: float) -> None:
+        """A send whose batch committed after its caller was answered
+        ``store_unavailable`` (the store deadline passed during the commit): its events
+        are stored, so they are delivered, counted and pushed as the send would have
+        (a retry with the same id finds them as duplicates, which are neither)."""
+        result = SendResult(report=report)
+        try:
+            await self._deliver_stored(req, report, pre, appended, t0, result, wait_ack=False)
+            if self.offline is not None and req.push is not None:
+                await self._queue_pushes(self.offline, req.push, result, report)
+        except Exception:  # nothing to answer: logged
+            log.exception("delivering a send committed after its store deadline failed",
+                          report=report)
+            return
+        self.metrics.sent("stored", len(appended))
+        self.metrics.delivered(result.sessions)
+        log.warning("a send committed after its store deadline (answered store_unavailable) "
+                    "was delivered and counted", report=report, events=len(appended),
+                    sessions=result.sessions)
+
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
         """Store (when user-addressed with ttl > 0), then deliver to live sessions.
 
@@ -217,7 +289,9 @@ class Router(RoutingCore):
         t0 = time.perf_counter() if t0 is None else t0
         if req.ack and not req.stored:
             raise InvalidRequest("a send with 'ack' is stored: it needs ttl > 0", field="ttl")
-        report = req.id or new_report_id()
+        # a send's id names its report; a client's send has a report of its own (its id
+        # is scoped to the sender: the business server's reports stay the server's)
+        report = req.id if req.id and not is_client_key(req.id) else new_report_id()
         if req.filter is not None:
             return await self._send_filter(req, req.filter, t0, report)
         now = time.time()
@@ -229,39 +303,20 @@ class Router(RoutingCore):
             # corrects the few that a session opening or closing meanwhile changed)
             local, device = self._local_directory, req.device
             pre = {u for u in req.users if local.reaches(u, device)} if local else ()
+            def late(appended: list[Appended]) -> None:
+                # the deadline answered store_unavailable while the batch was committing:
+                # the events are stored, so deliver, count and push them as the send would
+                task = asyncio.get_running_loop().create_task(
+                    self._finish_late(req, report, pre, appended, t0))
+                self._late_tasks.add(task)
+                task.add_done_callback(self._late_tasks.discard)
+
             async with StoreCall(self.config.store_deadline_s):
                 appended = await self.committer.append(
                     [NewEvent(u, req.body, req.ttl_s, req.id, report,
-                              DELIVERED if u in pre else 0) for u in req.users])
-            prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
-            self._last_delivery = mine
-            try:
-                live = await self._live_after_commit(req.users)
-                if prev is not None and not prev.done():
-                    await prev
-                waiter = self._add_waiter(req, appended[0].seq) if req.ack else None
-                stored = delivered = 0
-                inline_max = self.config.inline_event_max_bytes
-                for a in appended:
-                    n = 0
-                    if not a.duplicate:
-                        stored += 1
-                        frame = event_frame(a.seq, a.id, req.body, a.created_at, inline_max)
-                        n = self._deliver(live.get(a.user, ()), frame, a.seq, t0, req.device,
-                                          req.ack)
-                        if n:
-                            delivered += 1
-                        if (n > 0) is not (a.user in pre):
-                            reports.delivered_event(a.user, a.seq, n > 0)  # mark != fact
-                    result.results.append(UserResult(a.user, a.seq, n, a.duplicate))
-                    result.sessions += n
-                # the report lives as long as its events: a duplicate's is the stored one's
-                reports.sent(report, len(appended), stored, len(appended) - stored, delivered,
-                             max(a.expires_at for a in appended))
-            finally:
-                mine.set_result(None)
-                if self._last_delivery is mine:
-                    self._last_delivery = None
+                              DELIVERED if u in pre else 0) for u in req.users], late)
+            live, waiter = await self._deliver_stored(req, report, pre, appended, t0, result,
+                                                      wait_ack=req.ack)
             if req.ack:  # a retried ack-send is re-delivered (as stored) to be acked
                 redelivered = 0
                 for r, a in zip(result.results, appended, strict=True):
@@ -340,11 +395,26 @@ class Router(RoutingCore):
         self._ack_waiters[key].append(w)
         return key, w
 
+    def release_ack_waiters(self) -> None:
+        """The process is stopping and its sessions are closed: nobody can ack here any
+        more. Sends waiting for an ack are answered ``shutting_down`` (retryable; the
+        event is stored) now, rather than cut without an answer at the end of the grace."""
+        for waiters in self._ack_waiters.values():
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(ShuttingDown(
+                        "the gateway is stopping before a client acked; the event stays "
+                        "stored (retry with the same 'id')", field="ack"))
+
     async def _wait_ack(self, req: SendRequest, waiter: tuple[tuple[str, int], _AckWaiter],
                         result: SendResult) -> None:
         key, w = waiter
         try:
-            session_id = await asyncio.wait_for(w.future, req.ack_timeout_ms / 1000)
+            try:
+                session_id = await asyncio.wait_for(w.future, req.ack_timeout_ms / 1000)
+            except ShuttingDown as e:
+                e.extra.update(result.to_dict())
+                raise
             result.results[0].acked_by = session_id
         except TimeoutError:
             seq = result.results[0].seq
@@ -373,8 +443,17 @@ class Router(RoutingCore):
         result = SendResult(report=report)
         if flt.target.account is not None:
             user = flt.target.account
-            chosen = select((await self.sessions_of([user])).get(user, []), flt, counter)
-            n = self._deliver(chosen, frame, 0, t0, None)
+            try:
+                live: list[SessionInfo] | None = (await self.directory.sessions([user])).get(
+                    user, [])
+            except DirectoryUnavailable as e:  # the hubs match their own sessions instead
+                log.warning("directory unavailable; a filter send asks every hub",
+                            error=str(e))
+                live = None
+            if live is not None:
+                n = self._deliver(select(live, flt, counter), frame, 0, t0, None)
+            else:
+                n = await self.hubs.broadcast(flt, frame, counter, t0)
             result.results.append(UserResult(user, None, n))
             result.sessions = n
         else:
@@ -459,8 +538,8 @@ class Router(RoutingCore):
         async with StoreCall(self.config.store_deadline_s):
             found = await self._report_store().report(report)
         if found is None:  # perhaps just sent: its counts are not written yet
-            await self.reports.settle()
             async with StoreCall(self.config.store_deadline_s):
+                await self.reports.settle()  # a store that cannot write them: 503
                 found = await self._report_store().report(report)
         if found is None:
             raise NotFound(f"no delivery report {report!r} (unknown, or expired with its "
@@ -480,6 +559,8 @@ class Router(RoutingCore):
         async with StoreCall(self.config.store_deadline_s):
             found = await self._report_store().report_user(report, user)
         if found is None:
+            await self.report(report)  # no such report at all: 404 unknown_report (field
+            # report), as documented for every report route; the user is not the problem
             raise NotFound(f"user {user!r} has no stored event of report {report!r}",
                            field="user", code="unknown_report_user")
         return found

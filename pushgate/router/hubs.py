@@ -112,6 +112,9 @@ class LinkedHubs(Hubs):
 
     def __init__(self) -> None:
         self.hubs: dict[str, HubStream] = {}
+        # every hub that linked since this router started (None once the router's sweep
+        # of dead hubs no longer needs it: pushgate.router.node)
+        self.seen: set[str] | None = set()
         self._held: dict[str, _Held] = {}  # hub id -> what waits for its link (HOLD_S)
         self._dirty: set[HubStream] = set()
         self._flush_scheduled = False
@@ -126,6 +129,8 @@ class LinkedHubs(Hubs):
         if old is not None:  # the hub reconnected before its old stream ended
             old.close()
         stream = self.hubs[hub_id] = HubStream(hub_id, write)
+        if self.seen is not None:
+            self.seen.add(hub_id)
         return stream
 
     def release_held(self, stream: HubStream) -> int:

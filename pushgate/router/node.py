@@ -24,6 +24,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from typing import Any
 
 from grpc import aio
@@ -33,7 +34,7 @@ from pushgate.errors import StartupError
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.router import servicers
-from pushgate.router.backend import RoutingBackend
+from pushgate.router.backend import STORE_DEADLINE_S, RoutingBackend
 from pushgate.router.directory import DirectoryUnavailable
 from pushgate.router.framedlink import FramedLinkServer
 from pushgate.router.hubs import LinkedHubs
@@ -47,10 +48,10 @@ log = get_logger("pushgate.router")
 #: the end of a drain: sends still waiting this long before its deadline are answered
 #: ``shutting_down`` (their replies and trailers then go out before the server cuts)
 FINAL_S = 0.5
-#: a store call of this router that has no answer within this is ``store_unavailable``
-#: (:class:`pushgate.router.core.StoreCall`): under the 10 s a hub gives its calls, so
-#: that a stalled store is named as such, not as ``router_unavailable``
-STORE_DEADLINE_S = 8.0
+#: a live hub's longest pause between HubLink attempts (5 s backoff, +50 % jitter:
+#: pushgate.hub.routers) and its connect: no hub is swept as dead before a router has
+#: been up this long beyond the heartbeat ttl
+HUB_RELINK_S = 8.0
 
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -78,6 +79,8 @@ class RouterNode:
         self.directory = self.backend.directory
         self.send_limits = Limits.of(settings)
         self.fetch_max_limit = settings.fetch_max_limit
+        self.stream_max_events = max(1, min(servicers.STREAM_MAX_EVENTS,
+                                            settings.commit_max_pending // 4))
         self.server: aio.Server | None = None
         self.port = 0
         self.framed: FramedLinkServer | None = None  # HubLink's framed listener
@@ -98,6 +101,14 @@ class RouterNode:
             raise
         log.info("router started", node=self.node_id, port=self.port,
                  framed_link_port=self.framed_port or None)
+        if self.settings.directory_url.startswith("memory://"):
+            log.warning("directory_url memory:// keeps the sessions in this router's memory: "
+                        "run a single router so, or give every router the same Redis "
+                        "(docs/cluster.md)")
+        if not self.settings.store_url:
+            log.warning("no store_url: the inboxes are a SQLite file in this router's "
+                        "data_dir, which other routers do not see: give every router the "
+                        "same MySQL (docs/cluster.md)", path=str(self.settings.data_dir))
 
     async def _listen(self) -> None:
         self.server = aio.server(options=SERVER_OPTIONS)
@@ -125,6 +136,7 @@ class RouterNode:
             except OSError as e:
                 raise StartupError(f"router_link_listen {link_listen}: {e.strerror or e}") \
                     from None
+        self._started = time.monotonic()
         self._liveness = asyncio.create_task(self._liveness_loop())
         self._heartbeats = asyncio.create_task(self._heartbeat_loop())
         if self.settings.router_metrics_listen:
@@ -205,6 +217,7 @@ class RouterNode:
                         await step(ttl)
                     except DirectoryUnavailable as e:
                         log.warning("directory unavailable", step=step.__name__, error=str(e))
+                        self.metrics.error("directory_unavailable")  # (an alert with no traffic)
                     except Exception:  # keep the loop alive whatever happens
                         log.exception("liveness step failed", step=step.__name__)
             await asyncio.sleep(ttl / 3)
@@ -228,11 +241,21 @@ class RouterNode:
             self.hubs.resync_all()
 
     async def _sweep_dead_hubs(self, ttl: float) -> None:
+        # Hub heartbeats are kept by the routers they link to: with every router down
+        # for more than the ttl they all expired, and a router that started then swept
+        # the live hubs (their sessions left the directory; sends found none) before
+        # they had linked again. A live hub links within its longest reconnect pause:
+        # until then only hubs seen linked here (and gone since) are swept.
+        linked = self.hubs.hubs
+        seen = self.hubs.seen
+        settled = time.monotonic() - self._started >= ttl + HUB_RELINK_S
+        if settled and seen is not None:
+            self.hubs.seen = seen = None  # (needed no more)
         d: Any = self.directory
         for hub in await d.dead_hubs():
-            if hub not in self.hubs.hubs:
+            if hub not in linked and (seen is None or hub in seen):
                 n = await d.remove_hub(hub)
-                log.info("hub is dead: sessions removed", hub=hub, sessions=n)
+                log.warning("hub is dead: sessions removed", hub=hub, sessions=n)
 
     def check_auth(self, context: aio.ServicerContext) -> None:
         md = dict(context.invocation_metadata() or ())

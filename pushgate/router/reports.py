@@ -33,6 +33,9 @@ log = get_logger("pushgate.reports")
 
 #: how many flush intervals :meth:`ReportCounter.settle` waits for other processes
 SETTLE_MARGIN = 1.5
+#: while the store keeps refusing the report counts, one warning per this many seconds
+#: (a flush every interval_s: 23 warnings in 12 s of an outage)
+WARN_EVERY_S = 30.0
 
 _prefix = os.urandom(4).hex()
 _counter = 0
@@ -81,9 +84,14 @@ class ReportCounter(Reports):
     """Counter deltas of this process, flushed to ``store`` every ``interval_s``."""
 
     def __init__(self, store: ReportStore, interval_s: float = 0.5,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, solo: bool = False) -> None:
         self.store = store
         self.interval_s = interval_s
+        self._failures = 0  # flushes failed in a row
+        self._warned_at = 0.0  # monotonic time of the last warning about them
+        # the only process that answers sends (the embedded gateway): settling is this
+        # process's own flush, nobody else's counts are waited for
+        self.solo = solo
         self.clock = clock
         self.deltas: dict[str, ReportDelta] = {}
         # what sends counted, as they came: (report, addressed, stored, duplicates,
@@ -128,9 +136,10 @@ class ReportCounter(Reports):
         d.push_failed += 1
         d.reasons[reason] = d.reasons.get(reason, 0) + 1
 
-    async def flush(self) -> None:
+    async def flush(self, *, raise_errors: bool = False) -> None:
         """Write what was counted since the last flush (one store transaction). On a
-        store error the deltas are kept for the next flush."""
+        store error the deltas are kept for the next flush (and the error raised with
+        ``raise_errors``)."""
         async with self._lock:
             deltas, self.deltas = self.deltas, {}
             sends, self.sends = self.sends, []
@@ -141,9 +150,19 @@ class ReportCounter(Reports):
             try:
                 await self.store.record_reports(deltas, delivered, acked, sends)
                 self.flushes += 1
+                if self._failures:
+                    log.info("recording delivery reports again", failed=self._failures)
+                    self._failures = 0
             except StoreError as e:
-                log.warning("recording delivery reports failed; will retry", error=str(e))
+                self._failures += 1
+                now = time.monotonic()
+                if self._failures == 1 or now - self._warned_at >= WARN_EVERY_S:
+                    self._warned_at = now
+                    log.warning("recording delivery reports failed; will retry",
+                                error=str(e), failed=self._failures)
                 self._keep(deltas, sends, delivered, acked)
+                if raise_errors:
+                    raise
 
     def _keep(self, deltas: dict[str, ReportDelta],
               sends: list[tuple[str, int, int, int, int, float, float]],
@@ -169,9 +188,10 @@ class ReportCounter(Reports):
     async def settle(self) -> None:
         """This process's counts now; the other processes' within their next flush, at
         most one interval after they counted (waited out: ``SETTLE_MARGIN`` for the
-        flush's own transaction)."""
-        await self.flush()
-        await asyncio.sleep(self.interval_s * SETTLE_MARGIN)
+        flush's own transaction) unless this process answers every send (``solo``)."""
+        await self.flush(raise_errors=True)  # unwritten counts: not "unknown report"
+        if not self.solo:
+            await asyncio.sleep(self.interval_s * SETTLE_MARGIN)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -122,6 +122,21 @@ def encode_body(body: Any, max_bytes: int) -> bytes:
     return raw
 
 
+def _bad_user_entry(raw: list[Any]) -> InvalidRequest:
+    """The error naming the first entry of ``users`` that is not a user id, by its index
+    (``field`` stays ``users``): "users is required" did not say which of 10,000."""
+    for i, u in enumerate(raw):
+        if u is None or u == "":
+            return InvalidRequest(f"'users[{i}]' is empty: every entry is a user id",
+                                  field="users")
+        entry = f"users[{i}]"
+        try:
+            check_id(u, entry)
+        except InvalidRequest as e:  # "users[3] must be a string" -> "'users[3]' must ..."
+            return InvalidRequest(f"'{entry}'{e.message.removeprefix(entry)}", field="users")
+    return InvalidRequest("'users' must be a list of user ids", field="users")
+
+
 ALLOWED = {"users", "filter", "body", "ttl", "id", "push", "device", "ack", "ack_timeout_ms"}
 
 
@@ -147,7 +162,10 @@ def parse_send(obj: Any, limits: Limits) -> SendRequest:
         if len(raw) > limits.max_users:
             raise InvalidRequest(f"'users' has {len(raw)} entries; the limit is {limits.max_users}",
                                  field="users")
-        users = tuple(dict.fromkeys(check_id(u, "users") for u in raw))
+        try:
+            users = tuple(dict.fromkeys(check_id(u, "users") for u in raw))
+        except InvalidRequest:
+            raise _bad_user_entry(raw) from None
     else:
         flt = _filter(obj["filter"])
     ttl = obj.get("ttl", limits.default_ttl_s if has_users else 0)

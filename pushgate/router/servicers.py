@@ -84,8 +84,19 @@ class Deps(Protocol):
     send_limits: Limits
     fetch_max_limit: int
     framed_port: int  # HubLink's framed listener (0: none)
+    stream_max_events: int  # a SendStream's events in flight (STREAM_MAX_EVENTS at most)
 
     def check_auth(self, context: aio.ServicerContext) -> None: ...
+
+
+#: A ``SendStream`` reads a request only while its sends not answered yet are fewer than
+#: this many and, with it, hold at most ``Deps.stream_max_events`` events (a quarter of
+#: ``commit_max_pending``, which every send shares, and STREAM_MAX_EVENTS at most; one
+#: request larger than that is read when nothing else is in flight): a sender faster
+#: than the store is slowed by the stream's flow control instead of being refused
+#: ``overloaded``.
+STREAM_MAX_SENDS = 64
+STREAM_MAX_EVENTS = 20_000
 
 
 def _send_done(task: asyncio.Task[Any]) -> None:
@@ -246,8 +257,10 @@ class GatewayService(pb_grpc.GatewayServicer):
         replies: asyncio.Queue[pb.SendReply | PushgateError | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
         metrics = self.deps.metrics
+        in_flight = [0]  # events of the sends read and not answered yet
+        max_events = self.deps.stream_max_events
 
-        async def one(m: pb.SendRequest) -> None:
+        async def one(m: pb.SendRequest, events: int) -> None:
             try:
                 req = parse_send(wire.send_to_dict(m), self.deps.send_limits)
                 reply = wire.result_to_pb(await self._send(req), m.tag)
@@ -258,13 +271,22 @@ class GatewayService(pb_grpc.GatewayServicer):
                 log.exception("router call failed")
                 reply = pb.SendReply(tag=m.tag, error=wire.error_to_pb(
                     Internal(f"internal error: {type(e).__name__}")))
+            in_flight[0] -= events
             replies.put_nowait(reply)
 
         async def read() -> PushgateError | None:
             async for m in request_iterator:
                 if isinstance(m, _Undecodable):
                     return cast(_Undecodable, m).error()
-                t = asyncio.create_task(one(m))
+                # backpressure: the next request is read once the stream's sends in flight
+                # leave room for it; meanwhile HTTP/2 flow control holds the sender back
+                # (it was read at once, and a fast campaign got 503 overloaded instead)
+                events = max(1, len(m.users))
+                while pending and (len(pending) >= STREAM_MAX_SENDS
+                                   or in_flight[0] + events > max_events):
+                    await asyncio.wait(list(pending), return_when=asyncio.FIRST_COMPLETED)
+                in_flight[0] += events
+                t = asyncio.create_task(one(m, events))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
             return None
@@ -621,8 +643,11 @@ class HubLinkService(pb_grpc.HubLinkServicer):
         try:
             added, removed = await self.deps.directory.sync_hub(
                 stream.hub_id, sessions, hello.snapshot_at)
+            kicked = await self.deps.router.enforce_quota({s.user for s in sessions}) \
+                if added else 0
             if added or removed:
-                log.info("hub re-synced", hub=stream.hub_id, added=added, removed=removed)
+                log.info("hub re-synced", hub=stream.hub_id, added=added, removed=removed,
+                         kicked=kicked)
         except DirectoryUnavailable as e:
             log.warning("hub re-sync failed; asking again later", hub=stream.hub_id, error=str(e))
             stream.resync_later()
@@ -640,8 +665,11 @@ class HubLinkService(pb_grpc.HubLinkServicer):
                 done.kicked = len(kicked)
             except PushgateError as e:
                 done.error.CopyFrom(wire.error_to_pb(e))
+                if e.code == "directory_unavailable":
+                    stream.resync_later()  # the add left behind may still land
             except TimeoutError:
                 self._online_refused(stream, msg, "redis")
+                stream.resync_later()
                 return
             stream.send(pb.RouterMessage(online_done=done))
         elif kind == "offline":

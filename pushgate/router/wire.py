@@ -14,6 +14,7 @@ import orjson
 
 from pushgate import errors
 from pushgate.errors import InvalidRequest, PayloadTooLarge, PushgateError
+from pushgate.protocol import public_id
 from pushgate.router.base import SendResult, UserResult
 from pushgate.router.directory.quota import SessionInfo
 from pushgate.router.requests import Limits, SendRequest
@@ -202,8 +203,9 @@ def device_from_pb(m: pb.Device) -> Device:
 
 def event_to_pb(e: Event) -> pb.Event:
     out = pb.Event(seq=e.seq, body=e.body, created_at=e.created_at, expires_at=e.expires_at)
-    if e.id is not None:
-        out.id = e.id
+    shown = public_id(e.id)
+    if shown is not None:
+        out.id = shown
     return out
 
 

@@ -14,10 +14,12 @@ upgrades the schema (Alembic ``upgrade head``). Typical start-up::
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._dialects import for_url, normalize_url, prepare_path
+from ._dialects import SQLite, for_url, normalize_url, prepare_path, sqlite_file
 from .base import (
     Appended,
     ClaimedBatch,
@@ -96,8 +98,12 @@ def masked_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: nothing to hide in it
-        return url
+    except Exception:  # not a URL SQLAlchemy parses (a bad port, no scheme): it may
+        # still carry ``user:password@``; hide everything between the last ':' of the
+        # userinfo and the '@'
+        import re
+
+        return re.sub(r"^([^@/]*//)?([^:@/]*):[^@]*@", r"\1\2:***@", url)
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -113,27 +119,65 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+#: MySQL: the named lock a migration holds (with the database's name: one migration of a
+#: database at once)
+MIGRATE_LOCK = "pushgate_migrate"
+MIGRATE_LOCK_WAIT_S = 600
+
+
+def _pk_name_note(record: logging.LogRecord) -> bool:
+    return "ignored for PRIMARY key" not in record.getMessage()
+
+
 async def migrate(url: str) -> None:
     """Create or upgrade the schema to the newest revision (``alembic upgrade head``).
 
-    Idempotent. On SQLite the whole upgrade is one ``BEGIN IMMEDIATE`` transaction
-    (concurrent callers wait, then find nothing to do) and the database file's
-    directory is created if missing. Works from any working directory.
+    Idempotent, and concurrent callers wait for each other, then find nothing to do: on
+    SQLite the whole upgrade is one ``BEGIN IMMEDIATE`` transaction (and the database
+    file's directory is created if missing); on MySQL, whose DDL is not transactional,
+    the upgrade runs under the named lock :data:`MIGRATE_LOCK` (``GET_LOCK``, waited for
+    up to :data:`MIGRATE_LOCK_WAIT_S`). Works from any working directory.
     """
     from alembic import command
+    from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
     parsed = normalize_url(url)
     prepare_path(parsed)
     dialect = for_url(parsed)
+    if isinstance(dialect, SQLite) and (path := sqlite_file(parsed)) is not None:
+        try:
+            await asyncio.to_thread(dialect.set_wal, path)
+        except sqlite3.Error as e:  # not a database, a directory, read-only
+            raise StoreError(f"{type(e).__name__}: {e}") from None
     engine = create_async_engine(parsed, poolclass=NullPool)
     dialect.configure(engine)
     cfg = alembic_config(parsed.render_as_string(hide_password=False))
 
     def upgrade(connection: Any) -> None:
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        if dialect.name != "mysql":
+            command.upgrade(cfg, "head")
+            return
+        # two rollouts migrating at once interleaved their revisions' DDL (one failed:
+        # "Table 'inboxes' already exists", possibly half way through a revision)
+        lock = f"{MIGRATE_LOCK}:{parsed.database}"[:64]  # (the longest name MySQL takes)
+        got = connection.execute(text("SELECT GET_LOCK(:lock, :wait)"),
+                                 {"lock": lock, "wait": MIGRATE_LOCK_WAIT_S}).scalar()
+        if got != 1:
+            raise StoreError(f"cannot migrate: another migration held the lock {lock!r} "
+                             f"for {MIGRATE_LOCK_WAIT_S} s")
+        # MariaDB notes every named primary key (the naming convention's pk_<table>) as
+        # "Name 'pk_inboxes' ignored for PRIMARY key.", which asyncmy logs as a warning:
+        # ten lines of noise per fresh migrate. Other warnings still show.
+        drivers_log = logging.getLogger("asyncmy")
+        drivers_log.addFilter(_pk_name_note)
+        try:
+            command.upgrade(cfg, "head")
+        finally:
+            drivers_log.removeFilter(_pk_name_note)
+            connection.execute(text("SELECT RELEASE_LOCK(:lock)"), {"lock": lock})
 
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -78,12 +79,54 @@ class OneHopAppender(OneHopConnection):
         # the background step of a checkpoint; a thread's future: done as soon as the thread
         # finished, even while a run of inline appends keeps the loop from its callbacks
         self._bulk: concurrent.futures.Future[None] | None = None
+        # (st_dev, st_ino) of the database file and of its WAL as this store opened and
+        # wrote them: a file deleted or replaced under the open connections keeps taking
+        # commits (into an unlinked inode) that no restart will find, so every append
+        # checks after its commit (two stat calls, ~1 us each) and fails retryably
+        # (StoreUnavailable: 503 store_unavailable) instead
+        self._db_id: tuple[int, int] | None = None
+        self._wal_id: tuple[int, int] | None = None
+
+    def _open(self, busy_timeout_ms: int, extra: tuple[str, ...]) -> sqlite3.Connection:
+        conn = super()._open(busy_timeout_ms, extra)
+        if self._db_id is None:
+            st = os.stat(self.path)
+            self._db_id = (st.st_dev, st.st_ino)
+        return conn
+
+    def _check_files(self) -> None:
+        """Raise ``sqlite3.OperationalError`` (-> StoreUnavailable, 503) when the database
+        file or its WAL is no longer the one the connections write to."""
+        for name, known in ((self.path, self._db_id), (self.path + "-wal", self._wal_id)):
+            if known is None:
+                continue
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                msg = f"{name} was deleted while the store had it open"
+            else:
+                if (st.st_dev, st.st_ino) == known:
+                    continue
+                msg = f"{name} was replaced while the store had it open"
+            log.error("sqlite file lost: %s; refusing writes", msg)
+            raise sqlite3.OperationalError(f"{msg}: refusing to write (restart the gateway)")
+
+    def _note_wal(self) -> None:
+        if self._wal_id is None:
+            try:
+                st = os.stat(self.path + "-wal")
+            except FileNotFoundError:
+                return
+            self._wal_id = (st.st_dev, st.st_ino)
 
     def _append(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
                 make_rows: Any) -> Any:
         """One transaction on ``conn``. ``make_rows(heads)`` returns the event rows to
         insert once the seqs are known. sqlite3 errors propagate (rolled back)."""
-        return self._tx(conn, self._write_events, alloc, make_rows)
+        result = self._tx(conn, self._write_events, alloc, make_rows)
+        self._note_wal()
+        self._check_files()  # a file lost before or during the commit: not durable
+        return result
 
     def _write_events(self, conn: sqlite3.Connection, alloc: list[tuple[Any, ...]],
                       make_rows: Any) -> Any:

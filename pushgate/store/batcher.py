@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .base import (
@@ -51,6 +51,9 @@ class _State(enum.Enum):
 class _Request:
     events: list[NewEvent]
     future: asyncio.Future[list[Appended]]
+    # called with the results when the batch commits after its caller went away (a
+    # deadline passed while the batch was in flight): the events are stored all the same
+    late: Callable[[list[Appended]], None] | None = None
 
 
 class GroupCommitter:
@@ -105,9 +108,12 @@ class GroupCommitter:
         finally:
             self._state = _State.CLOSED
 
-    async def append(self, events: Sequence[NewEvent]) -> list[Appended]:
+    async def append(self, events: Sequence[NewEvent],
+                     late: Callable[[list[Appended]], None] | None = None) -> list[Appended]:
         """Queue ``events`` for the next batch and wait until it is committed; returns one
-        result per event, in order (as :meth:`EventStore.append`)."""
+        result per event, in order (as :meth:`EventStore.append`). ``late``: called with
+        the results instead when the caller was cancelled after its batch was taken (the
+        events were committed anyway)."""
         if not events:
             return []
         for ev in events:
@@ -119,7 +125,7 @@ class GroupCommitter:
             raise StoreOverloaded(
                 f"{self._pending} events already waiting to be stored (max {self.max_pending})"
             )
-        request = _Request(list(events), asyncio.get_running_loop().create_future())
+        request = _Request(list(events), asyncio.get_running_loop().create_future(), late)
         self._queue.append(request)
         self._pending += n
         self._wakeup.set()
@@ -186,6 +192,11 @@ class GroupCommitter:
             end = start + len(request.events)
             if not request.future.done():
                 request.future.set_result(results[start:end])
+            elif request.late is not None:  # its caller gave up while it was committing
+                try:
+                    request.late(results[start:end])
+                except Exception:  # pragma: no cover - a caller's bug must not stop the writer
+                    pass
             start = end
 
 

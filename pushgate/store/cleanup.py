@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from .base import EventStore, Leases
+from .base import EventStore, Leases, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ class Cleaner:
         while not self._stop.is_set():
             try:
                 await self.run_once()
+            except StoreUnavailable as e:  # an outage: one line, not a traceback per round
+                log.warning("event cleanup failed (%s); retrying in %.0f s", e,
+                            self.interval_s)
             except Exception:
                 log.exception("event cleanup failed; retrying in %.0f s", self.interval_s)
             with contextlib.suppress(TimeoutError):

@@ -41,7 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ._dialects import SQLite, for_url, normalize_url, prepare_path
+from ._dialects import SQLite, for_url, normalize_url, prepare_path, sqlite_file
 from ._pool_log import quiet_pool
 from ._sql.append import SqlAppend, _insert_events, _insert_expiries
 from ._sql.cleanup import SqlCleanup
@@ -50,7 +50,7 @@ from ._sql.leases import SqlLeases
 from ._sql.read_state import SqlReadState
 from ._sql.reads import SqlReads
 from ._sql.reports import SqlReports
-from ._sql.tx import _describe, _mapped_errors
+from ._sql.tx import _describe, _mapped_errors, _sqlite_errors
 from ._sqlite_append import OneHopAppender
 from ._sqlite_read import OneHopReader
 from .base import ReadState, StoreError
@@ -76,8 +76,22 @@ async def _check_schema(conn: AsyncConnection) -> None:
             await conn.execute(select(*table.columns).limit(0))
     except sa_exc.DBAPIError as exc:
         raise StoreError(
-            f"event store schema missing or outdated ({_describe(exc)}): run migrate() first"
+            f"event store schema missing or outdated ({_describe(exc)}): run "
+            f"'pushgate migrate' first (docs/storage.md)"
         ) from exc
+
+
+def _probe_write(conn: Any) -> None:
+    """Write one row and take it back (in the caller's transaction): raises
+    ``sqlite3.OperationalError`` ("attempt to write a readonly database") when the file
+    cannot be written."""
+    conn.execute("SAVEPOINT pushgate_probe")
+    try:
+        conn.execute("INSERT INTO leases (name, holder, expires_at) "
+                     "VALUES ('pushgate-write-probe', '', 0)")
+    finally:
+        conn.execute("ROLLBACK TO pushgate_probe")
+        conn.execute("RELEASE pushgate_probe")
 
 
 class SqlEventStore(SqlAppend, SqlReads, SqlReports, SqlReadState, SqlCleanup, SqlDevices,
@@ -155,7 +169,16 @@ class SqlEventStore(SqlAppend, SqlReads, SqlReports, SqlReadState, SqlCleanup, S
                         assert isinstance(d, SQLite)
                         self._reader = OneHopReader(self._one_hop.path, d.busy_timeout_ms,
                                                     d.max_params)
+            if self._one_hop is not None:
+                # a file SQLite can only open read-only (owned by another user, chattr +i)
+                # passes every read above and the (no-op) migration: fail here, not with a
+                # 503 on every send of a gateway that says it is ready
+                with _sqlite_errors():
+                    await self._one_hop.transaction(_probe_write)
         except BaseException:
+            if self._one_hop is not None:
+                await self._one_hop.close()
+            self._one_hop = self._reader = None
             await engine.dispose()
             raise
         self._engine, self._writer = engine, self._dialect.write_engine(engine)
@@ -164,9 +187,8 @@ class SqlEventStore(SqlAppend, SqlReads, SqlReports, SqlReadState, SqlCleanup, S
         """SQLite file databases append through :class:`OneHopAppender` (one thread hop
         per transaction); ``one_hop_append=False`` or an in-memory database: no."""
         d = self._dialect
-        path = self.url.database
-        if not isinstance(d, SQLite) or not self._one_hop_enabled or not path \
-                or path == ":memory:" or path.startswith("file:"):
+        path = sqlite_file(self.url)
+        if not isinstance(d, SQLite) or not self._one_hop_enabled or path is None:
             return None
         alloc_sql, alloc_row, _ = d._compiled(conn, "allocate",
                                               lambda: d._allocate_stmt(inboxes_t))

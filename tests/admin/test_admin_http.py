@@ -79,8 +79,17 @@ async def test_login_cookie_and_api(admin_server: ServerProcess) -> None:
             r = await http.get("/admin/api/users/alice", headers={"Cookie": f"{COOKIE}={forged}"})
             assert r.status_code == 401
 
+        # a logout (or login) form another site posts is refused: the session lives on
+        for path, data in (("/admin/logout", None), ("/admin/login", {"key": ADMIN_KEY})):
+            for site in ("cross-site", "same-site"):
+                r = await http.post(path, data=data, headers={"Sec-Fetch-Site": site})
+                assert r.status_code == 403, r.text
+                assert r.json()["error"]["field"] == "Sec-Fetch-Site"
+                assert "set-cookie" not in r.headers
+        assert (await http.get("/admin/api/users/alice")).status_code == 200
+
         # logout: the cookie is cleared and the old value no longer works
-        out = await http.post("/admin/logout")
+        out = await http.post("/admin/logout", headers={"Sec-Fetch-Site": "same-origin"})
         assert out.status_code == 303 and f'{COOKIE}=""' in out.headers["set-cookie"]
         assert COOKIE not in http.cookies
         r = await http.get("/admin/api/users/alice", headers={"Cookie": f"{COOKIE}={value}"})
@@ -118,6 +127,42 @@ def test_cookie_expires_and_key_change_logs_out() -> None:
     assert auth.session(cookie, now + 61) is None
     assert AdminAuth(ADMIN_KEY + "2", ttl_s=60).session(cookie, now) is None
     assert AdminAuth(ADMIN_KEY, ttl_s=60).session(cookie, now) is not None  # another hub
+
+
+@pytest.mark.parametrize("cookie", ["a.\u00b2.b", "a." + "9" * 5000 + ".b", "a.1.\u00e9"])
+def test_malformed_cookie_is_no_session(cookie: str) -> None:
+    """Garbage in the cookie is "not logged in" (401), never an exception (500)."""
+    assert AdminAuth(ADMIN_KEY, ttl_s=60).session(cookie) is None
+
+
+async def test_a_logout_ends_the_open_stream_and_head_gets_headers_only(
+        admin_server: ServerProcess) -> None:
+    """The stream checks its login at every sample: a logout (or the login's expiry)
+    ends it, the page's reconnect then gets 401. A HEAD gets the headers and ends (it
+    never subscribed: a HEAD stream used to stay open and keep the hub sampling). The
+    pages are served by their routes only (login, security headers), not as static
+    files."""
+    srv = admin_server
+    async with _client(srv) as http:
+        await login(http)
+        r = await asyncio.wait_for(http.head("/admin/api/stream"), 10)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for page in ("dashboard.html", "login.html"):
+            assert (await http.get(f"/admin/static/{page}")).status_code == 404
+        assert (await http.get("/admin/static/admin.js")).status_code == 200
+        async with http.stream("GET", "/admin/api/stream") as stream:
+            lines = stream.aiter_lines()
+            first = await asyncio.wait_for(sse_events(lines, 2), 20)
+            assert [name for name, _ in first] == ["history", "sample"]
+            assert first[1][1]["point"]["t"] > max(
+                [p["t"] for p in first[0][1]["points"]], default=0)  # no point twice
+            async with _client(srv) as other:
+                other.cookies.update(http.cookies)
+                assert (await other.post("/admin/logout")).status_code == 303
+            with pytest.raises(AssertionError, match="the stream ended"):
+                await asyncio.wait_for(sse_events(lines, 1000), 10)
+        assert (await http.get("/admin/api/stream")).status_code == 401
 
 
 async def test_event_stream_and_shutdown(admin_server: ServerProcess) -> None:

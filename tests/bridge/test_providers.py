@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -103,6 +104,39 @@ async def test_fcm_push_maps_the_message_and_handles_errors(fakes: Fakes) -> Non
         fakes.fcm.access_tokens.clear()  # the token was revoked: refreshed once, then sent
         assert (await p.send(ANDROID, {"body": "again"}, 10)).outcome is Outcome.OK
         assert fakes.fcm.tokens_issued == 2
+    finally:
+        await p.close()
+
+
+async def test_fcm_pushes_share_one_token_refresh_and_its_failure(
+        fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pushes waiting for the access token share one refresh: its failure fails them
+    all with the fixed reason ``token_refresh`` and the token endpoint is not asked
+    again for each (a stalling endpoint cost one timeout per push, one after another);
+    it is asked again ``TOKEN_RETRY_S`` after the failure."""
+    from pushgate.fakes.state import json_reply
+    from pushgate.router.bridge import fcm as fcm_module
+
+    p = fcm(fakes)
+    await p.start()
+    asked = 0
+
+    def refusing(req: object) -> object:
+        nonlocal asked
+        asked += 1
+        return json_reply(400, {"error": "invalid_grant", "error_description": "down"})
+
+    try:
+        fakes.fcm._token = refusing  # type: ignore[assignment,method-assign]
+        fakes.fcm.access_tokens.clear()  # revoked: every push gets a 401, then refreshes
+        results = await asyncio.gather(*(p.send(ANDROID, {"body": str(i)}, i) for i in range(8)))
+        assert {(r.outcome, r.reason) for r in results} == {(Outcome.RETRY, "token_refresh")}
+        assert asked == 1
+        assert (await p.send(ANDROID, {"body": "x"}, 9)).reason == "token_refresh"
+        assert asked == 1  # within TOKEN_RETRY_S of the failure: not asked
+        del fakes.fcm._token  # the endpoint is back
+        monkeypatch.setattr(fcm_module, "TOKEN_RETRY_S", 0.0)
+        assert (await p.send(ANDROID, {"body": "y"}, 10)).outcome is Outcome.OK
     finally:
         await p.close()
 

@@ -45,6 +45,16 @@ def test_apns_mapping_background_push_and_overrides() -> None:
                     "pushgate": {"seq": 42}}
 
 
+def test_apns_header_overrides_go_out_as_lowercase_http2_fields() -> None:
+    """``push.apns.headers`` names are case-insensitive (HTTP/2 sends them lowercase:
+    an uppercase one would have the stream reset) and an integer value is its digits."""
+    push = payload.parse_push({"body": "b", "apns": {"headers": {"Apns-Priority": 5,
+                                                                 "APNS-EXPIRATION": "0"}}})
+    headers, _ = payload.apns_request(push, 7, "com.x", now=1000.0)
+    assert (headers["apns-priority"], headers["apns-expiration"]) == ("5", "0")
+    assert all(name == name.lower() for name in headers)
+
+
 def test_fcm_mapping_normal_priority_webpush_and_string_data() -> None:
     push = payload.parse_push({"body": "b", "priority": "normal", "collapse_id": "c1",
                                "data": {"n": [1, 2], "s": "x"}, "webpush": {"fcm_options":

@@ -228,3 +228,49 @@ async def test_a_push_ttl_counts_from_the_send_not_from_each_attempt() -> None:
         expired = [] if sent else [("r-7", "expired")]
         assert reports.failed == [*expired, ("r-8", "expired")]
         assert store.finished == [([1, 2], [], [])]  # done either way
+
+
+async def test_a_ttl_0_push_the_provider_asks_to_retry_is_dropped_at_once() -> None:
+    """``ttl: 0`` is now or never: a 503 (retry) drops it as ``expired`` at once. No
+    retry job is queued and it is not counted as retried."""
+    queued: list[PushJob] = []
+
+    class Queue:
+        async def enqueue_pushes(self, jobs: list[PushJob]) -> None:
+            queued.extend(jobs)
+
+    class Busy(KeepingProvider):
+        async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
+            await super().send(token, push, seq)
+            return Result(Outcome.RETRY, "Unavailable", 503)
+
+    outbox = Outbox(Queue(), 0, clock=lambda: 1000.0)  # type: ignore[arg-type]
+    await outbox.enqueue({"title": "t", "ttl": 0}, [OfflinePush("v", 6, False)], "r-0")
+    await outbox.enqueue({"title": "t", "ttl": 60}, [OfflinePush("u", 5, False)], "r-60")
+    provider, store, reports, metrics = Busy(), RecordingStore(), FailedReasons(), BridgeMetrics()
+    worker = Worker(store, {"apns": provider}, WorkerConfig(), metrics,  # type: ignore[arg-type]
+                    clock=lambda: 1000.0, reports=reports)
+    devices = [Device("v", "app", "apns", "tok-v", 0.0), Device("u", "app", "apns", "tok-u", 0.0)]
+    await worker.process(ClaimedBatch([ClaimedPush(1, queued[0]), ClaimedPush(2, queued[1])],
+                                      {}, devices))
+    assert [token for token, _ in provider.pushes] == ["tok-v", "tok-u"]  # both tried
+    assert reports.failed == [("r-0", "expired")]
+    [(done, retries, dead)] = store.finished
+    assert (done, dead) == ([1, 2], [])
+    assert [(job.user, job.attempts) for job in retries] == [("u", 1)]  # only the ttl 60 one
+    sample = metrics.registry.get_sample_value
+    assert sample("pushgate_push_retried_total", {"provider": "apns"}) == 1
+    assert sample("pushgate_push_skipped_total", {"reason": "expired"}) == 1
+
+
+def test_a_bridge_of_its_own_says_which_pushgate_runs() -> None:
+    """The Grafana dashboard's versions panel reads pushgate_build_info: a standalone
+    bridge's /metrics had none; inside a gateway it is the gateway's (one series)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pushgate.metrics import VERSION
+
+    own = generate_latest(BridgeMetrics().registry).decode()
+    assert f'pushgate_build_info{{version="{VERSION}"}} 1.0' in own
+    shared = CollectorRegistry()
+    assert "pushgate_build_info" not in generate_latest(BridgeMetrics(shared).registry).decode()

@@ -9,7 +9,9 @@ of the launcher itself (``test_launcher.py``, ``test_deploy_files.py``) run ngin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,19 @@ def direct_cluster(tmp_path: Path, shared: dict[str, Any], **kw: Any) -> LocalCl
     options: dict[str, Any] = {"hubs": 2, "routers": 1, "nginx": False, "hub_env": LIVENESS,
                                "router_env": LIVENESS, **shared, **kw}
     return LocalCluster(workdir=tmp_path / "cluster", **options)
+
+
+@contextlib.asynccontextmanager
+async def started_from_a_thread(cluster: LocalCluster) -> AsyncIterator[LocalCluster]:
+    """``cluster`` started and stopped from a thread, so that servers living in the
+    test's event loop (the fake APNs/FCM) answer its processes' start-up checks
+    (``async with cluster`` blocks the loop while starting: a router with push providers
+    waited out both credential checks' timeouts, 20 s)."""
+    await asyncio.to_thread(cluster.start)
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 @pytest.fixture

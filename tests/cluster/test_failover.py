@@ -194,3 +194,45 @@ async def test_router_sigterm_with_another_router_up_fails_no_send(
                     stored |= {e["seq"] for e in page["events"]}
                     more, after = page["more"], max(stored, default=0)
             assert set(accepted) <= stored
+
+
+async def test_a_router_started_after_every_router_was_down_keeps_the_live_hubs(
+        tmp_path: Path, shared: dict[str, Any]) -> None:
+    """Hub heartbeats are kept by the routers: with the only router down longer than the
+    ttl they expire, and the new router's first liveness pass swept the live hubs as
+    dead before they linked again (their sessions left the directory for that while:
+    sends found none)."""
+    from pushgate.router.directory.redis import RedisDirectory
+
+    with direct_cluster(tmp_path, shared) as c:
+        h0, h1 = c.hub(0), c.hub(1)
+        async with ws_client(h0, "olga") as olga:
+            r = await post(h1, {"users": ["olga"], "body": "first"})
+            assert (await olga.recv_type("event"))["seq"] == 1
+            await asyncio.to_thread(c.kill_router, 0)
+
+            async def readiness() -> tuple[int, str]:
+                async with api(h0) as http:
+                    r = await http.get("/readyz")
+                return r.status_code, r.json()["status"]
+
+            # not "starting": it started long ago, and has no router now
+            await wait_for(readiness, 15, "the hub unready", until=lambda r: r[0] == 503)
+            assert await readiness() == (503, "no_router")
+            directory = RedisDirectory(c.redis_url, c.redis_prefix)
+            try:  # both hubs' heartbeats expired (no router keeps them)
+                await wait_for(directory.dead_hubs, 15, "the hubs' heartbeats expired",
+                               until=lambda dead: len(dead) == 2)
+            finally:
+                await directory.close()
+            log = c.workdir / "router-0.log"
+            log.write_text("")  # (the new router's lines only)
+            await asyncio.to_thread(c.start_router, 0)
+            for i in range(c.n_hubs):
+                await wait_for(lambda i=i: asyncio.to_thread(c.hub_ready, i), 20,
+                               f"hub {i} linked again")
+            r = await post(h1, {"users": ["olga"], "body": "after"})
+            assert r.status_code == 200 and r.json()["results"][0]["sessions"] == 1
+            assert (await olga.recv_type("event"))["seq"] == 2
+            text = log.read_text()
+            assert "hub is dead" not in text, text[-2000:]

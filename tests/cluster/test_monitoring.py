@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import services
 from tests.bridge.conftest import TOPIC, Fakes, fakes  # noqa: F401 - the fixture
-from tests.cluster.conftest import direct_cluster
+from tests.cluster.conftest import direct_cluster, started_from_a_thread
 from tests.support.api import api
 from tests.support.waiting import wait_for
 from tests.support.ws import ws_client
@@ -88,7 +88,8 @@ def _exported(text: str) -> set[str]:
 async def test_rules_and_dashboard_name_only_exported_metrics(
         tmp_path: Path, shared: dict[str, Any], fakes: Fakes) -> None:  # noqa: F811
     router_env = {"PUSHGATE_PUSH_ENABLED": "true", **fakes.settings_env()}
-    async with direct_cluster(tmp_path, shared, hubs=1, router_env=router_env) as c:
+    async with started_from_a_thread(
+            direct_cluster(tmp_path, shared, hubs=1, router_env=router_env)) as c:
         hub = c.hub(0)
         async with api(hub) as http:
             r = await http.put("/v1/users/away/devices",

@@ -227,3 +227,35 @@ async def test_a_restarted_primary_makes_the_hubs_resync(tmp_path: Path, store_u
             r2 = await http.post("/v1/notifications", json={"users": ["hana"], "body": 1})
             assert r2.json()["results"][0]["sessions"] == 1
             assert (await hana.recv_type("event"))["seq"] == r2.json()["results"][0]["seq"]
+
+
+async def test_a_session_admitted_while_the_directory_lost_the_others_is_within_quota_after_the_resync(
+        tmp_path: Path, store_url: str) -> None:
+    """The directory lost ines's two sessions (writes a new primary never got) and admitted
+    a third meanwhile (0 of 2 listed); the hubs' re-sync puts the two back: the oldest
+    beyond ``max_sessions_per_user`` is then kicked (4102, ``by`` her newest session), as
+    a connect over the quota would have, not left over it until her next connect."""
+    import redis
+
+    from tests.cluster.conftest import LIVENESS
+
+    quota = {**LIVENESS, "PUSHGATE_MAX_SESSIONS_PER_USER": "2"}
+    with direct_cluster(tmp_path, {"store_url": store_url, "migrate": False},
+                        hub_env=quota, router_env=quota) as c:
+        hub = c.hub(0)
+        async with ws_client(hub, "ines") as first, ws_client(hub, "ines") as second, \
+                api(hub) as http:
+            r = redis.Redis.from_url(c.redis_url)
+            try:  # the writes the new primary never got
+                assert r.delete(Keys(c.redis_prefix).user("ines")) == 1
+            finally:
+                r.close()
+            async with ws_client(hub, "ines") as third:  # admitted: none listed
+                await asyncio.to_thread(c.restart_redis, flush=False)  # new run_id: re-sync
+                kicked = await asyncio.wait_for(first.recv_type("kicked"), 20)
+                assert kicked["by"] == third.hello["session"]
+                assert (await first.closed())[0] == 4102
+                listed = await wait_for(lambda: sessions_of(http, "ines"), 15, "two listed",
+                                        until=lambda f: f is not None and len(f) == 2)
+                assert {sid for sid, _ in listed} == {second.hello["session"],
+                                                      third.hello["session"]}

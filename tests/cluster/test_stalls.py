@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -137,11 +138,14 @@ async def test_a_stopped_hub_leaves_the_directory_and_comes_back_whole(
         # SIGCONT: the hub links again, its Hello puts hank back; his connection lived on
         await wait_for(lambda: session_count(h1, "hank"), 15, "hank back",
                        until=lambda n: n == 1)
-        r, _ = await timed_post(http, {"users": ["hank"], "body": "back"})
-        assert r.json()["results"][0]["sessions"] == 1
-        accepted.append(r.json()["results"][0]["seq"])
+        # what was sent while the hub was stopped arrives with no later send to show the
+        # gap: the hub's sessions catch up from the store once its link is back (they
+        # got nothing until the next event did, before)
         got = await seqs_up_to(hank, max(accepted))
         assert got == sorted(set(got)) and set(accepted) <= set(got)
+        r, _ = await timed_post(http, {"users": ["hank"], "body": "back"})
+        assert r.json()["results"][0]["sessions"] == 1
+        assert (await hank.recv_type("event"))["seq"] == r.json()["results"][0]["seq"]
 
 
 async def test_a_stopped_redis_gives_retryable_errors_within_the_deadline(
@@ -165,6 +169,15 @@ async def test_a_stopped_redis_gives_retryable_errors_within_the_deadline(
                 assert r.status_code == 503, r.text
                 err = r.json()["error"]
                 assert (err["code"], err["retryable"]) == ("directory_unavailable", True)
+                # a filter send naming the account (as a Pushca send to one client) is
+                # matched by the hubs themselves, as every filter send (it was a 503)
+                r, took = await timed_post(http, {"filter": {"account": "rose"}, "body": "f"})
+                assert r.status_code == 200 and took < REDIS_DEADLINE + SLACK, (took, r.text)
+                assert r.json()["sessions"] == 1, r.text
+                seen = []  # (the stored events before it)
+                while (ev := await rose.recv_type("event"))["seq"] is not None:
+                    seen.append(ev["seq"])
+                assert ev["body"] == "f", ev
                 # connections arriving together (one hub link) are refused side by side
                 # at the directory's deadline, not one deadline after another
                 t0 = time.monotonic()
@@ -188,10 +201,29 @@ async def test_a_stopped_redis_gives_retryable_errors_within_the_deadline(
                     assert code == 4003 and took < REDIS_DEADLINE + SLACK, (i, code, reason,
                                                                            took)
                     assert reason.startswith("session directory unavailable"), reason
+                # the router counts its failed liveness rounds: the alert's signal
+                # (PushgateDirectoryUnavailable) also when nothing is sent
+                url = c.router_metrics_urls[0]
+                assert url is not None
+
+                async def router_directory_errors() -> float:
+                    async with httpx.AsyncClient() as client:
+                        text = (await client.get(url)).text
+                    line = 'pushgate_errors_total{code="directory_unavailable"} '
+                    return sum(float(x.removeprefix(line)) for x in text.splitlines()
+                               if x.startswith(line))
+
+                await wait_for(router_directory_errors, 10, "the router's count",
+                               until=lambda n: n > 0)
             # SIGCONT: live delivery again; rose's connection gets what it missed, in order
             r, _ = await timed_post(http, {"users": ["rose"], "body": 3})
             assert r.status_code == 200, r.text
             assert r.json()["results"][0]["sessions"] == 1
             accepted.append(r.json()["results"][0]["seq"])
-            got = await seqs_up_to(rose, max(accepted))
+            got = seen + await seqs_up_to(rose, max(accepted))
             assert got == accepted
+            # a refused connection's record, left behind in Redis while it was stopped and
+            # written when it resumed, is gone again after the hub's re-sync
+            for user in [*(f"ruth-{i}" for i in range(8)), *(f"rita-{i}" for i in range(5))]:
+                await wait_for(functools.partial(session_count, h1, user), 15,
+                               f"{user} refused, not recorded", until=lambda n: n == 0)

@@ -9,6 +9,9 @@ purpose (what close() leaves behind) and Redis' own liveness keys are at the end
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -205,6 +208,24 @@ async def test_sync_hub_restores_and_prunes_but_keeps_newer_sessions(d: Director
     assert await d.sync_hub("h1", held, before=5.0) == (0, 0)  # idempotent
 
 
+async def test_a_re_sync_over_the_quota_kicks_the_oldest_once_enforced(d: Directory) -> None:
+    """The directory lost alice's five sessions (a failover's lost writes) and admitted
+    a sixth meanwhile; her hub's re-sync puts the five back (no quota check: they were
+    admitted before). ``enforce_quota`` then removes the oldest beyond the limit and
+    names her newest session as the kick's cause; users within it are left alone."""
+    assert await d.add(s("late", 20.0, hub="h2"), 5) == []
+    await d.add(s("b1", 1.0, user="bob", hub="h1"), 5)
+    held = [s(f"s{i}", float(i), hub="h1") for i in range(5)]
+    assert await d.sync_hub("h1", [*held, s("b1", 1.0, user="bob", hub="h1")],
+                            before=10.0) == (5, 0)
+    assert len((await d.sessions(["alice"]))["alice"]) == 6
+    kicked = await d.enforce_quota(["alice", "bob", "nobody"], 5)
+    assert kicked == [(s("s0", 0.0, hub="h1"), "late")]
+    assert ids((await d.sessions(["alice"]))["alice"]) == ["s1", "s2", "s3", "s4", "late"]
+    assert await d.count() == 6  # alice's five and bob's one
+    assert await d.enforce_quota(["alice", "bob"], 5) == []  # nothing more to do
+
+
 # -- where the backends differ on purpose ------------------------------------------------
 
 
@@ -384,3 +405,78 @@ async def test_more_calls_at_once_than_the_default_pool_all_succeed(engine_url: 
     finally:
         await delete_keys(directory)
         await directory.close()
+
+
+async def test_a_call_that_swallows_its_cancellation_still_ends_at_the_deadline(
+        engine_url: str) -> None:
+    """redis-py can swallow the cancellation of a call while it reconnects, and the call
+    ran on to its socket timeouts: a connect waited past the hub's 5 s instead of being
+    refused at the directory's deadline. The caller gets ``DirectoryUnavailable`` at the
+    deadline whatever the call does."""
+    d = RedisDirectory(engine_url, redis_service.new_prefix(), deadline_s=0.2)
+    finished = asyncio.Event()
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # swallowed once, as while reconnecting
+            await asyncio.sleep(2)
+        finished.set()
+        return "late"
+
+    try:
+        with pytest.raises(DirectoryUnavailable, match=r"no answer within 0\.2 s"):
+            await d._call(stubborn())
+        assert not finished.is_set()  # answered at the deadline, not when the call ended
+        await asyncio.wait_for(finished.wait(), 5)  # left behind, ends on its own
+        # a caller with a shorter deadline of its own (an Online behind a re-sync) ends
+        # at it too, not when the call gets round to its cancellation
+        finished.clear()
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await d._call(stubborn())
+        assert time.monotonic() - t0 < 1 and not finished.is_set()
+        await asyncio.wait_for(finished.wait(), 5)
+    finally:
+        await d.close()
+
+
+async def test_a_stopped_cluster_master_holds_up_only_the_lookups_of_its_users(
+        redis_cluster_engine: Any) -> None:
+    """Lookups made together share one pipelined round trip; on a Redis Cluster a master
+    that stopped answering (until its replica takes over) held up and failed the
+    lookups of users on the healthy masters too: sends to them were answered
+    ``sessions: 0``. Each lookup is now answered once its own users are known; a
+    ``partial`` one leaves out those it cannot know."""
+    e = redis_cluster_engine
+    d = RedisDirectory(e.url, redis_service.new_prefix())
+    try:
+        users = [f"u{i}" for i in range(30)]
+        for u in users:
+            await d.add(s(f"s-{u}", 1.0, user=u), 5)
+        master = {u: e.master_of_slot(d.redis.keyslot(d.keys.user(u))) for u in users}
+        victim = master["u0"]
+        stuck = [u for u in users if master[u] == victim]
+        healthy = [u for u in users if master[u] != victim]
+        assert stuck and healthy
+        os.kill(e.children[victim].pid, signal.SIGSTOP)
+        try:
+            # created in one turn: one batch
+            of_healthy = asyncio.ensure_future(d.sessions(healthy))
+            of_stuck = asyncio.ensure_future(d.sessions(stuck))
+            of_all = asyncio.ensure_future(d.sessions(users, partial=True))
+            found = await asyncio.wait_for(of_healthy, 1.0)
+            assert sorted(found) == sorted(healthy)
+            assert not of_stuck.done() and not of_all.done()
+            # the others: known once the replica took over, or given up at the deadline
+            done = await asyncio.gather(of_stuck, of_all, return_exceptions=True)
+            assert isinstance(done[0], DirectoryUnavailable) or sorted(done[0]) == sorted(stuck), done
+            assert not isinstance(done[1], BaseException), done
+            assert set(healthy) <= set(done[1]) <= set(users)
+        finally:
+            os.kill(e.children[victim].pid, signal.SIGCONT)
+            await asyncio.to_thread(e.wait_healthy)
+        await delete_keys(d)
+    finally:
+        await d.close()

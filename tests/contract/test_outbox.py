@@ -260,7 +260,7 @@ async def test_rows_queued_before_0004_become_single_rows(
         finally:
             await engine.dispose()
         store = open_store(url, clock=clock)
-        with pytest.raises(StoreError, match=r"migrate\(\)"):  # a migration behind
+        with pytest.raises(StoreError, match=r"run 'pushgate migrate' first"):  # a migration behind
             await store.start()
         await migrate(url)
         await store.start()

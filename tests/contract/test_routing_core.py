@@ -369,7 +369,10 @@ async def test_delivery_reports_through_the_core(core: Core) -> None:
     assert (missing.value.code, missing.value.field) == ("unknown_report", "report")
     with pytest.raises(NotFound) as no_user:
         await core.router.report_user("rep-1", "zed")
-    assert no_user.value.code == "unknown_report_user"
+    assert (no_user.value.code, no_user.value.field) == ("unknown_report_user", "user")
+    with pytest.raises(NotFound) as no_report:  # (was unknown_report_user, field user)
+        await core.router.report_user("never", "rita")
+    assert (no_report.value.code, no_report.value.field) == ("unknown_report", "report")
     with pytest.raises(InvalidRequest) as bad:
         await core.router.latest_reports(0)
     assert bad.value.field == "limit"
@@ -380,7 +383,7 @@ async def test_a_full_write_queue_is_overloaded_not_a_store_failure(
 ) -> None:
     # http-api.md: 503 `overloaded` when too many writes are queued (commit_max_pending),
     # told apart from `store_unavailable` (the database does not answer)
-    async def full(events: object) -> object:
+    async def full(events: object, late: object = None) -> object:
         raise StoreOverloaded("100000 events already waiting to be stored (max 100000)")
 
     monkeypatch.setattr(core.storing.committer, "append", full)

@@ -600,10 +600,11 @@ GOLDEN: dict[str, tuple[bytes, bool]] = {
     'websocket-upgrade-without-key': (
         b'HTTP/1.1 400 Bad Request\r\n'
         b'Content-Type: application/json\r\n'
-        b'Content-Length: 124\r\n'
+        b'Content-Length: 152\r\n'
         b'Connection: close\r\n'
         b'\r\n'
         b'{"error":{"code":"invalid_request","message":"not a websocket upgrade:'
-        b' missing Sec-WebSocket-Key header","retryable":false}}'
+        b' missing Sec-WebSocket-Key header","retryable":false,'
+        b'"field":"Sec-WebSocket-Key"}}'
         , True),
 }

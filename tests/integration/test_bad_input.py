@@ -283,13 +283,20 @@ async def test_a_device_app_is_an_id_on_every_path(srv: ServerProcess, stored: l
 @pytest.mark.parametrize("path", ["/v1/notifications", "/v1/users/gz/read"])
 async def test_a_compressed_body_is_refused_saying_so(srv: ServerProcess, stored: list[int],
                                                       path: str) -> None:
-    """A client that gzips its body (``Content-Encoding: gzip``) is told that, not that
-    its JSON has bad UTF-8; nothing is stored."""
+    """A client that gzips its body is told that, not that its JSON has bad UTF-8
+    (``Content-Encoding: gzip`` named; without the header, the body's gzip magic);
+    nothing is stored."""
     import gzip
 
+    coded = gzip.compress(b'{"users": ["gz"], "body": 1}')
     async with srv.http() as http:
-        r = await http.post(path, content=gzip.compress(b'{"users": ["gz"], "body": 1}'),
-                            headers={"content-encoding": "gzip"})
+        r = await http.post(path, content=coded, headers={"content-encoding": "gzip"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["field"] == "Content-Encoding" and "'gzip' is not supported" in \
+            error["message"]
+    async with srv.http() as http:  # (that connection was closed)
+        r = await http.post(path, content=coded)
         assert r.status_code == 400, r.text
         error = r.json()["error"]
         assert error["field"] == "body" and "compressed" in error["message"]

@@ -105,6 +105,16 @@ async def test_send_with_acknowledge(server: ServerProcess) -> None:
         events = (await http.get("/v1/users/carol/events")).json()["events"]
         assert [e["body"] for e in events] == [{"x": 1}, {"x": 2}]
 
+        # a websocket send: its error frame carries the same fields as the 408's body
+        async with ws_client(server, "dave") as dave:
+            await dave.send({"type": "send", "rid": "a1", "users": ["carol"], "body": 3,
+                             "ack": True, "ack_timeout_ms": 300})
+            frame = await dave.recv_type("error")
+            assert frame["code"] == "ack_timeout" and frame["rid"] == "a1", frame
+            assert frame["sessions"] == 1 and frame["report"], frame
+            assert frame["results"][0]["user"] == "carol"
+            assert (await carol.recv_type("event"))["seq"] == frame["results"][0]["seq"]
+
         # Pushca alias: acknowledge addressed to a device
         acker = asyncio.create_task(ack_next())
         r = await http.post("/send-notification-with-acknowledge", json={
@@ -185,6 +195,68 @@ async def test_client_to_client_send_and_read_state(server: ServerProcess) -> No
         assert (r["head"], r["unread"], r["live"]) == (4, 1, 4)
         st = await hal.request({"type": "read_state"})
         assert st["read"] == [[1, 1], [3, 4]] and st["unread"] == 1
+
+
+async def test_a_client_send_may_not_carry_raw_provider_overrides(server: ServerProcess) -> None:
+    """``push.apns`` / ``android`` / ``webpush`` are the business server's: from a client
+    an ``apns-topic`` of another app made APNs refuse the recipient's token as not for
+    the topic, and the bridge removed it as dead. Refused 403 naming the field; nothing
+    is stored."""
+    async with ws_client(server, "ivo") as ivo:
+        for name, override in (("apns", {"headers": {"apns-topic": "com.other.app"}}),
+                               ("android", {"priority": "HIGH"}),
+                               ("webpush", {"headers": {"TTL": "0"}})):
+            error = await ivo.request({"type": "send", "users": ["jan"], "body": 1,
+                                       "push": {"title": "t", name: override}})
+            assert (error["type"], error["code"], error["field"]) == (
+                "error", "forbidden", f"push.{name}"), error
+    async with server.http() as http:
+        r = await http.get("/v1/users/jan/events")
+        assert r.status_code == 404, r.text  # jan has no inbox: nothing was stored
+
+
+async def test_a_client_send_id_is_the_senders_own(server: ServerProcess) -> None:
+    """A client's send ``id`` is an idempotency key scoped to its sender: a client that
+    sends first with the id the business server will use for a recipient does not make
+    the server's send a duplicate (it did: the server's notification was never stored),
+    nor does another client's send with the same id; the sender's own retry is one event.
+    Recipients see the id as given (live, fetched, over HTTP); the
+    server's report under that id counts only the server's send."""
+    async with ws_client(server, "mal", dev="d1") as mal, ws_client(server, "nia") as nia, \
+            ws_client(server, "kim") as kim:
+        first = await mal.request({"type": "send", "users": ["kim"], "body": "fake",
+                                   "id": "order-42"})
+        again = await mal.request({"type": "send", "users": ["kim"], "body": "fake",
+                                   "id": "order-42"})
+        assert first["results"][0]["seq"] == again["results"][0]["seq"] == 1
+        assert again["results"][0].get("duplicate") is True, again
+        other = await nia.request({"type": "send", "users": ["kim"], "body": "hi",
+                                   "id": "order-42"})
+        assert other["results"][0]["seq"] == 2 and not other["results"][0].get("duplicate")
+        assert first["report"] != "order-42" and first["report"] != other["report"]
+        async with server.http() as http:
+            r = await http.post("/v1/notifications", json={"users": ["kim"], "body": "real",
+                                                           "id": "order-42"})
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0] == {"user": "kim", "seq": 3, "sessions": 1}, r.text
+            got = [await kim.recv_type("event") for _ in range(3)]
+            assert [(e["seq"], e["id"]) for e in got] == [(1, "order-42"), (2, "order-42"),
+                                                        (3, "order-42")]
+            assert got[2]["body"] == "real" and got[0]["body"]["from"]["user"] == "mal"
+            r = await http.get("/v1/users/kim/events")
+            assert [e["id"] for e in r.json()["events"]] == ["order-42"] * 3
+            report = (await http.get("/v1/notifications/order-42")).json()
+            assert (report["addressed"], report["stored"], report["duplicates"]) == (1, 1, 0)
+            fetched = await kim.request({"type": "fetch", "after": 0})
+            assert [e["id"] for e in fetched["events"]] == ["order-42"] * 3
+        # the scoped key takes 18 of the store's 255 characters
+        error = await mal.request({"type": "send", "users": ["kim"], "body": 1,
+                                   "id": "x" * 238})
+        assert (error["type"], error["code"], error["field"]) == (
+            "error", "invalid_request", "id"), error
+        assert "237" in error["message"]
+        ok = await mal.request({"type": "send", "users": ["kim"], "body": 1, "id": "x" * 237})
+        assert ok["type"] == "reply" and (await kim.recv_type("event"))["id"] == "x" * 237
 
 
 async def test_a_websocket_send_runs_to_its_end_when_its_connection_closes(
@@ -282,3 +354,22 @@ async def test_a_ping_and_a_refused_request_are_answered_after_the_requests_befo
     assert answers == [("reply", f"f{i}") for i in range(20)] + [
         ("pong", "p1"), ("error", "bad"), ("reply", "s1"), ("pong", "p2")]
 
+
+
+async def test_a_database_file_deleted_under_the_gateway_gets_503_not_a_200_it_would_lose(
+        tmp_path: Path) -> None:
+    """``pushgate.db`` (or its WAL) deleted while the gateway runs: SQLite would go on
+    committing into the unlinked file, answering 200 for sends no restart finds. The
+    appender checks the files around each commit: such a send is 503
+    ``store_unavailable`` naming the file, and the log says to restart."""
+    with running_server(tmp_path) as srv:
+        async with srv.http() as http:
+            r = await http.post("/v1/notifications", json={"users": ["del"], "body": 1})
+            assert r.status_code == 200, r.text
+            (srv.data_dir / "pushgate.db").unlink()
+            r = await http.post("/v1/notifications", json={"users": ["del"], "body": 2})
+            assert r.status_code == 503, r.text
+            error = r.json()["error"]
+            assert error["code"] == "store_unavailable"
+            assert "pushgate.db was deleted while the store had it open" in error["message"]
+        assert "refusing writes" in srv.log_text()

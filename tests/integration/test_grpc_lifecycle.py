@@ -42,11 +42,11 @@ class Gate:
         committer = node.router.committer
         append = committer.append
 
-        async def held(events: Sequence[NewEvent]) -> Any:
+        async def held(events: Sequence[NewEvent], late: Any = None) -> Any:
             self.held += 1
             self.entered.set()
             await self.open.wait()
-            return await append(events)
+            return await append(events, late)
 
         monkeypatch.setattr(committer, "append", held)
 

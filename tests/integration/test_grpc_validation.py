@@ -348,3 +348,34 @@ async def test_an_error_a_hub_answers_is_counted_once_in_the_cluster(gw: Gateway
         hub_before, router_before = before[code]
         assert (counted(hub_registry, code), counted(router_registry, code)) == (
             hub_before + 1, router_before), code
+
+
+async def test_a_send_stream_faster_than_the_store_is_slowed_not_refused(
+        tmp_path: Path, redis_server: str, redis_prefix: str) -> None:
+    """A campaign written onto a ``SendStream`` as fast as the client can: the router
+    reads a request only once the stream's sends in flight leave room (a quarter of
+    ``commit_max_pending``), so HTTP/2 flow control holds the sender back and no part is
+    refused ``overloaded`` (all were read at once: most parts got 503)."""
+    router = RouterNode(Settings(
+        data_dir=tmp_path / "router", router_listen="127.0.0.1:0", jwt_secret="s" * 32,
+        api_keys=[KEY], gc_freeze_interval_s=0, commit_max_pending=4000,
+        store_url=f"sqlite+aiosqlite:///{tmp_path}/events.db", directory_url=redis_server,
+        directory_prefix=redis_prefix))
+    await router.start()
+    try:
+        assert router.stream_max_events == 1000
+        parts = 24
+
+        async def requests() -> AsyncIterator[pb.SendRequest]:
+            for part in range(parts):
+                yield pb.SendRequest(users=[f"u{part}-{i}" for i in range(1000)], body=b"1",
+                                     id="campaign", tag=part)
+
+        async with aio.insecure_channel(f"127.0.0.1:{router.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)  # type: ignore[no-untyped-call]
+            replies = [r async for r in stub.SendStream(requests(), metadata=MD, timeout=60)]
+        assert [r.error.code for r in replies if r.HasField("error")] == []
+        assert sorted(r.tag for r in replies) == list(range(parts))
+        assert sum(len(r.results) for r in replies) == parts * 1000
+    finally:
+        await router.stop(0)

@@ -151,6 +151,35 @@ async def test_a_transfer_coding_other_than_chunked_is_refused_and_nothing_is_do
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"
 
 
+@pytest.mark.parametrize("coding", [b"gzip", b"br", b"deflate", b"zstd", b"x-custom"])
+@pytest.mark.parametrize("path", [b"/v1/notifications", b"/v1/users/ce-user/read"])
+async def test_a_content_coding_is_refused_naming_the_header_and_nothing_is_done(
+        safety: ServerProcess, coding: bytes, path: bytes) -> None:
+    """http-api.md, conventions: bodies are uncompressed. Plain JSON labelled
+    ``Content-Encoding: gzip`` was served as if unlabelled, and a br or deflate body got
+    "not valid JSON: … surrogates not allowed"."""
+    user = "ce-" + coding.decode()
+    body = orjson.dumps({"users": [user], "body": 1} if path == b"/v1/notifications"
+                        else {"seqs": [1]})
+    reader, writer = await open_conn(safety)
+    writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                 + safety.api_key.encode() + b"\r\nContent-Encoding: " + coding
+                 + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    status, headers, reply = await read_reply(reader)
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = error_of(reply)
+    assert (error["code"], error["field"]) == ("invalid_request", "Content-Encoding")
+    assert coding.decode() in error["message"]
+    writer.close()
+    async with safety.http() as http:
+        r = await http.get(f"/v1/users/{user}/events")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_user"
+        # identity is no coding at all
+        r = await http.post("/v1/notifications", json={"users": ["ce-identity"], "body": 1},
+                            headers={"Content-Encoding": "identity"})
+        assert r.status_code == 200, r.text
+
+
 async def test_a_malformed_request_line_is_a_json_400_too(safety: ServerProcess) -> None:
     """What uvicorn alone answers with a text/plain 400 (a URL its parser rejects)."""
     reader, writer = await open_conn(safety)

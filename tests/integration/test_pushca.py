@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from tests.support.pushca import (
     wait_sessions,
 )
 from tests.support.server import ServerProcess, running_server
+from tests.support.waiting import wait_for
 from tests.support.ws import ws_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +71,20 @@ async def test_open_connection_advertises_pushca_connection_strings(
     assert jwt not in server.log_text()
 
 
+async def test_an_http_public_url_advertises_websocket_urls(tmp_path: Path) -> None:
+    """``public_url`` may be given as the gateway's http(s):// address: the connection
+    strings are ws(s):// of the same host and path (an https:// one was advertised as
+    is, which websocket clients refuse)."""
+    for given, want in (("https://push.example.com/edge/", "wss://push.example.com/edge"),
+                        ("http://10.0.0.5:8080", "ws://10.0.0.5:8080")):
+        with running_server(tmp_path / want.split(":")[0], PUSHGATE_PUBLIC_URL=given) as srv:
+            reply = await open_connection(srv, client_obj("abroad"))
+        jwt = reply["token"]
+        assert reply["externalAdvertisedUrl"] == f"{want}/{jwt}"
+        assert reply["browserAdvertisedUrl"] == f"{want}/{jwt}"
+        assert reply["url"] == f"{want}/v1/ws?token={jwt}"
+
+
 async def test_pushca_sessions_are_kept_by_their_pongs(tmp_path: Path) -> None:
     """Pushca clients send nothing of their own: answering the server's pings keeps
     their session, where a native one that sends nothing is closed idle (4002)."""
@@ -81,6 +97,31 @@ async def test_pushca_sessions_are_kept_by_their_pongs(tmp_path: Path) -> None:
             # the Pushca session, idle since before the native one connected, is open
             assert await quiet.command("PING", None) is None
             assert quiet.ws.close_code is None
+
+
+async def test_pushca_sessions_outlive_their_connection_string(tmp_path: Path) -> None:
+    """The connection string's token opens the connection; Pushca's clients cannot renew
+    it and get no backlog when they reconnect, so an open Pushca session is not closed
+    when it expires (it was, with 4101, every token_ttl_s: messages sent meanwhile were
+    lost). A native session of the same token is (4101: it refreshes and resumes)."""
+    with running_server(tmp_path, PUSHGATE_TOKEN_TTL_S="2", PUSHGATE_PING_INTERVAL_S="0.5") as srv:
+        who = client_obj("long-lived@test.ee")
+        async with pushca_client(srv, who) as old:
+            for _ in range(2):  # the second opened after the first closed: the expiry
+                native = await open_connection(srv, who)  # checks have passed over all
+                async with connect(native["url"], open_timeout=TIMEOUT) as ws:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4101
+            assert time.time() > native["expires_at"]  # (both tokens have expired now)
+            assert await old.command("PING", None) is None
+            assert old.ws.close_code is None
+            async with srv.http() as http:
+                r = await http.post("/send-notification", json={
+                    "filter": {"accountId": "long-lived@test.ee"}, "message": "still here"})
+                assert r.json()["sessions"] == 1, r.text
+            assert await old.message() == (None, "still here")
 
 
 async def test_connection_string_errors(server: ServerProcess) -> None:
@@ -262,6 +303,58 @@ async def test_send_with_acknowledge_200_after_ack_and_408_without(tmp_path: Pat
             body = await s.command("ACKNOWLEDGE", {})
             assert body is not None
             assert json.loads(body)["error"]["field"] == "metaData.messageId"
+
+
+async def test_two_messages_waiting_under_one_id_are_each_acknowledged(tmp_path: Path) -> None:
+    """Two sends-with-acknowledge that show one messageId (an id-less message's id is its
+    seq, "1", and the other's id is "1"; or two senders' same id): each ACKNOWLEDGE of
+    that id releases one of them, oldest first (the second sender got 408 although the
+    client acknowledged both)."""
+    with running_server(tmp_path, PUSHGATE_ACK_TIMEOUT_MS="5000") as srv:
+        target = client_obj("twice@test.ee")
+        async with pushca_client(srv, target, auto_ack=False) as c, srv.http() as http:
+
+            async def send(**extra: Any) -> httpx.Response:
+                return await http.post("/send-notification-with-acknowledge",
+                                       json={"client": target, **extra})
+
+            first = asyncio.ensure_future(send(message="no id"))  # seq 1: id "1"
+            assert await c.message() == ("1", "no id")
+            second = asyncio.ensure_future(send(message="id one", id="1"))
+            assert await c.message() == ("1", "id one")
+            for _ in range(2):
+                assert await c.command("ACKNOWLEDGE", {"messageId": "1"}, wait=False) is None
+            r1, r2 = await asyncio.gather(first, second)
+            assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
+            assert [r.json()["results"][0]["seq"] for r in (r1, r2)] == [1, 2]
+
+
+async def test_a_pushca_session_waits_on_at_most_32_sends_with_acknowledge(
+        tmp_path: Path) -> None:
+    """As a native session's sends (docs/protocol.md, flow control): a Pushca client that
+    writes many SEND_MESSAGE_WITH_ACKNOWLEDGE (each may wait ack_timeout_ms) is not read
+    further while 32 wait: a PING it writes once they are waiting is answered only when
+    the first of them ends, at its ack timeout (all of them waited at once before, and
+    the PING was answered at once)."""
+    with running_server(tmp_path, PUSHGATE_ACK_TIMEOUT_MS="3000") as srv:
+        target = client_obj("slow-acker@test.ee")
+        async with pushca_client(srv, client_obj("flood@test.ee")) as c, \
+                pushca_client(srv, target, auto_ack=False) as r:
+            for i in range(40):
+                await c.command("SEND_MESSAGE_WITH_ACKNOWLEDGE", {
+                    "client": target, "message": str(i), "id": f"s{i}"}, wait=False)
+            for _ in range(32):  # 32 read and waiting (their ack timers running)
+                await r.message()
+            t0 = asyncio.get_running_loop().time()
+            assert await c.command("PING", None) is None
+            assert asyncio.get_running_loop().time() - t0 >= 1.5
+            # all 40 were read in the end, each stored and answered (not acknowledged)
+            await wait_for(lambda: sum(x.startswith("s") or "ack_timeout" in x
+                                       for x in c.raw), 15, "every send answered",
+                           until=lambda n: n == 40)
+        async with srv.http() as http:
+            r = await http.get("/v1/users/slow-acker@test.ee/events", params={"limit": 100})
+            assert len(r.json()["events"]) == 40
 
 
 async def test_large_stored_messages_are_written_whole_and_in_order(tmp_path: Path) -> None:

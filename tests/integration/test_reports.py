@@ -81,6 +81,10 @@ async def test_counts_sessions_acks_reads_and_user_status(server: ServerProcess)
             r = await http.get("/v1/notifications/promo-1/users/dave")
             assert r.status_code == 404
             assert r.json()["error"]["code"] == "unknown_report_user"
+            r = await http.get("/v1/notifications/nope-xyz/users/alice")
+            assert r.status_code == 404
+            assert (r.json()["error"]["code"], r.json()["error"]["field"]) == \
+                ("unknown_report", "report")
 
 
 async def test_generated_ids_websocket_pushca_transient_and_latest(server: ServerProcess) -> None:

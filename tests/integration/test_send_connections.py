@@ -573,6 +573,9 @@ async def test_a_first_request_that_is_not_a_websocket_upgrade_gets_a_json_error
         got, headers, body = await read_reply(reader)
         assert (got, headers["connection"]) == (status, "close")
         assert orjson.loads(body)["error"]["code"] == code
+        if status == 426:  # RFC 9110: names the protocol; and the header at fault
+            assert headers["upgrade"] == "websocket"
+            assert orjson.loads(body)["error"]["field"] == "Upgrade"
         assert await at_eof(reader, 5)
     finally:
         writer.close()
@@ -590,6 +593,13 @@ async def test_a_get_of_v1_ws_without_an_upgrade_is_426_naming_the_headers(
     assert (error["code"], error["field"], error["retryable"]) == \
         ("invalid_request", "Upgrade", False)
     assert "'Upgrade: websocket'" in error["message"]
+    # Pushca's connection string likewise (it was a bare 404 "Not Found"), its token
+    # never echoed
+    token = srv.token("pc")
+    async with srv.http() as http:
+        r = await http.get(f"/{token}")
+    assert (r.status_code, r.headers["upgrade"]) == (426, "websocket")
+    assert r.json()["error"]["field"] == "Upgrade" and token not in r.text
 
 
 _HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"

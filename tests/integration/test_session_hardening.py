@@ -236,3 +236,40 @@ async def test_fetches_a_client_does_not_read_hold_one_reply_not_one_per_request
             ws.abort()
         print(f"{len(replies)} replies written before 4001; RSS +{(peak - base) // 1024} MB")
         assert peak - base < FETCH_RSS_BOUND_KB, f"server RSS grew by {(peak - base) // 1024} MB"
+
+
+async def test_the_write_deadline_counts_from_when_the_client_stopped_taking_data(
+        tmp_path: Path) -> None:
+    """protocol.md, flow control: a session whose socket took no data for
+    ``write_deadline_s`` is closed 4001. The kernel goes on filling the client's receive
+    buffer for a moment after the writes pause; that shrink of the queue, first seen at
+    the deadline, counted as reading, and the session was closed at about twice the
+    deadline (4.0 s for 2 s)."""
+    user = "stopper"
+    deadline = 2.0
+    with running_server(tmp_path, PUSHGATE_WRITE_DEADLINE_S=str(deadline)) as srv:
+        async with srv.http() as http:
+            for i in range(20):
+                r = await http.post("/v1/notifications", json={
+                    "users": [user], "body": {"i": i, "pad": "x" * 60_000}})
+                assert r.status_code == 200, r.text
+        ws = await RawWs.connect(srv.port, f"/v1/ws?token={srv.token(user)}", rcvbuf=4096)
+        try:
+            await wait_for(lambda: listed(srv, user), 10, "the session",
+                           until=lambda s: len(s) == 1)
+            ws.pause_reading()  # from now on the client reads nothing
+            t0 = time.monotonic()
+            for rid in range(8):  # ~1.2 MB of replies: far more than the sockets hold
+                ws.send_json({"type": "fetch", "after": 0, "limit": 100, "rid": rid})
+            await wait_for(lambda: listed(srv, user), 3 * deadline, "the session to go",
+                           until=lambda s: not s, interval=0.05)
+            took = time.monotonic() - t0
+            # the data stops moving within milliseconds; the deadline is looked at every
+            # tenth of it: closed between 1.0 and 1.1 deadlines later (+ the poll, and a
+            # loaded host's slack; it was 2 deadlines)
+            assert deadline <= took < deadline * 1.1 + 0.9, took
+            ws.resume_reading()
+            code, _ = await ws.close_code(timeout=20)
+            assert code == 4001
+        finally:
+            ws.abort()

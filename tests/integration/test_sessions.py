@@ -4,11 +4,15 @@ consumers, metrics."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+
+import jwt
 
 from tests.support.rawws import RawWs
 from tests.support.server import ServerProcess, running_server
-from tests.support.ws import ws_client, ws_connect
+from tests.support.waiting import wait_for
+from tests.support.ws import Client, ws_client, ws_connect
 
 
 async def test_open_connection_returns_a_working_url(server: ServerProcess) -> None:
@@ -38,6 +42,21 @@ async def test_open_connection_returns_a_working_url(server: ServerProcess) -> N
         assert r.status_code == 400 and r.json()["error"]["field"] == "user"
 
 
+async def closed_while_pinging(client: Client) -> tuple[int | None, str]:
+    """The server's close of ``client``, which keeps sending ``ping`` meanwhile (never
+    idle)."""
+    async def keep_pinging() -> None:
+        while True:
+            await client.send({"type": "ping"})
+            await asyncio.sleep(0.3)
+
+    task = asyncio.create_task(keep_pinging())
+    try:
+        return await client.closed(timeout=10)
+    finally:
+        task.cancel()
+
+
 async def test_idle_session_is_closed_and_token_expiry_closes_4101(tmp_path: Path) -> None:
     with running_server(tmp_path, "--idle-timeout-s", "1.5") as srv:
         async with ws_client(srv, "quiet") as quiet:
@@ -45,17 +64,23 @@ async def test_idle_session_is_closed_and_token_expiry_closes_4101(tmp_path: Pat
             assert code == 4002 and "no frame" in reason
         # a client that keeps pinging stays until its token expires
         async with ws_client(srv, "pinger", token=srv.token("pinger", ttl=2)) as pinger:
-            async def keep_pinging() -> None:
-                while True:
-                    await pinger.send({"type": "ping"})
-                    await asyncio.sleep(0.3)
-
-            task = asyncio.create_task(keep_pinging())
-            try:
-                code, reason = await pinger.closed(timeout=10)
-            finally:
-                task.cancel()
+            code, reason = await closed_while_pinging(pinger)
             assert code == 4101 and "expired" in reason
+
+
+async def test_a_token_accepted_within_the_leeway_keeps_its_session_for_the_leeway(
+        tmp_path: Path) -> None:
+    """protocol.md, token expiry: the connect accepts a token up to 5 s past its exp (for
+    clocks that differ), and the session keeps that leeway. It was closed 4101 at the
+    first tick after its hello: a session doomed as it opened."""
+    with running_server(tmp_path, "--idle-timeout-s", "1.5") as srv:  # a tick every 0.375 s
+        token = srv.token("late", ttl=-3)
+        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+        async with ws_client(srv, "late", token=token) as late:
+            assert late.hello["type"] == "hello"
+            code, reason = await closed_while_pinging(late)
+            assert code == 4101 and "expired" in reason
+            assert time.time() >= exp + 5
 
 
 async def test_slow_consumer_is_closed_and_resumes_from_the_store(tmp_path: Path) -> None:
@@ -152,6 +177,27 @@ async def test_metrics_count_sessions_sends_and_deliveries(server: ServerProcess
         assert (await http.get("/readyz")).json()["status"] == "ready"
         spec = (await http.get("/openapi.json")).json()
         assert spec["openapi"].startswith("3.")
+
+
+async def test_a_close_code_the_client_chose_is_counted_as_the_clients(
+        tmp_path: Path) -> None:
+    """operations.md: ``pushgate_disconnects_total`` by code. A client closing with 4001
+    was counted as the server's slow-consumer close (its alert), and every code a client
+    picked made a new series."""
+    with running_server(tmp_path) as srv:
+        for code in (4001, 4102, 3456, 1000):
+            async with ws_client(srv, "cc") as c:
+                await c.ws.close(code=code, reason="client chose it")
+        async with srv.http() as http:
+            async def disconnects() -> dict[str, float]:
+                text = (await http.get("/metrics")).text
+                return {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("pushgate_disconnects_total{")}
+
+            got = await wait_for(disconnects, 10, "the four closes counted",
+                                 until=lambda d: sum(d.values()) == 4)
+        assert got == {"client": 3.0, "1000": 1.0}
 
 
 async def test_tokens_stay_out_of_the_logs(tmp_path: Path) -> None:

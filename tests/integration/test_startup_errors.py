@@ -4,10 +4,13 @@ naming the setting (the password masked), exit code 2, no traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from deploy.local.cluster import pushgate_bin
 from tests.support.server import server_env
@@ -27,6 +30,27 @@ def test_serve_with_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) 
     assert lines[-1].startswith(
         "pushgate: store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb: OperationalError"), out
     assert "Can't connect" in lines[-1]
+
+
+def test_with_json_logs_the_start_failure_and_notices_are_json_lines(tmp_path: Path) -> None:
+    """operations.md, logs: with ``log_format = "json"`` every line is JSON, for a
+    collector to parse; the CLI's own start failure and its secrets notice were plain
+    text."""
+    import json
+
+    url = "mysql+asyncmy://root:s3cret@127.0.0.1:1/nodb"
+    cmd = [pushgate_bin(), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+           "--store-url", url, "--log-format", "json"]
+    env = {k: v for k, v in server_env().items()  # (secrets generated: the notice)
+           if k not in ("PUSHGATE_JWT_SECRET", "PUSHGATE_API_KEYS")} | {
+               "PUSHGATE_LOG_LEVEL": "info"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [json.loads(x) for x in proc.stderr.strip().splitlines()]  # (each one JSON)
+    assert lines[-1]["level"] == "error" and lines[-1]["logger"] == "pushgate.cli"
+    assert lines[-1]["event"].startswith("store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb")
+    assert any("generated a JWT secret" in x["event"] for x in lines)
+    assert "s3cret" not in proc.stderr
 
 
 def test_serve_on_a_schema_newer_than_its_own_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -105,6 +129,11 @@ def test_bad_listening_places_and_files_are_one_line_and_exit_2(tmp_path: Path) 
         line = _one_line_exit_2(["router", "--data-dir", data, "--router-listen",
                                  f"127.0.0.1:{port}", "--router-link-listen", "off"], tmp_path)
         assert line.startswith(f"pushgate: router_listen 127.0.0.1:{port}: cannot listen"), line
+        # ...and the gateway's own port in use (it was uvicorn's log line and exit code 3)
+        line = _one_line_exit_2(["serve", "--data-dir", data, "--host", "127.0.0.1",
+                                 "--port", str(port)], tmp_path)
+        assert line == (f"pushgate: host 127.0.0.1, port {port}: cannot listen there (the "
+                        "port is in use or the address is not this machine's)"), line
         line = _one_line_exit_2(["router", "--data-dir", data, "--router-listen",
                                  "127.0.0.1:0", "--router-link-listen", "off",
                                  "--router-metrics-listen", f"127.0.0.1:{port}"], tmp_path)
@@ -122,3 +151,91 @@ def test_bad_listening_places_and_files_are_one_line_and_exit_2(tmp_path: Path) 
                           env={**env, "PUSHGATE_ADMIN_KEY": key}, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "admin_key must differ" in proc.stderr, proc.stderr
+
+
+def test_serve_on_a_database_file_it_cannot_write_is_one_line_and_exit_2(
+        tmp_path: Path) -> None:
+    """A database SQLite can open only read-only (created by root, the service another
+    user; here: immutable) passes every read and the no-op migration: the write probe at
+    start refuses it, instead of a gateway that says it is ready and answers every send
+    503."""
+    data = tmp_path / "data"
+    db = data / "pushgate.db"
+    env = server_env()
+    subprocess.run([pushgate_bin(), "migrate", "--url", f"sqlite+aiosqlite:///{db}"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here (needs root and ext4/xfs/btrfs)")
+    try:
+        proc = subprocess.run([pushgate_bin(), "serve", "--port", "0", "--data-dir",
+                               str(data)], env=env, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out, out
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("pushgate: store_url sqlite+aiosqlite:///") and \
+        "attempt to write a readonly database" in line, out
+
+
+def test_a_full_disk_at_the_first_start_leaves_no_secrets_file_behind(tmp_path: Path) -> None:
+    """The generated ``secrets.json`` is written whole or not at all: a disk that is full
+    at the first start is one line and exit 2, and once space is freed the next start
+    works (a 0-byte file was left behind, which every later start refused)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        filler = disk / "filler"
+        with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:  # fill it up
+                f.write(b"\0" * 4096)
+        data = disk / "data"
+        data.mkdir()
+        env = {k: v for k, v in server_env().items()  # no secrets: generated into data
+               if k not in ("PUSHGATE_API_KEYS", "PUSHGATE_JWT_SECRET")}
+        proc = subprocess.run([pushgate_bin(), "api-key", "--data-dir", str(data)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(
+            f"pushgate: data_dir: cannot write {data / 'secrets.json'}: No space left"), \
+            proc.stderr
+        assert sorted(p.name for p in data.iterdir()) == []
+        filler.unlink()
+        proc = subprocess.run([pushgate_bin(), "api-key", "--data-dir", str(data)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert len(proc.stdout.strip()) >= 32
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_router_on_a_memory_directory_warns(tmp_path: Path) -> None:
+    """memory:// is the embedded gateway's directory: a router started on it (the
+    default) keeps its sessions to itself, which two routers would split; with no
+    store_url its inboxes are a SQLite file of its own. It starts, and says both."""
+    from tests.support.waiting import wait_for_sync
+
+    out = tmp_path / "router.log"
+    with out.open("w") as log:
+        proc = subprocess.Popen(
+            [pushgate_bin(), "router", "--data-dir", str(tmp_path / "data"),
+             "--router-listen", "127.0.0.1:0", "--router-link-listen", "off"],
+            env=server_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_sync(lambda: "PUSHGATE_ROUTER_LISTENING" in out.read_text(), 30,
+                      "the router listening")
+        wait_for_sync(lambda: "keeps the sessions in this router's memory" in out.read_text(),
+                      10, "the warning")
+        line = next(x for x in out.read_text().splitlines() if "router's memory" in x)
+        assert "warning" in line.lower() and "directory_url memory://" in line, line
+        # and the inboxes, with no store_url, in a SQLite file no other router sees
+        wait_for_sync(lambda: "no store_url" in out.read_text(), 10, "the store warning")
+    finally:
+        proc.kill()
+        proc.wait(30)

@@ -123,3 +123,41 @@ async def test_a_read_that_ran_out_of_its_deadline_is_not_tried_on_the_next_rout
 
     assert _error(r) == (503, "router_unavailable", True)
     assert cluster.stalled_calls == 1
+
+
+async def test_a_send_committed_after_its_deadline_is_counted_and_a_retry_is_its_duplicate(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store answers after the router's deadline, while the send's batch was being
+    committed: the caller got 503 ``store_unavailable``, but the event is stored, so the
+    router delivers and counts it when the commit ends (the report says ``stored: 1``),
+    and a retry with the same ``id`` is its duplicate (docs/http-api.md, errors)."""
+    gate = asyncio.Event()
+    for node in cluster.routers:
+        core = node.router
+        monkeypatch.setattr(core, "config", dataclasses.replace(core.config,
+                                                                store_deadline_s=0.3))
+        append = core.store.append
+
+        async def slow(events: Any, append: Any = append) -> Any:
+            await gate.wait()  # the commit is under way past the deadline
+            return await append(events)
+
+        monkeypatch.setattr(core.store, "append", slow)
+    r = await cluster.http.post("/v1/notifications", json={"users": ["ann"], "body": 2,
+                                                           "id": "late-1"})
+    assert _error(r) == (503, "store_unavailable", True)
+    gate.set()
+
+    async def report() -> httpx.Response:
+        return await cluster.http.get("/v1/notifications/late-1")
+
+    found = await wait_for(report, 10, "the late commit counted",
+                           until=lambda r: r.status_code == 200)
+    assert (found.json()["addressed"], found.json()["stored"]) == (1, 1)
+    again = await cluster.http.post("/v1/notifications", json={"users": ["ann"], "body": 2,
+                                                               "id": "late-1"})
+    assert again.status_code == 200, again.text
+    assert again.json()["results"][0]["duplicate"] is True
+    events = (await cluster.http.get("/v1/users/ann/events")).json()["events"]
+    assert [e["id"] for e in events].count("late-1") == 1

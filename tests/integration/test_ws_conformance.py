@@ -342,15 +342,17 @@ async def test_an_upgrade_gets_the_librarys_101_and_the_frames_behind_it(
         ws.abort()
 
 
-@pytest.mark.parametrize(("extra", "status", "message"), [
+@pytest.mark.parametrize(("extra", "status", "message", "field"), [
     (f"Sec-WebSocket-Key: {KEY}\r\n", 400,
-     "not a websocket upgrade: invalid Sec-WebSocket-Key header: multiple values"),
+     "not a websocket upgrade: invalid Sec-WebSocket-Key header: multiple values",
+     "Sec-WebSocket-Key"),
     ("Origin: http://a\r\nOrigin: http://b\r\n", 400,
-     "not a websocket upgrade: invalid Origin header: multiple values"),
+     "not a websocket upgrade: invalid Origin header: multiple values", "Origin"),
 ], ids=["two-keys", "two-origins"])
 async def test_an_upgrade_the_library_refuses_is_refused_with_its_reason(
-        srv: ServerProcess, extra: str, status: int, message: str) -> None:
-    """What the plain path leaves to ``websockets`` keeps its checks and messages."""
+        srv: ServerProcess, extra: str, status: int, message: str, field: str) -> None:
+    """What the plain path leaves to ``websockets`` keeps its checks and messages, and
+    names the header at fault."""
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     try:
         writer.write(RawWs.upgrade_request(f"/v1/ws?token={srv.token('hs')}", "t", KEY, extra))
@@ -358,6 +360,6 @@ async def test_an_upgrade_the_library_refuses_is_refused_with_its_reason(
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply
         assert json.loads(body)["error"] == {"code": "invalid_request", "message": message,
-                                             "retryable": False}
+                                             "retryable": False, "field": field}
     finally:
         writer.close()

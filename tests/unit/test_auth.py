@@ -399,7 +399,7 @@ def test_minted_token_is_expired_after_its_ttl() -> None:
 # --- ids, API keys ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [None, "", 5, "x" * 256, "a\nb", "\x1f", "a\x7f", "\x85"])
+@pytest.mark.parametrize("value", [None, "", 5, "x" * 256, "a\nb", "\x1f", "a\x7f", "\x85", " ", "\u3000 "])
 def test_check_id_rejects_bad_ids_naming_the_field(value: object) -> None:
     with pytest.raises(InvalidRequest) as info:
         check_id(value, "users")

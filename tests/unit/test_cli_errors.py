@@ -69,3 +69,59 @@ def test_bad_client_command_arguments_exit_2_naming_the_option(
     result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert named in result.output and "Traceback" not in result.output
+
+
+def test_a_choice_setting_shows_and_checks_its_choices() -> None:
+    """``--log-level`` is a choice of four (its help said TEXT and took anything to the
+    settings check)."""
+    out = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert "[debug|info|warning|error]" in out
+    result = CliRunner().invoke(app, ["serve", "--log-level", "loud"])
+    assert result.exit_code == 2 and "'loud' is not one of" in result.output, result.output
+
+
+def test_a_list_flag_takes_a_json_array_as_the_environment_does(tmp_path: Path) -> None:
+    """``--api-keys '["k1","k2"]'`` is two keys, as PUSHGATE_API_KEYS='["k1","k2"]' (it
+    was split on the comma into the keys '["k1"' and '"k2"]'); a comma list still works."""
+    from pushgate.cli import _prepared
+
+    for given in ('["k1-aaaaaaaaaaaaaaaa","k2-aaaaaaaaaaaaaaaa"]',
+                  "k1-aaaaaaaaaaaaaaaa, k2-aaaaaaaaaaaaaaaa"):
+        settings = _prepared(None, {"api_keys": given, "data_dir": str(tmp_path)})
+        assert settings.api_keys == ["k1-aaaaaaaaaaaaaaaa", "k2-aaaaaaaaaaaaaaaa"], given
+
+
+def test_a_misspelt_setting_in_the_environment_is_warned_about(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The environment source ignores PUSHGATE_* variables that are no setting: a typo
+    (PUSHGATE_PROT, PUSHGATE_MAX_SESSION_PER_USER) started the gateway without it, in
+    silence. Variables that are no setting by design (the launcher's, the client
+    commands') are not warned about."""
+    from pushgate.cli import _prepared
+
+    for key in ("PUSHGATE_PROT", "PUSHGATE_MAX_SESSION_PER_USER", "PUSHGATE_API_KEY",
+                "PUSHGATE_HUB_0_PID", "PUSHGATE_URL", "PUSHGATE_TEST_REDIS_URL"):
+        monkeypatch.setenv(key, "1")
+    _prepared(None, {"data_dir": str(tmp_path)})
+    err = [x for x in capsys.readouterr().err.splitlines() if "warning" in x]
+    assert err == [
+        "pushgate: warning: PUSHGATE_MAX_SESSION_PER_USER is not a setting and is ignored "
+        "(did you mean PUSHGATE_MAX_SESSIONS_PER_USER?)",
+        "pushgate: warning: PUSHGATE_PROT is not a setting and is ignored (did you mean "
+        "PUSHGATE_PORT?)"], err
+
+
+def test_migrate_a_url_without_a_database_names_it() -> None:
+    """(It was "AssertionError: " from the driver, or 'migrated sqlite:///' into memory.)"""
+    for url in ("mysql+asyncmy://root@127.0.0.1:3306/", "sqlite:///"):
+        line = fails("migrate", "--url", url)
+        assert line.startswith(f"pushgate: migrate {url}: the store URL names no database")
+
+
+def test_version() -> None:
+    from importlib import metadata
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"pushgate, version {metadata.version('pushgate')}\n"

@@ -149,3 +149,36 @@ async def test_live_frames_held_while_catching_up_go_through_the_same_order() ->
     s.open(3, 3)
     assert out.wire == ["hello", "e3", "e4", "e5"] and gaps.holds == 1
     assert s.gap() is None
+
+
+async def test_a_catch_up_fetches_what_the_store_holds_past_the_last_seq() -> None:
+    """A HubLink came back after it was lost (docs/cluster.md, failures): what went out
+    on it is gone, and a connection that gets no later event never sees a gap. It asks
+    for everything past its last seq, unbounded, and sends it in order; a live frame
+    that comes meanwhile waits behind it; what it already carried is not sent again."""
+    out, gaps = Outlet(), Gaps(hold_s=30)
+    s = open_session(out, gaps, head=2)
+    s.push("e3", seq=3)
+    assert s.catch_up()
+    assert await asyncio.wait_for(gaps.asked.get(), 5) is s
+    assert s.gap() == (3, 0)  # after 3, no upper bound
+    s.push("e7", seq=7)  # live, while the fetch runs
+    assert out.wire == ["e3"]
+    assert s.fill([(3, "e3"), (4, "e4"), (6, "e6")]) == 1  # 5: expired
+    assert out.wire == ["e3", "e4", "e6", "e7"] and s.last_seq == 7
+    assert s.gap() is None
+    # nothing stored past it: nothing sent, nothing held
+    assert s.catch_up()
+    assert s.fill([]) == 0 and s.gap() is None and out.wire[-1] == "e7"
+    s.push("e8", seq=8)
+    assert out.wire[-1] == "e8"
+
+
+async def test_a_closed_or_gapless_session_does_not_catch_up() -> None:
+    out = Outlet()
+    plain = Session(Identity(user="u"), "hub", 8, out)  # (embedded without gap filling)
+    plain.open(0, 0)
+    assert not plain.catch_up()
+    s = open_session(out, Gaps())
+    s.close(CloseCode.SHUTDOWN, "bye")
+    assert not s.catch_up()

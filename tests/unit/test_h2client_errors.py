@@ -13,7 +13,7 @@ import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from pushgate._h2.client import H2Error, _Connection
+from pushgate._h2.client import H2Error, Response, _Connection
 from tests.support.h2 import (
     AUTHORITY,
     CONTINUATION,
@@ -241,3 +241,49 @@ async def test_connection_lost_before_settings_fails_ready() -> None:
     with pytest.raises(H2Error):
         await conn.ready
     await asyncio.sleep(0)
+
+
+# --- 6. a server that goes silent ---------------------------------------------------------
+
+
+async def _run_until_done(link: ClientLink, task: asyncio.Task[Response], *,
+                          move: bool) -> None:
+    """Let ``task`` finish (within 5 s), moving bytes both ways meanwhile if ``move``
+    (a live server: it ACKs PINGs) or not at all (a half-open connection)."""
+    async with asyncio.timeout(5):
+        while not task.done():
+            if move:
+                await link.settle()
+            await asyncio.sleep(0.02)
+
+
+async def test_a_connection_that_went_silent_is_failed_and_not_used_again() -> None:
+    """A request timed out and nothing at all came from the server for a whole timeout
+    (not even the ACK of the PING sent meanwhile): the connection is dead (half-open, a
+    wedged peer). It is failed, so that the client opens a new one, instead of timing
+    every later push out on it until TCP gives up (~15 minutes)."""
+    link = await client_link()
+    link.conn.timeout_s = 1.0
+    link.server.auto = False
+    task = link.request(body=b"lost")
+    await _run_until_done(link, task, move=False)
+    assert (await fails(task)).kind == "timeout"
+    assert link.conn.closed
+    sent = parse_frames(link.transport.take())
+    assert PING in {f[0] for f in sent}  # it was asked whether it is still there
+
+
+async def test_a_slow_server_that_answers_pings_keeps_its_connection() -> None:
+    link = await client_link()
+    link.conn.timeout_s = 1.0
+    link.server.auto = False  # the request is never answered, PINGs are
+    task = link.request(body=b"slow")
+    await _run_until_done(link, task, move=True)
+    assert (await fails(task)).kind == "timeout"
+    assert not link.conn.closed
+    link.server.auto = True
+    later = link.request(body=b"later")
+    await link.settle()
+    link.server.acknowledge()
+    await link.settle()
+    assert (await got(later)).body == b"later"

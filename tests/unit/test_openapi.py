@@ -81,3 +81,18 @@ def test_http_api_doc_states_the_models_ack_timeout_bound() -> None:
     doc = (ROOT / "docs" / "http-api.md").read_text()
     bound = f"{models.MAX_ACK_TIMEOUT_MS:,}".replace(",", " ")
     assert f"| `ack_timeout_ms` | int 1..{bound} |" in doc
+
+
+def test_every_route_a_backend_serves_documents_its_503(served: dict[str, Any]) -> None:
+    """The events, read, read-state, sessions, devices and report routes answer 503
+    (``store_unavailable``, ``router_unavailable``, ``directory_unavailable``) when a
+    backend does not; /openapi.json listed it for the sends only."""
+    without = {"/v1/open-connection", "/open-connection", "/v1/ws", "/healthz", "/metrics",
+               "/openapi.json"}
+    for path, item in served["paths"].items():
+        if path == "/readyz":  # (its own 503: starting or stopping)
+            continue
+        for method, op in item.items():
+            has = "503" in op["responses"]
+            assert has == (path not in without and not path.startswith("/admin")), \
+                f"{method.upper()} {path}: {sorted(op['responses'])}"

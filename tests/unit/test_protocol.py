@@ -275,3 +275,21 @@ def test_parse_error_round_trips_into_an_error_frame() -> None:
 def test_ranges_payload_is_list_of_pairs() -> None:
     assert ranges_payload([(1, 3), (5, 5)]) == [[1, 3], [5, 5]]
     assert ranges_payload([]) == []
+
+
+def test_a_client_send_key_is_shown_as_the_clients_id_everywhere() -> None:
+    """A client's send id is stored under a key of its sender's (no business server id
+    can be one: ids have no control characters) and every event encoding shows the id
+    as the client gave it: the websocket frame, fetch/HTTP events, the gRPC event."""
+    from pushgate.protocol import client_key, encode_event, event_dict, public_id
+    from pushgate.router.wire import event_to_pb
+    from pushgate.store.base import Event
+
+    key = client_key("mal", "order-42")
+    assert key != client_key("nia", "order-42") and key != "order-42"
+    assert public_id(key) == "order-42" and public_id("order-42") == "order-42"
+    assert public_id(None) is None
+    assert orjson.loads(encode_event(1, key, b"1", 0.0))["id"] == "order-42"
+    assert event_dict(1, key, b"1", 0.0)["id"] == "order-42"
+    assert event_to_pb(Event("kim", 1, key, b"1", 0.0, 1.0)).id == "order-42"
+    assert not event_to_pb(Event("kim", 1, None, b"1", 0.0, 1.0)).HasField("id")

@@ -75,6 +75,8 @@ SEND_OK: dict[str, Any] = {
     "push_only_content_available": with_push({"content_available": True}),
     "push_only_data": with_push({"data": {"k": "v"}}),
     "push_apns_empty": with_push({"body": "b", "apns": {}}),
+    "push_apns_headers": with_push({"body": "b", "apns": {"headers": {
+        "Apns-Priority": 5, "apns-expiration": "0", "x-custom_1.v~": "a b"}}}),
     "push_bounds": with_push({"title": "x" * 2048, "collapse_id": "é" * 32,
                               "badge": 2**31 - 1, "ttl": 28 * 86400}),
 }
@@ -177,6 +179,24 @@ SEND_BAD: list[tuple[Any, str]] = [
     (with_push({"title": "t", "apns": {"x": {}}}), "push.apns.x"),
     (with_push({"title": "t", "apns": {"headers": 5}}), "push.apns.headers"),
     (with_push({"title": "t", "apns": {"payload": None}}), "push.apns.payload"),
+    # HTTP/2 fields only: ':path' would send the push to another device token
+    (with_push({"title": "t", "apns": {"headers": {":path": "/3/device/other"}}}),
+     "push.apns.headers.:path"),
+    (with_push({"title": "t", "apns": {"headers": {"authorization": "bearer x"}}}),
+     "push.apns.headers.authorization"),
+    (with_push({"title": "t", "apns": {"headers": {"Connection": "close"}}}),
+     "push.apns.headers.Connection"),
+    (with_push({"title": "t", "apns": {"headers": {"apns id": "x"}}}), "push.apns.headers.apns id"),
+    (with_push({"title": "t", "apns": {"headers": {"": "x"}}}), "push.apns.headers"),
+    (with_push({"title": "t", "apns": {"headers": {"apns-id\n": "x"}}}),
+     "push.apns.headers.apns-id\n"),
+    (with_push({"title": "t", "apns": {"headers": {"x-a": "1\r\nx-b: 2"}}}),
+     "push.apns.headers.x-a"),
+    (with_push({"title": "t", "apns": {"headers": {"x-a": True}}}), "push.apns.headers.x-a"),
+    (with_push({"title": "t", "apns": {"headers": {"x-a": {"v": 1}}}}), "push.apns.headers.x-a"),
+    (with_push({"title": "t", "apns": {"headers": {"apns-priority": "5",
+                                                   "APNS-Priority": "10"}}}),
+     "push.apns.headers.APNS-Priority"),
     (with_push({"title": "t", "android": "x"}), "push.android"),
     (with_push({"title": "t", "webpush": [1]}), "push.webpush"),
     (with_push({"title": "t", "badge": -1}), "push.badge"),
@@ -464,3 +484,17 @@ def test_pushca_identity_rejects_bad_client(obj: Any) -> None:
     with pytest.raises(InvalidRequest) as info:
         pushca_identity(obj)
     assert info.value.field == "client"
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("", "'users[2]' is empty: every entry is a user id"),
+    (None, "'users[2]' is empty: every entry is a user id"),
+    (7, "'users[2]' must be a string"),
+    ("x" * 256, "'users[2]' is longer than 255 characters"),
+    ("b\x00", "'users[2]' contains control characters"),
+])
+def test_a_bad_entry_of_users_is_named_by_its_index(entry: Any, message: str) -> None:
+    """Of a campaign part's 10,000 ids, the error says which one ("users is required"
+    did not); the field stays ``users``."""
+    error = rejection(hand, {"users": ["a", "b", entry], "body": 1})
+    assert (error.field, error.message) == ("users", message)

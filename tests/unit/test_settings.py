@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from pushgate.settings import Settings, SettingsError, load_settings
 
@@ -122,10 +124,43 @@ def test_data_dir_decides_the_default_store_url(monkeypatch: pytest.MonkeyPatch,
     assert s.effective_store_url == f"sqlite+aiosqlite:///{tmp_path / 'pushgate.db'}"
 
 
+def _ec_keys() -> tuple[str, str]:
+    """(public, private) PEM text of a new EC key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return public.decode(), private.decode()
+
+
 def test_asymmetric_algorithms_with_public_key_are_accepted() -> None:
-    pem = "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"
-    s = load_settings(jwt_algorithms=["RS256", "ES256"], jwt_public_key=pem)
-    assert s.jwt_algorithms == ["RS256", "ES256"]
+    public, private = _ec_keys()
+    s = load_settings(jwt_algorithms=["ES256", "HS256"], jwt_public_key=public,
+                      jwt_private_key=private)
+    assert s.jwt_algorithms == ["ES256", "HS256"]
+
+
+@pytest.mark.parametrize(("algorithms", "keys", "expected"), [
+    # a key that cannot verify an accepted algorithm would refuse every client's token
+    (["RS256"], {"jwt_public_key": "p256"},
+     "jwt_public_key cannot be used with RS256: it is an ECPublicKey"),
+    (["ES256", "ES384"], {"jwt_public_key": "p256"},
+     "jwt_public_key cannot be used with ES384: The key's curve 'secp256r1' does not match"),
+    (["ES256"], {"jwt_public_key": "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"},
+     "jwt_public_key cannot be used with ES256: Unable to load PEM file"),
+    (["ES256"], {"jwt_public_key": "p256", "jwt_private_key": "other p256"},
+     "jwt_private_key does not match jwt_public_key: tokens it signs (ES256) would not verify"),
+])
+def test_a_key_that_cannot_serve_an_algorithm_is_refused_at_start(
+        algorithms: list[str], keys: dict[str, str], expected: str) -> None:
+    public, _ = _ec_keys()
+    _, other_private = _ec_keys()
+    given = {name: {"p256": public, "other p256": other_private}.get(v, v)
+             for name, v in keys.items()}
+    message = error(jwt_algorithms=algorithms, **given)
+    assert expected in message
+    assert message.count("\n") == 1  # "invalid settings:" and one line naming the key
 
 
 def test_each_load_reads_the_current_environment(
@@ -338,5 +373,27 @@ def test_every_directory_scheme_the_engines_take_is_accepted() -> None:
 
 def test_a_pem_key_file_is_accepted(tmp_path: Path) -> None:
     pem = tmp_path / "key.pem"
-    pem.write_text("-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n")
-    assert load_settings(jwt_public_key=str(pem)).jwt_public_key == str(pem)
+    pem.write_text(_ec_keys()[0])
+    s = load_settings(jwt_public_key=str(pem), jwt_algorithms=["ES256"])
+    assert s.jwt_public_key == str(pem)
+
+
+@pytest.mark.parametrize("key, url", [
+    ("store_url", "root:s3cret@127.0.0.1:3306/db"),           # no scheme
+    ("store_url", "mysql+asyncmy//root:s3cret@127.0.0.1/db"),  # a typo in '://'
+    ("store_url", "mysql+asyncmy://root:s3cret@127.0.0.1:port/db"),  # a port not a number
+    ("directory_url", "default:s3cret@127.0.0.1:6379"),
+])
+def test_a_malformed_url_is_refused_without_its_password(key: str, url: str) -> None:
+    with pytest.raises(SettingsError) as e:
+        load_settings(**{key: url})
+    assert key in str(e.value) and "s3cret" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("url", ["mysql+asyncmy://root:s3cret@127.0.0.1:3306/",
+                                 "mysql://root@db", "sqlite:///", "sqlite+aiosqlite://"])
+def test_a_store_url_without_a_database_is_refused(url: str) -> None:
+    """(The driver failed at start with "AssertionError: " and nothing else.)"""
+    with pytest.raises(SettingsError, match=r"store_url: .*the URL names no database") as e:
+        load_settings(store_url=url)
+    assert "s3cret" not in str(e.value)

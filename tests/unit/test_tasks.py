@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
+import pytest
+
 from pushgate.router.reports import ReportCounter
-from pushgate.store.base import ReportDelta
+from pushgate.store.base import ReportDelta, StoreUnavailable
 from pushgate.tasks import cancel_and_wait
 
 
@@ -98,3 +100,91 @@ async def test_the_report_counter_closes_when_its_flush_swallowed_the_cancel() -
     await asyncio.wait_for(counter.close(), 5)  # used to wait for ever
     # both flushes wrote: the timer's (cut short by nothing) and close()'s, the rest
     assert [[s[:2] for s in sends] for sends in store.written] == [[("r-1", 2)], [("r-1", 1)]]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.written: list[list[str]] = []
+
+    async def record_reports(self, deltas: Mapping[str, ReportDelta],
+                             delivered: Sequence[tuple[str, int, bool]],
+                             acked: Sequence[tuple[str, int]],
+                             sends: Sequence[tuple[str, int, int, int, int, float]] = (),
+                             ) -> None:
+        self.written.append([s[0] for s in sends])
+
+
+async def test_the_embedded_gateway_settles_a_report_read_with_its_own_flush() -> None:
+    """The one process that answers sends (``solo``) has nobody else's counts to wait
+    for: a read of a report that is not found yet (404 ``unknown_report``) waits for this
+    process's flush only, not for 1.5 flush intervals."""
+    store = _Recorder()
+    solo = ReportCounter(store, interval_s=3600, solo=True)  # type: ignore[arg-type]
+    solo.sent("r-solo", addressed=1, stored=1, duplicates=0, delivered=0, expires_at=1e12)
+    await asyncio.wait_for(solo.settle(), 5)
+    assert store.written == [["r-solo"]]
+    shared = ReportCounter(store, interval_s=3600)  # type: ignore[arg-type]
+    shared.sent("r-shared", addressed=1, stored=1, duplicates=0, delivered=0, expires_at=1e12)
+    settling = asyncio.create_task(shared.settle())
+    done, _ = await asyncio.wait({settling}, timeout=0.2)
+    assert not done  # waits for the other processes' next flush
+    assert store.written == [["r-solo"], ["r-shared"]]  # its own counts written first
+    await cancel_and_wait(settling)
+
+
+class _Failing(_Recorder):
+    async def record_reports(self, *args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("disk full")
+
+
+async def test_a_report_read_while_the_counts_cannot_be_written_is_a_store_error() -> None:
+    """A report whose counts this process cannot write (a full disk) is not "unknown"
+    (404, not retryable): settling raises the store's error (503, retryable) and keeps
+    the counts for the next flush."""
+    store = _Failing()
+    counter = ReportCounter(store, interval_s=3600, solo=True)  # type: ignore[arg-type]
+    counter.sent("r-full", addressed=1, stored=1, duplicates=0, delivered=0, expires_at=1e12)
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(counter.settle(), 5)
+    assert [s[0] for s in counter.sends] == ["r-full"]  # kept
+
+
+class _Refusing:
+    def __init__(self) -> None:
+        self.refuse = True
+        self.written = 0
+
+    async def record_reports(self, *args: object) -> None:
+        if self.refuse:
+            raise StoreUnavailable("database went away")
+        self.written += 1
+
+
+async def test_a_store_outage_warns_once_not_every_flush(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush every 0.5 s warned every 0.5 s while the store was down (23 lines in
+    12 s): one warning, another every WARN_EVERY_S; the counts are kept and written once
+    the store answers."""
+    from structlog.testing import capture_logs
+
+    from pushgate.router import reports
+
+    store = _Refusing()
+    counter = ReportCounter(store, interval_s=0.01)  # type: ignore[arg-type]
+
+    def failed(logs: list[dict[str, object]]) -> int:
+        return sum("reports failed" in str(x["event"]) for x in logs)
+
+    with capture_logs() as logs:
+        for _ in range(5):
+            counter.sent("r-1", addressed=1, stored=1, duplicates=0, delivered=0,
+                         expires_at=1e12)
+            await counter.flush()
+        assert failed(logs) == 1
+        monkeypatch.setattr(reports, "WARN_EVERY_S", 0.0)
+        await counter.flush()
+        assert failed(logs) == 2
+        store.refuse = False
+        await counter.flush()
+        assert store.written == 1 and counter.sends == []
+        assert any("reports again" in str(x["event"]) for x in logs)

@@ -138,6 +138,11 @@ export class PushgateClient {
     this._inbox = o.after == null ? null : new Inbox(o.after);
     /** @type {number|null} seq of the last stored event handed to the application */
     this._handedSeq = o.after ?? null;
+    /** the server's store resets seen (its seqs start again): events received before
+     * the last one no longer move lastSeq when they are handed */
+    this._resets = 0;
+    /** @type {WeakMap<object, number>} each event's `_resets` when it was received */
+    this._receivedAt = new WeakMap();
 
     /** @type {string} */
     this.state = State.DISCONNECTED;
@@ -168,6 +173,8 @@ export class PushgateClient {
     this._closing = false;
     /** @type {{timer: any, resolve: () => void}|null} */
     this._sleeping = null;
+    /** @type {(() => void)|null} ends a wait for the token provider (close()) */
+    this._wakeClosed = null;
     this._onOnline = () => this._wake();
     /** @type {Promise<void>} resolves when the client stops; rejects with its StoppedError */
     this.closedPromise = new Promise((resolve, reject) => {
@@ -211,11 +218,13 @@ export class PushgateClient {
   /** `e` reaches the application (an 'event' listener, or an iterator yields it).
    * @param {PushEvent} e */
   _handed(e) {
-    if (e.seq !== null && (this._handedSeq === null || e.seq > this._handedSeq)) this._handedSeq = e.seq;
+    if (e.seq === null || this._receivedAt.get(e) !== this._resets) return;
+    if (this._handedSeq === null || e.seq > this._handedSeq) this._handedSeq = e.seq;
   }
 
   /** @param {PushEvent} e */
   _deliver(e) {
+    this._receivedAt.set(e, this._resets);
     if (!this._listeners.get('event')?.size && this._iterators.size === 0) {
       this._early.push(e); // nobody listens yet: keep it for the first consumer
       return;
@@ -274,6 +283,7 @@ export class PushgateClient {
     this._iterators.add(sub);
     if (this.closed) sub.end();
     this._flushEarly();
+    if (!this.closed) this.start(); // like `async for` in Python: iterating starts the client
     return {
       next() {
         if (queue.length) {
@@ -326,6 +336,7 @@ export class PushgateClient {
     this._closing = true;
     if (this._conn) this._endConnection(this._conn, 'close', 1000, 'client closed');
     this._wake();
+    this._wakeClosed?.();
     this._finish(null);
     if (this._running) await this._running;
   }
@@ -452,7 +463,12 @@ export class PushgateClient {
       let token;
       let fresh;
       try {
-        [token, fresh] = await this._tokenForConnect(forceToken);
+        // close() must not wait for a provider that never settles
+        const closed = new Promise((resolve) => { this._wakeClosed = () => resolve(null); });
+        const got = await Promise.race([this._tokenForConnect(forceToken), closed]);
+        this._wakeClosed = null;
+        if (!got) break;
+        [token, fresh] = got;
         forceToken = false;
       } catch (e) {
         console.warn('pushgate: token provider failed', e);
@@ -596,7 +612,11 @@ export class PushgateClient {
       for (const d of inbox.add(e)) this._deliver(d);
       this._maybeFetch(conn);
     } else if (kind === 'head') {
-      inbox.onHead(Number(f.head) || 0);
+      const head = Number(f.head) || 0;
+      // a large event this client already has, announced again: the retry of a
+      // send-with-ack, whose sender waits for the ack of that seq (nothing to fetch)
+      if (this.autoAck && head > 0 && !inbox.isNew(head)) this._send(conn, JSON.stringify({ type: 'ack', seq: head }));
+      inbox.onHead(head);
       this._maybeFetch(conn);
     } else if (kind === 'pong' && f.rid === SYNC) {
       inbox.onHead(/** @type {Hello} */ (this.hello).head); // backlog is in: fetch the rest
@@ -638,7 +658,13 @@ export class PushgateClient {
       this._inbox = new Inbox(hello.head);
       if (this._handedSeq === null) this._handedSeq = hello.head;
     } else if (hello.head < this._inbox.lastSeq) {
-      console.warn(`pushgate: server head ${hello.head} is below the last seq ${this._inbox.lastSeq}`);
+      // seqs never go down: the server's store was reset (or restored from an older
+      // backup) and numbers its events from 1 again. Resuming above its head would pass
+      // over every new event up to the old seq: start over from 0 instead
+      console.warn(`pushgate: server head ${hello.head} is below the last seq ${this._inbox.lastSeq}: its store was reset; starting over from seq 0`);
+      this._inbox = new Inbox(0);
+      this._resets += 1;
+      this._handedSeq = 0;
     }
     this._send(conn, JSON.stringify({ type: 'ping', rid: SYNC }));
     const interval = this.pingIntervalMs ?? ((hello.limits.idle_timeout_s ?? 120) * 1000) / 3;
@@ -732,13 +758,20 @@ export class PushgateClient {
     const deadline = now() + timeoutMs;
     await this.waitState(State.CONNECTED, timeoutMs);
     const rid = `r${++this._rid}`;
+    const text = JSON.stringify({ ...frame, rid });
+    const limit = this.hello?.limits.max_frame_bytes ?? 0;
+    const size = new TextEncoder().encode(text).length;
+    if (limit && size > limit) { // the server would close with 1009, which stops the client
+      throw new RequestError({ code: 'payload_too_large', field: 'body', rid,
+        message: `the ${frame.type} frame has ${size} bytes, over the server's max_frame_bytes (${limit})` });
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(rid);
         reject(new RequestTimeoutError(`no answer to ${frame.type} within ${timeoutMs} ms`));
       }, Math.max(0, deadline - now()));
       this._pending.set(rid, { resolve, reject, timer });
-      if (!this._conn || !this._send(this._conn, JSON.stringify({ ...frame, rid }))) {
+      if (!this._conn || !this._send(this._conn, text)) {
         this._pending.delete(rid);
         clearTimeout(timer);
         reject(new ConnectionLostError('not connected'));

@@ -230,6 +230,72 @@ test('leaving a for-await loop with events queued behind it loses none of them',
   await client.close();
 });
 
+test('for await starts the client by itself, as Python\'s async for does', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  gw.store(2);
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static', after: 0,
+    WebSocket: gw.WebSocket })); // no start()
+  const got = [];
+  for await (const e of client) {
+    got.push(e.seq);
+    if (e.seq === 2) break;
+  }
+  assert.deepEqual(got, [1, 2]);
+});
+
+test('a large event announced again by head (a retried send-with-ack) is acked', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  gw.store(2);
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static', after: 0,
+    WebSocket: gw.WebSocket }));
+  await client.waitConnected(5000);
+  await until(() => gw.acks.includes(2), 'the backlog acked');
+  gw.acks.length = 0;
+  gw._tx(gw.ws, { type: 'head', head: 1 }); // seq 1 again, as head only: nothing to fetch
+  await until(() => gw.acks.includes(1), 'seq 1 acked again');
+});
+
+test('a request over the server\'s max_frame_bytes fails alone; the connection stays', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static',
+    WebSocket: gw.WebSocket }));
+  await client.waitConnected(5000);
+  client.hello.limits.max_frame_bytes = 1000;
+  await assert.rejects(client.send({ x: 'y'.repeat(2000) }, { users: ['b'] }),
+    (e) => e.code === 'payload_too_large' && e.field === 'body');
+  assert.ok(await client.ping({ timeoutMs: 5000 }) >= 0);
+  assert.equal(gw.sockets.length, 1);
+});
+
+test('close() ends a client whose token provider never answers', { timeout: 10000 }, async (t) => {
+  const client = new PushgateClient({ url: 'http://gw', tokenProvider: () => new Promise(() => {}),
+    WebSocket: new FakeGateway().WebSocket });
+  client.start();
+  await new Promise((r) => setTimeout(r, 50));
+  const closed = client.close().then(() => 'closed');
+  const late = new Promise((r) => setTimeout(() => r('hung'), 3000));
+  assert.equal(await Promise.race([closed, late]), 'closed');
+});
+
+test('a server whose store was reset (head below lastSeq) is read again from seq 0', { timeout: 10000 }, async (t) => {
+  const gw = new FakeGateway();
+  gw.store(5);
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static', after: 0,
+    WebSocket: gw.WebSocket, backoff: { base: 10, cap: 20 } }));
+  const got = [];
+  client.on('event', (e) => got.push(e.seq));
+  client.start();
+  await until(() => client.lastSeq === 5, 'the first five');
+  gw.stored = []; // a new store: its seqs start at 1 again
+  gw.store(2);
+  gw.drop();
+  await until(() => client.lastSeq === 2 && got.length === 7, 'the new store\'s two events');
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 1, 2]);
+  gw.store(1); // 3, live: not passed over as an old seq
+  await until(() => got.length === 8, 'the next live event');
+  assert.equal(client.lastSeq, 3);
+});
+
 // -- token refresh ---------------------------------------------------------------------------
 
 test('a provider of tokens refused as expired is asked with backoff, not in a loop', { timeout: 10000 }, async (t) => {

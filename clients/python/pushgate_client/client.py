@@ -119,13 +119,26 @@ class _Buffer:
         self._writable.set()
         self.ended = False
         self.error: BaseException | None = None
+        #: requests of the application waiting for their answers: while there are any,
+        #: the reader reads on past the bound (the answer comes after the events the
+        #: server sent before it; the server's own send queue bounds them), or a request
+        #: made inside ``async for`` waited for a buffer only the application empties
+        self.requests = 0
 
     async def put(self, e: Event) -> None:
-        while self._size and len(self._items) >= self._size and not self.ended:
+        while self._size and len(self._items) >= self._size and not self.ended \
+                and not self.requests:
             self._writable.clear()
             await self._writable.wait()
         self._items.append(_Item(e))
         self._readable.set()
+
+    def request_started(self) -> None:
+        self.requests += 1
+        self._writable.set()
+
+    def request_ended(self) -> None:
+        self.requests -= 1
 
     def advance(self, position: int) -> None:
         """The reader's cursor is at ``position``: every stored event up to it was put
@@ -150,6 +163,13 @@ class _Buffer:
             self.position = item.position
         self._writable.set()
         return item.event
+
+    def restart(self) -> None:
+        """The server's store was reset: seqs start again from 1. What is buffered still
+        goes to the application, but no longer moves the position, which is 0 now."""
+        for item in self._items:
+            item.position = None
+        self.position = 0
 
     def end(self, error: BaseException | None) -> None:
         self.ended = True
@@ -390,12 +410,24 @@ class Client:
                 await self.wait_state(State.CONNECTED)
                 ws = self._ws
                 assert ws is not None
+                data = json.dumps({**frame, "rid": rid})
+                limit = self.hello.limits.max_frame_bytes if self.hello is not None else 0
+                size = len(data.encode())
+                if limit and size > limit:
+                    # the server would close the connection with 1009, which stops the client
+                    raise RequestError(
+                        "payload_too_large",
+                        f"the {frame.get('type')} frame has {size} bytes, over the server's "
+                        f"max_frame_bytes ({limit})", field="body", rid=rid)
                 fut: asyncio.Future[dict[str, Any]] = loop.create_future()
                 self._pending[rid] = fut
+                buffer = self._buffer
+                buffer.request_started()
                 try:
-                    await ws.send(json.dumps({**frame, "rid": rid}))
+                    await ws.send(data)
                     return await fut
                 finally:
+                    buffer.request_ended()
                     self._pending.pop(rid, None)
         except TimeoutError:
             raise RequestTimeout(f"no answer to {frame.get('type')} within {timeout:g} s") from None
@@ -593,8 +625,13 @@ class Client:
             self._inbox = Inbox(hello.head)  # no `after`: start at the current head
             self._buffer.advance(hello.head)
         elif hello.head < self._inbox.last_seq:
-            log.warning("server head %d is below the last seq %d: was its store reset?",
-                        hello.head, self._inbox.last_seq)
+            # seqs never go down: the server's store was reset (or restored from an older
+            # backup) and numbers its events from 1 again. Resuming above its head would
+            # pass over every new event up to the old seq: start over from 0 instead
+            log.warning("server head %d is below the last seq %d: its store was reset; "
+                        "starting over from seq 0", hello.head, self._inbox.last_seq)
+            self._inbox = Inbox(0)
+            self._buffer.restart()
         self.connects += 1
         self._set_state(State.CONNECTED)
 
@@ -673,7 +710,13 @@ class Client:
                 await self._emit(e)
             await self._maybe_fetch(ws)
         elif kind == "head":
-            inbox.on_head(int(f.get("head") or 0))
+            head = int(f.get("head") or 0)
+            if self.auto_ack and 0 < head and not inbox.is_new(head):
+                # a large event this client already has, announced again: the retry of a
+                # send-with-ack (its sender waits for the ack of that seq); a duplicate is
+                # acked like an inline one, there is nothing to fetch
+                await ws.send(json.dumps({"type": "ack", "seq": head}))
+            inbox.on_head(head)
             await self._maybe_fetch(ws)
         elif kind == "pong" and f.get("rid") == _SYNC:
             assert self.hello is not None

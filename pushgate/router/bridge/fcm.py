@@ -42,6 +42,7 @@ SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_URL = "https://fcm.googleapis.com"
 DEAD_CODES = {"UNREGISTERED"}
 RETRY_CODES = {"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"}
+TOKEN_RETRY_S = 5.0  # after a failed token refresh, pushes fail (and retry) without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +126,40 @@ class FcmProvider:
         self._verify = tls_context(config.ca_file, "push_ca_file")
         self._request = HttpxRequest(self._verify, config.timeout_s)
         self._lock = asyncio.Lock()
+        self._refreshed_at = float("-inf")  # monotonic time the last refresh ended
+        self._refresh_error = ""  # and why it failed ("": it did not)
         self._client: H2Client | None = None
         self._transport_log = TransportLog(log, "FCM")
         self._path = f"/v1/projects/{self.project_id}/messages:send"
 
     async def _token(self, force: bool = False) -> str:
+        """The OAuth2 access token, refreshed when expired (or ``force``: after a 401).
+        One refresh at a time, and its outcome is shared: the pushes that waited for it
+        use its token, or fail with its error, without a refresh each; after a failure
+        the token endpoint is asked again only ``TOKEN_RETRY_S`` later (an endpoint that
+        stalls cost one ``timeout_s`` per push, one after another, each holding a
+        concurrency slot the other provider's pushes waited for)."""
         if force or not self._creds.valid:
+            asked = time.monotonic()
             async with self._lock:
-                if force or not self._creds.valid:
-                    await asyncio.to_thread(self._creds.refresh, self._request)
+                now = time.monotonic()
+                if self._refreshed_at >= asked or (
+                        self._refresh_error and now - self._refreshed_at < TOKEN_RETRY_S):
+                    if self._refresh_error:  # its error, as a new exception each time
+                        raise gexc.RefreshError(self._refresh_error)  # type: ignore[no-untyped-call]
+                elif force or not self._creds.valid:
+                    try:
+                        await asyncio.to_thread(self._creds.refresh, self._request)
+                        self._refresh_error = ""
+                    except (gexc.RefreshError, gexc.TransportError) as e:
+                        self._refresh_error = f"{type(e).__name__}: {e}"
+                        log.warning("FCM access token refresh failed; pushes are retried, "
+                                    "the token endpoint is asked again in "
+                                    f"{TOKEN_RETRY_S:.0f} s at the earliest",
+                                    reason=self._refresh_error)
+                        raise
+                    finally:
+                        self._refreshed_at = time.monotonic()
         return str(self._creds.token)
 
     async def start(self) -> None:
@@ -167,8 +193,8 @@ class FcmProvider:
         assert self._client is not None
         try:
             bearer = await self._token(fresh)
-        except (gexc.RefreshError, gexc.TransportError) as e:
-            return Result(Outcome.RETRY, f"token: {type(e).__name__}")
+        except (gexc.RefreshError, gexc.TransportError):
+            return Result(Outcome.RETRY, "token_refresh")  # (a fixed word: metrics label)
         try:
             resp = await self._client.request(
                 "POST", self._path, {"authorization": f"Bearer {bearer}",

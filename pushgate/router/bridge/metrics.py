@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pushgate.metrics import VERSION
+
 
 class BridgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry(auto_describe=True)
         self.registry = r
+        if registry is None:  # the bridge's own /metrics (a gateway's registry has it)
+            Gauge("pushgate_build_info", "Always 1; the label says which pushgate runs.",
+                  ["version"], registry=r).labels(VERSION).set(1)
         self.providers = Gauge("pushgate_push_providers",
                                "Providers this process's bridge worker sends to (1 each).",
                                ["provider"], registry=r)

@@ -24,6 +24,7 @@ from pushgate.models import (
     MAX_ID_LEN,
     MAX_PUSH_STR,
     MAX_PUSH_TTL_S,
+    apns_header_error,
 )
 from pushgate.store.base import CONTROL_CHARS  # as in every id
 
@@ -32,6 +33,19 @@ BOOL_FIELDS = ("content_available", "mutable_content")
 OBJ_FIELDS = ("data", "apns", "android", "webpush")
 ALLOWED = {*STR_FIELDS, *BOOL_FIELDS, *OBJ_FIELDS, "badge", "priority", "ttl"}
 _APP_RULE = f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no control characters"
+
+
+def _apns_headers(headers: dict[str, Any]) -> dict[str, str]:
+    """``push.apns.headers`` as sent: lowercase names, string values
+    (:func:`pushgate.models.apns_header_error` says what is refused)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        problem = apns_header_error(name, value, out)
+        if problem:
+            raise InvalidRequest(problem, field=f"push.apns.headers.{name}" if name
+                                 else "push.apns.headers")
+        out[name.lower()] = str(value)
+    return out
 
 
 def parse_push(obj: Any) -> dict[str, Any]:
@@ -83,6 +97,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
         if key not in ("headers", "payload") or not isinstance(apns[key], dict):
             raise InvalidRequest("'push.apns' takes the objects 'headers' and 'payload'",
                                  field=f"push.apns.{key}")
+    if "headers" in apns:
+        apns["headers"] = _apns_headers(apns["headers"])
     badge = obj.get("badge")
     if badge is not None:
         if isinstance(badge, bool) or not isinstance(badge, int) or not 0 <= badge <= MAX_BADGE:
@@ -150,7 +166,7 @@ def apns_request(push: dict[str, Any], seq: int, topic: str, now: float) -> tupl
     if "ttl" in push:
         headers["apns-expiration"] = "0" if push["ttl"] == 0 else str(int(now + push["ttl"]))
     over = push.get("apns", {})
-    headers.update({str(k): str(v) for k, v in over.get("headers", {}).items()})
+    headers.update({str(k).lower(): str(v) for k, v in over.get("headers", {}).items()})
     return headers, _merge(payload, over.get("payload", {}))
 
 

@@ -209,7 +209,7 @@ class Worker:
         retries: list[PushJob] = []
         dead: list[tuple[str, str]] = []
         now = self.clock()  # (after the sends)
-        for (job, d, _push, _report), result in zip(sends, results, strict=True):
+        for (job, d, push, _report), result in zip(sends, results, strict=True):
             if result.outcome is Outcome.DEAD:
                 dead.append((d.platform, d.token))
                 self.metrics.dropped.labels(d.platform, result.reason).inc()
@@ -217,6 +217,9 @@ class Worker:
             elif result.outcome is Outcome.FAILED:
                 self.metrics.dropped.labels(d.platform, result.reason).inc()
             elif result.outcome is Outcome.RETRY:
+                if push.get("ttl") == 0:  # now or never: dropped, no retry job
+                    self.metrics.skipped.labels("expired").inc()
+                    continue
                 attempt = job.attempts + 1
                 if attempt >= self.config.max_attempts:
                     self.metrics.dropped.labels(d.platform, "max_attempts").inc()
@@ -269,6 +272,8 @@ class Worker:
                 reports.pushed(report)
             elif result.outcome is not Outcome.RETRY:
                 reports.push_failed(report, result.reason)
+            elif push.get("ttl") == 0:  # now or never: not retried
+                reports.push_failed(report, "expired")
             elif job.attempts + 1 >= self.config.max_attempts:
                 reports.push_failed(report, "max_attempts")
         return result

@@ -27,8 +27,11 @@ class Directory(Protocol):
         ``hub``. Returns whether it was removed (False: unknown or already replaced)."""
         ...
 
-    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
-        """Live sessions of each user (users without sessions are absent), oldest first."""
+    async def sessions(self, users: Iterable[str], *,
+                       partial: bool = False) -> dict[str, list[SessionInfo]]:
+        """Live sessions of each user (users without sessions are absent), oldest first.
+        ``partial``: users whose sessions cannot be read now (a cluster node down) are
+        left out instead of the call raising :class:`DirectoryUnavailable`."""
         ...
 
     async def remove_hub(self, hub: str) -> int:
@@ -37,8 +40,18 @@ class Directory(Protocol):
 
     async def sync_hub(self, hub: str, sessions: Sequence[SessionInfo],
                        before: float) -> tuple[int, int]:
-        """Hub re-sync: record ``sessions`` (no quota check) and drop the hub's other
-        sessions connected before ``before``. Returns (added, removed)."""
+        """Hub re-sync: record ``sessions`` (no quota check: :meth:`enforce_quota`
+        follows) and drop the hub's other sessions connected before ``before``. Returns
+        (added, removed)."""
+        ...
+
+    async def enforce_quota(self, users: Iterable[str],
+                            limit: int) -> list[tuple[SessionInfo, str]]:
+        """After a re-sync (whose restores have no quota check): remove the oldest
+        sessions of ``users`` beyond ``limit`` (the order of :meth:`add`) and return each
+        with the id of its user's newest session (the kick's ``by``). A session admitted
+        while the directory had lost the others (a failover's lost writes, a restart
+        without data) must not leave its user over the quota until the next connect."""
         ...
 
     async def count(self) -> int:

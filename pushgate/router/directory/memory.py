@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pushgate.router.directory.quota import SessionInfo, age_key, sessions_to_kick
+from pushgate.router.directory.quota import (
+    SessionInfo,
+    age_key,
+    oldest_beyond,
+    sessions_to_kick,
+)
 
 
 class MemoryDirectory:
@@ -44,7 +49,8 @@ class MemoryDirectory:
             return False
         return device is None or any(s.device == device for s in current.values())
 
-    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+    async def sessions(self, users: Iterable[str], *,
+                       partial: bool = False) -> dict[str, list[SessionInfo]]:
         out: dict[str, list[SessionInfo]] = {}
         for u in users:
             current = self._by_user.get(u)
@@ -85,6 +91,19 @@ class MemoryDirectory:
                 del self._by_user[user]
         self._count -= removed
         return added, removed
+
+    async def enforce_quota(self, users: Iterable[str], limit: int) -> list[tuple[SessionInfo, str]]:
+        out = []
+        for user in dict.fromkeys(users):
+            current = self._by_user.get(user, {})
+            over = oldest_beyond(list(current.values()), limit)
+            if over:
+                newest = max(current.values(), key=age_key).session_id
+            for s in over:
+                del current[s.session_id]
+                self._count -= 1
+                out.append((s, newest))
+        return out
 
     async def count(self) -> int:
         return self._count

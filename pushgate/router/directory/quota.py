@@ -32,7 +32,13 @@ def sessions_to_kick(existing: Sequence[SessionInfo], limit: int) -> list[Sessio
     session fits in ``limit``: the oldest first (ties broken by session id)."""
     if limit < 1:
         raise ValueError("limit must be >= 1")
-    excess = len(existing) + 1 - limit
+    return oldest_beyond(existing, limit - 1)
+
+
+def oldest_beyond(sessions: Sequence[SessionInfo], limit: int) -> list[SessionInfo]:
+    """The sessions beyond the ``limit`` newest: the oldest first (ties broken by
+    session id)."""
+    excess = len(sessions) - limit
     if excess <= 0:
         return []
-    return sorted(existing, key=age_key)[:excess]
+    return sorted(sessions, key=age_key)[:excess]

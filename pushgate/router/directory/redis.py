@@ -12,6 +12,7 @@ not answer within :data:`DEADLINE_S` (a stopped process), they raise
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
@@ -20,14 +21,27 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from pushgate.logs import get_logger
 from pushgate.router.directory import engines
 from pushgate.router.directory.base import DirectoryUnavailable
 from pushgate.router.directory.keys import BUCKETS, SEP, Keys, bucket, member, pack, unpack
 from pushgate.router.directory.quota import SessionInfo, age_key
 
+log = get_logger(__name__)
+
 # what a Redis call raises when Redis (or the whole cluster) cannot be reached: redis-py's
 # cluster client raises RedisClusterUnreachableError, which is not a RedisError
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+
+
+#: a user's sessions hash as looked up, or why it could not be
+Found = dict[str, str] | DirectoryUnavailable
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """The outcome of a call left behind at its deadline: nobody waits for it."""
+    if not task.cancelled():
+        task.exception()
 
 # every call (its retries included) ends within this: a Redis that stops answering gives
 # a retryable error (503 / close 4003), never a hang (docs/cluster.md, failures)
@@ -56,18 +70,45 @@ class RedisDirectory:
         self._restore = self.redis.register_script(_script("restore"))
         self._prune = self.redis.register_script(_script("prune"))
         self._remove_hub = self.redis.register_script(_script("remove_hub"))
-        self._lookups: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]] = []
+        self._quota = self.redis.register_script(_script("quota"))
+        self._lookups: list[tuple[list[str], asyncio.Future[list[Found]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._listed: dict[str, float] = {}  # hub -> when add() last put it in the hub list
 
-    async def _call(self, coro: Awaitable[Any]) -> Any:
-        """``coro`` (one Redis call, retries included) within :data:`DEADLINE_S`."""
+    async def _call(self, coro: Awaitable[Any], *, leave_at_deadline: bool = True) -> Any:
+        """``coro`` (one Redis call, retries included) within :data:`DEADLINE_S`.
+
+        By default the call runs in a task of its own, left behind (cancelled, not waited
+        for) at the deadline, or when the caller is cancelled first (a shorter deadline of
+        its own): a timeout that only cancels the call is not enough, as redis-py can
+        swallow that cancellation while it reconnects, and the call then ran on to its
+        socket timeouts and retries (a connect answered at the hub's 5 s instead of the
+        directory's 3 s). What such a call still writes when Redis comes back is what a
+        re-sync repairs (the router asks the hub for one after a failure).
+        ``leave_at_deadline=False`` (a re-sync's own restores, which must not land behind
+        the caller's back): the call is cancelled and waited for."""
+        if not leave_at_deadline:
+            try:
+                async with asyncio.timeout(self.deadline_s):
+                    return await coro
+            except TimeoutError:
+                raise DirectoryUnavailable(
+                    f"redis: no answer within {self.deadline_s:g} s") from None
+            except REDIS_ERRORS as e:
+                raise DirectoryUnavailable(f"redis: {e}") from e
+        task = asyncio.ensure_future(coro)
         try:
-            async with asyncio.timeout(self.deadline_s):
-                return await coro
-        except TimeoutError:
-            raise DirectoryUnavailable(
-                f"redis: no answer within {self.deadline_s:g} s") from None
+            done, _ = await asyncio.wait((task,), timeout=self.deadline_s)
+        except BaseException:  # the caller is cancelled: the call is left behind too
+            task.cancel()
+            task.add_done_callback(_retrieved)
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieved)
+            raise DirectoryUnavailable(f"redis: no answer within {self.deadline_s:g} s")
+        try:
+            return task.result()
         except REDIS_ERRORS as e:
             raise DirectoryUnavailable(f"redis: {e}") from e
 
@@ -80,7 +121,7 @@ class RedisDirectory:
 
         async def one(c: Coroutine[Any, Any, Any]) -> Any:
             async with gate:
-                return await self._call(c)
+                return await self._call(c, leave_at_deadline=False)
 
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
@@ -133,21 +174,32 @@ class RedisDirectory:
             keys=[self.keys.user(user), self.keys.hub(hub, bucket(user))],
             args=[user, session_id, hub])))
 
-    async def sessions(self, users: Iterable[str]) -> dict[str, list[SessionInfo]]:
+    async def sessions(self, users: Iterable[str], *,
+                       partial: bool = False) -> dict[str, list[SessionInfo]]:
         """Lookups made in the same event-loop turn share one pipelined round trip (a
-        burst of sends costs one Redis call per node, not one each)."""
+        burst of sends costs one Redis call per node, not one each). On a cluster, a
+        node that does not answer fails the lookups of its users only; ``partial``: they
+        are left out (as without sessions) instead of failing the call."""
         users = list(dict.fromkeys(users))
         if not users:
             return {}
-        fut: asyncio.Future[list[dict[str, str]]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[Found]] = asyncio.get_running_loop().create_future()
         if not self._lookups:
             asyncio.get_running_loop().call_soon(self._start_lookups)
         self._lookups.append((users, fut))
         found = await fut
         out: dict[str, list[SessionInfo]] = {}
+        unknown = 0
         for u, h in zip(users, found, strict=True):
-            if h:
+            if isinstance(h, DirectoryUnavailable):
+                if not partial:
+                    raise h
+                unknown += 1
+            elif h:
                 out[u] = sorted((unpack(u, sid, v) for sid, v in h.items()), key=age_key)
+        if unknown:
+            log.warning("directory unavailable for some users; their stored events wait for "
+                        "a fetch", users=unknown, of=len(users))
         return out
 
     def _start_lookups(self) -> None:
@@ -156,23 +208,58 @@ class RedisDirectory:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _lookup(self, batch: list[tuple[list[str], asyncio.Future[list[dict[str, str]]]]]) -> None:
+    async def _lookup(self, batch: list[tuple[list[str], asyncio.Future[list[Found]]]]) -> None:
+        """The batch's users, one pipeline per node side by side (one in all but a
+        cluster); each request is answered as soon as its users are known: a node that
+        does not answer (a master down until its replica takes over) holds up and fails
+        the requests with users on it only."""
+        keys = [self.keys.user(u) for users, _ in batch for u in users]
+        found: list[Found | None] = [None] * len(keys)
+        ends = list(itertools.accumulate(len(users) for users, _ in batch))
+
+        groups: list[list[int]] = []
+
+        def answer() -> None:
+            start = 0
+            for (_, fut), end in zip(batch, ends, strict=True):
+                if not fut.done():
+                    part = found[start:end]
+                    if len(groups) == 1 or all(f is not None for f in part):
+                        fut.set_result(part)  # type: ignore[arg-type]  # (no None left)
+                start = end
+
+        async def look(at: list[int]) -> None:
+            try:
+                got: list[Found] = await self._pipelined([("hgetall", (keys[i],)) for i in at])
+            except DirectoryUnavailable as e:
+                got = [e] * len(at)
+            for i, f in zip(at, got, strict=True):
+                found[i] = f
+            answer()
+
         try:
-            found = await self._pipelined([("hgetall", (self.keys.user(u),))
-                                           for users, _ in batch for u in users])
+            groups = self._by_node(keys)
+            await asyncio.gather(*(look(at) for at in groups))
         except BaseException as e:
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(e if isinstance(e, DirectoryUnavailable)
-                                      else DirectoryUnavailable(f"redis: {e!r}"))
+                    fut.set_exception(DirectoryUnavailable(f"redis: {e!r}"))
             if not isinstance(e, Exception):
                 raise
-            return
-        i = 0
-        for users, fut in batch:
-            if not fut.done():
-                fut.set_result(found[i:i + len(users)])
-            i += len(users)
+
+    def _by_node(self, keys: list[str]) -> list[list[int]]:
+        """The positions of ``keys`` grouped by the cluster node that serves them (one
+        group when not a cluster)."""
+        if self.engine.mode != "cluster":
+            return [list(range(len(keys)))]
+        by_node: dict[str, list[int]] = defaultdict(list)
+        for i, k in enumerate(keys):
+            try:
+                node = self.redis.get_node_from_key(k)
+            except REDIS_ERRORS:  # a slot not covered now: the pipeline refreshes
+                node = None
+            by_node[node.name if node is not None else ""].append(i)
+        return list(by_node.values())
 
     async def remove_hub(self, hub: str) -> int:
         """Sweep the hub's sessions bucket by bucket, take it off the hub list, then look
@@ -218,6 +305,24 @@ class RedisDirectory:
         removed = sum(int(n) for n in await self._each(calls))
         await self._call(self.redis.sadd(self.keys.hubs, hub))
         return added, removed
+
+    async def enforce_quota(self, users: Iterable[str], limit: int) -> list[tuple[SessionInfo, str]]:
+        """Remove and return (with the newest session's id, the kick's ``by``) the oldest
+        sessions of ``users`` over ``limit``: after a re-sync, whose restores have no
+        quota check, a session admitted while the directory had lost the others (a
+        failover's lost writes, a restart without data) must not leave the user over
+        the quota until their next connect."""
+        by_bucket: dict[int, list[str]] = defaultdict(list)
+        for u in dict.fromkeys(users):
+            by_bucket[bucket(u)].append(u)
+        calls = [self._quota(keys=[self.keys.user(group[0])],
+                             args=[self.keys.base(b), limit, *group[i:i + CHUNK]])
+                 for b, group in by_bucket.items() for i in range(0, len(group), CHUNK)]
+        out = []
+        for raw in await self._each(calls):
+            for i in range(0, len(raw), 4):
+                out.append((unpack(raw[i], raw[i + 1], raw[i + 2]), raw[i + 3]))
+        return out
 
     async def count(self) -> int:
         hubs = sorted(await self._call(self.redis.smembers(self.keys.hubs)))

@@ -65,6 +65,7 @@ __all__ = [
     "multi_row",
     "normalize_url",
     "prepare_path",
+    "sqlite_file",
 ]
 
 
@@ -91,13 +92,25 @@ def normalize_url(url: str | URL) -> URL:
             f"unsupported store URL driver {parsed.drivername!r}: "
             "use sqlite+aiosqlite:// or mysql+asyncmy://"
         )
+    if not parsed.database:  # (the driver asserted one: "AssertionError: ")
+        raise ValueError("the store URL names no database: sqlite+aiosqlite:///<file> or "
+                         "mysql+asyncmy://user:pw@host/<database>")
     return parsed
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite database URL; None for other databases, ``:memory:`` and
+    ``file:`` URIs."""
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return db
 
 
 def prepare_path(url: URL) -> None:
     """Create the parent directory of a SQLite database file (no-op for other databases)."""
-    db = url.database
-    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+    db = sqlite_file(url)
+    if db is None:
         return
     parent = os.path.dirname(os.path.abspath(db))
     os.makedirs(parent, exist_ok=True)

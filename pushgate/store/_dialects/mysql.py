@@ -31,6 +31,20 @@ IDLE_WRITE_TX_S = 5
 _NEEDS_ESCAPE = re.compile(r"[\x00\n\r\x1a\\'\"]").search
 
 
+def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+    """The driver's connect, with a connection the server (or a proxy or load balancer in
+    front of a dead one) resets while asyncmy sets it up: asyncmy then raises a bare
+    ``RuntimeError`` ("Transport does not expose socket instance"), which SQLAlchemy
+    passes through, and a send got 500 ``internal`` instead of 503 ``store_unavailable``.
+    It is the driver's "lost connection" (2013) here."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        return dbapi.connect(*cargs, **cparams)
+    except RuntimeError as exc:
+        raise dbapi.OperationalError(
+            2013, f"Lost connection to MySQL server while connecting ({exc})") from exc
+
+
 class _Literals:
     """SQL literals of Python values for MySQL statements written as text. Strings that
     need it go through the connection's own escaping (which honours the server's
@@ -162,6 +176,7 @@ class MySQL(Dialect):
         hook): what a stopped, restarted or partitioned server left behind is not
         handed out again after a quiet spell, and its pre-ping cannot hang a call for
         ``read_timeout``. 0: no limit."""
+        event.listen(engine.sync_engine, "do_connect", _connect)
         limit = self.session_idle_timeout_s
         if not limit:
             return

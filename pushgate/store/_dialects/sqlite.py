@@ -3,6 +3,8 @@ processes, ``ON CONFLICT`` upserts, executemany with bound parameters."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,12 +25,29 @@ class SQLite(Dialect):
         super().__init__()
         self.busy_timeout_ms = busy_timeout_ms
 
+    def set_wal(self, path: str) -> None:
+        """Put the database file at ``path`` in WAL mode (persistent: once per file), waiting
+        up to ``busy_timeout_ms`` for other connections. Blocking: run it in a thread.
+
+        Changing the journal mode fails at once with "database is locked" while another
+        connection holds a lock -- SQLite's busy handler does not cover it -- so processes
+        that create one file at the same moment (three rollouts migrating a fresh database)
+        retry here, before any engine connects."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            conn = sqlite3.connect(path, timeout=self.busy_timeout_ms / 1000)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+            finally:
+                conn.close()
+            time.sleep(0.01)
+
     def configure(self, engine: AsyncEngine) -> None:
-        pragmas = (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}",
-        )
+        timeout = f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}"
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -36,8 +55,13 @@ class SQLite(Dialect):
             # and emit it ourselves in _on_begin: real transactions, BEGIN IMMEDIATE writes.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            for pragma in pragmas:
-                cursor.execute(pragma)
+            cursor.execute(timeout)
+            # migrate() set WAL already (set_wal); setting it again on every connection
+            # failed "database is locked" while another process held a lock on the file
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] not in ("wal", "memory"):
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")

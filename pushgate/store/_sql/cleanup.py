@@ -54,9 +54,13 @@ class SqlCleanup(SqlTransactions):
                 if left:
                     n = sum(r[2] - r[1] + 1 for r in left)
                     rest.append((row[0], left[0][0], left[0][1], n, expiry.encode(left)))
-            gone: dict[str, BitMap] = {}
+            gone: dict[str, BitMap] = {}  # what leaves the read bitmaps
+            count: dict[str, int] = {}
             for user, seq in keys:
-                gone.setdefault(user, BitMap()).add(seq)
+                count[user] = count.get(user, 0) + 1
+                if seq <= bitmap.MAX_SEQ:  # (above, never marked: the bitmap is 32-bit;
+                    # adding one raised OverflowError and stalled the cleanup of everyone)
+                    gone.setdefault(user, BitMap()).add(seq)
             # Events first, inboxes last: the DELETE (random primary-key pages, possibly
             # read from disk) runs before any inbox row is locked, so sends to the same
             # users wait at most for the short inbox update, not for the whole batch.
@@ -67,16 +71,16 @@ class SqlCleanup(SqlTransactions):
                 [{"e": r[0], "u": r[1], "s": r[2]} for r in taken])
             if rest:
                 await d.insert_rows(conn, "insert_expiries", _insert_expiries, rest)
-            users = sorted(gone)
+            users = sorted(count)
             bitmaps = await d.release_expired(
-                conn, inboxes_t, [(u, len(gone[u])) for u in users], now)
+                conn, inboxes_t, [(u, count[u]) for u in users], now)
             if deleted != len(keys):  # events gone by other means: count the inboxes again
                 log.warning("%d of %d expired events listed for cleanup were already gone; "
                             "recounting their inboxes", len(keys) - deleted, len(keys))
                 await self._recount(conn, users)
             changed = []
             for user, blob in bitmaps.items():
-                if blob != _EMPTY:
+                if blob != _EMPTY and user in gone:
                     read = bitmap.deserialize(blob)
                     kept = read - gone[user]
                     if len(kept) != len(read):

@@ -1,0 +1,61 @@
+"""The log lines operations.md promises: a failure's traceback is in its line, in JSON
+too (``log_format=json`` wrote ``"exc_info": true`` and no traceback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from pushgate import logs
+
+
+@pytest.fixture
+def configured() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
+
+
+def fail() -> None:
+    raise ZeroDivisionError("the failure")
+
+
+def test_json_lines_carry_the_traceback(configured: None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("info", "json")
+    try:
+        fail()
+    except ZeroDivisionError:
+        logs.get_logger("pushgate.test").exception("it failed", user="u1")
+        logging.getLogger("uvicorn.error").exception("stdlib failed")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert [x["event"] for x in lines] == ["it failed", "stdlib failed"]
+    for line in lines:
+        assert line["level"] == "error"
+        assert "Traceback" in line["exception"] and "ZeroDivisionError: the failure" in \
+            line["exception"] and "in fail" in line["exception"]
+        assert "exc_info" not in line
+    assert lines[0]["user"] == "u1"
+
+
+def test_console_lines_carry_a_plain_traceback(configured: None,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("info", "console")
+    secret = "s3cr3t-in-a-local"  # noqa: F841 (a local a rich traceback would print)
+    try:
+        fail()
+    except ZeroDivisionError:
+        logs.get_logger("pushgate.test").exception("it failed")
+    err = capsys.readouterr().err
+    assert "it failed" in err and "ZeroDivisionError: the failure" in err
+    assert "s3cr3t" not in err
