@@ -134,9 +134,11 @@ class Router(RoutingCore):
         self._ack_waiters: dict[tuple[str, int], list[_AckWaiter]] = defaultdict(list)
         # find_any's round-robin position per filter, the ANY_COUNTERS_MAX used last
         self._any_counters: dict[tuple[object, ...], int] = {}
-        # deliveries leave in commit order even when directory lookups await (Redis):
-        # each stored send waits for the previous one's delivery before its own
-        self._last_delivery: asyncio.Future[None] | None = None
+        # a user's deliveries leave in commit order even when directory lookups await
+        # (Redis): a stored send waits for the delivery of the previous send to each of
+        # its users before its own. Per user: one chain for all made a lookup stuck on a
+        # stalled Redis Cluster master hold up every send (3 s, DEADLINE_S)
+        self._last_delivery: dict[str, asyncio.Future[None]] = {}
         self._late_tasks: set[asyncio.Task[None]] = set()  # sends committed past their deadline
 
     # -- sessions ------------------------------------------------------------------------
@@ -228,11 +230,18 @@ class Router(RoutingCore):
         ``result``; returns the sessions looked up and, with ``wait_ack``, the ack waiter
         (made before the frames leave)."""
         reports = self.reports
-        prev, mine = self._last_delivery, asyncio.get_running_loop().create_future()
-        self._last_delivery = mine
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        last = self._last_delivery
+        before: set[asyncio.Future[None]] = set()
+        for user in req.users:
+            prev = last.get(user)
+            if prev is not None and not prev.done():
+                before.add(prev)
+            last[user] = mine
+        before.discard(mine)
         try:
             live = await self._live_after_commit(req.users)
-            if prev is not None and not prev.done():
+            for prev in before:
                 await prev
             waiter = self._add_waiter(req, appended[0].seq) if wait_ack else None
             stored = delivered = 0
@@ -255,8 +264,9 @@ class Router(RoutingCore):
                          max(a.expires_at for a in appended))
         finally:
             mine.set_result(None)
-            if self._last_delivery is mine:
-                self._last_delivery = None
+            for user in req.users:
+                if last.get(user) is mine:
+                    del last[user]
         return live, waiter
 
     async def _finish_late(self, req: SendRequest, report: str, pre: Collection[str],

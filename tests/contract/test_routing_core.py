@@ -216,6 +216,36 @@ async def test_live_sessions_get_the_event_frame_and_are_listed(core: Core) -> N
                    until=lambda devices: devices == ["phone"])
 
 
+async def test_a_lookup_held_up_for_one_user_holds_up_no_other_users_send(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored send waits for the delivery of the previous send to the same user only.
+    One chain for all sends made a directory lookup held up by a stalled Redis Cluster
+    master delay every later send on the router, to anyone, by the lookup's deadline."""
+    stuck, free = await core.connect("stuck"), await core.connect("free")
+    directory = core.storing.directory
+    lookup = directory.sessions
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def sessions(users: Any, **kw: Any) -> Any:
+        if "stuck" in users:
+            held.set()
+            await release.wait()
+        return await lookup(users, **kw)
+
+    monkeypatch.setattr(directory, "sessions", sessions)
+    first = asyncio.create_task(core.send(users=["stuck"], body={"n": 1}))
+    second = asyncio.create_task(core.send(users=["stuck"], body={"n": 2}))
+    await asyncio.wait_for(held.wait(), TIMEOUT)
+    # (without the fix: waits for the stuck send's delivery, which waits for release)
+    reply = await asyncio.wait_for(core.send(users=["free"], body={"n": 3}), TIMEOUT)
+    assert reply["sessions"] == 1
+    assert (await free.next())["body"] == {"n": 3}
+    assert not first.done() and not second.done()
+    release.set()
+    assert [(await t)["sessions"] for t in (first, second)] == [1, 1]
+    assert [(await stuck.next())["seq"] for _ in range(2)] == [1, 2]
+
+
 async def test_an_event_for_one_device_is_no_gap_for_the_others(core: Core) -> None:
     phone = await core.connect("alice", device="phone")
     laptop = await core.connect("alice", device="laptop")
