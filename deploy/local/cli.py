@@ -23,7 +23,7 @@ from deploy.local.cluster import LocalCluster
 from deploy.local.processes import StartError
 
 DEFAULT_WORKDIR = "pushgate-cluster"
-PROG = "python -m deploy.local.cluster"
+PROG: str = control.PROG
 
 
 def summary(c: LocalCluster) -> str:

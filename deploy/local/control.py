@@ -46,6 +46,19 @@ from deploy.local import redis
 from deploy.local.cluster import LocalCluster
 from deploy.local.processes import Child, StartError
 
+
+def _python() -> str:
+    """This interpreter as the user would type it: ``.venv/bin/python`` from the checkout
+    (a bare ``python`` is the machine's, without pushgate's dependencies)."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
+PROG: str = f"{_python()} -m deploy.local.cluster"
+
 STATE_FILE = "cluster.json"
 CONTROL_DIR = "control"
 EXIT_OK, EXIT_UNHEALTHY, EXIT_ERROR = 0, 1, 2
@@ -175,7 +188,7 @@ def load(workdir: Path) -> Record:
         state: Record = json.loads(path.read_text())
     except FileNotFoundError:
         raise ControlError(f"no running launcher for {workdir}: there is no {path} "
-                           f"(start one with `python -m deploy.local.cluster up "
+                           f"(start one with `{PROG} up "
                            f"--workdir {workdir}`)") from None
     except (OSError, ValueError) as exc:
         raise ControlError(f"cannot read {path}: {exc}") from None
@@ -476,7 +489,7 @@ class Supervisor:
             how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
                    else f"code {code}")
             print(f"{name} (pid {child.pid}) exited ({how}); see {child.log_path}; "
-                  f"`python -m deploy.local.cluster restart {name} --workdir "
+                  f"`{PROG} restart {name} --workdir "
                   f"{self.cluster.workdir}` starts it again", file=self.err, flush=True)
             changed = True
         if changed:

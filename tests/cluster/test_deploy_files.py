@@ -207,7 +207,7 @@ def test_compose_has_the_whole_cluster(compose: dict[str, Any]) -> None:
     assert 'ENTRYPOINT ["pushgate"]' in text
     exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE")
                for p in line.split()[1:]}
-    assert {8080, 7700, 7701} <= exposed
+    assert {8080, 7700, 7701, 7702} <= exposed  # hub; router gRPC, metrics, HubLink
     for line in text.splitlines():  # what the image is built from exists
         if line.startswith("COPY") and "--from" not in line:
             for src in line.split()[1:-1]:
