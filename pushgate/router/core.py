@@ -481,10 +481,13 @@ class Router(RoutingCore):
         """Events after ``after`` (at most ``limit``, and at most ``fetch_max_bytes`` of
         bodies, but always at least one), the head, and whether more remain."""
         async with StoreCall(self.config.store_deadline_s):
+            # events first: the head read after them is at least their last seq (read
+            # before, a commit in between gave a head below the events and more: false
+            # on a reply cut short by limit)
+            events = await self.store.fetch(user, after, limit)
             head = await self.store.head(user)
             if head is None:
                 raise NotFound(f"user {user!r} has no inbox", field="user", code="unknown_user")
-            events = await self.store.fetch(user, after, limit)
         budget = self.config.fetch_max_bytes
         for i, ev in enumerate(events):
             budget -= len(ev.body)

@@ -176,6 +176,37 @@ async def test_a_stored_send_is_fetched_with_its_seq_head_and_read_state(core: C
     assert rs.read  # the bitmap of read seqs
 
 
+async def test_a_fetch_cut_short_says_more_when_a_send_commits_during_it(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch's head is at least its last event's seq, and ``more: false`` means nothing
+    lies past it, even when sends commit between the fetch's two reads. Reading the head
+    first gave a head below the events returned and ``more: false`` on a reply that
+    ``limit`` had cut short (about one fetch in five at the tip of a busy inbox)."""
+    for n in range(3):
+        await core.send(users=["alice"], body={"n": n})
+    store = core.storing.store
+    sent: list[bool] = []
+
+    def committing_after(read: Any) -> Any:
+        async def wrapped(*args: Any) -> Any:
+            result = await read(*args)
+            if not sent:  # a send commits right after the fetch's first read
+                sent.append(True)
+                for n in (3, 4):
+                    await core.send(users=["alice"], body={"n": n})
+            return result
+        return wrapped
+
+    monkeypatch.setattr(store, "head", committing_after(store.head))
+    monkeypatch.setattr(store, "fetch", committing_after(store.fetch))
+    events, head, more = await core.router.fetch("alice", 2, 2)
+    assert events[-1].seq <= head
+    assert more == (events[-1].seq < head)
+    if not more:  # nothing past it
+        assert (await core.router.fetch("alice", events[-1].seq, 10))[0] == []
+    assert [e.seq for e in (await core.router.fetch("alice", 0, 10))[0]] == [1, 2, 3, 4, 5]
+
+
 async def test_the_same_id_is_stored_once(core: Core) -> None:
     await core.send(users=["alice"], body={"n": 1}, id="k")
     again = await core.send(users=["alice"], body={"n": 1}, id="k")
