@@ -53,6 +53,11 @@ from sqlalchemy import (
 
 from ._dialects import Blob, Key, Reason, Token
 
+#: The newest migration this module mirrors (``migrations/versions/``): a database on an
+#: older revision is refused at start (its columns may all exist: 0008 only changed a
+#: collation); a newer one is accepted (a rolling upgrade: the new version migrated first)
+REVISION = "0008"
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

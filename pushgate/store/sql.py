@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -55,6 +55,7 @@ from ._sqlite_append import OneHopAppender
 from ._sqlite_read import OneHopReader
 from .base import ReadState, StoreError
 from .outbox import SqlOutbox
+from .schema import REVISION
 from .schema import devices as devices_t
 from .schema import events as events_t
 from .schema import expiries as expiries_t
@@ -68,6 +69,17 @@ from .schema import reports as reports_t
 
 
 async def _check_schema(conn: AsyncConnection) -> None:
+    try:
+        found = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(
+            f"event store schema missing ({_describe(exc)}): run 'pushgate migrate' first "
+            f"(docs/storage.md)"
+        ) from exc
+    if found is None or (str(found).isdigit() and int(found) < int(REVISION)):
+        raise StoreError(
+            f"event store schema outdated (revision {found}, this version needs {REVISION}): "
+            f"run 'pushgate migrate' first (docs/storage.md)")
     try:
         for table in (inboxes_t, events_t, expiries_t, leases_t, devices_t, push_outbox_t,
                       push_acks_t, reports_t, report_reasons_t, report_expiries_t):

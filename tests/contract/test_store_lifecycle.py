@@ -25,7 +25,7 @@ from pushgate.store import (
     migrate,
     open_store,
 )
-from pushgate.store.schema import metadata
+from pushgate.store.schema import REVISION, metadata
 from tests import services
 
 from .conftest import BACKENDS, TTL, FakeClock, ev
@@ -225,6 +225,43 @@ async def test_start_without_schema_says_to_migrate(tmp_path: Path) -> None:
     assert not caught.value.retryable
     with pytest.raises(StoreUnavailable):
         await store.head("a")  # start failed: the store stays closed
+
+
+def test_the_schema_module_names_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == REVISION
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_start_on_a_revision_behind_says_to_migrate_and_a_newer_one_starts(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """docs/storage.md: a store on an old schema refuses to start. 0008 changed only a
+    collation on MySQL (every column is there at 0007): the store started on 0007 and
+    merged APNs' and FCM's reason spellings. A newer revision (a rolling upgrade's new
+    version migrated first) is accepted."""
+    database = contextlib.nullcontext(f"sqlite+aiosqlite:///{tmp_path}/behind.db")
+    if backend == "mysql":
+        server = request.getfixturevalue("mysql_server")
+        database = services.mysql_database(server, services.new_database_name("_behind"))
+    with database as url:
+        behind = f"{int(REVISION) - 1:04d}"
+        await asyncio.to_thread(command.upgrade, alembic_config(url), behind)
+        store = open_store(url)
+        with pytest.raises(StoreError, match=rf"revision {behind}, this version needs "
+                                             rf"{REVISION}\): run 'pushgate migrate' first"):
+            await store.start()
+        await migrate(url)
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    f"UPDATE alembic_version SET version_num = '{int(REVISION) + 1:04d}'")
+        finally:
+            await engine.dispose()
+        store = open_store(url)
+        await store.start()
+        await store.close()
 
 
 def test_open_store_rejects_unknown_schemes() -> None:
