@@ -86,6 +86,10 @@ class OneHopAppender(OneHopConnection):
         # (StoreUnavailable: 503 store_unavailable) instead
         self._db_id: tuple[int, int] | None = None
         self._wal_id: tuple[int, int] | None = None
+        # once a file is lost, every later write is refused too, until a restart: a retry
+        # of the send refused then found its event (committed into the lost file) and was
+        # answered 200 duplicate, and read marks and devices were written there with 200
+        self.lost: str | None = None
 
     def _open(self, busy_timeout_ms: int, extra: tuple[str, ...]) -> sqlite3.Connection:
         conn = super()._open(busy_timeout_ms, extra)
@@ -94,9 +98,20 @@ class OneHopAppender(OneHopConnection):
             self._db_id = (st.st_dev, st.st_ino)
         return conn
 
+    def lost_files(self) -> str | None:
+        """What makes this store refuse writes (a message), or None: the database file or
+        its WAL is no longer the one the connections write to (now or before)."""
+        try:
+            self._check_files()
+        except sqlite3.OperationalError as e:
+            return str(e)
+        return None
+
     def _check_files(self) -> None:
         """Raise ``sqlite3.OperationalError`` (-> StoreUnavailable, 503) when the database
-        file or its WAL is no longer the one the connections write to."""
+        file or its WAL is no longer the one the connections write to (now or before)."""
+        if self.lost is not None:
+            raise sqlite3.OperationalError(self.lost)
         for name, known in ((self.path, self._db_id), (self.path + "-wal", self._wal_id)):
             if known is None:
                 continue
@@ -109,7 +124,8 @@ class OneHopAppender(OneHopConnection):
                     continue
                 msg = f"{name} was replaced while the store had it open"
             log.error("sqlite file lost: %s; refusing writes", msg)
-            raise sqlite3.OperationalError(f"{msg}: refusing to write (restart the gateway)")
+            self.lost = f"{msg}: refusing to write (restart the gateway)"
+            raise sqlite3.OperationalError(self.lost)
 
     def _note_wal(self) -> None:
         if self._wal_id is None:
@@ -156,6 +172,8 @@ class OneHopAppender(OneHopConnection):
         return result
 
     def _tx(self, conn: sqlite3.Connection, fn: Any, *args: Any) -> Any:
+        if self.lost is not None:
+            raise sqlite3.OperationalError(self.lost)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn, *args)

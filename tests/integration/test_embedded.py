@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from tests.support.server import ServerProcess, running_server
 from tests.support.ws import ws_client
 
@@ -356,8 +358,9 @@ async def test_a_ping_and_a_refused_request_are_answered_after_the_requests_befo
 
 
 
+@pytest.mark.parametrize("lost", ["pushgate.db", "pushgate.db-wal"])
 async def test_a_database_file_deleted_under_the_gateway_gets_503_not_a_200_it_would_lose(
-        tmp_path: Path) -> None:
+        tmp_path: Path, lost: str) -> None:
     """``pushgate.db`` (or its WAL) deleted while the gateway runs: SQLite would go on
     committing into the unlinked file, answering 200 for sends no restart finds. The
     appender checks the files around each commit: such a send is 503
@@ -366,10 +369,23 @@ async def test_a_database_file_deleted_under_the_gateway_gets_503_not_a_200_it_w
         async with srv.http() as http:
             r = await http.post("/v1/notifications", json={"users": ["del"], "body": 1})
             assert r.status_code == 200, r.text
-            (srv.data_dir / "pushgate.db").unlink()
+            (srv.data_dir / lost).unlink()
             r = await http.post("/v1/notifications", json={"users": ["del"], "body": 2})
             assert r.status_code == 503, r.text
             error = r.json()["error"]
             assert error["code"] == "store_unavailable"
-            assert "pushgate.db was deleted while the store had it open" in error["message"]
+            assert f"{lost} was deleted while the store had it open" in error["message"]
+            # every later write is refused too: the retry found the refused send's event
+            # in the lost file (200 duplicate), read marks and devices went there with 200
+            retry = await http.post("/v1/notifications",
+                                    json={"users": ["del"], "body": 2, "id": "again"})
+            again = await http.post("/v1/notifications",
+                                    json={"users": ["del"], "body": 2, "id": "again"})
+            read = await http.post("/v1/users/del/read", json={"seqs": [1]})
+            device = await http.put("/v1/users/del/devices",
+                                    json={"platform": "fcm", "token": "t" * 32, "app": "a"})
+            for r in (retry, again, read, device):
+                assert r.status_code == 503, (r.request.url, r.text)
+                assert "was deleted while the store had it open" in \
+                    r.json()["error"]["message"], r.text
         assert "refusing writes" in srv.log_text()

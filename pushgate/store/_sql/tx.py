@@ -97,6 +97,8 @@ class SqlTransactions:
         if engine is None:
             raise StoreUnavailable("event store is not started or already closed")
         exclusive = write and self._dialect.exclusive_writer
+        if write and self._one_hop is not None and (lost := self._one_hop.lost_files()):
+            raise StoreUnavailable(lost)  # (read marks, devices: as appends)
         with _mapped_errors(self._dialect):
             async with self._write_lock if exclusive else contextlib.nullcontext():
                 async with engine.begin() as conn:
