@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -31,11 +33,25 @@ def _url() -> str:
     return str(url)
 
 
+def _commit_step(ctx: MigrationContext, step: Any, heads: Collection[Any],
+                 run_args: Mapping[str, Any]) -> None:
+    """MySQL: commit each step's version update at once. Its DDL is not transactional
+    (every statement commits what came before it), but the version update of the step
+    just done stayed open until the next step's first DDL: a step that failed before
+    changing anything (0002's downgrade refusing keys that would collide) rolled it back
+    and left the previous step's changes under that step's revision, which no upgrade
+    repairs (a downgrade from head: push_outbox dropped, alembic_version still 0003)."""
+    conn = ctx.connection
+    if conn is not None and conn.dialect.name in ("mysql", "mariadb"):
+        conn.exec_driver_sql("COMMIT")
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=None,  # migrations are explicit; no autogenerate from live metadata
         render_as_batch=connection.dialect.name == "sqlite",
+        on_version_apply=_commit_step,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -81,7 +81,32 @@ def upgrade() -> None:
     op.create_index("ix_devices_user_id_app", "devices", ["user_id", "app"])
 
 
+#: what utf8mb4_bin (PAD SPACE) would make one key again: (table, key columns)
+_PAD_KEYS = (("inboxes", ("user_id",)), ("events", ("user_id", "seq")),
+             ("events", ("user_id", "msg_id")))
+
+
+def _refuse_colliding_keys() -> None:
+    """Before any change (MySQL's DDL is not transactional: a collation change that
+    failed half way left leases and devices dropped at revision 0002, which no upgrade
+    repairs): refuse when keys differ only by trailing spaces."""
+    for table, cols in _PAD_KEYS:
+        grouped = ", ".join(f"{c} COLLATE utf8mb4_bin" if c != "seq" else c for c in cols)
+        key = f"CONCAT_WS('|', {', '.join(cols)})" if len(cols) > 1 else cols[0]
+        row = op.get_bind().execute(sa.text(
+            f"SELECT MIN({key}), MAX({key}) FROM {table} "
+            f"WHERE {' AND '.join(f'{c} IS NOT NULL' for c in cols)} "
+            f"GROUP BY {grouped} HAVING COUNT(*) > 1 LIMIT 1")).first()
+        if row is not None:
+            raise RuntimeError(
+                f"cannot downgrade 0002: {table} has keys ({', '.join(cols)}) that differ "
+                f"only by trailing spaces, e.g. {row[0]!r} and {row[1]!r}; 0001's collation "
+                f"would make them one (nothing was changed)")
+
+
 def downgrade() -> None:
+    if _is_mysql():
+        _refuse_colliding_keys()
     op.drop_index("ix_devices_user_id_app", table_name="devices")
     op.drop_table("devices")
     op.drop_table("leases")

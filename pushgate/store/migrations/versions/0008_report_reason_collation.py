@@ -42,6 +42,17 @@ def upgrade() -> None:
 def downgrade() -> None:
     if not _is_mysql():
         return
+    # refused before the change when a report holds two spellings of one reason (the
+    # case-insensitive key would merge them): a duplicate-key error half way otherwise
+    row = op.get_bind().execute(sa.text(
+        "SELECT report, MIN(reason), MAX(reason) FROM report_reasons "
+        "GROUP BY report, reason COLLATE utf8mb4_general_ci HAVING COUNT(*) > 1 LIMIT 1"
+    )).first()
+    if row is not None:
+        raise RuntimeError(
+            f"cannot downgrade 0008: report {row[0]!r} has the reasons {row[1]!r} and "
+            f"{row[2]!r}, which 0007's collation would make one (delete one of the rows "
+            f"first; nothing was changed)")
     op.alter_column("report_reasons", "reason", existing_nullable=False,
                     existing_type=sa.String(64),
                     type_=mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_general_ci"))
