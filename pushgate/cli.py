@@ -129,6 +129,10 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
     for name, like in _misspelt_env():
         click.echo(f"pushgate: warning: {name} is not a setting and is ignored (did you "
                    f"mean {like}?)", err=True)
+    made = [what for what, needed in (
+        ("a JWT secret", settings.jwt_secret is None
+         and any(a.startswith("HS") for a in settings.jwt_algorithms)),
+        ("an API key", not settings.api_keys)) if needed]
     try:
         settings, created = ensure_secrets(settings)
     except SettingsError as e:
@@ -136,9 +140,10 @@ def _prepared(config: str | None, raw: dict[str, Any]) -> Settings:
     if settings.admin_key and settings.admin_key in settings.api_keys:
         _fail(SettingsError("admin_key must differ from every API key (also the one "
                             f"kept in {settings.data_dir / 'secrets.json'})"))
-    if created:
-        _say(f"generated a JWT secret and an API key in {settings.data_dir / 'secrets.json'}"
-             " (show the key: pushgate api-key)", "info")
+    if created:  # (a warning: shown at log_level warning too; it names a new credential)
+        key_hint = " (show the key: pushgate api-key)" if "an API key" in made else ""
+        _say(f"generated {' and '.join(made)} in {settings.data_dir / 'secrets.json'}"
+             f"{key_hint}", "warning")
     return settings
 
 

@@ -56,6 +56,15 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
     logging.getLogger("alembic").setLevel("WARNING")
+    # libraries that log every operation at debug (aiosqlite: a line per statement, 488
+    # of 503 lines in 3 s of an idle start); log_level=debug is pushgate's and uvicorn's
+    for name in QUIET_AT_DEBUG:  # (otherwise they follow the root's level)
+        logging.getLogger(name).setLevel("INFO" if level.upper() == "DEBUG" else "NOTSET")
+
+
+#: loggers kept at info when ``log_level`` is debug
+QUIET_AT_DEBUG = ("aiosqlite", "asyncio", "asyncmy", "hpack", "h2", "httpx", "httpcore",
+                  "websockets", "grpc", "redis", "sqlalchemy")
 
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")

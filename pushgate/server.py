@@ -7,6 +7,7 @@ import gc
 import socket
 import sys
 from pathlib import Path
+from typing import cast
 
 import uvicorn
 
@@ -122,7 +123,9 @@ def run(settings: Settings, port_file: Path | None = None) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
-        timeout_keep_alive=max(1, int(settings.http_keepalive_s)),
+        # (typed int, used as call_later's delay: a float is kept, 30.5 s stays 30.5 s;
+        # int() made it 30, below the senders' pool idle time it was set above)
+        timeout_keep_alive=cast(int, settings.http_keepalive_s),
         backlog=4096,
     )
     node = app.state.node

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -500,7 +500,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     if both:
         raise SettingsError(f"config file {path}: {', '.join(both)} both at the top level "
                             "and under [pushgate]")
-    return {**data, **section}
+    values = {**data, **section}
+    for key, value in values.items():
+        # TOML's true/false are Python bools, which pydantic takes as 1/0 for a number
+        # (port = true listened on port 1); the environment's "true" is refused already
+        field = Settings.model_fields.get(key)
+        if field is not None and isinstance(value, bool):
+            kinds = set(get_args(field.annotation)) or {field.annotation}
+            if bool not in kinds and kinds & {int, float}:
+                raise SettingsError(f"config file {path}: {key}: a number is expected, "
+                                    f"not {str(value).lower()}")
+    return values
 
 
 def _scheme(url: str) -> str:

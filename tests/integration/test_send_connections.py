@@ -33,7 +33,7 @@ KEY = "test-key-0123456789abcdef"
 LIMIT = 4096  # max_request_bytes
 MAX_USERS = 3
 REQUEST_TIMEOUT = 2.0
-KEEPALIVE = 2  # http_keepalive_s
+KEEPALIVE = 2.5  # http_keepalive_s (a fraction: it was cut to whole seconds)
 QUIET = 0.6  # an exchange is over when nothing more came for this long (or at EOF)
 
 Step = bytes | float  # bytes to write, or seconds to wait

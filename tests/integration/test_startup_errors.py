@@ -49,8 +49,16 @@ def test_with_json_logs_the_start_failure_and_notices_are_json_lines(tmp_path: P
     lines = [json.loads(x) for x in proc.stderr.strip().splitlines()]  # (each one JSON)
     assert lines[-1]["level"] == "error" and lines[-1]["logger"] == "pushgate.cli"
     assert lines[-1]["event"].startswith("store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb")
-    assert any("generated a JWT secret" in x["event"] for x in lines)
+    assert any("generated a JWT secret and an API key in" in x["event"] for x in lines)
     assert "s3cret" not in proc.stderr
+    # with API keys set and logs at warning: the notice still shows, naming only the secret
+    env |= {"PUSHGATE_API_KEYS": "k" * 32, "PUSHGATE_LOG_LEVEL": "warning"}
+    cmd[cmd.index("--data-dir") + 1] = str(tmp_path / "data2")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    notices = [x["event"] for x in map(json.loads, proc.stderr.strip().splitlines())
+               if x["event"].startswith("generated")]
+    assert notices == [f"generated a JWT secret in {tmp_path / 'data2' / 'secrets.json'}"], \
+        proc.stderr
 
 
 def test_serve_on_a_schema_newer_than_its_own_is_one_line_and_exit_2(tmp_path: Path) -> None:

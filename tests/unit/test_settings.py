@@ -79,6 +79,16 @@ def test_toml_file_top_level_keys_and_a_pushgate_table_both_count(tmp_path: Path
     assert "no_such_top" in error(write(tmp_path, "no_such_top = 1\n[pushgate]\nport = 2\n"))
 
 
+def test_a_toml_boolean_for_a_number_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """TOML's true is a Python bool, which pydantic took as 1: ``port = true`` listened
+    on port 1 (the environment's PUSHGATE_PORT=true was refused)."""
+    for key in ("port", "max_sessions_per_user", "http_keepalive_s"):
+        message = error(write(tmp_path, f"{key} = true\n"))
+        assert f"{key}: a number is expected, not true" in message, message
+    s = load_settings(write(tmp_path, "push_enabled = true\n"))  # a bool setting: fine
+    assert s.push_enabled is True
+
+
 def test_a_config_file_that_is_not_utf8_is_one_message(tmp_path: Path) -> None:
     path = tmp_path / "binary.toml"
     path.write_bytes(b"\xff\xfe port = 0")
