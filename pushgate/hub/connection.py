@@ -118,6 +118,8 @@ def _json_response(status: int, reason: str, code: str, message: str,
                        ("Connection", "close")])
     if status == 426:  # RFC 9110 15.5.22: a 426 names the protocol to upgrade to
         headers["Upgrade"] = "websocket"
+        if field == "Sec-WebSocket-Version":  # RFC 6455 4.4: and the version understood
+            headers["Sec-WebSocket-Version"] = "13"
     return Response(status, reason, headers, body)
 
 
@@ -499,8 +501,10 @@ class WsConnection(asyncio.Protocol):
             code = "method_not_allowed" if response.status_code == 405 else "invalid_request"
             # the header at fault (websockets' InvalidHeader and InvalidUpgrade name it)
             name = getattr(exc, "name", None)
-            self._reject(response.status_code, response.reason_phrase, code,
-                         f"not a websocket upgrade: {exc}",
+            status, reason = response.status_code, response.reason_phrase
+            if name == "Sec-WebSocket-Version":  # RFC 6455 4.4: 426 with the version
+                status, reason = 426, "Upgrade Required"
+            self._reject(status, reason, code, f"not a websocket upgrade: {exc}",
                          name if isinstance(name, str) else None)
             return
         proto.send_response(response)

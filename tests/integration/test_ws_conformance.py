@@ -363,3 +363,24 @@ async def test_an_upgrade_the_library_refuses_is_refused_with_its_reason(
                                              "retryable": False, "field": field}
     finally:
         writer.close()
+
+
+async def test_an_unsupported_websocket_version_is_426_naming_the_version_understood(
+        srv: ServerProcess) -> None:
+    """RFC 6455 4.4: a version the server does not understand gets an error such as 426
+    and a ``Sec-WebSocket-Version`` header with the versions it does (it was a 400
+    without it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write((f"GET /v1/ws?token={srv.token('hs')} HTTP/1.1\r\nHost: t\r\n"
+                      f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 8\r\n\r\n").encode())
+        reply = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        head, _, body = reply.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 426 Upgrade Required", reply
+        assert {"Upgrade: websocket", "Sec-WebSocket-Version: 13"} <= set(lines[1:]), reply
+        error = json.loads(body)["error"]
+        assert (error["code"], error["field"]) == ("invalid_request", "Sec-WebSocket-Version")
+    finally:
+        writer.close()
