@@ -69,6 +69,16 @@ async def test_user_status_from_the_event_marks(store: SqlEventStore) -> None:
     assert await store.report_user("other", "a") is None
 
 
+async def test_a_users_expired_event_is_no_status_before_the_cleanup_removes_it(
+        store: SqlEventStore, clock: FakeClock) -> None:
+    """http-api.md: the per-user route is 404 when the user's event expired. It answered
+    stored:true until the cleanup round deleted the row (~60 s later)."""
+    await store.append([rev("a", "r7", ttl=10)])
+    assert await store.report_user("r7", "a") is not None
+    clock.advance(11)
+    assert await store.report_user("r7", "a") is None
+
+
 async def test_a_flush_marks_many_events_of_many_users(store: SqlEventStore) -> None:
     """Cluster mode: every delivered event's mark comes with the flush (one statement
     per chunk, not one per event); a repeat is harmless, off is applied after on."""

@@ -246,7 +246,9 @@ class SqlReports(SqlTransactions):
         async with self._tx(write=False) as conn:
             row = (await conn.execute(
                 select(ev.seq, ev.created_at, ev.expires_at, ev.marks)
-                .where(ev.user_id == user, ev.report == report).order_by(ev.seq).limit(1))
+                .where(ev.user_id == user, ev.report == report,
+                       ev.expires_at > self._clock())  # (expired: none, as fetch has it)
+                .order_by(ev.seq).limit(1))
             ).first()
             if row is None:
                 return None
