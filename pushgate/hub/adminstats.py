@@ -39,6 +39,9 @@ HISTORY = 600  # samples kept: the last 10 minutes
 RATE_WINDOW = 5
 LATENCY_WINDOW = 10
 STATUS_TIMEOUT_S = 1.5
+#: a hub the routers no longer list (dead, swept from the directory) stays on the page
+#: as *down* this long: an operator sees that a hub died, not one hub fewer
+GONE_SHOWN_S = 120.0
 
 SENDS = "pushgate_sends_total"
 DELIVERIES = "pushgate_deliveries_total"
@@ -137,6 +140,8 @@ class Sampler:
         self._viewers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._task: asyncio.Task[None] | None = None
         self._prev: dict[str, dict[str, float]] = {}  # node id -> its last stats
+        # hub id -> (when last listed, monotonic; the view then): gone ones shown as down
+        self._hubs_seen: dict[str, tuple[float, NodeView]] = {}
         self._window: deque[tuple[float, dict[str, float]]] = deque(
             maxlen=max(RATE_WINDOW, LATENCY_WINDOW))
 
@@ -216,13 +221,30 @@ class Sampler:
                 nodes.append(NodeView(f"{r.id}/bridge", "bridge", r.version, r.started_at,
                                       "ok", detail=", ".join(providers)))
             for h in reply.hubs:
-                if h.id != own.id and (h.id not in hubs or h.age_s < hubs[h.id][0]):
+                # the freshest copy that has stats: a router that just restarted lists a
+                # hub it heard from but has no stats of yet (its sessions were left out)
+                if h.id != own.id and (h.id not in hubs or (not h.stats, h.age_s) <
+                                       (not hubs[h.id][1].stats, hubs[h.id][0])):
                     hubs[h.id] = (h.age_s, h)
+        now = time.monotonic()
+        listed = []
         for hub_id, (age, h) in sorted(hubs.items()):
-            nodes.append(NodeView(hub_id, "hub", h.version, h.started_at,
-                                  "ok" if age < ttl else "stale", dict(h.stats),
-                                  detail=f"heard {age:.1f} s ago"))
-        return nodes
+            view = NodeView(hub_id, "hub", h.version, h.started_at,
+                            "ok" if age < ttl else "stale", dict(h.stats),
+                            detail=f"heard {age:.1f} s ago")
+            listed.append(view)
+            self._hubs_seen[hub_id] = (now, view)
+        if any(r is not None for r in replies):  # (no router answered: nothing is known)
+            for hub_id, (seen, view) in sorted(self._hubs_seen.items()):
+                if hub_id in hubs:
+                    continue
+                if now - seen > GONE_SHOWN_S:
+                    del self._hubs_seen[hub_id]
+                    continue
+                listed.append(NodeView(hub_id, "hub", view.version, view.started_at, "down",
+                                       detail=f"not listed by the routers for "
+                                              f"{now - seen:.0f} s"))
+        return nodes + listed
 
     async def _status(self, conn: Any) -> pb.StatusReply | None:
         if not conn.up or conn.gateway is None:

@@ -84,6 +84,18 @@ async def test_cluster_dashboard_lists_nodes_and_counts(tmp_path: Path,
                 down = [n for n in _kinds(sample, "router") if n["health"] == "down"]
                 assert [n["address"] for n in down] == [c.router_addrs[1]]
 
+                # a hub that dies is shown down once the routers stop listing it (it
+                # vanished from the page: one hub fewer, not a hub down)
+                c.kill_hub(1)
+                sample = await wait_sample(lines, lambda s: any(
+                    n["kind"] == "hub" and n["health"] == "down" for n in s["nodes"]),
+                    timeout=30)
+                hubs = {n["id"]: n for n in _kinds(sample, "hub")}
+                assert set(hubs) == set(hub_ids), hubs
+                assert sorted(n["health"] for n in hubs.values()) == ["down", "ok"]
+                alive = [i for i, n in hubs.items() if n["health"] == "ok"]
+                assert list(sample["sessions"]) == alive  # (the dead one counts no session)
+
 
 async def test_dashboard_through_nginx(tmp_path: Path, shared: dict[str, Any],
                                        cluster_binaries: None) -> None:
