@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pushgate_client import (
@@ -492,3 +494,35 @@ async def test_state_listeners_see_the_close_that_caused_the_change(tmp_path: Pa
     finally:
         await client.close()
         srv.stop()
+
+
+async def test_the_watchdog_gives_up_three_ping_intervals_after_the_last_frame() -> None:
+    """clients.md: a link that brought no frame for 3 ping intervals is replaced. Checked
+    at the ping ticks only, it went a tick late (4 intervals) whenever the pongs took a
+    round trip: at the third tick after the last pong the silence was short of 3."""
+    from websockets.asyncio.server import serve
+
+    last_frame: list[float] = []
+
+    async def gateway(ws: Any) -> None:  # pongs a round trip late, silent after three
+        await ws.send(json.dumps({"type": "hello", "session": "s", "user": "u", "head": 0,
+                                  "unread": 0, "v": 1, "limits": {"idle_timeout_s": 60}}))
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("type") == "ping" and len(last_frame) < 3:
+                await asyncio.sleep(0.1)
+                await ws.send(json.dumps({"type": "pong", **(
+                    {"rid": frame["rid"]} if "rid" in frame else {})}))
+                last_frame.append(time.monotonic())
+
+    async with serve(gateway, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = Client(f"http://127.0.0.1:{port}", token="a.b.c", ping_interval=0.6,
+                        watchdog_pings=3, backoff_base=5, connect_options={"ping_interval": None})
+        async with client:
+            await client.wait_connected(10)
+            await client.wait_state(State.DISCONNECTED, 10)
+            silent = time.monotonic() - last_frame[-1]
+            assert client.last_close is not None and client.last_close.reason == "watchdog"
+    # 3 x 0.6 s; a tick late it was 2.3 s at least (4 ticks less the round trip)
+    assert 1.8 - 0.05 <= silent < 1.8 + 0.4, silent

@@ -518,7 +518,8 @@ export class PushgateClient {
     let url = `${this.url}?token=${encodeURIComponent(token)}`;
     if (this._inbox) url += `&after=${this._inbox.lastSeq}`;
     /** @type {any} */
-    const conn = { ws: null, cause: null, kicked: null, helloAt: 0, timers: [], lastRx: now() };
+    const conn = { ws: null, cause: null, kicked: null, helloAt: 0, timers: [], watchdog: null,
+      lastRx: now() };
     conn.done = new Promise((resolve) => { conn.resolve = resolve; });
     this._conn = conn;
     let ws;
@@ -569,6 +570,7 @@ export class PushgateClient {
     conn.ended = true;
     if (cause) conn.cause = cause;
     for (const t of conn.timers) { clearTimeout(t); clearInterval(t); }
+    if (conn.watchdog) clearTimeout(conn.watchdog);
     const ws = conn.ws;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null; // onerror stays: `ws` throws unhandled errors
@@ -668,15 +670,21 @@ export class PushgateClient {
     }
     this._send(conn, JSON.stringify({ type: 'ping', rid: SYNC }));
     const interval = this.pingIntervalMs ?? ((hello.limits.idle_timeout_s ?? 120) * 1000) / 3;
-    conn.timers.push(setInterval(() => {
+    conn.timers.push(setInterval(() => this._send(conn, '{"type":"ping"}'), interval));
+    // the watchdog wakes when the silence reaches its limit, not at the ping ticks only:
+    // the last frame is usually the pong of a tick, so at the third tick after it the
+    // silence was a round trip short of the limit and the link went a tick late (4 pings)
+    const limit = this.watchdogPings * interval;
+    const check = () => {
       const silent = now() - conn.lastRx;
-      if (silent > this.watchdogPings * interval) {
+      if (silent >= limit) {
         console.warn(`pushgate: no frame for ${silent} ms: reconnecting`);
         this._endConnection(conn, 'watchdog', 1006, 'watchdog');
         return;
       }
-      this._send(conn, '{"type":"ping"}');
-    }, interval));
+      conn.watchdog = setTimeout(check, limit - silent);
+    };
+    conn.watchdog = setTimeout(check, limit);
     this._scheduleRefresh(conn);
     this.connects += 1;
     this._setState(State.CONNECTED);

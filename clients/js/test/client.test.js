@@ -296,6 +296,32 @@ test('a server whose store was reset (head below lastSeq) is read again from seq
   assert.equal(client.lastSeq, 3);
 });
 
+test('the watchdog gives up 3 ping intervals after the last frame, not a tick late', { timeout: 10000 }, async (t) => {
+  // checked at the ping ticks only, the silence at the third tick after the last pong
+  // (a round trip after its tick) was short of the limit: the link went at the fourth
+  const gw = new FakeGateway();
+  let pongs = 0;
+  let last = 0;
+  gw._onFrame = (ws, f) => {
+    if (f.type !== 'ping' || f.rid !== undefined || pongs >= 3) return; // silent after three
+    pongs += 1;
+    setTimeout(() => {
+      if (ws.readyState !== 1) return;
+      ws.onmessage?.({ data: JSON.stringify({ type: 'pong' }) });
+      last = Date.now();
+    }, 100);
+  };
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static',
+    WebSocket: gw.WebSocket, pingIntervalMs: 600, watchdogPings: 3, backoff: { base: 5000, cap: 5000 } }));
+  let silent = null;
+  client.on('disconnected', (info) => { if (silent === null) silent = Date.now() - last; });
+  client.start();
+  await until(() => silent !== null, 'the watchdog', 8000);
+  assert.equal(client.lastClose.reason, 'watchdog');
+  // 3 x 600 ms; a tick late it was 2,300 ms at least (4 ticks less the round trip)
+  assert.ok(silent >= 1750 && silent < 2200, `${silent} ms`);
+});
+
 // -- token refresh ---------------------------------------------------------------------------
 
 test('a provider of tokens refused as expired is asked with backoff, not in a loop', { timeout: 10000 }, async (t) => {

@@ -639,18 +639,27 @@ class Client:
         """Ping frames (the server's idle timeout counts client frames) and the watchdog."""
         assert self.hello is not None
         interval = self.ping_interval or self.hello.limits.idle_timeout_s / 3
+        limit = self.watchdog_pings * interval
+        next_ping = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            silent = time.monotonic() - self._last_rx
-            if silent > self.watchdog_pings * interval and not self._waiting_app:
+            # wake at the next ping, or when the silence reaches the limit: checked at the
+            # ping ticks only, the silence at the third tick after the last frame (usually
+            # a tick's pong) was a round trip short of it, and the link went a tick late
+            wake = next_ping if self._waiting_app else min(next_ping, self._last_rx + limit)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            now = time.monotonic()
+            silent = now - self._last_rx
+            if silent >= limit and not self._waiting_app:
                 log.warning("no frame from the server for %.1f s: reconnecting", silent)
                 self._cause = "watchdog"
                 ws.transport.abort()
                 return
-            try:
-                await ws.send('{"type":"ping"}')
-            except ConnectionClosed:
-                return
+            if now >= next_ping:
+                next_ping = now + interval
+                try:
+                    await ws.send('{"type":"ping"}')
+                except ConnectionClosed:
+                    return
 
     async def _refresh_timer(self, ws: ClientConnection) -> None:
         """Replace the token shortly before it expires: get a new one, then reconnect with
