@@ -48,6 +48,9 @@ log = get_logger("pushgate.router")
 #: the end of a drain: sends still waiting this long before its deadline are answered
 #: ``shutting_down`` (their replies and trailers then go out before the server cuts)
 FINAL_S = 0.5
+#: the least time the store gets to finish at the end of a stop (its queued commits,
+#: report counts), when the drain took the whole grace
+CLOSE_MIN_S = 1.0
 #: a live hub's longest pause between HubLink attempts (5 s backoff, +50 % jitter:
 #: pushgate.hub.routers) and its connect: no hub is swept as dead before a router has
 #: been up this long beyond the heartbeat ttl
@@ -191,7 +194,15 @@ class RouterNode:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self.hubs.close()
-        await self.backend.close()
+        try:
+            # the store's last work (queued sends, report counts) within what is left of
+            # the grace: a stalled store held the stop for as long as it stalled (38 s
+            # with a 5 s grace), and an orchestrator's SIGKILL comes at its own limit
+            await asyncio.wait_for(self.backend.close(), max(left(), CLOSE_MIN_S))
+        except TimeoutError:
+            log.warning("router stopped without the store's answer: the sends it was still "
+                        "committing (answered shutting_down) may or may not be stored; a "
+                        "retry with the same id is safe", node=self.node_id)
         log.info("router stopped", node=self.node_id)
 
     # -- liveness ----------------------------------------------------------------------------

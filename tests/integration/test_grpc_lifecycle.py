@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from grpc import aio
 
 from pushgate.router import wire
@@ -162,3 +163,33 @@ async def test_a_send_in_progress_when_the_router_drains_is_answered_with_its_re
     reply = await asyncio.wait_for(call, 10)
     assert [(r.seq, r.duplicate) for r in reply.results] == [(1, False)]
     await asyncio.wait_for(stopping, 10)
+
+
+async def test_a_stalled_store_does_not_hold_the_routers_stop_past_its_grace(
+    node: RouterNode, stub: pb_grpc.GatewayStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/cluster.md: a router stopping on SIGTERM exits within shutdown_grace_s. With
+    its store stalled (a row lock held from outside, a stopped server) the stop waited
+    for the group committer as long as the store stalled (38 s with a 5 s grace), past
+    an orchestrator's SIGKILL."""
+    committer = node.router.committer
+    stalled = asyncio.Event()
+
+    async def append(events: Any) -> Any:
+        stalled.set()
+        await asyncio.Event().wait()  # the store never answers
+
+    monkeypatch.setattr(committer.store, "append", append)
+    call = asyncio.ensure_future(stub.Send(
+        pb.SendRequest(users=["ann"], id="m-1", body=b"1"), metadata=MD, timeout=30))
+    await asyncio.wait_for(stalled.wait(), 10)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(node.stop(grace_s=2.0), 20)  # SIGTERM
+    assert loop.time() - started < 2.0 + 1.5
+    with pytest.raises(aio.AioRpcError) as refused:
+        await asyncio.wait_for(call, 10)
+    assert _trailer_error(refused.value).code == "shutting_down"
+    assert any(e["event"].startswith("router stopped without the store's answer")
+               for e in logs), logs
