@@ -14,6 +14,7 @@ close: committer (flush) → push worker (batches in flight finish) → outbox (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pushgate.errors import StartupError
 from pushgate.logs import get_logger
@@ -118,6 +119,14 @@ class RoutingBackend:
             except BridgeConfigError as e:
                 log.error("offline push: bad configuration", error=str(e))
                 raise
+
+    async def abandon(self, timeout_s: float) -> None:
+        """After :meth:`close` was given up on (a stalled store): close the connections
+        (directory, store) without waiting for the store's work, each within
+        ``timeout_s``."""
+        for close in (self.directory.close, self.store.close):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), timeout_s)
 
     async def close(self) -> None:
         await cancel_and_wait(self._queue_task)

@@ -203,6 +203,7 @@ class RouterNode:
             log.warning("router stopped without the store's answer: the sends it was still "
                         "committing (answered shutting_down) may or may not be stored; a "
                         "retry with the same id is safe", node=self.node_id)
+            await self.backend.abandon(CLOSE_MIN_S)
         log.info("router stopped", node=self.node_id)
 
     # -- liveness ----------------------------------------------------------------------------
