@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushgate.store import (
     ClaimedPush,
@@ -21,6 +20,7 @@ from pushgate.store import (
 )
 from pushgate.store.outbox import PUSH_GROUP
 from tests import services
+from tests.support.sql import run_sql
 
 from .conftest import BACKENDS, FakeClock, StoreFactory
 
@@ -251,14 +251,8 @@ async def test_rows_queued_before_0004_become_single_rows(
         database = services.mysql_database(server, services.new_database_name("_outbox"))
     with database as url:
         await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql(
-                    "INSERT INTO push_outbox (user_id, seq, payload, due_at, attempts, "
-                    f"created_at) VALUES ('a', 3, X'70', {clock.now}, 0, 0)")
-        finally:
-            await engine.dispose()
+        await run_sql(url, "INSERT INTO push_outbox (user_id, seq, payload, due_at, "
+                      f"attempts, created_at) VALUES ('a', 3, X'70', {clock.now}, 0, 0)")
         store = open_store(url, clock=clock)
         with pytest.raises(StoreError, match=r"run 'pushgate migrate' first"):  # a migration behind
             await store.start()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from pushgate.store import Cleaner, SqlEventStore, StoreUnavailable
+from tests.support.sql import run_sql
 
 from .conftest import FakeClock, StoreFactory, ev, read_set
 
@@ -68,12 +68,8 @@ async def test_cleanup_recounts_when_listed_events_are_gone(
     store: SqlEventStore, clock: FakeClock
 ) -> None:
     await store.append([ev("a", ttl=10) for _ in range(3)] + [ev("a", ttl=1000)])
-    engine = create_async_engine(store.url)
-    try:  # an operator deleted an event by hand
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("DELETE FROM events WHERE user_id = 'a' AND seq = 2")
-    finally:
-        await engine.dispose()
+    # an operator deleted an event by hand
+    await run_sql(store.url, "DELETE FROM events WHERE user_id = 'a' AND seq = 2")
     clock.advance(10)
     assert await store.cleanup_expired(clock(), 10) == 2  # the two that were there
     state = await store.read_state("a")
@@ -187,14 +183,9 @@ async def test_events_past_the_bitmaps_seqs_expire_without_stalling_the_cleanup(
     """Read bitmaps hold seqs up to 2^32-1; an expired event above that made every
     cleanup round fail (OverflowError) and roll back, and the row stayed first in expiry
     order: nobody's events were cleaned up any more."""
-    engine = create_async_engine(store.url)
-    try:  # an inbox with a long history: its head just below 2^32
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(
-                "INSERT INTO inboxes (user_id, head_seq, live, read_bitmap, updated_at) "
-                f"VALUES ('big', {2**32 - 3}, 0, X'', 0)")
-    finally:
-        await engine.dispose()
+    # an inbox with a long history: its head just below 2^32
+    await run_sql(store.url, "INSERT INTO inboxes (user_id, head_seq, live, read_bitmap, "
+                  f"updated_at) VALUES ('big', {2**32 - 3}, 0, X'', 0)")
     got = await store.append([ev("big", ttl=10) for _ in range(4)] + [ev("small", ttl=20)])
     assert [r.seq for r in got] == [2**32 - 2, 2**32 - 1, 2**32, 2**32 + 1, 1]
     await store.mark_read("big", [2**32 - 1], [])

@@ -27,6 +27,7 @@ from pushgate.store import (
 )
 from pushgate.store.schema import REVISION, metadata
 from tests import services
+from tests.support.sql import run_sql
 
 from .conftest import BACKENDS, TTL, FakeClock, ev
 
@@ -108,17 +109,8 @@ async def test_migrations_upgrade_keeps_data_and_downgrade_reverts(
     with database as url:
         cfg = alembic_config(url)
         await asyncio.to_thread(command.upgrade, cfg, "0001")
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql(
-                    "INSERT INTO inboxes VALUES ('a', 1, 1, '', 0)"
-                )
-                await conn.exec_driver_sql(
-                    "INSERT INTO events VALUES ('a', 1, 'm', 'x', 0, 9999999999)"
-                )
-        finally:
-            await engine.dispose()
+        await run_sql(url, "INSERT INTO inboxes VALUES ('a', 1, 1, '', 0)",
+                      "INSERT INTO events VALUES ('a', 1, 'm', 'x', 0, 9999999999)")
 
         await migrate(url)  # 0001 -> head
         store = open_store(url, clock=clock)
@@ -159,12 +151,7 @@ async def test_migrations_upgrade_keeps_data_and_downgrade_reverts(
             store = open_store(url, clock=clock)
             await store.start()
             await store.close()
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql("DELETE FROM events WHERE msg_id = 'm '")
-        finally:
-            await engine.dispose()
+        await run_sql(url, "DELETE FROM events WHERE msg_id = 'm '")
         await asyncio.to_thread(command.downgrade, cfg, "base")
         await asyncio.to_thread(command.upgrade, cfg, "head")
 
@@ -183,14 +170,8 @@ async def test_upgrade_to_expiries_backfills_and_cleanup_finds_old_events(
         now = clock()
         rows = ", ".join(f"('u{i % 7}', {i // 7 + 1}, NULL, 'x', {now}, {now + (5 if i % 3 else 50)})"
                          for i in range(700))
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql("INSERT INTO inboxes VALUES " + ", ".join(
-                    f"('u{u}', 100, 100, '', 0)" for u in range(7)))
-                await conn.exec_driver_sql("INSERT INTO events VALUES " + rows)
-        finally:
-            await engine.dispose()
+        await run_sql(url, "INSERT INTO inboxes VALUES " + ", ".join(
+            f"('u{u}', 100, 100, '', 0)" for u in range(7)), "INSERT INTO events VALUES " + rows)
         await migrate(url)  # 0004 -> head: expiries rows for the 700 stored events
         store = open_store(url, clock=clock)
         await store.start()
@@ -279,13 +260,7 @@ async def test_start_on_a_revision_behind_says_to_migrate_and_a_newer_one_starts
                                              rf"{REVISION}\): run 'pushgate migrate' first"):
             await store.start()
         await migrate(url)
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql(
-                    f"UPDATE alembic_version SET version_num = '{int(REVISION) + 1:04d}'")
-        finally:
-            await engine.dispose()
+        await run_sql(url, f"UPDATE alembic_version SET version_num = '{int(REVISION) + 1:04d}'")
         store = open_store(url)
         await store.start()
         await store.close()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pushgate.store import NewEvent, ReadState, SqlEventStore
+from tests.support.sql import run_sql
 
 from .conftest import TTL, FakeClock, StoreFactory, ev, read_set
 
@@ -254,15 +255,8 @@ async def test_a_range_over_a_history_longer_than_a_million_seqs_is_marked(
 ) -> None:
     # "mark all read" of a user whose head passed 1,000,000 (the old events cleaned up):
     # the range names 2,000,000 seqs, of which the few stored ones are marked
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     await store.append([ev("a") for _ in range(3)])
-    engine = create_async_engine(store_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("UPDATE inboxes SET head_seq = 2000000")
-    finally:
-        await engine.dispose()
+    await run_sql(store_url, "UPDATE inboxes SET head_seq = 2000000")
     await store.append([ev("a")])  # seq 2,000,001
 
     state = await store.mark_read("a", [], [(1, 2_000_001)])

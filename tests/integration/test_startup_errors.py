@@ -16,20 +16,28 @@ from deploy.local.cluster import pushgate_bin
 from tests.support.server import server_env
 
 
-def test_serve_with_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    url = "mysql+asyncmy://root:s3cret@127.0.0.1:1/nodb"  # nothing listens on port 1
-    cmd = [pushgate_bin(), "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
-           "--store-url", url]
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=60)
+def _one_line_exit_2(args: list[str], tmp_path: Path, *, secret: str = "",
+                     **env: str) -> str:
+    """Runs ``pushgate *args``, checks it refused to start (exit code 2, no traceback,
+    never listened, *secret* nowhere in its output) and returns its last line."""
+    proc = subprocess.run([pushgate_bin(), *args], env={**server_env(), **env},
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
+    assert "Traceback" not in out and "PUSHGATE_LISTENING" not in out, out
+    assert not secret or secret not in out, out
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_serve_with_an_unreachable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = "mysql+asyncmy://root:s3cret@127.0.0.1:1/nodb"  # nothing listens on port 1
+    t0 = time.monotonic()
+    line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                             "--store-url", url], tmp_path, secret="s3cret")
     assert time.monotonic() - t0 < 30
-    assert "Traceback" not in out and "s3cret" not in out, out
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith(
-        "pushgate: store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb: OperationalError"), out
-    assert "Can't connect" in lines[-1]
+    assert line.startswith(
+        "pushgate: store_url mysql+asyncmy://root:***@127.0.0.1:1/nodb: OperationalError"), line
+    assert "Can't connect" in line
 
 
 def test_with_json_logs_the_start_failure_and_notices_are_json_lines(tmp_path: Path) -> None:
@@ -71,14 +79,9 @@ def test_serve_on_a_schema_newer_than_its_own_is_one_line_and_exit_2(tmp_path: P
                    env=env, check=True, capture_output=True, timeout=60)
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0099'")
-    proc = subprocess.run([pushgate_bin(), "serve", "--port", "0", "--data-dir", str(data)],
-                          env=env, capture_output=True, text=True, timeout=60)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
-    assert "Traceback" not in out, out
-    line = proc.stderr.strip().splitlines()[-1]
+    line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", str(data)], tmp_path)
     assert line.startswith("pushgate: store_url sqlite+aiosqlite:///") and \
-        "Can't locate revision identified by '0099'" in line, out
+        "Can't locate revision identified by '0099'" in line, line
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0099",)]
 
@@ -89,23 +92,10 @@ def test_a_malformed_sentinel_or_cluster_url_is_one_line_and_exit_2(tmp_path: Pa
     for url, what in (("redis+sentinel://127.0.0.1:26379", "service name is missing"),
                       ("redis+cluster://127.0.0.1:7000/0", "no database or service path"),
                       ("redis+cluster://", "no host:port")):
-        proc = subprocess.run(
-            [pushgate_bin(), "router", "--router-listen", "127.0.0.1:0",
-             "--store-url", "mysql+asyncmy://root@127.0.0.1:1/nodb", "--directory-url", url],
-            env=server_env(), capture_output=True, text=True, timeout=60)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 2 and "Traceback" not in out, out
-        line = proc.stderr.strip().splitlines()[-1]
-        assert line.startswith(f"pushgate: directory_url {url!r}: ") and what in line, out
-
-
-def _one_line_exit_2(args: list[str], tmp_path: Path, **env: str) -> str:
-    proc = subprocess.run([pushgate_bin(), *args], env={**server_env(), **env},
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
-    assert "Traceback" not in out and "PUSHGATE_LISTENING" not in out, out
-    return proc.stderr.strip().splitlines()[-1]
+        line = _one_line_exit_2(
+            ["router", "--router-listen", "127.0.0.1:0", "--store-url",
+             "mysql+asyncmy://root@127.0.0.1:1/nodb", "--directory-url", url], tmp_path)
+        assert line.startswith(f"pushgate: directory_url {url!r}: ") and what in line, line
 
 
 def test_bad_listening_places_and_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -175,17 +165,11 @@ def test_serve_on_a_database_file_it_cannot_write_is_one_line_and_exit_2(
     if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported here (needs root and ext4/xfs/btrfs)")
     try:
-        proc = subprocess.run([pushgate_bin(), "serve", "--port", "0", "--data-dir",
-                               str(data)], env=env, capture_output=True, text=True,
-                              timeout=60)
+        line = _one_line_exit_2(["serve", "--port", "0", "--data-dir", str(data)], tmp_path)
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=True)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
-    assert "Traceback" not in out, out
-    line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("pushgate: store_url sqlite+aiosqlite:///") and \
-        "attempt to write a readonly database" in line, out
+        "attempt to write a readonly database" in line, line
 
 
 def test_a_full_disk_at_the_first_start_leaves_no_secrets_file_behind(tmp_path: Path) -> None:
