@@ -56,15 +56,21 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
     logging.getLogger("alembic").setLevel("WARNING")
-    # libraries that log every operation at debug (aiosqlite: a line per statement, 488
-    # of 503 lines in 3 s of an idle start); log_level=debug is pushgate's and uvicorn's
-    for name in QUIET_AT_DEBUG:  # (otherwise they follow the root's level)
-        logging.getLogger(name).setLevel("INFO" if level.upper() == "DEBUG" else "NOTSET")
+    # libraries that log every operation (aiosqlite at debug: a line per statement, 488
+    # of 503 lines in 3 s of an idle start; SQLAlchemy's engine at info: each statement
+    # with its parameters, device tokens and push payloads among them; httpx at info: a
+    # line per FCM request): log_level=debug is pushgate's and uvicorn's. An explicit
+    # level on each, as SQLAlchemy's own import sets one on its logger (warning) that
+    # this must not undo
+    root_level = logging.getLevelName(level.upper())
+    for name, floor in LIBRARY_FLOORS.items():
+        logging.getLogger(name).setLevel(max(root_level, floor))
 
 
-#: loggers kept at info when ``log_level`` is debug
-QUIET_AT_DEBUG = ("aiosqlite", "asyncio", "asyncmy", "hpack", "h2", "httpx", "httpcore",
-                  "websockets", "grpc", "redis", "sqlalchemy")
+#: the least level of the libraries' loggers, whatever ``log_level`` says
+LIBRARY_FLOORS = {name: logging.INFO for name in (
+    "aiosqlite", "asyncio", "asyncmy", "hpack", "h2", "httpcore", "websockets", "grpc",
+    "redis")} | {"sqlalchemy": logging.WARNING, "httpx": logging.WARNING}
 
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")

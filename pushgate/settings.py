@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     push_batch: int = Field(1000, ge=1, description="Pushes one bridge pipeline claims at once.")
     push_pipelines: int = Field(2, ge=1, description="Batches a bridge worker works on at once.")
     push_concurrency: int = Field(
-        400, ge=1, description="Provider requests in flight per bridge worker.")
+        400, ge=1, description="Requests in flight per provider per bridge worker.")
     push_rate_per_app: float = Field(
         0.0, ge=0, description="Pushes per second per app (token bucket); 0 = unlimited.")
     push_max_attempts: int = Field(8, ge=1, description="Attempts per device before a push "

@@ -109,7 +109,7 @@ def watch(c: LocalCluster, supervisor: control.Supervisor | None = None,
 
 
 def up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir).resolve()
     with_state = workdir / control.STATE_FILE
     if with_state.exists():
         try:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGINT (a background job of a non-interactive shell inherits SIG_IGN)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return up(args, parser)
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir).resolve()
     try:
         if args.command == "status":
             return control.status(workdir, as_json=args.json)

@@ -48,6 +48,7 @@ class RoutingBackend:
     def __init__(self, settings: Settings, hubs: Hubs, metrics: GatewayMetrics,
                  store_deadline_s: float | None = None) -> None:
         self.store_url = settings.effective_store_url
+        self._push_close_s = settings.shutdown_grace_s
         if store_deadline_s is None and not self.store_url.startswith("sqlite"):
             store_deadline_s = STORE_DEADLINE_S
         self.store = open_store(self.store_url,
@@ -131,8 +132,8 @@ class RoutingBackend:
     async def close(self) -> None:
         await cancel_and_wait(self._queue_task)
         await self.committer.close()
-        if self.push_worker is not None:
-            await self.push_worker.close()
+        if self.push_worker is not None:  # (a stalled provider: bounded, sent again later)
+            await self.push_worker.close(self._push_close_s)
         if self.outbox is not None:
             await self.outbox.close()
         await self.reports.close()  # after everything that counts

@@ -68,6 +68,33 @@ async def test_apns_error_kinds(fakes: Fakes) -> None:
         await p.close()
 
 
+async def test_apns_a_token_not_for_the_topic_is_a_failure_not_a_dead_token(
+        fakes: Fakes) -> None:
+    """A wrong apns_topic (or an apns-topic override of one send) makes APNs answer
+    DeviceTokenNotForTopic for every token: as a dead token, every iOS device of the
+    recipients was deleted by one send."""
+    p = apns(fakes, topic="com.example.typo")
+    await p.start()
+    try:
+        r = await p.send(IOS, {"body": "x"}, 1)
+    finally:
+        await p.close()
+    assert (r.outcome, r.reason) == (Outcome.FAILED, "DeviceTokenNotForTopic")
+
+
+async def test_apns_a_token_is_one_path_segment_whatever_it_holds(fakes: Fakes) -> None:
+    """A registered token is any printable ASCII: "../../_fake/stats" was a request to
+    the fake's stats (200: counted as pushed), "a b" a malformed path."""
+    p = apns(fakes)
+    await p.start()
+    try:
+        for token in ("../../_fake/stats", "a b", "x?y=1"):
+            r = await p.send(token, {"body": "x"}, 1)
+            assert (r.outcome, r.reason) == (Outcome.DEAD, "BadDeviceToken"), token
+    finally:
+        await p.close()
+
+
 async def test_apns_bad_credentials_fail_at_start(fakes: Fakes, tmp_path: Path) -> None:
     with pytest.raises(BridgeConfigError, match="apns_key_file: cannot read"):
         apns(fakes, key_file=str(tmp_path / "missing.p8"))

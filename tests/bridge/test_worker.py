@@ -263,6 +263,84 @@ async def test_a_ttl_0_push_the_provider_asks_to_retry_is_dropped_at_once() -> N
     assert sample("pushgate_push_skipped_total", {"reason": "expired"}) == 1
 
 
+class StalledProvider(KeepingProvider):
+    """Answers nothing until its request timeout (shortened here), then a transport
+    failure, as a provider that stopped answering; ``ok`` at once when ``up``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+
+    async def send(self, token: str, push: dict[str, Any], seq: int) -> Result:
+        await super().send(token, push, seq)
+        if self.up:
+            return OK
+        await asyncio.sleep(0.02)
+        return Result(Outcome.RETRY, "timeout")
+
+
+async def test_a_provider_that_stopped_answering_holds_neither_its_batch_nor_the_others(
+        ) -> None:
+    """A stalled APNs held each of its pushes for the request timeout, 400 at a time,
+    and their batch, FCM's pushes in it too, as long: 0 of 20 Android pushes went out
+    during a 26 s stall. After five timeouts in a row it is not asked for a while (its
+    pushes are retries at once), the other provider goes on, and once the pause is over
+    one push finds out whether it answers again."""
+    now = [1000.0]
+    apns, fcm, store = StalledProvider(), KeepingProvider(), RecordingStore()
+    fcm.platform = "fcm"
+    metrics = BridgeMetrics()
+    worker = Worker(store, {"apns": apns, "fcm": fcm}, WorkerConfig(concurrency=4), metrics,
+                    clock=lambda: now[0], rand=lambda: 0.5)
+    payload = orjson.dumps({"title": "t"})
+
+    def batch(first: int) -> ClaimedBatch:
+        users = [f"u{i}" for i in range(first, first + 50)]
+        return ClaimedBatch(
+            [ClaimedPush(i, PushJob(u, 1, payload, 0.0)) for i, u in enumerate(users)], {},
+            [Device(u, "app", p, f"{p}-{u}", 0.0) for u in users for p in ("apns", "fcm")])
+
+    await asyncio.wait_for(worker.process(batch(0)), 5)
+    assert len(fcm.pushes) == 50  # every Android push
+    assert len(apns.pushes) == 8  # its 4 lanes' first two rounds, then not asked
+    [(_done, retries, _dead)] = store.finished
+    assert len(retries) == 50 and {r.platform for r in retries} == {"apns"}
+    assert min(r.due_at for r in retries) >= 1000.0  # later, once it may answer again
+    sample = metrics.registry.get_sample_value
+    assert sample("pushgate_push_failed_total",
+                  {"provider": "apns", "reason": "provider_unavailable"}) == 42
+    # still within the pause: not asked
+    await worker.process(batch(50))
+    assert len(apns.pushes) == 8 and len(fcm.pushes) == 100
+    # after it, one push is asked: it answers, and the rest go out
+    apns.up = True
+    now[0] += 2.0
+    await worker.process(batch(100))
+    assert len(apns.pushes) == 8 + 50
+    assert store.finished[-1][1] == []  # no retries
+
+
+async def test_a_stop_gives_batches_stuck_on_a_provider_a_bound() -> None:
+    """A provider that never answers: the stop waits for the batch in flight at most its
+    timeout (the gateway's stop took 33 s with a 10 s grace, past an orchestrator's
+    SIGKILL); the batch's rows stay leased and are sent again."""
+    provider = HeldProvider()
+    payload = orjson.dumps({"title": "t"})
+    claims = [ClaimedBatch([ClaimedPush(3, PushJob("u", 5, payload, 0.0))], {},
+                           [Device("u", "app", "apns", "held", 0.0)])]
+
+    class OneBatch(RecordingStore):
+        async def claim_batch(self, holder: str, limit: int, lease_s: float) -> ClaimedBatch:
+            return claims.pop() if claims else ClaimedBatch([], {}, [])
+
+    store = OneBatch()
+    worker = Worker(store, {"apns": provider}, WorkerConfig(pipelines=1), BridgeMetrics())
+    await worker.start()
+    await wait_for(lambda: provider.sent == ["held"], 5, "the push in flight")
+    await asyncio.wait_for(worker.close(0.1), 5)
+    assert store.finished == []  # not recorded: sent again when its lease ends
+
+
 def test_a_bridge_of_its_own_says_which_pushgate_runs() -> None:
     """The Grafana dashboard's versions panel reads pushgate_build_info: a standalone
     bridge's /metrics had none; inside a gateway it is the gateway's (one series)."""

@@ -258,12 +258,13 @@ def _alive(pid: int) -> bool:
 
 def _start_cli(tmp_path: Path, mysql_server: str, *, hubs: int = 1,
                routers: int = 1) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server}
+    env = {**os.environ, "PUSHGATE_CLUSTER_MYSQL_URL": mysql_server, "PYTHONPATH": str(REPO)}
+    # a workdir relative to where the command runs, as the default ./pushgate-cluster is
+    # (nginx took its paths relative to its own prefix: it did not start)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy.local.cluster", "up", "--hubs", str(hubs),
-         "--routers", str(routers), "--workdir", str(tmp_path / "cli"),
-         "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--routers", str(routers), "--workdir", "cli", "--log-level", "warning"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     out = []
     for line in proc.stdout:  # the summary ends with this line once everything is up
@@ -272,6 +273,7 @@ def _start_cli(tmp_path: Path, mysql_server: str, *, hubs: int = 1,
             break
     else:
         proc.wait(10)
+        proc.stdout.close()
         pytest.fail("launcher exited:\n" + "".join(out))
     return proc, "".join(out)
 

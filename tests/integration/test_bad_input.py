@@ -222,12 +222,36 @@ async def test_body_nesting_limit_is_a_400_that_says_so(srv: ServerProcess) -> N
 
 async def test_an_empty_push_app_is_refused_with_the_rule_of_an_id(srv: ServerProcess) -> None:
     async with srv.http() as http:
-        for app in ("", "a" * 256):
+        for app in ("", "a" * 256, "   "):
             r = await http.post("/v1/notifications", json={
                 "users": ["p"], "body": 1, "push": {"title": "t", "app": app}})
             assert r.status_code == 400
             error = r.json()["error"]
             assert error["field"] == "push.app" and "1..255 characters" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/open-connection", {"user": "   "}, "user"),
+    ("/v1/open-connection", {"user": "a", "workspace": " "}, "workspace"),
+    ("/v1/open-connection", {"user": "a", "device": "  "}, "device"),
+    ("/v1/open-connection", {"user": "a", "application": "\u00a0"}, "application"),
+    ("/open-connection", {"client": {"accountId": "  "}}, "client.accountId"),
+    ("/open-connection", {"client": {"accountId": "a", "deviceId": " "}}, "client.deviceId"),
+], ids=["user", "workspace", "device", "application", "pushca-account", "pushca-device"])
+async def test_a_token_for_a_blank_id_is_refused_when_asked_for(
+        srv: ServerProcess, path: str, body: dict, field: str) -> None:
+    """http-api.md: ids are "not all spaces". A token was minted (200) for a blank id,
+    and every connect with it was then closed with 4100, which clients do not retry."""
+    async with srv.http() as http:
+        r = await http.post(path, json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {
+            "code": "invalid_request", "retryable": False, "field": field,
+            "message": f"'{field}' is blank: an id needs a character other than spaces"}
+        # a device's app likewise (it was stored as "   ")
+        r = await http.put("/v1/users/blank-app/devices",
+                           json={"platform": "fcm", "token": "t-blank", "app": "   "})
+        assert (r.status_code, r.json()["error"]["field"]) == (400, "app"), r.text
 
 
 async def test_wrong_api_key_is_401(srv: ServerProcess, stored: list[int]) -> None:

@@ -57,13 +57,18 @@ def test_migrate_with_an_unsupported_or_unreachable_url_masks_the_password() -> 
 
 @pytest.mark.parametrize(("args", "named"), [
     (["token", "--user", ""], "--user"),
+    (["token", "--user", "a", "--device", "  "], "--device"),
+    (["token", "--user", "a", "--app", "a" * 256], "--app"),
+    (["listen", "--user", "a", "--workspace", " ", "--url", "http://127.0.0.1:1"],
+     "--workspace"),
     (["token", "--user", "a", "--ttl", "0"], "--ttl"),
     (["token", "--user", "a", "--ttl", "-5"], "--ttl"),
     (["send", "--user", "a", "--url", "not-a-url", "1"], "--url"),
 ])
 def test_bad_client_command_arguments_exit_2_naming_the_option(
         tmp_path: Path, args: list[str], named: str) -> None:
-    """An empty user or a lifetime ≤ 0 made a token the gateway refuses; a URL without
+    """An empty user, a blank device, app or workspace, or a lifetime ≤ 0 made a token
+    the gateway refuses (4100: clients stop); a URL without
     a scheme was exit 1 ("cannot reach") for send but 2 for listen (clients.md: bad
     arguments exit 2)."""
     result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path)])

@@ -76,5 +76,29 @@ def test_debug_is_pushgates_not_every_librarys(
         logging.getLogger("aiosqlite").info("connected")
         assert capsys.readouterr().err == ""
     finally:
-        for name in logs.QUIET_AT_DEBUG:
+        for name in logs.LIBRARY_FLOORS:
             logging.getLogger(name).setLevel("NOTSET")
+
+
+def test_sql_statements_and_fcm_requests_are_not_logged_at_info(
+        configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLAlchemy's engine logs each statement with its parameters (device tokens, push
+    payloads) at info, httpx each request: with an explicit store_url (SQLAlchemy
+    imported before the logs were set up, its own warning level undone) a gateway at
+    log_level=info logged every statement of every round."""
+    import sqlalchemy  # noqa: F401  (sets its logger's level when imported)
+
+    before = {name: logging.getLogger(name).level for name in logs.LIBRARY_FLOORS}
+    try:
+        for level in ("info", "debug"):
+            logs.configure(level, "json")
+            logging.getLogger("sqlalchemy.engine.Engine").info("INSERT INTO devices ...")
+            logging.getLogger("httpx").info("HTTP Request: POST https://fcm...")
+            logging.getLogger("pushgate.hub").info("ours")
+            lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+            assert [x["event"] for x in lines] == ["ours"], level
+            logging.getLogger("sqlalchemy.pool").warning("a pool warning")
+            assert "a pool warning" in capsys.readouterr().err
+    finally:
+        for name, level_no in before.items():
+            logging.getLogger(name).setLevel(level_no)

@@ -168,6 +168,10 @@ SEND_BAD: list[tuple[Any, str]] = [
     (with_push({"title": "t", "app": "x" * 256}), "push.app"),  # an id: never a device's
     (with_push({"title": "t", "app": "com.\x01app"}), "push.app"),
     (with_push({"title": "t", "app": "com.\x85app"}), "push.app"),
+    (with_push({"title": "t", "app": "   "}), "push.app"),  # blank: never an id
+    ({"users": ["a", "  "], "body": 1}, "users"),
+    ({"users": ["a"], "body": 1, "id": " "}, "id"),
+    ({"users": ["a"], "body": 1, "device": "  "}, "device"),
     (with_push({"title": "t", "category": True}), "push.category"),
     (with_push({"title": "t", "thread_id": "x" * 2049}), "push.thread_id"),
     (with_push({"title": "t", "collapse_id": "é" * 33}), "push.collapse_id"),
@@ -492,6 +496,7 @@ def test_pushca_identity_rejects_bad_client(obj: Any) -> None:
     (7, "'users[2]' must be a string"),
     ("x" * 256, "'users[2]' is longer than 255 characters"),
     ("b\x00", "'users[2]' contains control characters"),
+    ("  ", "'users[2]' is blank: an id needs a character other than spaces"),
 ])
 def test_a_bad_entry_of_users_is_named_by_its_index(entry: Any, message: str) -> None:
     """Of a campaign part's 10,000 ids, the error says which one ("users is required"

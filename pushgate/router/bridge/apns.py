@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import orjson
@@ -44,7 +45,9 @@ PROBE_TOKEN = "0" * 64
 # apns-* header): HPACK literals, never in the connection's table
 NOT_INDEXED = hpack.NOT_INDEXED | {"apns-id", "apns-expiration", "apns-unique-id"}
 
-DEAD_REASONS = {"BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic", "ExpiredToken"}
+# (not DeviceTokenNotForTopic: a wrong apns_topic, or an apns-topic override of one send,
+# made APNs answer it for every token, and every iOS device of the recipients was deleted)
+DEAD_REASONS = {"BadDeviceToken", "Unregistered", "ExpiredToken"}
 RETRY_REASONS = {"TooManyRequests", "InternalServerError", "ServiceUnavailable", "Shutdown",
                  "ExpiredProviderToken", "TooManyProviderTokenUpdates", "IdleTimeout"}
 
@@ -137,7 +140,10 @@ class ApnsProvider:
         assert self._client is not None
         headers = {**headers, "authorization": f"bearer {self.provider_token(fresh)}"}
         try:
-            resp = await self._client.request("POST", f"/3/device/{token}", headers, body)
+            # (percent-encoded: a registered token is any printable ASCII; "a b" or
+            # "../x" in the path was a request to another path, or no request at all)
+            resp = await self._client.request("POST", f"/3/device/{quote(token, safe='')}",
+                                              headers, body)
         except H2Error as e:
             self._transport_log(e)
             return Result(Outcome.RETRY, e.kind)  # (a fixed word: metrics label)

@@ -32,7 +32,8 @@ STR_FIELDS = ("title", "subtitle", "body", "sound", "collapse_id", "app", "categ
 BOOL_FIELDS = ("content_available", "mutable_content")
 OBJ_FIELDS = ("data", "apns", "android", "webpush")
 ALLOWED = {*STR_FIELDS, *BOOL_FIELDS, *OBJ_FIELDS, "badge", "priority", "ttl"}
-_APP_RULE = f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no control characters"
+_APP_RULE = (f"'push.app' must be an id: 1..{MAX_ID_LEN} characters, no control characters, "
+             "not all spaces")
 
 
 def _apns_headers(headers: dict[str, Any]) -> dict[str, str]:
@@ -69,7 +70,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
                                  f"string of 1..{MAX_PUSH_STR} characters", field=f"push.{name}")
         out[name] = value
     app = out.get("app")
-    if app is not None and (len(app) > MAX_ID_LEN or CONTROL_CHARS.search(app)):
+    if app is not None and (len(app) > MAX_ID_LEN or CONTROL_CHARS.search(app)
+                            or app.isspace()):
         # an application id, matched against the devices' (which are ids)
         raise InvalidRequest(_APP_RULE, field="push.app")
     if "collapse_id" in out and len(out["collapse_id"].encode()) > MAX_COLLAPSE_ID_BYTES:
@@ -102,7 +104,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
     badge = obj.get("badge")
     if badge is not None:
         if isinstance(badge, bool) or not isinstance(badge, int) or not 0 <= badge <= MAX_BADGE:
-            raise InvalidRequest("'push.badge' must be an integer >= 0", field="push.badge")
+            raise InvalidRequest(f"'push.badge' must be an integer in 0..{MAX_BADGE}",
+                                 field="push.badge")
         out["badge"] = badge
     priority = obj.get("priority")
     if priority is not None:

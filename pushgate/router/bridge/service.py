@@ -2,7 +2,8 @@
 
 Several may run against one MySQL/MariaDB store: each claims its own jobs (SKIP
 LOCKED); a killed worker's jobs are taken over when their lease ends. SIGTERM/SIGINT:
-stop claiming, let the batches in flight finish, exit.
+stop claiming, let the batches in flight finish (for up to ``shutdown_grace_s``; what is
+cut then is sent again when its lease ends), exit.
 """
 
 from __future__ import annotations
@@ -67,6 +68,6 @@ async def run_bridge(settings: Settings, metrics_port: int | None = None,
         await stop.wait()
         log.info("bridge stopping", holder=worker.holder)
     finally:
-        await worker.close()
+        await worker.close(settings.shutdown_grace_s)
         await reports.close()
         await store.close()

@@ -5,11 +5,17 @@ database overlaps with sending another): claim up to ``batch`` due jobs (leased 
 ``lease_s``; whole outbox rows, so a ``batch`` below 100 may get a group row of up to
 100), with the users' acked seqs and devices, in one transaction → drop those a client
 acked meanwhile →
-send to each device, at most ``concurrency`` requests in flight over all pipelines
-and at most ``rate_per_app`` per second per app (token bucket) → in one transaction
+send to each device, at most ``concurrency`` requests in flight per provider over all
+pipelines and at most ``rate_per_app`` per second per app (token bucket) → in one transaction
 delete the jobs, queue one retry job per device that should be retried, and remove
 dead tokens. Memory stays bounded by ``pipelines x batch`` jobs whatever the backlog:
 a million-user campaign waits in the database, not in the worker.
+
+A provider that stops answering (``BREAKER_FAILS`` transport failures in a row:
+timeouts, refused or lost connections) is not asked for ``BREAKER_OPEN_S`` (doubling up
+to ``BREAKER_MAX_OPEN_S`` while it stays down), then asked once: its pushes meanwhile are
+retries at once (reason ``provider_unavailable``) instead of each holding its batch, and
+the other provider's pushes in it, for the request timeout.
 
 The batch's lease is renewed every third of ``lease_s`` while it is sent, so no other
 pipeline or worker claims it meanwhile. Delivery is at-least-once: a worker killed
@@ -28,9 +34,9 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import orjson
 from prometheus_client import Counter, Histogram
@@ -85,7 +91,9 @@ class Worker:
         self.clock = clock
         self.rand = rand
         self.buckets = Buckets(config.rate_per_app, max(1.0, config.rate_per_app))
-        self._slots = Slots(config.concurrency)
+        # per provider: a stalled one holds its own slots, not the other's
+        self._slots = {name: Slots(config.concurrency) for name in self.providers}
+        self._breakers = {name: Breaker() for name in self.providers}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._wake = asyncio.Event()
@@ -114,13 +122,23 @@ class Worker:
         """New jobs may be due (called after a send queued some): skip the idle wait."""
         self._wake.set()
 
-    async def close(self) -> None:
-        """Let the batches in flight finish (their jobs are recorded), then stop."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Let the batches in flight finish (their jobs are recorded), then stop; after
+        ``timeout_s`` the batches still sending are cancelled (a stalled provider: their
+        rows stay leased and are sent again once the lease ends, at-least-once)."""
         self._stopping = True
         self._wake.set()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            if pending:
+                log.warning("bridge stopped with push batches still sending; they are sent "
+                            "again when their lease ends", batches=len(pending),
+                            lease_s=self.config.lease_s)
+            for t in pending:
+                t.cancel()
+            for t in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         self._tasks = []
         for p in self.providers.values():
             await p.close()
@@ -244,20 +262,26 @@ class Worker:
                             rows=len(rows))
 
     async def _send_all(self, sends: list[_Send]) -> list[Result]:
-        """Every send's result, in order. Without a rate limit, ``concurrency`` lanes
-        take the sends in turn (a task per send was ~10 % of the bridge's CPU); with one,
-        a task per send, so that pushes of an app over its rate do not hold up others."""
+        """Every send's result, in order. Without a rate limit, ``concurrency`` lanes per
+        provider take its sends in turn (a task per send was ~10 % of the bridge's CPU);
+        with one, a task per send, so that pushes of an app over its rate do not hold up
+        others."""
         if self.config.rate_per_app > 0 or len(sends) <= 1:
             return list(await asyncio.gather(*(self._send_counted(s) for s in sends)))
         results: list[Result | None] = [None] * len(sends)
-        todo = iter(enumerate(sends))
+        per_platform: dict[str, list[int]] = defaultdict(list)
+        for i, send in enumerate(sends):
+            per_platform[send[1].platform].append(i)
 
-        async def lane() -> None:
-            for i, send in todo:
-                results[i] = await self._send_counted(send)
+        async def lane(todo: Iterator[int]) -> None:
+            for i in todo:
+                results[i] = await self._send_counted(sends[i])
 
-        lanes = min(len(sends), self.config.concurrency)
-        await asyncio.gather(*(lane() for _ in range(lanes)))
+        lanes = []
+        for indexes in per_platform.values():
+            todo = iter(indexes)
+            lanes += [lane(todo) for _ in range(min(len(indexes), self.config.concurrency))]
+        await asyncio.gather(*lanes)
         return cast(list[Result], results)
 
     async def _send_counted(self, send: _Send) -> Result:
@@ -287,14 +311,25 @@ class Worker:
             await asyncio.sleep(wait)
             wait = self.buckets.take(device.app, self.clock())
         platform = device.platform
-        slots = self._slots
+        breaker = self._breakers[platform]
+        asked = breaker.ask(self.clock())
+        if asked is None:  # it stopped answering: not asked meanwhile
+            self.metrics.failed.labels(platform, UNAVAILABLE).inc()
+            return Result(Outcome.RETRY, UNAVAILABLE, 0, breaker.closed_in(self.clock()))
+        slots = self._slots[platform]
         if slots.free <= 0 or slots.waiters:
             await slots.acquire()
         else:
             slots.free -= 1
         try:
             t0 = time.perf_counter()
-            result = await provider.send(device.token, push, seq)
+            try:
+                result = await provider.send(device.token, push, seq)
+            finally:
+                if asked == "probe":  # (a cancelled one too: the next push finds out)
+                    breaker.probing = False
+            breaker.record(result.outcome is Outcome.RETRY and result.status == 0,
+                           self.clock())
             latency = self._latency.get(platform)
             if latency is None:  # labelled once per platform, not per push
                 latency = self._latency[platform] = self.metrics.latency.labels(platform)
@@ -309,6 +344,60 @@ class Worker:
         else:
             self.metrics.failed.labels(device.platform, result.reason).inc()
         return result
+
+
+#: the reason of a push not sent because its provider stopped answering (see Breaker)
+UNAVAILABLE = "provider_unavailable"
+
+
+class Breaker:
+    """Whether to ask a provider: after ``BREAKER_FAILS`` transport failures in a row (no
+    HTTP answer) it is not asked for ``open_s``, then once (the other pushes meanwhile
+    are not sent); that push's answer closes it, or opens it again for twice as long (up
+    to ``BREAKER_MAX_OPEN_S``). A stalled provider otherwise held every push for its
+    request timeout, 10 s, and its batch — other providers' pushes in it too — as long."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+        self.open_s = BREAKER_OPEN_S
+        self.probing = False
+
+    def ask(self, now: float) -> Literal["yes", "probe"] | None:
+        """Whether to send a push now: "yes", "probe" (the one push that finds out
+        whether the provider answers again), or None (not now)."""
+        if self.failures < BREAKER_FAILS:
+            return "yes"
+        if now < self.open_until or self.probing:
+            return None
+        self.probing = True
+        return "probe"
+
+    def closed_in(self, now: float) -> float:
+        """Seconds until the provider is asked again (a retry's earliest time)."""
+        return max(self.open_until - now, 0.0) + self.open_s * 0.5
+
+    def record(self, transport_failure: bool, now: float) -> None:
+        if not transport_failure:
+            if self.failures >= BREAKER_FAILS:
+                log.info("push provider answers again")
+            self.failures, self.open_s = 0, BREAKER_OPEN_S
+            return
+        self.failures += 1
+        if self.failures < BREAKER_FAILS:
+            return
+        if now >= self.open_until:  # opening, or a probe that failed: (re)open
+            if self.failures > BREAKER_FAILS:
+                self.open_s = min(self.open_s * 2, BREAKER_MAX_OPEN_S)
+            else:
+                log.warning("push provider does not answer: its pushes are retried later",
+                            failures=self.failures, open_s=self.open_s)
+            self.open_until = now + self.open_s
+
+
+BREAKER_FAILS = 5
+BREAKER_OPEN_S = 2.0
+BREAKER_MAX_OPEN_S = 30.0
 
 
 class Slots:
