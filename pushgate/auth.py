@@ -99,6 +99,20 @@ def check_id(value: object, field: str, *, required: bool = True) -> str:
     return value
 
 
+def _claim_id(claims: dict[str, Any], name: str, required: bool) -> str:
+    """A token's id claim, checked as every id is, and as Unicode text: the JSON of a
+    token may hold a lone surrogate ("\\ud800", which orjson refuses in request bodies);
+    such a session failed later, at every frame it sent, its user's session list (500)
+    or, in a cluster, its registration (no hello, no close code)."""
+    value = check_id(claims.get(name), name, required=required)
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} is not valid Unicode (it holds a lone surrogate)",
+                             field=name) from None
+    return value
+
+
 def bearer(authorization: str | None) -> str | None:
     """The credential of an ``Authorization: Bearer <credential>`` header value (stripped;
     may be empty); None when the header is absent or of another scheme."""
@@ -258,16 +272,20 @@ class TokenCodec:
     def _token(self, claims: dict[str, Any]) -> ClientToken:
         try:
             identity = Identity(
-                user=check_id(claims.get("sub"), "sub"),
-                workspace=check_id(claims.get("ws"), "ws", required=False) or "default",
-                device=check_id(claims.get("dev"), "dev", required=False),
-                application=check_id(claims.get("app"), "app", required=False),
+                user=_claim_id(claims, "sub", True),
+                workspace=_claim_id(claims, "ws", False) or "default",
+                device=_claim_id(claims, "dev", False),
+                application=_claim_id(claims, "app", False),
             )
         except InvalidRequest as e:
             raise Unauthorized(f"token claim {e.message}", field="token") from None
         scope = claims.get("scope")
+        exp = claims["exp"]
+        if isinstance(exp, str):  # PyJWT takes "1700000000" (int() of it); RFC 7519 does not
+            raise Unauthorized("token claim 'exp' must be a number (NumericDate)",
+                               field="token")
         try:  # (PyJWT took it as an int; a float cannot hold every int)
-            exp = float(claims["exp"])
+            exp = float(exp)
         except (OverflowError, TypeError, ValueError):
             raise Unauthorized("token is invalid: 'exp' is not a usable NumericDate",
                                field="token") from None

@@ -137,6 +137,22 @@ class PushgateError(Exception):
             out["field"] = self.field
         return out
 
+    @property
+    def client_message(self) -> str:
+        """The message for an end user's websocket (its error frames and close reasons):
+        an outage of the cluster's own parts is told without their details (the
+        driver's error with the database's host, a router's address), which the API's
+        callers, the logs and the metrics keep."""
+        return OUTAGE_MESSAGES.get(self.code, self.message)
+
+
+#: what a websocket client is told of an outage (PushgateError.client_message)
+OUTAGE_MESSAGES = {
+    "store_unavailable": "the event store is unavailable; retry shortly",
+    "router_unavailable": "no router is available; retry shortly",
+    "directory_unavailable": "the session directory is unavailable; retry shortly",
+}
+
 
 class InvalidRequest(PushgateError):
     kind = "invalid_request"

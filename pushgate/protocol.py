@@ -146,7 +146,9 @@ def parse_read(obj: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[int, i
     seqs: list[int] = []
     for s in raw_seqs:
         if not _seq(s):
-            if isinstance(s, int) and not isinstance(s, bool) and s > MAX_SEQ:
+            if not isinstance(s, int) or isinstance(s, bool):  # 1.0, true, "1": no integers
+                raise InvalidRequest("'seqs' must hold integers", field="seqs")
+            if s > MAX_SEQ:
                 raise InvalidRequest(f"'seqs' must hold integers <= {MAX_SEQ}", field="seqs")
             raise InvalidRequest("'seqs' must hold integers >= 1", field="seqs")
         seqs.append(s)
@@ -301,7 +303,8 @@ def encode_error(err: PushgateError, rid: Rid = None) -> str:
     """The ``error`` frame: the HTTP error body flattened, its top-level extras too (an
     ``ack_timeout`` carries the send's ``results``, ``sessions`` and ``report``: the
     sender learns the seq that stays stored)."""
-    return _dumps({"type": "error", "rid": rid, **err.to_dict(), **err.extra})
+    return _dumps({"type": "error", "rid": rid, **err.to_dict(),
+                   "message": err.client_message, **err.extra})
 
 
 def encode_pong(rid: Rid) -> str:

@@ -181,5 +181,6 @@ def response(uuid: str, body: str) -> str:
 
 
 def error_body(err: PushgateError) -> str:
-    """The HTTP API's error body: ``{"error": {"code", "message", "field", "retryable"}}``."""
-    return orjson.dumps({"error": err.to_dict()}).decode()
+    """The HTTP API's error body: ``{"error": {"code", "message", "field", "retryable"}}``
+    (an outage told as to every websocket client: ``PushgateError.client_message``)."""
+    return orjson.dumps({"error": {**err.to_dict(), "message": err.client_message}}).decode()

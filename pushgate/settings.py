@@ -194,9 +194,9 @@ class Settings(BaseSettings):
         "(after a batch of t s the cleaner pauses t*(1-duty)/duty): keeps sends fast while a "
         "large backlog expires; 1 = no pause.")
     cleanup_lease_ttl_s: float | None = Field(
-        None, gt=0, description="Lease that lets one gateway/router of those sharing a store "
-        "clean at a time; a dead holder is replaced after it. Default: max(30, 3 x "
-        "cleanup_interval_s).")
+        None, gt=0, description="Lease that lets one router of those sharing a store clean at "
+        "a time (the embedded gateway cleans without one); a dead holder is replaced after "
+        "it. Default: max(30, 3 x cleanup_interval_s).")
     commit_max_batch: int = Field(1000, ge=1, description="Events per group commit.")
     commit_linger_ms: float = Field(
         1.0, ge=0, description="Before a group commit smaller than commit_max_batch, wait "

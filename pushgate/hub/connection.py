@@ -565,7 +565,7 @@ class WsConnection(asyncio.Protocol):
             await node.router.connect(s.info)
         except PushgateError as e:  # cluster: no router reachable (retryable close)
             node.metrics.error(e.code)
-            s.close(e.close_code, e.message[:120])
+            s.close(e.close_code, e.client_message[:120])
             s.end_catch_up(None)
             # the router may still record it (a reply lost, or this hub's wait ran out
             # while the directory was failing over): the compare-and-delete that follows

@@ -52,7 +52,7 @@ async def catch_up(node: HubNode, s: Session, after: int | None) -> None:
             events, _, _ = await node.router.fetch(user, after, limit)
     except PushgateError as e:  # store unavailable: the client retries later
         node.metrics.error(e.code)
-        s.close(e.close_code, e.message[:120])
+        s.close(e.close_code, e.client_message[:120])
         s.end_catch_up(None)
         return
     hello = p.encode_hello(s.id, user, head, unread, node.limits)

@@ -57,10 +57,16 @@ class RoutingBackend:
                                         linger_s=settings.commit_linger_ms / 1000,
                                         max_pending=settings.commit_max_pending)
         # one cleaner at a time among all processes sharing the store (lease in the store)
+        # the cluster's routers share one cleaner (the lease); the embedded gateway is one
+        # process and cleans without one: restarted after a kill -9 it waited for the
+        # dead process's lease (3 × cleanup_interval_s), and expired events meanwhile
+        # still counted as unread, their ids as duplicates
+        solo = settings.directory_url.startswith("memory://")
         self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
                                batch=settings.cleanup_batch, on_deleted=metrics.cleaned.inc,
                                duty=settings.cleanup_duty,
-                               lease=self.store if isinstance(self.store, Leases) else None,
+                               lease=self.store if isinstance(self.store, Leases) and not solo
+                               else None,
                                lease_ttl_s=settings.cleanup_lease_ttl_s)
         try:
             self.directory = open_directory(settings.directory_url, settings.directory_prefix)

@@ -284,11 +284,17 @@ class Router(RoutingCore):
             log.exception("delivering a send committed after its store deadline failed",
                           report=report)
             return
-        self.metrics.sent("stored", len(appended))
+        stored = sum(1 for a in appended if not a.duplicate)
+        if not stored:  # a retry on another router, or an earlier commit, stored them
+            log.info("a send whose caller stopped waiting found its events stored already",
+                     report=report, duplicates=len(appended))
+            return
+        self.metrics.sent("stored", stored)
         self.metrics.delivered(result.sessions)
-        log.warning("a send committed after its store deadline (answered store_unavailable) "
-                    "was delivered and counted", report=report, events=len(appended),
-                    sessions=result.sessions)
+        log.warning("a send committed after its caller stopped waiting (the store deadline "
+                    "answered it store_unavailable, or its connection closed) was delivered "
+                    "and counted", report=report, events=stored,
+                    duplicates=len(appended) - stored, sessions=result.sessions)
 
     async def send(self, req: SendRequest, t0: float | None = None) -> SendResult:
         """Store (when user-addressed with ttl > 0), then deliver to live sessions.

@@ -33,19 +33,35 @@ class Filter:
     target: ClientRef
     find_any: bool = False
     exclude: tuple[ClientRef, ...] = field(default_factory=tuple)
+    # the exclusions as sets, one per combination of the dimensions they name (at most
+    # 15): a session is checked with a lookup per combination, not against every entry
+    # (a send with 20,000 entries to a workspace of 1,000 sessions held the hub's event
+    # loop 12 s); an exclusion that names no dimension excludes nothing
+    _excluded: tuple[tuple[tuple[int, ...], frozenset[tuple[str | None, ...]]], ...] = field(
+        init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[int, ...], set[tuple[str | None, ...]]] = {}
+        for x in self.exclude:
+            values = (x.workspace, x.account, x.device, x.application)
+            named = tuple(i for i, v in enumerate(values) if v is not None)
+            if named:
+                index.setdefault(named, set()).add(tuple(values[i] for i in named))
+        object.__setattr__(self, "_excluded",
+                           tuple((named, frozenset(keys)) for named, keys in index.items()))
 
     def matches(self, s: SessionInfo) -> bool:
         if not self.target.matches(s):
             return False
-        # an exclusion only applies when it names at least one dimension
-        return not any(_names_something(x) and x.matches(s) for x in self.exclude)
+        if self._excluded:
+            have = (s.workspace, s.user, s.device, s.application)
+            for named, keys in self._excluded:
+                if tuple([have[i] for i in named]) in keys:
+                    return False
+        return True
 
     def key(self) -> tuple[object, ...]:
         return (self.target, self.exclude)
-
-
-def _names_something(ref: ClientRef) -> bool:
-    return any(v is not None for v in (ref.workspace, ref.account, ref.device, ref.application))
 
 
 def select(sessions: Sequence[SessionInfo], flt: Filter, counter: int) -> list[SessionInfo]:

@@ -39,7 +39,7 @@ from pushgate.router.core import Router
 from pushgate.router.node import RouterNode
 from pushgate.router.requests import Limits, parse_send
 from pushgate.settings import Settings
-from pushgate.store.base import Report, StoreOverloaded
+from pushgate.store.base import NewEvent, Report, StoreOverloaded
 from tests.support.waiting import wait_for
 
 TIMEOUT = 10.0
@@ -452,3 +452,41 @@ async def test_a_full_write_queue_is_overloaded_not_a_store_failure(
         await core.send(users=["alice"], body=1)
     assert (refused.value.code, refused.value.retryable) == ("overloaded", True)
     assert "already waiting to be stored" in refused.value.message
+
+
+async def test_a_late_commit_that_found_its_events_stored_is_not_logged_as_delivered(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send answered ``store_unavailable`` at the store deadline whose batch then found
+    its events stored already (the client's retry went to another router, which stored
+    them): nothing new was committed, and the router said "committed … delivered and
+    counted" (events=3) in its log all the same."""
+    import dataclasses
+
+    from structlog.testing import capture_logs
+
+    router = core.storing
+    store = router.committer.store  # type: ignore[attr-defined]
+    real_append, gate = store.append, asyncio.Event()
+
+    async def slow_append(events: Any) -> Any:
+        await gate.wait()  # the commit that outlives its caller's deadline
+        return await real_append(events)
+
+    monkeypatch.setattr(store, "append", slow_append)
+    monkeypatch.setattr(router, "config", dataclasses.replace(router.config,
+                                                              store_deadline_s=0.2))
+    with capture_logs() as logs:
+        with pytest.raises(PushgateError) as late:
+            await core.send(users=["lena"], body=1, id="retry-me")
+        assert late.value.code == "store_unavailable"
+        # meanwhile the retry stored it elsewhere (another router: the store itself)
+        [stored] = await real_append([NewEvent("lena", b"1", 3600, "retry-me")])
+        assert not stored.duplicate
+        gate.set()
+        await wait_for(lambda: any("stopped waiting" in x["event"] for x in logs), 5,
+                       "the late commit's log line")
+    [line] = [x for x in logs if "stopped waiting" in x["event"]]
+    assert (line["log_level"], line["duplicates"]) == ("info", 1), line
+    assert line["event"] == "a send whose caller stopped waiting found its events stored " \
+                            "already"

@@ -67,8 +67,21 @@ async def close_of(srv: ServerProcess, token: str, **kw: object) -> tuple[int, s
         (lambda s: jwt.encode({"sub": "u"}, s.env["PUSHGATE_JWT_SECRET"], algorithm="HS256"),
          4100, "'exp'"),
         (lambda s: "", 4100, "missing"),
+        # a lone surrogate (a backend that cut a UTF-16 string): the session failed later,
+        # at each frame (internal) and its user's session list (500); in a cluster no hello
+        (lambda s: jwt.encode({"sub": "u", "dev": "\ud800", "exp": int(time.time()) + 60},
+                              s.env["PUSHGATE_JWT_SECRET"], algorithm="HS256"),
+         4100, "token claim dev is not valid Unicode (it holds a lone surrogate)"),
+        (lambda s: jwt.encode({"sub": "\ud800", "exp": int(time.time()) + 60},
+                              s.env["PUSHGATE_JWT_SECRET"], algorithm="HS256"),
+         4100, "token claim sub is not valid Unicode"),
+        # RFC 7519: a NumericDate is a number (PyJWT takes a string of digits)
+        (lambda s: jwt.encode({"sub": "u", "exp": str(int(time.time()) + 60)},
+                              s.env["PUSHGATE_JWT_SECRET"], algorithm="HS256"),
+         4100, "token claim 'exp' must be a number (NumericDate)"),
     ],
-    ids=["invalid", "expired", "alg-none", "wrong-key", "no-exp", "missing"],
+    ids=["invalid", "expired", "alg-none", "wrong-key", "no-exp", "missing", "surrogate-dev",
+         "surrogate-sub", "exp-string"],
 )
 async def test_bad_tokens_close_with_documented_code(srv: ServerProcess, stored: list[int],
                                                      make_token, code: int, words: str) -> None:
@@ -218,6 +231,29 @@ async def test_body_nesting_limit_is_a_400_that_says_so(srv: ServerProcess) -> N
         assert r.status_code == 400
         error = r.json()["error"]
         assert error["field"] == "body" and "nested deeper than 254" in error["message"]
+
+
+async def test_a_push_nested_too_deeply_is_a_400_naming_its_field(srv: ServerProcess,
+                                                                  stored: list[int]) -> None:
+    """``push.data`` 260 levels deep: a cluster's hub answered 500 ``internal`` (its
+    encoding for the router failed), the embedded gateway 200 and then no push; 253
+    levels, what a push block holds, are accepted."""
+    def nested(levels: int) -> object:
+        value: object = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    async with srv.http() as http:
+        r = await http.post("/v1/notifications", json={
+            "users": ["deep"], "body": 1, "push": {"title": "t", "data": {"k": nested(260)}}})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {
+            "code": "invalid_request", "retryable": False, "field": "push.data",
+            "message": "'push.data' is nested deeper than 253 levels"}
+        r = await http.post("/v1/notifications", json={
+            "users": ["deep"], "body": 1, "push": {"title": "t", "data": {"k": nested(252)}}})
+        assert r.status_code == 200, r.text
 
 
 async def test_an_empty_push_app_is_refused_with_the_rule_of_an_id(srv: ServerProcess) -> None:

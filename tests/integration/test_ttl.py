@@ -36,3 +36,37 @@ async def test_read_state_and_unread_across_cleanup(tmp_path: Path) -> None:
             assert r.json()["results"][0]["seq"] == 9
         async with ws_client(srv, "ivy") as ivy:
             assert (ivy.hello["head"], ivy.hello["unread"]) == (9, 3)
+
+
+async def test_expired_events_are_cleaned_at_once_after_a_kill_9(tmp_path: Path) -> None:
+    """The embedded gateway is one process: restarted after a ``kill -9`` it cleans at
+    its first round, not once the dead process's cleanup lease ran out (3 ×
+    cleanup_interval_s, 180 s by default): meanwhile expired events still counted as
+    unread and their ids as duplicates (a new send with one was not stored)."""
+    import signal
+
+    args = ("--cleanup-interval-s", "60", "--cleanup-lease-ttl-s", "600")
+    with running_server(tmp_path, *args) as srv:
+        async with srv.http() as http:
+            r = await http.post("/v1/notifications",
+                                json={"users": ["kit"], "body": 1, "ttl": 1, "id": "once"})
+            assert r.status_code == 200
+            await wait_for(lambda: _events(http, "kit"), 10, "the event expired",
+                           until=lambda events: events == [])  # (fetch skips it at once)
+        srv.stop(signal.SIGKILL)
+        srv.start()  # its first round runs at start
+        async with srv.http() as http:
+            st = await wait_for(lambda: _read_state(http, "kit"), 20, "the expired event cleaned",
+                                until=lambda st: st["live"] == 0)
+            assert (st["head"], st["unread"]) == (1, 0)
+            r = await http.post("/v1/notifications",
+                                json={"users": ["kit"], "body": 2, "id": "once"})
+            assert r.json()["results"][0] == {"user": "kit", "seq": 2, "sessions": 0}, r.text
+
+
+async def _events(http: object, user: str) -> list:
+    return (await http.get(f"/v1/users/{user}/events")).json()["events"]  # type: ignore[attr-defined]
+
+
+async def _read_state(http: object, user: str) -> dict:
+    return (await http.get(f"/v1/users/{user}/read-state")).json()  # type: ignore[attr-defined]

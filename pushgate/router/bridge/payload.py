@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from pushgate.errors import InvalidRequest
 from pushgate.models import (
     MAX_BADGE,
@@ -123,7 +125,29 @@ def parse_push(obj: Any) -> dict[str, Any]:
             or out.get("content_available")):
         raise InvalidRequest("'push' needs a title, a body, data or content_available",
                              field="push.title")
+    _check_depth(out)
     return out
+
+
+#: how deeply ``push.data``, ``push.apns``, … may nest arrays and objects: the block is
+#: encoded as one JSON value (the outbox, the HubLink) and orjson encodes 254 levels
+MAX_PUSH_FIELD_DEPTH = 253
+
+
+def _check_depth(push: dict[str, Any]) -> None:
+    """A push nested deeper than orjson encodes failed where it was encoded: a 500 in a
+    cluster's hub, a push lost in the embedded outbox."""
+    try:
+        orjson.dumps(push)
+    except TypeError:  # (the input came from JSON: only its depth can fail here)
+        for name in OBJ_FIELDS:
+            try:
+                orjson.dumps({name: push.get(name)})
+            except TypeError:
+                raise InvalidRequest(f"'push.{name}' is nested deeper than "
+                                     f"{MAX_PUSH_FIELD_DEPTH} levels",
+                                     field=f"push.{name}") from None
+        raise  # pragma: no cover (only the objects nest)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
