@@ -185,16 +185,17 @@ class GuardedHttp(SendConnection, asyncio.Protocol):
         ip = peer_ip(transport)
         refusal = self.limits.admit(ip)
         if refusal is not None:
-            self.state = DONE
             self.node.metrics.error(refusal)
             message = (f"too many open connections from this address (at most "
                        f"{self.limits.max_connections}); retry later"
                        if refusal == "too_many_connections" else
                        f"too many new connections from this address (at most "
                        f"{self.limits.connect_rate:g} per second); retry later")
-            transport.write(raw_reply(429, error_body(refusal, message, retryable=True),
-                                      self.limits.retry_after(refusal)))
-            transport.close()
+            # half-close and linger as after any error reply: closed at once, a request
+            # that had arrived unread turned the close into a reset, and the client lost
+            # the 429 (a send looked "maybe stored")
+            self._end(raw_reply(429, error_body(refusal, message, retryable=True),
+                                self.limits.retry_after(refusal)), message)
             return
         if not self.limits.exempt(ip):
             self.counted = ip

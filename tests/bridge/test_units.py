@@ -45,6 +45,22 @@ def test_apns_mapping_background_push_and_overrides() -> None:
                     "pushgate": {"seq": 42}}
 
 
+@pytest.mark.parametrize(("push", "kind", "aps"), [
+    ({"badge": 3, "data": {"k": 1}}, "alert", {"badge": 3}),
+    ({"sound": "default", "data": {"k": 1}}, "alert", {"sound": "default"}),
+    ({"subtitle": "s", "data": {"k": 1}}, "alert", {"alert": {"subtitle": "s"}}),
+    ({"data": {"k": 1}}, "background", {"content-available": 1}),
+])
+def test_apns_a_badge_or_sound_is_an_alert_push_and_data_alone_a_background_one(
+        push: dict, kind: str, aps: dict) -> None:
+    """Apple: the alert type is for what the user notices (alert, badge, sound) and a
+    background push carries content-available. A badge or sound alone went out as a
+    background push (priority 5), data alone as one without content-available."""
+    headers, body = payload.apns_request(payload.parse_push(push), 7, "com.x", now=1000.0)
+    assert (headers["apns-push-type"], headers["apns-priority"], body["aps"]) == (
+        kind, "10" if kind == "alert" else "5", aps)
+
+
 def test_apns_header_overrides_go_out_as_lowercase_http2_fields() -> None:
     """``push.apns.headers`` names are case-insensitive (HTTP/2 sends them lowercase:
     an uppercase one would have the stream reset) and an integer value is its digits."""

@@ -392,6 +392,30 @@ async def test_connect_rate_per_ip_is_429_rate_limited(limited: ServerProcess) -
     assert await healthz_time(limited, "127.0.0.6") < 1  # others are not limited
 
 
+async def test_a_send_refused_at_connect_reads_its_429_not_a_reset(
+        limited: ServerProcess) -> None:
+    """http-api.md: a refusal comes with its body and Retry-After. A POST over
+    connect_rate_per_ip whose body had arrived when the 429 was written was answered by a
+    reset (the socket closed with the request unread): clients saw a connection error, a
+    "may or may not be stored" for a send that was not."""
+    body = orjson.dumps({"users": ["rate"], "body": "x" * 2000})
+    request = (b"POST /v1/notifications HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+               b"\r\nAuthorization: Bearer " + limited.api_key.encode() +
+               b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    # 20 at once: over the 5 open connections and the burst of 10 new ones
+    conns = [await open_conn(limited, "127.0.0.9") for _ in range(20)]
+    for _, writer in conns:
+        writer.write(request)  # at once, before the gateway's answer
+    statuses = []
+    for reader, writer in conns:
+        status, _headers, reply = await read_reply(reader)
+        statuses.append(status)
+        if status == 429:
+            assert error_of(reply)["code"] in ("rate_limited", "too_many_connections")
+        writer.close()
+    assert statuses.count(200) == 5 and statuses.count(429) == 15, statuses
+
+
 async def test_open_connection_rate_per_client_is_429_rate_limited(
         limited: ServerProcess) -> None:
     def client(source: str) -> httpx.AsyncClient:

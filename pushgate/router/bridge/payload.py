@@ -158,7 +158,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_alert(push: dict[str, Any]) -> bool:
-    return bool(push.get("title") or push.get("body"))
+    """An APNs ``alert`` push: it shows something to the user (an alert, a badge or a
+    sound, as Apple defines the type); otherwise a ``background`` one."""
+    return bool(push.get("title") or push.get("body") or push.get("subtitle")
+                or "badge" in push or push.get("sound"))
 
 
 def collapse_id(push: dict[str, Any], seq: int) -> str:
@@ -177,12 +180,14 @@ def apns_request(push: dict[str, Any], seq: int, topic: str, now: float) -> tupl
                      ("thread_id", "thread-id")):
         if src in push:
             aps[dst] = push[src]
-    if push.get("content_available"):
+    alert_type = is_alert(push)
+    # a background push is one with content-available (Apple's rule): a data-only push
+    # went out without it, which the device does not hand to the app
+    if push.get("content_available") or not alert_type:
         aps["content-available"] = 1
     if push.get("mutable_content"):
         aps["mutable-content"] = 1
     payload: dict[str, Any] = {"aps": aps, **push.get("data", {}), "pushgate": {"seq": seq}}
-    alert_type = is_alert(push)
     high = push.get("priority", "high") == "high" and alert_type
     headers = {
         "apns-topic": topic,
