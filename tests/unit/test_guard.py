@@ -258,7 +258,8 @@ class Guard:
                                    max_request_bytes=1 << 20)
         self.errors: list[str] = []
         self.limits = ConnectionLimits(limits.get("max_connections", 0),
-                                       limits.get("connect_rate", 0), 0)
+                                       limits.get("connect_rate", 0), 0,
+                                       trusted=limits.get("trusted", ()))
         node = SimpleNamespace(settings=settings, conn_limits=self.limits,
                                metrics=SimpleNamespace(error=self.errors.append))
         self.cls: Any = guarded_http(node, ws)  # type: ignore[arg-type]
@@ -304,6 +305,26 @@ async def test_a_head_of_max_header_bytes_is_served_one_byte_more_is_431() -> No
     assert guard.errors == ["header_too_large"]
     protocol.data_received(b"more of the head")  # dropped
     assert protocol.eof_received() is None  # the client closed: the transport closes
+
+
+async def test_a_trusted_proxys_own_headers_do_not_count_against_the_head_limit() -> None:
+    """Behind nginx a client's head of 16,332 bytes, within max_header_bytes, was a 431:
+    the proxy adds X-Forwarded-For and the like. From a trusted proxy the head may be
+    PROXY_HEAD_BYTES longer; from anyone else not."""
+    from pushgate.hub.guard import PROXY_HEAD_BYTES
+
+    guard = Guard(max_head=1024, trusted=["10.0.0.0/8"])
+    for peer, served in (("10.1.2.3", True), ("192.0.2.1", False)):
+        protocol, transport = guard.connect(peer)
+        protocol.data_received(head(1024 + PROXY_HEAD_BYTES, b"/p"))
+        await settle()
+        assert [s for s, _ in transport.replies()] == ([200] if served else [431]), peer
+    protocol, transport = guard.connect("10.1.2.3")
+    protocol.data_received(head(1024 + PROXY_HEAD_BYTES + 1, b"/p"))
+    await settle()
+    [(status, body)] = transport.replies()
+    assert status == 431 and orjson.loads(body)["error"]["message"] == \
+        "the request head is over 1024 bytes (max_header_bytes)"
 
 
 @pytest.mark.parametrize("step", [1, 7, 100, 1000])
