@@ -59,7 +59,7 @@ class RoutingBackend:
         # one cleaner at a time among all processes sharing the store (lease in the store)
         # the cluster's routers share one cleaner (the lease); the embedded gateway is one
         # process and cleans without one: restarted after a kill -9 it waited for the
-        # dead process's lease (3 × cleanup_interval_s), and expired events meanwhile
+        # dead process's lease (3 x cleanup_interval_s), and expired events meanwhile
         # still counted as unread, their ids as duplicates
         solo = settings.directory_url.startswith("memory://")
         self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,

@@ -313,6 +313,7 @@ class Router(RoutingCore):
         now = time.time()
         result = SendResult(report=report)
         reports = self.reports
+        expired_ack = False  # an ack send's retry whose event expired meanwhile
         if req.stored:
             # a memory directory answers at once: look the sessions up before storing too,
             # so that the event rows are written with their DELIVERED mark (the flush
@@ -338,7 +339,9 @@ class Router(RoutingCore):
                 for r, a in zip(result.results, appended, strict=True):
                     if a.duplicate:
                         again = await self._stored_frame(a.user, a.seq)
-                        if again is not None:
+                        if again is None:  # expired (its id still known until the cleanup)
+                            expired_ack = True
+                        else:
                             r.sessions = self._deliver(live.get(a.user, ()), again, a.seq, t0,
                                                        req.device, True)
                             result.sessions += r.sessions
@@ -366,7 +369,7 @@ class Router(RoutingCore):
             self.metrics.sent("transient", len(req.users))
         self.metrics.delivered(result.sessions)
         if waiter is not None:
-            await self._wait_ack(req, waiter, result)
+            await self._wait_ack(req, waiter, result, expired_ack)
         return result
 
     async def sessions_of(self, users: Sequence[str]) -> dict[str, list[SessionInfo]]:
@@ -423,9 +426,19 @@ class Router(RoutingCore):
                         "stored (retry with the same 'id')", field="ack"))
 
     async def _wait_ack(self, req: SendRequest, waiter: tuple[tuple[str, int], _AckWaiter],
-                        result: SendResult) -> None:
+                        result: SendResult, expired: bool = False) -> None:
+        """Wait for the ack of the send's event; ``expired``: the event of a retry is gone
+        (its ttl passed): answered at once, nobody can ack it any more (the retry waited
+        its whole ack timeout, then said the event "stays stored")."""
         key, w = waiter
         try:
+            if expired:
+                seq = result.results[0].seq
+                err = AckTimeout(f"seq {seq} of user {req.users[0]!r} expired before a client "
+                                 "acked it and is stored no more (a send with a new 'id' "
+                                 "stores it again)", field="ack")
+                err.extra.update(result.to_dict())
+                raise err
             try:
                 session_id = await asyncio.wait_for(w.future, req.ack_timeout_ms / 1000)
             except ShuttingDown as e:

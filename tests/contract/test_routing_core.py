@@ -396,6 +396,26 @@ async def test_a_retried_ack_send_handed_to_a_live_session_counts_as_delivered(
     assert (user.delivered, user.acked) == (True, True)
 
 
+async def test_a_retried_ack_send_whose_event_expired_is_answered_at_once(
+        core: Core) -> None:
+    """A retry (same id) after the event's ttl passed, before the cleanup: it pushed
+    nothing, waited out its whole ack timeout, then said the event "stays stored"."""
+    with pytest.raises(AckTimeout):
+        await core.send(users=["ilse"], body={"call": 1}, id="call-x", ack=True, ttl=1)
+    await wait_for(lambda: core.router.fetch("ilse", 0, 10), 10, "the event expired",
+                   until=lambda got: got[0] == [])
+    client = await core.connect("ilse")
+    with pytest.raises(AckTimeout) as gone:  # at once, not after 5 s
+        await asyncio.wait_for(core.send(users=["ilse"], body={"call": 1}, id="call-x",
+                                         ack=True, ttl=1, ack_timeout_ms=5000), 3)
+    assert gone.value.message == ("seq 1 of user 'ilse' expired before a client acked it "
+                                  "and is stored no more (a send with a new 'id' stores it "
+                                  "again)")
+    assert gone.value.extra["results"] == [
+        {"user": "ilse", "seq": 1, "sessions": 0, "duplicate": True}]
+    assert client.frames.empty()  # nothing pushed
+
+
 async def test_devices_register_list_and_remove(core: Core) -> None:
     d = await core.router.register_device("hank", "chat", "apns", "tok-1")
     assert (d.user, d.app, d.platform, d.token) == ("hank", "chat", "apns", "tok-1")

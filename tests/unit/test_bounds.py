@@ -99,7 +99,7 @@ def test_existing_messages_are_unchanged() -> None:
     assert refused('{"type":"fetch","after":-1}').message == "'after' must be >= 0"
     assert refused('{"type":"read","seqs":[0]}').message == "'seqs' must hold integers >= 1"
     for not_an_integer in ("1.0", "true", '"3"'):  # (protocol.md: not integers, said so)
-        assert refused('{"type":"read","seqs":[%s]}' % not_an_integer).message == \
+        assert refused('{"type":"read","seqs":[' + not_an_integer + ']}').message == \
             "'seqs' must hold integers"
     assert refused('{"type":"read","ranges":[[0,1]]}').message == \
         "each of 'ranges' must be [first, last] with integers >= 1"
