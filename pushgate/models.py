@@ -60,7 +60,6 @@ _NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"  # C0, DEL and C1
 _ID_TEXT = "1..255 characters, no control characters."
 
 
-
 def _not_blank(value: str) -> str:
     """All spaces is a typo, never an id (as ``auth.check_id`` says of the sends' ids): a
     token minted for one was refused at connect with 4100, which clients do not retry."""

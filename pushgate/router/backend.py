@@ -56,9 +56,8 @@ class RoutingBackend:
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
                                         linger_s=settings.commit_linger_ms / 1000,
                                         max_pending=settings.commit_max_pending)
-        # one cleaner at a time among all processes sharing the store (lease in the store)
-        # the cluster's routers share one cleaner (the lease); the embedded gateway is one
-        # process and cleans without one: restarted after a kill -9 it waited for the
+        # one cleaner at a time among the cluster's routers (a lease in the store); the
+        # embedded gateway (a memory directory: one process) cleans without one: restarted after a kill -9 it waited for the
         # dead process's lease (3 x cleanup_interval_s), and expired events meanwhile
         # still counted as unread, their ids as duplicates
         solo = settings.directory_url.startswith("memory://")

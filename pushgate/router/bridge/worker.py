@@ -316,26 +316,12 @@ class Worker:
         if asked is None:  # it stopped answering: not asked meanwhile
             self.metrics.failed.labels(platform, UNAVAILABLE).inc()
             return Result(Outcome.RETRY, UNAVAILABLE, 0, breaker.closed_in(self.clock()))
-        slots = self._slots[platform]
-        if slots.free <= 0 or slots.waiters:
-            await slots.acquire()
-        else:
-            slots.free -= 1
         try:
-            t0 = time.perf_counter()
-            try:
-                result = await provider.send(device.token, push, seq)
-            finally:
-                if asked == "probe":  # (a cancelled one too: the next push finds out)
-                    breaker.probing = False
-            breaker.record(result.outcome is Outcome.RETRY and result.status == 0,
-                           self.clock())
-            latency = self._latency.get(platform)
-            if latency is None:  # labelled once per platform, not per push
-                latency = self._latency[platform] = self.metrics.latency.labels(platform)
-            latency.observe(time.perf_counter() - t0)
+            result = await self._ask(provider, device, push, seq)
         finally:
-            slots.release()
+            if asked == "probe":  # (a cancelled one too: the next push finds out)
+                breaker.probing = False
+        breaker.record(result.outcome is Outcome.RETRY and result.status == 0, self.clock())
         if result.outcome is Outcome.OK:
             sent = self._sent.get(platform)
             if sent is None:
@@ -343,6 +329,26 @@ class Worker:
             sent.inc()
         else:
             self.metrics.failed.labels(device.platform, result.reason).inc()
+        return result
+
+    async def _ask(self, provider: Provider, device: Device, push: dict[str, Any],
+                   seq: int) -> Result:
+        """One request to the provider, within its ``concurrency`` slots."""
+        platform = device.platform
+        slots = self._slots[platform]
+        if slots.free <= 0 or slots.waiters:
+            await slots.acquire()
+        else:
+            slots.free -= 1
+        try:
+            t0 = time.perf_counter()
+            result = await provider.send(device.token, push, seq)
+            latency = self._latency.get(platform)
+            if latency is None:  # labelled once per platform, not per push
+                latency = self._latency[platform] = self.metrics.latency.labels(platform)
+            latency.observe(time.perf_counter() - t0)
+        finally:
+            slots.release()
         return result
 
 
