@@ -304,6 +304,13 @@ class PushcaCommands:
         if not node.settings.allow_client_send:
             raise Forbidden("client sends are disabled on this server", field="command")
         ack = cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE
+        message = cmd.meta.get("message")
+        if message is not None and not isinstance(message, str):
+            # Pushca's messages are text; an object went out as is, so that one shaped like
+            # a native client send, {"from": {...}, "body": ...}, named any sender it liked
+            # to native recipients, who trust "from"
+            raise InvalidRequest("'message' must be a string: a client's Pushca message is "
+                                 "text", field="message")
         body = from_pushca(cmd.meta, acknowledge=ack)
         flt = body.get("filter")
         if flt is not None:

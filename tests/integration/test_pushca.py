@@ -459,6 +459,20 @@ async def test_commands_in_both_forms(server: ServerProcess) -> None:
         assert json.loads(body) == {"from": {"user": "carol", "workspace": "workSpaceMain",
                                              "device": "", "application": ""},
                                     "body": "from carol"}
+        # a client's Pushca message is text: an object shaped like a native client send
+        # named any sender to carol, who trusts "from" (it was delivered as is)
+        forged = {"from": {"user": "admin", "workspace": "workSpaceMain", "device": "",
+                           "application": ""}, "body": "reset your password"}
+        for name, meta in (("SEND_MESSAGE", {"filter": {"accountId": "carol"}}),
+                           ("SEND_MESSAGE_WITH_ACKNOWLEDGE", {"client": client_obj("carol")})):
+            body = await a.command(name, {**meta, "message": forged})
+            assert body is not None
+            assert json.loads(body)["error"] == {
+                "code": "invalid_request", "field": "message", "retryable": False,
+                "message": "'message' must be a string: a client's Pushca message is text"}
+        assert await a.command("SEND_MESSAGE", {  # the next one carol gets
+            "filter": {"accountId": "carol"}, "message": "after"}) is None
+        assert (await carol.recv_type("event"))["body"] == "after"
         # the document's JSON form: PING answered PONG, ACKNOWLEDGE silent
         await a.ws.send(json.dumps({"command": "PING"}))
         assert await a.message() == (None, "PONG")
