@@ -526,3 +526,66 @@ async def test_the_watchdog_gives_up_three_ping_intervals_after_the_last_frame()
             assert client.last_close is not None and client.last_close.reason == "watchdog"
     # 3 x 0.6 s; a tick late it was 2.3 s at least (4 ticks less the round trip)
     assert 1.8 - 0.05 <= silent < 1.8 + 0.4, silent
+
+
+def _hello(head: int = 0) -> str:
+    return json.dumps({"type": "hello", "session": "s", "user": "u", "head": head,
+                       "unread": 0, "v": 1, "limits": {"idle_timeout_s": 60}})
+
+
+async def test_frames_that_came_before_the_close_are_all_handled() -> None:
+    """protocol.md: a 4000 or 4102 close follows its queued frames. Once the close had
+    arrived, the ack of an event read before it failed, and the frames still to be read
+    were dropped: transient events lost for good (1 run in 8 had them all), the
+    ``kicked`` frame too (Kicked without its reason and its successor)."""
+    from websockets.asyncio.server import serve
+
+    async def gateway(ws: Any) -> None:
+        frames = [_hello()]
+        for seq in range(1, 4):  # stored events, each acked, and transient ones between
+            frames += [json.dumps({"type": "event", "seq": seq, "id": None, "body": seq,
+                                   "ts": 0.0}),
+                       json.dumps({"type": "event", "seq": None, "id": None,
+                                   "body": f"t{seq}", "ts": 0.0})]
+        frames.append(json.dumps({"type": "kicked", "reason": "quota", "by": "newer"}))
+        for frame in frames:
+            await ws.send(frame)
+        await ws.close(4102, "kicked")
+
+    async with serve(gateway, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = Client(f"http://127.0.0.1:{port}", token="a.b.c", after=0)
+        got = []
+        with pytest.raises(Kicked) as info:
+            async with asyncio.timeout(10):
+                async for event in client:
+                    got.append(event.body)
+    assert got == [1, "t1", 2, "t2", 3, "t3"]
+    assert (info.value.code, info.value.kicked_reason, info.value.by) == (4102, "quota", "newer")
+
+
+async def test_a_first_frame_that_is_not_a_hello_is_a_reconnect_not_a_silent_stop() -> None:
+    """A proxy's HTML error page as the first frame raised out of the connection's task:
+    the client stopped with no error and no reconnect. It is a protocol close (1002),
+    then a reconnect, like any other broken link."""
+    from websockets.asyncio.server import serve
+
+    attempts = 0
+
+    async def gateway(ws: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await ws.send("<html>502 Bad Gateway</html>")
+            await ws.wait_closed()
+            return
+        await ws.send(_hello())
+        await ws.wait_closed()
+
+    async with serve(gateway, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = Client(f"http://127.0.0.1:{port}", token="a.b.c", backoff_base=0.05,
+                        backoff_cap=0.1)
+        async with client:
+            await client.wait_connected(10)
+            assert attempts == 2 and client.connects == 1

@@ -85,6 +85,16 @@ def ws_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+async def _send_quietly(ws: ClientConnection, data: str) -> None:
+    """Send an ack or a fetch while handling a received frame. Once the server's close
+    has arrived, ``websockets`` refuses to send while frames sent before the close are
+    still to be read: the refusal ended the connection's loop there, and those frames
+    (transient events, the ``kicked`` before a 4102) were lost. The close ends the loop
+    once they are read."""
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(data)
+
+
 def should_reconnect(code: int) -> bool:
     """The close-code rule of docs/protocol.md (4101 is handled before this)."""
     if 4000 <= code <= 4099:
@@ -562,18 +572,22 @@ class Client:
         self._kicked = None
         try:
             try:
-                hello = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
+                first = await asyncio.wait_for(ws.recv(), self.connect_timeout)
             except TimeoutError:
                 self._cause = "timeout"
                 ws.transport.abort()
                 await ws.wait_closed()
                 return self._close_info(ws)
+            try:  # (a proxy's HTML page, a binary frame: not a hello; it was an exception
+                hello = json.loads(first)  # that stopped the client without a word)
+            except ValueError:
+                hello = None
             if not isinstance(hello, dict) or hello.get("type") != "hello":
                 self._cause = "protocol"
                 await ws.close(1002, "expected hello")
                 return self._close_info(ws)
             self._on_hello(Hello.from_dict(hello))
-            await ws.send(json.dumps({"type": "ping", "rid": _SYNC}))
+            await _send_quietly(ws, json.dumps({"type": "ping", "rid": _SYNC}))
             self._last_rx = time.monotonic()
             self._spawn(self._keepalive(ws))
             if self._provider is not None and self.refresh_margin is not None:
@@ -589,7 +603,7 @@ class Client:
                     continue
                 try:
                     await self._on_frame(ws, frame)
-                except (KeyError, ValueError, TypeError) as e:
+                except (KeyError, ValueError, TypeError, AttributeError) as e:
                     log.warning("ignoring a malformed %r frame: %r", frame.get("type"), e)
                 if self._inbox is not None:
                     self._buffer.advance(self._inbox.last_seq)
@@ -714,7 +728,7 @@ class Client:
                 await self._emit(event)
                 return
             if self.auto_ack:
-                await ws.send(json.dumps({"type": "ack", "seq": event.seq}))
+                await _send_quietly(ws, json.dumps({"type": "ack", "seq": event.seq}))
             for e in inbox.add(event):
                 await self._emit(e)
             await self._maybe_fetch(ws)
@@ -724,7 +738,7 @@ class Client:
                 # a large event this client already has, announced again: the retry of a
                 # send-with-ack (its sender waits for the ack of that seq); a duplicate is
                 # acked like an inline one, there is nothing to fetch
-                await ws.send(json.dumps({"type": "ack", "seq": head}))
+                await _send_quietly(ws, json.dumps({"type": "ack", "seq": head}))
             inbox.on_head(head)
             await self._maybe_fetch(ws)
         elif kind == "pong" and f.get("rid") == _SYNC:
@@ -736,7 +750,7 @@ class Client:
             if self.auto_ack:
                 for e in events:
                     if e.seq is not None and inbox.is_new(e.seq):
-                        await ws.send(json.dumps({"type": "ack", "seq": e.seq}))
+                        await _send_quietly(ws, json.dumps({"type": "ack", "seq": e.seq}))
             for e in inbox.on_fetch_reply(events, int(f.get("head") or 0), bool(f.get("more"))):
                 await self._emit(e)
             await self._maybe_fetch(ws)
@@ -782,7 +796,7 @@ class Client:
         if inbox.stalls:
             self._spawn(self._send_later(ws, frame, min(2.0, 0.1 * 2 ** inbox.stalls)))
         else:
-            await ws.send(frame)
+            await _send_quietly(ws, frame)
 
     async def _send_later(self, ws: ClientConnection, frame: str, delay: float) -> None:
         await asyncio.sleep(delay)
