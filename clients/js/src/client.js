@@ -479,7 +479,6 @@ export class PushgateClient {
       this.attemptedAt = now();
       const conn = this._open(token);
       const info = await conn.done;
-      this.lastClose = info;
       if (this._closing) break;
       if (conn.helloAt && now() - conn.helloAt >= this.stableAfterMs) this.backoff.reset();
       this._emit('disconnected', info);
@@ -583,9 +582,13 @@ export class PushgateClient {
     if (this._conn === conn) this._conn = null;
     this._inbox?.onDisconnect();
     this._failPending(new ConnectionLostError('connection closed'));
-    if (!this.closed) this._setState(State.DISCONNECTED);
     const dead = cause === 'watchdog' || cause === 'timeout' || cause === 'error';
-    conn.resolve({ code: dead ? 1006 : code, reason: reason || cause || '', byClient: !!cause });
+    const info = { code: dead ? 1006 : code, reason: reason || cause || '', byClient: !!cause };
+    // before the state listeners run, as in the Python SDK: they read why it ended
+    // (they saw the previous connection's close, or null)
+    this.lastClose = info;
+    if (!this.closed) this._setState(State.DISCONNECTED);
+    conn.resolve(info);
   }
 
   /** @param {any} conn @param {string} text */

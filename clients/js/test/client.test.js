@@ -338,6 +338,20 @@ test('a provider of tokens refused as expired is asked with backoff, not in a lo
   await client.close();
 });
 
+test('lastClose is set before the state listeners hear of the disconnect', { timeout: 10000 }, async (t) => {
+  // as in the Python SDK (clients.md): a 'state' listener read the previous connection's
+  // close, or null at the first one
+  const gw = new FakeGateway();
+  gw.refuse = 4003;
+  const client = closing(t, new PushgateClient({ url: 'http://gw', token: 'static',
+    WebSocket: gw.WebSocket, backoff: { base: 5000, cap: 5000 } }));
+  const seen = [];
+  client.on('state', (s) => { if (s === 'disconnected') seen.push(client.lastClose?.code ?? null); });
+  client.start();
+  await until(() => seen.length >= 1, 'the first disconnect');
+  assert.deepEqual(seen, [4003]);
+});
+
 test('refreshAt: uniform from 1.5 x margin to margin before exp, never before half the life', () => {
   const s = 1000;
   assert.equal(refreshAt(0, 10 * s, 30 * s), 5 * s);
