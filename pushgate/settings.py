@@ -194,8 +194,8 @@ class Settings(BaseSettings):
         "(after a batch of t s the cleaner pauses t*(1-duty)/duty): keeps sends fast while a "
         "large backlog expires; 1 = no pause.")
     cleanup_lease_ttl_s: float | None = Field(
-        None, gt=0, description="Lease that lets one router of those sharing a store clean at "
-        "a time (the embedded gateway cleans without one); a dead holder is replaced after "
+        None, gt=0, description="Lease that lets one gateway/router of those sharing a MySQL "
+        "store clean at a time (on SQLite there is none); a dead holder is replaced after "
         "it. Default: max(30, 3 x cleanup_interval_s).")
     commit_max_batch: int = Field(1000, ge=1, description="Events per group commit.")
     commit_linger_ms: float = Field(

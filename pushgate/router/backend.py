@@ -56,11 +56,12 @@ class RoutingBackend:
         self.committer = GroupCommitter(self.store, max_batch=settings.commit_max_batch,
                                         linger_s=settings.commit_linger_ms / 1000,
                                         max_pending=settings.commit_max_pending)
-        # one cleaner at a time among the cluster's routers (a lease in the store); the
-        # embedded gateway (a memory directory: one process) cleans without one: restarted after a kill -9 it waited for the
-        # dead process's lease (3 x cleanup_interval_s), and expired events meanwhile
-        # still counted as unread, their ids as duplicates
-        solo = settings.directory_url.startswith("memory://")
+        # one cleaner at a time among the processes sharing a MySQL store (a lease in the
+        # store); a SQLite file is one host's, one gateway's, and is cleaned without one:
+        # restarted after a kill -9 the gateway waited for the dead process's lease (3 x
+        # cleanup_interval_s), and expired events meanwhile still counted as unread, their
+        # ids as duplicates
+        solo = self.store_url.startswith("sqlite")
         self.cleaner = Cleaner(self.store, interval_s=settings.cleanup_interval_s,
                                batch=settings.cleanup_batch, on_deleted=metrics.cleaned.inc,
                                duty=settings.cleanup_duty,

@@ -39,7 +39,7 @@ async def test_read_state_and_unread_across_cleanup(tmp_path: Path) -> None:
 
 
 async def test_expired_events_are_cleaned_at_once_after_a_kill_9(tmp_path: Path) -> None:
-    """The embedded gateway is one process: restarted after a ``kill -9`` it cleans at
+    """A gateway on SQLite cleans without a lease: restarted after a ``kill -9`` it cleans at
     its first round, not once the dead process's cleanup lease ran out (3 x
     cleanup_interval_s, 180 s by default): meanwhile expired events still counted as
     unread and their ids as duplicates (a new send with one was not stored)."""
