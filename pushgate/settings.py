@@ -168,6 +168,10 @@ class Settings(BaseSettings):
         "(clients send 'ping' frames; dead TCP links are found by ws pings sooner).")
     allow_client_send: bool = Field(
         True, description="Let clients send to other users through their websocket.")
+    client_send_rate_per_user: float = Field(
+        0.0, ge=0, description="Sends per second one user's websocket sessions may make on a "
+        "hub (native and Pushca), with a burst of twice that; over it a send is answered "
+        "rate_limited (retryable) and not sent. 0 = no limit.")
     ack_timeout_ms: int = Field(5000, gt=0, le=60000, description="Wait for a client ack in send-with-ack.")
     fetch_max_limit: int = Field(1000, ge=1, description="Largest 'limit' of a fetch.")
     fetch_max_bytes: int = Field(

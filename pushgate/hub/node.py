@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -35,6 +36,7 @@ from pushgate.errors import (
     InvalidRequest,
     NotConfigured,
     PushgateError,
+    RateLimited,
     StartupError,
 )
 from pushgate.hub.gaps import GapFiller
@@ -48,6 +50,7 @@ from pushgate.hub.wheel import TimerWheel
 from pushgate.logs import get_logger
 from pushgate.metrics import GatewayMetrics
 from pushgate.protocol import MAX_CLIENT_ID_LEN, client_key
+from pushgate.ratelimit import Buckets
 from pushgate.router.backend import RoutingBackend
 from pushgate.router.base import RoutingCore, SendResult
 from pushgate.router.requests import Limits, parse_send
@@ -95,6 +98,8 @@ class HubNode:
             self.routers.on_relink = self._catch_up_sessions
         self.send_limits = Limits.of(settings)
         self.conn_limits = ConnectionLimits.of(settings)  # per client IP, hub.limits
+        rate = settings.client_send_rate_per_user  # per sending user (client_send_allowed)
+        self.client_sends = Buckets(rate, 2 * rate)
         self.public_open = PublicOpen.of(settings)  # the keyless Pushca /open-connection
         self.limits = {
             "max_frame_bytes": settings.max_frame_bytes,
@@ -231,11 +236,23 @@ class HubNode:
         return {"url": f"{self.ws_base(request)}/v1/ws?token={raw}", "token": raw,
                 "expires_at": token.expires_at}
 
+    def client_send_allowed(self, sender: Identity, field: str) -> None:
+        """Raise unless ``sender`` may send now: ``allow_client_send`` (403) and its
+        ``client_send_rate_per_user`` (429 ``rate_limited``: one client could otherwise
+        broadcast thousands of sends a second to its whole workspace)."""
+        if not self.settings.allow_client_send:
+            raise Forbidden("client sends are disabled on this server", field=field)
+        wait = self.client_sends.take(sender.user, time.monotonic())
+        if wait > 0:
+            rate = self.settings.client_send_rate_per_user
+            raise RateLimited(f"more than {rate:g} sends per second from this user "
+                              f"(client_send_rate_per_user); retry in {wait:.1f} s",
+                              field=field)
+
     async def client_send(self, sender: Identity, body: dict[str, Any]) -> SendResult:
         """A send from a client's websocket: the body is wrapped with the sender's identity
         (so recipients know who sent it) and filters stay inside the sender's workspace."""
-        if not self.settings.allow_client_send:
-            raise Forbidden("client sends are disabled on this server", field="type")
+        self.client_send_allowed(sender, "type")
         if "body" not in body:
             raise InvalidRequest("'body' is required", field="body")
         push = body.get("push")

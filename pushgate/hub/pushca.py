@@ -31,7 +31,7 @@ from typing import Any
 from pushgate import protocol as p
 from pushgate import pushca_protocol as pp
 from pushgate.auth import Identity
-from pushgate.errors import CloseCode, Forbidden, Internal, InvalidRequest, PushgateError
+from pushgate.errors import CloseCode, Internal, InvalidRequest, PushgateError
 from pushgate.hub.node import HubNode, client_send_key
 from pushgate.hub.session import GapSource, Observe, Outlet, Session, State
 from pushgate.logs import get_logger
@@ -301,8 +301,7 @@ class PushcaCommands:
 
     async def _send(self, cmd: pp.Command) -> None:
         node, sender = self.node, self.session.identity
-        if not node.settings.allow_client_send:
-            raise Forbidden("client sends are disabled on this server", field="command")
+        node.client_send_allowed(sender, "command")
         ack = cmd.name == pp.SEND_MESSAGE_WITH_ACKNOWLEDGE
         message = cmd.meta.get("message")
         if message is not None and not isinstance(message, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -389,3 +390,34 @@ async def test_a_database_file_deleted_under_the_gateway_gets_503_not_a_200_it_w
                 assert "was deleted while the store had it open" in \
                     r.json()["error"]["message"], r.text
         assert "refusing writes" in srv.log_text()
+
+
+async def test_client_sends_over_the_users_rate_are_refused_and_others_go_on(
+        tmp_path: Path) -> None:
+    """configuration.md, ``client_send_rate_per_user``: a user's sends over the rate (a
+    burst of twice it) are answered ``rate_limited`` (retryable, nothing sent), on the
+    native and the Pushca path alike; another user's sends are not held."""
+    from tests.support.pushca import client_obj, pushca_client
+
+    with running_server(tmp_path, PUSHGATE_CLIENT_SEND_RATE_PER_USER="2") as srv:
+        async with ws_client(srv, "rapid") as rapid, ws_client(srv, "calm") as calm, \
+                ws_client(srv, "dest") as dest:
+            answers = [await rapid.request({"type": "send", "users": ["dest"], "body": i})
+                       for i in range(5)]  # a burst of 4 within the first second
+            assert [a["type"] for a in answers[:4]] == ["reply"] * 4, answers
+            refused = answers[4]
+            assert (refused["type"], refused["code"], refused["field"], refused["retryable"]) \
+                == ("error", "rate_limited", "type", True), refused
+            assert "client_send_rate_per_user" in refused["message"]
+            got = [(await dest.recv_type("event"))["body"]["body"] for _ in range(4)]
+            assert got == [0, 1, 2, 3]
+            reply = await calm.request({"type": "send", "users": ["dest"], "body": "calm"})
+            assert reply["type"] == "reply"
+            assert (await dest.recv_type("event"))["body"]["body"] == "calm"  # not rapid's 5th
+        async with pushca_client(srv, client_obj("pushy")) as pushy:
+            answers = [await pushy.command("SEND_MESSAGE", {
+                "filter": {"accountId": "nobody"}, "message": str(i)}) for i in range(5)]
+            assert answers[:4] == [None] * 4
+            assert answers[4] is not None
+            error = json.loads(answers[4])["error"]
+            assert (error["code"], error["field"]) == ("rate_limited", "command")
