@@ -566,8 +566,9 @@ async def test_frames_that_came_before_the_close_are_all_handled() -> None:
 
 async def test_a_first_frame_that_is_not_a_hello_is_a_reconnect_not_a_silent_stop() -> None:
     """A proxy's HTML error page as the first frame raised out of the connection's task:
-    the client stopped with no error and no reconnect. It is a protocol close (1002),
-    then a reconnect, like any other broken link."""
+    the client stopped with no error and no reconnect. Frames before ``hello`` are
+    skipped, as the JS SDK does (an event before it was a 1002 close in a loop); no
+    hello within connect_timeout is a reconnect, like any other broken link."""
     from websockets.asyncio.server import serve
 
     attempts = 0
@@ -579,13 +580,16 @@ async def test_a_first_frame_that_is_not_a_hello_is_a_reconnect_not_a_silent_sto
             await ws.send("<html>502 Bad Gateway</html>")
             await ws.wait_closed()
             return
+        await ws.send(json.dumps({"type": "event", "seq": 1, "id": None, "body": 1,
+                                  "ts": 0.0}))  # before hello: skipped
         await ws.send(_hello())
         await ws.wait_closed()
 
     async with serve(gateway, "127.0.0.1", 0) as srv:
         port = srv.sockets[0].getsockname()[1]
         client = Client(f"http://127.0.0.1:{port}", token="a.b.c", backoff_base=0.05,
-                        backoff_cap=0.1)
+                        backoff_cap=0.1, connect_timeout=0.5)
         async with client:
             await client.wait_connected(10)
             assert attempts == 2 and client.connects == 1
+            assert client.last_close is not None and client.last_close.reason == "timeout"

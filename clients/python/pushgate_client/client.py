@@ -571,20 +571,11 @@ class Client:
         self._cause = None
         self._kicked = None
         try:
-            try:
-                first = await asyncio.wait_for(ws.recv(), self.connect_timeout)
-            except TimeoutError:
+            hello = await self._hello(ws)
+            if hello is None:  # none within connect_timeout
                 self._cause = "timeout"
                 ws.transport.abort()
                 await ws.wait_closed()
-                return self._close_info(ws)
-            try:  # (a proxy's HTML page, a binary frame: not a hello; it was an exception
-                hello = json.loads(first)  # that stopped the client without a word)
-            except ValueError:
-                hello = None
-            if not isinstance(hello, dict) or hello.get("type") != "hello":
-                self._cause = "protocol"
-                await ws.close(1002, "expected hello")
                 return self._close_info(ws)
             self._on_hello(Hello.from_dict(hello))
             await _send_quietly(ws, json.dumps({"type": "ping", "rid": _SYNC}))
@@ -621,6 +612,25 @@ class Client:
             self.last_close = info = self._close_info(ws)
             self._set_state(State.DISCONNECTED)
         return info
+
+    async def _hello(self, ws: ClientConnection) -> dict[str, Any] | None:
+        """The ``hello`` frame, or None when none came within ``connect_timeout``. Frames
+        before it are skipped, as the JS SDK does (a proxy's HTML page as the first frame
+        raised out of the connection and stopped the client without a word)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return None
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                frame = None
+            if isinstance(frame, dict) and frame.get("type") == "hello":
+                return frame
+            log.warning("ignoring a frame before hello")
 
     def _close_info(self, ws: ClientConnection) -> CloseInfo:
         code = ws.close_code if ws.close_code is not None else 1006
