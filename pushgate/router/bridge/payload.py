@@ -125,7 +125,8 @@ def parse_push(obj: Any) -> dict[str, Any]:
             or out.get("content_available")):
         raise InvalidRequest("'push' needs a title, a body, data or content_available",
                              field="push.title")
-    _check_depth(out)
+    if any(name in out for name in OBJ_FIELDS):  # (only they nest)
+        _check_depth(out)
     return out
 
 
